@@ -1,0 +1,406 @@
+//! Loading a TOML config file into a [`Config`], with errors that name file, line and column.
+//!
+//! The raw structs mirror the file exactly (unknown keys are rejected by serde); `build`
+//! turns them into the typed config, resolving relative paths against the file's directory.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::units::{Size, Span};
+use super::{default_workers, AccessLog, Config, Dotfiles, Limits, Route, Server, MAX_HEADERS_CEILING};
+
+/// A config that cannot be used, located as precisely as we can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `FILE:LINE:COL`, or the flag or file name when there is no position.
+    pub location: String,
+    /// What is wrong, in one line.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error in a command-line flag.
+    pub fn flag(flag: &str, message: &str) -> ConfigError {
+        ConfigError {
+            location: flag.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn at(path: &Path, text: &str, span: Option<Range<usize>>, message: String) -> ConfigError {
+        let location = match span {
+            Some(span) => {
+                let (line, col) = line_col(text, span.start);
+                format!("{}:{line}:{col}", path.display())
+            }
+            None => path.display().to_string(),
+        };
+        let message = message.lines().next().unwrap_or_default().trim().to_string();
+        ConfigError { location, message }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    workers: Option<Spanned<i64>>,
+    pid_file: Option<String>,
+    access_log: Option<String>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    server: Vec<Spanned<RawServer>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_header_bytes: Option<Spanned<Size>>,
+    max_headers: Option<Spanned<i64>>,
+    max_body_bytes: Option<Size>,
+    header_timeout: Option<Spanned<Span>>,
+    keepalive_timeout: Option<Span>,
+    max_requests_per_connection: Option<Spanned<i64>>,
+    max_connections: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: Spanned<String>,
+    root: Option<Spanned<String>>,
+    upstream: Option<Spanned<String>>,
+    fallback: Option<Spanned<String>>,
+    #[serde(default)]
+    strip_prefix: bool,
+    index: Option<Vec<Spanned<String>>>,
+    cache_control: Option<String>,
+    dotfiles: Option<Dotfiles>,
+    #[serde(default)]
+    follow_symlinks: bool,
+}
+
+/// Reads, parses and validates the config file at `path`.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        location: path.display().to_string(),
+        message: format!("cannot read config: {e}"),
+    })?;
+    let raw: RawConfig =
+        toml::from_str(&text).map_err(|e| ConfigError::at(path, &text, e.span(), e.message().to_string()))?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Builder {
+        path,
+        text: &text,
+        base,
+    }
+    .build(raw)
+}
+
+/// Converts raw values into a [`Config`], locating each error in the file.
+struct Builder<'a> {
+    path: &'a Path,
+    text: &'a str,
+    base: &'a Path,
+}
+
+impl Builder<'_> {
+    fn fail<T>(&self, span: Range<usize>, message: impl Into<String>) -> Result<T, ConfigError> {
+        Err(ConfigError::at(self.path, self.text, Some(span), message.into()))
+    }
+
+    fn count(&self, value: &Spanned<i64>, key: &str, range: Range<i64>) -> Result<i64, ConfigError> {
+        let n = *value.get_ref();
+        if range.contains(&n) {
+            Ok(n)
+        } else {
+            self.fail(
+                value.span(),
+                format!(
+                    "{key} must be between {} and {}, not {n}",
+                    range.start,
+                    range.end - 1
+                ),
+            )
+        }
+    }
+
+    fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let workers = match &raw.workers {
+            Some(w) => self.count(w, "workers", 1..1025)? as usize,
+            None => default_workers(),
+        };
+        let access_log = match raw.access_log.as_deref() {
+            None | Some("stdout") => AccessLog::Stdout,
+            Some("off") => AccessLog::Off,
+            Some(path) => AccessLog::File(self.base.join(path)),
+        };
+        let limits = self.limits(raw.limits)?;
+        if raw.server.is_empty() {
+            return Err(ConfigError::at(
+                self.path,
+                self.text,
+                None,
+                "no [[server]] section: at least one is required".into(),
+            ));
+        }
+        let mut servers = Vec::new();
+        let mut seen: Vec<SocketAddr> = Vec::new();
+        for server in &raw.server {
+            servers.push(self.server(server, &mut seen)?);
+        }
+        Ok(Config {
+            workers,
+            pid_file: raw.pid_file.map(|p| self.base.join(p)),
+            access_log,
+            limits,
+            servers,
+        })
+    }
+
+    fn limits(&self, raw: RawLimits) -> Result<Limits, ConfigError> {
+        let mut limits = Limits::default();
+        if let Some(size) = raw.max_header_bytes {
+            if !(1024..=1 << 20).contains(&size.get_ref().0) {
+                return self.fail(size.span(), "max_header_bytes must be between 1KiB and 1MiB");
+            }
+            limits.max_header_bytes = size.get_ref().0 as usize;
+        }
+        if let Some(n) = &raw.max_headers {
+            limits.max_headers = self.count(n, "max_headers", 1..MAX_HEADERS_CEILING as i64 + 1)? as usize;
+        }
+        if let Some(size) = raw.max_body_bytes {
+            limits.max_body_bytes = size.0;
+        }
+        if let Some(span) = raw.header_timeout {
+            if span.get_ref().0.is_zero() {
+                return self.fail(span.span(), "header_timeout must be more than 0");
+            }
+            limits.header_timeout = span.get_ref().0;
+        }
+        if let Some(span) = raw.keepalive_timeout {
+            limits.keepalive_timeout = span.0;
+        }
+        if let Some(n) = &raw.max_requests_per_connection {
+            limits.max_requests_per_connection =
+                self.count(n, "max_requests_per_connection", 1..u32::MAX as i64)? as u32;
+        }
+        if let Some(n) = &raw.max_connections {
+            limits.max_connections = self.count(n, "max_connections", 1..1_000_001)? as usize;
+        }
+        Ok(limits)
+    }
+
+    fn server(&self, raw: &Spanned<RawServer>, seen: &mut Vec<SocketAddr>) -> Result<Server, ConfigError> {
+        let server = raw.get_ref();
+        let mut listen = Vec::new();
+        for text in server.listen.iter().flatten() {
+            let Ok(addr) = text.get_ref().parse::<SocketAddr>() else {
+                return self.fail(
+                    text.span(),
+                    format!(
+                        "listen: `{}` is not an address like 127.0.0.1:8080",
+                        text.get_ref()
+                    ),
+                );
+            };
+            if seen.contains(&addr) {
+                return self.fail(
+                    text.span(),
+                    format!("listen: {addr} is already used by another server"),
+                );
+            }
+            seen.push(addr);
+            listen.push(addr);
+        }
+        if listen.is_empty() {
+            return self.fail(raw.span(), "server has no listen address");
+        }
+        if server.route.is_empty() {
+            return self.fail(raw.span(), "server has no [[server.route]]");
+        }
+        let mut routes: Vec<Route> = Vec::new();
+        for route in &server.route {
+            let built = self.route(route)?;
+            if routes.iter().any(|r| r.prefix == built.prefix) {
+                let span = route.get_ref().prefix.span();
+                return self.fail(span, format!("prefix `{}` is routed twice", built.prefix));
+            }
+            routes.push(built);
+        }
+        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Ok(Server { listen, routes })
+    }
+
+    fn route(&self, raw: &Spanned<RawRoute>) -> Result<Route, ConfigError> {
+        let route = raw.get_ref();
+        let prefix = route.prefix.get_ref();
+        if !prefix.starts_with('/') {
+            return self.fail(
+                route.prefix.span(),
+                format!("prefix `{prefix}` must start with '/'"),
+            );
+        }
+        for key in [&route.upstream, &route.fallback].into_iter().flatten() {
+            return self.fail(
+                key.span(),
+                "upstream/fallback: the reverse proxy is not implemented yet in this version",
+            );
+        }
+        let Some(root) = &route.root else {
+            return self.fail(raw.span(), "route needs `root` (the directory to serve)");
+        };
+        let root_path = existing_dir(&self.base.join(root.get_ref()))
+            .or_else(|why| self.fail(root.span(), format!("root: {why}")))?;
+        let mut built = Route::static_root(prefix, root_path);
+        built.strip_prefix = route.strip_prefix;
+        built.cache_control = route.cache_control.clone();
+        built.follow_symlinks = route.follow_symlinks;
+        if let Some(dotfiles) = route.dotfiles {
+            built.dotfiles = dotfiles;
+        }
+        if let Some(index) = &route.index {
+            built.index.clear();
+            for name in index {
+                let text = name.get_ref();
+                if text.is_empty() || text.contains('/') || text.starts_with('.') {
+                    return self.fail(name.span(), format!("index: `{text}` must be a plain file name"));
+                }
+                built.index.push(text.clone());
+            }
+        }
+        Ok(built)
+    }
+}
+
+/// Canonical absolute path of an existing directory, or why it cannot be served.
+pub(super) fn existing_dir(path: &Path) -> Result<PathBuf, String> {
+    match std::fs::canonicalize(path) {
+        Ok(abs) if abs.is_dir() => Ok(abs),
+        Ok(_) => Err(format!("`{}` is not a directory", path.display())),
+        Err(e) => Err(format!("`{}`: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("public")).unwrap();
+        let path = dir.path().join("shoal.toml");
+        std::fs::write(&path, text).unwrap();
+        load_file(&path).map_err(|e| {
+            let shown = e.to_string();
+            shown.replace(&path.display().to_string(), "FILE")
+        })
+    }
+
+    const MINIMAL: &str =
+        "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n[[server.route]]\nprefix = \"/\"\nroot = \"public\"\n";
+
+    #[test]
+    fn minimal_config_gets_production_defaults() {
+        let config = load(MINIMAL).unwrap();
+        assert_eq!(config.workers, default_workers());
+        assert_eq!(config.limits.max_header_bytes, 16 * 1024);
+        assert_eq!(config.access_log, AccessLog::Stdout);
+        let route = &config.servers[0].routes[0];
+        assert!(route.root.is_absolute() && route.root.ends_with("public"));
+        assert_eq!(route.dotfiles, Dotfiles::Deny);
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = format!(
+            "workers = 2\npid_file = \"shoal.pid\"\naccess_log = \"off\"\n[limits]\nmax_header_bytes = \"8KiB\"\nmax_headers = 50\nmax_body_bytes = \"1MiB\"\nheader_timeout = \"500ms\"\nkeepalive_timeout = \"1m\"\nmax_requests_per_connection = 10\nmax_connections = 100\n{MINIMAL}  index = [\"home.html\"]\n  cache_control = \"max-age=60\"\n  dotfiles = \"ignore\"\n  strip_prefix = true\n"
+        );
+        let config = load(&text).unwrap();
+        assert_eq!(config.workers, 2);
+        assert_eq!(config.access_log, AccessLog::Off);
+        assert_eq!(config.limits.max_header_bytes, 8192);
+        assert_eq!(config.limits.header_timeout.as_millis(), 500);
+        assert_eq!(config.limits.keepalive_timeout.as_secs(), 60);
+        let route = &config.servers[0].routes[0];
+        assert_eq!(route.index, ["home.html"]);
+        assert_eq!(route.dotfiles, Dotfiles::Ignore);
+        assert!(route.strip_prefix);
+    }
+
+    #[test]
+    fn errors_name_line_column_and_key() {
+        let cases: &[(&str, &str)] = &[
+            ("workers = 2\nwrokers = 3\n", "FILE:2:1: unknown field `wrokers`"),
+            (
+                "[limits]\nmax_body_bytes = \"10XiB\"\n",
+                "FILE:2:18: `10XiB` has an unknown size unit",
+            ),
+            (
+                "[limits]\nheader_timeout = \"10\"\n",
+                "FILE:2:18: `10` needs a unit",
+            ),
+            ("workers = 0\n", "FILE:1:11: workers must be between 1 and 1024"),
+            ("[limits]\nbogus = 1\n", "FILE:2:1: unknown field `bogus`"),
+            ("workers = \"two\"\n", "FILE:1:11: invalid type"),
+            ("", "FILE: no [[server]] section"),
+        ];
+        for (text, want) in cases {
+            let got = load(text).unwrap_err();
+            assert!(got.starts_with(want), "{text:?}: got {got:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn route_errors_point_at_the_value() {
+        let bad_root = MINIMAL.replace("\"public\"", "\"missing\"");
+        assert!(load(&bad_root).unwrap_err().starts_with("FILE:5:8: root: "));
+        let bad_listen = MINIMAL.replace("127.0.0.1:8080", "localhost");
+        assert!(load(&bad_listen)
+            .unwrap_err()
+            .starts_with("FILE:2:11: listen: `localhost`"));
+        let bad_prefix = MINIMAL.replace("prefix = \"/\"", "prefix = \"api\"");
+        assert!(load(&bad_prefix)
+            .unwrap_err()
+            .starts_with("FILE:4:10: prefix `api`"));
+        let unknown_route_key = format!("{MINIMAL}  colour = \"red\"\n");
+        assert!(load(&unknown_route_key)
+            .unwrap_err()
+            .starts_with("FILE:6:3: unknown field `colour`"));
+        let two_servers_one_port = format!("{MINIMAL}{MINIMAL}");
+        assert!(load(&two_servers_one_port)
+            .unwrap_err()
+            .contains("already used by another server"));
+    }
+}

@@ -1,0 +1,204 @@
+//! The validated, typed configuration every other module reads.
+//!
+//! A `Config` is built either from a TOML file ([`load_file`]) or from command-line flags
+//! ([`Config::quick`]); once built it is complete: every path is absolute, every root exists,
+//! every limit has a value. Nothing downstream re-validates.
+
+mod file;
+pub mod units;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use file::{load_file, ConfigError};
+
+/// Everything one shoal instance needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Number of worker processes (and of listening sockets per address).
+    pub workers: usize,
+    /// Where the master writes its pid, removed on exit.
+    pub pid_file: Option<PathBuf>,
+    /// Where each worker appends its access log.
+    pub access_log: AccessLog,
+    /// Per-connection and per-request bounds.
+    pub limits: Limits,
+    /// Virtual servers, each with its own listen addresses and routes.
+    pub servers: Vec<Server>,
+}
+
+/// Access log destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    /// No log at all (and no cost).
+    Off,
+    /// The process's standard output.
+    Stdout,
+    /// A file opened in append mode.
+    File(PathBuf),
+}
+
+/// Bounds on what a client may send and how long it may take.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Request line plus headers; over it: 431 (414 if the request line alone is over).
+    pub max_header_bytes: usize,
+    /// Header lines per request; over it: 431.
+    pub max_headers: usize,
+    /// Request body bytes; over it: 413.
+    pub max_body_bytes: u64,
+    /// Time to receive a complete request head (and between body reads).
+    pub header_timeout: Duration,
+    /// Idle time allowed between requests on a persistent connection.
+    pub keepalive_timeout: Duration,
+    /// Requests served on one connection before it is closed.
+    pub max_requests_per_connection: u32,
+    /// Open client connections per worker; when reached the worker stops accepting.
+    pub max_connections: usize,
+}
+
+/// Largest `max_headers` accepted: the parser keeps its header table on the stack.
+pub const MAX_HEADERS_CEILING: usize = 256;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body_bytes: 10 * 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            max_requests_per_connection: 1000,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// One virtual server: the addresses it listens on and its routes.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Addresses bound for this server (one socket per worker slot each).
+    pub listen: Vec<SocketAddr>,
+    /// Routes, sorted longest prefix first so the first match is the longest.
+    pub routes: Vec<Route>,
+}
+
+/// A path prefix and what serves it.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Path prefix this route matches (always starts with '/').
+    pub prefix: String,
+    /// Directory whose files are served (absolute).
+    pub root: PathBuf,
+    /// Remove `prefix` from the path before looking under `root` (like nginx's `alias`).
+    pub strip_prefix: bool,
+    /// Files tried, in order, for a directory request.
+    pub index: Vec<String>,
+    /// `Cache-Control` value added to file responses.
+    pub cache_control: Option<String>,
+    /// How names starting with '.' are treated.
+    pub dotfiles: Dotfiles,
+    /// Follow symlinks that point outside the root (off by default).
+    pub follow_symlinks: bool,
+}
+
+/// Policy for dotfiles (any path segment starting with '.').
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dotfiles {
+    /// 403 Forbidden.
+    Deny,
+    /// 404 Not Found, as if they did not exist.
+    Ignore,
+    /// Served like any other file.
+    Allow,
+}
+
+impl Route {
+    /// A route serving `root` for every path, with default options.
+    pub fn static_root(prefix: &str, root: PathBuf) -> Route {
+        Route {
+            prefix: prefix.to_string(),
+            root,
+            strip_prefix: false,
+            index: vec!["index.html".to_string()],
+            cache_control: None,
+            dotfiles: Dotfiles::Deny,
+            follow_symlinks: false,
+        }
+    }
+
+    /// True when `path` (normalized, starting with '/') falls under this route.
+    pub fn matches(&self, path: &str) -> bool {
+        path.starts_with(&self.prefix)
+    }
+}
+
+/// Default listen address for quick mode and for a server without `listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Worker count when none is configured: one per CPU.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Command-line settings that make up a config without a file (quick mode).
+#[derive(Debug, Default, Clone)]
+pub struct QuickOptions {
+    /// `-l`: addresses; empty means [`DEFAULT_LISTEN`].
+    pub listen: Vec<String>,
+    /// `-r`: static root; `None` means the current directory.
+    pub root: Option<PathBuf>,
+    /// `-u`: upstream servers (the reverse proxy issue implements them).
+    pub upstreams: Vec<String>,
+}
+
+impl Config {
+    /// Builds a config from flags alone: one server, one route `/` serving `root`.
+    pub fn quick(options: &QuickOptions) -> Result<Config, ConfigError> {
+        if !options.upstreams.is_empty() {
+            return Err(ConfigError::flag(
+                "--upstream",
+                "the reverse proxy is not implemented yet in this version; serve files with --root",
+            ));
+        }
+        let listen = if options.listen.is_empty() {
+            vec![DEFAULT_LISTEN.parse().expect("default address parses")]
+        } else {
+            options
+                .listen
+                .iter()
+                .map(|text| {
+                    text.parse::<SocketAddr>().map_err(|_| {
+                        ConfigError::flag(
+                            "--listen",
+                            &format!("`{text}` is not an address like 127.0.0.1:8080"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let root = options.root.clone().unwrap_or_else(|| PathBuf::from("."));
+        let root = file::existing_dir(&root).map_err(|why| ConfigError::flag("--root", &why))?;
+        Ok(Config {
+            workers: default_workers(),
+            pid_file: None,
+            access_log: AccessLog::Stdout,
+            limits: Limits::default(),
+            servers: vec![Server {
+                listen,
+                routes: vec![Route::static_root("/", root)],
+            }],
+        })
+    }
+
+    /// Every distinct listen address with the index of the server it belongs to.
+    pub fn listeners(&self) -> Vec<(SocketAddr, usize)> {
+        self.servers
+            .iter()
+            .enumerate()
+            .flat_map(|(index, server)| server.listen.iter().map(move |addr| (*addr, index)))
+            .collect()
+    }
+}

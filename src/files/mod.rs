@@ -1,0 +1,247 @@
+//! Static files: target -> path under a root, conditional and range requests, MIME, cache.
+//!
+//! [`StaticFiles`] answers GET and HEAD for the routes that have a `root`. Paths arrive
+//! already decoded and normalized (see [`resolve`]); the kernel then keeps every open
+//! beneath the root (`openat2`), so no request can reach a file outside it.
+
+mod cache;
+pub mod conditional;
+pub mod mime;
+pub mod range;
+mod representation;
+pub mod resolve;
+mod respond;
+
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::config::{Dotfiles, Route};
+use crate::http::request::{Method, RequestHead};
+use crate::http::response::{self, Persistence};
+use crate::sys::{self, OpenMode};
+use cache::{FileCache, Lookup, Resource};
+use representation::{Coding, Describe, OpenError, Opened};
+pub use respond::{FileBody, Served};
+
+/// One request for a static file, as the connection hands it over.
+pub struct FileRequest<'a> {
+    pub head: &'a RequestHead,
+    /// The buffer the head's slices point into.
+    pub buf: &'a [u8],
+    /// Decoded, normalized path (starts with '/').
+    pub path: &'a str,
+    /// Index of the route in the worker's route table.
+    pub route_id: usize,
+    pub route: &'a Route,
+}
+
+/// Where a response is written and how the connection continues.
+pub struct Reply<'a> {
+    pub out: &'a mut Vec<u8>,
+    pub date: &'a [u8],
+    pub persistence: Persistence,
+}
+
+struct Root {
+    dir: OwnedFd,
+    mode: OpenMode,
+    cache: FileCache,
+}
+
+/// A worker's static file handler: one open root directory and cache per route.
+pub struct StaticFiles {
+    roots: Vec<Root>,
+}
+
+/// The outcome of finding what a path names.
+enum Found {
+    Resource(Resource),
+    /// A directory named without its trailing slash.
+    Redirect,
+}
+
+impl StaticFiles {
+    /// Opens every route's root directory.
+    pub fn open(routes: &[&Route]) -> std::io::Result<StaticFiles> {
+        let roots = routes
+            .iter()
+            .map(|route| {
+                let dir = sys::open_dir(&route.root).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot open root {}: {e}", route.root.display()),
+                    )
+                })?;
+                let mode = if route.follow_symlinks {
+                    OpenMode::FollowAll
+                } else {
+                    OpenMode::Beneath
+                };
+                Ok(Root {
+                    dir,
+                    mode,
+                    cache: FileCache::default(),
+                })
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(StaticFiles { roots })
+    }
+
+    /// Answers `request`, writing the head (and in-memory body) to `reply.out`.
+    pub fn serve(&mut self, request: &FileRequest, reply: Reply, now: Instant) -> Served {
+        let head = request.head;
+        let with_body = head.method != Method::Head;
+        let simple = |reply: Reply, status: u16, extra: &[(&str, &[u8])]| {
+            let n =
+                response::write_simple(reply.out, status, reply.date, reply.persistence, extra, with_body);
+            Served::written(status, n)
+        };
+        if !matches!(head.method, Method::Get | Method::Head) {
+            return simple(reply, 405, &[("Allow", b"GET, HEAD")]);
+        }
+        if request.route.dotfiles != Dotfiles::Allow && resolve::has_dot_segment(request.path) {
+            let status = if request.route.dotfiles == Dotfiles::Deny {
+                403
+            } else {
+                404
+            };
+            return simple(reply, status, &[]);
+        }
+        let relative = relative_path(request);
+        let found = match self.find(request.route_id, relative, request.route, now) {
+            Ok(found) => found,
+            Err(e) => return simple(reply, e.status(), &[]),
+        };
+        let resource = match found {
+            Found::Resource(resource) => resource,
+            Found::Redirect => {
+                let location = redirect_location(head.target.of(request.buf), request.path);
+                return simple(reply, 301, &[("Location", &location)]);
+            }
+        };
+        let accepted = head
+            .accept_encoding
+            .map(|s| s.of(request.buf))
+            .unwrap_or_default();
+        let rep = [(Coding::Brotli, &resource.brotli), (Coding::Gzip, &resource.gzip)]
+            .into_iter()
+            .find_map(|(coding, rep)| {
+                let (_, token) = coding.suffix_and_token()?;
+                rep.as_ref()
+                    .filter(|_| conditional::accepts_encoding(accepted, token))
+            })
+            .unwrap_or(&resource.identity);
+        respond::respond(rep, head, request.buf, reply.out, reply.date, reply.persistence)
+    }
+
+    /// Finds the resource for `relative`, from the cache when it is fresh.
+    fn find(
+        &mut self,
+        route_id: usize,
+        relative: &str,
+        route: &Route,
+        now: Instant,
+    ) -> Result<Found, OpenError> {
+        let root = &mut self.roots[route_id];
+        let stale = match root.cache.get(relative, now) {
+            Lookup::Fresh(resource) => return Ok(Found::Resource(resource.clone())),
+            Lookup::Stale(resource) => Some(resource.clone()),
+            Lookup::Missing => None,
+        };
+        let found = load(root, relative, route)?;
+        if let Found::Resource(resource) = &found {
+            match stale {
+                Some(old) if old.fingerprint() == resource.fingerprint() => root.cache.confirm(relative, now),
+                _ => root
+                    .cache
+                    .insert(relative, resource.clone(), now, cache::BUDGET_BYTES),
+            }
+        } else {
+            root.cache.remove(relative);
+        }
+        Ok(found)
+    }
+}
+
+/// The path under the root: the whole request path, or the part after the prefix.
+fn relative_path<'a>(request: &FileRequest<'a>) -> &'a str {
+    let path = if request.route.strip_prefix {
+        &request.path[request.route.prefix.len().min(request.path.len())..]
+    } else {
+        request.path
+    };
+    path.trim_start_matches('/')
+}
+
+/// Reads what `relative` names from disk: a file, a directory's index, or a redirect.
+fn load(root: &Root, relative: &str, route: &Route) -> Result<Found, OpenError> {
+    let wants_directory = relative.is_empty() || relative.ends_with('/');
+    if !wants_directory {
+        return match representation::open(&root.dir, relative, root.mode)? {
+            Opened::File(file, meta) => resource(root, relative, file, &meta, route).map(Found::Resource),
+            Opened::Directory => Ok(Found::Redirect),
+        };
+    }
+    for index in &route.index {
+        let path = format!("{relative}{index}");
+        match representation::open(&root.dir, &path, root.mode) {
+            Ok(Opened::File(file, meta)) => {
+                return resource(root, &path, file, &meta, route).map(Found::Resource)
+            }
+            Ok(Opened::Directory) | Err(OpenError::NotFound) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(OpenError::NotFound)
+}
+
+/// Builds the resource for the regular file at `path`, with its precompressed siblings.
+fn resource(
+    root: &Root,
+    path: &str,
+    file: std::fs::File,
+    meta: &std::fs::Metadata,
+    route: &Route,
+) -> Result<Resource, OpenError> {
+    let sibling = |coding: Coding| {
+        let (suffix, _) = coding.suffix_and_token()?;
+        match representation::open(&root.dir, &format!("{path}{suffix}"), root.mode) {
+            Ok(Opened::File(file, meta)) => Some((file, meta)),
+            _ => None,
+        }
+    };
+    let gzip = sibling(Coding::Gzip);
+    let brotli = sibling(Coding::Brotli);
+    let varies = gzip.is_some() || brotli.is_some();
+    let describe = |coding| Describe {
+        name: path,
+        coding,
+        cache_control: route.cache_control.as_deref(),
+        varies,
+    };
+    let build = |found: Option<(std::fs::File, std::fs::Metadata)>, coding| {
+        found
+            .map(|(file, meta)| representation::build(file, &meta, &describe(coding)).map(Rc::new))
+            .transpose()
+    };
+    Ok(Resource {
+        file: path.to_string(),
+        identity: Rc::new(representation::build(file, meta, &describe(Coding::Identity))?),
+        gzip: build(gzip, Coding::Gzip)?,
+        brotli: build(brotli, Coding::Brotli)?,
+    })
+}
+
+/// `Location` for a directory named without its slash: the same target with '/' added
+/// before the query.
+fn redirect_location(target: &[u8], normalized: &str) -> Vec<u8> {
+    if !target.starts_with(b"/") {
+        return format!("{normalized}/").into_bytes();
+    }
+    let split = resolve::query_start(target);
+    let mut location = target[..split].to_vec();
+    location.push(b'/');
+    location.extend_from_slice(&target[split..]);
+    location
+}

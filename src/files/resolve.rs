@@ -1,0 +1,342 @@
+//! Request target to a safe, normalized URL path.
+//!
+//! Owns the one place where request-target bytes are percent-decoded and dot segments removed.
+//! Invariant: a [`UrlPath`] is decoded exactly once, is valid UTF-8, starts with '/', and holds no
+//! empty, "." or ".." segments, NUL, backslash or control bytes; a ".." that would climb above
+//! the root is an error, never silently clamped.
+
+/// A decoded, normalized URL path that is safe to join onto a document root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlPath {
+    /// Always starts with '/'; keeps a trailing '/' if the target's path had one (or ended in
+    /// "/." or "/.."); never contains "//", "/./", "/../" segments, NUL or '\\'.
+    pub path: String,
+}
+
+/// Why a request target cannot be mapped to a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// The target is neither origin-form (`/...`) nor an http(s) absolute-form URL.
+    NotOrigin,
+    /// A '%' is not followed by two hex digits.
+    BadEscape,
+    /// The decoded path contains a NUL byte.
+    Nul,
+    /// The decoded path contains a backslash.
+    Backslash,
+    /// The decoded path is not valid UTF-8 (this includes overlong encodings).
+    BadUtf8,
+    /// The decoded path contains a control byte (0x01-0x1F or 0x7F).
+    ControlByte,
+    /// A ".." segment would climb above the root.
+    EscapesRoot,
+}
+
+/// Splits `target` (raw request-target bytes) into path and query, percent-decodes the path
+/// exactly once, and normalizes it. Absolute-form targets (`http://host/p?q`, scheme
+/// case-insensitive, http or https) are reduced to their path (`http://host` alone -> "/").
+/// A target that starts with neither '/' nor a scheme (e.g. `*`, `foo`) is NotOrigin.
+pub fn resolve_target(target: &[u8]) -> Result<UrlPath, PathError> {
+    let without_query = &target[..query_start(target)];
+    let raw_path = origin_path(without_query).ok_or(PathError::NotOrigin)?;
+    let decoded = percent_decode(raw_path)?;
+    check_bytes(&decoded)?;
+    let text = String::from_utf8(decoded).map_err(|_| PathError::BadUtf8)?;
+    normalize(&text).map(|path| UrlPath { path })
+}
+
+/// Byte offset where the query ('?') starts in a raw target, or target.len().
+pub fn query_start(target: &[u8]) -> usize {
+    target
+        .iter()
+        .position(|&byte| byte == b'?')
+        .unwrap_or(target.len())
+}
+
+/// True if any segment of a normalized path starts with '.' (a dotfile or dot-directory).
+pub fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| segment.starts_with('.'))
+}
+
+/// The still-encoded path of an origin-form or absolute-form target without its query.
+fn origin_path(target: &[u8]) -> Option<&[u8]> {
+    if target.starts_with(b"/") {
+        return Some(target);
+    }
+    let after_scheme = strip_http_scheme(target)?;
+    let authority_len = after_scheme
+        .iter()
+        .position(|&byte| byte == b'/')
+        .unwrap_or(after_scheme.len());
+    if authority_len == 0 {
+        return None;
+    }
+    match &after_scheme[authority_len..] {
+        b"" => Some(b"/"),
+        path => Some(path),
+    }
+}
+
+/// The rest of `target` after a case-insensitive `http://` or `https://`.
+fn strip_http_scheme(target: &[u8]) -> Option<&[u8]> {
+    ["http://", "https://"].iter().find_map(|scheme| {
+        let prefix = target.get(..scheme.len())?;
+        prefix
+            .eq_ignore_ascii_case(scheme.as_bytes())
+            .then(|| &target[scheme.len()..])
+    })
+}
+
+fn percent_decode(raw: &[u8]) -> Result<Vec<u8>, PathError> {
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte != b'%' {
+            decoded.push(byte);
+            rest = tail;
+            continue;
+        }
+        let escaped = match tail {
+            [high, low, ..] => hex_pair(*high, *low),
+            _ => None,
+        };
+        decoded.push(escaped.ok_or(PathError::BadEscape)?);
+        rest = &tail[2..];
+    }
+    Ok(decoded)
+}
+
+fn hex_pair(high: u8, low: u8) -> Option<u8> {
+    let digit = |byte: u8| char::from(byte).to_digit(16);
+    let value = digit(high)? * 16 + digit(low)?;
+    u8::try_from(value).ok()
+}
+
+/// Rejects the first byte that must never reach the filesystem layer.
+fn check_bytes(decoded: &[u8]) -> Result<(), PathError> {
+    for &byte in decoded {
+        match byte {
+            0 => return Err(PathError::Nul),
+            b'\\' => return Err(PathError::Backslash),
+            0x01..=0x1f | 0x7f => return Err(PathError::ControlByte),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Removes empty and dot segments; `decoded` starts with '/'.
+fn normalize(decoded: &str) -> Result<String, PathError> {
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop().ok_or(PathError::EscapesRoot)?;
+            }
+            name => segments.push(name),
+        }
+    }
+    let last = decoded.rsplit('/').next().unwrap_or("");
+    let keeps_trailing_slash = matches!(last, "" | "." | "..") && !segments.is_empty();
+    let mut path = String::with_capacity(decoded.len());
+    for segment in &segments {
+        path.push('/');
+        path.push_str(segment);
+    }
+    if keeps_trailing_slash || segments.is_empty() {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(target: &str) -> Result<String, PathError> {
+        resolve_target(target.as_bytes()).map(|url| url.path)
+    }
+
+    #[test]
+    fn plain_and_normalized_paths() {
+        let cases: &[(&str, &str)] = &[
+            ("/", "/"),
+            ("/index.html", "/index.html"),
+            ("/a/b/c", "/a/b/c"),
+            ("/a/b/", "/a/b/"),
+            ("/a/./b/", "/a/b/"),
+            ("//a//b", "/a/b"),
+            ("///", "/"),
+            ("/a/b/..", "/a/"),
+            ("/a/b/.", "/a/b/"),
+            ("/a/b/../c", "/a/c"),
+            ("/a/../b", "/b"),
+            ("/a/..", "/"),
+            ("/a/../", "/"),
+            ("/.", "/"),
+            ("/./", "/"),
+            ("/a/.../b", "/a/.../b"),
+            ("/a/..b/c", "/a/..b/c"),
+            ("/a/b..", "/a/b.."),
+            ("/.hidden", "/.hidden"),
+            ("/%7euser/", "/~user/"),
+            ("/a%20b", "/a b"),
+            ("/caf%C3%A9", "/caf\u{e9}"),
+            ("/caf\u{e9}", "/caf\u{e9}"),
+            ("/a%2Fb", "/a/b"),
+            ("/a%2f%2fb", "/a/b"),
+            ("/a#frag", "/a#frag"),
+            ("/a;b=c", "/a;b=c"),
+            ("/a+b", "/a+b"),
+        ];
+        for (target, expected) in cases {
+            assert_eq!(resolved(target), Ok(expected.to_string()), "{target}");
+        }
+    }
+
+    #[test]
+    fn query_is_split_off_and_not_decoded() {
+        let cases: &[(&str, &str)] = &[
+            ("/a?b", "/a"),
+            ("/a/?x=1&y=2", "/a/"),
+            ("/?", "/"),
+            ("/a?%zz", "/a"),
+            ("/a?/../../..", "/a"),
+            ("/a?q=%00", "/a"),
+            ("/a%3Fb?c", "/a?b"),
+        ];
+        for (target, expected) in cases {
+            assert_eq!(resolved(target), Ok(expected.to_string()), "{target}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_is_reduced_to_its_path() {
+        let cases: &[(&str, Result<&str, PathError>)] = &[
+            ("http://host/p?q", Ok("/p")),
+            ("HTTP://host/p", Ok("/p")),
+            ("HtTpS://host:8443/a/b/", Ok("/a/b/")),
+            ("http://host", Ok("/")),
+            ("https://host?x=1", Ok("/")),
+            ("http://user@host/x", Ok("/x")),
+            ("http://host/a/../../x", Err(PathError::EscapesRoot)),
+            ("http://host/%2e%2e", Err(PathError::EscapesRoot)),
+            ("http:///x", Err(PathError::NotOrigin)),
+            ("http://", Err(PathError::NotOrigin)),
+            ("http:/x", Err(PathError::NotOrigin)),
+            ("ftp://host/x", Err(PathError::NotOrigin)),
+            ("httpx://host/x", Err(PathError::NotOrigin)),
+        ];
+        for (target, expected) in cases {
+            let expected = expected.map(str::to_string);
+            assert_eq!(resolved(target), expected, "{target}");
+        }
+    }
+
+    #[test]
+    fn non_origin_targets_are_rejected() {
+        let cases: &[&str] = &["", "*", "foo", "foo/bar", "?x", "host:80", " /a", "%2F", "\\a"];
+        for target in cases {
+            assert_eq!(resolved(target), Err(PathError::NotOrigin), "{target}");
+        }
+    }
+
+    #[test]
+    fn traversal_tricks_are_rejected() {
+        use PathError::*;
+        let cases: &[(&str, PathError)] = &[
+            ("/..", EscapesRoot),
+            ("/../", EscapesRoot),
+            ("/../etc/passwd", EscapesRoot),
+            ("/a/../../x", EscapesRoot),
+            ("/a/b/../../../x", EscapesRoot),
+            ("/./../x", EscapesRoot),
+            ("//../x", EscapesRoot),
+            ("/%2e%2e/x", EscapesRoot),
+            ("/%2E%2E/x", EscapesRoot),
+            ("/.%2e/x", EscapesRoot),
+            ("/%2e./x", EscapesRoot),
+            ("/%2E%2E%2Fx", EscapesRoot),
+            ("/a%2F..%2F..%2Fx", EscapesRoot),
+            ("/..%5c..%5cx", Backslash),
+            ("/..\\..\\x", Backslash),
+            ("/a%5Cb", Backslash),
+            ("/%00", Nul),
+            ("/a%00.html", Nul),
+            ("/a%0d%0aSet-Cookie:x", ControlByte),
+            ("/a%09b", ControlByte),
+            ("/a%7Fb", ControlByte),
+            ("/a\x01b", ControlByte),
+            ("/a%c0%afb", BadUtf8),
+            ("/%C0%AE%C0%AE/x", BadUtf8),
+            ("/%E0%80%AE%E0%80%AE/x", BadUtf8),
+            ("/%c0%2e", BadUtf8),
+            ("/%ff", BadUtf8),
+            ("/%ed%a0%80", BadUtf8),
+            ("/%", BadEscape),
+            ("/%2", BadEscape),
+            ("/%zz", BadEscape),
+            ("/%2g", BadEscape),
+            ("/%%32%65", BadEscape),
+            ("/%+1", BadEscape),
+            ("/% 1", BadEscape),
+        ];
+        for (target, expected) in cases {
+            assert_eq!(resolved(target), Err(*expected), "{target}");
+        }
+    }
+
+    #[test]
+    fn decoding_happens_exactly_once() {
+        let cases: &[(&str, &str)] = &[
+            ("/%252e%252e/x", "/%2e%2e/x"),
+            ("/%252E%252E%252Fx", "/%2E%2E%2Fx"),
+            ("/a/%2500", "/a/%00"),
+            ("/%255c", "/%5c"),
+            ("/%25", "/%"),
+        ];
+        for (target, expected) in cases {
+            assert_eq!(resolved(target), Ok(expected.to_string()), "{target}");
+        }
+    }
+
+    #[test]
+    fn non_utf8_raw_bytes_are_rejected() {
+        assert_eq!(resolve_target(b"/a\xffb"), Err(PathError::BadUtf8));
+        assert_eq!(resolve_target(b"/\xc0\xae"), Err(PathError::BadUtf8));
+    }
+
+    #[test]
+    fn query_start_finds_the_first_question_mark() {
+        let cases: &[(&str, usize)] = &[
+            ("/", 1),
+            ("/a?b", 2),
+            ("/a?b?c", 2),
+            ("?", 0),
+            ("", 0),
+            ("/a%3Fb", 6),
+        ];
+        for (target, expected) in cases {
+            assert_eq!(query_start(target.as_bytes()), *expected, "{target}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_detected() {
+        let cases: &[(&str, bool)] = &[
+            ("/", false),
+            ("/index.html", false),
+            ("/a/b/", false),
+            ("/a.b/c", false),
+            ("/.git/config", true),
+            ("/a/.env", true),
+            ("/a/.well-known/", true),
+            ("/.", true),
+            ("/a/...", true),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(has_dot_segment(path), *expected, "{path}");
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! HTTP/1.x wire format: request heads, body framing, response heads.
+
+pub mod chunked;
+pub mod request;
+pub mod response;

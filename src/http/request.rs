@@ -1,0 +1,509 @@
+//! Request heads: httparse does the tokenizing; this module makes the framing and
+//! persistence decisions and rejects every ambiguity instead of guessing.
+//!
+//! A parsed [`RequestHead`] holds no borrowed data: header values are [`Slice`]s into the
+//! buffer the head was parsed from, which the caller keeps until the request is answered.
+
+use std::mem::MaybeUninit;
+
+use crate::config::{Limits, MAX_HEADERS_CEILING};
+
+/// A byte range in the buffer a head was parsed from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Slice {
+    start: u32,
+    end: u32,
+}
+
+impl Slice {
+    fn within(buf: &[u8], part: &[u8]) -> Slice {
+        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+        Slice {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+
+    /// The bytes this slice names in `buf`.
+    pub fn of<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.start as usize..self.end as usize]
+    }
+}
+
+/// Request methods shoal tells apart; the rest are `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Patch,
+    Other,
+}
+
+impl Method {
+    fn from_bytes(name: &str) -> Method {
+        match name {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "PATCH" => Method::Patch,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// HTTP versions shoal speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// What the client asked about the connection's future.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientWish {
+    /// Nothing said: the version's default applies.
+    Default,
+    /// `Connection: close`.
+    Close,
+    /// `Connection: keep-alive` (meaningful for HTTP/1.0).
+    KeepAlive,
+}
+
+/// A complete, validated request head.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead {
+    pub method: Method,
+    pub method_name: Slice,
+    pub target: Slice,
+    pub version: Version,
+    /// Bytes of the head including the final empty line.
+    pub len: usize,
+    pub framing: Framing,
+    pub wish: ClientWish,
+    pub expect_continue: bool,
+    pub host: Option<Slice>,
+    pub if_none_match: Option<Slice>,
+    pub if_modified_since: Option<Slice>,
+    pub range: Option<Slice>,
+    pub if_range: Option<Slice>,
+    pub accept_encoding: Option<Slice>,
+    pub referer: Option<Slice>,
+    pub user_agent: Option<Slice>,
+}
+
+impl RequestHead {
+    /// True when the connection may carry another request after this one.
+    pub fn wants_keep_alive(&self) -> bool {
+        match (self.version, self.wish) {
+            (_, ClientWish::Close) => false,
+            (Version::Http11, _) => true,
+            (Version::Http10, wish) => wish == ClientWish::KeepAlive,
+        }
+    }
+
+    /// The request line as sent (method, target, version), for the access log.
+    pub fn request_line<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        let line_end = buf[..self.len].iter().position(|&b| b == b'\r' || b == b'\n');
+        &buf[..line_end.unwrap_or(0)]
+    }
+}
+
+/// Why a head was rejected; each maps to one status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// Malformed request line or header line.
+    Malformed,
+    /// Request line longer than the header limit.
+    TargetTooLong,
+    /// Head bytes or header count over the limits.
+    HeadTooLarge,
+    /// A version other than HTTP/1.0 or 1.1.
+    UnsupportedVersion,
+    /// HTTP/1.1 without Host, or Host more than once.
+    BadHost,
+    /// Content-Length not a plain number, or several that differ.
+    BadContentLength,
+    /// Content-Length with Transfer-Encoding, or Transfer-Encoding in HTTP/1.0.
+    AmbiguousFraming,
+    /// A transfer coding other than a lone final `chunked`.
+    UnsupportedTransferCoding,
+    /// An Expect other than `100-continue`.
+    UnsupportedExpectation,
+    /// Content-Length over max_body_bytes.
+    BodyTooLarge,
+}
+
+impl HeadError {
+    /// The status code the client receives.
+    pub fn status(self) -> u16 {
+        match self {
+            HeadError::Malformed
+            | HeadError::BadHost
+            | HeadError::BadContentLength
+            | HeadError::AmbiguousFraming => 400,
+            HeadError::TargetTooLong => 414,
+            HeadError::HeadTooLarge => 431,
+            HeadError::UnsupportedVersion => 505,
+            HeadError::UnsupportedTransferCoding => 501,
+            HeadError::UnsupportedExpectation => 417,
+            HeadError::BodyTooLarge => 413,
+        }
+    }
+}
+
+/// Parses a request head at the start of `buf`. `Ok(None)` means more bytes are needed
+/// (the caller enforces the size limit on incomplete heads with [`incomplete_error`]).
+pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
+    let mut headers: [MaybeUninit<httparse::Header>; MAX_HEADERS_CEILING] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS_CEILING];
+    let mut req = httparse::Request::new(&mut []);
+    let status = req.parse_with_uninit_headers(buf, &mut headers[..limits.max_headers]);
+    let len = match status {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadTooLarge),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    if len > limits.max_header_bytes {
+        return Err(incomplete_error(buf));
+    }
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Malformed);
+    };
+    let mut head = RequestHead {
+        method: Method::from_bytes(method),
+        method_name: Slice::within(buf, method.as_bytes()),
+        target: Slice::within(buf, path.as_bytes()),
+        version: if minor == 1 {
+            Version::Http11
+        } else {
+            Version::Http10
+        },
+        len,
+        framing: Framing::Empty,
+        wish: ClientWish::Default,
+        expect_continue: false,
+        host: None,
+        if_none_match: None,
+        if_modified_since: None,
+        range: None,
+        if_range: None,
+        accept_encoding: None,
+        referer: None,
+        user_agent: None,
+    };
+    let mut fields = Fields::default();
+    for header in req.headers.iter() {
+        fields.note(&mut head, buf, header)?;
+    }
+    fields.finish(&mut head, limits)?;
+    Ok(Some(head))
+}
+
+/// The error for a head that has not completed within `max_header_bytes`.
+pub fn incomplete_error(buf: &[u8]) -> HeadError {
+    if buf.contains(&b'\n') {
+        HeadError::HeadTooLarge
+    } else {
+        HeadError::TargetTooLong
+    }
+}
+
+/// `HTTP/2.0` and friends are well-formed but unsupported (505); anything else is garbage.
+fn version_error(buf: &[u8]) -> HeadError {
+    let line_end = buf
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[..line_end];
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            HeadError::UnsupportedVersion
+        }
+        _ => HeadError::Malformed,
+    }
+}
+
+/// Header facts gathered across lines, decided on once all lines are seen.
+#[derive(Default)]
+struct Fields {
+    hosts: u32,
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    chunked_last: bool,
+}
+
+impl Fields {
+    fn note(
+        &mut self,
+        head: &mut RequestHead,
+        buf: &[u8],
+        header: &httparse::Header,
+    ) -> Result<(), HeadError> {
+        let name = header.name;
+        let value = trim(header.value);
+        let slice = Slice::within(buf, value);
+        if name.eq_ignore_ascii_case("host") {
+            self.hosts += 1;
+            head.host = Some(slice);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let length = parse_length(value).ok_or(HeadError::BadContentLength)?;
+            if self.content_length.is_some_and(|seen| seen != length) {
+                return Err(HeadError::BadContentLength);
+            }
+            self.content_length = Some(length);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            self.transfer_encoding = true;
+            for coding in tokens(value) {
+                self.chunked_last = coding.eq_ignore_ascii_case(b"chunked") && !self.chunked_last;
+                if !coding.eq_ignore_ascii_case(b"chunked") {
+                    self.chunked_last = false;
+                    return Err(HeadError::UnsupportedTransferCoding);
+                }
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in tokens(value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    head.wish = ClientWish::Close;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && head.wish != ClientWish::Close {
+                    head.wish = ClientWish::KeepAlive;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if !value.eq_ignore_ascii_case(b"100-continue") {
+                return Err(HeadError::UnsupportedExpectation);
+            }
+            head.expect_continue = true;
+        } else {
+            let field = match name.len() {
+                5 if name.eq_ignore_ascii_case("range") => &mut head.range,
+                7 if name.eq_ignore_ascii_case("referer") => &mut head.referer,
+                8 if name.eq_ignore_ascii_case("if-range") => &mut head.if_range,
+                10 if name.eq_ignore_ascii_case("user-agent") => &mut head.user_agent,
+                13 if name.eq_ignore_ascii_case("if-none-match") => &mut head.if_none_match,
+                15 if name.eq_ignore_ascii_case("accept-encoding") => &mut head.accept_encoding,
+                17 if name.eq_ignore_ascii_case("if-modified-since") => &mut head.if_modified_since,
+                _ => return Ok(()),
+            };
+            *field = Some(slice);
+        }
+        Ok(())
+    }
+
+    fn finish(self, head: &mut RequestHead, limits: &Limits) -> Result<(), HeadError> {
+        let host_ok = match head.version {
+            Version::Http11 => self.hosts == 1,
+            Version::Http10 => self.hosts <= 1,
+        };
+        if !host_ok {
+            return Err(HeadError::BadHost);
+        }
+        head.framing = match (self.transfer_encoding, self.content_length) {
+            (true, Some(_)) => return Err(HeadError::AmbiguousFraming),
+            (true, None) if head.version == Version::Http10 => return Err(HeadError::AmbiguousFraming),
+            (true, None) if !self.chunked_last => return Err(HeadError::UnsupportedTransferCoding),
+            (true, None) => Framing::Chunked,
+            (false, Some(0)) | (false, None) => Framing::Empty,
+            (false, Some(n)) if n > limits.max_body_bytes => return Err(HeadError::BodyTooLarge),
+            (false, Some(n)) => Framing::Length(n),
+        };
+        if head.framing == Framing::Empty {
+            head.expect_continue = false;
+        }
+        Ok(())
+    }
+}
+
+/// Content-Length: digits only, no sign, no list, at most 18 digits (fits u64 with room).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Comma-separated tokens, trimmed, empty members skipped.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
+}
+
+fn trim(value: &[u8]) -> &[u8] {
+    let start = value
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    &value[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(text: &str) -> Result<Option<RequestHead>, HeadError> {
+        parse(text.as_bytes(), &Limits::default())
+    }
+
+    #[test]
+    fn simple_get_is_complete_in_any_split() {
+        let text = "GET /a?b=c HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\nNEXT";
+        let head = parse_all(text).unwrap().unwrap();
+        assert_eq!(head.len, text.len() - 4);
+        assert_eq!(head.target.of(text.as_bytes()), b"/a?b=c");
+        assert_eq!(head.user_agent.unwrap().of(text.as_bytes()), b"t");
+        assert_eq!(head.request_line(text.as_bytes()), b"GET /a?b=c HTTP/1.1");
+        assert!(head.wants_keep_alive());
+        for cut in 0..head.len {
+            assert!(parse_all(&text[..cut]).unwrap().is_none(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn persistence_follows_version_and_connection() {
+        let cases = [
+            ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", true),
+            ("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", false),
+            (
+                "GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n",
+                false,
+            ),
+            ("GET / HTTP/1.0\r\n\r\n", false),
+            ("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
+        ];
+        for (text, keep) in cases {
+            assert_eq!(
+                parse_all(text).unwrap().unwrap().wants_keep_alive(),
+                keep,
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn framing_decisions() {
+        let cases: &[(&str, Result<Framing, HeadError>)] = &[
+            ("Content-Length: 5\r\n", Ok(Framing::Length(5))),
+            ("Content-Length: 0\r\n", Ok(Framing::Empty)),
+            (
+                "Content-Length: 5\r\nContent-Length: 5\r\n",
+                Ok(Framing::Length(5)),
+            ),
+            (
+                "Content-Length: 5\r\nContent-Length: 6\r\n",
+                Err(HeadError::BadContentLength),
+            ),
+            ("Content-Length: 5, 5\r\n", Err(HeadError::BadContentLength)),
+            ("Content-Length: +5\r\n", Err(HeadError::BadContentLength)),
+            ("Content-Length: -1\r\n", Err(HeadError::BadContentLength)),
+            ("Content-Length: 0x10\r\n", Err(HeadError::BadContentLength)),
+            (
+                "Content-Length: 99999999999999999999\r\n",
+                Err(HeadError::BadContentLength),
+            ),
+            ("Content-Length: 20000000\r\n", Err(HeadError::BodyTooLarge)),
+            ("Transfer-Encoding: chunked\r\n", Ok(Framing::Chunked)),
+            ("Transfer-Encoding: Chunked\r\n", Ok(Framing::Chunked)),
+            (
+                "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                Err(HeadError::AmbiguousFraming),
+            ),
+            (
+                "Transfer-Encoding: gzip, chunked\r\n",
+                Err(HeadError::UnsupportedTransferCoding),
+            ),
+            (
+                "Transfer-Encoding: chunked, identity\r\n",
+                Err(HeadError::UnsupportedTransferCoding),
+            ),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                Err(HeadError::UnsupportedTransferCoding),
+            ),
+            (
+                "Transfer-Encoding: xchunked\r\n",
+                Err(HeadError::UnsupportedTransferCoding),
+            ),
+            (
+                "Transfer-Encoding: \r\n",
+                Err(HeadError::UnsupportedTransferCoding),
+            ),
+        ];
+        for (headers, want) in cases {
+            let text = format!("POST / HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
+            let got = parse_all(&text).map(|h| h.unwrap().framing);
+            assert_eq!(&got, want, "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn bad_heads_map_to_statuses() {
+        let cases: &[(&str, u16)] = &[
+            ("GET / HTTP/1.1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost x\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400),
+            ("GET  / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+            ("GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505),
+            ("GET / HTTX/1.1\r\nHost: x\r\n\r\n", 400),
+            ("GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n", 417),
+            ("GET / HTTP/1.1\r\nHo\0st: x\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: x\0y\r\n\r\n", 400),
+        ];
+        for (text, status) in cases {
+            let got = parse_all(text).map(|h| h.is_some()).map_err(HeadError::status);
+            assert_eq!(got, Err(*status), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn limits_on_size_and_count() {
+        let limits = Limits {
+            max_header_bytes: 1024,
+            max_headers: 3,
+            ..Limits::default()
+        };
+        let many = "GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+        assert_eq!(
+            parse(many.as_bytes(), &limits).unwrap_err(),
+            HeadError::HeadTooLarge
+        );
+        let big = format!("GET / HTTP/1.1\r\nHost: x\r\nA: {}\r\n\r\n", "a".repeat(1100));
+        assert_eq!(
+            parse(big.as_bytes(), &limits).unwrap_err(),
+            HeadError::HeadTooLarge
+        );
+        assert_eq!(incomplete_error(b"GET /aaaaaaaa"), HeadError::TargetTooLong);
+        assert_eq!(
+            incomplete_error(b"GET / HTTP/1.1\r\nA: b"),
+            HeadError::HeadTooLarge
+        );
+    }
+}

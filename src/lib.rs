@@ -1,0 +1,12 @@
+//! shoal: a prefork reverse proxy and static file server for Linux.
+//!
+//! A thin single-threaded master binds one SO_REUSEPORT listening socket per worker slot and
+//! supervises forked workers; each worker runs its own `mio` event loop serving HTTP/1.x.
+//! See `docs/architecture.md` for the picture and `docs/lexicon.md` for the words we use.
+
+pub mod config;
+pub mod files;
+pub mod http;
+pub mod master;
+pub mod sys;
+pub mod worker;

@@ -1,0 +1,40 @@
+//! Forking a worker into a slot, and the child's first steps before its event loop.
+
+use nix::sys::signal::Signal;
+use nix::unistd::{getppid, Pid};
+
+use super::slots::Slot;
+use crate::config::Config;
+use crate::sys::{self, Forked, SignalReader};
+use crate::worker;
+
+/// Forks a worker for slot `index`. Returns the child's pid in the master; never returns
+/// in the child, which runs the worker and exits with its code.
+pub fn spawn_worker(
+    index: usize,
+    slots: &mut [Slot],
+    config: &Config,
+    signals: &SignalReader,
+) -> nix::Result<Pid> {
+    let master = Pid::this();
+    match sys::fork()? {
+        Forked::Parent(pid) => Ok(pid),
+        Forked::Child => {
+            // The child's copy of the master state is dismantled here: it keeps only its own
+            // slot's sockets. The master's signalfd is closed by the worker opening its own.
+            let _ = signals;
+            let mine = std::mem::take(&mut slots[index].listeners);
+            for slot in slots.iter_mut() {
+                slot.listeners.clear();
+            }
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+            if getppid() != master {
+                std::process::exit(1);
+            }
+            sys::name_process(&format!("shoal: worker {index}"));
+            let listeners = mine.into_iter().map(|l| (l.socket, l.server)).collect();
+            let code = worker::run(index, listeners, config);
+            std::process::exit(code)
+        }
+    }
+}

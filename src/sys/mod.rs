@@ -1,0 +1,11 @@
+//! Thin wrappers over the system calls the rest of shoal needs and `std` does not offer.
+//!
+//! This is the only module allowed to contain `unsafe`; every block states why it is sound.
+
+mod fs;
+mod process;
+mod signals;
+
+pub use fs::{open_beneath, open_dir, OpenMode};
+pub use process::{fork, name_process, raise_nofile_limit, Forked};
+pub use signals::{SignalReader, HANDLED};

@@ -1,0 +1,400 @@
+//! One client connection: reads requests, answers them in order, and decides when to close.
+//!
+//! The connection is a state machine over [`Phase`]; [`Conn::drive`] runs it as far as
+//! the socket allows (edge-triggered: until reads or writes would block) within a bounded
+//! number of rounds, so no single client can hold the worker.
+
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+
+use super::access_log::{AccessLog, Entry};
+use super::clock::Clock;
+use super::input::{Filled, Input};
+use super::output::{Flush, Output};
+use crate::config::{Limits, Route};
+use crate::files::{resolve, FileRequest, Reply, Served, StaticFiles};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::request::{self, Framing, RequestHead};
+use crate::http::response::{self, Persistence};
+
+/// Rounds of read/process/write per readiness event before yielding to other connections.
+const ROUNDS_PER_EVENT: usize = 16;
+/// Stop parsing pipelined requests while this much output is waiting.
+const OUTPUT_HIGH_WATER_BYTES: usize = 64 * 1024;
+/// A client that reads nothing of its response for this long is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a closing connection keeps reading (and discarding) what the client still sends,
+/// so the kernel does not answer those bytes with a reset that destroys our response.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Where the connection is in its request cycle.
+enum Phase {
+    /// Between requests.
+    Idle,
+    /// Part of a request head has arrived.
+    Head,
+    /// The answered request's body is still arriving; it is read and discarded.
+    Body(BodyLeft),
+    /// Send what is pending, then close; `linger` if the client may still be sending.
+    Closing { linger: bool },
+    /// Our side is shut; discarding input until the client closes or the linger ends.
+    Lingering,
+}
+
+/// What remains of a request body.
+enum BodyLeft {
+    Length(u64),
+    Chunked(Box<ChunkedDecoder>),
+}
+
+/// What the socket's read side last told us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadSide {
+    /// There may be bytes to read.
+    Ready,
+    /// The last read would have blocked: wait for a readable event.
+    Drained,
+    /// The client closed its side.
+    Ended,
+}
+
+/// What the worker should do with the connection after driving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Wait for the next readiness event.
+    Wait,
+    /// It has more to do now: drive it again after other connections had their turn.
+    Again,
+    /// Close it.
+    Close,
+}
+
+/// Everything a connection borrows from its worker while it runs.
+pub struct Ctx<'a> {
+    pub limits: &'a Limits,
+    /// Each server's routes (longest prefix first) with their ids in `files`.
+    pub routes: &'a [Vec<(usize, &'a Route)>],
+    pub files: &'a mut StaticFiles,
+    pub clock: &'a Clock,
+    pub log: &'a mut AccessLog,
+    /// The worker is shutting down: answer what is in flight, keep nothing alive.
+    pub draining: bool,
+}
+
+/// A client connection.
+pub struct Conn {
+    pub stream: TcpStream,
+    peer: SocketAddr,
+    server: usize,
+    phase: Phase,
+    read_side: ReadSide,
+    input: Input,
+    output: Output,
+    /// When the current wait (idle, head, body, send, linger) runs out.
+    pub deadline: Instant,
+    served: u32,
+}
+
+impl Conn {
+    /// A freshly accepted connection for virtual server `server`.
+    pub fn new(stream: TcpStream, peer: SocketAddr, server: usize, now: Instant, limits: &Limits) -> Conn {
+        Conn {
+            stream,
+            peer,
+            server,
+            phase: Phase::Idle,
+            read_side: ReadSide::Ready,
+            input: Input::default(),
+            output: Output::default(),
+            deadline: now + limits.header_timeout,
+            served: 0,
+        }
+    }
+
+    /// True when the connection waits between requests with nothing pending.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Idle) && self.input.is_empty() && self.output.is_empty()
+    }
+
+    /// Notes a readable event.
+    pub fn mark_readable(&mut self) {
+        if self.read_side == ReadSide::Drained {
+            self.read_side = ReadSide::Ready;
+        }
+    }
+
+    /// Releases buffer memory of a connection that has been idle a while.
+    pub fn shrink(&mut self) {
+        if self.is_idle() {
+            self.input.release();
+            self.output.shrink();
+        }
+    }
+
+    /// Runs the connection as far as it can go now.
+    pub fn drive(&mut self, ctx: &mut Ctx) -> Verdict {
+        for _ in 0..ROUNDS_PER_EVENT {
+            let mut progress = match self.read(ctx) {
+                Ok(progress) => progress,
+                Err(()) => return Verdict::Close,
+            };
+            progress |= self.process(ctx);
+            let sent_before = self.output.sent_bytes;
+            match self.output.flush(&mut self.stream) {
+                Ok(Flush::Done) => {
+                    if let Some(verdict) = self.after_flush(ctx.clock.now) {
+                        return verdict;
+                    }
+                }
+                Ok(Flush::Blocked) => {}
+                Ok(Flush::Yielded) => return Verdict::Again,
+                Err(_) => return Verdict::Close,
+            }
+            if self.output.sent_bytes > sent_before {
+                progress = true;
+                self.deadline = self.deadline.max(ctx.clock.now + SEND_TIMEOUT);
+            }
+            if !progress {
+                return Verdict::Wait;
+            }
+        }
+        Verdict::Again
+    }
+
+    /// Handles a passed deadline; returns false when the connection should just be closed.
+    pub fn time_out(&mut self, ctx: &mut Ctx) -> Verdict {
+        match self.phase {
+            Phase::Head if self.output.is_empty() => {
+                self.fail(408, ctx);
+                self.drive(ctx)
+            }
+            _ => Verdict::Close,
+        }
+    }
+
+    /// Closes a connection that is idle now, because the worker is stopping.
+    pub fn close_if_idle(&self) -> bool {
+        self.is_idle()
+    }
+
+    fn read(&mut self, ctx: &Ctx) -> Result<bool, ()> {
+        if self.read_side != ReadSide::Ready {
+            return Ok(false);
+        }
+        let limit = ctx.limits.max_header_bytes.max(16 * 1024);
+        match self.input.fill(&mut self.stream, limit) {
+            Ok(Filled::Bytes(_)) => Ok(true),
+            Ok(Filled::WouldBlock) => {
+                self.read_side = ReadSide::Drained;
+                Ok(false)
+            }
+            Ok(Filled::Eof) => {
+                self.read_side = ReadSide::Ended;
+                Ok(true)
+            }
+            Ok(Filled::Full) => Ok(false),
+            Err(_) => Err(()),
+        }
+    }
+
+    /// Consumes input: request heads, bodies, or bytes to discard. Returns true on progress.
+    fn process(&mut self, ctx: &mut Ctx) -> bool {
+        let mut progress = false;
+        loop {
+            match &mut self.phase {
+                Phase::Idle | Phase::Head => {
+                    if self.input.is_empty() || self.output.backlog_bytes() > OUTPUT_HIGH_WATER_BYTES {
+                        break;
+                    }
+                    if matches!(self.phase, Phase::Idle) {
+                        self.phase = Phase::Head;
+                        self.deadline = ctx.clock.now + ctx.limits.header_timeout;
+                    }
+                    match request::parse(self.input.data(), ctx.limits) {
+                        Ok(Some(head)) => self.answer(&head, ctx),
+                        Ok(None) if self.input.len() >= ctx.limits.max_header_bytes => {
+                            self.fail(request::incomplete_error(self.input.data()).status(), ctx)
+                        }
+                        Ok(None) => break,
+                        Err(e) => self.fail(e.status(), ctx),
+                    }
+                    progress = true;
+                }
+                Phase::Body(left) => {
+                    if self.input.is_empty() {
+                        break;
+                    }
+                    progress = true;
+                    match discard_body(left, self.input.data(), ctx.limits.max_body_bytes) {
+                        Ok((used, done)) => {
+                            self.input.consume(used);
+                            self.deadline = ctx.clock.now + ctx.limits.header_timeout;
+                            if done {
+                                self.enter_idle(ctx);
+                            }
+                        }
+                        Err(()) => self.phase = Phase::Closing { linger: false },
+                    }
+                }
+                Phase::Closing { .. } | Phase::Lingering => {
+                    self.input.clear();
+                    break;
+                }
+            }
+        }
+        if self.read_side == ReadSide::Ended
+            && matches!(self.phase, Phase::Idle | Phase::Head | Phase::Body(_))
+        {
+            self.phase = Phase::Closing { linger: false };
+        }
+        progress
+    }
+
+    /// Answers one complete request head and moves to the phase that follows it.
+    fn answer(&mut self, head: &RequestHead, ctx: &mut Ctx) {
+        self.served += 1;
+        let persistence = if !head.wants_keep_alive()
+            || ctx.draining
+            || self.served >= ctx.limits.max_requests_per_connection
+        {
+            Persistence::Close
+        } else if head.version == request::Version::Http10 {
+            Persistence::KeepAliveEcho
+        } else {
+            Persistence::KeepAlive
+        };
+        let buf = self.input.data();
+        let out = self.output.buffer();
+        if head.expect_continue && persistence.keeps_alive() {
+            out.extend_from_slice(response::CONTINUE);
+        }
+        let reply = Reply {
+            out,
+            date: &ctx.clock.http_date,
+            persistence,
+        };
+        let served = route_and_serve(head, buf, self.server, reply, ctx);
+        ctx.log.record(
+            &Entry {
+                peer: self.peer,
+                request_line: head.request_line(buf),
+                status: served.status,
+                body_bytes: served.body_bytes,
+                referer: head.referer.map(|s| s.of(buf)),
+                user_agent: head.user_agent.map(|s| s.of(buf)),
+            },
+            &ctx.clock.log_date,
+        );
+        if let Some(file) = served.file {
+            self.output.push_file(file);
+        }
+        self.input.consume(head.len);
+        let body = match head.framing {
+            Framing::Empty => None,
+            Framing::Length(n) => Some(BodyLeft::Length(n)),
+            Framing::Chunked => Some(BodyLeft::Chunked(Box::default())),
+        };
+        match (persistence, body) {
+            (Persistence::Close, body) => {
+                self.phase = Phase::Closing {
+                    linger: body.is_some() || !self.input.is_empty(),
+                };
+            }
+            (_, Some(body)) => {
+                self.phase = Phase::Body(body);
+                self.deadline = ctx.clock.now + ctx.limits.header_timeout;
+            }
+            (_, None) => self.enter_idle(ctx),
+        }
+    }
+
+    /// Sends an error for a request that cannot be parsed, then closes.
+    fn fail(&mut self, status: u16, ctx: &mut Ctx) {
+        let out = self.output.buffer();
+        response::write_simple(out, status, &ctx.clock.http_date, Persistence::Close, &[], true);
+        let line = self
+            .input
+            .data()
+            .split(|&b| b == b'\n')
+            .next()
+            .unwrap_or_default();
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = &line[..line.len().min(1024)];
+        let entry = Entry {
+            peer: self.peer,
+            request_line: line,
+            status,
+            body_bytes: 0,
+            referer: None,
+            user_agent: None,
+        };
+        ctx.log.record(&entry, &ctx.clock.log_date);
+        self.phase = Phase::Closing { linger: true };
+        self.deadline = ctx.clock.now + SEND_TIMEOUT.min(ctx.limits.header_timeout);
+    }
+
+    fn enter_idle(&mut self, ctx: &Ctx) {
+        self.phase = Phase::Idle;
+        self.deadline = ctx.clock.now + ctx.limits.keepalive_timeout;
+    }
+
+    /// Called when all output is sent: closes or starts lingering if the phase says so.
+    fn after_flush(&mut self, now: Instant) -> Option<Verdict> {
+        match self.phase {
+            Phase::Closing { linger: true } if self.read_side != ReadSide::Ended => {
+                let _ = self.stream.shutdown(Shutdown::Write);
+                self.phase = Phase::Lingering;
+                self.deadline = now + LINGER;
+                None
+            }
+            Phase::Closing { .. } => Some(Verdict::Close),
+            Phase::Lingering if self.read_side == ReadSide::Ended => Some(Verdict::Close),
+            _ => None,
+        }
+    }
+}
+
+/// Finds the route for the request's path and lets it answer.
+fn route_and_serve(head: &RequestHead, buf: &[u8], server: usize, reply: Reply, ctx: &mut Ctx) -> Served {
+    let with_body = head.method != request::Method::Head;
+    let target = head.target.of(buf);
+    let path = match resolve::resolve_target(target) {
+        Ok(path) => path,
+        Err(_) => {
+            let n = response::write_simple(reply.out, 400, reply.date, reply.persistence, &[], with_body);
+            return Served::written(400, n);
+        }
+    };
+    let Some(&(route_id, route)) = ctx.routes[server].iter().find(|(_, r)| r.matches(&path.path)) else {
+        let n = response::write_simple(reply.out, 404, reply.date, reply.persistence, &[], with_body);
+        return Served::written(404, n);
+    };
+    let request = FileRequest {
+        head,
+        buf,
+        path: &path.path,
+        route_id,
+        route,
+    };
+    ctx.files.serve(&request, reply, ctx.clock.now)
+}
+
+/// Consumes body bytes from `data`; returns how many were used and whether the body ended.
+fn discard_body(left: &mut BodyLeft, data: &[u8], max_body_bytes: u64) -> Result<(usize, bool), ()> {
+    match left {
+        BodyLeft::Length(remaining) => {
+            let used = (*remaining).min(data.len() as u64);
+            *remaining -= used;
+            Ok((used as usize, *remaining == 0))
+        }
+        BodyLeft::Chunked(decoder) => {
+            let feed = decoder.feed(data, |_| {}).map_err(|_| ())?;
+            if decoder.body_bytes() > max_body_bytes {
+                return Err(());
+            }
+            Ok((feed.consumed, feed.done))
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! A connection's input buffer: bytes received and not yet consumed.
+//!
+//! It starts small, grows only while a request head needs room (up to the head limit), and
+//! is released while the connection idles, so idle connections cost little memory.
+
+use std::io::{self, Read};
+
+/// Initial allocation when a connection first receives bytes.
+const INITIAL_BYTES: usize = 4096;
+
+/// What one read achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filled {
+    Bytes(usize),
+    WouldBlock,
+    Eof,
+    /// No room left below the limit; consume something first.
+    Full,
+}
+
+/// Received bytes at `buf[start..end]`.
+#[derive(Default)]
+pub struct Input {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Input {
+    /// The unconsumed bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Marks `n` bytes as used.
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        debug_assert!(self.start <= self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Drops all unconsumed bytes.
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Frees the buffer when it holds nothing.
+    pub fn release(&mut self) {
+        if self.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// One read from `source`, holding at most `limit` unconsumed bytes.
+    pub fn fill(&mut self, source: &mut impl Read, limit: usize) -> io::Result<Filled> {
+        if !self.make_room(limit) {
+            return Ok(Filled::Full);
+        }
+        loop {
+            match source.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(Filled::Eof),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(Filled::Bytes(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Filled::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Ensures free space after `end`: compacts, then grows up to `limit` bytes in total.
+    fn make_room(&mut self, limit: usize) -> bool {
+        if self.end < self.buf.len() {
+            return true;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            return true;
+        }
+        let size = self.buf.len();
+        if size >= limit {
+            return false;
+        }
+        let grown = (size * 2).clamp(INITIAL_BYTES, limit.max(INITIAL_BYTES));
+        self.buf.resize(grown, 0);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_to_the_limit_then_reports_full() {
+        let mut input = Input::default();
+        let mut source: &[u8] = &[7u8; 20_000];
+        let mut total = 0;
+        loop {
+            match input.fill(&mut source, 10_000).unwrap() {
+                Filled::Bytes(n) => total += n,
+                Filled::Full => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(total, 10_000);
+        input.consume(6_000);
+        assert_eq!(input.fill(&mut source, 10_000).unwrap(), Filled::Bytes(6_000));
+        assert_eq!(input.len(), 10_000);
+    }
+}

@@ -1,0 +1,360 @@
+//! A worker: one process, one edge-triggered mio loop, the sockets of one slot.
+//!
+//! The loop accepts until the listener would block, drives each ready connection until its
+//! socket would block (bounded per turn), and sweeps deadlines a few times a second. A
+//! panic ends the process; the master respawns it into the same slot.
+
+mod access_log;
+mod clock;
+mod conn;
+mod input;
+mod output;
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::Signal;
+use slab::Slab;
+
+use crate::config::{Config, Route};
+use crate::files::StaticFiles;
+use crate::sys::SignalReader;
+use access_log::AccessLog;
+use clock::Clock;
+use conn::{Conn, Ctx, Verdict};
+
+/// Token of the signalfd.
+const SIGNALS: Token = Token(usize::MAX);
+/// Listener `i` has token `LISTENER_BASE + i`; connections use slab keys below it.
+const LISTENER_BASE: usize = usize::MAX - 4096;
+/// How often deadlines are checked (the precision of every timeout).
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// How long accepting pauses after the process ran out of file descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How long in-flight requests may take to finish once the worker is told to stop.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Exit code for a worker that cannot start: the master must not respawn it.
+pub const EXIT_FATAL: i32 = 2;
+
+/// What an event's token refers to.
+enum Source {
+    Signals,
+    Listener(usize),
+    Conn(usize),
+}
+
+fn source(token: Token) -> Source {
+    match token.0 {
+        usize::MAX => Source::Signals,
+        n if n >= LISTENER_BASE => Source::Listener(n - LISTENER_BASE),
+        n => Source::Conn(n),
+    }
+}
+
+/// Whether new connections are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accepting {
+    Open,
+    /// `max_connections` reached: resume when one closes.
+    Full,
+    /// Out of file descriptors: retry at `until`.
+    Paused {
+        until: Instant,
+    },
+    /// Stopping: never again.
+    Stopped,
+}
+
+/// Runs worker `slot` on its listeners until told to stop. Returns the exit code.
+pub fn run(slot: usize, listeners: Vec<(std::net::TcpListener, usize)>, config: &Config) -> i32 {
+    match Worker::boot(slot, listeners, config) {
+        Ok(mut worker) => match worker.serve() {
+            Ok(()) => 0,
+            Err(e) => {
+                error!("epoll_wait() failed in worker {slot}: {e}");
+                1
+            }
+        },
+        Err(e) => {
+            error!("worker {slot} cannot start: {e}");
+            EXIT_FATAL
+        }
+    }
+}
+
+struct Worker<'a> {
+    slot: usize,
+    config: &'a Config,
+    poll: Poll,
+    signals: SignalReader,
+    listeners: Vec<TcpListener>,
+    /// Virtual server of each listener.
+    listener_server: Vec<usize>,
+    accepting: Accepting,
+    conns: Slab<Conn>,
+    /// Connections to drive again this turn (they yielded with work left).
+    again: Vec<usize>,
+    routes: Vec<Vec<(usize, &'a Route)>>,
+    files: StaticFiles,
+    clock: Clock,
+    log: AccessLog,
+    next_sweep: Instant,
+    drain_until: Option<Instant>,
+}
+
+impl<'a> Worker<'a> {
+    fn boot(
+        slot: usize,
+        sockets: Vec<(std::net::TcpListener, usize)>,
+        config: &'a Config,
+    ) -> io::Result<Worker<'a>> {
+        let poll = Poll::new()?;
+        let signals = SignalReader::open().map_err(io::Error::from)?;
+        poll.registry()
+            .register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)?;
+        let mut listeners = Vec::new();
+        let mut listener_server = Vec::new();
+        for (i, (socket, server)) in sockets.into_iter().enumerate() {
+            let mut listener = TcpListener::from_std(socket);
+            poll.registry()
+                .register(&mut listener, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            listeners.push(listener);
+            listener_server.push(server);
+        }
+        let mut all_routes = Vec::new();
+        let routes = config
+            .servers
+            .iter()
+            .map(|server| {
+                server
+                    .routes
+                    .iter()
+                    .map(|route| {
+                        all_routes.push(route);
+                        (all_routes.len() - 1, route)
+                    })
+                    .collect()
+            })
+            .collect();
+        let files = StaticFiles::open(&all_routes)?;
+        let log = AccessLog::open(&config.access_log)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot open access log: {e}")))?;
+        let clock = Clock::new();
+        Ok(Worker {
+            slot,
+            config,
+            poll,
+            signals,
+            listeners,
+            listener_server,
+            accepting: Accepting::Open,
+            conns: Slab::with_capacity(1024),
+            again: Vec::new(),
+            routes,
+            files,
+            next_sweep: clock.now + SWEEP_EVERY,
+            clock,
+            log,
+            drain_until: None,
+        })
+    }
+
+    fn serve(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = if self.again.is_empty() {
+                self.next_sweep.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            self.clock.tick();
+            for event in events.iter() {
+                match source(event.token()) {
+                    Source::Signals => self.handle_signals(),
+                    Source::Listener(i) => self.accept_from(i),
+                    Source::Conn(key) => {
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.mark_readable();
+                            self.drive(key);
+                        }
+                    }
+                }
+            }
+            for key in std::mem::take(&mut self.again) {
+                self.drive(key);
+            }
+            if self.clock.now >= self.next_sweep {
+                self.sweep();
+            }
+            self.resume_accepting();
+            if let Some(until) = self.drain_until {
+                if self.conns.is_empty() || self.clock.now >= until {
+                    self.log.flush();
+                    info!("worker {} stopped", self.slot);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn handle_signals(&mut self) {
+        for signal in self.signals.drain() {
+            match signal {
+                Signal::SIGTERM | Signal::SIGQUIT => self.begin_drain(),
+                // Ctrl-C reaches the whole process group; the master decides what happens.
+                _ => {}
+            }
+        }
+    }
+
+    fn begin_drain(&mut self) {
+        if self.drain_until.is_some() {
+            return;
+        }
+        self.drain_until = Some(self.clock.now + DRAIN_DEADLINE);
+        self.accepting = Accepting::Stopped;
+        for listener in &mut self.listeners {
+            let _ = self.poll.registry().deregister(listener);
+        }
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.close_if_idle())
+            .map(|(k, _)| k)
+            .collect();
+        for key in idle {
+            self.close(key);
+        }
+    }
+
+    fn accept_from(&mut self, index: usize) {
+        while self.accepting == Accepting::Open {
+            if self.conns.len() >= self.config.limits.max_connections {
+                self.accepting = Accepting::Full;
+                return;
+            }
+            match self.listeners[index].accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, self.listener_server[index]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if is_resource_exhaustion(&e) => {
+                    warn!("accept() failed in worker {}: {e}; pausing accepts", self.slot);
+                    self.accepting = Accepting::Paused {
+                        until: self.clock.now + ACCEPT_PAUSE,
+                    };
+                }
+                // The client gave up before we accepted (ECONNABORTED and the like).
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr, server: usize) {
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if key >= LISTENER_BASE {
+            return;
+        }
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(key), interest) {
+            warn!("epoll_ctl() failed while admitting a connection: {e}");
+            return;
+        }
+        entry.insert(Conn::new(
+            stream,
+            peer,
+            server,
+            self.clock.now,
+            &self.config.limits,
+        ));
+        // The request often arrives with the handshake: read it now, saving a poll round.
+        self.drive(key);
+    }
+
+    fn resume_accepting(&mut self) {
+        let resume = match self.accepting {
+            Accepting::Full => self.conns.len() < self.config.limits.max_connections,
+            Accepting::Paused { until } => self.clock.now >= until,
+            Accepting::Open | Accepting::Stopped => false,
+        };
+        if resume {
+            self.accepting = Accepting::Open;
+            for index in 0..self.listeners.len() {
+                self.accept_from(index);
+            }
+        }
+    }
+
+    fn drive(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut ctx = Ctx {
+            limits: &self.config.limits,
+            routes: &self.routes,
+            files: &mut self.files,
+            clock: &self.clock,
+            log: &mut self.log,
+            draining: self.drain_until.is_some(),
+        };
+        match conn.drive(&mut ctx) {
+            Verdict::Wait => {}
+            Verdict::Again => self.again.push(key),
+            Verdict::Close => self.close(key),
+        }
+    }
+
+    fn sweep(&mut self) {
+        self.next_sweep = self.clock.now + SWEEP_EVERY;
+        self.log.flush();
+        let now = self.clock.now;
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            let conn = &mut self.conns[key];
+            let mut ctx = Ctx {
+                limits: &self.config.limits,
+                routes: &self.routes,
+                files: &mut self.files,
+                clock: &self.clock,
+                log: &mut self.log,
+                draining: self.drain_until.is_some(),
+            };
+            match conn.time_out(&mut ctx) {
+                Verdict::Close => self.close(key),
+                Verdict::Again => self.again.push(key),
+                Verdict::Wait => {}
+            }
+        }
+        for (_, conn) in self.conns.iter_mut() {
+            conn.shrink();
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        // Dropping the stream closes the fd, which also removes it from the epoll set.
+        self.conns.remove(key);
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

@@ -1,0 +1,151 @@
+//! A connection's pending output: response bytes and file ranges, sent strictly in order.
+//!
+//! Bytes accumulate in one buffer (so a burst of pipelined responses goes out in one
+//! write); a file range becomes its own chunk sent with sendfile(2).
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+
+use crate::files::FileBody;
+
+/// Largest sendfile call, so one big file cannot monopolize the worker.
+const SENDFILE_STEP: usize = 1 << 20;
+
+enum Chunk {
+    Bytes(Vec<u8>),
+    File(FileBody),
+}
+
+/// What a flush achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Everything pending was sent.
+    Done,
+    /// The socket is full; wait for writability.
+    Blocked,
+    /// Sent a bounded amount and there is more: come back soon.
+    Yielded,
+}
+
+/// Output waiting to be sent on one connection.
+#[derive(Default)]
+pub struct Output {
+    /// Bytes not yet sent, and how many of them at the front are already gone.
+    head: Vec<u8>,
+    head_sent: usize,
+    /// Chunks after `head`, in order.
+    rest: VecDeque<Chunk>,
+    /// Total bytes written to the socket so far.
+    pub sent_bytes: u64,
+}
+
+impl Output {
+    /// The buffer new response bytes are appended to (always the last in order).
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        if matches!(self.rest.back(), Some(Chunk::File(_))) {
+            self.rest.push_back(Chunk::Bytes(Vec::new()));
+        }
+        match self.rest.back_mut() {
+            Some(Chunk::Bytes(bytes)) => bytes,
+            _ => &mut self.head,
+        }
+    }
+
+    /// Queues a file range after everything already pending.
+    pub fn push_file(&mut self, body: FileBody) {
+        if body.len > 0 {
+            self.rest.push_back(Chunk::File(body));
+        }
+    }
+
+    /// True when nothing is waiting to be sent.
+    pub fn is_empty(&self) -> bool {
+        self.head_sent == self.head.len() && self.rest.is_empty()
+    }
+
+    /// Bytes waiting in memory (file chunks count as a full buffer: they are large).
+    pub fn backlog_bytes(&self) -> usize {
+        let files = self.rest.iter().filter(|c| matches!(c, Chunk::File(_))).count();
+        self.head.len() - self.head_sent
+            + files * (1 << 20)
+            + self
+                .rest
+                .iter()
+                .map(|c| if let Chunk::Bytes(b) = c { b.len() } else { 0 })
+                .sum::<usize>()
+    }
+
+    /// Frees buffer memory while the connection is idle.
+    pub fn shrink(&mut self) {
+        if self.is_empty() && self.head.capacity() > 16 * 1024 {
+            self.head = Vec::new();
+        }
+    }
+
+    /// Sends as much as the socket takes, up to a bounded amount per call.
+    pub fn flush<S: Write + AsFd>(&mut self, socket: &mut S) -> io::Result<Flush> {
+        let mut budget = 4 * SENDFILE_STEP;
+        loop {
+            if self.head_sent < self.head.len() {
+                match socket.write(&self.head[self.head_sent..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        self.head_sent += n;
+                        self.sent_bytes += n as u64;
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            self.head.clear();
+            self.head_sent = 0;
+            if budget == 0 {
+                return Ok(if self.is_empty() {
+                    Flush::Done
+                } else {
+                    Flush::Yielded
+                });
+            }
+            match self.rest.pop_front() {
+                None => return Ok(Flush::Done),
+                Some(Chunk::Bytes(bytes)) => self.head = bytes,
+                Some(Chunk::File(mut body)) => {
+                    let step = (body.len as usize).min(SENDFILE_STEP).min(budget);
+                    let mut offset = body.offset as libc::off_t;
+                    match nix::sys::sendfile::sendfile(
+                        socket.as_fd(),
+                        body.file.as_fd(),
+                        Some(&mut offset),
+                        step,
+                    ) {
+                        // The file shrank under us: the promised length cannot be delivered.
+                        Ok(0) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "file truncated while sending",
+                            ))
+                        }
+                        Ok(n) => {
+                            budget -= n.min(budget);
+                            self.sent_bytes += n as u64;
+                            body.offset += n as u64;
+                            body.len -= n as u64;
+                            if body.len > 0 {
+                                self.rest.push_front(Chunk::File(body));
+                            }
+                        }
+                        Err(nix::errno::Errno::EAGAIN) => {
+                            self.rest.push_front(Chunk::File(body));
+                            return Ok(Flush::Blocked);
+                        }
+                        Err(nix::errno::Errno::EINTR) => self.rest.push_front(Chunk::File(body)),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+}
