@@ -259,7 +259,7 @@ impl Builder<'_> {
             }
             routes.push(built);
         }
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
         Ok(Server { listen, routes })
     }
 
@@ -272,7 +272,7 @@ impl Builder<'_> {
                 format!("prefix `{prefix}` must start with '/'"),
             );
         }
-        for key in [&route.upstream, &route.fallback].into_iter().flatten() {
+        if let Some(key) = route.upstream.as_ref().or(route.fallback.as_ref()) {
             return self.fail(
                 key.span(),
                 "upstream/fallback: the reverse proxy is not implemented yet in this version",

@@ -1,5 +1,7 @@
 //! Forking a worker into a slot, and the child's first steps before its event loop.
 
+use std::os::fd::AsRawFd;
+
 use nix::sys::signal::Signal;
 use nix::unistd::{getppid, Pid};
 
@@ -21,8 +23,9 @@ pub fn spawn_worker(
         Forked::Parent(pid) => Ok(pid),
         Forked::Child => {
             // The child's copy of the master state is dismantled here: it keeps only its own
-            // slot's sockets. The master's signalfd is closed by the worker opening its own.
-            let _ = signals;
+            // slot's sockets and closes the master's signalfd (the worker opens its own). The
+            // copy is never dropped: the child leaves through process::exit.
+            let _ = nix::unistd::close(signals.as_raw_fd());
             let mine = std::mem::take(&mut slots[index].listeners);
             for slot in slots.iter_mut() {
                 slot.listeners.clear();

@@ -163,7 +163,7 @@ impl Conn {
         Verdict::Again
     }
 
-    /// Handles a passed deadline; returns false when the connection should just be closed.
+    /// Handles a passed deadline: a late head gets 408, anything else is closed.
     pub fn time_out(&mut self, ctx: &mut Ctx) -> Verdict {
         match self.phase {
             Phase::Head if self.output.is_empty() => {
@@ -172,11 +172,6 @@ impl Conn {
             }
             _ => Verdict::Close,
         }
-    }
-
-    /// Closes a connection that is idle now, because the worker is stopping.
-    pub fn close_if_idle(&self) -> bool {
-        self.is_idle()
     }
 
     fn read(&mut self, ctx: &Ctx) -> Result<bool, ()> {

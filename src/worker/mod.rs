@@ -230,7 +230,7 @@ impl<'a> Worker<'a> {
         let idle: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.close_if_idle())
+            .filter(|(_, c)| c.is_idle())
             .map(|(k, _)| k)
             .collect();
         for key in idle {
@@ -309,6 +309,7 @@ impl<'a> Worker<'a> {
             draining: self.drain_until.is_some(),
         };
         match conn.drive(&mut ctx) {
+            Verdict::Wait if ctx.draining && conn.is_idle() => self.close(key),
             Verdict::Wait => {}
             Verdict::Again => self.again.push(key),
             Verdict::Close => self.close(key),

@@ -1,0 +1,616 @@
+//! Test harness: a site builder, a `Server` guard that runs the real `shoal` binary, and a
+//! raw HTTP/1.1 client that reads responses byte-exactly off the wire.
+//!
+//! Every server gets its own free port on 127.0.0.1 and its own temp dir for captured
+//! stdout/stderr, which are printed when the test panics. Waiting is always a bounded poll
+//! on observable state ([`wait_until`]), never a sleep.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Read and write timeout of every client socket: a stuck server fails the test, not CI.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a server may take to boot, or to exit once stopped.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the guard waits after SIGTERM before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between two looks at a polled condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Polls `probe` until it returns `Some`, failing with `what` after `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// A 127.0.0.1 port nobody listens on right now.
+pub fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr")
+}
+
+/// Sends `signal` (a name like "TERM") to `pid`; false if `kill` failed (no such process).
+pub fn signal(pid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Child pids of `pid`, as the kernel lists them.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|n| n.parse().expect("pid in /proc children"))
+        .collect()
+}
+
+/// A temp dir holding the served root (`<base>/site`) and whatever lives beside it.
+pub struct Site {
+    base: TempDir,
+}
+
+impl Site {
+    /// An empty site.
+    pub fn new() -> Site {
+        let base = tempfile::tempdir().expect("create temp dir");
+        std::fs::create_dir(base.path().join("site")).expect("create site root");
+        Site { base }
+    }
+
+    /// The directory the site's root lives in (config files, logs, outside secrets).
+    pub fn base(&self) -> &Path {
+        self.base.path()
+    }
+
+    /// The served directory.
+    pub fn root(&self) -> PathBuf {
+        self.base().join("site")
+    }
+
+    /// Writes `contents` at `path` under the root, creating parent directories.
+    pub fn file(&self, path: &str, contents: impl AsRef<[u8]>) -> &Site {
+        write_creating_dirs(&self.root().join(path), contents.as_ref());
+        self
+    }
+
+    /// Creates the directory `path` under the root.
+    pub fn dir(&self, path: &str) -> &Site {
+        std::fs::create_dir_all(self.root().join(path)).expect("create dir");
+        self
+    }
+
+    /// Writes `contents` at `path` under the base, outside the root.
+    pub fn outside(&self, path: &str, contents: impl AsRef<[u8]>) -> &Site {
+        write_creating_dirs(&self.base().join(path), contents.as_ref());
+        self
+    }
+
+    /// Creates a symlink at `link` under the root pointing to `target`.
+    pub fn symlink(&self, link: &str, target: &Path) -> &Site {
+        std::os::unix::fs::symlink(target, self.root().join(link)).expect("create symlink");
+        self
+    }
+
+    /// Creates a FIFO at `path` under the root.
+    pub fn fifo(&self, path: &str) -> &Site {
+        let status = Command::new("mkfifo")
+            .arg(self.root().join(path))
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success(), "mkfifo failed: {status}");
+        self
+    }
+}
+
+fn write_creating_dirs(path: &Path, contents: &[u8]) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("create parent dirs");
+    }
+    std::fs::write(path, contents).expect("write file");
+}
+
+/// Config file text serving the site's root at `/` on `addr`; `top` goes before the
+/// `[[server]]` table (top-level keys, `[limits]`), `route` into the route table.
+pub fn config_text(addr: SocketAddr, top: &str, route: &str) -> String {
+    format!(
+        "{top}\n[[server]]\nlisten = [\"{addr}\"]\n\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n{route}\n"
+    )
+}
+
+/// How a `shoal` process is started: quick flags or a config file, plus extra flags.
+pub struct Launch {
+    addr: SocketAddr,
+    args: Vec<OsString>,
+    workers: Option<u16>,
+    current_dir: Option<PathBuf>,
+}
+
+impl Launch {
+    /// Quick mode: `-r ROOT -l ADDR`.
+    pub fn quick(site: &Site) -> Launch {
+        let mut launch = Launch::bare();
+        launch.args.extend(["-r".into(), site.root().into_os_string()]);
+        launch.args.extend(["-l".into(), launch.addr.to_string().into()]);
+        launch
+    }
+
+    /// Quick mode without `-r`: only `-l ADDR` (serves the current directory).
+    pub fn listen_only() -> Launch {
+        let mut launch = Launch::bare();
+        launch.args.extend(["-l".into(), launch.addr.to_string().into()]);
+        launch.workers = None;
+        launch
+    }
+
+    /// Config mode: writes `<base>/shoal.toml` from [`config_text`] and runs `-c` on it.
+    pub fn config(site: &Site, top: &str, route: &str) -> Launch {
+        let mut launch = Launch::bare();
+        let path = site.base().join("shoal.toml");
+        std::fs::write(&path, config_text(launch.addr, top, route)).expect("write config");
+        launch.args.extend(["-c".into(), path.into_os_string()]);
+        launch
+    }
+
+    fn bare() -> Launch {
+        Launch {
+            addr: free_addr(),
+            args: Vec::new(),
+            workers: Some(1),
+            current_dir: None,
+        }
+    }
+
+    /// Uses `addr` instead of a fresh free port (quick mode only).
+    pub fn listen_on(mut self, addr: SocketAddr) -> Launch {
+        let old = self.addr.to_string();
+        for arg in &mut self.args {
+            if *arg == *old {
+                *arg = addr.to_string().into();
+            }
+        }
+        self.addr = addr;
+        self
+    }
+
+    /// `-w N` (the default is `-w 1`).
+    pub fn workers(mut self, workers: u16) -> Launch {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// One more command-line argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Launch {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Runs the process in `dir`.
+    pub fn current_dir(mut self, dir: &Path) -> Launch {
+        self.current_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    fn spawn(&self, logs: &Path) -> Child {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        command.args(&self.args);
+        if let Some(workers) = self.workers {
+            command.arg("-w").arg(workers.to_string());
+        }
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
+        }
+        command
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(File::create(logs.join("stdout.log")).expect("create stdout.log"))
+            .stderr(File::create(logs.join("stderr.log")).expect("create stderr.log"))
+            .spawn()
+            .expect("spawn shoal")
+    }
+
+    /// Starts the server and waits until it answers a GET.
+    pub fn start(self) -> Server {
+        let logs = tempfile::tempdir().expect("create log dir");
+        let child = self.spawn(logs.path());
+        let mut server = Server {
+            child,
+            addr: self.addr,
+            logs,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// Runs a process that is expected to exit by itself (bad flags, busy port).
+    pub fn exit(self) -> Exited {
+        let logs = tempfile::tempdir().expect("create log dir");
+        let mut child = self.spawn(logs.path());
+        let status = wait_exit(&mut child, BOOT_TIMEOUT).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("shoal {:?} did not exit within {BOOT_TIMEOUT:?}", self.args);
+        });
+        Exited {
+            code: status.code(),
+            stdout: read_lossy(&logs.path().join("stdout.log")),
+            stderr: read_lossy(&logs.path().join("stderr.log")),
+        }
+    }
+}
+
+/// A process that ran to its end.
+#[derive(Debug)]
+pub struct Exited {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `shoal ARGS...` to completion.
+pub fn run_shoal(args: &[&std::ffi::OsStr]) -> Exited {
+    let mut launch = Launch::bare();
+    launch.workers = None;
+    launch.args = args.iter().map(|a| a.to_os_string()).collect();
+    launch.exit()
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+fn read_lossy(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
+
+/// A running `shoal` master: SIGTERM (then SIGKILL) on drop, logs printed if the test fails.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: TempDir,
+}
+
+impl Server {
+    /// Quick mode on the site's root with one worker.
+    pub fn quick(site: &Site) -> Server {
+        Launch::quick(site).start()
+    }
+
+    /// Config mode with one worker (see [`config_text`] for `top` and `route`).
+    pub fn with_config(site: &Site, top: &str, route: &str) -> Server {
+        Launch::config(site, top, route).start()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "shoal exited while booting ({status})\n--- stderr ---\n{}",
+                    self.stderr()
+                );
+            }
+            if self.answers_get() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shoal did not answer a GET on {} within {BOOT_TIMEOUT:?}\n--- stderr ---\n{}",
+                self.addr,
+                self.stderr()
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn answers_get(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+        let probe = b"GET /harness-ready-probe HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+        let mut start = [0u8; 5];
+        stream.write_all(probe).is_ok() && stream.read_exact(&mut start).is_ok() && &start == b"HTTP/"
+    }
+
+    /// The master's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Current worker pids (children of the master).
+    pub fn workers(&self) -> Vec<u32> {
+        children_of(self.pid())
+    }
+
+    /// Waits until exactly `count` workers run, and returns their pids.
+    pub fn wait_for_workers(&self, count: usize) -> Vec<u32> {
+        wait_until(
+            &format!("{count} worker processes"),
+            BOOT_TIMEOUT,
+            || Some(self.workers()).filter(|pids| pids.len() == count),
+        )
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        read_lossy(&self.logs.path().join("stderr.log"))
+    }
+
+    /// Everything the server wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        read_lossy(&self.logs.path().join("stdout.log"))
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the master to exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        assert!(signal(self.pid(), "TERM"), "kill -TERM {} failed", self.pid());
+        wait_exit(&mut self.child, BOOT_TIMEOUT)
+            .unwrap_or_else(|| panic!("shoal did not exit within {BOOT_TIMEOUT:?} of SIGTERM"))
+    }
+
+    /// A new client connection with timeouts set.
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.addr));
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("set_read_timeout");
+        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("set_write_timeout");
+        stream.set_nodelay(true).expect("set_nodelay");
+        stream
+    }
+
+    /// Sends `raw` on a new connection and returns every byte until the server closes it.
+    pub fn send(&self, raw: &[u8]) -> Vec<u8> {
+        let mut stream = self.connect();
+        stream.write_all(raw).expect("write request");
+        read_to_close(&mut stream)
+    }
+
+    /// Sends `raw` on a new connection and reads one response to a non-HEAD request.
+    pub fn request(&self, raw: &[u8]) -> Response {
+        let mut stream = self.connect();
+        stream.write_all(raw).expect("write request");
+        read_response(&mut stream)
+    }
+
+    /// `GET path` on a new connection.
+    pub fn get(&self, path: &str) -> Response {
+        self.request(get(path).as_bytes())
+    }
+
+    /// `GET path` with extra header lines on a new connection.
+    pub fn get_with(&self, path: &str, headers: &[&str]) -> Response {
+        self.request(request("GET", path, headers).as_bytes())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let workers = self.workers();
+            signal(self.pid(), "TERM");
+            if wait_exit(&mut self.child, STOP_TIMEOUT).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                for pid in workers {
+                    signal(pid, "KILL");
+                }
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- shoal on {} stdout ---\n{}--- shoal stderr ---\n{}--- end ---",
+                self.addr,
+                self.stdout(),
+                self.stderr()
+            );
+        }
+    }
+}
+
+/// `GET path HTTP/1.1` with a Host header.
+pub fn get(path: &str) -> String {
+    request("GET", path, &[])
+}
+
+/// An HTTP/1.1 request head with a Host header and `headers` (each "Name: value").
+pub fn request(method: &str, path: &str, headers: &[&str]) -> String {
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+    for header in headers {
+        text.push_str(header);
+        text.push_str("\r\n");
+    }
+    text.push_str("\r\n");
+    text
+}
+
+/// One HTTP response as it came off the wire.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status line without its CRLF, e.g. `HTTP/1.1 200 OK`.
+    pub status_line: String,
+    pub status: u16,
+    /// Every header line in order, repeats kept.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of header `name`, failing the test if it is missing.
+    pub fn expect_header(&self, name: &str) -> &str {
+        self.header(name)
+            .unwrap_or_else(|| panic!("no {name} header in {self}"))
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Fails unless the status is `status`.
+    pub fn assert_status(&self, status: u16) -> &Response {
+        assert_eq!(self.status, status, "unexpected status in {self}");
+        self
+    }
+}
+
+impl std::fmt::Display for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.status_line)?;
+        for (name, value) in &self.headers {
+            writeln!(f, "{name}: {value}")?;
+        }
+        let shown = &self.body[..self.body.len().min(300)];
+        write!(f, "\n{}", String::from_utf8_lossy(shown))?;
+        if self.body.len() > shown.len() {
+            write!(f, "... ({} bytes in all)", self.body.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads one response to a GET (or any request but HEAD).
+pub fn read_response(source: &mut impl Read) -> Response {
+    read_one(source, false)
+}
+
+/// Reads one response to a HEAD request (never a body).
+pub fn read_head_response(source: &mut impl Read) -> Response {
+    read_one(source, true)
+}
+
+fn read_one(source: &mut impl Read, to_head: bool) -> Response {
+    let head = read_head(source);
+    let text = String::from_utf8(head.clone())
+        .unwrap_or_else(|_| panic!("response head is not UTF-8: {}", String::from_utf8_lossy(&head)));
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default().to_string();
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?} in {text:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let (name, value) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("header line without colon {line:?} in {text:?}"));
+            (name.to_string(), value.trim().to_string())
+        })
+        .collect();
+    let mut response = Response {
+        status_line,
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let bodiless = to_head || (100..200).contains(&status) || status == 204 || status == 304;
+    if bodiless {
+        return response;
+    }
+    if let Some(length) = response.header("Content-Length") {
+        let length: usize = length
+            .parse()
+            .unwrap_or_else(|_| panic!("bad Content-Length in {response}"));
+        response.body = vec![0; length];
+        if let Err(e) = source.read_exact(&mut response.body) {
+            panic!("reading a {length}-byte body failed ({e}) after head:\n{text}");
+        }
+    } else {
+        assert!(
+            response.header("Transfer-Encoding").is_none(),
+            "the client does not decode transfer codings: {response}"
+        );
+        response.body = read_to_close(source);
+    }
+    response
+}
+
+/// Reads a response head up to and including the blank line, one byte at a time so no byte
+/// of a following response is consumed.
+fn read_head(source: &mut impl Read) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match source.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) => panic!(
+                "connection closed before a complete response head; got {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "no complete response head ({e}); got {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+    }
+    head
+}
+
+/// Reads until the peer closes; a timeout fails the test.
+pub fn read_to_close(source: &mut impl Read) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        match source.read(&mut chunk) {
+            Ok(0) => return all,
+            Ok(n) => all.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return all,
+            Err(e) => panic!(
+                "connection not closed by the server ({e}); got {} bytes: {:?}",
+                all.len(),
+                String::from_utf8_lossy(&all[..all.len().min(300)])
+            ),
+        }
+    }
+}
+
+/// Fails unless the server closes the connection without sending anything more.
+pub fn assert_closed(stream: &mut TcpStream) {
+    let rest = read_to_close(stream);
+    assert!(
+        rest.is_empty(),
+        "expected the connection to close, got more bytes: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}

@@ -1,0 +1,13 @@
+//! Integration tests for `shoal`: each test starts the real binary on its own port and talks
+//! raw HTTP/1.1 to it over 127.0.0.1.
+
+mod access_log;
+mod bad_input;
+mod check;
+mod freshness;
+mod harness;
+mod http_engine;
+mod master;
+mod path_safety;
+mod quick_mode;
+mod static_files;
