@@ -4,6 +4,7 @@
 //! supervises forked workers; each worker runs its own `mio` event loop serving HTTP/1.x.
 //! See `docs/architecture.md` for the picture and `docs/lexicon.md` for the words we use.
 
+pub mod channel;
 pub mod config;
 pub mod files;
 pub mod http;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use shoal::config::{self, Config, ConfigError, QuickOptions};
+use shoal::config::{self, QuickOptions, Source};
 
 /// A prefork static file server and reverse proxy.
 ///
@@ -76,14 +76,15 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(cli: Cli) -> ExitCode {
-    let config = match build_config(&cli) {
+    let source = config_source(&cli);
+    let config = match source.load() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("shoal: {e}");
             return ExitCode::from(2);
         }
     };
-    match shoal::master::run(config) {
+    match shoal::master::run(config, source) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shoal: {e}");
@@ -92,28 +93,15 @@ fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn build_config(cli: &Cli) -> Result<Config, ConfigError> {
-    let mut config = match &cli.config {
-        Some(path) => {
-            if !cli.listen.is_empty() || cli.root.is_some() || !cli.upstream.is_empty() {
-                return Err(ConfigError::flag(
-                    "-c",
-                    "-l, -r and -u build a config of their own; put them in the file instead",
-                ));
-            }
-            config::load_file(path)?
-        }
-        None => Config::quick(&QuickOptions {
+fn config_source(cli: &Cli) -> Source {
+    Source {
+        file: cli.config.clone(),
+        quick: QuickOptions {
             listen: cli.listen.clone(),
             root: cli.root.clone(),
             upstreams: cli.upstream.clone(),
-        })?,
-    };
-    if let Some(workers) = cli.workers {
-        config.workers = usize::from(workers);
+        },
+        workers: cli.workers.map(usize::from),
+        pid_file: cli.pid_file.clone(),
     }
-    if let Some(pid_file) = &cli.pid_file {
-        config.pid_file = Some(pid_file.clone());
-    }
-    Ok(config)
 }

@@ -12,7 +12,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::units::{Size, Span};
-use super::{default_workers, AccessLog, Config, Dotfiles, Limits, Route, Server, MAX_HEADERS_CEILING};
+use super::{
+    default_workers, AccessLog, Config, Dotfiles, Limits, Route, Server, Supervisor, MAX_HEADERS_CEILING,
+};
 
 /// A config that cannot be used, located as precisely as we can.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +68,11 @@ struct RawConfig {
     workers: Option<Spanned<i64>>,
     pid_file: Option<String>,
     access_log: Option<String>,
+    error_log: Option<String>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    supervisor: RawSupervisor,
     #[serde(default)]
     server: Vec<Spanned<RawServer>>,
 }
@@ -82,6 +87,19 @@ struct RawLimits {
     keepalive_timeout: Option<Span>,
     max_requests_per_connection: Option<Spanned<i64>>,
     max_connections: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSupervisor {
+    heartbeat_interval: Option<Spanned<Span>>,
+    heartbeat_timeout: Option<Spanned<Span>>,
+    max_worker_rss: Option<Size>,
+    max_worker_age: Option<Span>,
+    max_requests: Option<Spanned<i64>>,
+    shutdown_timeout: Option<Span>,
+    restart_limit: Option<Spanned<i64>>,
+    restart_window: Option<Spanned<Span>>,
 }
 
 #[derive(Deserialize)]
@@ -166,7 +184,12 @@ impl Builder<'_> {
             Some("off") => AccessLog::Off,
             Some(path) => AccessLog::File(self.base.join(path)),
         };
+        let error_log = match raw.error_log.as_deref() {
+            None | Some("stderr") => None,
+            Some(path) => Some(self.base.join(path)),
+        };
         let limits = self.limits(raw.limits)?;
+        let supervisor = self.supervisor(raw.supervisor)?;
         if raw.server.is_empty() {
             return Err(ConfigError::at(
                 self.path,
@@ -184,7 +207,9 @@ impl Builder<'_> {
             workers,
             pid_file: raw.pid_file.map(|p| self.base.join(p)),
             access_log,
+            error_log,
             limits,
+            supervisor,
             servers,
         })
     }
@@ -220,6 +245,48 @@ impl Builder<'_> {
             limits.max_connections = self.count(n, "max_connections", 1..1_000_001)? as usize;
         }
         Ok(limits)
+    }
+
+    fn supervisor(&self, raw: RawSupervisor) -> Result<Supervisor, ConfigError> {
+        let mut sup = Supervisor::default();
+        let positive = |value: &Spanned<Span>, key: &str| {
+            if value.get_ref().0.is_zero() {
+                self.fail(value.span(), format!("{key} must be more than 0"))
+            } else {
+                Ok(value.get_ref().0)
+            }
+        };
+        if let Some(v) = &raw.heartbeat_interval {
+            sup.heartbeat_interval = positive(v, "heartbeat_interval")?;
+        }
+        if let Some(v) = &raw.heartbeat_timeout {
+            sup.heartbeat_timeout = positive(v, "heartbeat_timeout")?;
+            if sup.heartbeat_timeout < sup.heartbeat_interval * 2 {
+                return self.fail(
+                    v.span(),
+                    "heartbeat_timeout must be at least twice heartbeat_interval",
+                );
+            }
+        }
+        if let Some(size) = raw.max_worker_rss {
+            sup.max_worker_rss_bytes = size.0;
+        }
+        if let Some(span) = raw.max_worker_age {
+            sup.max_worker_age = span.0;
+        }
+        if let Some(n) = &raw.max_requests {
+            sup.max_requests = self.count(n, "max_requests", 0..i64::MAX)? as u64;
+        }
+        if let Some(span) = raw.shutdown_timeout {
+            sup.shutdown_timeout = span.0;
+        }
+        if let Some(n) = &raw.restart_limit {
+            sup.restart_limit = self.count(n, "restart_limit", 0..1_000_001)? as u32;
+        }
+        if let Some(v) = &raw.restart_window {
+            sup.restart_window = positive(v, "restart_window")?;
+        }
+        Ok(sup)
     }
 
     fn server(&self, raw: &Spanned<RawServer>, seen: &mut Vec<SocketAddr>) -> Result<Server, ConfigError> {

@@ -22,8 +22,12 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// Where each worker appends its access log.
     pub access_log: AccessLog,
+    /// Where the master and workers write their own log (stderr unless a file is named).
+    pub error_log: Option<PathBuf>,
     /// Per-connection and per-request bounds.
     pub limits: Limits,
+    /// How the master watches, recycles and restarts workers.
+    pub supervisor: Supervisor,
     /// Virtual servers, each with its own listen addresses and routes.
     pub servers: Vec<Server>,
 }
@@ -71,6 +75,41 @@ impl Default for Limits {
             keepalive_timeout: Duration::from_secs(75),
             max_requests_per_connection: 1000,
             max_connections: 10_000,
+        }
+    }
+}
+
+/// Supervision policy (the `[supervisor]` section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Supervisor {
+    /// How often a worker's loop reports to the master.
+    pub heartbeat_interval: Duration,
+    /// No report for this long: the worker is hung (SIGABRT, then SIGKILL).
+    pub heartbeat_timeout: Duration,
+    /// Resident memory over this recycles the worker; 0 = off.
+    pub max_worker_rss_bytes: u64,
+    /// Recycle workers older than this (jittered); zero = off.
+    pub max_worker_age: Duration,
+    /// Recycle after this many requests (jittered); 0 = off.
+    pub max_requests: u64,
+    /// Drain deadline for stopping or recycled workers, then SIGKILL.
+    pub shutdown_timeout: Duration,
+    /// Unexpected deaths within `restart_window` tolerated before the master gives up.
+    pub restart_limit: u32,
+    pub restart_window: Duration,
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Supervisor {
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(5),
+            max_worker_rss_bytes: 1 << 30,
+            max_worker_age: Duration::ZERO,
+            max_requests: 0,
+            shutdown_timeout: Duration::from_secs(30),
+            restart_limit: 10,
+            restart_window: Duration::from_secs(60),
         }
     }
 }
@@ -185,7 +224,9 @@ impl Config {
             workers: default_workers(),
             pid_file: None,
             access_log: AccessLog::Stdout,
+            error_log: None,
             limits: Limits::default(),
+            supervisor: Supervisor::default(),
             servers: vec![Server {
                 listen,
                 routes: vec![Route::static_root("/", root)],
@@ -193,12 +234,51 @@ impl Config {
         })
     }
 
-    /// Every distinct listen address with the index of the server it belongs to.
+    /// Every listen address with the index of the server it belongs to.
     pub fn listeners(&self) -> Vec<(SocketAddr, usize)> {
         self.servers
             .iter()
             .enumerate()
             .flat_map(|(index, server)| server.listen.iter().map(move |addr| (*addr, index)))
             .collect()
+    }
+}
+
+/// Where a config comes from, kept so the master can build it again on reload.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// `-c FILE`, or quick mode from flags.
+    pub file: Option<PathBuf>,
+    /// Flags for quick mode.
+    pub quick: QuickOptions,
+    /// `-w`, overriding the file.
+    pub workers: Option<usize>,
+    /// `--pid-file`, overriding the file.
+    pub pid_file: Option<PathBuf>,
+}
+
+impl Source {
+    /// Reads and validates the config from its source, applying flag overrides.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.file {
+            Some(path) => {
+                let quick = &self.quick;
+                if !quick.listen.is_empty() || quick.root.is_some() || !quick.upstreams.is_empty() {
+                    return Err(ConfigError::flag(
+                        "-c",
+                        "-l, -r and -u build a config of their own; put them in the file instead",
+                    ));
+                }
+                load_file(path)?
+            }
+            None => Config::quick(&self.quick)?,
+        };
+        if let Some(workers) = self.workers {
+            config.workers = workers;
+        }
+        if let Some(pid_file) = &self.pid_file {
+            config.pid_file = Some(pid_file.clone());
+        }
+        Ok(config)
     }
 }

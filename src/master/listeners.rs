@@ -1,21 +1,30 @@
-//! Binding the listening sockets: one SO_REUSEPORT socket per worker slot and address.
+//! The listening sockets: one SO_REUSEPORT socket per worker slot and address.
 //!
 //! The master binds them once and keeps them open for the life of the slot: a socket's
 //! accept queue dies with its last fd, so a worker that dies must never own the only one.
+//! On a binary upgrade they are passed to the new executable instead of being bound again.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::sys;
+
 /// Kernel accept-queue length requested for every listening socket (capped by somaxconn).
 pub const BACKLOG: i32 = 4096;
+/// Environment variable carrying inherited sockets: `slot;slot;...`, each `fd@addr,fd@addr`.
+pub const INHERITED_FDS_VAR: &str = "SHOAL_LISTEN_FDS";
 
 /// One bound listening socket and the server it feeds.
 #[derive(Debug)]
 pub struct Listener {
     /// The socket, non-blocking, bound and listening.
     pub socket: TcpListener,
+    /// The address it is bound to.
+    pub addr: SocketAddr,
     /// Index of the virtual server in `Config::servers`.
     pub server: usize,
 }
@@ -33,16 +42,83 @@ impl std::fmt::Display for BindError {
     }
 }
 
-/// Binds the sockets of one slot: one per `(address, server)` pair.
-pub fn bind_slot(addresses: &[(SocketAddr, usize)]) -> Result<Vec<Listener>, BindError> {
+/// Sockets available for reuse, by address, in slot order (from a previous config or an
+/// upgrading master).
+#[derive(Default)]
+pub struct Spare {
+    by_addr: HashMap<SocketAddr, Vec<TcpListener>>,
+}
+
+impl Spare {
+    /// Sockets passed by an upgrading master in [`INHERITED_FDS_VAR`], if any.
+    pub fn inherited() -> Spare {
+        let mut spare = Spare::default();
+        let Ok(value) = std::env::var(INHERITED_FDS_VAR) else {
+            return spare;
+        };
+        for entry in value.split(';').flat_map(|slot| slot.split(',')) {
+            let Some((fd, addr)) = entry.split_once('@') else {
+                continue;
+            };
+            let (Ok(fd), Ok(addr)) = (fd.parse(), addr.parse()) else {
+                continue;
+            };
+            if let Some(socket) = sys::adopt_listener(fd) {
+                spare.by_addr.entry(addr).or_default().push(socket);
+            }
+        }
+        spare
+    }
+
+    /// Keeps `socket` for reuse.
+    pub fn put(&mut self, listener: Listener) {
+        self.by_addr
+            .entry(listener.addr)
+            .or_default()
+            .push(listener.socket);
+    }
+
+    fn take(&mut self, addr: SocketAddr) -> Option<TcpListener> {
+        let sockets = self.by_addr.get_mut(&addr)?;
+        (!sockets.is_empty()).then(|| sockets.remove(0))
+    }
+
+    /// Sockets nobody reused.
+    pub fn into_leftovers(self) -> Vec<TcpListener> {
+        self.by_addr.into_values().flatten().collect()
+    }
+}
+
+/// The sockets of one slot: one per `(address, server)` pair, reused from `spare` when an
+/// open socket for the address is there, bound anew otherwise.
+pub fn slot_sockets(
+    addresses: &[(SocketAddr, usize)],
+    spare: &mut Spare,
+) -> Result<Vec<Listener>, BindError> {
     addresses
         .iter()
         .map(|&(addr, server)| {
-            bind(addr)
-                .map(|socket| Listener { socket, server })
-                .map_err(|source| BindError { addr, source })
+            let socket = match spare.take(addr) {
+                Some(socket) => socket,
+                None => bind(addr).map_err(|source| BindError { addr, source })?,
+            };
+            Ok(Listener { socket, addr, server })
         })
         .collect()
+}
+
+/// The [`INHERITED_FDS_VAR`] value describing these slots' sockets.
+pub fn describe_for_upgrade<'a>(slots: impl Iterator<Item = &'a [Listener]>) -> String {
+    slots
+        .map(|listeners| {
+            listeners
+                .iter()
+                .map(|l| format!("{}@{}", l.socket.as_raw_fd(), l.addr))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {

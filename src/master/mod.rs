@@ -1,30 +1,36 @@
 //! The master: binds the slots' sockets, forks workers, and supervises them.
 //!
 //! It is single-threaded for life (fork stays safe) and never touches traffic. Its loop is
-//! one screen of named steps; signals arrive through a signalfd, never a handler.
+//! one screen of named steps; signals arrive through a signalfd, reports through each
+//! worker's channel, and every decision about a worker is `slots::assess`.
 
+mod lifecycle;
 mod listeners;
 mod pidfile;
 mod slots;
 mod spawn;
+mod supervise;
+mod upgrade;
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use log::info;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
 
-use crate::config::Config;
+use crate::config::{Config, Source};
 use crate::sys::{self, SignalReader};
+use listeners::Spare;
 use pidfile::PidFile;
-use slots::{Occupant, Slot};
+use slots::Slot;
+use upgrade::{Handoff, Upgrade};
 
-/// How long workers get to finish in-flight requests on stop before they are killed.
-const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The master wakes at least this often even when nothing happens.
-const TICK: Duration = Duration::from_millis(500);
+const TICK: Duration = Duration::from_millis(200);
 
 /// Why the master stopped with a failure.
 #[derive(Debug)]
@@ -33,16 +39,21 @@ pub enum MasterError {
     Bind(listeners::BindError),
     /// Opening the signalfd failed.
     Signals(nix::Error),
-    /// Writing the pid file failed.
-    PidFile(std::io::Error, std::path::PathBuf),
-    /// A worker exited with the fatal-boot code 2: respawning cannot help.
-    WorkerBoot { slot: usize },
+    /// Writing the pid file or opening the error log failed.
+    File(std::io::Error, std::path::PathBuf),
+    /// A worker could not start (it exited with code 2): respawning cannot help.
+    WorkerBoot { slot: usize, message: String },
+    /// Too many unexpected worker deaths in the restart window.
+    CrashLoop { deaths: usize, window: Duration },
 }
 
 impl MasterError {
-    /// The process exit code: 2 for boot and config failures, 1 otherwise.
+    /// The process exit code: 2 for boot and config failures, 1 for runtime ones.
     pub fn exit_code(&self) -> u8 {
-        2
+        match self {
+            MasterError::CrashLoop { .. } => 1,
+            _ => 2,
+        }
     }
 }
 
@@ -51,10 +62,15 @@ impl fmt::Display for MasterError {
         match self {
             MasterError::Bind(e) => write!(f, "{e}"),
             MasterError::Signals(e) => write!(f, "signalfd() failed while starting the master: {e}"),
-            MasterError::PidFile(e, path) => write!(f, "cannot write pid file {}: {e}", path.display()),
-            MasterError::WorkerBoot { slot } => {
-                write!(f, "worker {slot} could not start (exit code 2); not respawning")
+            MasterError::File(e, path) => write!(f, "cannot write {}: {e}", path.display()),
+            MasterError::WorkerBoot { slot, message } => {
+                write!(f, "worker {slot} cannot start: {message}")
             }
+            MasterError::CrashLoop { deaths, window } => write!(
+                f,
+                "giving up: {deaths} unexpected worker deaths within {}s (restart_limit)",
+                window.as_secs()
+            ),
         }
     }
 }
@@ -65,159 +81,154 @@ impl std::error::Error for MasterError {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Running,
-    Stopping { kill_at: Instant },
+    /// Stopping: workers drain (or quit at once when `fast`), SIGKILL at the deadline.
+    Stopping {
+        fast: bool,
+        kill_at: Instant,
+    },
 }
 
 /// Runs the master until a stop signal and every worker has exited.
-pub fn run(config: Config) -> Result<(), MasterError> {
-    let open_files = sys::raise_nofile_limit();
-    let addresses = config.listeners();
+pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
+    sys::raise_nofile_limit();
+    if let Some(path) = &config.error_log {
+        sys::redirect_stderr(path).map_err(|e| MasterError::File(e, path.clone()))?;
+    }
+    let mut spare = Spare::inherited();
+    let handoff = Handoff::inherited();
     let now = Instant::now();
+    let addresses = config.listeners();
     let mut slots = Vec::with_capacity(config.workers);
     for index in 0..config.workers {
-        let bound = listeners::bind_slot(&addresses).map_err(MasterError::Bind)?;
-        slots.push(Slot::new(index, bound, now));
+        let sockets = listeners::slot_sockets(&addresses, &mut spare).map_err(MasterError::Bind)?;
+        slots.push(Slot::new(index, sockets, now));
     }
+    drop(spare.into_leftovers());
     let signals = SignalReader::open().map_err(MasterError::Signals)?;
-    let pid_file = match &config.pid_file {
-        Some(path) => Some(PidFile::write(path).map_err(|e| MasterError::PidFile(e, path.clone()))?),
-        None => None,
+    let pid_file = match (&config.pid_file, &handoff) {
+        (Some(path), None) => Some(PidFile::write(path).map_err(|e| MasterError::File(e, path.clone()))?),
+        _ => None,
     };
     for (addr, _) in &addresses {
         info!("listening on http://{addr}/ with {} workers", config.workers);
     }
-    log::debug!("open files limit: {open_files}");
     sys::name_process("shoal: master");
     let mut master = Master {
+        source,
         config,
+        previous: None,
         slots,
         signals,
         phase: Phase::Running,
+        deaths: VecDeque::new(),
+        steering: HashMap::new(),
+        upgrade: None,
+        handoff,
+        pid_file,
     };
-    let result = master.supervise();
-    drop(pid_file);
-    result
+    master.supervise()
 }
 
+/// The master's whole state.
 struct Master {
+    source: Source,
     config: Config,
+    /// The config before the last reload, kept until the new one's workers are serving.
+    previous: Option<Config>,
     slots: Vec<Slot>,
     signals: SignalReader,
     phase: Phase,
+    /// Times of recent unexpected worker deaths, for the restart limit.
+    deaths: VecDeque<Instant>,
+    /// Steering last applied per address (slot indices), to change it only when needed.
+    steering: HashMap<SocketAddr, Vec<u32>>,
+    /// A binary upgrade in progress (we are the old master).
+    upgrade: Option<Upgrade>,
+    /// The old master waiting for us to be ready (we are the new master).
+    handoff: Option<Handoff>,
+    pid_file: Option<PidFile>,
 }
 
 impl Master {
     fn supervise(&mut self) -> Result<(), MasterError> {
         loop {
-            if self.phase == Phase::Running {
-                self.spawn_missing();
-            }
-            let signals = self.signals.wait(self.next_wake());
+            self.spawn_missing();
+            self.steer();
+            let signals = self.wait();
             self.handle_signals(&signals);
+            self.read_reports();
             self.reap_exited()?;
-            match self.phase {
-                Phase::Stopping { .. } if self.slots.iter().all(|s| s.pid().is_none()) => {
-                    info!("all workers stopped; bye");
-                    return Ok(());
-                }
-                Phase::Stopping { kill_at } if Instant::now() >= kill_at => self.kill_stragglers(),
-                _ => {}
+            self.enforce_deadlines();
+            self.recycle();
+            self.retire_replaced();
+            self.prune_removed_slots();
+            self.watch_upgrade();
+            self.announce_ready();
+            if self.finished() {
+                info!("all workers stopped; bye");
+                return Ok(());
             }
         }
     }
 
-    fn next_wake(&self) -> Duration {
+    /// Waits for a signal, a worker report, the upgrade pipe, or the next tick.
+    fn wait(&mut self) -> Vec<Signal> {
         let now = Instant::now();
-        self.slots
+        let timeout = self
+            .slots
             .iter()
-            .filter_map(|slot| match slot.occupant {
-                Occupant::Vacant { not_before } => Some(not_before.saturating_duration_since(now)),
-                _ => None,
-            })
-            .fold(TICK, Duration::min)
+            .filter(|s| s.current.is_none())
+            .map(|s| s.not_before.saturating_duration_since(now))
+            .fold(TICK, Duration::min);
+        {
+            let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
+            for slot in &self.slots {
+                fds.extend(
+                    slot.workers()
+                        .map(|w| PollFd::new(w.channel.as_fd(), PollFlags::POLLIN)),
+                );
+            }
+            if let Some(upgrade) = &self.upgrade {
+                fds.push(PollFd::new(upgrade.ready.as_fd(), PollFlags::POLLIN));
+            }
+            let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+            // Errors (EINTR cannot happen: handled signals are blocked) just mean "look now".
+            let _ = poll(&mut fds, PollTimeout::from(millis));
+        }
+        self.signals.drain()
     }
 
     fn handle_signals(&mut self, signals: &[Signal]) {
         for signal in signals {
             match signal {
-                Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => self.begin_stop(*signal),
-                Signal::SIGCHLD => {}
-                other => info!("ignoring {other} (not supported yet)"),
-            }
-        }
-    }
-
-    fn begin_stop(&mut self, signal: Signal) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        info!("{signal} received: stopping workers");
-        self.phase = Phase::Stopping {
-            kill_at: Instant::now() + STOP_GRACE,
-        };
-        for slot in &mut self.slots {
-            if let Occupant::Running { pid, .. } = slot.occupant {
-                if let Err(e) = kill(pid, Signal::SIGTERM) {
-                    warn!("kill(SIGTERM) failed for worker {} (pid {pid}): {e}", slot.index);
+                Signal::SIGTERM | Signal::SIGQUIT => {
+                    let again = matches!(self.phase, Phase::Stopping { .. });
+                    self.begin_stop(*signal, again && *signal == Signal::SIGTERM);
                 }
-                slot.occupant = Occupant::Stopping { pid };
-            }
-        }
-    }
-
-    fn kill_stragglers(&mut self) {
-        for slot in &self.slots {
-            if let Some(pid) = slot.pid() {
-                warn!("worker {} (pid {pid}) did not stop in time: SIGKILL", slot.index);
-                let _ = kill(pid, Signal::SIGKILL);
-            }
-        }
-    }
-
-    fn reap_exited(&mut self) -> Result<(), MasterError> {
-        loop {
-            let (pid, code) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, Some(code)),
-                Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                    warn!("worker pid {pid} killed by {signal}");
-                    (pid, None)
-                }
-                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return Ok(()),
-                Ok(_) => continue,
-                Err(e) => {
-                    error!("waitpid() failed while reaping workers: {e}");
-                    return Ok(());
-                }
-            };
-            let Some(slot) = self.slots.iter_mut().find(|s| s.pid() == Some(pid)) else {
-                continue;
-            };
-            let expected = matches!(slot.occupant, Occupant::Stopping { .. });
-            slot.vacate(Instant::now());
-            match code {
-                Some(2) if !expected => return Err(MasterError::WorkerBoot { slot: slot.index }),
-                Some(code) if !expected => warn!("worker {} (pid {pid}) exited with {code}", slot.index),
+                Signal::SIGINT => self.begin_stop(*signal, true),
+                Signal::SIGHUP => self.reload(),
+                Signal::SIGUSR1 => self.reopen_logs(),
+                Signal::SIGUSR2 => self.start_upgrade(),
+                Signal::SIGTTIN => self.scale_up(),
+                Signal::SIGTTOU => self.scale_down(),
                 _ => {}
             }
         }
     }
 
-    fn spawn_missing(&mut self) {
-        let now = Instant::now();
-        for index in 0..self.slots.len() {
-            if !self.slots[index].ready_to_spawn(now) {
-                continue;
-            }
-            match spawn::spawn_worker(index, &mut self.slots, &self.config, &self.signals) {
-                Ok(pid) => {
-                    info!("worker {index} started (pid {pid})");
-                    self.slots[index].occupant = Occupant::Running { pid, since: now };
-                }
-                Err(e) => {
-                    error!("fork() failed while spawning worker {index}: {e}");
-                    self.slots[index].vacate(now);
-                }
+    /// Writes the pid file (after an upgrade handoff, when this master takes over).
+    fn write_pid_file(&mut self) {
+        if let Some(path) = &self.config.pid_file {
+            match PidFile::write(path) {
+                Ok(file) => self.pid_file = Some(file),
+                Err(e) => log::error!("cannot write pid file {}: {e}", path.display()),
             }
         }
+    }
+
+    /// True once stopping and every worker has exited.
+    fn finished(&self) -> bool {
+        matches!(self.phase, Phase::Stopping { .. })
+            && self.slots.iter().all(|s| s.workers().next().is_none())
     }
 }

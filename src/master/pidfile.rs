@@ -1,9 +1,10 @@
-//! The pid file: written when the master starts, removed when it exits.
+//! The pid file: written when the master starts, removed when it exits, unless a newer
+//! master (binary upgrade) has taken it over.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// A written pid file; dropping it removes the file.
+/// A written pid file; dropping it removes the file if it still names this process.
 pub struct PidFile {
     path: PathBuf,
 }
@@ -20,6 +21,10 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let ours = std::fs::read_to_string(&self.path)
+            .is_ok_and(|text| text.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }

@@ -1,42 +1,42 @@
 //! Forking a worker into a slot, and the child's first steps before its event loop.
 
 use std::os::fd::AsRawFd;
+use std::time::Instant;
 
 use nix::sys::signal::Signal;
 use nix::unistd::{getppid, Pid};
 
-use super::slots::Slot;
+use super::slots::{Slot, WorkerProc};
+use crate::channel;
 use crate::config::Config;
-use crate::sys::{self, Forked, SignalReader};
+use crate::sys::{self, Forked};
 use crate::worker;
 
-/// Forks a worker for slot `index`. Returns the child's pid in the master; never returns
-/// in the child, which runs the worker and exits with its code.
-pub fn spawn_worker(
-    index: usize,
-    slots: &mut [Slot],
-    config: &Config,
-    signals: &SignalReader,
-) -> nix::Result<Pid> {
+/// Forks a worker for `slot`. Returns its record in the master; never returns in the child,
+/// which runs the worker and exits with its code.
+pub fn spawn_worker(slot: &Slot, config: &Config) -> std::io::Result<WorkerProc> {
+    let (master_end, worker_end) = channel::pair()?;
     let master = Pid::this();
     match sys::fork()? {
-        Forked::Parent(pid) => Ok(pid),
+        Forked::Parent(pid) => Ok(WorkerProc::new(pid, master_end, Instant::now())),
         Forked::Child => {
-            // The child's copy of the master state is dismantled here: it keeps only its own
-            // slot's sockets and closes the master's signalfd (the worker opens its own). The
-            // copy is never dropped: the child leaves through process::exit.
-            let _ = nix::unistd::close(signals.as_raw_fd());
-            let mine = std::mem::take(&mut slots[index].listeners);
-            for slot in slots.iter_mut() {
-                slot.listeners.clear();
-            }
+            let listeners: Vec<_> = slot
+                .listeners
+                .iter()
+                .filter_map(|l| Some((l.socket.try_clone().ok()?, l.server)))
+                .collect();
+            // Keep only our slot's sockets and our channel end; everything else of the
+            // master's (other slots, other channels, the signalfd) is closed here. The
+            // master's structures are never dropped: the child leaves through process::exit.
+            let mut keep: Vec<_> = listeners.iter().map(|(s, _)| s.as_raw_fd()).collect();
+            keep.push(worker_end.as_raw_fd());
+            sys::close_fds_except(&keep);
             let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
             if getppid() != master {
                 std::process::exit(1);
             }
-            sys::name_process(&format!("shoal: worker {index}"));
-            let listeners = mine.into_iter().map(|l| (l.socket, l.server)).collect();
-            let code = worker::run(index, listeners, config);
+            sys::name_process(&format!("shoal: worker {}", slot.index));
+            let code = worker::run(slot.index, listeners, worker_end, config);
             std::process::exit(code)
         }
     }

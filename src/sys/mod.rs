@@ -5,7 +5,12 @@
 mod fs;
 mod process;
 mod signals;
+mod steer;
 
 pub use fs::{open_beneath, open_dir, OpenMode};
-pub use process::{fork, name_process, raise_nofile_limit, Forked};
+pub use process::{
+    adopt_listener, close_fds_except, fork, name_process, raise_nofile_limit, redirect_stderr, set_cloexec,
+    Forked,
+};
 pub use signals::{SignalReader, HANDLED};
+pub use steer::steer;

@@ -47,3 +47,56 @@ pub fn raise_nofile_limit() -> u64 {
         Err(_) => 1024,
     }
 }
+
+/// Closes every file descriptor above stderr except those in `keep` (in a freshly forked
+/// child, so it holds nothing of the parent's by accident).
+pub fn close_fds_except(keep: &[std::os::fd::RawFd]) {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2 && !keep.contains(fd))
+        .collect();
+    for fd in fds {
+        // The directory's own fd is among them; closing it after reading is harmless.
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+/// Takes ownership of a listening socket fd inherited from an upgrading master.
+///
+/// Returns `None` unless `fd` is an open listening TCP socket (so a wrong number in the
+/// environment can never capture some other file).
+pub fn adopt_listener(fd: std::os::fd::RawFd) -> Option<std::net::TcpListener> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    use std::os::fd::{BorrowedFd, FromRawFd};
+    // SAFETY: borrowed only for the checks below, while the fd is known to be open (fcntl).
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).ok()?;
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    if !getsockopt(&borrowed, sockopt::AcceptConn).ok()? {
+        return None;
+    }
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).ok()?;
+    // SAFETY: the fd is open, a listening socket, and was handed to this process to own.
+    Some(unsafe { std::net::TcpListener::from_raw_fd(fd) })
+}
+
+/// Clears or sets close-on-exec on `fd` (for passing sockets to a new executable).
+pub fn set_cloexec(fd: &impl std::os::fd::AsRawFd, on: bool) -> nix::Result<()> {
+    let flags = if on {
+        nix::fcntl::FdFlag::FD_CLOEXEC
+    } else {
+        nix::fcntl::FdFlag::empty()
+    };
+    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(flags)).map(|_| ())
+}
+
+/// Points this process's stderr at `path` (opened for appending), for the error log and
+/// its reopening after rotation.
+pub fn redirect_stderr(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    nix::unistd::dup2(file.as_raw_fd(), 2)?;
+    Ok(())
+}

@@ -42,6 +42,13 @@ impl AccessLog {
         })
     }
 
+    /// Flushes, then opens the destination again (after logrotate renamed the file).
+    pub fn reopen(&mut self, destination: &Destination) -> io::Result<()> {
+        self.flush();
+        *self = AccessLog::open(destination)?;
+        Ok(())
+    }
+
     /// Appends one line (if the log is on).
     pub fn record(&mut self, entry: &Entry, date: &[u8]) {
         if self.sink.is_none() {

@@ -13,6 +13,7 @@ use super::access_log::{AccessLog, Entry};
 use super::clock::Clock;
 use super::input::{Filled, Input};
 use super::output::{Flush, Output};
+use crate::channel::Counters;
 use crate::config::{Limits, Route};
 use crate::files::{resolve, FileRequest, Reply, Served, StaticFiles};
 use crate::http::chunked::ChunkedDecoder;
@@ -81,6 +82,8 @@ pub struct Ctx<'a> {
     pub log: &'a mut AccessLog,
     /// The worker is shutting down: answer what is in flight, keep nothing alive.
     pub draining: bool,
+    /// The worker's counters for its heartbeat.
+    pub counters: &'a mut Counters,
 }
 
 /// A client connection.
@@ -94,6 +97,8 @@ pub struct Conn {
     output: Output,
     /// When the current wait (idle, head, body, send, linger) runs out.
     pub deadline: Instant,
+    /// When the connection last became idle.
+    idle_since: Instant,
     served: u32,
 }
 
@@ -109,6 +114,7 @@ impl Conn {
             input: Input::default(),
             output: Output::default(),
             deadline: now + limits.header_timeout,
+            idle_since: now,
             served: 0,
         }
     }
@@ -116,6 +122,20 @@ impl Conn {
     /// True when the connection waits between requests with nothing pending.
     pub fn is_idle(&self) -> bool {
         matches!(self.phase, Phase::Idle) && self.input.is_empty() && self.output.is_empty()
+    }
+
+    /// How long the connection has been idle, if it is.
+    pub fn idle_for(&self, now: Instant) -> Option<Duration> {
+        self.is_idle()
+            .then(|| now.saturating_duration_since(self.idle_since))
+    }
+
+    /// Closes an idle connection with a lingering close: our FIN goes out, and whatever the
+    /// client still sends is read and dropped until it closes too.
+    pub fn linger_out(&mut self, now: Instant) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        self.phase = Phase::Lingering;
+        self.deadline = now + LINGER;
     }
 
     /// Notes a readable event.
@@ -153,8 +173,9 @@ impl Conn {
                 Err(_) => return Verdict::Close,
             }
             if self.output.sent_bytes > sent_before {
+                ctx.counters.bytes_out += self.output.sent_bytes - sent_before;
                 progress = true;
-                self.deadline = self.deadline.max(ctx.clock.now + SEND_TIMEOUT);
+                self.after_write(ctx);
             }
             if !progress {
                 return Verdict::Wait;
@@ -174,13 +195,16 @@ impl Conn {
         }
     }
 
-    fn read(&mut self, ctx: &Ctx) -> Result<bool, ()> {
+    fn read(&mut self, ctx: &mut Ctx) -> Result<bool, ()> {
         if self.read_side != ReadSide::Ready {
             return Ok(false);
         }
         let limit = ctx.limits.max_header_bytes.max(16 * 1024);
         match self.input.fill(&mut self.stream, limit) {
-            Ok(Filled::Bytes(_)) => Ok(true),
+            Ok(Filled::Bytes(n)) => {
+                ctx.counters.bytes_in += n as u64;
+                Ok(true)
+            }
             Ok(Filled::WouldBlock) => {
                 self.read_side = ReadSide::Drained;
                 Ok(false)
@@ -250,6 +274,7 @@ impl Conn {
     /// Answers one complete request head and moves to the phase that follows it.
     fn answer(&mut self, head: &RequestHead, ctx: &mut Ctx) {
         self.served += 1;
+        ctx.counters.requests += 1;
         let persistence = if !head.wants_keep_alive()
             || ctx.draining
             || self.served >= ctx.limits.max_requests_per_connection
@@ -330,8 +355,19 @@ impl Conn {
         self.deadline = ctx.clock.now + SEND_TIMEOUT.min(ctx.limits.header_timeout);
     }
 
+    /// Re-arms the deadline after bytes went out: a slow reader gets the send timeout while
+    /// output is pending; once it is all sent, an idle connection's keep-alive timer starts.
+    fn after_write(&mut self, ctx: &Ctx) {
+        if !self.output.is_empty() {
+            self.deadline = self.deadline.max(ctx.clock.now + SEND_TIMEOUT);
+        } else if matches!(self.phase, Phase::Idle) {
+            self.enter_idle(ctx);
+        }
+    }
+
     fn enter_idle(&mut self, ctx: &Ctx) {
         self.phase = Phase::Idle;
+        self.idle_since = ctx.clock.now;
         self.deadline = ctx.clock.now + ctx.limits.keepalive_timeout;
     }
 

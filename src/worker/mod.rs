@@ -1,8 +1,9 @@
 //! A worker: one process, one edge-triggered mio loop, the sockets of one slot.
 //!
 //! The loop accepts until the listener would block, drives each ready connection until its
-//! socket would block (bounded per turn), and sweeps deadlines a few times a second. A
-//! panic ends the process; the master respawns it into the same slot.
+//! socket would block (bounded per turn), sweeps deadlines a few times a second and beats to
+//! the master from the loop itself (so a stuck loop stops beating). A panic ends the
+//! process; the master respawns it into the same slot.
 
 mod access_log;
 mod clock;
@@ -21,6 +22,7 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 use slab::Slab;
 
+use crate::channel::{self, Command, Counters, Received, Report};
 use crate::config::{Config, Route};
 use crate::files::StaticFiles;
 use crate::sys::SignalReader;
@@ -30,14 +32,17 @@ use conn::{Conn, Ctx, Verdict};
 
 /// Token of the signalfd.
 const SIGNALS: Token = Token(usize::MAX);
+/// Token of the channel to the master.
+const CHANNEL: Token = Token(usize::MAX - 1);
 /// Listener `i` has token `LISTENER_BASE + i`; connections use slab keys below it.
 const LISTENER_BASE: usize = usize::MAX - 4096;
 /// How often deadlines are checked (the precision of every timeout).
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// How long accepting pauses after the process ran out of file descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// How long in-flight requests may take to finish once the worker is told to stop.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(8);
+/// While draining, a connection idle this long is closed (lingering); busier ones are told
+/// `Connection: close` on their next response instead, which cannot race a new request.
+const DRAIN_IDLE_CLOSE: Duration = Duration::from_secs(1);
 
 /// Exit code for a worker that cannot start: the master must not respawn it.
 pub const EXIT_FATAL: i32 = 2;
@@ -45,6 +50,7 @@ pub const EXIT_FATAL: i32 = 2;
 /// What an event's token refers to.
 enum Source {
     Signals,
+    Channel,
     Listener(usize),
     Conn(usize),
 }
@@ -52,6 +58,7 @@ enum Source {
 fn source(token: Token) -> Source {
     match token.0 {
         usize::MAX => Source::Signals,
+        n if n == CHANNEL.0 => Source::Channel,
         n if n >= LISTENER_BASE => Source::Listener(n - LISTENER_BASE),
         n => Source::Conn(n),
     }
@@ -72,8 +79,16 @@ enum Accepting {
 }
 
 /// Runs worker `slot` on its listeners until told to stop. Returns the exit code.
-pub fn run(slot: usize, listeners: Vec<(std::net::TcpListener, usize)>, config: &Config) -> i32 {
-    match Worker::boot(slot, listeners, config) {
+pub fn run(
+    slot: usize,
+    listeners: Vec<(std::net::TcpListener, usize)>,
+    channel: channel::End,
+    config: &Config,
+) -> i32 {
+    if let Some(path) = &config.error_log {
+        let _ = crate::sys::redirect_stderr(path);
+    }
+    match Worker::boot(slot, listeners, channel, config) {
         Ok(mut worker) => match worker.serve() {
             Ok(()) => 0,
             Err(e) => {
@@ -81,7 +96,8 @@ pub fn run(slot: usize, listeners: Vec<(std::net::TcpListener, usize)>, config: 
                 1
             }
         },
-        Err(e) => {
+        Err((e, channel)) => {
+            let _ = channel.report(&Report::BootFailed(e.to_string()));
             error!("worker {slot} cannot start: {e}");
             EXIT_FATAL
         }
@@ -93,6 +109,7 @@ struct Worker<'a> {
     config: &'a Config,
     poll: Poll,
     signals: SignalReader,
+    channel: channel::End,
     listeners: Vec<TcpListener>,
     /// Virtual server of each listener.
     listener_server: Vec<usize>,
@@ -104,7 +121,9 @@ struct Worker<'a> {
     files: StaticFiles,
     clock: Clock,
     log: AccessLog,
+    counters: Counters,
     next_sweep: Instant,
+    next_beat: Instant,
     drain_until: Option<Instant>,
 }
 
@@ -112,12 +131,26 @@ impl<'a> Worker<'a> {
     fn boot(
         slot: usize,
         sockets: Vec<(std::net::TcpListener, usize)>,
+        channel: channel::End,
         config: &'a Config,
-    ) -> io::Result<Worker<'a>> {
+    ) -> Result<Worker<'a>, (io::Error, channel::End)> {
+        match Worker::prepare(sockets, &channel, config) {
+            Ok(parts) => Ok(Worker::assemble(slot, parts, channel, config)),
+            Err(e) => Err((e, channel)),
+        }
+    }
+
+    fn prepare(
+        sockets: Vec<(std::net::TcpListener, usize)>,
+        channel: &channel::End,
+        config: &'a Config,
+    ) -> io::Result<Parts<'a>> {
         let poll = Poll::new()?;
         let signals = SignalReader::open().map_err(io::Error::from)?;
         poll.registry()
             .register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut SourceFd(&channel.as_raw_fd()), CHANNEL, Interest::READABLE)?;
         let mut listeners = Vec::new();
         let mut listener_server = Vec::new();
         for (i, (socket, server)) in sockets.into_iter().enumerate() {
@@ -145,31 +178,49 @@ impl<'a> Worker<'a> {
         let files = StaticFiles::open(&all_routes)?;
         let log = AccessLog::open(&config.access_log)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open access log: {e}")))?;
-        let clock = Clock::new();
-        Ok(Worker {
-            slot,
-            config,
+        Ok(Parts {
             poll,
             signals,
             listeners,
             listener_server,
+            routes,
+            files,
+            log,
+        })
+    }
+
+    fn assemble(slot: usize, parts: Parts<'a>, channel: channel::End, config: &'a Config) -> Worker<'a> {
+        let clock = Clock::new();
+        Worker {
+            slot,
+            config,
+            poll: parts.poll,
+            signals: parts.signals,
+            channel,
+            listeners: parts.listeners,
+            listener_server: parts.listener_server,
             accepting: Accepting::Open,
             conns: Slab::with_capacity(1024),
             again: Vec::new(),
-            routes,
-            files,
+            routes: parts.routes,
+            files: parts.files,
+            log: parts.log,
+            counters: Counters::default(),
             next_sweep: clock.now + SWEEP_EVERY,
+            // The first beat goes out at once: it tells the master this worker is serving.
+            next_beat: clock.now,
             clock,
-            log,
             drain_until: None,
-        })
+        }
     }
 
     fn serve(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = if self.again.is_empty() {
-                self.next_sweep.saturating_duration_since(Instant::now())
+                self.next_sweep
+                    .min(self.next_beat)
+                    .saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
             };
@@ -181,7 +232,13 @@ impl<'a> Worker<'a> {
             self.clock.tick();
             for event in events.iter() {
                 match source(event.token()) {
-                    Source::Signals => self.handle_signals(),
+                    Source::Signals => {
+                        if self.handle_signals() == Stop::Now {
+                            self.log.flush();
+                            return Ok(());
+                        }
+                    }
+                    Source::Channel => self.handle_commands(),
                     Source::Listener(i) => self.accept_from(i),
                     Source::Conn(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
@@ -193,6 +250,9 @@ impl<'a> Worker<'a> {
             }
             for key in std::mem::take(&mut self.again) {
                 self.drive(key);
+            }
+            if self.clock.now >= self.next_beat {
+                self.beat();
             }
             if self.clock.now >= self.next_sweep {
                 self.sweep();
@@ -208,33 +268,76 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn handle_signals(&mut self) {
+    fn handle_signals(&mut self) -> Stop {
         for signal in self.signals.drain() {
             match signal {
                 Signal::SIGTERM | Signal::SIGQUIT => self.begin_drain(),
-                // Ctrl-C reaches the whole process group; the master decides what happens.
+                // Fast stop (the master's SIGINT, or Ctrl-C reaching the process group).
+                Signal::SIGINT => return Stop::Now,
                 _ => {}
+            }
+        }
+        Stop::Later
+    }
+
+    fn handle_commands(&mut self) {
+        loop {
+            match self.channel.next_command() {
+                Ok(Received::Message(Command::Drain)) => self.begin_drain(),
+                Ok(Received::Message(Command::ReopenLogs)) => self.reopen_logs(),
+                Ok(Received::Empty) => return,
+                // The master is gone: finish up rather than serve unsupervised.
+                Ok(Received::Closed) | Err(_) => {
+                    let _ = self
+                        .poll
+                        .registry()
+                        .deregister(&mut SourceFd(&self.channel.as_raw_fd()));
+                    self.begin_drain();
+                    return;
+                }
             }
         }
     }
 
+    fn reopen_logs(&mut self) {
+        if let Err(e) = self.log.reopen(&self.config.access_log) {
+            error!("worker {} cannot reopen the access log: {e}", self.slot);
+        }
+        if let Some(path) = &self.config.error_log {
+            let _ = crate::sys::redirect_stderr(path);
+        }
+    }
+
+    fn beat(&mut self) {
+        self.next_beat = self.clock.now + self.config.supervisor.heartbeat_interval;
+        self.counters.active = self.conns.len() as u32;
+        let _ = self.channel.report(&Report::Beat(self.counters));
+    }
+
+    /// Stops accepting (after taking what is already queued on our sockets), lets busy
+    /// connections finish with `Connection: close`, and closes idle ones as they go quiet.
     fn begin_drain(&mut self) {
         if self.drain_until.is_some() {
             return;
         }
-        self.drain_until = Some(self.clock.now + DRAIN_DEADLINE);
+        self.drain_until = Some(self.clock.now + self.config.supervisor.shutdown_timeout);
+        for index in 0..self.listeners.len() {
+            self.accept_from(index);
+        }
         self.accepting = Accepting::Stopped;
         for listener in &mut self.listeners {
             let _ = self.poll.registry().deregister(listener);
         }
-        let idle: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.is_idle())
-            .map(|(k, _)| k)
-            .collect();
-        for key in idle {
-            self.close(key);
+        self.close_quiet_connections();
+    }
+
+    /// While draining: idle connections that have been quiet a while get a lingering close.
+    fn close_quiet_connections(&mut self) {
+        let now = self.clock.now;
+        for (_, conn) in self.conns.iter_mut() {
+            if conn.idle_for(now).is_some_and(|idle| idle >= DRAIN_IDLE_CLOSE) {
+                conn.linger_out(now);
+            }
         }
     }
 
@@ -307,9 +410,9 @@ impl<'a> Worker<'a> {
             clock: &self.clock,
             log: &mut self.log,
             draining: self.drain_until.is_some(),
+            counters: &mut self.counters,
         };
         match conn.drive(&mut ctx) {
-            Verdict::Wait if ctx.draining && conn.is_idle() => self.close(key),
             Verdict::Wait => {}
             Verdict::Again => self.again.push(key),
             Verdict::Close => self.close(key),
@@ -335,6 +438,7 @@ impl<'a> Worker<'a> {
                 clock: &self.clock,
                 log: &mut self.log,
                 draining: self.drain_until.is_some(),
+                counters: &mut self.counters,
             };
             match conn.time_out(&mut ctx) {
                 Verdict::Close => self.close(key),
@@ -345,12 +449,33 @@ impl<'a> Worker<'a> {
         for (_, conn) in self.conns.iter_mut() {
             conn.shrink();
         }
+        if self.drain_until.is_some() {
+            self.close_quiet_connections();
+        }
     }
 
     fn close(&mut self, key: usize) {
         // Dropping the stream closes the fd, which also removes it from the epoll set.
         self.conns.remove(key);
     }
+}
+
+/// Whether a signal ends the loop at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Now,
+    Later,
+}
+
+/// What booting prepares before the worker exists.
+struct Parts<'a> {
+    poll: Poll,
+    signals: SignalReader,
+    listeners: Vec<TcpListener>,
+    listener_server: Vec<usize>,
+    routes: Vec<Vec<(usize, &'a Route)>>,
+    files: StaticFiles,
+    log: AccessLog,
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {

@@ -17,8 +17,8 @@ use tempfile::TempDir;
 
 /// Read and write timeout of every client socket: a stuck server fails the test, not CI.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a server may take to boot, or to exit once stopped.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a process may take to boot, or to exit once stopped or failing.
+const PROCESS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the guard waits after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between two looks at a polled condition.
@@ -93,12 +93,6 @@ impl Site {
         self
     }
 
-    /// Creates the directory `path` under the root.
-    pub fn dir(&self, path: &str) -> &Site {
-        std::fs::create_dir_all(self.root().join(path)).expect("create dir");
-        self
-    }
-
     /// Writes `contents` at `path` under the base, outside the root.
     pub fn outside(&self, path: &str, contents: impl AsRef<[u8]>) -> &Site {
         write_creating_dirs(&self.base().join(path), contents.as_ref());
@@ -122,6 +116,16 @@ impl Site {
     }
 }
 
+/// A site holding `files` (path, contents) and a quick-mode server on it.
+pub fn serve_files(files: &[(&str, &str)]) -> (Site, Server) {
+    let site = Site::new();
+    for (path, contents) in files {
+        site.file(path, contents);
+    }
+    let server = Server::quick(&site);
+    (site, server)
+}
+
 fn write_creating_dirs(path: &Path, contents: &[u8]) {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).expect("create parent dirs");
@@ -137,9 +141,24 @@ pub fn config_text(addr: SocketAddr, top: &str, route: &str) -> String {
     )
 }
 
+/// What the command line says about where the content comes from.
+enum Mode {
+    /// `-l ADDR`, plus `-r ROOT` when a root is given.
+    Quick { root: Option<PathBuf> },
+    /// `-c FILE`, the file written from [`config_text`] just before the start.
+    Config {
+        path: PathBuf,
+        top: String,
+        route: String,
+    },
+    /// Exactly the given arguments.
+    Args,
+}
+
 /// How a `shoal` process is started: quick flags or a config file, plus extra flags.
 pub struct Launch {
     addr: SocketAddr,
+    mode: Mode,
     args: Vec<OsString>,
     workers: Option<u16>,
     current_dir: Option<PathBuf>,
@@ -148,46 +167,39 @@ pub struct Launch {
 impl Launch {
     /// Quick mode: `-r ROOT -l ADDR`.
     pub fn quick(site: &Site) -> Launch {
-        let mut launch = Launch::bare();
-        launch.args.extend(["-r".into(), site.root().into_os_string()]);
-        launch.args.extend(["-l".into(), launch.addr.to_string().into()]);
-        launch
+        Launch::new(Mode::Quick {
+            root: Some(site.root()),
+        })
     }
 
-    /// Quick mode without `-r`: only `-l ADDR` (serves the current directory).
+    /// Quick mode without `-r` and without `-w`: only `-l ADDR`.
     pub fn listen_only() -> Launch {
-        let mut launch = Launch::bare();
-        launch.args.extend(["-l".into(), launch.addr.to_string().into()]);
+        let mut launch = Launch::new(Mode::Quick { root: None });
         launch.workers = None;
         launch
     }
 
-    /// Config mode: writes `<base>/shoal.toml` from [`config_text`] and runs `-c` on it.
+    /// Config mode: `-c <base>/shoal.toml`, written from [`config_text`].
     pub fn config(site: &Site, top: &str, route: &str) -> Launch {
-        let mut launch = Launch::bare();
-        let path = site.base().join("shoal.toml");
-        std::fs::write(&path, config_text(launch.addr, top, route)).expect("write config");
-        launch.args.extend(["-c".into(), path.into_os_string()]);
-        launch
+        Launch::new(Mode::Config {
+            path: site.base().join("shoal.toml"),
+            top: top.to_string(),
+            route: route.to_string(),
+        })
     }
 
-    fn bare() -> Launch {
+    fn new(mode: Mode) -> Launch {
         Launch {
             addr: free_addr(),
+            mode,
             args: Vec::new(),
             workers: Some(1),
             current_dir: None,
         }
     }
 
-    /// Uses `addr` instead of a fresh free port (quick mode only).
+    /// Listens on `addr` instead of a fresh free port.
     pub fn listen_on(mut self, addr: SocketAddr) -> Launch {
-        let old = self.addr.to_string();
-        for arg in &mut self.args {
-            if *arg == *old {
-                *arg = addr.to_string().into();
-            }
-        }
         self.addr = addr;
         self
     }
@@ -212,6 +224,19 @@ impl Launch {
 
     fn spawn(&self, logs: &Path) -> Child {
         let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        match &self.mode {
+            Mode::Quick { root } => {
+                if let Some(root) = root {
+                    command.arg("-r").arg(root);
+                }
+                command.arg("-l").arg(self.addr.to_string());
+            }
+            Mode::Config { path, top, route } => {
+                std::fs::write(path, config_text(self.addr, top, route)).expect("write config");
+                command.arg("-c").arg(path);
+            }
+            Mode::Args => {}
+        }
         command.args(&self.args);
         if let Some(workers) = self.workers {
             command.arg("-w").arg(workers.to_string());
@@ -245,10 +270,10 @@ impl Launch {
     pub fn exit(self) -> Exited {
         let logs = tempfile::tempdir().expect("create log dir");
         let mut child = self.spawn(logs.path());
-        let status = wait_exit(&mut child, BOOT_TIMEOUT).unwrap_or_else(|| {
+        let status = wait_exit(&mut child, PROCESS_TIMEOUT).unwrap_or_else(|| {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("shoal {:?} did not exit within {BOOT_TIMEOUT:?}", self.args);
+            panic!("shoal {:?} did not exit within {PROCESS_TIMEOUT:?}", self.args);
         });
         Exited {
             code: status.code(),
@@ -266,9 +291,9 @@ pub struct Exited {
     pub stderr: String,
 }
 
-/// Runs `shoal ARGS...` to completion.
+/// Runs `shoal ARGS...` (nothing added) to completion.
 pub fn run_shoal(args: &[&std::ffi::OsStr]) -> Exited {
-    let mut launch = Launch::bare();
+    let mut launch = Launch::new(Mode::Args);
     launch.workers = None;
     launch.args = args.iter().map(|a| a.to_os_string()).collect();
     launch.exit()
@@ -310,7 +335,7 @@ impl Server {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + BOOT_TIMEOUT;
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!(
@@ -323,7 +348,7 @@ impl Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "shoal did not answer a GET on {} within {BOOT_TIMEOUT:?}\n--- stderr ---\n{}",
+                "shoal did not answer a GET on {} within {PROCESS_TIMEOUT:?}\n--- stderr ---\n{}",
                 self.addr,
                 self.stderr()
             );
@@ -353,11 +378,9 @@ impl Server {
 
     /// Waits until exactly `count` workers run, and returns their pids.
     pub fn wait_for_workers(&self, count: usize) -> Vec<u32> {
-        wait_until(
-            &format!("{count} worker processes"),
-            BOOT_TIMEOUT,
-            || Some(self.workers()).filter(|pids| pids.len() == count),
-        )
+        wait_until(&format!("{count} worker processes"), PROCESS_TIMEOUT, || {
+            Some(self.workers()).filter(|pids| pids.len() == count)
+        })
     }
 
     /// Everything the server wrote to stderr so far.
@@ -373,16 +396,20 @@ impl Server {
     /// Sends SIGTERM and waits (bounded) for the master to exit.
     pub fn stop(&mut self) -> ExitStatus {
         assert!(signal(self.pid(), "TERM"), "kill -TERM {} failed", self.pid());
-        wait_exit(&mut self.child, BOOT_TIMEOUT)
-            .unwrap_or_else(|| panic!("shoal did not exit within {BOOT_TIMEOUT:?} of SIGTERM"))
+        wait_exit(&mut self.child, PROCESS_TIMEOUT)
+            .unwrap_or_else(|| panic!("shoal did not exit within {PROCESS_TIMEOUT:?} of SIGTERM"))
     }
 
     /// A new client connection with timeouts set.
     pub fn connect(&self) -> TcpStream {
         let stream = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT)
             .unwrap_or_else(|e| panic!("connect to {}: {e}", self.addr));
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("set_read_timeout");
-        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("set_write_timeout");
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("set_read_timeout");
+        stream
+            .set_write_timeout(Some(IO_TIMEOUT))
+            .expect("set_write_timeout");
         stream.set_nodelay(true).expect("set_nodelay");
         stream
     }
@@ -555,9 +582,13 @@ fn read_one(source: &mut impl Read, to_head: bool) -> Response {
             panic!("reading a {length}-byte body failed ({e}) after head:\n{text}");
         }
     } else {
+        let closes = response.status_line.starts_with("HTTP/1.0")
+            || response
+                .header("Connection")
+                .is_some_and(|value| value.eq_ignore_ascii_case("close"));
         assert!(
-            response.header("Transfer-Encoding").is_none(),
-            "the client does not decode transfer codings: {response}"
+            closes && response.header("Transfer-Encoding").is_none(),
+            "response without Content-Length must be delimited by close: {response}"
         );
         response.body = read_to_close(source);
     }
@@ -597,7 +628,7 @@ pub fn read_to_close(source: &mut impl Read) -> Vec<u8> {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if e.kind() == ErrorKind::ConnectionReset => return all,
             Err(e) => panic!(
-                "connection not closed by the server ({e}); got {} bytes: {:?}",
+                "the server did not close the connection before the read timeout ({e}); got {} bytes: {:?}",
                 all.len(),
                 String::from_utf8_lossy(&all[..all.len().min(300)])
             ),

@@ -5,16 +5,7 @@
 use std::io::Write;
 use std::net::TcpStream;
 
-use crate::harness::{assert_closed, get, read_response, request, Server, Site};
-
-fn server_with_files(files: &[(&str, &str)]) -> (Site, Server) {
-    let site = Site::new();
-    for (path, contents) in files {
-        site.file(path, contents);
-    }
-    let server = Server::quick(&site);
-    (site, server)
-}
+use crate::harness::{assert_closed, get, read_response, request, serve_files, Server, Site};
 
 fn write(stream: &mut TcpStream, bytes: impl AsRef<[u8]>) {
     stream.write_all(bytes.as_ref()).expect("write to server");
@@ -22,7 +13,7 @@ fn write(stream: &mut TcpStream, bytes: impl AsRef<[u8]>) {
 
 #[test]
 fn http11_keeps_the_connection_alive_for_a_second_request() {
-    let (_site, server) = server_with_files(&[("a.txt", "first"), ("b.txt", "second")]);
+    let (_site, server) = serve_files(&[("a.txt", "first"), ("b.txt", "second")]);
     let mut stream = server.connect();
     write(&mut stream, get("/a.txt"));
     let first = read_response(&mut stream);
@@ -34,7 +25,7 @@ fn http11_keeps_the_connection_alive_for_a_second_request() {
 
 #[test]
 fn connection_close_is_honoured() {
-    let (_site, server) = server_with_files(&[("a.txt", "alpha")]);
+    let (_site, server) = serve_files(&[("a.txt", "alpha")]);
     let mut stream = server.connect();
     write(&mut stream, request("GET", "/a.txt", &["Connection: close"]));
     let response = read_response(&mut stream);
@@ -45,7 +36,7 @@ fn connection_close_is_honoured() {
 
 #[test]
 fn http10_without_keep_alive_closes() {
-    let (_site, server) = server_with_files(&[("a.txt", "alpha")]);
+    let (_site, server) = serve_files(&[("a.txt", "alpha")]);
     let mut stream = server.connect();
     write(&mut stream, "GET /a.txt HTTP/1.0\r\n\r\n");
     assert_eq!(read_response(&mut stream).assert_status(200).text(), "alpha");
@@ -54,7 +45,7 @@ fn http10_without_keep_alive_closes() {
 
 #[test]
 fn http10_keep_alive_is_echoed_and_the_connection_stays_open() {
-    let (_site, server) = server_with_files(&[("a.txt", "alpha"), ("b.txt", "beta")]);
+    let (_site, server) = serve_files(&[("a.txt", "alpha"), ("b.txt", "beta")]);
     let mut stream = server.connect();
     for (path, body) in [("/a.txt", "alpha"), ("/b.txt", "beta")] {
         write(
@@ -85,7 +76,7 @@ fn ten_pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn a_request_sent_one_byte_per_write_is_answered() {
-    let (_site, server) = server_with_files(&[("a.txt", "slowly")]);
+    let (_site, server) = serve_files(&[("a.txt", "slowly")]);
     let mut stream = server.connect();
     for byte in get("/a.txt").bytes() {
         stream.write_all(&[byte]).expect("write one byte");
@@ -96,7 +87,7 @@ fn a_request_sent_one_byte_per_write_is_answered() {
 
 #[test]
 fn responses_carry_date_and_server_headers() {
-    let (_site, server) = server_with_files(&[("a.txt", "alpha")]);
+    let (_site, server) = serve_files(&[("a.txt", "alpha")]);
     for response in [server.get("/a.txt"), server.get("/missing")] {
         assert_eq!(response.header("Server"), Some("shoal"), "{response}");
         let date = response.expect_header("Date");
@@ -116,7 +107,7 @@ fn is_http_date(text: &str) -> bool {
 
 #[test]
 fn expect_100_continue_gets_an_interim_response_then_the_final_one() {
-    let (_site, server) = server_with_files(&[("a.txt", "alpha"), ("b.txt", "beta")]);
+    let (_site, server) = serve_files(&[("a.txt", "alpha"), ("b.txt", "beta")]);
     let mut stream = server.connect();
     write(
         &mut stream,
@@ -131,7 +122,7 @@ fn expect_100_continue_gets_an_interim_response_then_the_final_one() {
 
 #[test]
 fn a_content_length_body_on_get_is_skipped_before_the_next_pipelined_request() {
-    let (_site, server) = server_with_files(&[("a.txt", "alpha"), ("b.txt", "beta")]);
+    let (_site, server) = serve_files(&[("a.txt", "alpha"), ("b.txt", "beta")]);
     let mut stream = server.connect();
     let body = "NOT A REQUEST\r\n\r\n";
     let first = request("GET", "/a.txt", &[&format!("Content-Length: {}", body.len())]);
@@ -142,7 +133,7 @@ fn a_content_length_body_on_get_is_skipped_before_the_next_pipelined_request() {
 
 #[test]
 fn a_chunked_body_on_get_is_skipped_before_the_next_pipelined_request() {
-    let (_site, server) = server_with_files(&[("a.txt", "alpha"), ("b.txt", "beta")]);
+    let (_site, server) = serve_files(&[("a.txt", "alpha"), ("b.txt", "beta")]);
     let mut stream = server.connect();
     let first = request("GET", "/a.txt", &["Transfer-Encoding: chunked"]);
     let body = "5\r\nhello\r\n11\r\nNOT A REQUEST\r\n\r\n\r\n0\r\n\r\n";

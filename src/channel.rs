@@ -1,0 +1,240 @@
+//! The master ⇄ worker channel: one SOCK_SEQPACKET socketpair per worker.
+//!
+//! Every message is one datagram (so never split or merged), small and fixed in layout:
+//! a tag byte, then little-endian fields. Both ends are non-blocking: a worker whose master
+//! is not reading drops a beat rather than stall its event loop.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+
+/// Largest message on the wire.
+const MAX_MESSAGE_BYTES: usize = 256;
+
+/// What a worker's loop has done so far, sent with every heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests answered since the worker started.
+    pub requests: u64,
+    /// Client connections open now.
+    pub active: u32,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+}
+
+/// Worker → master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// "My loop is turning", with counters.
+    Beat(Counters),
+    /// The worker cannot start; it exits with code 2 right after.
+    BootFailed(String),
+}
+
+/// Master → worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Stop accepting, finish in-flight requests, exit.
+    Drain,
+    /// Reopen log files (after logrotate moved them).
+    ReopenLogs,
+}
+
+const BEAT: u8 = 1;
+const BOOT_FAILED: u8 = 2;
+const DRAIN: u8 = 11;
+const REOPEN_LOGS: u8 = 12;
+
+impl Report {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Report::Beat(c) => {
+                let mut m = vec![BEAT];
+                m.extend_from_slice(&c.requests.to_le_bytes());
+                m.extend_from_slice(&c.active.to_le_bytes());
+                m.extend_from_slice(&c.bytes_in.to_le_bytes());
+                m.extend_from_slice(&c.bytes_out.to_le_bytes());
+                m
+            }
+            Report::BootFailed(text) => {
+                let mut m = vec![BOOT_FAILED];
+                let end = floor_char_boundary(text, MAX_MESSAGE_BYTES - 1);
+                m.extend_from_slice(&text.as_bytes()[..end]);
+                m
+            }
+        }
+    }
+
+    fn decode(m: &[u8]) -> Option<Report> {
+        match *m.first()? {
+            BEAT if m.len() == 29 => Some(Report::Beat(Counters {
+                requests: u64::from_le_bytes(m[1..9].try_into().ok()?),
+                active: u32::from_le_bytes(m[9..13].try_into().ok()?),
+                bytes_in: u64::from_le_bytes(m[13..21].try_into().ok()?),
+                bytes_out: u64::from_le_bytes(m[21..29].try_into().ok()?),
+            })),
+            BOOT_FAILED => Some(Report::BootFailed(String::from_utf8_lossy(&m[1..]).into_owned())),
+            _ => None,
+        }
+    }
+}
+
+impl Command {
+    fn encode(self) -> Vec<u8> {
+        match self {
+            Command::Drain => vec![DRAIN],
+            Command::ReopenLogs => vec![REOPEN_LOGS],
+        }
+    }
+
+    fn decode(m: &[u8]) -> Option<Command> {
+        match *m.first()? {
+            DRAIN => Some(Command::Drain),
+            REOPEN_LOGS => Some(Command::ReopenLogs),
+            _ => None,
+        }
+    }
+}
+
+fn floor_char_boundary(text: &str, max: usize) -> usize {
+    (0..=max.min(text.len()))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
+/// What reading a channel end found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received<T> {
+    Message(T),
+    /// Nothing more for now.
+    Empty,
+    /// The other end is closed (the process exited).
+    Closed,
+}
+
+/// One end of a channel.
+#[derive(Debug)]
+pub struct End {
+    fd: OwnedFd,
+}
+
+/// Creates a channel: (master's end, worker's end), both close-on-exec and non-blocking.
+pub fn pair() -> io::Result<(End, End)> {
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, flags)?;
+    Ok((End { fd: a }, End { fd: b }))
+}
+
+impl End {
+    /// Sends a report to the master; a full channel drops it (a beat is resent next tick).
+    pub fn report(&self, report: &Report) -> io::Result<()> {
+        self.send(&report.encode())
+    }
+
+    /// Sends a command to the worker.
+    pub fn command(&self, command: Command) -> io::Result<()> {
+        self.send(&command.encode())
+    }
+
+    /// Reads the next report (master side).
+    pub fn next_report(&self) -> io::Result<Received<Report>> {
+        self.receive(Report::decode)
+    }
+
+    /// Reads the next command (worker side).
+    pub fn next_command(&self) -> io::Result<Received<Command>> {
+        self.receive(Command::decode)
+    }
+
+    fn send(&self, message: &[u8]) -> io::Result<()> {
+        match send(
+            self.fd.as_raw_fd(),
+            message,
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(_) | Err(Errno::EAGAIN) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn receive<T>(&self, decode: fn(&[u8]) -> Option<T>) -> io::Result<Received<T>> {
+        let mut buf = [0u8; MAX_MESSAGE_BYTES];
+        loop {
+            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return Ok(Received::Closed),
+                // Unknown messages (from a newer peer during an upgrade) are skipped.
+                Ok(n) => match decode(&buf[..n]) {
+                    Some(message) => return Ok(Received::Message(message)),
+                    None => continue,
+                },
+                Err(Errno::EAGAIN) => return Ok(Received::Empty),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECONNRESET) => return Ok(Received::Closed),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl AsFd for End {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for End {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_and_commands_cross_the_channel() {
+        let (master, worker) = pair().unwrap();
+        let counters = Counters {
+            requests: 7,
+            active: 3,
+            bytes_in: 1 << 40,
+            bytes_out: 9,
+        };
+        worker.report(&Report::Beat(counters)).unwrap();
+        worker
+            .report(&Report::BootFailed("cannot open root /x: é".into()))
+            .unwrap();
+        assert_eq!(
+            master.next_report().unwrap(),
+            Received::Message(Report::Beat(counters))
+        );
+        assert_eq!(
+            master.next_report().unwrap(),
+            Received::Message(Report::BootFailed("cannot open root /x: é".into()))
+        );
+        assert_eq!(master.next_report().unwrap(), Received::Empty);
+        for command in [Command::Drain, Command::ReopenLogs] {
+            master.command(command).unwrap();
+            assert_eq!(worker.next_command().unwrap(), Received::Message(command));
+        }
+        drop(worker);
+        assert_eq!(master.next_report().unwrap(), Received::Closed);
+    }
+
+    #[test]
+    fn long_failure_text_is_cut_on_a_char_boundary() {
+        let text = "é".repeat(300);
+        match Report::decode(&Report::BootFailed(text).encode()) {
+            Some(Report::BootFailed(cut)) => {
+                assert!(cut.len() < MAX_MESSAGE_BYTES && cut.chars().all(|c| c == 'é'))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! What the master does on operator signals: stop, reload, reopen logs, scale.
+
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use nix::sys::signal::{kill, Signal};
+
+use super::listeners::{self, Listener, Spare};
+use super::slots::{Life, Role, Slot};
+use super::{Master, Phase};
+use crate::channel::Command;
+use crate::sys;
+
+/// Time a fast stop gives workers before SIGKILL.
+const FAST_STOP_GRACE: Duration = Duration::from_secs(2);
+
+impl Master {
+    /// Graceful stop (workers drain within shutdown_timeout) or fast stop (they quit now).
+    pub(super) fn begin_stop(&mut self, signal: Signal, fast: bool) {
+        match self.phase {
+            Phase::Stopping { fast: true, .. } => return,
+            Phase::Stopping { .. } if !fast => return,
+            _ => {}
+        }
+        let now = Instant::now();
+        let (worker_signal, kill_at, how) = if fast {
+            (Signal::SIGINT, now + FAST_STOP_GRACE, "fast stop")
+        } else {
+            let grace = self.config.supervisor.shutdown_timeout + Duration::from_secs(1);
+            (Signal::SIGTERM, now + grace, "graceful stop")
+        };
+        info!("{signal} received: {how}");
+        self.phase = Phase::Stopping { fast, kill_at };
+        for slot in &mut self.slots {
+            for worker in slot.workers_mut() {
+                let _ = kill(worker.pid, worker_signal);
+                worker.life = Life::Draining { deadline: kill_at };
+            }
+        }
+    }
+
+    /// HUP: re-read the config; if valid, start new workers with it and drain the old ones.
+    pub(super) fn reload(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let config = match self.source.load() {
+            Ok(config) => config,
+            Err(e) => {
+                error!("reload failed, keeping the running config: {e}");
+                return;
+            }
+        };
+        let addresses = config.listeners();
+        let active = self.slots.iter().filter(|s| s.role == Role::Active).count();
+        let mut sockets = Vec::with_capacity(config.workers);
+        for index in 0..config.workers {
+            // Duplicates of the running sockets, so a failed bind leaves everything as it was.
+            let mut spare = Spare::default();
+            for listener in self.slots.get(index).map_or(&[][..], |s| &s.listeners[..]) {
+                if let Ok(socket) = listener.socket.try_clone() {
+                    spare.put(Listener {
+                        socket,
+                        addr: listener.addr,
+                        server: listener.server,
+                    });
+                }
+            }
+            match listeners::slot_sockets(&addresses, &mut spare) {
+                Ok(bound) => sockets.push(bound),
+                Err(e) => {
+                    error!("reload failed, keeping the running config: {e}");
+                    return;
+                }
+            }
+        }
+        if let Some(path) = &config.error_log {
+            if let Err(e) = sys::redirect_stderr(path) {
+                error!("reload: cannot open error log {}: {e}", path.display());
+            }
+        }
+        info!(
+            "reloading: {} workers with the new config (was {active})",
+            config.workers
+        );
+        self.previous = Some(std::mem::replace(&mut self.config, config));
+        self.steering.clear();
+        let now = Instant::now();
+        for (index, bound) in sockets.into_iter().enumerate() {
+            match self.slots.get_mut(index) {
+                Some(slot) => {
+                    slot.listeners = bound;
+                    slot.role = Role::Active;
+                }
+                None => self.slots.push(Slot::new(index, bound, now)),
+            }
+            self.replace(index);
+        }
+        for index in self.config.workers..self.slots.len() {
+            self.remove_slot(index);
+        }
+    }
+
+    /// A reload's new workers cannot boot: kill them and put the old ones back.
+    pub(super) fn roll_back_reload(&mut self) {
+        for slot in &mut self.slots {
+            let Some(at) = slot.retiring.iter().position(|w| w.life == Life::Replaced) else {
+                continue;
+            };
+            if let Some(new) = slot.current.take() {
+                let _ = kill(new.pid, Signal::SIGKILL);
+                let mut dead = new;
+                dead.life = Life::Killed;
+                slot.retiring.push(dead);
+            }
+            let mut old = slot.retiring.remove(at);
+            old.life = Life::Serving;
+            slot.current = Some(old);
+            slot.role = Role::Active;
+        }
+        self.steering.clear();
+    }
+
+    /// USR1: reopen the error log here and every log in the workers.
+    pub(super) fn reopen_logs(&mut self) {
+        if let Some(path) = &self.config.error_log {
+            if let Err(e) = sys::redirect_stderr(path) {
+                error!("cannot reopen error log {}: {e}", path.display());
+            }
+        }
+        info!("reopening log files");
+        for slot in &self.slots {
+            for worker in slot.workers() {
+                let _ = worker.channel.command(Command::ReopenLogs);
+            }
+        }
+    }
+
+    /// TTIN: one more worker (reviving a slot being removed, if there is one).
+    pub(super) fn scale_up(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.role == Role::Removing) {
+            slot.role = Role::Active;
+            self.config.workers += 1;
+            info!("scaling up: slot {} kept", slot.index);
+            return;
+        }
+        let index = self.slots.len();
+        match listeners::slot_sockets(&self.config.listeners(), &mut Spare::default()) {
+            Ok(bound) => {
+                self.slots.push(Slot::new(index, bound, Instant::now()));
+                self.config.workers += 1;
+                info!("scaling up: slot {index} added");
+            }
+            Err(e) => error!("scaling up failed: {e}"),
+        }
+    }
+
+    /// TTOU: one fewer worker; the last active slot stops receiving new connections, its
+    /// worker accepts what is queued and drains, then its sockets close.
+    pub(super) fn scale_down(&mut self) {
+        let active: Vec<usize> = self
+            .slots
+            .iter()
+            .filter(|s| s.role == Role::Active)
+            .map(|s| s.index)
+            .collect();
+        match active.last() {
+            Some(&index) if active.len() > 1 && self.phase == Phase::Running => {
+                self.config.workers -= 1;
+                info!("scaling down: slot {index} drains and goes away");
+                self.remove_slot(index);
+            }
+            _ => warn!("scaling down refused: at least one worker must remain"),
+        }
+    }
+
+    fn remove_slot(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        slot.role = Role::Removing;
+        if let Some(mut worker) = slot.current.take() {
+            worker.life = Life::Replaced;
+            slot.retiring.push(worker);
+        }
+        // Steering must exclude the slot before its worker is told to drain, so nothing new
+        // lands in a queue about to close; retire_replaced sends the drain after steer ran.
+        self.steer();
+    }
+}

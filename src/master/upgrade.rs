@@ -1,0 +1,156 @@
+//! Binary upgrade (USR2): the running master starts the executable on disk and hands it the
+//! listening sockets; the new master signals readiness over a pipe once all its workers beat,
+//! and only then does the old one drain and exit. A new binary that fails leaves the old one
+//! serving.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::listeners::{self, INHERITED_FDS_VAR};
+use super::slots::{Life, Role};
+use super::{Master, Phase};
+use crate::sys;
+
+/// Environment variable with the fd the new master writes one byte to when it is ready.
+pub const READY_FD_VAR: &str = "SHOAL_READY_FD";
+/// How long a new master has to get all its workers beating.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An upgrade in progress, seen from the old master.
+pub struct Upgrade {
+    pub pid: Pid,
+    /// Read end of the readiness pipe.
+    pub ready: File,
+    deadline: Instant,
+}
+
+/// The old master waiting for us (the new master) to be ready.
+pub struct Handoff {
+    pipe: File,
+}
+
+impl Handoff {
+    /// The readiness pipe passed in [`READY_FD_VAR`], if this process is an upgrade.
+    pub fn inherited() -> Option<Handoff> {
+        let fd: i32 = std::env::var(READY_FD_VAR).ok()?.parse().ok()?;
+        // Our own children must not see the variables of this upgrade.
+        std::env::remove_var(READY_FD_VAR);
+        std::env::remove_var(INHERITED_FDS_VAR);
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).ok()?;
+        // SAFETY: the old master created this pipe end for us alone and passed its number.
+        let pipe = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let _ = sys::set_cloexec(&pipe, true);
+        Some(Handoff { pipe })
+    }
+}
+
+impl Master {
+    /// USR2: start the executable on disk with our sockets.
+    pub(super) fn start_upgrade(&mut self) {
+        if self.upgrade.is_some() || self.phase != Phase::Running || self.handoff.is_some() {
+            warn!("binary upgrade refused: one is already in progress or we are stopping");
+            return;
+        }
+        match self.spawn_new_master() {
+            Ok(upgrade) => {
+                info!(
+                    "binary upgrade: new master started (pid {}); waiting for it to be ready",
+                    upgrade.pid
+                );
+                self.upgrade = Some(upgrade);
+            }
+            Err(e) => error!("binary upgrade failed, still serving: {e}"),
+        }
+    }
+
+    fn spawn_new_master(&self) -> std::io::Result<Upgrade> {
+        let exe = std::env::current_exe()?;
+        // /proc/self/exe names a replaced binary "<path> (deleted)"; the path is what we want.
+        let exe = exe.to_string_lossy().trim_end_matches(" (deleted)").to_string();
+        let (ready_read, ready_write) = nix::unistd::pipe()?;
+        let slots = self.slots.iter().filter(|s| s.role == Role::Active);
+        let fds = listeners::describe_for_upgrade(slots.map(|s| &s.listeners[..]));
+        let sockets: Vec<_> = self.slots.iter().flat_map(|s| s.listeners.iter()).collect();
+        // The master is single-threaded, so clearing close-on-exec for the spawn races nobody.
+        for listener in &sockets {
+            sys::set_cloexec(&listener.socket, false)?;
+        }
+        let child = Command::new(&exe)
+            .args(std::env::args_os().skip(1))
+            .env(INHERITED_FDS_VAR, fds)
+            .env(READY_FD_VAR, ready_write.as_raw_fd().to_string())
+            .spawn();
+        for listener in &sockets {
+            let _ = sys::set_cloexec(&listener.socket, true);
+        }
+        drop(ready_write);
+        let child = child?;
+        let ready = File::from(ready_read);
+        nix::fcntl::fcntl(
+            ready.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        Ok(Upgrade {
+            pid: Pid::from_raw(child.id() as i32),
+            ready,
+            deadline: Instant::now() + READY_TIMEOUT,
+        })
+    }
+
+    /// Old master: the new one said it is ready (stop gracefully), or it failed.
+    pub(super) fn watch_upgrade(&mut self) {
+        let Some(upgrade) = &mut self.upgrade else { return };
+        let mut byte = [0u8; 1];
+        match upgrade.ready.read(&mut byte) {
+            Ok(1) => {
+                info!(
+                    "binary upgrade: new master (pid {}) is serving; draining the old workers",
+                    upgrade.pid
+                );
+                self.upgrade = None;
+                self.begin_stop(Signal::SIGUSR2, false);
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= upgrade.deadline {
+                    let pid = upgrade.pid;
+                    let _ = kill(pid, Signal::SIGTERM);
+                    self.upgrade_failed(&format!("the new master (pid {pid}) was not ready in time"));
+                }
+            }
+            Err(e) => self.upgrade_failed(&format!("readiness pipe: {e}")),
+        }
+    }
+
+    pub(super) fn upgrade_failed(&mut self, why: &str) {
+        error!("binary upgrade failed, still serving: {why}");
+        self.upgrade = None;
+    }
+
+    /// New master: tell the old one we are ready once every worker has beaten.
+    pub(super) fn announce_ready(&mut self) {
+        if self.handoff.is_none() {
+            return;
+        }
+        let all_serving = self
+            .slots
+            .iter()
+            .filter(|s| s.role == Role::Active)
+            .all(|s| s.current.as_ref().is_some_and(|w| w.life == Life::Serving));
+        if all_serving {
+            if let Some(mut handoff) = self.handoff.take() {
+                // The pid file changes hands only now: a failed upgrade leaves the old one's.
+                self.write_pid_file();
+                let _ = handoff.pipe.write_all(b"1");
+                info!("binary upgrade: ready; the old master may stop");
+            }
+        }
+    }
+}
