@@ -6,6 +6,7 @@
 
 pub mod channel;
 pub mod config;
+pub mod control;
 pub mod files;
 pub mod http;
 pub mod master;

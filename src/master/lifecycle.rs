@@ -16,7 +16,7 @@ const FAST_STOP_GRACE: Duration = Duration::from_secs(2);
 
 impl Master {
     /// Graceful stop (workers drain within shutdown_timeout) or fast stop (they quit now).
-    pub(super) fn begin_stop(&mut self, signal: Signal, fast: bool) {
+    pub(super) fn begin_stop(&mut self, why: &str, fast: bool) {
         match self.phase {
             Phase::Stopping { fast: true, .. } => return,
             Phase::Stopping { .. } if !fast => return,
@@ -29,7 +29,7 @@ impl Master {
             let grace = self.config.supervisor.shutdown_timeout + Duration::from_secs(1);
             (Signal::SIGTERM, now + grace, "graceful stop")
         };
-        info!("{signal} received: {how}");
+        info!("{why}: {how}");
         self.phase = Phase::Stopping { fast, kill_at };
         for slot in &mut self.slots {
             for worker in slot.workers_mut() {

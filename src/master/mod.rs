@@ -203,9 +203,9 @@ impl Master {
             match signal {
                 Signal::SIGTERM | Signal::SIGQUIT => {
                     let again = matches!(self.phase, Phase::Stopping { .. });
-                    self.begin_stop(*signal, again && *signal == Signal::SIGTERM);
+                    self.begin_stop(&format!("{signal} received"), again && *signal == Signal::SIGTERM);
                 }
-                Signal::SIGINT => self.begin_stop(*signal, true),
+                Signal::SIGINT => self.begin_stop("SIGINT received", true),
                 Signal::SIGHUP => self.reload(),
                 Signal::SIGUSR1 => self.reopen_logs(),
                 Signal::SIGUSR2 => self.start_upgrade(),

@@ -115,7 +115,7 @@ impl Master {
                     upgrade.pid
                 );
                 self.upgrade = None;
-                self.begin_stop(Signal::SIGUSR2, false);
+                self.begin_stop("binary upgrade complete", false);
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
