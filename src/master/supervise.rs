@@ -234,7 +234,12 @@ impl Master {
                 worker.life = Life::Draining { deadline };
             }
         }
-        if self.previous.is_some() && self.slots.iter().all(|s| s.retiring.is_empty()) {
+        let all_serving = self
+            .slots
+            .iter()
+            .filter(|s| s.role == Role::Active)
+            .all(|s| s.current.as_ref().is_some_and(|w| w.life == Life::Serving));
+        if self.previous.is_some() && all_serving {
             info!("reload complete: every worker runs the new config");
             self.previous = None;
         }
@@ -252,33 +257,23 @@ impl Master {
         }
     }
 
-    /// Sends new connections only to slots with a live worker, per address group.
+    /// Sends new connections only to slots with a live worker, per address group. The
+    /// program is always explicit (never the kernel's hash over the whole group), so sockets
+    /// outside the table (left over by a binary upgrade) never receive new connections.
     pub(super) fn steer(&mut self) {
-        let accepting: Vec<u32> = self
-            .slots
-            .iter()
-            .filter(|s| s.accepting())
-            .map(|s| s.index as u32)
-            .collect();
-        let all = accepting.len() == self.slots.len();
-        let targets = if all { Vec::new() } else { accepting };
+        if self.phase != Phase::Running {
+            return;
+        }
+        let targets: Vec<u32> = self.slots.iter().filter(|s| s.accepting()).map(|s| s.index as u32).collect();
         let Some(first) = self.slots.first() else { return };
         for listener in &first.listeners {
             if self.steering.get(&listener.addr) == Some(&targets) {
                 continue;
             }
-            match sys::steer(&listener.socket, &targets) {
-                Ok(()) => {
-                    self.steering.insert(listener.addr, targets.clone());
-                }
-                Err(e) => {
-                    warn!(
-                        "setsockopt(SO_ATTACH_REUSEPORT_CBPF) failed on {}: {e}",
-                        listener.addr
-                    );
-                    self.steering.insert(listener.addr, targets.clone());
-                }
+            if let Err(e) = sys::steer(&listener.socket, &targets) {
+                warn!("setsockopt(SO_ATTACH_REUSEPORT_CBPF) failed on {}: {e}", listener.addr);
             }
+            self.steering.insert(listener.addr, targets.clone());
         }
     }
 
