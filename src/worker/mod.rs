@@ -321,6 +321,11 @@ impl<'a> Worker<'a> {
             return;
         }
         self.drain_until = Some(self.clock.now + self.config.supervisor.shutdown_timeout);
+        // What is queued is taken even past max_connections (it is bounded by the backlog):
+        // a removed slot's socket closes after this, and its queue with it.
+        if self.accepting == Accepting::Full {
+            self.accepting = Accepting::Open;
+        }
         for index in 0..self.listeners.len() {
             self.accept_from(index);
         }
@@ -343,7 +348,7 @@ impl<'a> Worker<'a> {
 
     fn accept_from(&mut self, index: usize) {
         while self.accepting == Accepting::Open {
-            if self.conns.len() >= self.config.limits.max_connections {
+            if self.conns.len() >= self.config.limits.max_connections && self.drain_until.is_none() {
                 self.accepting = Accepting::Full;
                 return;
             }

@@ -393,6 +393,28 @@ impl Server {
         read_lossy(&self.logs.path().join("stdout.log"))
     }
 
+    /// Sends `name` (e.g. "HUP") to the master, failing the test if `kill` fails.
+    pub fn send_signal(&self, name: &str) {
+        assert!(signal(self.pid(), name), "kill -{name} {} failed", self.pid());
+    }
+
+    /// Waits (bounded) for the master to exit by itself and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        wait_exit(&mut self.child, timeout)
+            .unwrap_or_else(|| panic!("shoal (pid {}) did not exit within {timeout:?}", self.pid()))
+    }
+
+    /// Waits until a line of stderr contains `needle`, and returns that line.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let what = format!("a log line containing {needle:?}");
+        wait_until(&what, timeout, || {
+            self.stderr()
+                .lines()
+                .find(|line| line.contains(needle))
+                .map(str::to_string)
+        })
+    }
+
     /// Sends SIGTERM and waits (bounded) for the master to exit.
     pub fn stop(&mut self) -> ExitStatus {
         assert!(signal(self.pid(), "TERM"), "kill -TERM {} failed", self.pid());
