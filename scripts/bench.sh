@@ -31,33 +31,17 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 SKIP_REUSEPORT=${SKIP_REUSEPORT:-0}
 SHOAL_BIN=${SHOAL_BIN:-$REPO/target/release/shoal}
 
+LOG_TAG=bench
+# shellcheck source=scripts/lib.sh
+source "$REPO/scripts/lib.sh"
+
 TMP=""
 declare -A PID=()    # target name -> server PID (only processes we started)
 declare -A PORT=()   # target name -> port
 declare -A RPS=() P99=() NON2XX=() SOCKERR=()  # target -> space-separated per-round values
 TARGETS=()
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
 # --- process control --------------------------------------------------------
-
-# Stop one PID we started: SIGTERM, up to 5 s grace, then SIGKILL. Never by name.
-stop_pid() {
-    local name=$1 pid=$2 i
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "WARNING: $name (pid $pid) ignored SIGTERM for 5 s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true   # reap; exit status is irrelevant here
-}
 
 cleanup() {
     local name
@@ -66,57 +50,6 @@ cleanup() {
         stop_pid "$name" "${PID[$name]}"
     done
     if [[ -n $TMP && -d $TMP ]]; then rm -rf -- "$TMP"; fi
-}
-
-# Show the tail of a server's log so a failed start is diagnosable.
-show_log() {
-    local file=$1
-    [[ -f $file ]] || return 0
-    log "--- last lines of $file ---"
-    tail -n 20 "$file" >&2 || true
-}
-
-# --- setup ------------------------------------------------------------------
-
-# CI machines are fresh: install whatever of nginx/wrk/curl is missing.
-install_deps() {
-    local missing=() sudo=() cmd
-    for cmd in nginx wrk curl; do
-        command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
-    done
-    ((${#missing[@]} == 0)) && return 0
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null 2>&1 || die "need root or sudo to install: ${missing[*]}"
-        sudo=(sudo)
-    fi
-    log "installing: ${missing[*]}"
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-}
-
-build_shoal() {
-    command -v cargo >/dev/null 2>&1 || die "cargo not found on PATH"
-    log "cargo build --release"
-    (cd "$REPO" && cargo build --release >&2)
-    [[ -x $SHOAL_BIN ]] || die "build finished but $SHOAL_BIN is missing"
-}
-
-# The payload: exactly 1024 bytes. The temp dir is made world-readable because
-# nginx (started as root) serves files from worker processes running as nobody.
-make_site() {
-    TMP=$(mktemp -d "${TMPDIR:-/tmp}/shoal-bench.XXXXXX")
-    chmod 755 "$TMP"
-    mkdir -p "$TMP/site"
-    head -c 1024 /dev/urandom > "$TMP/site/1k.bin"
-    chmod 644 "$TMP/site/1k.bin"
-    [[ $(stat -c %s "$TMP/site/1k.bin") == 1024 ]] || die "1k.bin is not 1024 bytes"
-}
-
-# Refuse to benchmark whatever else might already be listening on our port.
-check_port_free() {
-    local port=$1 rc=0
-    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" || rc=$?
-    ((rc == 7)) || die "port $port is already in use (set another *_PORT)"
 }
 
 # --- servers ----------------------------------------------------------------
@@ -139,38 +72,14 @@ EOF
     TARGETS+=("$name")
 }
 
-# One standalone nginx instance with its own prefix dir; nothing touches /var.
+# One standalone nginx instance with its own prefix dir (see write_nginx_conf in lib.sh).
 # $3 is extra "listen" parameters (e.g. "reuseport").
 start_nginx() {
     local name=$1 port=$2 listen_opts=${3:-} dir=$TMP/$1
     check_port_free "$port"
-    mkdir -p "$dir"
-    cat > "$dir/nginx.conf" <<EOF
-worker_processes 2;
-daemon off;
-master_process on;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-events { worker_connections 10240; }
-http {
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    access_log off;
-    keepalive_requests 100000;
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    server {
-        listen 127.0.0.1:$port${listen_opts:+ $listen_opts};
-        root $TMP/site;
-    }
-}
-EOF
-    # -e: avoid nginx opening its compiled-in /var/log error log before parsing.
-    nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log" > "$dir/stdout.log" 2>&1 &
+    write_nginx_conf "$dir" "$port" "$listen_opts"
+    nginx_args "$dir"
+    "${NGINX_ARGS[@]}" > "$dir/stdout.log" 2>&1 &
     PID[$name]=$!
     PORT[$name]=$port
     TARGETS+=("$name")
@@ -210,9 +119,8 @@ run_wrk() {
         v = $2; u = v; sub(/^[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
         m = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
         if (m < 0) { print "?"; exit } ; printf "%.3f\n", v * m }' "$out")
-    non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
-    # "Socket errors: connect 0, read 1, write 0, timeout 2" -> 3
-    sockerr=$(awk '/Socket errors:/ { s = 0; for (i = 3; i <= NF; i++) { f = $i; sub(/,$/, "", f); if (f ~ /^[0-9]+$/) s += f } print s }' "$out")
+    non2xx=$(wrk_non2xx "$out")
+    sockerr=$(wrk_sockerr "$out")
     [[ -n $rps && -n $p99 && $p99 != "?" ]] || { cat "$out" >&2; die "could not parse wrk output for $name"; }
     RPS[$name]+="$rps "
     P99[$name]+="$p99 "
@@ -271,7 +179,7 @@ main() {
     install_deps
     [[ $SKIP_SHOAL == 1 || $SKIP_BUILD == 1 ]] || build_shoal
     [[ $SKIP_SHOAL == 1 || -x $SHOAL_BIN ]] || die "$SHOAL_BIN not found (drop SKIP_BUILD=1?)"
-    make_site
+    make_site shoal-bench
 
     [[ $SKIP_SHOAL == 1 ]] || start_shoal
     start_nginx nginx "$NGINX_PORT"

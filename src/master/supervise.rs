@@ -193,18 +193,24 @@ impl Master {
         }
         let now = Instant::now();
         let policy = &self.config.supervisor;
-        let due = self.slots.iter().find_map(|slot| {
-            let worker = slot.current.as_ref().filter(|_| slot.role == Role::Active)?;
-            let rss = if policy.max_worker_rss_bytes > 0 {
-                slots::rss_bytes(worker.pid)
-            } else {
-                0
-            };
-            match slots::assess(worker, rss, now, policy) {
-                Verdict::Fine | Verdict::Hung => None,
-                verdict => Some((slot.index, verdict)),
-            }
-        });
+        // The longest-running due worker goes first, and never one younger than a second:
+        // a limit every fresh worker already exceeds must not recycle one slot in a loop.
+        let due = self
+            .slots
+            .iter()
+            .filter_map(|slot| {
+                let worker = slot.current.as_ref().filter(|_| slot.role == Role::Active)?;
+                if now.duration_since(worker.started) < slots::YOUNG {
+                    return None;
+                }
+                let rss = if policy.max_worker_rss_bytes > 0 { slots::rss_bytes(worker.pid) } else { 0 };
+                match slots::assess(worker, rss, now, policy) {
+                    Verdict::Fine | Verdict::Hung => None,
+                    verdict => Some((worker.started, slot.index, verdict)),
+                }
+            })
+            .min_by_key(|(started, _, _)| *started)
+            .map(|(_, index, verdict)| (index, verdict));
         if let Some((index, verdict)) = due {
             info!("worker {index} recycling ({verdict:?}): starting its successor first");
             self.replace(index);
