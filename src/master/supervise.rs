@@ -203,7 +203,11 @@ impl Master {
                 if now.duration_since(worker.started) < slots::YOUNG {
                     return None;
                 }
-                let rss = if policy.max_worker_rss_bytes > 0 { slots::rss_bytes(worker.pid) } else { 0 };
+                let rss = if policy.max_worker_rss_bytes > 0 {
+                    slots::rss_bytes(worker.pid)
+                } else {
+                    0
+                };
                 match slots::assess(worker, rss, now, policy) {
                     Verdict::Fine | Verdict::Hung => None,
                     verdict => Some((worker.started, slot.index, verdict)),
@@ -270,14 +274,22 @@ impl Master {
         if self.phase != Phase::Running {
             return;
         }
-        let targets: Vec<u32> = self.slots.iter().filter(|s| s.accepting()).map(|s| s.index as u32).collect();
+        let targets: Vec<u32> = self
+            .slots
+            .iter()
+            .filter(|s| s.accepting())
+            .map(|s| s.index as u32)
+            .collect();
         let Some(first) = self.slots.first() else { return };
         for listener in &first.listeners {
             if self.steering.get(&listener.addr) == Some(&targets) {
                 continue;
             }
             if let Err(e) = sys::steer(&listener.socket, &targets) {
-                warn!("setsockopt(SO_ATTACH_REUSEPORT_CBPF) failed on {}: {e}", listener.addr);
+                warn!(
+                    "setsockopt(SO_ATTACH_REUSEPORT_CBPF) failed on {}: {e}",
+                    listener.addr
+                );
             }
             self.steering.insert(listener.addr, targets.clone());
         }

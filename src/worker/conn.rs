@@ -72,18 +72,19 @@ pub enum Verdict {
     Close,
 }
 
-/// Everything a connection borrows from its worker while it runs.
+/// The worker state every connection uses: limits, routes, files, clock, log, counters.
+/// The worker owns it and lends it to one connection at a time.
 pub struct Ctx<'a> {
     pub limits: &'a Limits,
     /// Each server's routes (longest prefix first) with their ids in `files`.
-    pub routes: &'a [Vec<(usize, &'a Route)>],
-    pub files: &'a mut StaticFiles,
-    pub clock: &'a Clock,
-    pub log: &'a mut AccessLog,
+    pub routes: Vec<Vec<(usize, &'a Route)>>,
+    pub files: StaticFiles,
+    pub clock: Clock,
+    pub log: AccessLog,
     /// The worker is shutting down: answer what is in flight, keep nothing alive.
     pub draining: bool,
     /// The worker's counters for its heartbeat.
-    pub counters: &'a mut Counters,
+    pub counters: Counters,
 }
 
 /// A client connection.
@@ -295,7 +296,14 @@ impl Conn {
             date: &ctx.clock.http_date,
             persistence,
         };
-        let served = route_and_serve(head, buf, self.server, reply, ctx);
+        let served = route_and_serve(
+            head,
+            buf,
+            &ctx.routes[self.server],
+            reply,
+            &mut ctx.files,
+            ctx.clock.now,
+        );
         ctx.log.record(
             &Entry {
                 peer: self.peer,
@@ -388,7 +396,14 @@ impl Conn {
 }
 
 /// Finds the route for the request's path and lets it answer.
-fn route_and_serve(head: &RequestHead, buf: &[u8], server: usize, reply: Reply, ctx: &mut Ctx) -> Served {
+fn route_and_serve(
+    head: &RequestHead,
+    buf: &[u8],
+    routes: &[(usize, &Route)],
+    reply: Reply,
+    files: &mut StaticFiles,
+    now: Instant,
+) -> Served {
     let with_body = head.method != request::Method::Head;
     let target = head.target.of(buf);
     let path = match resolve::resolve_target(target) {
@@ -398,7 +413,7 @@ fn route_and_serve(head: &RequestHead, buf: &[u8], server: usize, reply: Reply, 
             return Served::written(400, n);
         }
     };
-    let Some(&(route_id, route)) = ctx.routes[server].iter().find(|(_, r)| r.matches(&path.path)) else {
+    let Some(&(route_id, route)) = routes.iter().find(|(_, r)| r.matches(&path.path)) else {
         let n = response::write_simple(reply.out, 404, reply.date, reply.persistence, &[], with_body);
         return Served::written(404, n);
     };
@@ -409,7 +424,7 @@ fn route_and_serve(head: &RequestHead, buf: &[u8], server: usize, reply: Reply, 
         route_id,
         route,
     };
-    ctx.files.serve(&request, reply, ctx.clock.now)
+    files.serve(&request, reply, now)
 }
 
 /// Consumes body bytes from `data`; returns how many were used and whether the body ended.

@@ -117,11 +117,8 @@ struct Worker<'a> {
     conns: Slab<Conn>,
     /// Connections to drive again this turn (they yielded with work left).
     again: Vec<usize>,
-    routes: Vec<Vec<(usize, &'a Route)>>,
-    files: StaticFiles,
-    clock: Clock,
-    log: AccessLog,
-    counters: Counters,
+    /// What the connections share.
+    ctx: Ctx<'a>,
     next_sweep: Instant,
     next_beat: Instant,
     drain_until: Option<Instant>,
@@ -202,14 +199,18 @@ impl<'a> Worker<'a> {
             accepting: Accepting::Open,
             conns: Slab::with_capacity(1024),
             again: Vec::new(),
-            routes: parts.routes,
-            files: parts.files,
-            log: parts.log,
-            counters: Counters::default(),
             next_sweep: clock.now + SWEEP_EVERY,
             // The first beat goes out at once: it tells the master this worker is serving.
             next_beat: clock.now,
-            clock,
+            ctx: Ctx {
+                limits: &config.limits,
+                routes: parts.routes,
+                files: parts.files,
+                clock,
+                log: parts.log,
+                draining: false,
+                counters: Counters::default(),
+            },
             drain_until: None,
         }
     }
@@ -229,12 +230,12 @@ impl<'a> Worker<'a> {
                     return Err(e);
                 }
             }
-            self.clock.tick();
+            self.ctx.clock.tick();
             for event in events.iter() {
                 match source(event.token()) {
                     Source::Signals => {
                         if self.handle_signals() == Stop::Now {
-                            self.log.flush();
+                            self.ctx.log.flush();
                             return Ok(());
                         }
                     }
@@ -251,16 +252,16 @@ impl<'a> Worker<'a> {
             for key in std::mem::take(&mut self.again) {
                 self.drive(key);
             }
-            if self.clock.now >= self.next_beat {
+            if self.ctx.clock.now >= self.next_beat {
                 self.beat();
             }
-            if self.clock.now >= self.next_sweep {
+            if self.ctx.clock.now >= self.next_sweep {
                 self.sweep();
             }
             self.resume_accepting();
             if let Some(until) = self.drain_until {
-                if self.conns.is_empty() || self.clock.now >= until {
-                    self.log.flush();
+                if self.conns.is_empty() || self.ctx.clock.now >= until {
+                    self.ctx.log.flush();
                     info!("worker {} stopped", self.slot);
                     return Ok(());
                 }
@@ -300,7 +301,7 @@ impl<'a> Worker<'a> {
     }
 
     fn reopen_logs(&mut self) {
-        if let Err(e) = self.log.reopen(&self.config.access_log) {
+        if let Err(e) = self.ctx.log.reopen(&self.config.access_log) {
             error!("worker {} cannot reopen the access log: {e}", self.slot);
         }
         if let Some(path) = &self.config.error_log {
@@ -309,9 +310,9 @@ impl<'a> Worker<'a> {
     }
 
     fn beat(&mut self) {
-        self.next_beat = self.clock.now + self.config.supervisor.heartbeat_interval;
-        self.counters.active = self.conns.len() as u32;
-        let _ = self.channel.report(&Report::Beat(self.counters));
+        self.next_beat = self.ctx.clock.now + self.config.supervisor.heartbeat_interval;
+        self.ctx.counters.active = self.conns.len() as u32;
+        let _ = self.channel.report(&Report::Beat(self.ctx.counters));
     }
 
     /// Stops accepting (after taking what is already queued on our sockets), lets busy
@@ -320,7 +321,8 @@ impl<'a> Worker<'a> {
         if self.drain_until.is_some() {
             return;
         }
-        self.drain_until = Some(self.clock.now + self.config.supervisor.shutdown_timeout);
+        self.drain_until = Some(self.ctx.clock.now + self.config.supervisor.shutdown_timeout);
+        self.ctx.draining = true;
         // What is queued is taken even past max_connections (it is bounded by the backlog):
         // a removed slot's socket closes after this, and its queue with it.
         if self.accepting == Accepting::Full {
@@ -338,7 +340,7 @@ impl<'a> Worker<'a> {
 
     /// While draining: idle connections that have been quiet a while get a lingering close.
     fn close_quiet_connections(&mut self) {
-        let now = self.clock.now;
+        let now = self.ctx.clock.now;
         for (_, conn) in self.conns.iter_mut() {
             if conn.idle_for(now).is_some_and(|idle| idle >= DRAIN_IDLE_CLOSE) {
                 conn.linger_out(now);
@@ -358,7 +360,7 @@ impl<'a> Worker<'a> {
                 Err(e) if is_resource_exhaustion(&e) => {
                     warn!("accept() failed in worker {}: {e}; pausing accepts", self.slot);
                     self.accepting = Accepting::Paused {
-                        until: self.clock.now + ACCEPT_PAUSE,
+                        until: self.ctx.clock.now + ACCEPT_PAUSE,
                     };
                 }
                 // The client gave up before we accepted (ECONNABORTED and the like).
@@ -383,7 +385,7 @@ impl<'a> Worker<'a> {
             stream,
             peer,
             server,
-            self.clock.now,
+            self.ctx.clock.now,
             &self.config.limits,
         ));
         // The request often arrives with the handshake: read it now, saving a poll round.
@@ -393,7 +395,7 @@ impl<'a> Worker<'a> {
     fn resume_accepting(&mut self) {
         let resume = match self.accepting {
             Accepting::Full => self.conns.len() < self.config.limits.max_connections,
-            Accepting::Paused { until } => self.clock.now >= until,
+            Accepting::Paused { until } => self.ctx.clock.now >= until,
             Accepting::Open | Accepting::Stopped => false,
         };
         if resume {
@@ -408,16 +410,7 @@ impl<'a> Worker<'a> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let mut ctx = Ctx {
-            limits: &self.config.limits,
-            routes: &self.routes,
-            files: &mut self.files,
-            clock: &self.clock,
-            log: &mut self.log,
-            draining: self.drain_until.is_some(),
-            counters: &mut self.counters,
-        };
-        match conn.drive(&mut ctx) {
+        match conn.drive(&mut self.ctx) {
             Verdict::Wait => {}
             Verdict::Again => self.again.push(key),
             Verdict::Close => self.close(key),
@@ -425,9 +418,9 @@ impl<'a> Worker<'a> {
     }
 
     fn sweep(&mut self) {
-        self.next_sweep = self.clock.now + SWEEP_EVERY;
-        self.log.flush();
-        let now = self.clock.now;
+        self.next_sweep = self.ctx.clock.now + SWEEP_EVERY;
+        self.ctx.log.flush();
+        let now = self.ctx.clock.now;
         let expired: Vec<usize> = self
             .conns
             .iter()
@@ -436,16 +429,7 @@ impl<'a> Worker<'a> {
             .collect();
         for key in expired {
             let conn = &mut self.conns[key];
-            let mut ctx = Ctx {
-                limits: &self.config.limits,
-                routes: &self.routes,
-                files: &mut self.files,
-                clock: &self.clock,
-                log: &mut self.log,
-                draining: self.drain_until.is_some(),
-                counters: &mut self.counters,
-            };
-            match conn.time_out(&mut ctx) {
+            match conn.time_out(&mut self.ctx) {
                 Verdict::Close => self.close(key),
                 Verdict::Again => self.again.push(key),
                 Verdict::Wait => {}
