@@ -10,5 +10,6 @@ pub mod control;
 pub mod files;
 pub mod http;
 pub mod master;
+pub mod proxy;
 pub mod sys;
 pub mod worker;

@@ -13,7 +13,8 @@ use toml::Spanned;
 
 use super::units::{Size, Span};
 use super::{
-    default_workers, AccessLog, Config, Dotfiles, Limits, Route, Server, Supervisor, MAX_HEADERS_CEILING,
+    default_workers, AccessLog, Balance, Config, Dotfiles, FileOptions, HashKey, HealthCheck, Limits, Route,
+    Serve, Server, Supervisor, Upstream, UpstreamServer, MAX_HEADERS_CEILING,
 };
 
 /// A config that cannot be used, located as precisely as we can.
@@ -75,6 +76,35 @@ struct RawConfig {
     supervisor: RawSupervisor,
     #[serde(default)]
     server: Vec<Spanned<RawServer>>,
+    #[serde(default)]
+    upstream: std::collections::BTreeMap<String, Spanned<RawUpstream>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    servers: Vec<Spanned<String>>,
+    balance: Option<Spanned<String>>,
+    hash_key: Option<Spanned<String>>,
+    keepalive: Option<Spanned<i64>>,
+    keepalive_timeout: Option<Span>,
+    connect_timeout: Option<Spanned<Span>>,
+    read_timeout: Option<Spanned<Span>>,
+    send_timeout: Option<Spanned<Span>>,
+    tunnel_timeout: Option<Spanned<Span>>,
+    max_fails: Option<Spanned<i64>>,
+    fail_timeout: Option<Span>,
+    health_check: Option<Spanned<RawHealthCheck>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    path: Spanned<String>,
+    interval: Option<Spanned<Span>>,
+    timeout: Option<Spanned<Span>>,
+    rise: Option<Spanned<i64>>,
+    fall: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -198,10 +228,14 @@ impl Builder<'_> {
                 "no [[server]] section: at least one is required".into(),
             ));
         }
+        let mut upstreams = Vec::new();
+        for (name, upstream) in &raw.upstream {
+            upstreams.push(self.upstream(name, upstream)?);
+        }
         let mut servers = Vec::new();
         let mut seen: Vec<SocketAddr> = Vec::new();
         for server in &raw.server {
-            servers.push(self.server(server, &mut seen)?);
+            servers.push(self.server(server, &mut seen, &upstreams)?);
         }
         Ok(Config {
             workers,
@@ -211,6 +245,7 @@ impl Builder<'_> {
             limits,
             supervisor,
             servers,
+            upstreams,
         })
     }
 
@@ -289,7 +324,12 @@ impl Builder<'_> {
         Ok(sup)
     }
 
-    fn server(&self, raw: &Spanned<RawServer>, seen: &mut Vec<SocketAddr>) -> Result<Server, ConfigError> {
+    fn server(
+        &self,
+        raw: &Spanned<RawServer>,
+        seen: &mut Vec<SocketAddr>,
+        upstreams: &[Upstream],
+    ) -> Result<Server, ConfigError> {
         let server = raw.get_ref();
         let mut listen = Vec::new();
         for text in server.listen.iter().flatten() {
@@ -319,7 +359,7 @@ impl Builder<'_> {
         }
         let mut routes: Vec<Route> = Vec::new();
         for route in &server.route {
-            let built = self.route(route)?;
+            let built = self.route(route, upstreams)?;
             if routes.iter().any(|r| r.prefix == built.prefix) {
                 let span = route.get_ref().prefix.span();
                 return self.fail(span, format!("prefix `{}` is routed twice", built.prefix));
@@ -330,7 +370,7 @@ impl Builder<'_> {
         Ok(Server { listen, routes })
     }
 
-    fn route(&self, raw: &Spanned<RawRoute>) -> Result<Route, ConfigError> {
+    fn route(&self, raw: &Spanned<RawRoute>, upstreams: &[Upstream]) -> Result<Route, ConfigError> {
         let route = raw.get_ref();
         let prefix = route.prefix.get_ref();
         if !prefix.starts_with('/') {
@@ -339,36 +379,202 @@ impl Builder<'_> {
                 format!("prefix `{prefix}` must start with '/'"),
             );
         }
-        if let Some(key) = route.upstream.as_ref().or(route.fallback.as_ref()) {
-            return self.fail(
-                key.span(),
-                "upstream/fallback: the reverse proxy is not implemented yet in this version",
-            );
-        }
-        let Some(root) = &route.root else {
-            return self.fail(raw.span(), "route needs `root` (the directory to serve)");
+        let upstream_index =
+            |name: &Spanned<String>| match upstreams.iter().position(|u| &u.name == name.get_ref()) {
+                Some(index) => Ok(index),
+                None => self.fail(
+                    name.span(),
+                    format!("no [upstream.{}] is defined", name.get_ref()),
+                ),
+            };
+        let serve = match (&route.root, &route.upstream) {
+            (Some(_), Some(upstream)) => {
+                return self.fail(
+                    upstream.span(),
+                    "a route has either `root` or `upstream`, not both",
+                );
+            }
+            (None, Some(upstream)) => {
+                if let Some(fallback) = &route.fallback {
+                    return self.fail(
+                        fallback.span(),
+                        "`fallback` goes with `root` (try_files), not `upstream`",
+                    );
+                }
+                Serve::Proxy(upstream_index(upstream)?)
+            }
+            (Some(root), None) => {
+                let root_path = existing_dir(&self.base.join(root.get_ref()))
+                    .or_else(|why| self.fail(root.span(), format!("root: {why}")))?;
+                let mut options = FileOptions::new(root_path);
+                options.fallback = route.fallback.as_ref().map(upstream_index).transpose()?;
+                self.file_options(route, &mut options)?;
+                Serve::Files(options)
+            }
+            (None, None) => return self.fail(raw.span(), "route needs `root` (files) or `upstream` (proxy)"),
         };
-        let root_path = existing_dir(&self.base.join(root.get_ref()))
-            .or_else(|why| self.fail(root.span(), format!("root: {why}")))?;
-        let mut built = Route::static_root(prefix, root_path);
-        built.strip_prefix = route.strip_prefix;
-        built.cache_control = route.cache_control.clone();
-        built.follow_symlinks = route.follow_symlinks;
+        Ok(Route {
+            prefix: prefix.clone(),
+            strip_prefix: route.strip_prefix,
+            serve,
+        })
+    }
+
+    fn file_options(&self, route: &RawRoute, options: &mut FileOptions) -> Result<(), ConfigError> {
+        options.cache_control = route.cache_control.clone();
+        options.follow_symlinks = route.follow_symlinks;
         if let Some(dotfiles) = route.dotfiles {
-            built.dotfiles = dotfiles;
+            options.dotfiles = dotfiles;
         }
         if let Some(index) = &route.index {
-            built.index.clear();
+            options.index.clear();
             for name in index {
                 let text = name.get_ref();
                 if text.is_empty() || text.contains('/') || text.starts_with('.') {
                     return self.fail(name.span(), format!("index: `{text}` must be a plain file name"));
                 }
-                built.index.push(text.clone());
+                options.index.push(text.clone());
             }
         }
-        Ok(built)
+        Ok(())
     }
+
+    fn upstream(&self, name: &str, raw: &Spanned<RawUpstream>) -> Result<Upstream, ConfigError> {
+        let spec = raw.get_ref();
+        let mut servers = Vec::new();
+        for text in &spec.servers {
+            let resolved = resolve_server(text.get_ref()).or_else(|why| self.fail(text.span(), why))?;
+            servers.extend(resolved);
+        }
+        if servers.is_empty() {
+            return self.fail(raw.span(), format!("[upstream.{name}] has no servers"));
+        }
+        let mut upstream = Upstream::new(name, servers);
+        if let Some(balance) = &spec.balance {
+            upstream.balance = match balance.get_ref().as_str() {
+                "round_robin" => Balance::RoundRobin,
+                "least_conn" => Balance::LeastConn,
+                "hash" => Balance::Hash(self.hash_key(spec.hash_key.as_ref())?),
+                other => {
+                    let why = format!("balance `{other}`: use round_robin, least_conn or hash");
+                    return self.fail(balance.span(), why);
+                }
+            };
+        } else if let Some(key) = &spec.hash_key {
+            return self.fail(key.span(), "hash_key goes with balance = \"hash\"");
+        }
+        if let Some(n) = &spec.keepalive {
+            upstream.keepalive = self.count(n, "keepalive", 0..100_001)? as usize;
+        }
+        if let Some(span) = spec.keepalive_timeout {
+            upstream.keepalive_timeout = span.0;
+        }
+        let positive = |value: &Spanned<Span>, key: &str| {
+            if value.get_ref().0.is_zero() {
+                self.fail(value.span(), format!("{key} must be more than 0"))
+            } else {
+                Ok(value.get_ref().0)
+            }
+        };
+        for (raw, key, slot) in [
+            (
+                &spec.connect_timeout,
+                "connect_timeout",
+                &mut upstream.connect_timeout,
+            ),
+            (&spec.read_timeout, "read_timeout", &mut upstream.read_timeout),
+            (&spec.send_timeout, "send_timeout", &mut upstream.send_timeout),
+            (
+                &spec.tunnel_timeout,
+                "tunnel_timeout",
+                &mut upstream.tunnel_timeout,
+            ),
+        ] {
+            if let Some(value) = raw {
+                *slot = positive(value, key)?;
+            }
+        }
+        if let Some(n) = &spec.max_fails {
+            upstream.max_fails = self.count(n, "max_fails", 0..1_000_001)? as u32;
+        }
+        if let Some(span) = spec.fail_timeout {
+            upstream.fail_timeout = span.0;
+        }
+        if let Some(check) = &spec.health_check {
+            upstream.health_check = Some(self.health_check(check)?);
+        }
+        Ok(upstream)
+    }
+
+    fn hash_key(&self, raw: Option<&Spanned<String>>) -> Result<HashKey, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(HashKey::ClientIp);
+        };
+        match raw.get_ref().split_once(':') {
+            None if raw.get_ref() == "client" => Ok(HashKey::ClientIp),
+            Some(("header", name)) if !name.trim().is_empty() => Ok(HashKey::Header(name.trim().to_string())),
+            _ => self.fail(raw.span(), "hash_key: use \"client\" or \"header:NAME\""),
+        }
+    }
+
+    fn health_check(&self, raw: &Spanned<RawHealthCheck>) -> Result<HealthCheck, ConfigError> {
+        let spec = raw.get_ref();
+        if !spec.path.get_ref().starts_with('/') {
+            return self.fail(spec.path.span(), "health_check path must start with '/'");
+        }
+        let mut check = HealthCheck {
+            path: spec.path.get_ref().clone(),
+            interval: std::time::Duration::from_secs(2),
+            timeout: std::time::Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+        };
+        for (value, key, slot) in [
+            (&spec.interval, "interval", &mut check.interval),
+            (&spec.timeout, "timeout", &mut check.timeout),
+        ] {
+            if let Some(value) = value {
+                if value.get_ref().0.is_zero() {
+                    return self.fail(value.span(), format!("health_check {key} must be more than 0"));
+                }
+                *slot = value.get_ref().0;
+            }
+        }
+        if let Some(n) = &spec.rise {
+            check.rise = self.count(n, "rise", 1..1001)? as u32;
+        }
+        if let Some(n) = &spec.fall {
+            check.fall = self.count(n, "fall", 1..1001)? as u32;
+        }
+        Ok(check)
+    }
+}
+
+/// Reads `host:port [weight=N]` into servers (a host name may resolve to several addresses).
+pub(super) fn resolve_server(text: &str) -> Result<Vec<UpstreamServer>, String> {
+    let mut words = text.split_whitespace();
+    let address = words
+        .next()
+        .ok_or_else(|| "an upstream server cannot be empty".to_string())?;
+    let mut weight = 1;
+    for option in words {
+        match option.strip_prefix("weight=").map(str::parse::<u32>) {
+            Some(Ok(n)) if (1..=1000).contains(&n) => weight = n,
+            _ => return Err(format!("`{option}`: the only server option is weight=1..1000")),
+        }
+    }
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = address
+        .to_socket_addrs()
+        .map_err(|e| format!("`{address}` is not a reachable host:port ({e})"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("`{address}` resolves to no address"));
+    }
+    Ok(addrs
+        .into_iter()
+        .map(|addr| UpstreamServer { addr, weight })
+        .collect())
 }
 
 /// Canonical absolute path of an existing directory, or why it cannot be served.
@@ -383,6 +589,7 @@ pub(super) fn existing_dir(path: &Path) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Balance, HashKey, Serve};
 
     fn load(text: &str) -> Result<Config, String> {
         let dir = tempfile::tempdir().unwrap();
@@ -404,9 +611,12 @@ mod tests {
         assert_eq!(config.workers, default_workers());
         assert_eq!(config.limits.max_header_bytes, 16 * 1024);
         assert_eq!(config.access_log, AccessLog::Stdout);
-        let route = &config.servers[0].routes[0];
-        assert!(route.root.is_absolute() && route.root.ends_with("public"));
-        assert_eq!(route.dotfiles, Dotfiles::Deny);
+        let Serve::Files(files) = &config.servers[0].routes[0].serve else {
+            panic!("a file route")
+        };
+        assert!(files.root.is_absolute() && files.root.ends_with("public"));
+        assert_eq!(files.dotfiles, Dotfiles::Deny);
+        assert_eq!(files.fallback, None);
     }
 
     #[test]
@@ -421,9 +631,53 @@ mod tests {
         assert_eq!(config.limits.header_timeout.as_millis(), 500);
         assert_eq!(config.limits.keepalive_timeout.as_secs(), 60);
         let route = &config.servers[0].routes[0];
-        assert_eq!(route.index, ["home.html"]);
-        assert_eq!(route.dotfiles, Dotfiles::Ignore);
+        let Serve::Files(files) = &route.serve else {
+            panic!("a file route")
+        };
+        assert_eq!(files.index, ["home.html"]);
+        assert_eq!(files.dotfiles, Dotfiles::Ignore);
         assert!(route.strip_prefix);
+    }
+
+    const PROXIED: &str = "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n[[server.route]]\nprefix = \"/api/\"\nupstream = \"app\"\nstrip_prefix = true\n[[server.route]]\nprefix = \"/\"\nroot = \"public\"\nfallback = \"app\"\n";
+
+    #[test]
+    fn upstreams_and_proxy_routes() {
+        let text = format!(
+            "{PROXIED}[upstream.app]\nservers = [\"127.0.0.1:3000\", \"127.0.0.1:3001 weight=2\"]\nbalance = \"hash\"\nhash_key = \"header:X-User\"\nkeepalive = 8\nread_timeout = \"5s\"\nhealth_check = {{ path = \"/health\", interval = \"1s\", rise = 1, fall = 2 }}\n"
+        );
+        let config = load(&text).unwrap();
+        let app = &config.upstreams[0];
+        assert_eq!(app.servers[1].weight, 2);
+        assert_eq!(app.balance, Balance::Hash(HashKey::Header("X-User".into())));
+        assert_eq!(app.keepalive, 8);
+        assert_eq!(app.read_timeout.as_secs(), 5);
+        assert_eq!(app.health_check.as_ref().unwrap().fall, 2);
+        let routes = &config.servers[0].routes;
+        assert!(matches!(routes[0].serve, Serve::Proxy(0)) && routes[0].strip_prefix);
+        assert!(matches!(&routes[1].serve, Serve::Files(f) if f.fallback == Some(0)));
+    }
+
+    #[test]
+    fn upstream_errors_point_at_the_value() {
+        let missing = load(PROXIED).unwrap_err();
+        assert!(
+            missing.starts_with("FILE:5:12: no [upstream.app] is defined"),
+            "{missing}"
+        );
+        let servers = |list: &str| format!("{PROXIED}[upstream.app]\nservers = [{list}]\n");
+        let bad_weight = load(&servers("\"127.0.0.1:3000 weight=0\"")).unwrap_err();
+        assert!(bad_weight.starts_with("FILE:12:12: `weight=0`"), "{bad_weight}");
+        let bad_addr = load(&servers("\"127.0.0.1:port\"")).unwrap_err();
+        assert!(
+            bad_addr.starts_with("FILE:12:12: `127.0.0.1:port` is not a reachable"),
+            "{bad_addr}"
+        );
+        let bad_balance = load(&format!("{}balance = \"random\"\n", servers("\"127.0.0.1:1\""))).unwrap_err();
+        assert!(
+            bad_balance.starts_with("FILE:13:11: balance `random`"),
+            "{bad_balance}"
+        );
     }
 
     #[test]

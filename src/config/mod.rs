@@ -30,6 +30,8 @@ pub struct Config {
     pub supervisor: Supervisor,
     /// Virtual servers, each with its own listen addresses and routes.
     pub servers: Vec<Server>,
+    /// Upstreams that routes proxy to.
+    pub upstreams: Vec<Upstream>,
 }
 
 /// Access log destination.
@@ -128,10 +130,27 @@ pub struct Server {
 pub struct Route {
     /// Path prefix this route matches (always starts with '/').
     pub prefix: String,
+    /// Remove `prefix` from the path before serving it (like nginx's `alias`, or a proxied
+    /// `/api/users` reaching the upstream as `/users`).
+    pub strip_prefix: bool,
+    /// What answers requests on this route.
+    pub serve: Serve,
+}
+
+/// What answers a route's requests.
+#[derive(Debug, Clone)]
+pub enum Serve {
+    /// Static files from a directory.
+    Files(FileOptions),
+    /// The upstream at this index in `Config::upstreams`.
+    Proxy(usize),
+}
+
+/// How a route serves static files.
+#[derive(Debug, Clone)]
+pub struct FileOptions {
     /// Directory whose files are served (absolute).
     pub root: PathBuf,
-    /// Remove `prefix` from the path before looking under `root` (like nginx's `alias`).
-    pub strip_prefix: bool,
     /// Files tried, in order, for a directory request.
     pub index: Vec<String>,
     /// `Cache-Control` value added to file responses.
@@ -140,6 +159,108 @@ pub struct Route {
     pub dotfiles: Dotfiles,
     /// Follow symlinks that point outside the root (off by default).
     pub follow_symlinks: bool,
+    /// Upstream (index in `Config::upstreams`) that answers when no file matches (try_files).
+    pub fallback: Option<usize>,
+}
+
+impl FileOptions {
+    /// Serving `root` with default options.
+    pub fn new(root: PathBuf) -> FileOptions {
+        FileOptions {
+            root,
+            index: vec!["index.html".to_string()],
+            cache_control: None,
+            dotfiles: Dotfiles::Deny,
+            follow_symlinks: false,
+            fallback: None,
+        }
+    }
+}
+
+/// An upstream: application servers shoal proxies to.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Its name in the config (`[upstream.NAME]`).
+    pub name: String,
+    pub servers: Vec<UpstreamServer>,
+    pub balance: Balance,
+    /// Idle connections kept per worker (all servers together).
+    pub keepalive: usize,
+    /// An idle pooled connection older than this is closed, not reused.
+    pub keepalive_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// No byte from the upstream for this long: 504 (or the response is cut).
+    pub read_timeout: Duration,
+    /// The upstream accepts no byte for this long: 504.
+    pub send_timeout: Duration,
+    /// A WebSocket (upgraded) connection idle this long in both directions is closed.
+    pub tunnel_timeout: Duration,
+    /// Passive health: this many failures within `fail_timeout` mark a server down for
+    /// `fail_timeout`.
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    /// Active health checks, run once per shoal instance.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// One server of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamServer {
+    pub addr: SocketAddr,
+    /// Share of requests relative to the other servers (round robin).
+    pub weight: u32,
+}
+
+/// How an upstream's server is chosen for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// The server with the fewest requests in flight from this worker.
+    LeastConn,
+    /// A hash of the client address, or of a request header's value, picks the server.
+    Hash(HashKey),
+}
+
+/// What `balance = "hash"` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Header(String),
+}
+
+/// Active health checking of an upstream's servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path requested with GET; any 2xx or 3xx is healthy.
+    pub path: String,
+    pub interval: Duration,
+    /// A probe that takes longer fails.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down server back.
+    pub rise: u32,
+    /// Consecutive failures that take a server down.
+    pub fall: u32,
+}
+
+impl Upstream {
+    /// An upstream with production defaults for `servers`.
+    pub fn new(name: &str, servers: Vec<UpstreamServer>) -> Upstream {
+        Upstream {
+            name: name.to_string(),
+            servers,
+            balance: Balance::RoundRobin,
+            keepalive: 32,
+            keepalive_timeout: Duration::from_secs(4),
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            tunnel_timeout: Duration::from_secs(600),
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+            health_check: None,
+        }
+    }
 }
 
 /// Policy for dotfiles (any path segment starting with '.').
@@ -155,19 +276,6 @@ pub enum Dotfiles {
 }
 
 impl Route {
-    /// A route serving `root` for every path, with default options.
-    pub fn static_root(prefix: &str, root: PathBuf) -> Route {
-        Route {
-            prefix: prefix.to_string(),
-            root,
-            strip_prefix: false,
-            index: vec!["index.html".to_string()],
-            cache_control: None,
-            dotfiles: Dotfiles::Deny,
-            follow_symlinks: false,
-        }
-    }
-
     /// True when `path` (normalized, starting with '/') falls under this route.
     pub fn matches(&self, path: &str) -> bool {
         path.starts_with(&self.prefix)
@@ -194,14 +302,10 @@ pub struct QuickOptions {
 }
 
 impl Config {
-    /// Builds a config from flags alone: one server, one route `/` serving `root`.
+    /// Builds a config from flags alone: one server with one route `/`, serving `root`
+    /// (default: the current directory) or proxying to the `-u` servers, or both (a missing
+    /// file falls back to the upstream).
     pub fn quick(options: &QuickOptions) -> Result<Config, ConfigError> {
-        if !options.upstreams.is_empty() {
-            return Err(ConfigError::flag(
-                "--upstream",
-                "the reverse proxy is not implemented yet in this version; serve files with --root",
-            ));
-        }
         let listen = if options.listen.is_empty() {
             vec![DEFAULT_LISTEN.parse().expect("default address parses")]
         } else {
@@ -218,8 +322,26 @@ impl Config {
                 })
                 .collect::<Result<Vec<_>, _>>()?
         };
-        let root = options.root.clone().unwrap_or_else(|| PathBuf::from("."));
-        let root = file::existing_dir(&root).map_err(|why| ConfigError::flag("--root", &why))?;
+        let mut servers = Vec::new();
+        for text in &options.upstreams {
+            let resolved = file::resolve_server(text).map_err(|why| ConfigError::flag("--upstream", &why))?;
+            servers.extend(resolved);
+        }
+        let upstreams = if servers.is_empty() {
+            Vec::new()
+        } else {
+            vec![Upstream::new("default", servers)]
+        };
+        let serve = match (&options.root, upstreams.is_empty()) {
+            (None, false) => Serve::Proxy(0),
+            (root, no_upstream) => {
+                let root = root.clone().unwrap_or_else(|| PathBuf::from("."));
+                let root = file::existing_dir(&root).map_err(|why| ConfigError::flag("--root", &why))?;
+                let mut options = FileOptions::new(root);
+                options.fallback = (!no_upstream).then_some(0);
+                Serve::Files(options)
+            }
+        };
         Ok(Config {
             workers: default_workers(),
             pid_file: None,
@@ -229,8 +351,13 @@ impl Config {
             supervisor: Supervisor::default(),
             servers: vec![Server {
                 listen,
-                routes: vec![Route::static_root("/", root)],
+                routes: vec![Route {
+                    prefix: "/".to_string(),
+                    strip_prefix: false,
+                    serve,
+                }],
             }],
+            upstreams,
         })
     }
 

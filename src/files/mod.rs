@@ -16,7 +16,7 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::config::{Dotfiles, Route};
+use crate::config::{Dotfiles, FileOptions, Route};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::{self, Persistence};
 use crate::sys::{self, OpenMode};
@@ -31,9 +31,10 @@ pub struct FileRequest<'a> {
     pub buf: &'a [u8],
     /// Decoded, normalized path (starts with '/').
     pub path: &'a str,
-    /// Index of the route in the worker's route table.
+    /// Index of the route's root in the `StaticFiles` it was opened with.
     pub route_id: usize,
     pub route: &'a Route,
+    pub options: &'a FileOptions,
 }
 
 /// Where a response is written and how the connection continues.
@@ -54,6 +55,15 @@ pub struct StaticFiles {
     roots: Vec<Root>,
 }
 
+/// How a static route answered.
+#[derive(Debug)]
+pub enum Answer {
+    /// A response was written.
+    Served(Served),
+    /// Nothing was written: the route's fallback upstream (this index) answers instead.
+    Fallback(usize),
+}
+
 /// The outcome of finding what a path names.
 enum Found {
     Resource(Resource),
@@ -62,8 +72,8 @@ enum Found {
 }
 
 impl StaticFiles {
-    /// Opens every route's root directory.
-    pub fn open(routes: &[&Route]) -> std::io::Result<StaticFiles> {
+    /// Opens every file route's root directory (route ids are positions in `routes`).
+    pub fn open(routes: &[&FileOptions]) -> std::io::Result<StaticFiles> {
         let roots = routes
             .iter()
             .map(|route| {
@@ -88,8 +98,25 @@ impl StaticFiles {
         Ok(StaticFiles { roots })
     }
 
-    /// Answers `request`, writing the head (and in-memory body) to `reply.out`.
-    pub fn serve(&mut self, request: &FileRequest, reply: Reply, now: Instant) -> Served {
+    /// Answers `request`, writing the head (and in-memory body) to `reply.out` — unless the
+    /// route has a `fallback` and no file answers (missing, or not GET/HEAD): then nothing is
+    /// written and the request goes to that upstream.
+    pub fn serve(&mut self, request: &FileRequest, reply: Reply, now: Instant) -> Answer {
+        let fallback = request.options.fallback;
+        if !matches!(request.head.method, Method::Get | Method::Head) {
+            if let Some(upstream) = fallback {
+                return Answer::Fallback(upstream);
+            }
+        }
+        match self.serve_file(request, reply, now) {
+            Ok(served) => Answer::Served(served),
+            Err(upstream) => Answer::Fallback(upstream),
+        }
+    }
+
+    /// Writes the file's response; `Err(upstream)` (nothing written) when no file answers
+    /// and the route falls back to that upstream.
+    fn serve_file(&mut self, request: &FileRequest, reply: Reply, now: Instant) -> Result<Served, usize> {
         let head = request.head;
         let with_body = head.method != Method::Head;
         let simple = |reply: Reply, status: u16, extra: &[(&str, &[u8])]| {
@@ -98,26 +125,30 @@ impl StaticFiles {
             Served::written(status, n)
         };
         if !matches!(head.method, Method::Get | Method::Head) {
-            return simple(reply, 405, &[("Allow", b"GET, HEAD")]);
+            return Ok(simple(reply, 405, &[("Allow", b"GET, HEAD")]));
         }
-        if request.route.dotfiles != Dotfiles::Allow && resolve::has_dot_segment(request.path) {
-            let status = if request.route.dotfiles == Dotfiles::Deny {
+        if request.options.dotfiles != Dotfiles::Allow && resolve::has_dot_segment(request.path) {
+            let status = if request.options.dotfiles == Dotfiles::Deny {
                 403
             } else {
                 404
             };
-            return simple(reply, status, &[]);
+            return Ok(simple(reply, status, &[]));
         }
         let relative = relative_path(request);
-        let found = match self.find(request.route_id, relative, request.route, now) {
+        let found = match self.find(request.route_id, relative, request.options, now) {
             Ok(found) => found,
-            Err(e) => return simple(reply, e.status(), &[]),
+            Err(OpenError::NotFound) => match request.options.fallback {
+                Some(upstream) => return Err(upstream),
+                None => return Ok(simple(reply, 404, &[])),
+            },
+            Err(e) => return Ok(simple(reply, e.status(), &[])),
         };
         let resource = match found {
             Found::Resource(resource) => resource,
             Found::Redirect => {
                 let location = redirect_location(head.target.of(request.buf), request.path);
-                return simple(reply, 301, &[("Location", &location)]);
+                return Ok(simple(reply, 301, &[("Location", &location)]));
             }
         };
         let accepted = head
@@ -132,7 +163,14 @@ impl StaticFiles {
                     .filter(|_| conditional::accepts_encoding(accepted, token))
             })
             .unwrap_or(&resource.identity);
-        respond::respond(rep, head, request.buf, reply.out, reply.date, reply.persistence)
+        Ok(respond::respond(
+            rep,
+            head,
+            request.buf,
+            reply.out,
+            reply.date,
+            reply.persistence,
+        ))
     }
 
     /// Finds the resource for `relative`, from the cache when it is fresh.
@@ -140,7 +178,7 @@ impl StaticFiles {
         &mut self,
         route_id: usize,
         relative: &str,
-        route: &Route,
+        route: &FileOptions,
         now: Instant,
     ) -> Result<Found, OpenError> {
         let root = &mut self.roots[route_id];
@@ -175,7 +213,7 @@ fn relative_path<'a>(request: &FileRequest<'a>) -> &'a str {
 }
 
 /// Reads what `relative` names from disk: a file, a directory's index, or a redirect.
-fn load(root: &Root, relative: &str, route: &Route) -> Result<Found, OpenError> {
+fn load(root: &Root, relative: &str, route: &FileOptions) -> Result<Found, OpenError> {
     let wants_directory = relative.is_empty() || relative.ends_with('/');
     if !wants_directory {
         return match representation::open(&root.dir, relative, root.mode)? {
@@ -202,7 +240,7 @@ fn resource(
     path: &str,
     file: std::fs::File,
     meta: &std::fs::Metadata,
-    route: &Route,
+    route: &FileOptions,
 ) -> Result<Resource, OpenError> {
     let sibling = |coding: Coding| {
         let (suffix, _) = coding.suffix_and_token()?;

@@ -49,6 +49,11 @@ impl AccessLog {
         Ok(())
     }
 
+    /// True when lines are written somewhere (callers skip preparing entries otherwise).
+    pub fn is_on(&self) -> bool {
+        self.sink.is_some()
+    }
+
     /// Appends one line (if the log is on).
     pub fn record(&mut self, entry: &Entry, date: &[u8]) {
         if self.sink.is_none() {

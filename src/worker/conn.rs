@@ -8,17 +8,19 @@ use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
+use mio::{Registry, Token};
 
 use super::access_log::{AccessLog, Entry};
 use super::clock::Clock;
 use super::input::{Filled, Input};
 use super::output::{Flush, Output};
 use crate::channel::Counters;
-use crate::config::{Limits, Route};
-use crate::files::{resolve, FileRequest, Reply, Served, StaticFiles};
+use crate::config::{FileOptions, Limits, Route, Serve};
+use crate::files::{resolve, Answer, FileRequest, Reply, Served, StaticFiles};
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::request::{self, Framing, RequestHead};
+use crate::http::request::{self, Framing, Method, RequestHead};
 use crate::http::response::{self, Persistence};
+use crate::proxy::{Env, Exchange, Start, Step, Upstreams};
 
 /// Rounds of read/process/write per readiness event before yielding to other connections.
 const ROUNDS_PER_EVENT: usize = 16;
@@ -38,10 +40,35 @@ enum Phase {
     Head,
     /// The answered request's body is still arriving; it is read and discarded.
     Body(BodyLeft),
+    /// An upstream is answering the request.
+    Proxying(Box<Proxying>),
     /// Send what is pending, then close; `linger` if the client may still be sending.
     Closing { linger: bool },
     /// Our side is shut; discarding input until the client closes or the linger ends.
     Lingering,
+}
+
+/// A request handed to an upstream, and what its log line needs once it ends.
+struct Proxying {
+    exchange: Exchange,
+    log: Option<LogCopy>,
+}
+
+/// The parts of a request head its access log line needs, kept after the head is consumed.
+struct LogCopy {
+    request_line: Vec<u8>,
+    referer: Option<Vec<u8>>,
+    user_agent: Option<Vec<u8>>,
+}
+
+impl LogCopy {
+    fn of(head: &RequestHead, buf: &[u8]) -> LogCopy {
+        LogCopy {
+            request_line: head.request_line(buf).to_vec(),
+            referer: head.referer.map(|s| s.of(buf).to_vec()),
+            user_agent: head.user_agent.map(|s| s.of(buf).to_vec()),
+        }
+    }
 }
 
 /// What remains of a request body.
@@ -85,10 +112,27 @@ pub struct Ctx<'a> {
     pub draining: bool,
     /// The worker's counters for its heartbeat.
     pub counters: Counters,
+    /// Upstream balancers and keep-alive pools.
+    pub upstreams: Upstreams<'a>,
+    /// Where upstream sockets are registered (they drive their client's connection).
+    pub registry: Registry,
+}
+
+impl<'a> Ctx<'a> {
+    fn env(&mut self) -> Env<'_, 'a> {
+        Env {
+            upstreams: &mut self.upstreams,
+            registry: &self.registry,
+            now: self.clock.now,
+            date: &self.clock.http_date,
+        }
+    }
 }
 
 /// A client connection.
 pub struct Conn {
+    /// Slab key: the client socket's token is `2 * key`, its upstream's `2 * key + 1`.
+    key: usize,
     pub stream: TcpStream,
     peer: SocketAddr,
     server: usize,
@@ -105,8 +149,16 @@ pub struct Conn {
 
 impl Conn {
     /// A freshly accepted connection for virtual server `server`.
-    pub fn new(stream: TcpStream, peer: SocketAddr, server: usize, now: Instant, limits: &Limits) -> Conn {
+    pub fn new(
+        key: usize,
+        stream: TcpStream,
+        peer: SocketAddr,
+        server: usize,
+        now: Instant,
+        limits: &Limits,
+    ) -> Conn {
         Conn {
+            key,
             stream,
             peer,
             server,
@@ -187,9 +239,17 @@ impl Conn {
 
     /// Handles a passed deadline: a late head gets 408, anything else is closed.
     pub fn time_out(&mut self, ctx: &mut Ctx) -> Verdict {
-        match self.phase {
+        match &mut self.phase {
             Phase::Head if self.output.is_empty() => {
                 self.fail(408, ctx);
+                self.drive(ctx)
+            }
+            // Connect, send and read timeouts of the upstream: retry, 504, or cut.
+            Phase::Proxying(proxying)
+                if self.output.is_empty() || proxying.exchange.deadline <= ctx.clock.now =>
+            {
+                let step = proxying.exchange.time_out(&mut ctx.env());
+                self.proxy_step(step, ctx);
                 self.drive(ctx)
             }
             _ => Verdict::Close,
@@ -258,6 +318,17 @@ impl Conn {
                         Err(()) => self.phase = Phase::Closing { linger: false },
                     }
                 }
+                Phase::Proxying(proxying) => {
+                    let client_eof = self.read_side == ReadSide::Ended;
+                    let step =
+                        proxying
+                            .exchange
+                            .pump(&mut self.input, client_eof, &mut self.output, &mut ctx.env());
+                    if !self.proxy_step(step, ctx) {
+                        break;
+                    }
+                    progress = true;
+                }
                 Phase::Closing { .. } | Phase::Lingering => {
                     self.input.clear();
                     break;
@@ -287,39 +358,70 @@ impl Conn {
             Persistence::KeepAlive
         };
         let buf = self.input.data();
-        let out = self.output.buffer();
-        if head.expect_continue && persistence.keeps_alive() {
-            out.extend_from_slice(response::CONTINUE);
-        }
-        let reply = Reply {
-            out,
-            date: &ctx.clock.http_date,
-            persistence,
+        let with_body = head.method != Method::Head;
+        let date = &ctx.clock.http_date;
+        let served = match destination(head, buf, &ctx.routes[self.server]) {
+            Destination::Status(status) => {
+                let n =
+                    response::write_simple(self.output.buffer(), status, date, persistence, &[], with_body);
+                Served::written(status, n)
+            }
+            Destination::Proxy { upstream, strip } => {
+                return self.start_proxy(head, upstream, strip, persistence, ctx)
+            }
+            Destination::Files {
+                id,
+                route,
+                options,
+                path,
+            } => {
+                let out = self.output.buffer();
+                if head.expect_continue && persistence.keeps_alive() {
+                    out.extend_from_slice(response::CONTINUE);
+                }
+                let request = FileRequest {
+                    head,
+                    buf,
+                    path: &path,
+                    route_id: id,
+                    route,
+                    options,
+                };
+                match ctx.files.serve(
+                    &request,
+                    Reply {
+                        out,
+                        date,
+                        persistence,
+                    },
+                    ctx.clock.now,
+                ) {
+                    Answer::Served(served) => served,
+                    Answer::Fallback(upstream) => {
+                        return self.start_proxy(head, upstream, None, persistence, ctx)
+                    }
+                }
+            }
         };
-        let served = route_and_serve(
-            head,
-            buf,
-            &ctx.routes[self.server],
-            reply,
-            &mut ctx.files,
-            ctx.clock.now,
-        );
-        ctx.log.record(
-            &Entry {
-                peer: self.peer,
-                request_line: head.request_line(buf),
-                status: served.status,
-                body_bytes: served.body_bytes,
-                referer: head.referer.map(|s| s.of(buf)),
-                user_agent: head.user_agent.map(|s| s.of(buf)),
-            },
-            &ctx.clock.log_date,
-        );
+        let entry = Entry {
+            peer: self.peer,
+            request_line: head.request_line(buf),
+            status: served.status,
+            body_bytes: served.body_bytes,
+            referer: head.referer.map(|s| s.of(buf)),
+            user_agent: head.user_agent.map(|s| s.of(buf)),
+        };
+        ctx.log.record(&entry, &ctx.clock.log_date);
         if let Some(file) = served.file {
             self.output.push_file(file);
         }
         self.input.consume(head.len);
-        let body = match head.framing {
+        self.after_answer(head.framing, persistence, ctx);
+    }
+
+    /// Moves to the phase after a response: discard the request body, idle, or close.
+    fn after_answer(&mut self, framing: Framing, persistence: Persistence, ctx: &Ctx) {
+        let body = match framing {
             Framing::Empty => None,
             Framing::Length(n) => Some(BodyLeft::Length(n)),
             Framing::Chunked => Some(BodyLeft::Chunked(Box::default())),
@@ -335,6 +437,136 @@ impl Conn {
                 self.deadline = ctx.clock.now + ctx.limits.header_timeout;
             }
             (_, None) => self.enter_idle(ctx),
+        }
+    }
+
+    /// Hands the request to `upstream`; answers 502 at once if no server can be tried.
+    fn start_proxy(
+        &mut self,
+        head: &RequestHead,
+        upstream: usize,
+        strip: Option<&str>,
+        persistence: Persistence,
+        ctx: &mut Ctx,
+    ) {
+        let buf = self.input.data();
+        if head.expect_continue {
+            self.output.buffer().extend_from_slice(response::CONTINUE);
+        }
+        let log = ctx.log.is_on().then(|| LogCopy::of(head, buf));
+        let start = Start {
+            head,
+            buf,
+            peer: self.peer,
+            upstream,
+            strip,
+            persistence,
+            token: Token(self.key * 2 + 1),
+            max_body_bytes: ctx.limits.max_body_bytes,
+        };
+        match Exchange::begin(&start, &mut ctx.env()) {
+            Ok(exchange) => {
+                self.input.consume(head.len);
+                self.deadline = exchange.deadline;
+                self.phase = Phase::Proxying(Box::new(Proxying { exchange, log }));
+            }
+            Err(failure) => {
+                let status = failure.status();
+                let with_body = head.method != Method::Head;
+                let n = response::write_simple(
+                    self.output.buffer(),
+                    status,
+                    &ctx.clock.http_date,
+                    persistence,
+                    &[],
+                    with_body,
+                );
+                self.log_proxied(log.as_ref(), status, n, ctx);
+                self.input.consume(head.len);
+                self.after_answer(head.framing, persistence, ctx);
+            }
+        }
+    }
+
+    /// Acts on what a pump or timeout of the exchange said. Returns true on progress.
+    fn proxy_step(&mut self, step: Step, ctx: &mut Ctx) -> bool {
+        let Phase::Proxying(proxying) = &mut self.phase else {
+            return false;
+        };
+        match step {
+            Step::Wait => {
+                self.deadline = proxying.exchange.deadline;
+                false
+            }
+            Step::Progress => {
+                self.deadline = proxying.exchange.deadline;
+                true
+            }
+            Step::Done {
+                persistence,
+                status,
+                body_bytes,
+            } => {
+                let log = proxying.log.take();
+                self.log_proxied(log.as_ref(), status, body_bytes, ctx);
+                match persistence {
+                    Persistence::Close => {
+                        self.phase = Phase::Closing {
+                            linger: !self.input.is_empty(),
+                        }
+                    }
+                    _ => self.enter_idle(ctx),
+                }
+                true
+            }
+            Step::Failed {
+                failure,
+                request_read,
+            } => {
+                let persistence = if request_read {
+                    proxying.exchange.persistence()
+                } else {
+                    Persistence::Close
+                };
+                let with_body = proxying.exchange.method() != Method::Head;
+                let log = proxying.log.take();
+                let status = failure.status();
+                let n = response::write_simple(
+                    self.output.buffer(),
+                    status,
+                    &ctx.clock.http_date,
+                    persistence,
+                    &[],
+                    with_body,
+                );
+                self.log_proxied(log.as_ref(), status, n, ctx);
+                match persistence {
+                    Persistence::Close => self.phase = Phase::Closing { linger: true },
+                    _ => self.enter_idle(ctx),
+                }
+                true
+            }
+            Step::Abort => {
+                let log = proxying.log.take();
+                let status = proxying.exchange.status().unwrap_or(502);
+                self.log_proxied(log.as_ref(), status, 0, ctx);
+                self.phase = Phase::Closing { linger: false };
+                true
+            }
+        }
+    }
+
+    fn log_proxied(&self, log: Option<&LogCopy>, status: u16, body_bytes: u64, ctx: &mut Ctx) {
+        if let Some(copy) = log {
+            let entry = Entry {
+                peer: self.peer,
+                request_line: &copy.request_line,
+                status,
+                body_bytes,
+                referer: copy.referer.as_deref(),
+                user_agent: copy.user_agent.as_deref(),
+            };
+            ctx.log.record(&entry, &ctx.clock.log_date);
         }
     }
 
@@ -395,36 +627,41 @@ impl Conn {
     }
 }
 
-/// Finds the route for the request's path and lets it answer.
-fn route_and_serve(
-    head: &RequestHead,
-    buf: &[u8],
-    routes: &[(usize, &Route)],
-    reply: Reply,
-    files: &mut StaticFiles,
-    now: Instant,
-) -> Served {
-    let with_body = head.method != request::Method::Head;
-    let target = head.target.of(buf);
-    let path = match resolve::resolve_target(target) {
-        Ok(path) => path,
-        Err(_) => {
-            let n = response::write_simple(reply.out, 400, reply.date, reply.persistence, &[], with_body);
-            return Served::written(400, n);
-        }
+/// Where a request goes.
+enum Destination<'r> {
+    /// Answered before any route: the target is unusable (400) or no route matches (404).
+    Status(u16),
+    /// A static route; `id` is the route's root in `StaticFiles`.
+    Files {
+        id: usize,
+        route: &'r Route,
+        options: &'r FileOptions,
+        path: String,
+    },
+    /// An upstream, with the prefix to strip from the target.
+    Proxy { upstream: usize, strip: Option<&'r str> },
+}
+
+/// Matches the request's normalized path against the server's routes.
+fn destination<'r>(head: &RequestHead, buf: &[u8], routes: &[(usize, &'r Route)]) -> Destination<'r> {
+    let Ok(path) = resolve::resolve_target(head.target.of(buf)) else {
+        return Destination::Status(400);
     };
-    let Some(&(route_id, route)) = routes.iter().find(|(_, r)| r.matches(&path.path)) else {
-        let n = response::write_simple(reply.out, 404, reply.date, reply.persistence, &[], with_body);
-        return Served::written(404, n);
+    let Some(&(id, route)) = routes.iter().find(|(_, r)| r.matches(&path.path)) else {
+        return Destination::Status(404);
     };
-    let request = FileRequest {
-        head,
-        buf,
-        path: &path.path,
-        route_id,
-        route,
-    };
-    files.serve(&request, reply, now)
+    match &route.serve {
+        Serve::Files(options) => Destination::Files {
+            id,
+            route,
+            options,
+            path: path.path,
+        },
+        Serve::Proxy(upstream) => Destination::Proxy {
+            upstream: *upstream,
+            strip: route.strip_prefix.then_some(route.prefix.as_str()),
+        },
+    }
 }
 
 /// Consumes body bytes from `data`; returns how many were used and whether the body ended.

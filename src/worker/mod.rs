@@ -8,8 +8,8 @@
 mod access_log;
 mod clock;
 mod conn;
-mod input;
-mod output;
+pub mod input;
+pub mod output;
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -23,8 +23,9 @@ use nix::sys::signal::Signal;
 use slab::Slab;
 
 use crate::channel::{self, Command, Counters, Received, Report};
-use crate::config::{Config, Route};
+use crate::config::{Config, Route, Serve};
 use crate::files::StaticFiles;
+use crate::proxy::Upstreams;
 use crate::sys::SignalReader;
 use access_log::AccessLog;
 use clock::Clock;
@@ -34,7 +35,8 @@ use conn::{Conn, Ctx, Verdict};
 const SIGNALS: Token = Token(usize::MAX);
 /// Token of the channel to the master.
 const CHANNEL: Token = Token(usize::MAX - 1);
-/// Listener `i` has token `LISTENER_BASE + i`; connections use slab keys below it.
+/// Listener `i` has token `LISTENER_BASE + i`. Below it, connection `k` (its slab key) has
+/// token `2k` for its client socket and `2k + 1` for its upstream socket, if it has one.
 const LISTENER_BASE: usize = usize::MAX - 4096;
 /// How often deadlines are checked (the precision of every timeout).
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -52,7 +54,10 @@ enum Source {
     Signals,
     Channel,
     Listener(usize),
-    Conn(usize),
+    /// The client socket of connection `k`.
+    Client(usize),
+    /// The upstream socket of connection `k`.
+    Upstream(usize),
 }
 
 fn source(token: Token) -> Source {
@@ -60,7 +65,8 @@ fn source(token: Token) -> Source {
         usize::MAX => Source::Signals,
         n if n == CHANNEL.0 => Source::Channel,
         n if n >= LISTENER_BASE => Source::Listener(n - LISTENER_BASE),
-        n => Source::Conn(n),
+        n if n % 2 == 0 => Source::Client(n / 2),
+        n => Source::Upstream(n / 2),
     }
 }
 
@@ -157,7 +163,8 @@ impl<'a> Worker<'a> {
             listeners.push(listener);
             listener_server.push(server);
         }
-        let mut all_routes = Vec::new();
+        // Each static route's root gets an id in `files`; proxy routes carry their upstream.
+        let mut roots = Vec::new();
         let routes = config
             .servers
             .iter()
@@ -165,17 +172,22 @@ impl<'a> Worker<'a> {
                 server
                     .routes
                     .iter()
-                    .map(|route| {
-                        all_routes.push(route);
-                        (all_routes.len() - 1, route)
+                    .map(|route| match &route.serve {
+                        Serve::Files(options) => {
+                            roots.push(options);
+                            (roots.len() - 1, route)
+                        }
+                        Serve::Proxy(upstream) => (*upstream, route),
                     })
                     .collect()
             })
             .collect();
-        let files = StaticFiles::open(&all_routes)?;
+        let files = StaticFiles::open(&roots)?;
         let log = AccessLog::open(&config.access_log)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open access log: {e}")))?;
+        let registry = poll.registry().try_clone()?;
         Ok(Parts {
+            registry,
             poll,
             signals,
             listeners,
@@ -188,6 +200,7 @@ impl<'a> Worker<'a> {
 
     fn assemble(slot: usize, parts: Parts<'a>, channel: channel::End, config: &'a Config) -> Worker<'a> {
         let clock = Clock::new();
+        let clock_now = clock.now;
         Worker {
             slot,
             config,
@@ -210,6 +223,8 @@ impl<'a> Worker<'a> {
                 log: parts.log,
                 draining: false,
                 counters: Counters::default(),
+                upstreams: Upstreams::new(&config.upstreams, clock_now),
+                registry: parts.registry,
             },
             drain_until: None,
         }
@@ -241,12 +256,15 @@ impl<'a> Worker<'a> {
                     }
                     Source::Channel => self.handle_commands(),
                     Source::Listener(i) => self.accept_from(i),
-                    Source::Conn(key) => {
+                    Source::Client(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.mark_readable();
                             self.drive(key);
                         }
                     }
+                    // Stale events from a socket since pooled or closed are harmless: a drive
+                    // with nothing to do does nothing.
+                    Source::Upstream(key) => self.drive(key),
                 }
             }
             for key in std::mem::take(&mut self.again) {
@@ -373,15 +391,20 @@ impl<'a> Worker<'a> {
         let _ = stream.set_nodelay(true);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if key >= LISTENER_BASE {
+        if key >= LISTENER_BASE / 2 {
             return;
         }
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(key), interest) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(2 * key), interest)
+        {
             warn!("epoll_ctl() failed while admitting a connection: {e}");
             return;
         }
         entry.insert(Conn::new(
+            key,
             stream,
             peer,
             server,
@@ -438,6 +461,7 @@ impl<'a> Worker<'a> {
         for (_, conn) in self.conns.iter_mut() {
             conn.shrink();
         }
+        self.ctx.upstreams.expire_idle(now);
         if self.drain_until.is_some() {
             self.close_quiet_connections();
         }
@@ -459,6 +483,7 @@ enum Stop {
 /// What booting prepares before the worker exists.
 struct Parts<'a> {
     poll: Poll,
+    registry: mio::Registry,
     signals: SignalReader,
     listeners: Vec<TcpListener>,
     listener_server: Vec<usize>,

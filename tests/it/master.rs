@@ -142,15 +142,10 @@ fn a_port_already_in_use_exits_2_with_one_line() {
 }
 
 #[test]
-fn an_upstream_without_proxy_support_exits_2_with_one_clear_line() {
+fn quick_mode_upstream_that_refuses_gets_a_502_and_a_missing_file_falls_back_to_it() {
     let site = site_with("a.txt", "alpha");
-    let exited = Launch::quick(&site).arg("-u").arg("127.0.0.1:1").exit();
-    assert_eq!(exited.code, Some(2), "{exited:?}");
-    let lines = non_empty_lines(&exited.stderr);
-    assert_eq!(lines.len(), 1, "stderr: {:?}", exited.stderr);
-    assert!(
-        lines[0].starts_with("shoal: ") && lines[0].contains("upstream"),
-        "stderr: {:?}",
-        exited.stderr
-    );
+    let server = Launch::quick(&site).arg("-u").arg("127.0.0.1:1").start();
+    assert_eq!(server.get("/a.txt").text(), "alpha", "files are still served with -r");
+    let missing = server.get("/missing.txt");
+    assert_eq!(missing.status, 502, "{missing}");
 }

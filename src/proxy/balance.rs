@@ -1,0 +1,216 @@
+//! Choosing an upstream server for a request, and passive health.
+//!
+//! Each worker keeps its own view (no shared state across processes): round-robin position,
+//! requests in flight, recent failures. Active health verdicts, decided once per instance,
+//! arrive from the master and override "up" here.
+
+use std::time::{Duration, Instant};
+
+use crate::config::{Balance, Upstream};
+
+/// One server as this worker sees it.
+#[derive(Debug, Clone)]
+pub struct ServerState {
+    weight: i64,
+    /// Smooth weighted round robin (nginx's algorithm) running weight.
+    current: i64,
+    /// Requests this worker has in flight on the server.
+    pub in_flight: u32,
+    /// Failures in the current fail_timeout window and when that window started.
+    fails: u32,
+    window_start: Instant,
+    /// Passive health: not chosen until then.
+    down_until: Option<Instant>,
+    /// Active health verdict (true until a health check says otherwise).
+    pub healthy: bool,
+}
+
+/// The servers of one upstream and how to pick among them.
+#[derive(Debug, Clone)]
+pub struct Balancer {
+    policy: Balance,
+    max_fails: u32,
+    fail_timeout: Duration,
+    pub servers: Vec<ServerState>,
+}
+
+impl Balancer {
+    pub fn new(upstream: &Upstream, now: Instant) -> Balancer {
+        let servers = upstream
+            .servers
+            .iter()
+            .map(|s| ServerState {
+                weight: i64::from(s.weight),
+                current: 0,
+                in_flight: 0,
+                fails: 0,
+                window_start: now,
+                down_until: None,
+                healthy: true,
+            })
+            .collect();
+        Balancer {
+            policy: upstream.balance.clone(),
+            max_fails: upstream.max_fails,
+            fail_timeout: upstream.fail_timeout,
+            servers,
+        }
+    }
+
+    fn usable(&self, index: usize, now: Instant) -> bool {
+        let server = &self.servers[index];
+        server.healthy && server.down_until.is_none_or(|until| now >= until)
+    }
+
+    /// Picks a server not in `tried`; `key` feeds the hash policy. When every untried
+    /// server is down, the one that comes back soonest is tried rather than none.
+    pub fn pick(&mut self, key: &[u8], tried: &[usize], now: Instant) -> Option<usize> {
+        let candidates: Vec<usize> = (0..self.servers.len()).filter(|i| !tried.contains(i)).collect();
+        let live: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| self.usable(i, now))
+            .collect();
+        if live.is_empty() {
+            return candidates.into_iter().min_by_key(|&i| self.servers[i].down_until);
+        }
+        Some(match &self.policy {
+            Balance::RoundRobin => self.round_robin(&live),
+            Balance::LeastConn => self.least_conn(&live),
+            Balance::Hash(_) => self.hashed(key, &live),
+        })
+    }
+
+    fn round_robin(&mut self, live: &[usize]) -> usize {
+        let total: i64 = live.iter().map(|&i| self.servers[i].weight).sum();
+        for &i in live {
+            self.servers[i].current += self.servers[i].weight;
+        }
+        let best = *live
+            .iter()
+            .max_by_key(|&&i| (self.servers[i].current, std::cmp::Reverse(i)))
+            .expect("non-empty");
+        self.servers[best].current -= total;
+        best
+    }
+
+    fn least_conn(&mut self, live: &[usize]) -> usize {
+        let load = |i: usize| u64::from(self.servers[i].in_flight) * 1000 / self.servers[i].weight as u64;
+        let least = live.iter().map(|&i| load(i)).min().expect("non-empty");
+        let tied: Vec<usize> = live.iter().copied().filter(|&i| load(i) == least).collect();
+        self.round_robin(&tied)
+    }
+
+    fn hashed(&self, key: &[u8], live: &[usize]) -> usize {
+        // FNV-1a: stable across workers and restarts, so a key always lands on one server.
+        let hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let total: u64 = self.servers.iter().map(|s| s.weight as u64).sum();
+        let mut point = hash % total;
+        let chosen = self
+            .servers
+            .iter()
+            .position(|s| {
+                let hit = point < s.weight as u64;
+                point = point.saturating_sub(s.weight as u64);
+                hit
+            })
+            .unwrap_or(0);
+        if live.contains(&chosen) {
+            chosen
+        } else {
+            live[(hash % live.len() as u64) as usize]
+        }
+    }
+
+    /// Records a failed attempt; enough of them within fail_timeout take the server down.
+    /// A lone server is never taken down (there is nothing else to try, as in nginx).
+    pub fn note_failure(&mut self, index: usize, now: Instant) {
+        if self.servers.len() == 1 || self.max_fails == 0 {
+            return;
+        }
+        let fail_timeout = self.fail_timeout;
+        let server = &mut self.servers[index];
+        if now.duration_since(server.window_start) > fail_timeout {
+            server.fails = 0;
+            server.window_start = now;
+        }
+        server.fails += 1;
+        if server.fails >= self.max_fails {
+            server.down_until = Some(now + fail_timeout);
+            server.fails = 0;
+            server.window_start = now;
+        }
+    }
+
+    /// Records a success: the server is up again.
+    pub fn note_success(&mut self, index: usize) {
+        let server = &mut self.servers[index];
+        server.down_until = None;
+        server.fails = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HashKey, UpstreamServer};
+
+    fn balancer(weights: &[u32], policy: Balance) -> Balancer {
+        let servers = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| UpstreamServer {
+                addr: format!("127.0.0.1:{}", 3000 + i).parse().unwrap(),
+                weight,
+            })
+            .collect();
+        let mut upstream = Upstream::new("app", servers);
+        upstream.balance = policy;
+        upstream.max_fails = 2;
+        Balancer::new(&upstream, Instant::now())
+    }
+
+    #[test]
+    fn smooth_weighted_round_robin_interleaves() {
+        let mut b = balancer(&[1, 2], Balance::RoundRobin);
+        let now = Instant::now();
+        let picks: Vec<usize> = (0..6).map(|_| b.pick(b"", &[], now).unwrap()).collect();
+        assert_eq!(picks, [1, 0, 1, 1, 0, 1]);
+    }
+
+    #[test]
+    fn failures_take_a_server_down_for_fail_timeout() {
+        let mut b = balancer(&[1, 1], Balance::RoundRobin);
+        let now = Instant::now();
+        b.note_failure(0, now);
+        assert!(b.usable(0, now), "one failure of max_fails = 2");
+        b.note_failure(0, now);
+        assert!(!b.usable(0, now));
+        assert!((0..4).all(|_| b.pick(b"", &[], now) == Some(1)));
+        assert!(b.usable(0, now + Duration::from_secs(11)));
+        assert_eq!(
+            b.pick(b"", &[1], now),
+            Some(0),
+            "all down: the soonest back is tried"
+        );
+    }
+
+    #[test]
+    fn least_conn_prefers_the_idle_server() {
+        let mut b = balancer(&[1, 1], Balance::LeastConn);
+        b.servers[0].in_flight = 3;
+        assert_eq!(b.pick(b"", &[], Instant::now()), Some(1));
+    }
+
+    #[test]
+    fn hash_is_stable_per_key() {
+        let mut b = balancer(&[1, 1, 1], Balance::Hash(HashKey::ClientIp));
+        let now = Instant::now();
+        for key in [b"alice".as_slice(), b"bob", b"carol"] {
+            let first = b.pick(key, &[], now);
+            assert!((0..5).all(|_| b.pick(key, &[], now) == first));
+        }
+    }
+}

@@ -1,0 +1,765 @@
+//! One proxied request: connect (or reuse), send the head and stream the body upstream,
+//! read the response head, stream the body back, then pool the connection.
+//!
+//! Both directions run at once with bounded buffers: the client's input buffer feeds the
+//! upstream at most `UPLOAD_BUFFER_BYTES` ahead, and the upstream is read only while the
+//! client's output backlog is small, so a slow side slows the other instead of filling memory.
+
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use super::forward::{self, Forward};
+use super::response::{self, ClientBody, UpstreamBody, UpstreamHead};
+use super::Upstreams;
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::request::{Framing, Method, RequestHead, Version};
+use crate::http::response::Persistence;
+use crate::worker::input::{Filled, Input};
+use crate::worker::output::Output;
+
+/// Request bytes buffered toward the upstream before the client is read further.
+const UPLOAD_BUFFER_BYTES: usize = 64 * 1024;
+/// Upstream bytes not yet sent to the client before the upstream is read further.
+const DOWNLOAD_HIGH_WATER_BYTES: usize = 64 * 1024;
+/// The upstream input buffer's size.
+const UPSTREAM_INPUT_BYTES: usize = response::MAX_HEAD_BYTES + 16 * 1024;
+
+/// What the client connection hands over to start an exchange.
+pub struct Start<'a> {
+    pub head: &'a RequestHead,
+    pub buf: &'a [u8],
+    pub peer: SocketAddr,
+    pub upstream: usize,
+    pub strip: Option<&'a str>,
+    pub persistence: Persistence,
+    /// Token the upstream socket is registered under (it drives the client connection).
+    pub token: Token,
+    /// A chunked request body over this is cut off (Content-Length was checked already).
+    pub max_body_bytes: u64,
+}
+
+/// The worker services an exchange uses.
+pub struct Env<'e, 'a> {
+    pub upstreams: &'e mut Upstreams<'a>,
+    pub registry: &'e Registry,
+    pub now: Instant,
+    pub date: &'e [u8],
+}
+
+/// How a failed exchange is answered, when nothing was sent to the client yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No server could be reached (refused, reset, closed before answering, bad response).
+    BadGateway,
+    /// A connect, send or read timed out.
+    Timeout,
+}
+
+impl Failure {
+    pub fn status(self) -> u16 {
+        match self {
+            Failure::BadGateway => 502,
+            Failure::Timeout => 504,
+        }
+    }
+}
+
+/// What one pump achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing more can happen until a socket is ready.
+    Wait,
+    /// Something moved; pump again.
+    Progress,
+    /// The response went out whole; the client connection continues as `persistence` says.
+    Done {
+        persistence: Persistence,
+        status: u16,
+        body_bytes: u64,
+    },
+    /// Failed before the response started: answer the client with this, then continue
+    /// (keep-alive only when the client's request body was fully read).
+    Failed { failure: Failure, request_read: bool },
+    /// The response was cut (upstream died mid-body, or the client vanished): close the client.
+    Abort,
+}
+
+/// Where the upstream socket is.
+enum Link {
+    Connecting(TcpStream),
+    Open {
+        stream: TcpStream,
+        pooled: bool,
+    },
+    /// Handed back to the pool, or dropped.
+    Closed,
+}
+
+impl Link {
+    /// The upstream socket. Exchanges stop pumping once the link is closed, so the closed
+    /// case is never reached; an empty read or write there would only end the exchange.
+    fn stream(&mut self) -> &mut TcpStream {
+        match self {
+            Link::Connecting(stream) | Link::Open { stream, .. } => stream,
+            Link::Closed => unreachable!("pumped after the exchange ended"),
+        }
+    }
+}
+
+/// What is left of the request body to move upstream.
+enum Upload {
+    Length(u64),
+    Chunked(Box<ChunkedDecoder>),
+    Done,
+}
+
+/// Where the response is.
+enum Download {
+    Head,
+    Body {
+        upstream: UpstreamBody,
+        client: ClientBody,
+        decoder: Option<Box<ChunkedDecoder>>,
+        left: u64,
+    },
+    Tunnel {
+        client_closed: bool,
+        upstream_closed: bool,
+    },
+    Done,
+}
+
+/// One request in flight to an upstream.
+pub struct Exchange {
+    upstream: usize,
+    server: usize,
+    tried: Vec<usize>,
+    token: Token,
+    link: Link,
+    method: Method,
+    idempotent: bool,
+    upgrade: bool,
+    client_http11: bool,
+    persistence: Persistence,
+    hash_key: Vec<u8>,
+    max_body_bytes: u64,
+    /// Bytes for the upstream (head, then re-framed body) and how many went out.
+    to_upstream: Vec<u8>,
+    sent: usize,
+    /// Body bytes have been taken from the client (a retry could not replay them).
+    body_started: bool,
+    upload: Upload,
+    from_upstream: Input,
+    download: Download,
+    head: Option<UpstreamHead>,
+    body_bytes: u64,
+    pub deadline: Instant,
+}
+
+impl Exchange {
+    /// Builds the upstream request and starts connecting (or reuses a pooled connection).
+    pub fn begin(start: &Start, env: &mut Env) -> Result<Exchange, Failure> {
+        let head = start.head;
+        let upgrade = forward::wants_upgrade(head, start.buf);
+        let mut to_upstream = Vec::with_capacity(head.len + 128);
+        let forward = Forward {
+            head,
+            buf: start.buf,
+            client_ip: start.peer.ip(),
+            strip: start.strip,
+            upgrade,
+        };
+        forward::write_head(&forward, &mut to_upstream);
+        let config = env.upstreams.list[start.upstream].config;
+        let hash_key = match &config.balance {
+            crate::config::Balance::Hash(crate::config::HashKey::Header(name)) => {
+                let mut value = Vec::new();
+                forward::for_each_header(start.buf, head.len, |n, v| {
+                    if n.eq_ignore_ascii_case(name) {
+                        value = v.to_vec();
+                    }
+                });
+                value
+            }
+            _ => start.peer.ip().to_string().into_bytes(),
+        };
+        let mut exchange = Exchange {
+            upstream: start.upstream,
+            server: 0,
+            tried: Vec::new(),
+            token: start.token,
+            link: Link::Closed,
+            method: head.method,
+            idempotent: matches!(
+                head.method,
+                Method::Get | Method::Head | Method::Options | Method::Put | Method::Delete
+            ),
+            upgrade,
+            client_http11: head.version == Version::Http11,
+            persistence: start.persistence,
+            hash_key,
+            max_body_bytes: start.max_body_bytes,
+            to_upstream,
+            sent: 0,
+            body_started: false,
+            upload: match head.framing {
+                Framing::Empty => Upload::Done,
+                Framing::Length(n) => Upload::Length(n),
+                Framing::Chunked => Upload::Chunked(Box::default()),
+            },
+            from_upstream: Input::default(),
+            download: Download::Head,
+            head: None,
+            body_bytes: 0,
+            deadline: env.now + config.connect_timeout,
+        };
+        exchange.connect_next(env)?;
+        Ok(exchange)
+    }
+
+    /// How the client connection continues after this exchange.
+    pub fn persistence(&self) -> Persistence {
+        self.persistence
+    }
+
+    /// The request's method.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// The upstream's status, once its head arrived.
+    pub fn status(&self) -> Option<u16> {
+        self.head.map(|h| h.status)
+    }
+
+    /// Picks the next untried server and connects to it (or takes a pooled connection).
+    fn connect_next(&mut self, env: &mut Env) -> Result<(), Failure> {
+        loop {
+            let state = &mut env.upstreams.list[self.upstream];
+            let server = state
+                .balancer
+                .pick(&self.hash_key, &self.tried, env.now)
+                .ok_or(Failure::BadGateway)?;
+            self.tried.push(server);
+            self.server = server;
+            self.sent = 0;
+            if let Some(mut stream) = env.upstreams.checkout(self.upstream, server, env.now) {
+                if env
+                    .registry
+                    .reregister(&mut stream, self.token, Interest::READABLE | Interest::WRITABLE)
+                    .is_ok()
+                {
+                    self.link = Link::Open { stream, pooled: true };
+                    self.deadline = env.now + env.upstreams.list[self.upstream].config.send_timeout;
+                    return Ok(());
+                }
+            }
+            let addr = env.upstreams.list[self.upstream].config.servers[server].addr;
+            match self.open(addr, env) {
+                Ok(stream) => {
+                    self.link = Link::Connecting(stream);
+                    self.deadline = env.now + env.upstreams.list[self.upstream].config.connect_timeout;
+                    return Ok(());
+                }
+                Err(_) => env.upstreams.list[self.upstream]
+                    .balancer
+                    .note_failure(server, env.now),
+            }
+        }
+    }
+
+    fn open(&self, addr: SocketAddr, env: &Env) -> io::Result<TcpStream> {
+        let mut stream = TcpStream::connect(addr)?;
+        let _ = stream.set_nodelay(true);
+        env.registry
+            .register(&mut stream, self.token, Interest::READABLE | Interest::WRITABLE)?;
+        Ok(stream)
+    }
+
+    /// Moves everything that can move now, in both directions.
+    pub fn pump(
+        &mut self,
+        client_in: &mut Input,
+        client_eof: bool,
+        client_out: &mut Output,
+        env: &mut Env,
+    ) -> Step {
+        match &self.link {
+            Link::Connecting(stream) => match connect_state(stream) {
+                Connect::Pending => return Step::Wait,
+                Connect::Failed => return self.retry(Failure::BadGateway, true, env),
+                Connect::Done => self.promote(),
+            },
+            Link::Open { .. } => {}
+            Link::Closed => return Step::Abort,
+        }
+        let mut progress = match self.take_request_body(client_in) {
+            Ok(moved) => moved,
+            Err(()) => return Step::Abort,
+        };
+        if !matches!(self.upload, Upload::Done) && client_eof && client_in.is_empty() {
+            return Step::Abort;
+        }
+        match self.send(env) {
+            Ok(moved) => progress |= moved,
+            Err(()) => return self.lost_upstream(env),
+        }
+        if matches!(self.download, Download::Tunnel { .. }) {
+            return self.tunnel(client_in, client_eof, client_out, env, progress);
+        }
+        if client_out.backlog_bytes() < DOWNLOAD_HIGH_WATER_BYTES {
+            match self.from_upstream.fill(self.link.stream(), UPSTREAM_INPUT_BYTES) {
+                Ok(Filled::Bytes(_)) => {
+                    progress = true;
+                    self.deadline = env.now + self.config(env).read_timeout;
+                }
+                Ok(Filled::Eof) => return self.upstream_ended(client_out, env),
+                Ok(Filled::WouldBlock | Filled::Full) => {}
+                Err(_) => return self.lost_upstream(env),
+            }
+        }
+        match self.relay(client_out, env) {
+            Ok(moved) => progress |= moved,
+            Err(step) => return step,
+        }
+        if let (Download::Done, Upload::Done) = (&self.download, &self.upload) {
+            return self.finish(env);
+        }
+        if matches!(self.download, Download::Done) {
+            // The upstream answered before taking the whole body: the client's remaining body
+            // cannot be told from its next request, so its connection closes.
+            self.persistence = Persistence::Close;
+            self.upload = Upload::Done;
+            return self.finish_without_reuse();
+        }
+        if progress {
+            Step::Progress
+        } else {
+            Step::Wait
+        }
+    }
+
+    fn config<'c>(&self, env: &'c Env) -> &'c crate::config::Upstream {
+        env.upstreams.list[self.upstream].config
+    }
+
+    fn promote(&mut self) {
+        if let Link::Connecting(stream) = std::mem::replace(&mut self.link, Link::Closed) {
+            self.link = Link::Open {
+                stream,
+                pooled: false,
+            };
+        }
+    }
+
+    /// Re-frames client body bytes into `to_upstream`, staying under the upload buffer.
+    /// A malformed or oversized chunked body is an error: the exchange is cut.
+    fn take_request_body(&mut self, client_in: &mut Input) -> Result<bool, ()> {
+        if self.to_upstream.len() - self.sent >= UPLOAD_BUFFER_BYTES || client_in.is_empty() {
+            return Ok(false);
+        }
+        let data = client_in.data();
+        let used = match &mut self.upload {
+            Upload::Done => return Ok(false),
+            Upload::Length(left) => {
+                let n = (*left).min(data.len() as u64) as usize;
+                self.to_upstream.extend_from_slice(&data[..n]);
+                *left -= n as u64;
+                if *left == 0 {
+                    self.upload = Upload::Done;
+                }
+                n
+            }
+            Upload::Chunked(decoder) => {
+                let out = &mut self.to_upstream;
+                let fed = decoder.feed(data, |run| {
+                    push_hex(out, run.len());
+                    out.extend_from_slice(b"\r\n");
+                    out.extend_from_slice(run);
+                    out.extend_from_slice(b"\r\n");
+                });
+                let feed = fed.map_err(|_| ())?;
+                if decoder.body_bytes() > self.max_body_bytes {
+                    return Err(());
+                }
+                if feed.done {
+                    self.to_upstream.extend_from_slice(b"0\r\n\r\n");
+                    self.upload = Upload::Done;
+                }
+                feed.consumed
+            }
+        };
+        client_in.consume(used);
+        self.body_started |= used > 0;
+        Ok(used > 0)
+    }
+
+    /// Writes pending request bytes to the upstream.
+    fn send(&mut self, env: &Env) -> Result<bool, ()> {
+        let mut moved = false;
+        while self.sent < self.to_upstream.len() {
+            match self.link.stream().write(&self.to_upstream[self.sent..]) {
+                Ok(0) => return Err(()),
+                Ok(n) => {
+                    self.sent += n;
+                    moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(()),
+            }
+        }
+        if moved {
+            self.deadline = env.now + self.config(env).send_timeout.max(self.config(env).read_timeout);
+        }
+        // Once the head is out, only the unsent part needs keeping, unless a retry may replay it.
+        if self.sent == self.to_upstream.len() && self.body_started {
+            self.to_upstream.clear();
+            self.sent = 0;
+        }
+        Ok(moved)
+    }
+
+    /// Parses the response head and relays body bytes to the client.
+    fn relay(&mut self, client_out: &mut Output, env: &mut Env) -> Result<bool, Step> {
+        let mut moved = false;
+        loop {
+            match &mut self.download {
+                Download::Head => {
+                    let was_head = self.method == Method::Head;
+                    let head = match response::parse(self.from_upstream.data(), was_head) {
+                        Ok(Some(head)) => head,
+                        Ok(None) => return Ok(moved),
+                        Err(_) => {
+                            env.upstreams.list[self.upstream]
+                                .balancer
+                                .note_failure(self.server, env.now);
+                            return Err(self.fail_or_abort(Failure::BadGateway));
+                        }
+                    };
+                    moved = true;
+                    if (100..200).contains(&head.status) && head.status != 101 {
+                        self.from_upstream.consume(head.len);
+                        continue;
+                    }
+                    if head.status == 101 && !self.upgrade {
+                        return Err(self.fail_or_abort(Failure::BadGateway));
+                    }
+                    self.start_response(head, client_out, env);
+                }
+                Download::Body {
+                    upstream,
+                    client,
+                    decoder,
+                    left,
+                } => {
+                    let data = self.from_upstream.data();
+                    if data.is_empty() {
+                        return Ok(moved);
+                    }
+                    let out = client_out.buffer();
+                    let (used, done) = match upstream {
+                        UpstreamBody::Length(_) => {
+                            let n = (*left).min(data.len() as u64) as usize;
+                            out.extend_from_slice(&data[..n]);
+                            *left -= n as u64;
+                            (n, *left == 0)
+                        }
+                        UpstreamBody::Chunked => {
+                            let reframe = *client == ClientBody::Chunked;
+                            let decoder = decoder.as_mut().expect("chunked has a decoder");
+                            let fed = decoder.feed(data, |run| {
+                                if reframe {
+                                    push_hex(out, run.len());
+                                    out.extend_from_slice(b"\r\n");
+                                    out.extend_from_slice(run);
+                                    out.extend_from_slice(b"\r\n");
+                                } else {
+                                    out.extend_from_slice(run);
+                                }
+                            });
+                            match fed {
+                                Ok(feed) => (feed.consumed, feed.done),
+                                Err(_) => return Err(Step::Abort),
+                            }
+                        }
+                        UpstreamBody::UntilClose => {
+                            if *client == ClientBody::Chunked {
+                                push_hex(out, data.len());
+                                out.extend_from_slice(b"\r\n");
+                                out.extend_from_slice(data);
+                                out.extend_from_slice(b"\r\n");
+                            } else {
+                                out.extend_from_slice(data);
+                            }
+                            (data.len(), false)
+                        }
+                        UpstreamBody::None => (0, true),
+                    };
+                    self.body_bytes += used as u64;
+                    self.from_upstream.consume(used);
+                    moved |= used > 0;
+                    if done {
+                        if *client == ClientBody::Chunked {
+                            client_out.buffer().extend_from_slice(b"0\r\n\r\n");
+                        }
+                        self.download = Download::Done;
+                    }
+                }
+                Download::Tunnel { .. } | Download::Done => return Ok(moved),
+            }
+        }
+    }
+
+    /// Writes the client's response head and sets up the body relay.
+    fn start_response(&mut self, head: UpstreamHead, client_out: &mut Output, env: &mut Env) {
+        env.upstreams.list[self.upstream]
+            .balancer
+            .note_success(self.server);
+        if head.status == 101 {
+            response::write_client_head(
+                self.from_upstream.data(),
+                &head,
+                ClientBody::None,
+                Persistence::Close,
+                env.date,
+                client_out.buffer(),
+            );
+            self.from_upstream.consume(head.len);
+            self.head = Some(head);
+            self.download = Download::Tunnel {
+                client_closed: false,
+                upstream_closed: false,
+            };
+            self.deadline = env.now + self.config(env).tunnel_timeout;
+            return;
+        }
+        let client = response::client_body(head.body, self.client_http11);
+        if client == ClientBody::UntilClose {
+            self.persistence = Persistence::Close;
+        }
+        response::write_client_head(
+            self.from_upstream.data(),
+            &head,
+            client,
+            self.persistence,
+            env.date,
+            client_out.buffer(),
+        );
+        self.from_upstream.consume(head.len);
+        self.head = Some(head);
+        self.download = match head.body {
+            UpstreamBody::None => Download::Done,
+            UpstreamBody::Length(0) => Download::Done,
+            body => Download::Body {
+                upstream: body,
+                client,
+                decoder: (body == UpstreamBody::Chunked).then(Box::default),
+                left: if let UpstreamBody::Length(n) = body { n } else { 0 },
+            },
+        };
+    }
+
+    /// The upstream closed its side.
+    fn upstream_ended(&mut self, client_out: &mut Output, env: &mut Env) -> Step {
+        match &self.download {
+            Download::Head if self.from_upstream.is_empty() => self.lost_upstream(env),
+            Download::Head => self.fail_or_abort(Failure::BadGateway),
+            // Every byte read so far was relayed in the pump that read it.
+            Download::Body {
+                upstream: UpstreamBody::UntilClose,
+                client,
+                ..
+            } => {
+                if *client == ClientBody::Chunked {
+                    client_out.buffer().extend_from_slice(b"0\r\n\r\n");
+                }
+                self.download = Download::Done;
+                self.upload = Upload::Done;
+                self.finish_without_reuse()
+            }
+            Download::Body { .. } => Step::Abort,
+            Download::Tunnel { .. } | Download::Done => self.finish_without_reuse(),
+        }
+    }
+
+    /// The upstream connection failed (reset, closed, write error) before a response.
+    fn lost_upstream(&mut self, env: &mut Env) -> Step {
+        let pooled = matches!(self.link, Link::Open { pooled: true, .. });
+        if !matches!(self.download, Download::Head) || !self.from_upstream.is_empty() {
+            return Step::Abort;
+        }
+        // A pooled connection the upstream closed while it idled: try a fresh one when that
+        // cannot send a non-idempotent request twice.
+        if pooled && self.idempotent && !self.body_started {
+            self.tried.retain(|&s| s != self.server);
+            return self.retry(Failure::BadGateway, false, env);
+        }
+        env.upstreams.list[self.upstream]
+            .balancer
+            .note_failure(self.server, env.now);
+        Step::Failed {
+            failure: Failure::BadGateway,
+            request_read: matches!(self.upload, Upload::Done),
+        }
+    }
+
+    /// Tries another server (or, for a stale pooled connection, a fresh one to the same).
+    fn retry(&mut self, failure: Failure, count_failure: bool, env: &mut Env) -> Step {
+        if count_failure {
+            env.upstreams.list[self.upstream]
+                .balancer
+                .note_failure(self.server, env.now);
+        }
+        if let Link::Connecting(stream) | Link::Open { stream, .. } = &mut self.link {
+            let _ = env.registry.deregister(stream);
+        }
+        self.link = Link::Closed;
+        let replayable = !self.body_started;
+        if !replayable {
+            return Step::Failed {
+                failure,
+                request_read: matches!(self.upload, Upload::Done),
+            };
+        }
+        match self.connect_next(env) {
+            Ok(()) => Step::Progress,
+            Err(_) => Step::Failed {
+                failure,
+                request_read: matches!(self.upload, Upload::Done),
+            },
+        }
+    }
+
+    /// A deadline passed.
+    pub fn time_out(&mut self, env: &mut Env) -> Step {
+        match (&self.link, &self.download) {
+            (Link::Connecting(_), _) => self.retry(Failure::Timeout, true, env),
+            (_, Download::Head) => {
+                env.upstreams.list[self.upstream]
+                    .balancer
+                    .note_failure(self.server, env.now);
+                self.fail_or_abort(Failure::Timeout)
+            }
+            _ => Step::Abort,
+        }
+    }
+
+    /// Before the client's response started, a failure is answered; after, the response is cut.
+    fn fail_or_abort(&self, failure: Failure) -> Step {
+        if self.head.is_some() {
+            return Step::Abort;
+        }
+        Step::Failed {
+            failure,
+            request_read: matches!(self.upload, Upload::Done),
+        }
+    }
+
+    /// Bytes both ways after a 101, until both sides have closed.
+    fn tunnel(
+        &mut self,
+        client_in: &mut Input,
+        client_eof: bool,
+        client_out: &mut Output,
+        env: &mut Env,
+        mut progress: bool,
+    ) -> Step {
+        let Download::Tunnel {
+            mut client_closed,
+            mut upstream_closed,
+        } = self.download
+        else {
+            return Step::Wait;
+        };
+        if !client_in.is_empty() {
+            self.to_upstream.extend_from_slice(client_in.data());
+            client_in.consume(client_in.len());
+            progress = true;
+            if self.send(env).is_err() {
+                return Step::Abort;
+            }
+        }
+        if client_eof && client_in.is_empty() && !client_closed && self.sent == self.to_upstream.len() {
+            client_closed = true;
+            let _ = self.link.stream().shutdown(Shutdown::Write);
+        }
+        if client_out.backlog_bytes() < DOWNLOAD_HIGH_WATER_BYTES && !upstream_closed {
+            match self.from_upstream.fill(self.link.stream(), UPSTREAM_INPUT_BYTES) {
+                Ok(Filled::Bytes(_)) => progress = true,
+                Ok(Filled::Eof) | Err(_) => upstream_closed = true,
+                Ok(Filled::WouldBlock | Filled::Full) => {}
+            }
+            let data = self.from_upstream.data();
+            if !data.is_empty() {
+                client_out.buffer().extend_from_slice(data);
+                self.body_bytes += data.len() as u64;
+                let n = data.len();
+                self.from_upstream.consume(n);
+            }
+        }
+        self.download = Download::Tunnel {
+            client_closed,
+            upstream_closed,
+        };
+        if progress {
+            self.deadline = env.now + self.config(env).tunnel_timeout;
+        }
+        match (client_closed, upstream_closed) {
+            (true, true) => self.finish_without_reuse(),
+            // The upstream is done talking: the client gets what is buffered, then EOF.
+            (_, true) => Step::Done {
+                persistence: Persistence::Close,
+                status: 101,
+                body_bytes: self.body_bytes,
+            },
+            _ if progress => Step::Progress,
+            _ => Step::Wait,
+        }
+    }
+
+    /// The exchange ended cleanly: pool the upstream connection if it can carry another.
+    fn finish(&mut self, env: &mut Env) -> Step {
+        let reusable = self.head.is_some_and(|h| h.keep_alive) && self.from_upstream.is_empty();
+        if let (true, Link::Open { stream, .. }) = (reusable, std::mem::replace(&mut self.link, Link::Closed))
+        {
+            env.upstreams.checkin(self.upstream, self.server, stream, env.now);
+        }
+        self.finish_without_reuse()
+    }
+
+    fn finish_without_reuse(&self) -> Step {
+        Step::Done {
+            persistence: self.persistence,
+            status: self.head.map_or(502, |h| h.status),
+            body_bytes: self.body_bytes,
+        }
+    }
+}
+
+/// What a non-blocking connect has come to.
+enum Connect {
+    Pending,
+    Done,
+    Failed,
+}
+
+fn connect_state(stream: &TcpStream) -> Connect {
+    match stream.take_error() {
+        Ok(Some(_)) | Err(_) => return Connect::Failed,
+        Ok(None) => {}
+    }
+    match stream.peer_addr() {
+        Ok(_) => Connect::Done,
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Connect::Pending,
+        Err(_) => Connect::Failed,
+    }
+}
+
+fn push_hex(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(format!("{n:x}").as_bytes());
+}

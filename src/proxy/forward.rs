@@ -1,0 +1,268 @@
+//! The request head sent upstream: the client's head with hop-by-hop headers removed,
+//! `X-Forwarded-*` added, the route prefix stripped, and one unambiguous body framing.
+//!
+//! Invariant: the upstream sees exactly one framing header (or none for no body), whatever
+//! the client sent, and never a header the client's `Connection` header named.
+
+use std::net::IpAddr;
+
+use crate::http::request::{tokens, Framing, RequestHead};
+use crate::http::response::push_number;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the ones
+/// shoal rewrites itself (framing, Expect, X-Forwarded-*, X-Real-IP).
+const DROPPED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "content-length",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+];
+
+/// What the forwarded head needs besides the client's head.
+pub struct Forward<'a> {
+    pub head: &'a RequestHead,
+    /// The buffer the head was parsed from.
+    pub buf: &'a [u8],
+    pub client_ip: IpAddr,
+    /// Route prefix to remove from the target (`strip_prefix = true`).
+    pub strip: Option<&'a str>,
+    /// The client asked to switch protocols (WebSocket); the Upgrade header is kept.
+    pub upgrade: bool,
+}
+
+/// True when the request asks to switch protocols: `Connection: upgrade` plus `Upgrade`.
+pub fn wants_upgrade(head: &RequestHead, buf: &[u8]) -> bool {
+    let mut connection_upgrade = false;
+    let mut upgrade_header = false;
+    for_each_header(buf, head.len, |name, value| {
+        if name.eq_ignore_ascii_case("connection") {
+            connection_upgrade |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"upgrade"));
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_header = !value.is_empty();
+        }
+    });
+    connection_upgrade && upgrade_header && head.version == crate::http::request::Version::Http11
+}
+
+/// Writes the upstream request head (through the empty line) into `out`.
+pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
+    let head = forward.head;
+    let buf = forward.buf;
+    out.extend_from_slice(head.method_name.of(buf));
+    out.push(b' ');
+    out.extend_from_slice(&upstream_target(head.target.of(buf), forward.strip));
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut named_by_connection: Vec<Vec<u8>> = Vec::new();
+    let mut forwarded_for: Option<&[u8]> = None;
+    for_each_header(buf, head.len, |name, value| {
+        if name.eq_ignore_ascii_case("connection") {
+            named_by_connection.extend(tokens(value).map(|t| t.to_ascii_lowercase()));
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for = Some(value);
+        }
+    });
+    let mut host_seen = false;
+    for_each_header(buf, head.len, |name, value| {
+        let lower = name.to_ascii_lowercase();
+        let keep_upgrade = forward.upgrade && lower == "upgrade";
+        if !keep_upgrade
+            && (DROPPED.contains(&lower.as_str())
+                || named_by_connection.iter().any(|n| n == lower.as_bytes()))
+        {
+            return;
+        }
+        host_seen |= lower == "host";
+        header(out, name.as_bytes(), value);
+    });
+    if !host_seen {
+        // An HTTP/1.0 client may omit Host; HTTP/1.1 upstreams require one.
+        header(out, b"Host", b"localhost");
+    }
+    let ip = forward.client_ip.to_string();
+    match forwarded_for {
+        Some(existing) => {
+            let mut value = existing.to_vec();
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(ip.as_bytes());
+            header(out, b"X-Forwarded-For", &value);
+        }
+        None => header(out, b"X-Forwarded-For", ip.as_bytes()),
+    }
+    header(out, b"X-Forwarded-Proto", b"http");
+    if let Some(host) = head.host {
+        header(out, b"X-Forwarded-Host", host.of(buf));
+    }
+    header(out, b"X-Real-IP", ip.as_bytes());
+    if forward.upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    }
+    match head.framing {
+        Framing::Empty => {}
+        Framing::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_number(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The target as the upstream sees it: origin-form, prefix stripped, bytes otherwise as sent.
+fn upstream_target(target: &[u8], strip: Option<&str>) -> Vec<u8> {
+    let origin = origin_form(target);
+    match strip {
+        Some(prefix) if origin.starts_with(prefix.as_bytes()) => {
+            let rest = &origin[prefix.len()..];
+            let mut stripped = Vec::with_capacity(rest.len() + 1);
+            if !rest.starts_with(b"/") {
+                stripped.push(b'/');
+            }
+            stripped.extend_from_slice(rest);
+            stripped
+        }
+        _ => origin.to_vec(),
+    }
+}
+
+/// `http://host/p?q` -> `/p?q`; an origin-form target is returned as is.
+fn origin_form(target: &[u8]) -> &[u8] {
+    let lower: Vec<u8> = target.iter().take(8).map(u8::to_ascii_lowercase).collect();
+    let scheme = if lower.starts_with(b"http://") {
+        7
+    } else if lower.starts_with(b"https://") {
+        8
+    } else {
+        return target;
+    };
+    let rest = &target[scheme..];
+    match rest.iter().position(|&b| b == b'/' || b == b'?') {
+        Some(i) if rest[i] == b'/' => &rest[i..],
+        _ => b"/",
+    }
+}
+
+fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Calls `f(name, value)` for every header line of the (already validated) head in `buf`.
+pub fn for_each_header<'b>(buf: &'b [u8], head_len: usize, mut f: impl FnMut(&'b str, &'b [u8])) {
+    let mut headers = [httparse::EMPTY_HEADER; crate::config::MAX_HEADERS_CEILING];
+    let mut req = httparse::Request::new(&mut headers);
+    if let Ok(httparse::Status::Complete(_)) = req.parse(&buf[..head_len]) {
+        for h in req.headers.iter() {
+            f(h.name, trim(h.value));
+        }
+    }
+}
+
+fn trim(value: &[u8]) -> &[u8] {
+    let start = value
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    &value[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Limits;
+    use crate::http::request;
+
+    fn forwarded(text: &str, strip: Option<&str>) -> String {
+        let head = request::parse(text.as_bytes(), &Limits::default())
+            .unwrap()
+            .unwrap();
+        let upgrade = wants_upgrade(&head, text.as_bytes());
+        let forward = Forward {
+            head: &head,
+            buf: text.as_bytes(),
+            client_ip: "10.0.0.9".parse().unwrap(),
+            strip,
+            upgrade,
+        };
+        let mut out = Vec::new();
+        write_head(&forward, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_forwarding_headers_come() {
+        let text = "GET /a%2Fb?x=%20y HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: 5\r\nX-Secret: s\r\nTE: trailers\r\nProxy-Authorization: p\r\nX-Forwarded-For: 1.2.3.4\r\nX-Real-IP: 6.6.6.6\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n";
+        assert_eq!(
+            forwarded(text, None),
+            "GET /a%2Fb?x=%20y HTTP/1.1\r\nHost: example.com\r\nCookie: a=1\r\nCookie: b=2\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: example.com\r\nX-Real-IP: 10.0.0.9\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn prefix_is_stripped_from_the_raw_target_only() {
+        let get = |target: &str| format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+        let line = |text: String| text.lines().next().unwrap().to_string();
+        assert_eq!(
+            line(forwarded(&get("/api/users?id=1"), Some("/api/"))),
+            "GET /users?id=1 HTTP/1.1"
+        );
+        assert_eq!(line(forwarded(&get("/api/"), Some("/api/"))), "GET / HTTP/1.1");
+        assert_eq!(line(forwarded(&get("/api"), Some("/api"))), "GET / HTTP/1.1");
+        assert_eq!(
+            line(forwarded(&get("/api/a%2Fb"), Some("/api"))),
+            "GET /a%2Fb HTTP/1.1"
+        );
+        assert_eq!(
+            line(forwarded(&get("http://h/api/x?q"), Some("/api/"))),
+            "GET /x?q HTTP/1.1"
+        );
+        assert_eq!(line(forwarded(&get("http://h"), None)), "GET / HTTP/1.1");
+    }
+
+    #[test]
+    fn framing_is_rewritten_once() {
+        let chunked =
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n";
+        let out = forwarded(chunked, None);
+        assert!(
+            out.ends_with("X-Real-IP: 10.0.0.9\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("Expect"));
+        let sized = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(forwarded(sized, None).matches("Content-Length: 5\r\n").count(), 1);
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers() {
+        let ws = "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n";
+        let out = forwarded(ws, None);
+        assert!(
+            out.contains("Upgrade: websocket\r\n") && out.contains("Connection: upgrade\r\n"),
+            "{out}"
+        );
+        let plain = "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n";
+        assert!(!forwarded(plain, None).contains("Upgrade"));
+    }
+
+    #[test]
+    fn http10_without_host_gets_one() {
+        assert!(forwarded("GET / HTTP/1.0\r\n\r\n", None).contains("\r\nHost: localhost\r\n"));
+    }
+}

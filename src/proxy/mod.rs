@@ -1,0 +1,73 @@
+//! The reverse proxy: per-worker upstream state (balancers, keep-alive pools) and the
+//! exchange that carries one request to an upstream and its response back.
+
+mod balance;
+mod exchange;
+pub mod forward;
+mod pool;
+pub mod response;
+
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::config::Upstream;
+pub use balance::Balancer;
+pub use exchange::{Env, Exchange, Failure, Start, Step};
+use pool::Pool;
+
+/// One upstream as a worker runs it.
+pub struct UpstreamState<'a> {
+    pub config: &'a Upstream,
+    pub balancer: Balancer,
+    pool: Pool,
+}
+
+/// Every upstream of the config, as this worker runs them.
+pub struct Upstreams<'a> {
+    pub list: Vec<UpstreamState<'a>>,
+}
+
+impl<'a> Upstreams<'a> {
+    pub fn new(configs: &'a [Upstream], now: Instant) -> Upstreams<'a> {
+        let list = configs
+            .iter()
+            .map(|config| UpstreamState {
+                config,
+                balancer: Balancer::new(config, now),
+                pool: Pool::default(),
+            })
+            .collect();
+        Upstreams { list }
+    }
+
+    /// An idle connection to `server` of `upstream`, if one is pooled and still open.
+    pub fn checkout(&mut self, upstream: usize, server: usize, now: Instant) -> Option<TcpStream> {
+        let state = &mut self.list[upstream];
+        state.pool.checkout(server, now, state.config.keepalive_timeout)
+    }
+
+    /// Returns a connection whose last exchange ended cleanly.
+    pub fn checkin(&mut self, upstream: usize, server: usize, stream: TcpStream, now: Instant) {
+        let state = &mut self.list[upstream];
+        state.pool.checkin(server, stream, now, state.config.keepalive);
+    }
+
+    /// Closes pooled connections idle past their upstream's keepalive_timeout.
+    pub fn expire_idle(&mut self, now: Instant) {
+        for state in &mut self.list {
+            state.pool.expire(now, state.config.keepalive_timeout);
+        }
+    }
+
+    /// Applies an active health check verdict.
+    pub fn set_health(&mut self, upstream: usize, server: usize, healthy: bool) {
+        if let Some(state) = self
+            .list
+            .get_mut(upstream)
+            .and_then(|u| u.balancer.servers.get_mut(server))
+        {
+            state.healthy = healthy;
+        }
+    }
+}

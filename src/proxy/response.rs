@@ -1,0 +1,335 @@
+//! The upstream's response head: parsed strictly, framed unambiguously, and rewritten for
+//! the client. An upstream that frames its response ambiguously gets a 502, never relayed.
+
+use std::mem::MaybeUninit;
+
+use crate::http::request::tokens;
+use crate::http::response::{push_number, Persistence};
+
+/// Largest upstream response head accepted; over it the response is a 502.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+
+/// How the upstream delimits its response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamBody {
+    /// HEAD, 1xx, 204 and 304 have none, whatever the headers say.
+    None,
+    Length(u64),
+    Chunked,
+    /// Everything until the upstream closes.
+    UntilClose,
+}
+
+/// How shoal delimits the body it relays to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientBody {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// A parsed, validated upstream response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamHead {
+    pub status: u16,
+    /// Bytes of the head, through the empty line.
+    pub len: usize,
+    pub body: UpstreamBody,
+    /// The upstream will keep the connection open after this response.
+    pub keep_alive: bool,
+    /// Content-Length as sent (kept for HEAD and 304 answers).
+    pub content_length: Option<u64>,
+}
+
+/// Why an upstream response head is refused (each is a 502).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseError {
+    Malformed,
+    TooLarge,
+    ConflictingLength,
+    BadTransferEncoding,
+}
+
+/// Parses the response head at the start of `buf`; `Ok(None)` means more bytes are needed.
+pub fn parse(buf: &[u8], request_was_head: bool) -> Result<Option<UpstreamHead>, ResponseError> {
+    let mut headers: [MaybeUninit<httparse::Header>; MAX_HEADERS] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut headers,
+    ) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
+        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
+            return Err(ResponseError::TooLarge)
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => return Err(ResponseError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(ResponseError::Malformed),
+    };
+    let (Some(status), Some(minor)) = (response.code, response.version) else {
+        return Err(ResponseError::Malformed);
+    };
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut transfer_encoding = false;
+    let mut close = minor == 0;
+    for header in response.headers.iter() {
+        let value = header.value;
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let n = parse_length(value).ok_or(ResponseError::ConflictingLength)?;
+            if content_length.is_some_and(|seen| seen != n) {
+                return Err(ResponseError::ConflictingLength);
+            }
+            content_length = Some(n);
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+            chunked = false;
+            for coding in tokens(value) {
+                if chunked {
+                    return Err(ResponseError::BadTransferEncoding);
+                }
+                chunked = coding.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if header.name.eq_ignore_ascii_case("connection") {
+            for token in tokens(value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                    close = false;
+                }
+            }
+        }
+    }
+    let no_body = request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
+    let body = match (transfer_encoding, content_length) {
+        _ if no_body => UpstreamBody::None,
+        (true, Some(_)) => return Err(ResponseError::ConflictingLength),
+        (true, None) if chunked => UpstreamBody::Chunked,
+        // A final coding other than chunked: the body ends when the upstream closes.
+        (true, None) => UpstreamBody::UntilClose,
+        (false, Some(n)) => UpstreamBody::Length(n),
+        (false, None) => UpstreamBody::UntilClose,
+    };
+    let keep_alive = !close && body != UpstreamBody::UntilClose;
+    Ok(Some(UpstreamHead {
+        status,
+        len,
+        body,
+        keep_alive,
+        content_length,
+    }))
+}
+
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// The framing shoal uses toward the client for an upstream body.
+pub fn client_body(upstream: UpstreamBody, client_speaks_http11: bool) -> ClientBody {
+    match upstream {
+        UpstreamBody::None => ClientBody::None,
+        UpstreamBody::Length(n) => ClientBody::Length(n),
+        UpstreamBody::Chunked | UpstreamBody::UntilClose if client_speaks_http11 => ClientBody::Chunked,
+        UpstreamBody::Chunked | UpstreamBody::UntilClose => ClientBody::UntilClose,
+    }
+}
+
+/// Headers never relayed to the client (hop-by-hop, or rewritten by shoal).
+const DROPPED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Writes the client's response head for `head` (parsed from `buf`).
+pub fn write_client_head(
+    buf: &[u8],
+    head: &UpstreamHead,
+    body: ClientBody,
+    persistence: Persistence,
+    date: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let _ = response.parse(&buf[..head.len]);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_number(out, u64::from(head.status));
+    out.push(b' ');
+    out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let named: Vec<Vec<u8>> = response
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| tokens(h.value).map(|t| t.to_ascii_lowercase()))
+        .collect();
+    let switching = head.status == 101;
+    let mut has_date = false;
+    for header in response.headers.iter() {
+        let lower = header.name.to_ascii_lowercase();
+        if switching && lower == "upgrade" {
+            // The protocol switch is end to end: its Upgrade header goes through.
+        } else if DROPPED.contains(&lower.as_str()) || named.iter().any(|n| n == lower.as_bytes()) {
+            continue;
+        }
+        has_date |= lower == "date";
+        out.extend_from_slice(header.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(header.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has_date {
+        out.extend_from_slice(b"Date: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\n");
+    }
+    match body {
+        ClientBody::Length(n) => content_length(out, n),
+        ClientBody::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        ClientBody::None if head.status != 204 && !switching => {
+            if let Some(n) = head.content_length {
+                content_length(out, n);
+            }
+        }
+        ClientBody::None | ClientBody::UntilClose => {}
+    }
+    out.extend_from_slice(match (switching, persistence) {
+        (true, _) => b"Connection: upgrade\r\n".as_slice(),
+        (false, Persistence::KeepAlive) => b"",
+        (false, Persistence::KeepAliveEcho) => b"Connection: keep-alive\r\n",
+        (false, Persistence::Close) => b"Connection: close\r\n",
+    });
+    out.extend_from_slice(b"\r\n");
+}
+
+fn content_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"Content-Length: ");
+    push_number(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<UpstreamHead>, ResponseError> {
+        parse(text.as_bytes(), false)
+    }
+
+    #[test]
+    fn framing_decisions() {
+        let body = |text: &str| head(text).map(|h| h.unwrap().body);
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+            Ok(UpstreamBody::Length(5))
+        );
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok(UpstreamBody::Chunked)
+        );
+        assert_eq!(body("HTTP/1.1 200 OK\r\n\r\n"), Ok(UpstreamBody::UntilClose));
+        assert_eq!(
+            body("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"),
+            Ok(UpstreamBody::None)
+        );
+        assert_eq!(body("HTTP/1.1 304 Not Modified\r\n\r\n"), Ok(UpstreamBody::None));
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            Err(ResponseError::ConflictingLength)
+        );
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(ResponseError::ConflictingLength)
+        );
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n"),
+            Err(ResponseError::ConflictingLength)
+        );
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            Err(ResponseError::BadTransferEncoding)
+        );
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Ok(UpstreamBody::UntilClose)
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
+                .unwrap()
+                .unwrap()
+                .body,
+            UpstreamBody::None
+        );
+    }
+
+    #[test]
+    fn garbage_and_oversize_are_refused() {
+        assert_eq!(head("garbage\r\n\r\n"), Err(ResponseError::Malformed));
+        assert_eq!(head("HTTP/1.1 2000 OK\r\n\r\n"), Err(ResponseError::Malformed));
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nBad Header\r\n\r\n"),
+            Err(ResponseError::Malformed)
+        );
+        let huge = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD_BYTES));
+        assert_eq!(head(&huge), Err(ResponseError::TooLarge));
+        assert_eq!(head("HTTP/1.1 200 OK\r\nContent-"), Ok(None));
+    }
+
+    #[test]
+    fn persistence_of_the_upstream_connection() {
+        let keep = |text: &str| head(text).unwrap().unwrap().keep_alive;
+        assert!(keep("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keep(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!keep("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(keep(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!keep("HTTP/1.1 200 OK\r\n\r\n"));
+    }
+
+    #[test]
+    fn client_head_keeps_repeats_and_drops_hop_by_hop() {
+        let text = "HTTP/1.1 200 Fine\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nTransfer-Encoding: chunked\r\nDate: D\r\n\r\n";
+        let parsed = head(text).unwrap().unwrap();
+        let mut out = Vec::new();
+        let body = client_body(parsed.body, true);
+        write_client_head(
+            text.as_bytes(),
+            &parsed,
+            body,
+            Persistence::KeepAlive,
+            b"X",
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 Fine\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nDate: D\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn until_close_becomes_chunked_for_http11_and_stays_for_http10() {
+        assert_eq!(client_body(UpstreamBody::UntilClose, true), ClientBody::Chunked);
+        assert_eq!(
+            client_body(UpstreamBody::UntilClose, false),
+            ClientBody::UntilClose
+        );
+        assert_eq!(client_body(UpstreamBody::Chunked, false), ClientBody::UntilClose);
+    }
+}
