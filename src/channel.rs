@@ -33,6 +33,8 @@ pub enum Report {
     Beat(Counters),
     /// The worker cannot start; it exits with code 2 right after.
     BootFailed(String),
+    /// An active health check changed its verdict on an upstream server.
+    Health { upstream: u32, server: u32, up: bool },
 }
 
 /// Master → worker.
@@ -42,12 +44,33 @@ pub enum Command {
     Drain,
     /// Reopen log files (after logrotate moved them).
     ReopenLogs,
+    /// The health verdict on an upstream server (from the instance's one prober).
+    Health { upstream: u32, server: u32, up: bool },
 }
 
 const BEAT: u8 = 1;
 const BOOT_FAILED: u8 = 2;
+const HEALTH_REPORT: u8 = 3;
 const DRAIN: u8 = 11;
 const REOPEN_LOGS: u8 = 12;
+const HEALTH: u8 = 13;
+
+fn encode_health(tag: u8, upstream: u32, server: u32, up: bool) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&upstream.to_le_bytes());
+    m.extend_from_slice(&server.to_le_bytes());
+    m.push(u8::from(up));
+    m
+}
+
+fn decode_health(m: &[u8]) -> Option<(u32, u32, bool)> {
+    if m.len() != 10 {
+        return None;
+    }
+    let upstream = u32::from_le_bytes(m[1..5].try_into().ok()?);
+    let server = u32::from_le_bytes(m[5..9].try_into().ok()?);
+    Some((upstream, server, m[9] == 1))
+}
 
 impl Report {
     fn encode(&self) -> Vec<u8> {
@@ -66,6 +89,7 @@ impl Report {
                 m.extend_from_slice(&text.as_bytes()[..end]);
                 m
             }
+            Report::Health { upstream, server, up } => encode_health(HEALTH_REPORT, *upstream, *server, *up),
         }
     }
 
@@ -78,6 +102,9 @@ impl Report {
                 bytes_out: u64::from_le_bytes(m[21..29].try_into().ok()?),
             })),
             BOOT_FAILED => Some(Report::BootFailed(String::from_utf8_lossy(&m[1..]).into_owned())),
+            HEALTH_REPORT => {
+                decode_health(m).map(|(upstream, server, up)| Report::Health { upstream, server, up })
+            }
             _ => None,
         }
     }
@@ -88,6 +115,7 @@ impl Command {
         match self {
             Command::Drain => vec![DRAIN],
             Command::ReopenLogs => vec![REOPEN_LOGS],
+            Command::Health { upstream, server, up } => encode_health(HEALTH, upstream, server, up),
         }
     }
 
@@ -95,6 +123,7 @@ impl Command {
         match *m.first()? {
             DRAIN => Some(Command::Drain),
             REOPEN_LOGS => Some(Command::ReopenLogs),
+            HEALTH => decode_health(m).map(|(upstream, server, up)| Command::Health { upstream, server, up }),
             _ => None,
         }
     }
@@ -131,6 +160,13 @@ pub fn pair() -> io::Result<(End, End)> {
 }
 
 impl End {
+    /// Another handle on the same end (for a worker thread that reports on its own).
+    pub fn try_clone(&self) -> io::Result<End> {
+        Ok(End {
+            fd: self.fd.try_clone()?,
+        })
+    }
+
     /// Sends a report to the master; a full channel drops it (a beat is resent next tick).
     pub fn report(&self, report: &Report) -> io::Result<()> {
         self.send(&report.encode())
@@ -219,7 +255,15 @@ mod tests {
             Received::Message(Report::BootFailed("cannot open root /x: é".into()))
         );
         assert_eq!(master.next_report().unwrap(), Received::Empty);
-        for command in [Command::Drain, Command::ReopenLogs] {
+        for command in [
+            Command::Drain,
+            Command::ReopenLogs,
+            Command::Health {
+                upstream: 1,
+                server: 7,
+                up: false,
+            },
+        ] {
             master.command(command).unwrap();
             assert_eq!(worker.next_command().unwrap(), Received::Message(command));
         }

@@ -84,6 +84,8 @@ impl Master {
             config.workers
         );
         self.previous = Some(std::mem::replace(&mut self.config, config));
+        // Upstream indices may mean other servers now; the new worker 0 probes afresh.
+        self.health.clear();
         self.steering.clear();
         let now = Instant::now();
         for (index, bound) in sockets.into_iter().enumerate() {

@@ -12,7 +12,7 @@ mod spawn;
 mod supervise;
 mod upgrade;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -121,6 +121,7 @@ pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
         signals,
         phase: Phase::Running,
         deaths: VecDeque::new(),
+        health: BTreeMap::new(),
         steering: HashMap::new(),
         upgrade: None,
         handoff,
@@ -140,6 +141,8 @@ struct Master {
     phase: Phase,
     /// Times of recent unexpected worker deaths, for the restart limit.
     deaths: VecDeque<Instant>,
+    /// Active health verdicts per (upstream, server), replayed to every new worker.
+    health: BTreeMap<(u32, u32), bool>,
     /// Steering last applied per address (slot indices), to change it only when needed.
     steering: HashMap<SocketAddr, Vec<u32>>,
     /// A binary upgrade in progress (we are the old master).

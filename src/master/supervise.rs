@@ -39,6 +39,10 @@ impl Master {
         match spawn::spawn_worker(&self.slots[index], &self.config) {
             Ok(worker) => {
                 info!("worker {index} started (pid {})", worker.pid);
+                // A new worker learns the verdicts so far before it serves its first request.
+                for (&(upstream, server), &up) in &self.health {
+                    let _ = worker.channel.command(Command::Health { upstream, server, up });
+                }
                 self.slots[index].current = Some(worker);
                 true
             }
@@ -50,9 +54,10 @@ impl Master {
         }
     }
 
-    /// Reads every worker's reports: heartbeats and boot failures.
+    /// Reads every worker's reports: heartbeats, boot failures, health verdicts.
     pub(super) fn read_reports(&mut self) {
         let now = Instant::now();
+        let mut verdicts = Vec::new();
         for slot in &mut self.slots {
             let index = slot.index;
             for worker in slot.workers_mut() {
@@ -69,8 +74,33 @@ impl Master {
                             error!("worker {index} (pid {}) cannot start: {message}", worker.pid);
                             worker.boot_error = Some(message);
                         }
+                        Report::Health { upstream, server, up } => verdicts.push((upstream, server, up)),
                     }
                 }
+            }
+        }
+        for (upstream, server, up) in verdicts {
+            self.share_health(upstream, server, up);
+        }
+    }
+
+    /// Records a health verdict and tells every worker (each keeps its own balancer).
+    fn share_health(&mut self, upstream: u32, server: u32, up: bool) {
+        let described = self.config.upstreams.get(upstream as usize).and_then(|u| {
+            let addr = u.servers.get(server as usize)?.addr;
+            Some(format!("upstream {} server {addr}", u.name))
+        });
+        let Some(described) = described else { return };
+        if up {
+            info!("{described} is healthy again (health check)");
+        } else {
+            warn!("{described} failed its health check: no new requests go to it");
+        }
+        self.health.insert((upstream, server), up);
+        let command = Command::Health { upstream, server, up };
+        for slot in &self.slots {
+            for worker in slot.workers() {
+                let _ = worker.channel.command(command);
             }
         }
     }

@@ -4,6 +4,7 @@
 mod balance;
 mod exchange;
 pub mod forward;
+pub mod health;
 mod pool;
 pub mod response;
 

@@ -13,6 +13,8 @@ pub mod output;
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
@@ -25,7 +27,7 @@ use slab::Slab;
 use crate::channel::{self, Command, Counters, Received, Report};
 use crate::config::{Config, Route, Serve};
 use crate::files::StaticFiles;
-use crate::proxy::Upstreams;
+use crate::proxy::{health, Upstreams};
 use crate::sys::SignalReader;
 use access_log::AccessLog;
 use clock::Clock;
@@ -128,6 +130,8 @@ struct Worker<'a> {
     next_sweep: Instant,
     next_beat: Instant,
     drain_until: Option<Instant>,
+    /// Tells worker 0's health prober thread to stop (when draining).
+    prober_stop: Arc<AtomicBool>,
 }
 
 impl<'a> Worker<'a> {
@@ -137,10 +141,23 @@ impl<'a> Worker<'a> {
         channel: channel::End,
         config: &'a Config,
     ) -> Result<Worker<'a>, (io::Error, channel::End)> {
-        match Worker::prepare(sockets, &channel, config) {
-            Ok(parts) => Ok(Worker::assemble(slot, parts, channel, config)),
-            Err(e) => Err((e, channel)),
+        let parts = match Worker::prepare(sockets, &channel, config) {
+            Ok(parts) => parts,
+            Err(e) => return Err((e, channel)),
+        };
+        let worker = Worker::assemble(slot, parts, channel, config);
+        // Health checks run once per instance: in worker 0's prober thread.
+        if slot == 0 {
+            let reporter = match worker.channel.try_clone() {
+                Ok(reporter) => reporter,
+                Err(e) => return Err((e, worker.channel)),
+            };
+            if let Err(e) = health::spawn_prober(&config.upstreams, reporter, Arc::clone(&worker.prober_stop))
+            {
+                return Err((e, worker.channel));
+            }
         }
+        Ok(worker)
     }
 
     fn prepare(
@@ -227,6 +244,7 @@ impl<'a> Worker<'a> {
                 registry: parts.registry,
             },
             drain_until: None,
+            prober_stop: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -304,6 +322,11 @@ impl<'a> Worker<'a> {
             match self.channel.next_command() {
                 Ok(Received::Message(Command::Drain)) => self.begin_drain(),
                 Ok(Received::Message(Command::ReopenLogs)) => self.reopen_logs(),
+                Ok(Received::Message(Command::Health { upstream, server, up })) => {
+                    self.ctx
+                        .upstreams
+                        .set_health(upstream as usize, server as usize, up);
+                }
                 Ok(Received::Empty) => return,
                 // The master is gone: finish up rather than serve unsupervised.
                 Ok(Received::Closed) | Err(_) => {
@@ -341,6 +364,7 @@ impl<'a> Worker<'a> {
         }
         self.drain_until = Some(self.ctx.clock.now + self.config.supervisor.shutdown_timeout);
         self.ctx.draining = true;
+        self.prober_stop.store(true, Ordering::Relaxed);
         // What is queued is taken even past max_connections (it is bounded by the backlog):
         // a removed slot's socket closes after this, and its queue with it.
         if self.accepting == Accepting::Full {
