@@ -150,8 +150,8 @@ pub struct Exchange {
     /// Bytes for the upstream (head, then re-framed body) and how many went out.
     to_upstream: Vec<u8>,
     sent: usize,
-    /// Body bytes have been taken from the client (a retry could not replay them).
-    body_started: bool,
+    /// Sent bytes were dropped from `to_upstream`, so a retry could not replay the request.
+    trimmed: bool,
     upload: Upload,
     from_upstream: Input,
     download: Download,
@@ -205,7 +205,7 @@ impl Exchange {
             max_body_bytes: start.max_body_bytes,
             to_upstream,
             sent: 0,
-            body_started: false,
+            trimmed: false,
             upload: match head.framing {
                 Framing::Empty => Upload::Done,
                 Framing::Length(n) => Upload::Length(n),
@@ -394,7 +394,6 @@ impl Exchange {
             }
         };
         client_in.consume(used);
-        self.body_started |= used > 0;
         Ok(used > 0)
     }
 
@@ -416,10 +415,12 @@ impl Exchange {
         if moved {
             self.deadline = env.now + self.config(env).send_timeout.max(self.config(env).read_timeout);
         }
-        // Once the head is out, only the unsent part needs keeping, unless a retry may replay it.
-        if self.sent == self.to_upstream.len() && self.body_started {
+        // Body bytes that went out need not be kept; a request without a body keeps its head
+        // so a stale pooled connection can be retried with it.
+        if self.sent == self.to_upstream.len() && !matches!(self.upload, Upload::Done) {
             self.to_upstream.clear();
             self.sent = 0;
+            self.trimmed = true;
         }
         Ok(moved)
     }
@@ -595,7 +596,7 @@ impl Exchange {
         }
         // A pooled connection the upstream closed while it idled: try a fresh one when that
         // cannot send a non-idempotent request twice.
-        if pooled && self.idempotent && !self.body_started {
+        if pooled && self.idempotent && !self.trimmed {
             self.tried.retain(|&s| s != self.server);
             return self.retry(Failure::BadGateway, false, env);
         }
@@ -619,8 +620,7 @@ impl Exchange {
             let _ = env.registry.deregister(stream);
         }
         self.link = Link::Closed;
-        let replayable = !self.body_started;
-        if !replayable {
+        if self.trimmed {
             return Step::Failed {
                 failure,
                 request_read: matches!(self.upload, Upload::Done),
