@@ -1,10 +1,10 @@
 # Developer entry points. `make demo` and `make test` are the two set-up commands in README.md.
 .PHONY: demo test lint fmt bench
 
+# Builds shoal and the demo legacy app (examples/legacy_app.rs); runs the app in the background
+# and shoal in the foreground in front of it; stops the app when shoal exits (Ctrl-C).
 demo:
-	cargo build --release
-	@echo "shoal demo: open http://127.0.0.1:8080/ (Ctrl-C stops)"
-	./target/release/shoal -c examples/shoal.toml
+	scripts/demo.sh
 
 test:
 	cargo test --all-targets

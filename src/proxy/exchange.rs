@@ -463,17 +463,20 @@ impl Exchange {
                         return Ok(moved);
                     }
                     let out = client_out.buffer();
-                    let (used, done) = match upstream {
+                    // (bytes used from the upstream, body bytes relayed, body complete)
+                    let (used, relayed, done) = match upstream {
                         UpstreamBody::Length(_) => {
                             let n = (*left).min(data.len() as u64) as usize;
                             out.extend_from_slice(&data[..n]);
                             *left -= n as u64;
-                            (n, *left == 0)
+                            (n, n, *left == 0)
                         }
                         UpstreamBody::Chunked => {
                             let reframe = *client == ClientBody::Chunked;
                             let decoder = decoder.as_mut().expect("chunked has a decoder");
+                            let mut relayed = 0;
                             let fed = decoder.feed(data, |run| {
+                                relayed += run.len();
                                 if reframe {
                                     push_hex(out, run.len());
                                     out.extend_from_slice(b"\r\n");
@@ -484,7 +487,7 @@ impl Exchange {
                                 }
                             });
                             match fed {
-                                Ok(feed) => (feed.consumed, feed.done),
+                                Ok(feed) => (feed.consumed, relayed, feed.done),
                                 Err(_) => return Err(Step::Abort),
                             }
                         }
@@ -497,11 +500,11 @@ impl Exchange {
                             } else {
                                 out.extend_from_slice(data);
                             }
-                            (data.len(), false)
+                            (data.len(), data.len(), false)
                         }
-                        UpstreamBody::None => (0, true),
+                        UpstreamBody::None => (0, 0, true),
                     };
-                    self.body_bytes += used as u64;
+                    self.body_bytes += relayed as u64;
                     self.from_upstream.consume(used);
                     moved |= used > 0;
                     if done {
