@@ -56,10 +56,12 @@ show_log() {
 
 # --- setup ------------------------------------------------------------------
 
-# CI machines are fresh: install whatever of nginx/wrk/curl is missing.
+# CI machines are fresh: install whatever of nginx/wrk/curl is missing, and of any extra
+# commands given as arguments (each one's Debian package has the same name, e.g. haproxy).
+# shellcheck disable=SC2120  # the arguments are optional; drill.sh passes none
 install_deps() {
     local missing=() sudo=() cmd
-    for cmd in nginx wrk curl; do
+    for cmd in nginx wrk curl "$@"; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
     done
     ((${#missing[@]} == 0)) && return 0
@@ -102,13 +104,13 @@ check_port_free() {
 # --- nginx ------------------------------------------------------------------
 
 # Writes $1/nginx.conf: a standalone nginx with its own prefix dir $1 (nothing touches /var),
-# 2 workers, access log off, serving $TMP/site on 127.0.0.1:$2. $3 is extra "listen"
-# parameters (e.g. "reuseport").
+# $4 workers (default 2), access log off, serving $TMP/site on 127.0.0.1:$2. $3 is extra
+# "listen" parameters (e.g. "reuseport"; may be empty).
 write_nginx_conf() {
-    local dir=$1 port=$2 listen_opts=${3:-}
+    local dir=$1 port=$2 listen_opts=${3:-} workers=${4:-2}
     mkdir -p "$dir"
     cat > "$dir/nginx.conf" <<EOF
-worker_processes 2;
+worker_processes $workers;
 daemon off;
 master_process on;
 pid $dir/nginx.pid;
