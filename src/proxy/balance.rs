@@ -4,6 +4,8 @@
 //! requests in flight, recent failures. Active health verdicts, decided once per instance,
 //! arrive from the master and override "up" here.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Balance, Upstream};
@@ -14,8 +16,8 @@ pub struct ServerState {
     weight: i64,
     /// Smooth weighted round robin (nginx's algorithm) running weight.
     current: i64,
-    /// Requests this worker has in flight on the server.
-    pub in_flight: u32,
+    /// Requests this worker has in flight on the server (held by [`InFlight`] guards).
+    in_flight: Rc<Cell<u32>>,
     /// Failures in the current fail_timeout window and when that window started.
     fails: u32,
     window_start: Instant,
@@ -42,7 +44,7 @@ impl Balancer {
             .map(|s| ServerState {
                 weight: i64::from(s.weight),
                 current: 0,
-                in_flight: 0,
+                in_flight: Rc::default(),
                 fails: 0,
                 window_start: now,
                 down_until: None,
@@ -95,7 +97,8 @@ impl Balancer {
     }
 
     fn least_conn(&mut self, live: &[usize]) -> usize {
-        let load = |i: usize| u64::from(self.servers[i].in_flight) * 1000 / self.servers[i].weight as u64;
+        let load =
+            |i: usize| u64::from(self.servers[i].in_flight.get()) * 1000 / self.servers[i].weight as u64;
         let least = live.iter().map(|&i| load(i)).min().expect("non-empty");
         let tied: Vec<usize> = live.iter().copied().filter(|&i| load(i) == least).collect();
         self.round_robin(&tied)
@@ -124,6 +127,13 @@ impl Balancer {
         }
     }
 
+    /// Counts a request in flight on `index` for as long as the returned guard lives.
+    pub fn occupy(&self, index: usize) -> InFlight {
+        let counter = Rc::clone(&self.servers[index].in_flight);
+        counter.set(counter.get() + 1);
+        InFlight(counter)
+    }
+
     /// Records a failed attempt; enough of them within fail_timeout take the server down.
     /// A lone server is never taken down (there is nothing else to try, as in nginx).
     pub fn note_failure(&mut self, index: usize, now: Instant) {
@@ -149,6 +159,16 @@ impl Balancer {
         let server = &mut self.servers[index];
         server.down_until = None;
         server.fails = 0;
+    }
+}
+
+/// One request in flight on a server; dropping it (however the exchange ends) uncounts it.
+#[derive(Debug)]
+pub struct InFlight(Rc<Cell<u32>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
     }
 }
 
@@ -200,8 +220,11 @@ mod tests {
     #[test]
     fn least_conn_prefers_the_idle_server() {
         let mut b = balancer(&[1, 1], Balance::LeastConn);
-        b.servers[0].in_flight = 3;
+        let busy = b.occupy(0);
         assert_eq!(b.pick(b"", &[], Instant::now()), Some(1));
+        drop(busy);
+        let _busy = b.occupy(1);
+        assert_eq!(b.pick(b"", &[], Instant::now()), Some(0));
     }
 
     #[test]

@@ -12,9 +12,11 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use super::balance::InFlight;
 use super::forward::{self, Forward};
 use super::response::{self, ClientBody, UpstreamBody, UpstreamHead};
 use super::Upstreams;
+use crate::config::{Balance, HashKey};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Framing, Method, RequestHead, Version};
 use crate::http::response::Persistence;
@@ -137,6 +139,8 @@ enum Download {
 pub struct Exchange {
     upstream: usize,
     server: usize,
+    /// Counts this request against `server` for least_conn until the exchange ends.
+    in_flight: Option<InFlight>,
     tried: Vec<usize>,
     token: Token,
     link: Link,
@@ -157,6 +161,10 @@ pub struct Exchange {
     download: Download,
     head: Option<UpstreamHead>,
     body_bytes: u64,
+    /// The upstream socket may have bytes (an event came since the last read would block).
+    readable: bool,
+    /// The upstream's FIN was signalled: read on until EOF, a short read proves nothing.
+    eof_pending: bool,
     pub deadline: Instant,
 }
 
@@ -176,7 +184,7 @@ impl Exchange {
         forward::write_head(&forward, &mut to_upstream);
         let config = env.upstreams.list[start.upstream].config;
         let hash_key = match &config.balance {
-            crate::config::Balance::Hash(crate::config::HashKey::Header(name)) => {
+            Balance::Hash(HashKey::Header(name)) => {
                 let mut value = Vec::new();
                 forward::for_each_header(start.buf, head.len, |n, v| {
                     if n.eq_ignore_ascii_case(name) {
@@ -185,11 +193,13 @@ impl Exchange {
                 });
                 value
             }
-            _ => start.peer.ip().to_string().into_bytes(),
+            Balance::Hash(HashKey::ClientIp) => start.peer.ip().to_string().into_bytes(),
+            Balance::RoundRobin | Balance::LeastConn => Vec::new(),
         };
         let mut exchange = Exchange {
             upstream: start.upstream,
             server: 0,
+            in_flight: None,
             tried: Vec::new(),
             token: start.token,
             link: Link::Closed,
@@ -215,10 +225,18 @@ impl Exchange {
             download: Download::Head,
             head: None,
             body_bytes: 0,
+            readable: false,
+            eof_pending: false,
             deadline: env.now + config.connect_timeout,
         };
         exchange.connect_next(env)?;
         Ok(exchange)
+    }
+
+    /// Notes a readiness event on the upstream socket (`read_closed`: it carried the FIN).
+    pub fn mark_readable(&mut self, read_closed: bool) {
+        self.readable = true;
+        self.eof_pending |= read_closed;
     }
 
     /// How the client connection continues after this exchange.
@@ -246,13 +264,16 @@ impl Exchange {
                 .ok_or(Failure::BadGateway)?;
             self.tried.push(server);
             self.server = server;
+            self.in_flight = Some(state.balancer.occupy(server));
             self.sent = 0;
-            if let Some(mut stream) = env.upstreams.checkout(self.upstream, server, env.now) {
-                if env
-                    .registry
-                    .reregister(&mut stream, self.token, Interest::READABLE | Interest::WRITABLE)
-                    .is_ok()
+            if let Some(idle) = env.upstreams.checkout(self.upstream, server, self.token, env.now) {
+                let mut stream = idle.stream;
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                if idle.token == self.token
+                    || env.registry.reregister(&mut stream, self.token, interest).is_ok()
                 {
+                    self.readable = false;
+                    self.eof_pending = false;
                     self.link = Link::Open { stream, pooled: true };
                     self.deadline = env.now + env.upstreams.list[self.upstream].config.send_timeout;
                     return Ok(());
@@ -261,6 +282,8 @@ impl Exchange {
             let addr = env.upstreams.list[self.upstream].config.servers[server].addr;
             match self.open(addr, env) {
                 Ok(stream) => {
+                    self.readable = false;
+                    self.eof_pending = false;
                     self.link = Link::Connecting(stream);
                     self.deadline = env.now + env.upstreams.list[self.upstream].config.connect_timeout;
                     return Ok(());
@@ -311,14 +334,16 @@ impl Exchange {
         if matches!(self.download, Download::Tunnel { .. }) {
             return self.tunnel(client_in, client_eof, client_out, env, progress);
         }
-        if client_out.backlog_bytes() < DOWNLOAD_HIGH_WATER_BYTES {
+        if self.readable && client_out.backlog_bytes() < DOWNLOAD_HIGH_WATER_BYTES {
             match self.from_upstream.fill(self.link.stream(), UPSTREAM_INPUT_BYTES) {
-                Ok(Filled::Bytes(_)) => {
+                Ok(Filled::Bytes { drained, .. }) => {
+                    self.readable = !drained || self.eof_pending;
                     progress = true;
                     self.deadline = env.now + self.config(env).read_timeout;
                 }
                 Ok(Filled::Eof) => return self.upstream_ended(client_out, env),
-                Ok(Filled::WouldBlock | Filled::Full) => {}
+                Ok(Filled::WouldBlock) => self.readable = false,
+                Ok(Filled::Full) => {}
                 Err(_) => return self.lost_upstream(env),
             }
         }
@@ -413,7 +438,14 @@ impl Exchange {
             }
         }
         if moved {
-            self.deadline = env.now + self.config(env).send_timeout.max(self.config(env).read_timeout);
+            // Unsent bytes wait on the upstream taking them; after that, on its answer.
+            let config = self.config(env);
+            let wait = if self.sent < self.to_upstream.len() {
+                config.send_timeout
+            } else {
+                config.read_timeout
+            };
+            self.deadline = env.now + wait;
         }
         // Body bytes that went out need not be kept; a request without a body keeps its head
         // so a stale pooled connection can be retried with it.
@@ -691,11 +723,15 @@ impl Exchange {
             client_closed = true;
             let _ = self.link.stream().shutdown(Shutdown::Write);
         }
-        if client_out.backlog_bytes() < DOWNLOAD_HIGH_WATER_BYTES && !upstream_closed {
+        if self.readable && client_out.backlog_bytes() < DOWNLOAD_HIGH_WATER_BYTES && !upstream_closed {
             match self.from_upstream.fill(self.link.stream(), UPSTREAM_INPUT_BYTES) {
-                Ok(Filled::Bytes(_)) => progress = true,
+                Ok(Filled::Bytes { drained, .. }) => {
+                    self.readable = !drained || self.eof_pending;
+                    progress = true;
+                }
                 Ok(Filled::Eof) | Err(_) => upstream_closed = true,
-                Ok(Filled::WouldBlock | Filled::Full) => {}
+                Ok(Filled::WouldBlock) => self.readable = false,
+                Ok(Filled::Full) => {}
             }
             let data = self.from_upstream.data();
             if !data.is_empty() {
@@ -730,7 +766,8 @@ impl Exchange {
         let reusable = self.head.is_some_and(|h| h.keep_alive) && self.from_upstream.is_empty();
         if let (true, Link::Open { stream, .. }) = (reusable, std::mem::replace(&mut self.link, Link::Closed))
         {
-            env.upstreams.checkin(self.upstream, self.server, stream, env.now);
+            env.upstreams
+                .checkin(self.upstream, self.server, stream, self.token, env.now);
         }
         self.finish_without_reuse()
     }

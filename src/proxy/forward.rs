@@ -6,7 +6,8 @@
 
 use std::net::IpAddr;
 
-use crate::http::request::{tokens, Framing, RequestHead};
+use crate::config::MAX_HEADERS_CEILING;
+use crate::http::request::{tokens, Framing, RequestHead, Version};
 use crate::http::response::push_number;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the ones
@@ -42,16 +43,44 @@ pub struct Forward<'a> {
 
 /// True when the request asks to switch protocols: `Connection: upgrade` plus `Upgrade`.
 pub fn wants_upgrade(head: &RequestHead, buf: &[u8]) -> bool {
-    let mut connection_upgrade = false;
-    let mut upgrade_header = false;
-    for_each_header(buf, head.len, |name, value| {
-        if name.eq_ignore_ascii_case("connection") {
-            connection_upgrade |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"upgrade"));
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade_header = !value.is_empty();
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
+    Headers::parse(buf, head.len, &mut headers).upgrade && head.version == Version::Http11
+}
+
+/// A head's header lines, parsed once, with the facts forwarding needs.
+struct Headers<'h, 'b> {
+    lines: &'h [httparse::Header<'b>],
+    /// `Connection: upgrade` together with an `Upgrade` header.
+    upgrade: bool,
+}
+
+impl<'h, 'b> Headers<'h, 'b> {
+    fn parse(buf: &'b [u8], head_len: usize, storage: &'h mut [httparse::Header<'b>]) -> Headers<'h, 'b> {
+        let mut req = httparse::Request::new(storage);
+        let lines: &'h [httparse::Header<'b>] = match req.parse(&buf[..head_len]) {
+            Ok(httparse::Status::Complete(_)) => req.headers,
+            _ => &[],
+        };
+        let connection_upgrade = lines.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("connection")
+                && tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+        });
+        let upgrade_header = lines
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("upgrade") && !trim(h.value).is_empty());
+        Headers {
+            lines,
+            upgrade: connection_upgrade && upgrade_header,
         }
-    });
-    connection_upgrade && upgrade_header && head.version == crate::http::request::Version::Http11
+    }
+
+    /// True when the client's Connection header names `name` (so it is hop-by-hop).
+    fn named_by_connection(&self, name: &str) -> bool {
+        self.lines
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .any(|h| tokens(h.value).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+    }
 }
 
 /// Writes the upstream request head (through the empty line) into `out`.
@@ -60,49 +89,43 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     let buf = forward.buf;
     out.extend_from_slice(head.method_name.of(buf));
     out.push(b' ');
-    out.extend_from_slice(&upstream_target(head.target.of(buf), forward.strip));
+    write_target(head.target.of(buf), forward.strip, out);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut named_by_connection: Vec<Vec<u8>> = Vec::new();
-    let mut forwarded_for: Option<&[u8]> = None;
-    for_each_header(buf, head.len, |name, value| {
-        if name.eq_ignore_ascii_case("connection") {
-            named_by_connection.extend(tokens(value).map(|t| t.to_ascii_lowercase()));
-        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
-            forwarded_for = Some(value);
-        }
-    });
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
+    let headers = Headers::parse(buf, head.len, &mut storage);
     let mut host_seen = false;
-    for_each_header(buf, head.len, |name, value| {
-        let lower = name.to_ascii_lowercase();
-        let keep_upgrade = forward.upgrade && lower == "upgrade";
-        if !keep_upgrade
-            && (DROPPED.contains(&lower.as_str())
-                || named_by_connection.iter().any(|n| n == lower.as_bytes()))
-        {
-            return;
+    let mut forwarded_for: Option<&[u8]> = None;
+    for line in headers.lines {
+        let name = line.name;
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for = Some(trim(line.value));
         }
-        host_seen |= lower == "host";
-        header(out, name.as_bytes(), value);
-    });
+        let keep_upgrade = forward.upgrade && name.eq_ignore_ascii_case("upgrade");
+        if !keep_upgrade
+            && (DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d)) || headers.named_by_connection(name))
+        {
+            continue;
+        }
+        host_seen |= name.eq_ignore_ascii_case("host");
+        header(out, name.as_bytes(), trim(line.value));
+    }
     if !host_seen {
         // An HTTP/1.0 client may omit Host; HTTP/1.1 upstreams require one.
         header(out, b"Host", b"localhost");
     }
-    let ip = forward.client_ip.to_string();
-    match forwarded_for {
-        Some(existing) => {
-            let mut value = existing.to_vec();
-            value.extend_from_slice(b", ");
-            value.extend_from_slice(ip.as_bytes());
-            header(out, b"X-Forwarded-For", &value);
-        }
-        None => header(out, b"X-Forwarded-For", ip.as_bytes()),
+    let mut ip_text = [0u8; 48];
+    let ip = format_ip(forward.client_ip, &mut ip_text);
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if let Some(existing) = forwarded_for {
+        out.extend_from_slice(existing);
+        out.extend_from_slice(b", ");
     }
-    header(out, b"X-Forwarded-Proto", b"http");
+    out.extend_from_slice(ip);
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
     if let Some(host) = head.host {
         header(out, b"X-Forwarded-Host", host.of(buf));
     }
-    header(out, b"X-Real-IP", ip.as_bytes());
+    header(out, b"X-Real-IP", ip);
     if forward.upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
     }
@@ -118,29 +141,41 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The target as the upstream sees it: origin-form, prefix stripped, bytes otherwise as sent.
-fn upstream_target(target: &[u8], strip: Option<&str>) -> Vec<u8> {
+/// Formats an IP address without allocating.
+fn format_ip(ip: IpAddr, into: &mut [u8; 48]) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut into[..]);
+    let _ = write!(cursor, "{ip}");
+    let len = cursor.position() as usize;
+    &into[..len]
+}
+
+/// Writes the target as the upstream sees it: origin-form, prefix stripped, bytes otherwise
+/// as sent.
+fn write_target(target: &[u8], strip: Option<&str>, out: &mut Vec<u8>) {
     let origin = origin_form(target);
     match strip {
         Some(prefix) if origin.starts_with(prefix.as_bytes()) => {
             let rest = &origin[prefix.len()..];
-            let mut stripped = Vec::with_capacity(rest.len() + 1);
             if !rest.starts_with(b"/") {
-                stripped.push(b'/');
+                out.push(b'/');
             }
-            stripped.extend_from_slice(rest);
-            stripped
+            out.extend_from_slice(rest);
         }
-        _ => origin.to_vec(),
+        _ => out.extend_from_slice(origin),
     }
 }
 
 /// `http://host/p?q` -> `/p?q`; an origin-form target is returned as is.
 fn origin_form(target: &[u8]) -> &[u8] {
-    let lower: Vec<u8> = target.iter().take(8).map(u8::to_ascii_lowercase).collect();
-    let scheme = if lower.starts_with(b"http://") {
+    if target.starts_with(b"/") {
+        return target;
+    }
+    let has_scheme =
+        |scheme: &[u8]| target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme);
+    let scheme = if has_scheme(b"http://") {
         7
-    } else if lower.starts_with(b"https://") {
+    } else if has_scheme(b"https://") {
         8
     } else {
         return target;

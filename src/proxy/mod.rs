@@ -11,11 +11,12 @@ pub mod response;
 use std::time::Instant;
 
 use mio::net::TcpStream;
+use mio::Token;
 
 use crate::config::Upstream;
 pub use balance::Balancer;
 pub use exchange::{Env, Exchange, Failure, Start, Step};
-use pool::Pool;
+use pool::{Idle, Pool};
 
 /// One upstream as a worker runs it.
 pub struct UpstreamState<'a> {
@@ -42,16 +43,28 @@ impl<'a> Upstreams<'a> {
         Upstreams { list }
     }
 
-    /// An idle connection to `server` of `upstream`, if one is pooled and still open.
-    pub fn checkout(&mut self, upstream: usize, server: usize, now: Instant) -> Option<TcpStream> {
+    /// An idle connection to `server` of `upstream`, if one is pooled and still open;
+    /// preferably one registered under `token`.
+    pub fn checkout(&mut self, upstream: usize, server: usize, token: Token, now: Instant) -> Option<Idle> {
         let state = &mut self.list[upstream];
-        state.pool.checkout(server, now, state.config.keepalive_timeout)
+        state
+            .pool
+            .checkout(server, token, now, state.config.keepalive_timeout)
     }
 
-    /// Returns a connection whose last exchange ended cleanly.
-    pub fn checkin(&mut self, upstream: usize, server: usize, stream: TcpStream, now: Instant) {
+    /// Returns a connection whose last exchange ended cleanly (still registered under `token`).
+    pub fn checkin(&mut self, upstream: usize, server: usize, stream: TcpStream, token: Token, now: Instant) {
         let state = &mut self.list[upstream];
-        state.pool.checkin(server, stream, now, state.config.keepalive);
+        state
+            .pool
+            .checkin(server, stream, token, now, state.config.keepalive);
+    }
+
+    /// Notes a poll event under an upstream token, which may come from an idle connection.
+    pub fn note_event(&mut self, token: Token) {
+        for state in &mut self.list {
+            state.pool.suspect(token);
+        }
     }
 
     /// Closes pooled connections idle past their upstream's keepalive_timeout.

@@ -1,51 +1,80 @@
 //! Idle keep-alive connections to upstream servers, per worker.
 //!
-//! A pooled connection may have been closed by the upstream while it idled; a peek before
-//! reuse catches most of those, and the exchange retries idempotent requests for the rest.
+//! A pooled connection may have been closed by the upstream while it idled. Any poll event
+//! on an idle connection marks it suspect, and a suspect one is peeked before reuse; the
+//! exchange retries idempotent requests for the rare close that races the reuse.
+//! Connections stay registered with the poll under the token of the client connection that
+//! last used them; handing one back to that same client saves re-registering it.
 
 use std::io;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
+use mio::Token;
 
 /// An idle upstream connection.
 pub struct Idle {
     pub server: usize,
     pub stream: TcpStream,
+    /// The poll token it is still registered under.
+    pub token: Token,
     since: Instant,
+    /// An event arrived while it idled (typically the upstream's FIN).
+    suspect: bool,
 }
 
-/// One upstream's idle connections, most recently used last.
+/// One upstream's idle connections.
 #[derive(Default)]
 pub struct Pool {
     idle: Vec<Idle>,
 }
 
 impl Pool {
-    /// A live idle connection to `server`, if there is one.
-    pub fn checkout(&mut self, server: usize, now: Instant, max_idle: Duration) -> Option<TcpStream> {
-        while let Some(at) = self.idle.iter().rposition(|c| c.server == server) {
-            let conn = self.idle.remove(at);
-            if now.duration_since(conn.since) < max_idle && still_open(&conn.stream) {
-                return Some(conn.stream);
+    /// A live idle connection to `server`, preferably one registered under `token`.
+    pub fn checkout(
+        &mut self,
+        server: usize,
+        token: Token,
+        now: Instant,
+        max_idle: Duration,
+    ) -> Option<Idle> {
+        loop {
+            let at = self
+                .idle
+                .iter()
+                .rposition(|c| c.server == server && c.token == token)
+                .or_else(|| self.idle.iter().rposition(|c| c.server == server))?;
+            let conn = self.idle.swap_remove(at);
+            if now.duration_since(conn.since) < max_idle && (!conn.suspect || still_open(&conn.stream)) {
+                return Some(conn);
             }
         }
-        None
     }
 
     /// Keeps `stream` for reuse, dropping the oldest beyond `capacity`.
-    pub fn checkin(&mut self, server: usize, stream: TcpStream, now: Instant, capacity: usize) {
+    pub fn checkin(&mut self, server: usize, stream: TcpStream, token: Token, now: Instant, capacity: usize) {
         if capacity == 0 {
             return;
         }
         if self.idle.len() >= capacity {
-            self.idle.remove(0);
+            if let Some(oldest) = (0..self.idle.len()).min_by_key(|&i| self.idle[i].since) {
+                self.idle.swap_remove(oldest);
+            }
         }
         self.idle.push(Idle {
             server,
             stream,
+            token,
             since: now,
+            suspect: false,
         });
+    }
+
+    /// Notes a poll event under `token`: idle connections registered under it are suspect.
+    pub fn suspect(&mut self, token: Token) {
+        for conn in self.idle.iter_mut().filter(|c| c.token == token) {
+            conn.suspect = true;
+        }
     }
 
     /// Closes connections idle longer than `max_idle`.

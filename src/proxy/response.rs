@@ -171,23 +171,26 @@ pub fn write_client_head(
     out.push(b' ');
     out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let named: Vec<Vec<u8>> = response
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| tokens(h.value).map(|t| t.to_ascii_lowercase()))
-        .collect();
+    let named_by_connection = |name: &str| {
+        response
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .any(|h| tokens(h.value).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+    };
     let switching = head.status == 101;
     let mut has_date = false;
     for header in response.headers.iter() {
-        let lower = header.name.to_ascii_lowercase();
-        if switching && lower == "upgrade" {
-            // The protocol switch is end to end: its Upgrade header goes through.
-        } else if DROPPED.contains(&lower.as_str()) || named.iter().any(|n| n == lower.as_bytes()) {
+        let name = header.name;
+        // A protocol switch is end to end: its Upgrade header goes through.
+        let passes_upgrade = switching && name.eq_ignore_ascii_case("upgrade");
+        if !passes_upgrade
+            && (DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d)) || named_by_connection(name))
+        {
             continue;
         }
-        has_date |= lower == "date";
-        out.extend_from_slice(header.name.as_bytes());
+        has_date |= name.eq_ignore_ascii_case("date");
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(header.value);
         out.extend_from_slice(b"\r\n");

@@ -144,6 +144,8 @@ pub struct Conn {
     pub deadline: Instant,
     /// When the connection last became idle.
     idle_since: Instant,
+    /// The client's FIN was signalled: read on until EOF, a short read proves nothing.
+    eof_pending: bool,
     served: u32,
 }
 
@@ -168,6 +170,7 @@ impl Conn {
             output: Output::default(),
             deadline: now + limits.header_timeout,
             idle_since: now,
+            eof_pending: false,
             served: 0,
         }
     }
@@ -191,8 +194,16 @@ impl Conn {
         self.deadline = now + LINGER;
     }
 
-    /// Notes a readable event.
-    pub fn mark_readable(&mut self) {
+    /// Notes an event on the upstream socket (`read_closed`: it carried the FIN).
+    pub fn mark_upstream_ready(&mut self, read_closed: bool) {
+        if let Phase::Proxying(proxying) = &mut self.phase {
+            proxying.exchange.mark_readable(read_closed);
+        }
+    }
+
+    /// Notes an event on the client socket (`read_closed`: it carried the FIN).
+    pub fn mark_readable(&mut self, read_closed: bool) {
+        self.eof_pending |= read_closed;
         if self.read_side == ReadSide::Drained {
             self.read_side = ReadSide::Ready;
         }
@@ -262,8 +273,11 @@ impl Conn {
         }
         let limit = ctx.limits.max_header_bytes.max(16 * 1024);
         match self.input.fill(&mut self.stream, limit) {
-            Ok(Filled::Bytes(n)) => {
+            Ok(Filled::Bytes { n, drained }) => {
                 ctx.counters.bytes_in += n as u64;
+                if drained && !self.eof_pending {
+                    self.read_side = ReadSide::Drained;
+                }
                 Ok(true)
             }
             Ok(Filled::WouldBlock) => {

@@ -11,7 +11,12 @@ const INITIAL_BYTES: usize = 4096;
 /// What one read achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filled {
-    Bytes(usize),
+    /// Bytes arrived; `drained` when the read was short, which proves the socket held no more
+    /// at that moment (under edge-triggered polling a later arrival raises a new event).
+    Bytes {
+        n: usize,
+        drained: bool,
+    },
     WouldBlock,
     Eof,
     /// No room left below the limit; consume something first.
@@ -72,8 +77,9 @@ impl Input {
             match source.read(&mut self.buf[self.end..]) {
                 Ok(0) => return Ok(Filled::Eof),
                 Ok(n) => {
+                    let drained = self.end + n < self.buf.len();
                     self.end += n;
-                    return Ok(Filled::Bytes(n));
+                    return Ok(Filled::Bytes { n, drained });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Filled::WouldBlock),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -114,14 +120,20 @@ mod tests {
         let mut total = 0;
         loop {
             match input.fill(&mut source, 10_000).unwrap() {
-                Filled::Bytes(n) => total += n,
+                Filled::Bytes { n, .. } => total += n,
                 Filled::Full => break,
                 other => panic!("{other:?}"),
             }
         }
         assert_eq!(total, 10_000);
         input.consume(6_000);
-        assert_eq!(input.fill(&mut source, 10_000).unwrap(), Filled::Bytes(6_000));
+        assert_eq!(
+            input.fill(&mut source, 10_000).unwrap(),
+            Filled::Bytes {
+                n: 6_000,
+                drained: false
+            }
+        );
         assert_eq!(input.len(), 10_000);
     }
 }

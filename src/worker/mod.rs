@@ -276,13 +276,19 @@ impl<'a> Worker<'a> {
                     Source::Listener(i) => self.accept_from(i),
                     Source::Client(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
-                            conn.mark_readable();
+                            conn.mark_readable(event.is_read_closed() || event.is_error());
                             self.drive(key);
                         }
                     }
                     // Stale events from a socket since pooled or closed are harmless: a drive
                     // with nothing to do does nothing.
-                    Source::Upstream(key) => self.drive(key),
+                    Source::Upstream(key) => {
+                        self.ctx.upstreams.note_event(event.token());
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.mark_upstream_ready(event.is_read_closed() || event.is_error());
+                            self.drive(key);
+                        }
+                    }
                 }
             }
             for key in std::mem::take(&mut self.again) {
