@@ -711,7 +711,12 @@ impl Exchange {
         else {
             return Step::Wait;
         };
-        if !client_in.is_empty() {
+        // Client bytes wait in the client's own buffer while the upstream is slow to take them.
+        if self.sent == self.to_upstream.len() {
+            self.to_upstream.clear();
+            self.sent = 0;
+        }
+        if !client_in.is_empty() && self.to_upstream.len() < UPLOAD_BUFFER_BYTES {
             self.to_upstream.extend_from_slice(client_in.data());
             client_in.consume(client_in.len());
             progress = true;
