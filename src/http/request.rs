@@ -99,6 +99,8 @@ pub struct RequestHead {
     pub framing: Framing,
     pub wish: ClientWish,
     pub expect_continue: bool,
+    /// HTTP/1.1 `Connection: upgrade` with an `Upgrade` header: a protocol switch (WebSocket).
+    pub upgrade: bool,
     pub host: Option<Slice>,
     pub if_none_match: Option<Slice>,
     pub if_modified_since: Option<Slice>,
@@ -202,6 +204,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadErr
         framing: Framing::Empty,
         wish: ClientWish::Default,
         expect_continue: false,
+        upgrade: false,
         host: None,
         if_none_match: None,
         if_modified_since: None,
@@ -250,6 +253,8 @@ fn version_error(buf: &[u8]) -> HeadError {
 #[derive(Default)]
 struct Fields {
     hosts: u32,
+    connection_upgrade: bool,
+    upgrade_header: bool,
     content_length: Option<u64>,
     transfer_encoding: bool,
     chunked_last: bool,
@@ -285,12 +290,15 @@ impl Fields {
             }
         } else if name.eq_ignore_ascii_case("connection") {
             for token in tokens(value) {
+                self.connection_upgrade |= token.eq_ignore_ascii_case(b"upgrade");
                 if token.eq_ignore_ascii_case(b"close") {
                     head.wish = ClientWish::Close;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") && head.wish != ClientWish::Close {
                     head.wish = ClientWish::KeepAlive;
                 }
             }
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            self.upgrade_header = !value.is_empty();
         } else if name.eq_ignore_ascii_case("expect") {
             if !value.eq_ignore_ascii_case(b"100-continue") {
                 return Err(HeadError::UnsupportedExpectation);
@@ -332,6 +340,7 @@ impl Fields {
         if head.framing == Framing::Empty {
             head.expect_continue = false;
         }
+        head.upgrade = self.connection_upgrade && self.upgrade_header && head.version == Version::Http11;
         Ok(())
     }
 }
@@ -402,6 +411,23 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    #[test]
+    fn upgrade_needs_both_headers_and_http11() {
+        let upgrade = |text: &str| parse_all(text).unwrap().unwrap().upgrade;
+        assert!(upgrade(
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        ));
+        assert!(!upgrade(
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"
+        ));
+        assert!(!upgrade(
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\r\n"
+        ));
+        assert!(!upgrade(
+            "GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+        ));
     }
 
     #[test]

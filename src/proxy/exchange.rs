@@ -172,7 +172,7 @@ impl Exchange {
     /// Builds the upstream request and starts connecting (or reuses a pooled connection).
     pub fn begin(start: &Start, env: &mut Env) -> Result<Exchange, Failure> {
         let head = start.head;
-        let upgrade = forward::wants_upgrade(head, start.buf);
+        let upgrade = head.upgrade;
         let mut to_upstream = Vec::with_capacity(head.len + 128);
         let forward = Forward {
             head,

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use crate::config::MAX_HEADERS_CEILING;
-use crate::http::request::{tokens, Framing, RequestHead, Version};
+use crate::http::request::{tokens, Framing, RequestHead};
 use crate::http::response::push_number;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the ones
@@ -37,21 +37,13 @@ pub struct Forward<'a> {
     pub client_ip: IpAddr,
     /// Route prefix to remove from the target (`strip_prefix = true`).
     pub strip: Option<&'a str>,
-    /// The client asked to switch protocols (WebSocket); the Upgrade header is kept.
+    /// The client asked to switch protocols (WebSocket): the Upgrade header is kept.
     pub upgrade: bool,
 }
 
-/// True when the request asks to switch protocols: `Connection: upgrade` plus `Upgrade`.
-pub fn wants_upgrade(head: &RequestHead, buf: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
-    Headers::parse(buf, head.len, &mut headers).upgrade && head.version == Version::Http11
-}
-
-/// A head's header lines, parsed once, with the facts forwarding needs.
+/// A head's header lines, parsed once.
 struct Headers<'h, 'b> {
     lines: &'h [httparse::Header<'b>],
-    /// `Connection: upgrade` together with an `Upgrade` header.
-    upgrade: bool,
 }
 
 impl<'h, 'b> Headers<'h, 'b> {
@@ -61,17 +53,7 @@ impl<'h, 'b> Headers<'h, 'b> {
             Ok(httparse::Status::Complete(_)) => req.headers,
             _ => &[],
         };
-        let connection_upgrade = lines.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("connection")
-                && tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
-        });
-        let upgrade_header = lines
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("upgrade") && !trim(h.value).is_empty());
-        Headers {
-            lines,
-            upgrade: connection_upgrade && upgrade_header,
-        }
+        Headers { lines }
     }
 
     /// True when the client's Connection header names `name` (so it is hop-by-hop).
@@ -227,7 +209,7 @@ mod tests {
         let head = request::parse(text.as_bytes(), &Limits::default())
             .unwrap()
             .unwrap();
-        let upgrade = wants_upgrade(&head, text.as_bytes());
+        let upgrade = head.upgrade;
         let forward = Forward {
             head: &head,
             buf: text.as_bytes(),
