@@ -7,6 +7,12 @@
 #           to 64 idle keep-alive connections to it
 # In both, `wrk -t1 -c64 -d${DURATION}s --latency` loads every target once per round,
 # alternating targets within the round, for ROUNDS rounds.
+# Around every wrk run the script also samples the CPU time (utime + stime) of the target's
+# whole process tree (nginx master + workers, shoal master + workers, the one multi-threaded
+# HAProxy process) and, in the proxy scenario, of the upstream's, and divides the difference
+# by the requests wrk completed: "CPU µs/req". On a small machine where wrk, the upstream and
+# the server share the CPUs, req/s converge to one ceiling while CPU per request still shows
+# how much of the machine each server needs.
 #
 # Usage: scripts/bench.sh            (from anywhere; writes the report to stdout)
 #        scripts/bench.sh > bench.md (progress goes to stderr)
@@ -59,6 +65,8 @@ TMP=""
 declare -A PID=()    # target name (or "upstream") -> server PID (only processes we started)
 declare -A PORT=()   # target name (or "upstream") -> port
 declare -A RPS=() P99=() NON2XX=() SOCKERR=()  # target -> space-separated per-round values
+declare -A CPU=() UPCPU=()  # target -> per-round CPU µs/req of the target / of the upstream
+CLK_TCK=""           # clock ticks per second of /proc/<pid>/stat times (set in main)
 TARGETS=()           # the targets of the scenario being run, in start order
 
 # --- process control --------------------------------------------------------
@@ -238,14 +246,33 @@ check_body() {
 # The exact command run_wrk executes, for logs and the report.
 wrk_cmd() { echo "wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s --latency http://127.0.0.1:$1/1k.bin"; }
 
-# Run wrk once against a target and append req/s, p99 (ms) and error counts.
+# CPU µs per request from a tick difference $1 and a request count $2.
+us_per_req() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.3f\n", t * 1000000 / hz / n }'; }
+
+# CPU µs/req of server $1 (a PID key) from its tree samples $2 (before) and $3 (after) of
+# tree_cpu_sample, over $4 requests. Warns when the process tree changed during the run: a
+# process that exited took its CPU time with it, one that started is counted from zero.
+cpu_per_req() {
+    local name=$1 before=$2 after=$3 requests=$4
+    [[ ${before#* } == "${after#* }" ]] ||
+        log "WARNING: $name's process tree changed during the run (${before#* } -> ${after#* }); its CPU figure is approximate"
+    us_per_req $((${after%% *} - ${before%% *})) "$requests"
+}
+
+# Run wrk once against a target and append req/s, p99 (ms), error counts and the CPU per
+# request of the target (and of the upstream, if one runs).
 run_wrk() {
-    local name=$1 round=$2 out=$TMP/wrk-$1-$2.txt rps p99 non2xx sockerr
+    local name=$1 round=$2 out=$TMP/wrk-$1-$2.txt rps p99 non2xx sockerr requests
+    local cpu0 cpu1 up0="" up1="" cpu upcpu=""
     kill -0 "${PID[$name]}" 2>/dev/null || die "$name died before round $round"
     [[ -z ${PID[upstream]:-} ]] || kill -0 "${PID[upstream]}" 2>/dev/null || die "upstream died before round $round"
     log "round $round: $(wrk_cmd "${PORT[$name]}")"
+    cpu0=$(tree_cpu_sample "${PID[$name]}")
+    [[ -z ${PID[upstream]:-} ]] || up0=$(tree_cpu_sample "${PID[upstream]}")
     wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:${PORT[$name]}/1k.bin" \
         > "$out" 2>&1 || { cat "$out" >&2; die "wrk failed on $name"; }
+    cpu1=$(tree_cpu_sample "${PID[$name]}")
+    [[ -z ${PID[upstream]:-} ]] || up1=$(tree_cpu_sample "${PID[upstream]}")
     rps=$(awk '$1 == "Requests/sec:" { print $2 }' "$out")
     # "99%  2.34ms" in the Latency Distribution block; normalise units to ms.
     p99=$(awk '$1 == "99%" {
@@ -254,12 +281,19 @@ run_wrk() {
         if (m < 0) { print "?"; exit } ; printf "%.3f\n", v * m }' "$out")
     non2xx=$(wrk_non2xx "$out")
     sockerr=$(wrk_sockerr "$out")
+    requests=$(wrk_requests "$out")
     [[ -n $rps && -n $p99 && $p99 != "?" ]] || { cat "$out" >&2; die "could not parse wrk output for $name"; }
+    [[ $requests =~ ^[0-9]+$ && $requests -gt 0 ]] || { cat "$out" >&2; die "no completed requests in wrk output for $name"; }
+    cpu=$(cpu_per_req "$name" "$cpu0" "$cpu1" "$requests")
+    [[ -z $up0 ]] || upcpu=$(cpu_per_req upstream "$up0" "$up1" "$requests")
     RPS[$name]+="$rps "
     P99[$name]+="$p99 "
     NON2XX[$name]+="${non2xx:-0} "
     SOCKERR[$name]+="${sockerr:-0} "
-    log "  $name: $rps req/s, p99 ${p99} ms, non-2xx ${non2xx:-0}, socket errors ${sockerr:-0}"
+    CPU[$name]+="$cpu "
+    [[ -z $upcpu ]] || UPCPU[$name]+="$upcpu "
+    log "  $name: $rps req/s, p99 ${p99} ms, non-2xx ${non2xx:-0}, socket errors ${sockerr:-0}," \
+        "$requests requests, CPU $cpu µs/req${upcpu:+ (upstream $upcpu µs/req)}"
 }
 
 # --- statistics & report ----------------------------------------------------
@@ -273,6 +307,12 @@ sum()    { printf '%s\n' "$@" | awk '{ s += $1 } END { print s + 0 }'; }
 median_rps() {
     # shellcheck disable=SC2086  # space-separated list on purpose
     if [[ -n ${RPS[$1]:-} ]]; then median ${RPS[$1]}; fi
+}
+# Median CPU µs/req of a target (from the array named $2, default CPU), or nothing.
+median_cpu() {
+    local -n values=${2:-CPU}
+    # shellcheck disable=SC2086  # space-separated list on purpose
+    if [[ -n ${values[$1]:-} ]]; then median ${values[$1]}; fi
 }
 ratio()  { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
 
@@ -296,19 +336,24 @@ shoal_version() {
     echo "shoal $rev (workers = $WORKERS${1:-})"
 }
 medians_line() { echo "- medians: middle value of the sorted rounds (lower middle when the count is even)"; }
+cpu_line() {
+    echo "- CPU µs/req: utime + stime (/proc/<pid>/stat, CLK_TCK $CLK_TCK) of the server's whole process tree," \
+        "sampled just before and after each wrk run, divided by the requests wrk completed; lower is better"
+}
 
 # The results table of the current scenario's TARGETS.
 print_table() {
     local name med n2 se errs
-    echo "| target | median req/s | min–max req/s | median p99 (ms) | errors |"
-    echo "|---|---:|---:|---:|---|"
+    echo "| target | median req/s | min–max req/s | median p99 (ms) | errors | CPU µs/req (median) |"
+    echo "|---|---:|---:|---:|---|---:|"
     for name in "${TARGETS[@]}"; do
         # shellcheck disable=SC2086  # the value lists are space-separated on purpose
         {
             med=$(median ${RPS[$name]})
             n2=$(sum ${NON2XX[$name]}); se=$(sum ${SOCKERR[$name]})
             errs=0; ((n2 + se == 0)) || errs="non-2xx $n2, socket $se"
-            printf '| %s | %.0f | %s | %.2f | %s |\n' "$name" "$med" "$(minmax ${RPS[$name]})" "$(median ${P99[$name]})" "$errs"
+            printf '| %s | %.0f | %s | %.2f | %s | %.1f |\n' "$name" "$med" "$(minmax ${RPS[$name]})" "$(median ${P99[$name]})" "$errs" \
+                "$(median ${CPU[$name]})"
         }
     done
 }
@@ -320,11 +365,26 @@ print_static_report() {
     echo "- servers: $(shoal_version), $(nginx_version) (worker_processes $WORKERS), $(wrk_version)"
     echo "- command: \`$(wrk_cmd PORT)\`, $ROUNDS round(s), targets alternated within each round"
     medians_line
+    cpu_line
     echo
     print_table
     echo
     echo "- shoal/nginx (median req/s): $(ratio "$(median_rps shoal)" "$(median_rps nginx)")"
     echo "- shoal/nginx-reuseport (median req/s): $(ratio "$(median_rps shoal)" "$(median_rps nginx-reuseport)")"
+    echo "- CPU per request shoal/nginx (median CPU µs/req, lower is better for shoal): $(ratio "$(median_cpu shoal)" "$(median_cpu nginx)")"
+    echo "- CPU per request shoal/nginx-reuseport (median CPU µs/req, lower is better for shoal):" \
+        "$(ratio "$(median_cpu shoal)" "$(median_cpu nginx-reuseport)")"
+}
+
+# The upstream's own CPU per proxied request during each proxy's runs (for reference: the
+# upstream does the same work whichever proxy is in front, so this is the floor the proxies'
+# figures add to).
+upstream_cpu_line() {
+    local name list=""
+    for name in "${TARGETS[@]}"; do
+        list+="${list:+, }$name $(printf '%.1f' "$(median_cpu "$name" UPCPU)")"
+    done
+    echo "- upstream CPU µs/req (median, same method as the table, per request through each proxy): $list"
 }
 
 print_proxy_report() {
@@ -337,13 +397,19 @@ print_proxy_report() {
         "${haproxy_v:-HAProxy} (nbthread $WORKERS, http-reuse always), $(wrk_version)"
     echo "- upstream: one $(nginx_version) shared by all proxies (worker_processes 1, access_log off," \
         "keepalive_requests 100000) serving the same 1 KiB file on 127.0.0.1"
+    upstream_cpu_line
     echo "- command: \`$(wrk_cmd PORT)\` against each proxy, $ROUNDS round(s), targets alternated within each round"
     medians_line
+    cpu_line
     echo
     print_table
     echo
     echo "- shoal-proxy/nginx-proxy (median req/s): $(ratio "$(median_rps shoal-proxy)" "$(median_rps nginx-proxy)")"
     echo "- shoal-proxy/haproxy (median req/s): $(ratio "$(median_rps shoal-proxy)" "$(median_rps haproxy)")"
+    echo "- CPU per request shoal-proxy/nginx-proxy (median CPU µs/req, lower is better for shoal):" \
+        "$(ratio "$(median_cpu shoal-proxy)" "$(median_cpu nginx-proxy)")"
+    echo "- CPU per request shoal-proxy/haproxy (median CPU µs/req, lower is better for shoal):" \
+        "$(ratio "$(median_cpu shoal-proxy)" "$(median_cpu haproxy)")"
 }
 
 # Alternate targets within each round so drift (thermal, noisy neighbours)
@@ -395,6 +461,8 @@ main() {
     trap 'exit 130' INT TERM   # make Ctrl-C go through the EXIT trap
     selected proxy && extra+=(haproxy)
     install_deps "${extra[@]}"
+    CLK_TCK=$(getconf CLK_TCK)
+    [[ $CLK_TCK =~ ^[1-9][0-9]*$ ]] || die "getconf CLK_TCK gave '$CLK_TCK'"
     [[ $SKIP_SHOAL == 1 || $SKIP_BUILD == 1 ]] || build_shoal
     [[ $SKIP_SHOAL == 1 || -x $SHOAL_BIN ]] || die "$SHOAL_BIN not found (drop SKIP_BUILD=1?)"
     make_site shoal-bench

@@ -46,6 +46,44 @@ children_of() {
     { tr ' ' '\n' < "/proc/$pid/task/$pid/children"; } 2>/dev/null | sed '/^$/d' || true
 }
 
+# The PID $1 and all its descendants (recursively), one per line; nothing if $1 is gone.
+# Reads the children file of every thread of each process (a child forked by a thread other
+# than the main one is listed only under that thread); threads themselves are not listed,
+# since /proc/<pid>/stat already sums all of a process's threads.
+process_tree() {
+    local pid=$1 task child
+    [[ -d /proc/$pid ]] || return 0
+    echo "$pid"
+    for task in /proc/"$pid"/task/*; do
+        for child in $({ cat "$task/children"; } 2>/dev/null || true); do
+            process_tree "$child"
+        done
+    done
+}
+
+# Total CPU time used so far by the given PIDs: utime + stime (fields 14 and 15 of
+# /proc/<pid>/stat, all threads included), in clock ticks (getconf CLK_TCK). PIDs that are
+# gone count 0. The fields are counted after the last ")" because field 2, the command name
+# in parentheses, may itself contain spaces or parentheses.
+cpu_ticks() {
+    local pid line total=0
+    local -a f
+    for pid in "$@"; do
+        { read -r line < "/proc/$pid/stat"; } 2>/dev/null || continue
+        read -r -a f <<< "${line##*) }"   # f[0] is field 3 (state)
+        total=$((total + f[11] + f[12]))
+    done
+    echo "$total"
+}
+
+# CPU ticks (as cpu_ticks) of the whole process tree of PID $1, then the tree's PIDs:
+# "TICKS PID PID ...", so a caller can notice when the tree changed between two samples.
+tree_cpu_sample() {
+    local -a pids
+    mapfile -t pids < <(process_tree "$1")
+    echo "$(cpu_ticks "${pids[@]}") ${pids[*]}"
+}
+
 # Show the tail of a server's log so a failed start is diagnosable.
 show_log() {
     local file=$1
@@ -145,6 +183,8 @@ nginx_args() { NGINX_ARGS=(nginx -c "$1/nginx.conf" -p "$1" -e "$1/error.log"); 
 
 # --- wrk output -------------------------------------------------------------
 
+# "N requests in 10.00s, ..." -> N (the requests wrk completed).
+wrk_requests() { awk '/ requests in / { print $1 }' "$1"; }
 # "Non-2xx or 3xx responses: N" (absent when there were none) -> N, else 0.
 wrk_non2xx() { awk '/Non-2xx or 3xx responses:/ { n = $NF } END { print n + 0 }' "$1"; }
 # "Socket errors: connect 0, read 1, write 0, timeout 2" -> 3 (0 when the line is absent).
