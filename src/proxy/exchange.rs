@@ -438,12 +438,13 @@ impl Exchange {
             }
         }
         if moved {
-            // Unsent bytes wait on the upstream taking them; after that, on its answer.
+            // Until the whole request is out, the upstream must keep taking it; then answer it.
             let config = self.config(env);
-            let wait = if self.sent < self.to_upstream.len() {
-                config.send_timeout
-            } else {
+            let request_out = self.sent == self.to_upstream.len() && matches!(self.upload, Upload::Done);
+            let wait = if request_out {
                 config.read_timeout
+            } else {
+                config.send_timeout
             };
             self.deadline = env.now + wait;
         }

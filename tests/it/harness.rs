@@ -151,6 +151,8 @@ enum Mode {
         top: String,
         route: String,
     },
+    /// `-c FILE`: a whole config file, `{listen}` in `text` replaced by the address.
+    ConfigFile { path: PathBuf, text: String },
     /// Exactly the given arguments.
     Args,
 }
@@ -185,6 +187,15 @@ impl Launch {
             path: site.base().join("shoal.toml"),
             top: top.to_string(),
             route: route.to_string(),
+        })
+    }
+
+    /// Config mode with a whole file: `-c <base>/shoal.toml` holding `text`, where every
+    /// `{listen}` becomes the listen address.
+    pub fn config_file(site: &Site, text: &str) -> Launch {
+        Launch::new(Mode::ConfigFile {
+            path: site.base().join("shoal.toml"),
+            text: text.to_string(),
         })
     }
 
@@ -233,6 +244,10 @@ impl Launch {
             }
             Mode::Config { path, top, route } => {
                 std::fs::write(path, config_text(self.addr, top, route)).expect("write config");
+                command.arg("-c").arg(path);
+            }
+            Mode::ConfigFile { path, text } => {
+                std::fs::write(path, text.replace("{listen}", &self.addr.to_string())).expect("write config");
                 command.arg("-c").arg(path);
             }
             Mode::Args => {}

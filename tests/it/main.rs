@@ -10,6 +10,8 @@ mod http_engine;
 mod limits;
 mod master;
 mod path_safety;
+mod proxy;
 mod quick_mode;
 mod static_files;
 mod supervision;
+mod upstream;

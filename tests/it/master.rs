@@ -145,7 +145,11 @@ fn a_port_already_in_use_exits_2_with_one_line() {
 fn quick_mode_upstream_that_refuses_gets_a_502_and_a_missing_file_falls_back_to_it() {
     let site = site_with("a.txt", "alpha");
     let server = Launch::quick(&site).arg("-u").arg("127.0.0.1:1").start();
-    assert_eq!(server.get("/a.txt").text(), "alpha", "files are still served with -r");
+    assert_eq!(
+        server.get("/a.txt").text(),
+        "alpha",
+        "files are still served with -r"
+    );
     let missing = server.get("/missing.txt");
     assert_eq!(missing.status, 502, "{missing}");
 }

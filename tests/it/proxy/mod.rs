@@ -1,0 +1,14 @@
+//! The reverse proxy against scripted test upstreams ([`crate::upstream`]): forwarding,
+//! bodies, failures, the keep-alive pool, balancing, health checks, upgrades, smuggling and
+//! try_files.
+
+mod balance;
+mod bodies;
+mod errors;
+mod forwarding;
+mod health;
+mod pool;
+mod smuggling;
+mod support;
+mod try_files;
+mod websocket;

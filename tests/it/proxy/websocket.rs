@@ -1,0 +1,138 @@
+//! Upgrades: after the app's 101 the bytes tunnel both ways; either side closing closes the
+//! other; an idle tunnel is closed after tunnel_timeout.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+
+use super::support::{proxy, proxy_with, read_message, read_until_end, End};
+use crate::harness::{read_head_response, read_to_close, Server};
+use crate::upstream::{Behaviour, Upstream};
+
+const UPGRADE: &str = "GET /chat HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                       Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// Opens a tunnel through `server`: the client's upgrade, the app's 101.
+fn open_tunnel(server: &Server, upstream: &Upstream) -> TcpStream {
+    let mut stream = server.connect();
+    stream
+        .write_all(UPGRADE.as_bytes())
+        .expect("write upgrade request");
+    let response = read_head_response(&mut stream);
+    assert_eq!(response.status, 101, "{response}");
+    assert!(
+        response
+            .header("Upgrade")
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
+        "{response}"
+    );
+    let connection = response
+        .header("Connection")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        connection.split(',').any(|t| t.trim() == "upgrade"),
+        "a 101 without Connection: Upgrade fails the client's handshake: {response}"
+    );
+    let seen = upstream.only_request();
+    assert_eq!(seen.header_values("Upgrade"), ["websocket"], "{}", seen.head);
+    let connection = seen.header_values("Connection").join(",").to_ascii_lowercase();
+    assert!(
+        connection.split(',').any(|t| t.trim() == "upgrade"),
+        "the app must see Connection: Upgrade:\n{}",
+        seen.head
+    );
+    assert_eq!(
+        seen.header_values("Sec-WebSocket-Key"),
+        ["dGhlIHNhbXBsZSBub25jZQ=="]
+    );
+    stream
+}
+
+fn round_trip(stream: &mut TcpStream, message: &[u8]) {
+    stream.write_all(message).expect("write into the tunnel");
+    let mut echo = vec![0u8; message.len()];
+    stream
+        .read_exact(&mut echo)
+        .expect("read the echo from the tunnel");
+    assert_eq!(echo, message);
+}
+
+#[test]
+fn bytes_tunnel_both_ways_after_101() {
+    let upstream = Upstream::start(Behaviour::WebSocketEcho);
+    let (_site, server) = proxy(&upstream);
+    let mut stream = open_tunnel(&server, &upstream);
+    round_trip(&mut stream, b"ping");
+    round_trip(&mut stream, &[0x81, 0x05, b'h', b'e', b'l', b'l', b'o']);
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 256) as u8).collect();
+    let mut writer = stream.try_clone().expect("clone client stream");
+    let sender = std::thread::spawn(move || writer.write_all(&big).map(|_| big));
+    let mut echo = vec![0u8; 300_000];
+    stream.read_exact(&mut echo).expect("read the big echo");
+    let big = sender
+        .join()
+        .expect("writer thread")
+        .expect("write the big message");
+    assert!(echo == big, "the tunnel altered bytes");
+}
+
+#[test]
+fn an_upgrade_the_app_declines_is_an_ordinary_response() {
+    let upstream = Upstream::start(Behaviour::Echo);
+    let (_site, server) = proxy(&upstream);
+    let mut stream = server.connect();
+    stream
+        .write_all(UPGRADE.as_bytes())
+        .expect("write upgrade request");
+    let (response, _) = read_message(&mut stream, false);
+    response.assert_status(200);
+    stream
+        .write_all(b"GET /next HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("write the next request");
+    let (next, _) = read_message(&mut stream, false);
+    next.assert_status(200);
+    let targets: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.target().to_string())
+        .collect();
+    assert_eq!(targets, ["/chat", "/next"]);
+}
+
+#[test]
+fn the_client_closing_closes_the_app_side() {
+    let upstream = Upstream::start(Behaviour::WebSocketEcho);
+    let (_site, server) = proxy(&upstream);
+    let mut stream = open_tunnel(&server, &upstream);
+    round_trip(&mut stream, b"ping");
+    stream.shutdown(Shutdown::Write).expect("shut the client side");
+    upstream.wait_for_event("tunnel-closed", 1);
+    assert!(read_to_close(&mut stream).is_empty(), "bytes after the close");
+}
+
+#[test]
+fn the_app_closing_closes_the_client_side() {
+    let upstream = Upstream::start(Behaviour::WebSocketEcho);
+    let (_site, server) = proxy(&upstream);
+    let mut stream = open_tunnel(&server, &upstream);
+    stream.write_all(b"bye").expect("write bye");
+    let (rest, end) = read_until_end(&mut stream);
+    assert_eq!(rest, b"bye", "the echo before the close");
+    assert_ne!(
+        end,
+        End::StillOpen,
+        "the client side stays open after the app closed"
+    );
+}
+
+#[test]
+fn an_idle_tunnel_is_closed_after_tunnel_timeout() {
+    let upstream = Upstream::start(Behaviour::WebSocketEcho);
+    let (_site, server) = proxy_with(&upstream, "", "tunnel_timeout = \"1s\"");
+    let mut stream = open_tunnel(&server, &upstream);
+    round_trip(&mut stream, b"ping");
+    let (rest, end) = read_until_end(&mut stream);
+    assert!(rest.is_empty(), "unexpected bytes: {rest:?}");
+    assert_ne!(end, End::StillOpen, "the idle tunnel was not closed");
+    upstream.wait_for_event("tunnel-closed", 1);
+}
