@@ -346,7 +346,7 @@ impl Fields {
 }
 
 /// Content-Length: digits only, no sign, no list, at most 18 digits (fits u64 with room).
-fn parse_length(value: &[u8]) -> Option<u64> {
+pub fn parse_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -358,7 +358,8 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
 }
 
-fn trim(value: &[u8]) -> &[u8] {
+/// `value` without leading and trailing whitespace.
+pub fn trim(value: &[u8]) -> &[u8] {
     let start = value
         .iter()
         .position(|b| !b.is_ascii_whitespace())

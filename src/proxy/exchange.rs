@@ -402,10 +402,7 @@ impl Exchange {
             Upload::Chunked(decoder) => {
                 let out = &mut self.to_upstream;
                 let fed = decoder.feed(data, |run| {
-                    push_hex(out, run.len());
-                    out.extend_from_slice(b"\r\n");
-                    out.extend_from_slice(run);
-                    out.extend_from_slice(b"\r\n");
+                    push_chunk(out, run);
                 });
                 let feed = fed.map_err(|_| ())?;
                 if decoder.body_bytes() > self.max_body_bytes {
@@ -511,10 +508,7 @@ impl Exchange {
                             let fed = decoder.feed(data, |run| {
                                 relayed += run.len();
                                 if reframe {
-                                    push_hex(out, run.len());
-                                    out.extend_from_slice(b"\r\n");
-                                    out.extend_from_slice(run);
-                                    out.extend_from_slice(b"\r\n");
+                                    push_chunk(out, run);
                                 } else {
                                     out.extend_from_slice(run);
                                 }
@@ -526,10 +520,7 @@ impl Exchange {
                         }
                         UpstreamBody::UntilClose => {
                             if *client == ClientBody::Chunked {
-                                push_hex(out, data.len());
-                                out.extend_from_slice(b"\r\n");
-                                out.extend_from_slice(data);
-                                out.extend_from_slice(b"\r\n");
+                                push_chunk(out, data);
                             } else {
                                 out.extend_from_slice(data);
                             }
@@ -806,6 +797,40 @@ fn connect_state(stream: &TcpStream) -> Connect {
     }
 }
 
-fn push_hex(out: &mut Vec<u8>, n: usize) {
-    out.extend_from_slice(format!("{n:x}").as_bytes());
+/// Appends `data` as one chunk of the chunked transfer coding.
+fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut n = data.len();
+    loop {
+        at -= 1;
+        digits[at] = HEX[n % 16];
+        n /= 16;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_carry_their_length_in_hex() {
+        for (data, framed) in [(&b"hello"[..], &b"5\r\nhello\r\n"[..]), (&[7u8; 26][..], &[])] {
+            let mut out = Vec::new();
+            push_chunk(&mut out, data);
+            if framed.is_empty() {
+                assert!(out.starts_with(b"1a\r\n") && out.ends_with(b"\r\n") && out.len() == 4 + 26 + 2);
+            } else {
+                assert_eq!(out, framed);
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use crate::config::MAX_HEADERS_CEILING;
-use crate::http::request::{tokens, Framing, RequestHead};
+use crate::http::request::{tokens, trim, Framing, RequestHead};
 use crate::http::response::push_number;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the ones
@@ -185,18 +185,6 @@ pub fn for_each_header<'b>(buf: &'b [u8], head_len: usize, mut f: impl FnMut(&'b
             f(h.name, trim(h.value));
         }
     }
-}
-
-fn trim(value: &[u8]) -> &[u8] {
-    let start = value
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    &value[start..end]
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::mem::MaybeUninit;
 
-use crate::http::request::tokens;
+use crate::http::request::{parse_length, tokens};
 use crate::http::response::{push_number, Persistence};
 
 /// Largest upstream response head accepted; over it the response is a 502.
@@ -80,7 +80,7 @@ pub fn parse(buf: &[u8], request_was_head: bool) -> Result<Option<UpstreamHead>,
     for header in response.headers.iter() {
         let value = header.value;
         if header.name.eq_ignore_ascii_case("content-length") {
-            let n = parse_length(value).ok_or(ResponseError::ConflictingLength)?;
+            let n = parse_length(value.trim_ascii()).ok_or(ResponseError::ConflictingLength)?;
             if content_length.is_some_and(|seen| seen != n) {
                 return Err(ResponseError::ConflictingLength);
             }
@@ -122,14 +122,6 @@ pub fn parse(buf: &[u8], request_was_head: bool) -> Result<Option<UpstreamHead>,
         keep_alive,
         content_length,
     }))
-}
-
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let value = value.trim_ascii();
-    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// The framing shoal uses toward the client for an upstream body.

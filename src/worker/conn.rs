@@ -485,17 +485,8 @@ impl Conn {
                 self.phase = Phase::Proxying(Box::new(Proxying { exchange, log }));
             }
             Err(failure) => {
-                let status = failure.status();
                 let with_body = head.method != Method::Head;
-                let n = response::write_simple(
-                    self.output.buffer(),
-                    status,
-                    &ctx.clock.http_date,
-                    persistence,
-                    &[],
-                    with_body,
-                );
-                self.log_proxied(log.as_ref(), status, n, ctx);
+                self.answer_failure(failure.status(), with_body, persistence, log.as_ref(), ctx);
                 self.input.consume(head.len);
                 self.after_answer(head.framing, persistence, ctx);
             }
@@ -544,16 +535,7 @@ impl Conn {
                 };
                 let with_body = proxying.exchange.method() != Method::Head;
                 let log = proxying.log.take();
-                let status = failure.status();
-                let n = response::write_simple(
-                    self.output.buffer(),
-                    status,
-                    &ctx.clock.http_date,
-                    persistence,
-                    &[],
-                    with_body,
-                );
-                self.log_proxied(log.as_ref(), status, n, ctx);
+                self.answer_failure(failure.status(), with_body, persistence, log.as_ref(), ctx);
                 match persistence {
                     Persistence::Close => self.phase = Phase::Closing { linger: true },
                     _ => self.enter_idle(ctx),
@@ -568,6 +550,20 @@ impl Conn {
                 true
             }
         }
+    }
+
+    /// Answers a request the upstream could not (502/504), and logs it.
+    fn answer_failure(
+        &mut self,
+        status: u16,
+        with_body: bool,
+        persistence: Persistence,
+        log: Option<&LogCopy>,
+        ctx: &mut Ctx,
+    ) {
+        let out = self.output.buffer();
+        let n = response::write_simple(out, status, &ctx.clock.http_date, persistence, &[], with_body);
+        self.log_proxied(log, status, n, ctx);
     }
 
     fn log_proxied(&self, log: Option<&LogCopy>, status: u16, body_bytes: u64, ctx: &mut Ctx) {
