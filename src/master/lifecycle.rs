@@ -7,7 +7,7 @@ use nix::sys::signal::{kill, Signal};
 
 use super::listeners::{self, Listener, Spare};
 use super::slots::{Life, Role, Slot};
-use super::{Master, Phase};
+use super::{Master, Phase, Readiness};
 use crate::channel::Command;
 use crate::sys;
 
@@ -30,6 +30,7 @@ impl Master {
             (Signal::SIGTERM, now + grace, "graceful stop")
         };
         info!("{why}: {how}");
+        self.notifier.notify("STOPPING=1");
         self.phase = Phase::Stopping { fast, kill_at };
         for slot in &mut self.slots {
             for worker in slot.workers_mut() {
@@ -44,6 +45,10 @@ impl Master {
         if self.phase != Phase::Running {
             return;
         }
+        // systemd hears RELOADING=1 for every HUP, and READY=1 once it is settled (at once
+        // when the new config is refused).
+        self.notifier.reloading();
+        self.readiness = Readiness::Reloading;
         let config = match self.source.load() {
             Ok(config) => config,
             Err(e) => {

@@ -88,6 +88,16 @@ enum Phase {
     },
 }
 
+/// What systemd was last told about readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    /// Started; not every worker beats yet.
+    Booting,
+    Ready,
+    /// A reload is under way (RELOADING=1 sent); READY=1 follows once it settles.
+    Reloading,
+}
+
 /// Runs the master until a stop signal and every worker has exited.
 pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
     sys::raise_nofile_limit();
@@ -113,7 +123,12 @@ pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
         info!("listening on http://{addr}/ with {} workers", config.workers);
     }
     sys::name_process("shoal: master");
+    let notifier = sys::Notifier::from_env();
+    let now = Instant::now();
     let mut master = Master {
+        notifier,
+        readiness: Readiness::Booting,
+        next_watchdog: now,
         source,
         config,
         previous: None,
@@ -132,6 +147,10 @@ pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
 
 /// The master's whole state.
 struct Master {
+    /// systemd's notification socket, if it started us.
+    notifier: sys::Notifier,
+    readiness: Readiness,
+    next_watchdog: Instant,
     source: Source,
     config: Config,
     /// The config before the last reload, kept until the new one's workers are serving.
@@ -167,6 +186,7 @@ impl Master {
             self.prune_removed_slots();
             self.watch_upgrade();
             self.announce_ready();
+            self.notify_service_manager();
             if self.finished() {
                 info!("all workers stopped; bye");
                 return Ok(());
@@ -216,6 +236,33 @@ impl Master {
                 Signal::SIGTTOU => self.scale_down(),
                 _ => {}
             }
+        }
+    }
+
+    /// Tells systemd when every worker serves (after start or a reload), and pets its watchdog.
+    fn notify_service_manager(&mut self) {
+        let now = Instant::now();
+        if let Some(every) = self.notifier.watchdog_every {
+            if now >= self.next_watchdog {
+                self.notifier.notify("WATCHDOG=1");
+                self.next_watchdog = now + every;
+            }
+        }
+        let settled = self.previous.is_none()
+            && self
+                .slots
+                .iter()
+                .filter(|s| s.role == slots::Role::Active)
+                .all(|s| s.current.as_ref().is_some_and(|w| w.life == slots::Life::Serving));
+        if self.readiness != Readiness::Ready && settled && self.phase == Phase::Running {
+            let workers = self
+                .slots
+                .iter()
+                .filter(|s| s.role == slots::Role::Active)
+                .count();
+            self.notifier
+                .notify(&format!("READY=1\nSTATUS=serving with {workers} workers"));
+            self.readiness = Readiness::Ready;
         }
     }
 

@@ -3,11 +3,13 @@
 //! This is the only module allowed to contain `unsafe`; every block states why it is sound.
 
 mod fs;
+mod notify;
 mod process;
 mod signals;
 mod steer;
 
 pub use fs::{open_beneath, open_dir, OpenMode};
+pub use notify::Notifier;
 pub use process::{
     adopt_listener, close_fds_except, fork, name_process, raise_nofile_limit, redirect_stderr, set_cloexec,
     Forked,

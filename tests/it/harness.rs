@@ -164,6 +164,7 @@ pub struct Launch {
     args: Vec<OsString>,
     workers: Option<u16>,
     current_dir: Option<PathBuf>,
+    env: Vec<(OsString, OsString)>,
 }
 
 impl Launch {
@@ -206,6 +207,7 @@ impl Launch {
             args: Vec::new(),
             workers: Some(1),
             current_dir: None,
+            env: Vec::new(),
         }
     }
 
@@ -224,6 +226,12 @@ impl Launch {
     /// One more command-line argument.
     pub fn arg(mut self, arg: impl Into<OsString>) -> Launch {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Sets an environment variable for the process.
+    pub fn env(mut self, name: impl Into<OsString>, value: impl Into<OsString>) -> Launch {
+        self.env.push((name.into(), value.into()));
         self
     }
 
@@ -259,6 +267,7 @@ impl Launch {
         if let Some(dir) = &self.current_dir {
             command.current_dir(dir);
         }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

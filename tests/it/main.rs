@@ -14,4 +14,5 @@ mod proxy;
 mod quick_mode;
 mod static_files;
 mod supervision;
+mod systemd;
 mod upstream;
