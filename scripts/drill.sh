@@ -441,7 +441,6 @@ run_drill() {
 # --- report -----------------------------------------------------------------
 
 # "N requests in ..." and "Socket errors: connect a, read b, write c, timeout d".
-wrk_requests() { awk '/ requests in / { print $1 }' "$1"; }
 wrk_socket_detail() {
     awk '/Socket errors:/ { gsub(/,/, ""); print "connect " $4 ", read " $6 ", write " $8 ", timeout " $10; f = 1 }
          END { if (!f) print "connect 0, read 0, write 0, timeout 0" }' "$1"
