@@ -20,6 +20,7 @@ use crate::config::{Balance, HashKey};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Framing, Method, RequestHead, Version};
 use crate::http::response::Persistence;
+use crate::worker::buffers::Buffers;
 use crate::worker::input::{Filled, Input};
 use crate::worker::output::Output;
 
@@ -48,6 +49,8 @@ pub struct Start<'a> {
 pub struct Env<'e, 'a> {
     pub upstreams: &'e mut Upstreams<'a>,
     pub registry: &'e Registry,
+    /// The worker's spare buffers: an exchange borrows two and gives them back when it ends.
+    pub buffers: &'e mut Buffers,
     pub now: Instant,
     pub date: &'e [u8],
 }
@@ -173,7 +176,8 @@ impl Exchange {
     pub fn begin(start: &Start, env: &mut Env) -> Result<Exchange, Failure> {
         let head = start.head;
         let upgrade = head.upgrade;
-        let mut to_upstream = Vec::with_capacity(head.len + 128);
+        let mut to_upstream = env.buffers.output.take();
+        to_upstream.clear();
         let forward = Forward {
             head,
             buf: start.buf,
@@ -229,8 +233,16 @@ impl Exchange {
             eof_pending: false,
             deadline: env.now + config.connect_timeout,
         };
+        exchange.from_upstream.lend(&mut env.buffers.input);
         exchange.connect_next(env)?;
         Ok(exchange)
+    }
+
+    /// Gives the exchange's buffers back to the worker's pools; called once it has ended.
+    pub fn release(&mut self, buffers: &mut Buffers) {
+        self.from_upstream.give_back(&mut buffers.input);
+        self.to_upstream.clear();
+        buffers.output.give(std::mem::take(&mut self.to_upstream));
     }
 
     /// Notes a readiness event on the upstream socket (`read_closed`: it carried the FIN).

@@ -11,6 +11,7 @@ use mio::net::TcpStream;
 use mio::{Registry, Token};
 
 use super::access_log::{AccessLog, Entry};
+use super::buffers::Buffers;
 use super::clock::Clock;
 use super::input::{Filled, Input};
 use super::output::{Flush, Output};
@@ -116,6 +117,8 @@ pub struct Ctx<'a> {
     pub upstreams: Upstreams<'a>,
     /// Where upstream sockets are registered (they drive their client's connection).
     pub registry: Registry,
+    /// Spare I/O buffers, lent to connections and exchanges while they hold bytes.
+    pub buffers: Buffers,
 }
 
 impl<'a> Ctx<'a> {
@@ -123,6 +126,7 @@ impl<'a> Ctx<'a> {
         Env {
             upstreams: &mut self.upstreams,
             registry: &self.registry,
+            buffers: &mut self.buffers,
             now: self.clock.now,
             date: &self.clock.http_date,
         }
@@ -209,16 +213,18 @@ impl Conn {
         }
     }
 
-    /// Releases buffer memory of a connection that has been idle a while.
-    pub fn shrink(&mut self) {
-        if self.is_idle() {
-            self.input.release();
-            self.output.shrink();
-        }
+    /// Runs the connection as far as it can go now, with buffers borrowed from the worker's
+    /// pools for the duration (kept only while they hold bytes).
+    pub fn drive(&mut self, ctx: &mut Ctx) -> Verdict {
+        self.input.lend(&mut ctx.buffers.input);
+        self.output.lend(&mut ctx.buffers.output);
+        let verdict = self.run(ctx);
+        self.input.give_back(&mut ctx.buffers.input);
+        self.output.give_back(&mut ctx.buffers.output);
+        verdict
     }
 
-    /// Runs the connection as far as it can go now.
-    pub fn drive(&mut self, ctx: &mut Ctx) -> Verdict {
+    fn run(&mut self, ctx: &mut Ctx) -> Verdict {
         for _ in 0..ROUNDS_PER_EVENT {
             let mut progress = match self.read(ctx) {
                 Ok(progress) => progress,
@@ -498,6 +504,9 @@ impl Conn {
         let Phase::Proxying(proxying) = &mut self.phase else {
             return false;
         };
+        if matches!(step, Step::Done { .. } | Step::Failed { .. } | Step::Abort) {
+            proxying.exchange.release(&mut ctx.buffers);
+        }
         match step {
             Step::Wait => {
                 self.deadline = proxying.exchange.deadline;

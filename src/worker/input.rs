@@ -1,9 +1,13 @@
 //! A connection's input buffer: bytes received and not yet consumed.
 //!
-//! It starts small, grows only while a request head needs room (up to the head limit), and
-//! is released while the connection idles, so idle connections cost little memory.
+//! It starts small and grows only while a request head needs room (up to the head limit).
+//! The buffer is borrowed from the worker's pool and given back whenever it is empty, so idle
+//! connections own none.
 
 use std::io::{self, Read};
+use std::mem;
+
+use super::buffers::BufferPool;
 
 /// Initial allocation when a connection first receives bytes.
 const INITIAL_BYTES: usize = 4096;
@@ -61,10 +65,19 @@ impl Input {
         self.end = 0;
     }
 
-    /// Frees the buffer when it holds nothing.
-    pub fn release(&mut self) {
-        if self.is_empty() {
-            self.buf = Vec::new();
+    /// Borrows a buffer from `pool` if this input has none.
+    pub fn lend(&mut self, pool: &mut BufferPool) {
+        if self.buf.capacity() == 0 {
+            self.buf = pool.take();
+            // Pooled input buffers are initialised to their capacity; only a new one is zeroed.
+            self.buf.resize(self.buf.capacity(), 0);
+        }
+    }
+
+    /// Gives the buffer back to `pool` if it holds nothing.
+    pub fn give_back(&mut self, pool: &mut BufferPool) {
+        if self.is_empty() && self.buf.capacity() > 0 {
+            pool.give(mem::take(&mut self.buf));
         }
     }
 

@@ -6,6 +6,7 @@
 //! process; the master respawns it into the same slot.
 
 mod access_log;
+pub mod buffers;
 mod clock;
 mod conn;
 pub mod input;
@@ -242,6 +243,7 @@ impl<'a> Worker<'a> {
                 counters: Counters::default(),
                 upstreams: Upstreams::new(&config.upstreams, clock_now),
                 registry: parts.registry,
+                buffers: Default::default(),
             },
             drain_until: None,
             prober_stop: Arc::new(AtomicBool::new(false)),
@@ -487,9 +489,6 @@ impl<'a> Worker<'a> {
                 Verdict::Again => self.again.push(key),
                 Verdict::Wait => {}
             }
-        }
-        for (_, conn) in self.conns.iter_mut() {
-            conn.shrink();
         }
         self.ctx.upstreams.expire_idle(now);
         if self.drain_until.is_some() {

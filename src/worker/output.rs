@@ -5,7 +5,10 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::mem;
 use std::os::fd::AsFd;
+
+use super::buffers::BufferPool;
 
 use crate::files::FileBody;
 
@@ -76,10 +79,20 @@ impl Output {
                 .sum::<usize>()
     }
 
-    /// Frees buffer memory while the connection is idle.
-    pub fn shrink(&mut self) {
-        if self.is_empty() && self.head.capacity() > 16 * 1024 {
-            self.head = Vec::new();
+    /// Borrows a buffer from `pool` if nothing is pending and this output has none.
+    pub fn lend(&mut self, pool: &mut BufferPool) {
+        if self.head.capacity() == 0 && self.rest.is_empty() {
+            self.head = pool.take();
+            self.head.clear();
+            self.head_sent = 0;
+        }
+    }
+
+    /// Gives the buffer back to `pool` once everything in it was sent.
+    pub fn give_back(&mut self, pool: &mut BufferPool) {
+        if self.is_empty() && self.head.capacity() > 0 {
+            self.head_sent = 0;
+            pool.give(mem::take(&mut self.head));
         }
     }
 
