@@ -11,5 +11,6 @@ pub mod files;
 pub mod http;
 pub mod master;
 pub mod proxy;
+pub mod status;
 pub mod sys;
 pub mod worker;

@@ -8,12 +8,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use shoal::config::{self, QuickOptions, Source};
 use shoal::control::{self, Action};
+use shoal::status;
 
 /// A prefork static file server and reverse proxy.
 ///
 /// With no arguments, serves the current directory on http://127.0.0.1:8080.
 #[derive(Parser)]
-#[command(name = "shoal", version, about, long_about = None)]
+#[command(name = "shoal", version, about, long_about = None, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -37,6 +38,12 @@ struct Cli {
     pid_file: Option<PathBuf>,
 }
 
+const EXAMPLES: &str = "Examples:
+  shoal -r public -l 0.0.0.0:8080           serve a directory
+  shoal -c /etc/shoal.toml                  run from a config file
+  shoal status --pid-file /run/shoal.pid    the master and every worker, as a table
+  shoal top -c /etc/shoal.toml              the same table, redrawn every second";
+
 #[derive(Subcommand)]
 enum Command {
     /// Graceful stop of a running shoal (SIGTERM to the master in the pid file).
@@ -49,6 +56,34 @@ enum Command {
     Reopen(Target),
     /// Replace the running binary with the one on disk, without dropping a connection (SIGUSR2).
     Upgrade(Target),
+    /// Show the master and every worker: pid, state, uptime, memory, requests, restarts
+    ///
+    /// Asks the running master over its control socket, which sits beside the pid file
+    /// (shoal.pid -> shoal.sock, owner-only). Exits 1 when no master answers.
+    ///
+    /// Examples:
+    ///   shoal status --pid-file /run/shoal.pid
+    ///   shoal status -c /etc/shoal.toml --json | jq '.workers[].requests'
+    #[command(verbatim_doc_comment)]
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print the status as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The status table, redrawn every second until Ctrl-C
+    ///
+    /// Example:
+    ///   shoal top --pid-file /run/shoal.pid
+    #[command(verbatim_doc_comment)]
+    Top {
+        #[command(flatten)]
+        target: Target,
+        /// Stop after N redraws [default: until Ctrl-C].
+        #[arg(short = 'n', long = "iterations", value_name = "N")]
+        iterations: Option<u64>,
+    },
     /// Validate a config file: exit 0, or print FILE:LINE:COL: message and exit 2.
     Check {
         /// Config file to check.
@@ -83,20 +118,28 @@ fn main() -> ExitCode {
         Some(Command::Reload(target)) => control(Action::Reload, &target),
         Some(Command::Reopen(target)) => control(Action::Reopen, &target),
         Some(Command::Upgrade(target)) => control(Action::Upgrade, &target),
+        Some(Command::Status { target, json }) => status(&target, json),
+        Some(Command::Top { target, iterations }) => top(&target, iterations),
         None => run(cli),
     }
 }
 
+impl Target {
+    /// `--pid-file`, else the pid_file of `-c FILE`, else `shoal.pid`.
+    fn pid_file(&self) -> PathBuf {
+        let from_config = || {
+            let path = self.config.as_ref()?;
+            config::load_file(path).ok()?.pid_file
+        };
+        self.pid_file
+            .clone()
+            .or_else(from_config)
+            .unwrap_or_else(|| PathBuf::from("shoal.pid"))
+    }
+}
+
 fn control(action: Action, target: &Target) -> ExitCode {
-    let from_config = || {
-        let path = target.config.as_ref()?;
-        config::load_file(path).ok()?.pid_file
-    };
-    let pid_file = target
-        .pid_file
-        .clone()
-        .or_else(from_config)
-        .unwrap_or_else(|| PathBuf::from("shoal.pid"));
+    let pid_file = target.pid_file();
     match control::send(action, &pid_file) {
         Ok(pid) => {
             println!("sent {} to shoal master {pid}", action.signal());
@@ -106,6 +149,47 @@ fn control(action: Action, target: &Target) -> ExitCode {
             eprintln!("shoal: {}: {e}", pid_file.display());
             ExitCode::from(1)
         }
+    }
+}
+
+fn status(target: &Target, json: bool) -> ExitCode {
+    let socket = status::socket_path(&target.pid_file());
+    let shown = if json {
+        status::fetch(&socket).map(|s| serde_json::to_string_pretty(&s).unwrap_or_default() + "\n")
+    } else {
+        status::fetch(&socket).map(|s| status::table(&s))
+    };
+    match shown {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shoal: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn top(target: &Target, iterations: Option<u64>) -> ExitCode {
+    use std::io::Write;
+    let socket = status::socket_path(&target.pid_file());
+    let mut drawn = 0;
+    loop {
+        match status::fetch(&socket) {
+            // Home, clear the screen, then the table: a plain ANSI terminal is enough.
+            Ok(s) => print!("\x1b[H\x1b[2J{}\n(every 1s; Ctrl-C to quit)\n", status::table(&s)),
+            Err(e) => {
+                eprintln!("shoal: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        let _ = std::io::stdout().flush();
+        drawn += 1;
+        if iterations.is_some_and(|n| drawn >= n) {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }
 

@@ -9,6 +9,7 @@ use super::listeners::{self, Listener, Spare};
 use super::slots::{Life, Role, Slot};
 use super::{Master, Phase, Readiness};
 use crate::channel::Command;
+use crate::status::RestartReason;
 use crate::sys;
 
 /// Time a fast stop gives workers before SIGKILL.
@@ -89,6 +90,7 @@ impl Master {
             config.workers
         );
         self.previous = Some(std::mem::replace(&mut self.config, config));
+        self.generation += 1;
         // Upstream indices may mean other servers now; the new worker 0 probes afresh.
         self.health.clear();
         self.steering.clear();
@@ -101,7 +103,7 @@ impl Master {
                 }
                 None => self.slots.push(Slot::new(index, bound, now)),
             }
-            self.replace(index);
+            self.replace(index, RestartReason::Reload);
         }
         for index in self.config.workers..self.slots.len() {
             self.remove_slot(index);

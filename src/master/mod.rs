@@ -4,8 +4,12 @@
 //! one screen of named steps; signals arrive through a signalfd, reports through each
 //! worker's channel, and every decision about a worker is `slots::assess`.
 
+mod control_socket;
+mod endpoint;
+mod ledger;
 mod lifecycle;
 mod listeners;
+mod observe;
 mod pidfile;
 mod slots;
 mod spawn;
@@ -24,6 +28,8 @@ use nix::sys::signal::Signal;
 
 use crate::config::{Config, Source};
 use crate::sys::{self, SignalReader};
+use control_socket::ControlSocket;
+use ledger::Ledgers;
 use listeners::Spare;
 use pidfile::PidFile;
 use slots::Slot;
@@ -39,7 +45,7 @@ pub enum MasterError {
     Bind(listeners::BindError),
     /// Opening the signalfd failed.
     Signals(nix::Error),
-    /// Writing the pid file or opening the error log failed.
+    /// Writing the pid file, binding the control socket or opening the error log failed.
     File(std::io::Error, std::path::PathBuf),
     /// A worker could not start (it exited with code 2): respawning cannot help.
     WorkerBoot { slot: usize, message: String },
@@ -115,9 +121,14 @@ pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
     }
     drop(spare.into_leftovers());
     let signals = SignalReader::open().map_err(MasterError::Signals)?;
-    let pid_file = match (&config.pid_file, &handoff) {
-        (Some(path), None) => Some(PidFile::write(path).map_err(|e| MasterError::File(e, path.clone()))?),
-        _ => None,
+    let (pid_file, control) = match (&config.pid_file, &handoff) {
+        (Some(path), None) => {
+            let pid_file = PidFile::write(path).map_err(|e| MasterError::File(e, path.clone()))?;
+            let control = ControlSocket::bind(path)
+                .map_err(|e| MasterError::File(e, crate::status::socket_path(path)))?;
+            (Some(pid_file), Some(control))
+        }
+        _ => (None, None),
     };
     for (addr, _) in &addresses {
         info!("listening on http://{addr}/ with {} workers", config.workers);
@@ -141,6 +152,10 @@ pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
         upgrade: None,
         handoff,
         pid_file,
+        control,
+        started: now,
+        generation: 0,
+        ledgers: Ledgers::default(),
     };
     master.supervise()
 }
@@ -169,6 +184,13 @@ struct Master {
     /// The old master waiting for us to be ready (we are the new master).
     handoff: Option<Handoff>,
     pid_file: Option<PidFile>,
+    /// The socket `shoal status` asks, beside the pid file (none without a pid file).
+    control: Option<ControlSocket>,
+    started: Instant,
+    /// Reloads adopted so far (a reload rolled back is taken back).
+    generation: u64,
+    /// Each slot's restarts, by slot number.
+    ledgers: Ledgers,
 }
 
 impl Master {
@@ -180,6 +202,7 @@ impl Master {
             self.handle_signals(&signals);
             self.read_reports();
             self.reap_exited()?;
+            self.answer_operators();
             self.enforce_deadlines();
             self.recycle();
             self.retire_replaced();
@@ -194,7 +217,7 @@ impl Master {
         }
     }
 
-    /// Waits for a signal, a worker report, the upgrade pipe, or the next tick.
+    /// Waits for a signal, a worker report, the upgrade pipe, an operator, or the next tick.
     fn wait(&mut self) -> Vec<Signal> {
         let now = Instant::now();
         let timeout = self
@@ -213,6 +236,9 @@ impl Master {
             }
             if let Some(upgrade) = &self.upgrade {
                 fds.push(PollFd::new(upgrade.ready.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(control) = &self.control {
+                fds.extend(control.poll_fds());
             }
             let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
             // Errors (EINTR cannot happen: handled signals are blocked) just mean "look now".
@@ -266,13 +292,27 @@ impl Master {
         }
     }
 
-    /// Writes the pid file (after an upgrade handoff, when this master takes over).
+    /// Writes the pid file and takes over the control socket (after an upgrade handoff,
+    /// when this master takes over).
     fn write_pid_file(&mut self) {
         if let Some(path) = &self.config.pid_file {
             match PidFile::write(path) {
                 Ok(file) => self.pid_file = Some(file),
                 Err(e) => log::error!("cannot write pid file {}: {e}", path.display()),
             }
+            match ControlSocket::bind(path) {
+                Ok(control) => self.control = Some(control),
+                Err(e) => log::error!("cannot bind the control socket beside {}: {e}", path.display()),
+            }
+        }
+    }
+
+    /// Answers `shoal status` (and, with `[admin]`, metrics and health) without blocking.
+    fn answer_operators(&mut self) {
+        let now = Instant::now();
+        if let Some(mut control) = self.control.take() {
+            control.serve(now, || self.status());
+            self.control = Some(control);
         }
     }
 

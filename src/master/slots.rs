@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 use super::listeners::Listener;
 use crate::channel::{Counters, End};
 use crate::config::Supervisor;
+use crate::status::RestartReason;
 
 /// A worker that lived less than this is said to have died young, and its slot backs off.
 pub const YOUNG: Duration = Duration::from_secs(1);
@@ -53,6 +54,8 @@ pub struct WorkerProc {
     pub jitter: f64,
     /// Why it could not start, if it said so before exiting.
     pub boot_error: Option<String>,
+    /// Why the master decided to replace it (hung, recycled, reloaded), once it has.
+    pub exit_reason: Option<RestartReason>,
 }
 
 impl WorkerProc {
@@ -69,6 +72,7 @@ impl WorkerProc {
             life: Life::Booting,
             jitter: (seed % 1000) as f64 / 10_000.0,
             boot_error: None,
+            exit_reason: None,
         }
     }
 }

@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use super::slots::{self, Life, Role, Verdict, WorkerProc};
 use super::{spawn, Master, MasterError, Phase};
 use crate::channel::{Command, Received, Report};
+use crate::status::RestartReason;
 use crate::sys;
 
 /// How a worker process ended.
@@ -146,6 +147,8 @@ impl Master {
         if planned || self.slots[index].current.is_some() {
             return Ok(());
         }
+        let reason = worker.exit_reason.unwrap_or(RestartReason::Crash);
+        self.ledgers.slot(index).note_restart(reason);
         self.slots[index].note_death(&worker, now);
         self.deaths.push_back(now);
         let window = self.config.supervisor.restart_window;
@@ -172,6 +175,7 @@ impl Master {
         if let Some(previous) = self.previous.take() {
             error!("reload failed: worker {index} cannot start with the new config: {message}; keeping the old workers");
             self.config = previous;
+            self.generation = self.generation.saturating_sub(1);
             self.roll_back_reload();
             return Ok(());
         }
@@ -203,6 +207,7 @@ impl Master {
                         worker.life = Life::Aborting {
                             kill_at: now + slots::ABORT_GRACE,
                         };
+                        worker.exit_reason = Some(RestartReason::Hung);
                         Signal::SIGABRT
                     }
                     _ => continue,
@@ -247,15 +252,22 @@ impl Master {
             .map(|(_, index, verdict)| (index, verdict));
         if let Some((index, verdict)) = due {
             info!("worker {index} recycling ({verdict:?}): starting its successor first");
-            self.replace(index);
+            let reason = match verdict {
+                Verdict::Bloated { .. } => RestartReason::Rss,
+                Verdict::Old => RestartReason::Age,
+                _ => RestartReason::Requests,
+            };
+            self.replace(index, reason);
         }
     }
 
     /// Moves slot `index`'s current worker to retiring and starts a successor.
-    pub(super) fn replace(&mut self, index: usize) {
+    pub(super) fn replace(&mut self, index: usize, reason: RestartReason) {
         if let Some(mut old) = self.slots[index].current.take() {
             old.life = Life::Replaced;
+            old.exit_reason = Some(reason);
             self.slots[index].retiring.push(old);
+            self.ledgers.slot(index).note_restart(reason);
         }
         self.spawn_into(index);
     }

@@ -13,6 +13,7 @@ mod path_safety;
 mod proxy;
 mod quick_mode;
 mod static_files;
+mod status;
 mod supervision;
 mod systemd;
 mod upstream;

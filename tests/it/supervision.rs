@@ -705,6 +705,13 @@ fn sigusr2_upgrades_the_binary_without_failing_a_request() {
         assert!(dead(pid), "old worker {pid} outlived the old master");
     }
     assert_eq!(server.get(PATH).assert_status(200).text(), BODY);
+    // The control socket changed hands with the pid file, and the old master left it alone.
+    let status = run_shoal(&["status".as_ref(), "--pid-file".as_ref(), pid_file.as_os_str()]);
+    assert_eq!(status.code, Some(0), "{status:?}");
+    assert!(
+        status.stdout.starts_with(&format!("master {new_master} ")),
+        "{status:?}"
+    );
     assert!(signal(new_master, "TERM"), "kill -TERM {new_master}");
     wait_until(&format!("the new master {new_master} to exit"), WAIT, || {
         dead(new_master).then_some(())
@@ -715,6 +722,10 @@ fn sigusr2_upgrades_the_binary_without_failing_a_request() {
         });
     }
     assert!(!pid_file.exists(), "the new master left its pid file behind");
+    assert!(
+        !site.base().join("shoal.sock").exists(),
+        "the new master left its control socket behind"
+    );
 }
 
 #[test]

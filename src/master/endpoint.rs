@@ -1,0 +1,272 @@
+//! Operator endpoints served from the master's loop (the control socket, the admin HTTP
+//! listener): one request per connection, answered, then closed.
+//!
+//! The master must never block, so everything here is non-blocking and bounded: request
+//! bytes, simultaneous clients, and a deadline per client. A client that is slow or silent
+//! is dropped at its deadline; while the endpoint is full, new connections wait in the
+//! kernel's backlog.
+
+use std::io::{self, Read, Write};
+use std::net::TcpListener;
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags};
+
+/// A listening socket an endpoint accepts from.
+pub trait Listen: AsFd {
+    type Stream: Read + Write + AsFd;
+    /// Accepts one waiting connection, made non-blocking.
+    fn accept_client(&self) -> io::Result<Self::Stream>;
+}
+
+impl Listen for UnixListener {
+    type Stream = UnixStream;
+    fn accept_client(&self) -> io::Result<UnixStream> {
+        let (stream, _) = self.accept()?;
+        stream.set_nonblocking(true)?;
+        Ok(stream)
+    }
+}
+
+impl Listen for TcpListener {
+    type Stream = std::net::TcpStream;
+    fn accept_client(&self) -> io::Result<std::net::TcpStream> {
+        let (stream, _) = self.accept()?;
+        stream.set_nonblocking(true)?;
+        Ok(stream)
+    }
+}
+
+/// Bounds on an endpoint's clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// A request is answered once it is complete or this long, whichever comes first.
+    pub max_request_bytes: usize,
+    /// Connections served at once; more wait in the backlog.
+    pub max_clients: usize,
+    /// Time from accept to the last byte of the answer.
+    pub deadline: Duration,
+}
+
+/// Where a client is.
+enum Stage {
+    Reading,
+    Writing { written: usize },
+}
+
+/// What reading a request found.
+enum Arrival {
+    /// Complete, at the size bound, or the client finished sending: answer it.
+    Whole,
+    /// More may come.
+    Partial,
+    /// The client left before saying anything, or the socket failed.
+    Gone,
+}
+
+struct Client<S> {
+    stream: S,
+    /// The request while reading, then the answer.
+    buf: Vec<u8>,
+    stage: Stage,
+    deadline: Instant,
+}
+
+/// A listener and its clients.
+pub struct Endpoint<L: Listen> {
+    listener: L,
+    bounds: Bounds,
+    /// True once the bytes read hold a whole request.
+    complete: fn(&[u8]) -> bool,
+    clients: Vec<Client<L::Stream>>,
+}
+
+impl<L: Listen> Endpoint<L> {
+    /// An endpoint on a non-blocking `listener`.
+    pub fn new(listener: L, bounds: Bounds, complete: fn(&[u8]) -> bool) -> Endpoint<L> {
+        Endpoint {
+            listener,
+            bounds,
+            complete,
+            clients: Vec::new(),
+        }
+    }
+
+    /// What to wait for: new clients (unless full), requests arriving, answers draining.
+    pub fn poll_fds(&self) -> impl Iterator<Item = PollFd<'_>> {
+        let accept = (self.clients.len() < self.bounds.max_clients)
+            .then(|| PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+        let clients = self.clients.iter().map(|c| {
+            let flags = match c.stage {
+                Stage::Reading => PollFlags::POLLIN,
+                Stage::Writing { .. } => PollFlags::POLLOUT,
+            };
+            PollFd::new(c.stream.as_fd(), flags)
+        });
+        accept.into_iter().chain(clients)
+    }
+
+    /// Accepts, reads, answers and writes whatever can move now, without blocking; drops
+    /// clients that are done, failed, or past their deadline. `answer` turns a request into
+    /// the bytes to send back.
+    pub fn serve(&mut self, now: Instant, mut answer: impl FnMut(&[u8]) -> Vec<u8>) {
+        while self.clients.len() < self.bounds.max_clients {
+            match self.listener.accept_client() {
+                Ok(stream) => self.clients.push(Client {
+                    stream,
+                    buf: Vec::new(),
+                    stage: Stage::Reading,
+                    deadline: now + self.bounds.deadline,
+                }),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // WouldBlock: nobody waits. Anything else (a client that gave up, EMFILE):
+                // try again next turn rather than spin here.
+                Err(_) => break,
+            }
+        }
+        let (bounds, complete) = (self.bounds, self.complete);
+        self.clients
+            .retain_mut(|client| client.advance(now, &bounds, complete, &mut answer));
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// Moves the client along; false once it should be dropped (which closes it).
+    fn advance(
+        &mut self,
+        now: Instant,
+        bounds: &Bounds,
+        complete: fn(&[u8]) -> bool,
+        answer: &mut impl FnMut(&[u8]) -> Vec<u8>,
+    ) -> bool {
+        if now >= self.deadline {
+            return false;
+        }
+        if let Stage::Reading = self.stage {
+            match self.read_request(bounds.max_request_bytes, complete) {
+                Arrival::Whole => {
+                    self.buf = answer(&self.buf);
+                    self.stage = Stage::Writing { written: 0 };
+                }
+                Arrival::Partial => return true,
+                Arrival::Gone => return false,
+            }
+        }
+        let Stage::Writing { written } = &mut self.stage else {
+            return true;
+        };
+        while *written < self.buf.len() {
+            match self.stream.write(&self.buf[*written..]) {
+                Ok(0) => return false,
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    fn read_request(&mut self, max_bytes: usize, complete: fn(&[u8]) -> bool) -> Arrival {
+        let mut chunk = [0u8; 1024];
+        loop {
+            let room = max_bytes.saturating_sub(self.buf.len()).min(chunk.len());
+            if room == 0 {
+                return Arrival::Whole;
+            }
+            match self.stream.read(&mut chunk[..room]) {
+                Ok(0) if self.buf.is_empty() => return Arrival::Gone,
+                Ok(0) => return Arrival::Whole,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    if complete(&self.buf) {
+                        return Arrival::Whole;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Arrival::Partial,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Arrival::Gone,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line_complete(buf: &[u8]) -> bool {
+        buf.contains(&b'\n')
+    }
+
+    fn endpoint(dir: &std::path::Path, bounds: Bounds) -> Endpoint<UnixListener> {
+        let listener = UnixListener::bind(dir.join("s")).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Endpoint::new(listener, bounds, line_complete)
+    }
+
+    const BOUNDS: Bounds = Bounds {
+        max_request_bytes: 16,
+        max_clients: 2,
+        deadline: Duration::from_secs(1),
+    };
+
+    #[test]
+    fn answers_a_whole_request_then_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut endpoint = endpoint(dir.path(), BOUNDS);
+        let mut client = UnixStream::connect(dir.path().join("s")).unwrap();
+        client.write_all(b"ping\n").unwrap();
+        endpoint.serve(Instant::now(), |request| [b"got ", request].concat());
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, "got ping\n");
+        assert_eq!(endpoint.clients.len(), 0);
+    }
+
+    #[test]
+    fn a_partial_request_waits_and_an_oversized_one_is_cut_at_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut endpoint = endpoint(dir.path(), BOUNDS);
+        let mut slow = UnixStream::connect(dir.path().join("s")).unwrap();
+        slow.write_all(b"pi").unwrap();
+        let mut big = UnixStream::connect(dir.path().join("s")).unwrap();
+        big.write_all(&[b'x'; 40]).unwrap();
+        let mut seen = Vec::new();
+        endpoint.serve(Instant::now(), |request| {
+            seen.push(request.len());
+            b"no\n".to_vec()
+        });
+        assert_eq!(
+            seen,
+            [16],
+            "the big request is answered at the bound, the slow one waits"
+        );
+        assert_eq!(endpoint.clients.len(), 1);
+    }
+
+    #[test]
+    fn clients_past_their_deadline_are_dropped_and_the_cap_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut endpoint = endpoint(dir.path(), BOUNDS);
+        let _silent: Vec<UnixStream> = (0..3)
+            .map(|_| UnixStream::connect(dir.path().join("s")).unwrap())
+            .collect();
+        let now = Instant::now();
+        endpoint.serve(now, |_| Vec::new());
+        assert_eq!(endpoint.clients.len(), 2, "at most max_clients at once");
+        assert_eq!(
+            endpoint.poll_fds().count(),
+            2,
+            "a full endpoint does not poll its listener"
+        );
+        endpoint.serve(now + Duration::from_secs(2), |_| Vec::new());
+        assert_eq!(
+            endpoint.clients.len(),
+            0,
+            "dropped at the deadline; the third waits in the backlog"
+        );
+    }
+}
