@@ -72,7 +72,7 @@ impl Master {
                     });
                 }
             }
-            match listeners::slot_sockets(&addresses, &mut spare) {
+            match listeners::slot_sockets(&addresses, &mut spare, &self.shared) {
                 Ok(bound) => sockets.push(bound),
                 Err(e) => {
                     error!("reload failed, keeping the running config: {e}");
@@ -83,6 +83,11 @@ impl Master {
         if let Some(path) = &config.error_log {
             if let Err(e) = sys::redirect_stderr(path) {
                 error!("reload: cannot open error log {}: {e}", path.display());
+            }
+        }
+        for (addr, _) in self.shared.iter() {
+            if !addresses.iter().any(|(configured, _)| configured == addr) {
+                warn!("reload: {addr} came by socket activation and is no longer configured; its connections will wait unanswered");
             }
         }
         info!(
@@ -157,7 +162,7 @@ impl Master {
             return;
         }
         let index = self.slots.len();
-        match listeners::slot_sockets(&self.config.listeners(), &mut Spare::default()) {
+        match listeners::slot_sockets(&self.config.listeners(), &mut Spare::default(), &self.shared) {
             Ok(bound) => {
                 self.slots.push(Slot::new(index, bound, Instant::now()));
                 self.config.workers += 1;

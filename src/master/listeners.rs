@@ -11,6 +11,7 @@ use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::activation::Shared;
 use crate::sys;
 
 /// Kernel accept-queue length requested for every listening socket (capped by somaxconn).
@@ -89,18 +90,21 @@ impl Spare {
     }
 }
 
-/// The sockets of one slot: one per `(address, server)` pair, reused from `spare` when an
-/// open socket for the address is there, bound anew otherwise.
+/// The sockets of one slot: one per `(address, server)` pair: a duplicate of the `shared`
+/// (socket-activated) socket for the address if there is one, else one reused from `spare`
+/// when an open socket for the address is there, else bound anew.
 pub fn slot_sockets(
     addresses: &[(SocketAddr, usize)],
     spare: &mut Spare,
+    shared: &Shared,
 ) -> Result<Vec<Listener>, BindError> {
     addresses
         .iter()
         .map(|&(addr, server)| {
-            let socket = match spare.take(addr) {
-                Some(socket) => socket,
-                None => bind(addr).map_err(|source| BindError { addr, source })?,
+            let socket = match (shared.duplicate(&addr), spare.take(addr)) {
+                (Some(duplicate), _) => duplicate.map_err(|source| BindError { addr, source })?,
+                (None, Some(socket)) => socket,
+                (None, None) => bind(addr).map_err(|source| BindError { addr, source })?,
             };
             Ok(Listener { socket, addr, server })
         })

@@ -4,6 +4,7 @@
 //! one screen of named steps; signals arrive through a signalfd, reports through each
 //! worker's channel, and every decision about a worker is `slots::assess`.
 
+mod activation;
 mod control_socket;
 mod endpoint;
 mod ledger;
@@ -43,6 +44,8 @@ const TICK: Duration = Duration::from_millis(200);
 pub enum MasterError {
     /// Binding a listening socket failed.
     Bind(listeners::BindError),
+    /// Sockets handed over by systemd (LISTEN_FDS) are unusable or not configured.
+    Activation(activation::ActivationError),
     /// Opening the signalfd failed.
     Signals(nix::Error),
     /// Writing the pid file, binding the control socket or opening the error log failed.
@@ -67,6 +70,7 @@ impl fmt::Display for MasterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MasterError::Bind(e) => write!(f, "{e}"),
+            MasterError::Activation(e) => write!(f, "{e}"),
             MasterError::Signals(e) => write!(f, "signalfd() failed while starting the master: {e}"),
             MasterError::File(e, path) => write!(f, "cannot write {}: {e}", path.display()),
             MasterError::WorkerBoot { slot, message } => {
@@ -110,13 +114,14 @@ pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
     if let Some(path) = &config.error_log {
         sys::redirect_stderr(path).map_err(|e| MasterError::File(e, path.clone()))?;
     }
+    let addresses = config.listeners();
+    let shared = activation::take_from_env(&addresses).map_err(MasterError::Activation)?;
     let mut spare = Spare::inherited();
     let handoff = Handoff::inherited();
     let now = Instant::now();
-    let addresses = config.listeners();
     let mut slots = Vec::with_capacity(config.workers);
     for index in 0..config.workers {
-        let sockets = listeners::slot_sockets(&addresses, &mut spare).map_err(MasterError::Bind)?;
+        let sockets = listeners::slot_sockets(&addresses, &mut spare, &shared).map_err(MasterError::Bind)?;
         slots.push(Slot::new(index, sockets, now));
     }
     drop(spare.into_leftovers());
@@ -131,7 +136,15 @@ pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
         _ => (None, None),
     };
     for (addr, _) in &addresses {
-        info!("listening on http://{addr}/ with {} workers", config.workers);
+        let sockets = if shared.contains(addr) {
+            "socket activation: one socket shared by all"
+        } else {
+            "one SO_REUSEPORT socket each"
+        };
+        info!(
+            "listening on http://{addr}/ with {} workers ({sockets})",
+            config.workers
+        );
     }
     sys::name_process("shoal: master");
     let notifier = sys::Notifier::from_env();
@@ -149,6 +162,7 @@ pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
         deaths: VecDeque::new(),
         health: BTreeMap::new(),
         steering: HashMap::new(),
+        shared,
         upgrade: None,
         handoff,
         pid_file,
@@ -179,6 +193,8 @@ struct Master {
     health: BTreeMap<(u32, u32), bool>,
     /// Steering last applied per address (slot indices), to change it only when needed.
     steering: HashMap<SocketAddr, Vec<u32>>,
+    /// Sockets handed over already listening (socket activation), shared by every slot.
+    shared: activation::Shared,
     /// A binary upgrade in progress (we are the old master).
     upgrade: Option<Upgrade>,
     /// The old master waiting for us to be ready (we are the new master).

@@ -324,7 +324,8 @@ impl Master {
             .collect();
         let Some(first) = self.slots.first() else { return };
         for listener in &first.listeners {
-            if self.steering.get(&listener.addr) == Some(&targets) {
+            // A shared (socket-activated) socket is one queue for every slot: nothing to steer.
+            if self.steering.get(&listener.addr) == Some(&targets) || self.shared.contains(&listener.addr) {
                 continue;
             }
             if let Err(e) = sys::steer(&listener.socket, &targets) {

@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use log::{error, info, warn};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::activation::SHARED_FDS_VAR;
 use super::listeners::{self, INHERITED_FDS_VAR};
 use super::slots::{Life, Role};
 use super::{Master, Phase};
@@ -77,18 +79,23 @@ impl Master {
         let (ready_read, ready_write) = nix::unistd::pipe()?;
         let slots = self.slots.iter().filter(|s| s.role == Role::Active);
         let fds = listeners::describe_for_upgrade(slots.map(|s| &s.listeners[..]));
-        let sockets: Vec<_> = self.slots.iter().flat_map(|s| s.listeners.iter()).collect();
+        let sockets: Vec<&TcpListener> = (self.slots.iter().flat_map(|s| s.listeners.iter()))
+            .map(|l| &l.socket)
+            .chain(self.shared.iter().map(|(_, socket)| socket))
+            .collect();
         // The master is single-threaded, so clearing close-on-exec for the spawn races nobody.
-        for listener in &sockets {
-            sys::set_cloexec(&listener.socket, false)?;
+        for socket in &sockets {
+            sys::set_cloexec(*socket, false)?;
         }
         let child = Command::new(&exe)
             .args(std::env::args_os().skip(1))
             .env(INHERITED_FDS_VAR, fds)
+            .env(SHARED_FDS_VAR, self.shared.describe_for_upgrade())
             .env(READY_FD_VAR, ready_write.as_raw_fd().to_string())
+            .envs(self.notifier.successor_env())
             .spawn();
-        for listener in &sockets {
-            let _ = sys::set_cloexec(&listener.socket, true);
+        for socket in &sockets {
+            let _ = sys::set_cloexec(*socket, true);
         }
         drop(ready_write);
         let child = child?;
@@ -114,6 +121,7 @@ impl Master {
                     "binary upgrade: new master (pid {}) is serving; draining the old workers",
                     upgrade.pid
                 );
+                self.notifier.hand_over(upgrade.pid.as_raw() as u32);
                 self.upgrade = None;
                 self.begin_stop("binary upgrade complete", false);
             }

@@ -165,6 +165,8 @@ pub struct Launch {
     workers: Option<u16>,
     current_dir: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
+    /// A listening socket passed as fd 3 the way systemd does (LISTEN_FDS, LISTEN_PID).
+    activated: Option<TcpListener>,
 }
 
 impl Launch {
@@ -208,7 +210,17 @@ impl Launch {
             workers: Some(1),
             current_dir: None,
             env: Vec::new(),
+            activated: None,
         }
+    }
+
+    /// Socket activation: `socket` reaches shoal as fd 3 with `LISTEN_FDS=1`,
+    /// `LISTEN_FDNAMES=name` and `LISTEN_PID` set to shoal's own pid, like systemd does it.
+    /// The listen address becomes the socket's.
+    pub fn socket_activated(mut self, socket: TcpListener, name: &str) -> Launch {
+        self.addr = socket.local_addr().expect("local_addr of the activated socket");
+        self.activated = Some(socket);
+        self.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", name)
     }
 
     /// Listens on `addr` instead of a fresh free port.
@@ -243,6 +255,18 @@ impl Launch {
 
     fn spawn(&self, logs: &Path) -> Child {
         let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        let mut stdin = Stdio::null();
+        if let Some(socket) = &self.activated {
+            // The socket arrives as sh's stdin; sh moves it to fd 3 and becomes shoal, so
+            // `$$` is shoal's pid. No unsafe pre_exec hook needed.
+            command = Command::new("sh");
+            command
+                .arg("-c")
+                .arg("exec 3<&0 0</dev/null; LISTEN_PID=$$ exec \"$0\" \"$@\"")
+                .arg(env!("CARGO_BIN_EXE_shoal"));
+            let socket = socket.try_clone().expect("clone the activated socket");
+            stdin = Stdio::from(std::os::fd::OwnedFd::from(socket));
+        }
         match &self.mode {
             Mode::Quick { root } => {
                 if let Some(root) = root {
@@ -270,7 +294,7 @@ impl Launch {
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
             .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(File::create(logs.join("stdout.log")).expect("create stdout.log"))
             .stderr(File::create(logs.join("stderr.log")).expect("create stderr.log"))
             .spawn()

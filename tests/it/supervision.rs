@@ -87,7 +87,7 @@ fn process_state(pid: u32) -> Option<char> {
 
 /// True when `pid` no longer runs: reaped, or a zombie nobody reaps (orphans here are
 /// re-parented to a pid 1 that does not reap).
-fn dead(pid: u32) -> bool {
+pub(crate) fn dead(pid: u32) -> bool {
     matches!(process_state(pid), None | Some('Z'))
 }
 
@@ -99,7 +99,7 @@ fn comm(pid: u32) -> Option<String> {
 }
 
 /// The pid in a pid file, if it holds one.
-fn read_pid_file(path: &Path) -> Option<u32> {
+pub(crate) fn read_pid_file(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
@@ -111,7 +111,7 @@ fn sorted(mut pids: Vec<u32>) -> Vec<u32> {
 /// Shoal processes a test may leave behind when it fails half-way (a stopped worker, a
 /// master that is not our child, orphaned workers): when dropped during a panic, each listed
 /// pid and its children still named `shoal...` get SIGCONT then SIGKILL.
-struct Leftovers(Vec<u32>);
+pub(crate) struct Leftovers(pub(crate) Vec<u32>);
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
