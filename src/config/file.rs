@@ -115,6 +115,8 @@ struct RawLimits {
     max_body_bytes: Option<Size>,
     header_timeout: Option<Spanned<Span>>,
     keepalive_timeout: Option<Span>,
+    send_timeout: Option<Spanned<Span>>,
+    send_buffer_bytes: Option<Spanned<Size>>,
     max_requests_per_connection: Option<Spanned<i64>>,
     max_connections: Option<Spanned<i64>>,
 }
@@ -271,6 +273,22 @@ impl Builder<'_> {
         }
         if let Some(span) = raw.keepalive_timeout {
             limits.keepalive_timeout = span.0;
+        }
+        if let Some(span) = raw.send_timeout {
+            if span.get_ref().0.is_zero() {
+                return self.fail(span.span(), "send_timeout must be more than 0");
+            }
+            limits.send_timeout = span.get_ref().0;
+        }
+        if let Some(size) = raw.send_buffer_bytes {
+            let bytes = size.get_ref().0;
+            if bytes != 0 && !(4096..=1 << 30).contains(&bytes) {
+                return self.fail(
+                    size.span(),
+                    "send_buffer_bytes must be 0 (kernel default) or between 4KiB and 1GiB",
+                );
+            }
+            limits.send_buffer_bytes = bytes as usize;
         }
         if let Some(n) = &raw.max_requests_per_connection {
             limits.max_requests_per_connection =
@@ -622,7 +640,7 @@ mod tests {
     #[test]
     fn full_example_parses() {
         let text = format!(
-            "workers = 2\npid_file = \"shoal.pid\"\naccess_log = \"off\"\n[limits]\nmax_header_bytes = \"8KiB\"\nmax_headers = 50\nmax_body_bytes = \"1MiB\"\nheader_timeout = \"500ms\"\nkeepalive_timeout = \"1m\"\nmax_requests_per_connection = 10\nmax_connections = 100\n{MINIMAL}  index = [\"home.html\"]\n  cache_control = \"max-age=60\"\n  dotfiles = \"ignore\"\n  strip_prefix = true\n"
+            "workers = 2\npid_file = \"shoal.pid\"\naccess_log = \"off\"\n[limits]\nmax_header_bytes = \"8KiB\"\nmax_headers = 50\nmax_body_bytes = \"1MiB\"\nheader_timeout = \"500ms\"\nkeepalive_timeout = \"1m\"\nsend_timeout = \"20s\"\nsend_buffer_bytes = \"64KiB\"\nmax_requests_per_connection = 10\nmax_connections = 100\n{MINIMAL}  index = [\"home.html\"]\n  cache_control = \"max-age=60\"\n  dotfiles = \"ignore\"\n  strip_prefix = true\n"
         );
         let config = load(&text).unwrap();
         assert_eq!(config.workers, 2);
@@ -630,6 +648,8 @@ mod tests {
         assert_eq!(config.limits.max_header_bytes, 8192);
         assert_eq!(config.limits.header_timeout.as_millis(), 500);
         assert_eq!(config.limits.keepalive_timeout.as_secs(), 60);
+        assert_eq!(config.limits.send_timeout.as_secs(), 20);
+        assert_eq!(config.limits.send_buffer_bytes, 64 * 1024);
         let route = &config.servers[0].routes[0];
         let Serve::Files(files) = &route.serve else {
             panic!("a file route")

@@ -58,6 +58,11 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Idle time allowed between requests on a persistent connection.
     pub keepalive_timeout: Duration,
+    /// A client that takes none of its pending response for this long is dropped.
+    pub send_timeout: Duration,
+    /// SO_SNDBUF of each client socket (bounds the kernel memory a slow reader pins);
+    /// 0 leaves the kernel's autotuning alone.
+    pub send_buffer_bytes: usize,
     /// Requests served on one connection before it is closed.
     pub max_requests_per_connection: u32,
     /// Open client connections per worker; when reached the worker stops accepting.
@@ -75,6 +80,8 @@ impl Default for Limits {
             max_body_bytes: 10 * 1024 * 1024,
             header_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
+            send_buffer_bytes: 0,
             max_requests_per_connection: 1000,
             max_connections: 10_000,
         }

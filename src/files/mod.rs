@@ -22,7 +22,7 @@ use crate::http::response::{self, Persistence};
 use crate::sys::{self, OpenMode};
 use cache::{FileCache, Lookup, Resource};
 use representation::{Coding, Describe, OpenError, Opened};
-pub use respond::{FileBody, Served};
+pub use respond::{Body, FileBody, Served, SharedBody};
 
 /// One request for a static file, as the connection hands it over.
 pub struct FileRequest<'a> {

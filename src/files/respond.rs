@@ -9,6 +9,10 @@ use super::representation::{Content, Representation};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::{self, Persistence};
 
+/// In-memory bodies up to this size are copied after the head (one write sends both);
+/// larger ones are shared with the cache, so a client that reads slowly pins no copy.
+const COPY_LIMIT_BYTES: usize = 16 * 1024;
+
 /// A byte range of an open file still to be sent with sendfile.
 #[derive(Debug, Clone)]
 pub struct FileBody {
@@ -17,13 +21,28 @@ pub struct FileBody {
     pub len: u64,
 }
 
-/// What was answered: the status and body size for the log, and a file body to send after
-/// the bytes already written to the output buffer.
+/// A byte range of a cached file's contents, shared with the cache rather than copied.
+#[derive(Debug, Clone)]
+pub struct SharedBody {
+    pub bytes: Rc<[u8]>,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A response body sent after the bytes already written to the output buffer.
+#[derive(Debug)]
+pub enum Body {
+    File(FileBody),
+    Shared(SharedBody),
+}
+
+/// What was answered: the status and body size for the log, and a body to send after the
+/// bytes already written to the output buffer.
 #[derive(Debug)]
 pub struct Served {
     pub status: u16,
     pub body_bytes: u64,
-    pub file: Option<FileBody>,
+    pub body: Option<Body>,
 }
 
 impl Served {
@@ -32,7 +51,7 @@ impl Served {
         Served {
             status,
             body_bytes,
-            file: None,
+            body: None,
         }
     }
 }
@@ -105,19 +124,29 @@ pub fn respond(
     if head.method == Method::Head {
         return Served::written(status, 0);
     }
+    let (start, end) = (offset as usize, (offset + len) as usize);
     match &rep.content {
-        Content::Memory(bytes) => {
-            out.extend_from_slice(&bytes[offset as usize..(offset + len) as usize]);
+        Content::Memory(bytes) if len as usize <= COPY_LIMIT_BYTES => {
+            out.extend_from_slice(&bytes[start..end]);
             Served::written(status, len)
         }
+        Content::Memory(bytes) => Served {
+            status,
+            body_bytes: len,
+            body: Some(Body::Shared(SharedBody {
+                bytes: Rc::clone(bytes),
+                start,
+                end,
+            })),
+        },
         Content::File(file) => Served {
             status,
             body_bytes: len,
-            file: Some(FileBody {
+            body: Some(Body::File(FileBody {
                 file: Rc::clone(file),
                 offset,
                 len,
-            }),
+            })),
         },
     }
 }

@@ -27,8 +27,6 @@ use crate::proxy::{Env, Exchange, Start, Step, Upstreams};
 const ROUNDS_PER_EVENT: usize = 16;
 /// Stop parsing pipelined requests while this much output is waiting.
 const OUTPUT_HIGH_WATER_BYTES: usize = 64 * 1024;
-/// A client that reads nothing of its response for this long is dropped.
-const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a closing connection keeps reading (and discarding) what the client still sends,
 /// so the kernel does not answer those bytes with a reset that destroys our response.
 const LINGER: Duration = Duration::from_secs(2);
@@ -432,8 +430,8 @@ impl Conn {
             user_agent: head.user_agent.map(|s| s.of(buf)),
         };
         ctx.log.record(&entry, &ctx.clock.log_date);
-        if let Some(file) = served.file {
-            self.output.push_file(file);
+        if let Some(body) = served.body {
+            self.output.push_body(body);
         }
         self.input.consume(head.len);
         self.after_answer(head.framing, persistence, ctx);
@@ -611,14 +609,20 @@ impl Conn {
         };
         ctx.log.record(&entry, &ctx.clock.log_date);
         self.phase = Phase::Closing { linger: true };
-        self.deadline = ctx.clock.now + SEND_TIMEOUT.min(ctx.limits.header_timeout);
+        self.deadline = ctx.clock.now + ctx.limits.send_timeout.min(ctx.limits.header_timeout);
     }
 
     /// Re-arms the deadline after bytes went out: a slow reader gets the send timeout while
     /// output is pending; once it is all sent, an idle connection's keep-alive timer starts.
     fn after_write(&mut self, ctx: &Ctx) {
         if !self.output.is_empty() {
-            self.deadline = self.deadline.max(ctx.clock.now + SEND_TIMEOUT);
+            let send_by = ctx.clock.now + ctx.limits.send_timeout;
+            // An exchange keeps its own (upstream) deadline, which may be later. Elsewhere the
+            // send timeout alone decides: a longer keep-alive timer must not extend it.
+            self.deadline = match self.phase {
+                Phase::Proxying(_) => self.deadline.max(send_by),
+                _ => send_by,
+            };
         } else if matches!(self.phase, Phase::Idle) {
             self.enter_idle(ctx);
         }

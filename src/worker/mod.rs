@@ -421,6 +421,10 @@ impl<'a> Worker<'a> {
 
     fn admit(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr, server: usize) {
         let _ = stream.set_nodelay(true);
+        if self.config.limits.send_buffer_bytes > 0 {
+            let _ =
+                socket2::SockRef::from(&stream).set_send_buffer_size(self.config.limits.send_buffer_bytes);
+        }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if key >= LISTENER_BASE / 2 {

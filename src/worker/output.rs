@@ -1,7 +1,8 @@
 //! A connection's pending output: response bytes and file ranges, sent strictly in order.
 //!
 //! Bytes accumulate in one buffer (so a burst of pipelined responses goes out in one
-//! write); a file range becomes its own chunk sent with sendfile(2).
+//! write); a file range becomes its own chunk sent with sendfile(2), and a large cached
+//! body its own chunk pointing into the cache's bytes (never copied per connection).
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -10,7 +11,7 @@ use std::os::fd::AsFd;
 
 use super::buffers::BufferPool;
 
-use crate::files::FileBody;
+use crate::files::{Body, FileBody, SharedBody};
 
 /// Largest sendfile call, so one big file cannot monopolize the worker.
 const SENDFILE_STEP: usize = 1 << 20;
@@ -18,6 +19,7 @@ const SENDFILE_STEP: usize = 1 << 20;
 enum Chunk {
     Bytes(Vec<u8>),
     File(FileBody),
+    Shared(SharedBody),
 }
 
 /// What a flush achieved.
@@ -46,7 +48,7 @@ pub struct Output {
 impl Output {
     /// The buffer new response bytes are appended to (always the last in order).
     pub fn buffer(&mut self) -> &mut Vec<u8> {
-        if matches!(self.rest.back(), Some(Chunk::File(_))) {
+        if matches!(self.rest.back(), Some(Chunk::File(_) | Chunk::Shared(_))) {
             self.rest.push_back(Chunk::Bytes(Vec::new()));
         }
         match self.rest.back_mut() {
@@ -55,10 +57,12 @@ impl Output {
         }
     }
 
-    /// Queues a file range after everything already pending.
-    pub fn push_file(&mut self, body: FileBody) {
-        if body.len > 0 {
-            self.rest.push_back(Chunk::File(body));
+    /// Queues a response body after everything already pending.
+    pub fn push_body(&mut self, body: Body) {
+        match body {
+            Body::File(file) if file.len > 0 => self.rest.push_back(Chunk::File(file)),
+            Body::Shared(shared) if shared.start < shared.end => self.rest.push_back(Chunk::Shared(shared)),
+            Body::File(_) | Body::Shared(_) => {}
         }
     }
 
@@ -67,16 +71,14 @@ impl Output {
         self.head_sent == self.head.len() && self.rest.is_empty()
     }
 
-    /// Bytes waiting in memory (file chunks count as a full buffer: they are large).
+    /// Bytes waiting to be sent (file chunks count as a full buffer: they are large).
     pub fn backlog_bytes(&self) -> usize {
-        let files = self.rest.iter().filter(|c| matches!(c, Chunk::File(_))).count();
-        self.head.len() - self.head_sent
-            + files * (1 << 20)
-            + self
-                .rest
-                .iter()
-                .map(|c| if let Chunk::Bytes(b) = c { b.len() } else { 0 })
-                .sum::<usize>()
+        let waiting = |chunk: &Chunk| match chunk {
+            Chunk::Bytes(bytes) => bytes.len(),
+            Chunk::File(_) => 1 << 20,
+            Chunk::Shared(shared) => shared.end - shared.start,
+        };
+        self.head.len() - self.head_sent + self.rest.iter().map(waiting).sum::<usize>()
     }
 
     /// Borrows a buffer from `pool` if nothing is pending and this output has none.
@@ -125,6 +127,27 @@ impl Output {
             match self.rest.pop_front() {
                 None => return Ok(Flush::Done),
                 Some(Chunk::Bytes(bytes)) => self.head = bytes,
+                Some(Chunk::Shared(mut shared)) => {
+                    match socket.write(&shared.bytes[shared.start..shared.end]) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => {
+                            budget -= n.min(budget);
+                            self.sent_bytes += n as u64;
+                            shared.start += n;
+                            if shared.start < shared.end {
+                                self.rest.push_front(Chunk::Shared(shared));
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.rest.push_front(Chunk::Shared(shared));
+                            return Ok(Flush::Blocked);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                            self.rest.push_front(Chunk::Shared(shared))
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 Some(Chunk::File(mut body)) => {
                     let step = (body.len as usize).min(SENDFILE_STEP).min(budget);
                     let mut offset = body.offset as libc::off_t;
