@@ -13,8 +13,8 @@ use toml::Spanned;
 
 use super::units::{Size, Span};
 use super::{
-    default_workers, AccessLog, Balance, Config, Dotfiles, FileOptions, HashKey, HealthCheck, Limits, Route,
-    Serve, Server, Supervisor, Upstream, UpstreamServer, MAX_HEADERS_CEILING,
+    default_workers, AccessLog, Balance, Config, Dotfiles, FileOptions, HashKey, HealthCheck, Limits,
+    LogFormat, Route, Serve, Server, Supervisor, Upstream, UpstreamServer, MAX_HEADERS_CEILING,
 };
 
 /// A config that cannot be used, located as precisely as we can.
@@ -69,6 +69,8 @@ struct RawConfig {
     workers: Option<Spanned<i64>>,
     pid_file: Option<String>,
     access_log: Option<String>,
+    /// Default for every server's `access_log_format`.
+    access_log_format: Option<LogFormat>,
     error_log: Option<String>,
     #[serde(default)]
     limits: RawLimits,
@@ -138,6 +140,7 @@ struct RawSupervisor {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<Vec<Spanned<String>>>,
+    access_log_format: Option<LogFormat>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
 }
@@ -237,7 +240,13 @@ impl Builder<'_> {
         let mut servers = Vec::new();
         let mut seen: Vec<SocketAddr> = Vec::new();
         for server in &raw.server {
-            servers.push(self.server(server, &mut seen, &upstreams)?);
+            let mut built = self.server(server, &mut seen, &upstreams)?;
+            built.access_log_format = server
+                .get_ref()
+                .access_log_format
+                .or(raw.access_log_format)
+                .unwrap_or_default();
+            servers.push(built);
         }
         Ok(Config {
             workers,
@@ -385,7 +394,11 @@ impl Builder<'_> {
             routes.push(built);
         }
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
-        Ok(Server { listen, routes })
+        Ok(Server {
+            listen,
+            access_log_format: LogFormat::default(),
+            routes,
+        })
     }
 
     fn route(&self, raw: &Spanned<RawRoute>, upstreams: &[Upstream]) -> Result<Route, ConfigError> {
@@ -657,6 +670,24 @@ mod tests {
         assert_eq!(files.index, ["home.html"]);
         assert_eq!(files.dotfiles, Dotfiles::Ignore);
         assert!(route.strip_prefix);
+    }
+
+    #[test]
+    fn access_log_format_defaults_to_combined_and_servers_override_the_top_level() {
+        assert_eq!(
+            load(MINIMAL).unwrap().servers[0].access_log_format,
+            LogFormat::Combined
+        );
+        let second = MINIMAL.replace("8080", "8081");
+        let text = format!(
+            "access_log_format = \"json\"\n{MINIMAL}{}",
+            second.replace("[[server]]\n", "[[server]]\naccess_log_format = \"combined\"\n")
+        );
+        let config = load(&text).unwrap();
+        assert_eq!(config.servers[0].access_log_format, LogFormat::Json);
+        assert_eq!(config.servers[1].access_log_format, LogFormat::Combined);
+        let bad = load(&format!("access_log_format = \"xml\"\n{MINIMAL}")).unwrap_err();
+        assert!(bad.starts_with("FILE:1:21: unknown variant `xml`"), "{bad}");
     }
 
     const PROXIED: &str = "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n[[server.route]]\nprefix = \"/api/\"\nupstream = \"app\"\nstrip_prefix = true\n[[server.route]]\nprefix = \"/\"\nroot = \"public\"\nfallback = \"app\"\n";

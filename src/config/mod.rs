@@ -45,6 +45,17 @@ pub enum AccessLog {
     File(PathBuf),
 }
 
+/// How access log lines are written (per server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// nginx's `combined`: `ADDR - - [DATE] "REQUEST" STATUS BYTES "REFERER" "USER-AGENT"`.
+    #[default]
+    Combined,
+    /// One JSON object per line, with the request id, duration and upstream.
+    Json,
+}
+
 /// Bounds on what a client may send and how long it may take.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -128,6 +139,8 @@ impl Default for Supervisor {
 pub struct Server {
     /// Addresses bound for this server (one socket per worker slot each).
     pub listen: Vec<SocketAddr>,
+    /// How its requests are written to the access log.
+    pub access_log_format: LogFormat,
     /// Routes, sorted longest prefix first so the first match is the longest.
     pub routes: Vec<Route>,
 }
@@ -358,6 +371,7 @@ impl Config {
             supervisor: Supervisor::default(),
             servers: vec![Server {
                 listen,
+                access_log_format: LogFormat::Combined,
                 routes: vec![Route {
                     prefix: "/".to_string(),
                     strip_prefix: false,

@@ -109,6 +109,8 @@ pub struct RequestHead {
     pub accept_encoding: Option<Slice>,
     pub referer: Option<Slice>,
     pub user_agent: Option<Slice>,
+    /// `X-Request-Id` as the client sent it (the last one, if repeated).
+    pub request_id: Option<Slice>,
 }
 
 impl RequestHead {
@@ -213,6 +215,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadErr
         accept_encoding: None,
         referer: None,
         user_agent: None,
+        request_id: None,
     };
     let mut fields = Fields::default();
     for header in req.headers.iter() {
@@ -310,6 +313,7 @@ impl Fields {
                 7 if name.eq_ignore_ascii_case("referer") => &mut head.referer,
                 8 if name.eq_ignore_ascii_case("if-range") => &mut head.if_range,
                 10 if name.eq_ignore_ascii_case("user-agent") => &mut head.user_agent,
+                12 if name.eq_ignore_ascii_case("x-request-id") => &mut head.request_id,
                 13 if name.eq_ignore_ascii_case("if-none-match") => &mut head.if_none_match,
                 15 if name.eq_ignore_ascii_case("accept-encoding") => &mut head.accept_encoding,
                 17 if name.eq_ignore_ascii_case("if-modified-since") => &mut head.if_modified_since,

@@ -35,6 +35,8 @@ const UPSTREAM_INPUT_BYTES: usize = response::MAX_HEAD_BYTES + 16 * 1024;
 pub struct Start<'a> {
     pub head: &'a RequestHead,
     pub buf: &'a [u8],
+    /// Sent upstream as `X-Request-Id` (the client's own, if sane, or one made by the worker).
+    pub request_id: &'a [u8],
     pub peer: SocketAddr,
     pub upstream: usize,
     pub strip: Option<&'a str>,
@@ -184,6 +186,7 @@ impl Exchange {
             client_ip: start.peer.ip(),
             strip: start.strip,
             upgrade,
+            request_id: start.request_id,
         };
         forward::write_head(&forward, &mut to_upstream);
         let config = env.upstreams.list[start.upstream].config;
@@ -259,6 +262,11 @@ impl Exchange {
     /// The request's method.
     pub fn method(&self) -> Method {
         self.method
+    }
+
+    /// The address of the server this exchange went to last, once it picked one.
+    pub fn server_addr(&self, upstreams: &Upstreams) -> Option<SocketAddr> {
+        (!self.tried.is_empty()).then(|| upstreams.list[self.upstream].config.servers[self.server].addr)
     }
 
     /// The upstream's status, once its head arrived.

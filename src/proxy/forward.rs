@@ -11,7 +11,7 @@ use crate::http::request::{tokens, trim, Framing, RequestHead};
 use crate::http::response::push_number;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the ones
-/// shoal rewrites itself (framing, Expect, X-Forwarded-*, X-Real-IP).
+/// shoal rewrites itself (framing, Expect, X-Forwarded-*, X-Real-IP, X-Request-Id).
 const DROPPED: &[&str] = &[
     "connection",
     "keep-alive",
@@ -27,6 +27,7 @@ const DROPPED: &[&str] = &[
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-real-ip",
+    "x-request-id",
 ];
 
 /// What the forwarded head needs besides the client's head.
@@ -39,6 +40,9 @@ pub struct Forward<'a> {
     pub strip: Option<&'a str>,
     /// The client asked to switch protocols (WebSocket): the Upgrade header is kept.
     pub upgrade: bool,
+    /// The request's id, sent as `X-Request-Id` (the client's own one is dropped: this is
+    /// either a copy of it, when sane, or a replacement).
+    pub request_id: &'a [u8],
 }
 
 /// A head's header lines, parsed once.
@@ -108,6 +112,7 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
         header(out, b"X-Forwarded-Host", host.of(buf));
     }
     header(out, b"X-Real-IP", ip);
+    header(out, b"X-Request-Id", forward.request_id);
     if forward.upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
     }
@@ -204,6 +209,7 @@ mod tests {
             client_ip: "10.0.0.9".parse().unwrap(),
             strip,
             upgrade,
+            request_id: b"rid-1",
         };
         let mut out = Vec::new();
         write_head(&forward, &mut out);
@@ -215,7 +221,7 @@ mod tests {
         let text = "GET /a%2Fb?x=%20y HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: 5\r\nX-Secret: s\r\nTE: trailers\r\nProxy-Authorization: p\r\nX-Forwarded-For: 1.2.3.4\r\nX-Real-IP: 6.6.6.6\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n";
         assert_eq!(
             forwarded(text, None),
-            "GET /a%2Fb?x=%20y HTTP/1.1\r\nHost: example.com\r\nCookie: a=1\r\nCookie: b=2\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: example.com\r\nX-Real-IP: 10.0.0.9\r\n\r\n"
+            "GET /a%2Fb?x=%20y HTTP/1.1\r\nHost: example.com\r\nCookie: a=1\r\nCookie: b=2\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: example.com\r\nX-Real-IP: 10.0.0.9\r\nX-Request-Id: rid-1\r\n\r\n"
         );
     }
 
@@ -246,7 +252,7 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n";
         let out = forwarded(chunked, None);
         assert!(
-            out.ends_with("X-Real-IP: 10.0.0.9\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            out.ends_with("X-Request-Id: rid-1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             "{out}"
         );
         assert!(!out.contains("Expect"));

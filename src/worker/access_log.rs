@@ -1,13 +1,21 @@
-//! The access log, in nginx's combined format, buffered per worker.
+//! The access log, buffered per worker: nginx's combined format, or one JSON object per line
+//! (`access_log_format`, per server).
 //!
 //! Lines collect in memory and go out in one write per flush: at least once a second, when
-//! the buffer is large, and on exit. With the log off, recording costs one branch.
+//! the buffer is large, and on exit. With the log off, recording costs one branch. Whatever
+//! bytes a client sent, a line stays one line and its fields stay apart: combined escapes
+//! quotes, backslashes and every byte outside printable ASCII as `\xHH`; JSON escapes quotes,
+//! backslashes and control bytes, keeps valid UTF-8, and writes each byte of invalid UTF-8 as
+//! the four characters `\xHH`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::time::Duration;
 
-use crate::config::AccessLog as Destination;
+use super::clock::Clock;
+use crate::config::{AccessLog as Destination, LogFormat};
 
 /// Flush early when this much is buffered.
 const FLUSH_BYTES: usize = 64 * 1024;
@@ -15,22 +23,32 @@ const FLUSH_BYTES: usize = 64 * 1024;
 /// What one access log line records.
 pub struct Entry<'a> {
     pub peer: SocketAddr,
+    /// Index of the virtual server (it decides the format).
+    pub server: usize,
     pub request_line: &'a [u8],
     pub status: u16,
     pub body_bytes: u64,
     pub referer: Option<&'a [u8]>,
     pub user_agent: Option<&'a [u8]>,
+    /// The request id; `None` where the format does not log one ([`AccessLog::wants_id`]).
+    pub request_id: Option<&'a [u8]>,
+    /// From the loop turn that read the head's first bytes to the one that logs the line.
+    pub duration: Duration,
+    /// The upstream server that answered, when proxied.
+    pub upstream: Option<SocketAddr>,
 }
 
 /// A worker's access log writer.
 pub struct AccessLog {
     sink: Option<File>,
+    /// Each virtual server's format, by index.
+    formats: Vec<LogFormat>,
     buffer: Vec<u8>,
 }
 
 impl AccessLog {
-    /// Opens the destination (append mode for files).
-    pub fn open(destination: &Destination) -> io::Result<AccessLog> {
+    /// Opens the destination (append mode for files); `formats` are the servers' formats.
+    pub fn open(destination: &Destination, formats: Vec<LogFormat>) -> io::Result<AccessLog> {
         let sink = match destination {
             Destination::Off => None,
             Destination::Stdout => Some(File::from(io::stdout().as_fd().try_clone_to_owned()?)),
@@ -38,6 +56,7 @@ impl AccessLog {
         };
         Ok(AccessLog {
             sink,
+            formats,
             buffer: Vec::new(),
         })
     }
@@ -45,7 +64,7 @@ impl AccessLog {
     /// Flushes, then opens the destination again (after logrotate renamed the file).
     pub fn reopen(&mut self, destination: &Destination) -> io::Result<()> {
         self.flush();
-        *self = AccessLog::open(destination)?;
+        *self = AccessLog::open(destination, std::mem::take(&mut self.formats))?;
         Ok(())
     }
 
@@ -54,21 +73,20 @@ impl AccessLog {
         self.sink.is_some()
     }
 
+    /// True when `server`'s lines carry a request id (so a static request needs one).
+    pub fn wants_id(&self, server: usize) -> bool {
+        self.sink.is_some() && self.formats.get(server) == Some(&LogFormat::Json)
+    }
+
     /// Appends one line (if the log is on).
-    pub fn record(&mut self, entry: &Entry, date: &[u8]) {
+    pub fn record(&mut self, entry: &Entry, clock: &Clock) {
         if self.sink.is_none() {
             return;
         }
-        let line = &mut self.buffer;
-        let _ = write!(line, "{} - - ", entry.peer.ip());
-        line.extend_from_slice(date);
-        line.extend_from_slice(b" \"");
-        escape_into(line, entry.request_line);
-        let _ = write!(line, "\" {} {} \"", entry.status, entry.body_bytes);
-        escape_into(line, entry.referer.unwrap_or(b"-"));
-        line.extend_from_slice(b"\" \"");
-        escape_into(line, entry.user_agent.unwrap_or(b"-"));
-        line.extend_from_slice(b"\"\n");
+        match self.formats.get(entry.server).copied().unwrap_or_default() {
+            LogFormat::Combined => combined(&mut self.buffer, entry, &clock.log_date),
+            LogFormat::Json => json(&mut self.buffer, entry, &clock.rfc3339),
+        }
         if self.buffer.len() >= FLUSH_BYTES {
             self.flush();
         }
@@ -85,7 +103,98 @@ impl AccessLog {
     }
 }
 
-use std::os::fd::AsFd;
+/// `ADDR - - [DATE] "REQUEST" STATUS BYTES "REFERER" "USER-AGENT"`: nginx's combined, exactly
+/// (log tools parse it), so without the request id.
+fn combined(line: &mut Vec<u8>, entry: &Entry, date: &[u8]) {
+    let _ = write!(line, "{} - - ", entry.peer.ip());
+    line.extend_from_slice(date);
+    line.extend_from_slice(b" \"");
+    escape_into(line, entry.request_line);
+    let _ = write!(line, "\" {} {} \"", entry.status, entry.body_bytes);
+    escape_into(line, entry.referer.unwrap_or(b"-"));
+    line.extend_from_slice(b"\" \"");
+    escape_into(line, entry.user_agent.unwrap_or(b"-"));
+    line.extend_from_slice(b"\"\n");
+}
+
+/// One JSON object: every field always present, `null` when unknown.
+fn json(line: &mut Vec<u8>, entry: &Entry, time: &[u8]) {
+    let (method, target, protocol) = split_request_line(entry.request_line);
+    line.extend_from_slice(b"{\"time\":\"");
+    line.extend_from_slice(time);
+    let _ = write!(line, "\",\"remote_addr\":\"{}\",\"method\":", entry.peer.ip());
+    json_string(line, Some(method));
+    line.extend_from_slice(b",\"target\":");
+    json_string(line, Some(target));
+    line.extend_from_slice(b",\"protocol\":");
+    json_string(line, Some(protocol));
+    let _ = write!(
+        line,
+        ",\"status\":{},\"bytes_sent\":{},\"referer\":",
+        entry.status, entry.body_bytes
+    );
+    json_string(line, entry.referer);
+    line.extend_from_slice(b",\"user_agent\":");
+    json_string(line, entry.user_agent);
+    line.extend_from_slice(b",\"request_id\":");
+    json_string(line, entry.request_id);
+    let micros = entry.duration.as_micros();
+    let _ = write!(
+        line,
+        ",\"duration_ms\":{}.{:03},\"upstream\":",
+        micros / 1000,
+        micros % 1000
+    );
+    match entry.upstream {
+        Some(addr) => {
+            let _ = write!(line, "\"{addr}\"");
+        }
+        None => line.extend_from_slice(b"null"),
+    }
+    line.extend_from_slice(b"}\n");
+}
+
+/// `METHOD TARGET PROTOCOL` into its three parts; a malformed line (logged after a 400)
+/// gives what it has: the text before the first space, the middle, the part after the last.
+fn split_request_line(line: &[u8]) -> (&[u8], &[u8], &[u8]) {
+    let Some(first) = line.iter().position(|&b| b == b' ') else {
+        return (line, b"", b"");
+    };
+    let (method, rest) = (&line[..first], &line[first + 1..]);
+    match rest.iter().rposition(|&b| b == b' ') {
+        Some(last) => (method, &rest[..last], &rest[last + 1..]),
+        None => (method, rest, b""),
+    }
+}
+
+/// A JSON string of `bytes` (or `null`): valid UTF-8 kept, `"` `\` and control characters
+/// escaped, each byte of invalid UTF-8 written as the text `\xHH`.
+fn json_string(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    let Some(bytes) = bytes else {
+        out.extend_from_slice(b"null");
+        return;
+    };
+    out.push(b'"');
+    for chunk in bytes.utf8_chunks() {
+        for &b in chunk.valid().as_bytes() {
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0..=0x1f | 0x7f => {
+                    let _ = write!(out, "\\u{b:04x}");
+                }
+                _ => out.push(b),
+            }
+        }
+        for &b in chunk.invalid() {
+            let _ = write!(out, "\\\\x{b:02X}");
+        }
+    }
+    out.push(b'"');
+}
 
 /// Copies `bytes`, escaping `"`, `\` and non-printable bytes as `\xHH`, as nginx does.
 fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -102,24 +211,76 @@ fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn combined_format_line() {
-        let mut log = AccessLog {
-            sink: Some(tempfile::tempfile().unwrap()),
-            buffer: Vec::new(),
-        };
-        let entry = Entry {
+    fn entry<'a>(request_line: &'a [u8], user_agent: Option<&'a [u8]>) -> Entry<'a> {
+        Entry {
             peer: "127.0.0.1:5000".parse().unwrap(),
-            request_line: b"GET /a\"b HTTP/1.1",
+            server: 0,
+            request_line,
             status: 200,
             body_bytes: 1024,
             referer: None,
-            user_agent: Some(b"curl/8"),
-        };
-        log.record(&entry, b"[21/Nov/2026:20:00:00 +0000]");
+            user_agent,
+            request_id: Some(b"abc-1"),
+            duration: Duration::from_micros(12_345),
+            upstream: None,
+        }
+    }
+
+    #[test]
+    fn combined_format_line() {
+        let mut line = Vec::new();
+        let entry = entry(b"GET /a\"b HTTP/1.1", Some(b"curl/8"));
+        combined(&mut line, &entry, b"[21/Nov/2026:20:00:00 +0000]");
         assert_eq!(
-            String::from_utf8(log.buffer.clone()).unwrap(),
+            String::from_utf8(line).unwrap(),
             "127.0.0.1 - - [21/Nov/2026:20:00:00 +0000] \"GET /a\\x22b HTTP/1.1\" 200 1024 \"-\" \"curl/8\"\n"
+        );
+    }
+
+    #[test]
+    fn json_line_has_every_field() {
+        let mut line = Vec::new();
+        let mut proxied = entry(b"POST /api/x?y=1 HTTP/1.1", Some(b"curl/8"));
+        proxied.upstream = Some("10.0.0.2:3000".parse().unwrap());
+        json(&mut line, &proxied, b"2026-11-21T20:00:00Z");
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "{\"time\":\"2026-11-21T20:00:00Z\",\"remote_addr\":\"127.0.0.1\",\"method\":\"POST\",\
+             \"target\":\"/api/x?y=1\",\"protocol\":\"HTTP/1.1\",\"status\":200,\"bytes_sent\":1024,\
+             \"referer\":null,\"user_agent\":\"curl/8\",\"request_id\":\"abc-1\",\"duration_ms\":12.345,\
+             \"upstream\":\"10.0.0.2:3000\"}\n"
+        );
+    }
+
+    #[test]
+    fn hostile_bytes_stay_inside_their_json_string() {
+        let hostile: &[u8] = b"a\"b\\c\x00\x1b[31m\x7f\n\r\t\xff\xc3\xa9 \xe2\x80\xa8}";
+        let mut line = Vec::new();
+        json(&mut line, &entry(hostile, Some(hostile)), b"2026-11-21T20:00:00Z");
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+        let text = String::from_utf8(line).expect("valid UTF-8");
+        let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        let expected = "a\"b\\c\u{0}\u{1b}[31m\u{7f}\n\r\t\\xFFé \u{2028}}";
+        assert_eq!(value["user_agent"], expected);
+        assert_eq!(value["method"], "a\"b\\c\u{0}\u{1b}[31m\u{7f}\n\r\t\\xFFé");
+        assert_eq!(value["target"], "\u{2028}}");
+        assert_eq!(value["protocol"], "");
+    }
+
+    #[test]
+    fn malformed_request_lines_split_as_far_as_they_go() {
+        assert_eq!(
+            split_request_line(b"GET / HTTP/1.1"),
+            (&b"GET"[..], &b"/"[..], &b"HTTP/1.1"[..])
+        );
+        assert_eq!(
+            split_request_line(b"GET /a b HTTP/1.1"),
+            (&b"GET"[..], &b"/a b"[..], &b"HTTP/1.1"[..])
+        );
+        assert_eq!(split_request_line(b"GET /"), (&b"GET"[..], &b"/"[..], &b""[..]));
+        assert_eq!(
+            split_request_line(b"\x16\x03\x01"),
+            (&b"\x16\x03\x01"[..], &b""[..], &b""[..])
         );
     }
 }

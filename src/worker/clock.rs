@@ -12,6 +12,8 @@ pub struct Clock {
     pub http_date: Vec<u8>,
     /// Access log time, `[21/Nov/2026:20:00:00 +0000]`.
     pub log_date: Vec<u8>,
+    /// JSON access log time (RFC 3339, UTC), `2026-11-21T20:00:00Z`.
+    pub rfc3339: Vec<u8>,
 }
 
 impl Clock {
@@ -21,6 +23,7 @@ impl Clock {
             second: u64::MAX,
             http_date: Vec::new(),
             log_date: Vec::new(),
+            rfc3339: Vec::new(),
         };
         clock.tick();
         clock
@@ -35,6 +38,7 @@ impl Clock {
             self.second = second;
             self.http_date = httpdate::fmt_http_date(wall).into_bytes();
             self.log_date = log_date(second).into_bytes();
+            self.rfc3339 = rfc3339(second).into_bytes();
         }
     }
 }
@@ -56,6 +60,18 @@ fn log_date(epoch_seconds: u64) -> String {
     format!(
         "[{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000]",
         MONTHS[(month - 1) as usize],
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Formats seconds since the epoch as RFC 3339 in UTC.
+fn rfc3339(epoch_seconds: u64) -> String {
+    let (year, month, day) = civil_from_days((epoch_seconds / 86_400) as i64);
+    let secs = epoch_seconds % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         secs / 3600,
         secs / 60 % 60,
         secs % 60
@@ -85,5 +101,7 @@ mod tests {
         assert_eq!(log_date(0), "[01/Jan/1970:00:00:00 +0000]");
         assert_eq!(log_date(1_795_291_200), "[21/Nov/2026:20:00:00 +0000]");
         assert_eq!(log_date(951_782_400), "[29/Feb/2000:00:00:00 +0000]");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_291_200 + 3723), "2026-11-21T21:02:03Z");
     }
 }

@@ -15,6 +15,7 @@ use super::buffers::Buffers;
 use super::clock::Clock;
 use super::input::{Filled, Input};
 use super::output::{Flush, Output};
+use super::request_id::{RequestId, RequestIds};
 use crate::channel::Counters;
 use crate::config::{FileOptions, Limits, Route, Serve};
 use crate::files::{resolve, Answer, FileRequest, Reply, Served, StaticFiles};
@@ -58,14 +59,18 @@ struct LogCopy {
     request_line: Vec<u8>,
     referer: Option<Vec<u8>>,
     user_agent: Option<Vec<u8>>,
+    request_id: RequestId,
+    started: Instant,
 }
 
 impl LogCopy {
-    fn of(head: &RequestHead, buf: &[u8]) -> LogCopy {
+    fn of(head: &RequestHead, buf: &[u8], request_id: RequestId, started: Instant) -> LogCopy {
         LogCopy {
             request_line: head.request_line(buf).to_vec(),
             referer: head.referer.map(|s| s.of(buf).to_vec()),
             user_agent: head.user_agent.map(|s| s.of(buf).to_vec()),
+            request_id,
+            started,
         }
     }
 }
@@ -117,6 +122,8 @@ pub struct Ctx<'a> {
     pub registry: Registry,
     /// Spare I/O buffers, lent to connections and exchanges while they hold bytes.
     pub buffers: Buffers,
+    /// Makes the ids of requests that come without a usable `X-Request-Id`.
+    pub ids: RequestIds,
 }
 
 impl<'a> Ctx<'a> {
@@ -146,6 +153,8 @@ pub struct Conn {
     pub deadline: Instant,
     /// When the connection last became idle.
     idle_since: Instant,
+    /// When the current request's first bytes were processed (for the access log).
+    started: Instant,
     /// The client's FIN was signalled: read on until EOF, a short read proves nothing.
     eof_pending: bool,
     served: u32,
@@ -172,6 +181,7 @@ impl Conn {
             output: Output::default(),
             deadline: now + limits.header_timeout,
             idle_since: now,
+            started: now,
             eof_pending: false,
             served: 0,
         }
@@ -308,6 +318,7 @@ impl Conn {
                     }
                     if matches!(self.phase, Phase::Idle) {
                         self.phase = Phase::Head;
+                        self.started = ctx.clock.now;
                         self.deadline = ctx.clock.now + ctx.limits.header_timeout;
                     }
                     match request::parse(self.input.data(), ctx.limits) {
@@ -421,15 +432,23 @@ impl Conn {
                 }
             }
         };
+        let request_id = ctx
+            .log
+            .wants_id(self.server)
+            .then(|| ctx.ids.pick(head.request_id.map(|s| s.of(buf))));
         let entry = Entry {
             peer: self.peer,
+            server: self.server,
             request_line: head.request_line(buf),
             status: served.status,
             body_bytes: served.body_bytes,
             referer: head.referer.map(|s| s.of(buf)),
             user_agent: head.user_agent.map(|s| s.of(buf)),
+            request_id: request_id.as_ref().map(RequestId::as_bytes),
+            duration: ctx.clock.now.saturating_duration_since(self.started),
+            upstream: None,
         };
-        ctx.log.record(&entry, &ctx.clock.log_date);
+        ctx.log.record(&entry, &ctx.clock);
         if let Some(body) = served.body {
             self.output.push_body(body);
         }
@@ -471,10 +490,15 @@ impl Conn {
         if head.expect_continue {
             self.output.buffer().extend_from_slice(response::CONTINUE);
         }
-        let log = ctx.log.is_on().then(|| LogCopy::of(head, buf));
+        let request_id = ctx.ids.pick(head.request_id.map(|s| s.of(buf)));
+        let log = ctx
+            .log
+            .is_on()
+            .then(|| LogCopy::of(head, buf, request_id, self.started));
         let start = Start {
             head,
             buf,
+            request_id: request_id.as_bytes(),
             peer: self.peer,
             upstream,
             strip,
@@ -490,7 +514,8 @@ impl Conn {
             }
             Err(failure) => {
                 let with_body = head.method != Method::Head;
-                self.answer_failure(failure.status(), with_body, persistence, log.as_ref(), ctx);
+                let status = failure.status();
+                self.answer_failure(status, with_body, persistence, log.as_ref(), None, ctx);
                 self.input.consume(head.len);
                 self.after_answer(head.framing, persistence, ctx);
             }
@@ -502,8 +527,10 @@ impl Conn {
         let Phase::Proxying(proxying) = &mut self.phase else {
             return false;
         };
+        let mut upstream = None;
         if matches!(step, Step::Done { .. } | Step::Failed { .. } | Step::Abort) {
             proxying.exchange.release(&mut ctx.buffers);
+            upstream = proxying.exchange.server_addr(&ctx.upstreams);
         }
         match step {
             Step::Wait => {
@@ -520,7 +547,7 @@ impl Conn {
                 body_bytes,
             } => {
                 let log = proxying.log.take();
-                self.log_proxied(log.as_ref(), status, body_bytes, ctx);
+                self.log_proxied(log.as_ref(), status, body_bytes, upstream, ctx);
                 match persistence {
                     Persistence::Close => {
                         self.phase = Phase::Closing {
@@ -542,7 +569,8 @@ impl Conn {
                 };
                 let with_body = proxying.exchange.method() != Method::Head;
                 let log = proxying.log.take();
-                self.answer_failure(failure.status(), with_body, persistence, log.as_ref(), ctx);
+                let status = failure.status();
+                self.answer_failure(status, with_body, persistence, log.as_ref(), upstream, ctx);
                 match persistence {
                     Persistence::Close => self.phase = Phase::Closing { linger: true },
                     _ => self.enter_idle(ctx),
@@ -552,7 +580,7 @@ impl Conn {
             Step::Abort => {
                 let log = proxying.log.take();
                 let status = proxying.exchange.status().unwrap_or(502);
-                self.log_proxied(log.as_ref(), status, 0, ctx);
+                self.log_proxied(log.as_ref(), status, 0, upstream, ctx);
                 self.phase = Phase::Closing { linger: false };
                 true
             }
@@ -566,24 +594,36 @@ impl Conn {
         with_body: bool,
         persistence: Persistence,
         log: Option<&LogCopy>,
+        upstream: Option<SocketAddr>,
         ctx: &mut Ctx,
     ) {
         let out = self.output.buffer();
         let n = response::write_simple(out, status, &ctx.clock.http_date, persistence, &[], with_body);
-        self.log_proxied(log, status, n, ctx);
+        self.log_proxied(log, status, n, upstream, ctx);
     }
 
-    fn log_proxied(&self, log: Option<&LogCopy>, status: u16, body_bytes: u64, ctx: &mut Ctx) {
+    fn log_proxied(
+        &self,
+        log: Option<&LogCopy>,
+        status: u16,
+        body_bytes: u64,
+        upstream: Option<SocketAddr>,
+        ctx: &mut Ctx,
+    ) {
         if let Some(copy) = log {
             let entry = Entry {
                 peer: self.peer,
+                server: self.server,
                 request_line: &copy.request_line,
                 status,
                 body_bytes,
                 referer: copy.referer.as_deref(),
                 user_agent: copy.user_agent.as_deref(),
+                request_id: Some(copy.request_id.as_bytes()),
+                duration: ctx.clock.now.saturating_duration_since(copy.started),
+                upstream,
             };
-            ctx.log.record(&entry, &ctx.clock.log_date);
+            ctx.log.record(&entry, &ctx.clock);
         }
     }
 
@@ -599,15 +639,20 @@ impl Conn {
             .unwrap_or_default();
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let line = &line[..line.len().min(1024)];
+        let request_id = ctx.log.wants_id(self.server).then(|| ctx.ids.make());
         let entry = Entry {
             peer: self.peer,
+            server: self.server,
             request_line: line,
             status,
             body_bytes: 0,
             referer: None,
             user_agent: None,
+            request_id: request_id.as_ref().map(RequestId::as_bytes),
+            duration: ctx.clock.now.saturating_duration_since(self.started),
+            upstream: None,
         };
-        ctx.log.record(&entry, &ctx.clock.log_date);
+        ctx.log.record(&entry, &ctx.clock);
         self.phase = Phase::Closing { linger: true };
         self.deadline = ctx.clock.now + ctx.limits.send_timeout.min(ctx.limits.header_timeout);
     }

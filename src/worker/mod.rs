@@ -11,6 +11,7 @@ mod clock;
 mod conn;
 pub mod input;
 pub mod output;
+mod request_id;
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -33,6 +34,7 @@ use crate::sys::SignalReader;
 use access_log::AccessLog;
 use clock::Clock;
 use conn::{Conn, Ctx, Verdict};
+use request_id::RequestIds;
 
 /// Token of the signalfd.
 const SIGNALS: Token = Token(usize::MAX);
@@ -201,7 +203,8 @@ impl<'a> Worker<'a> {
             })
             .collect();
         let files = StaticFiles::open(&roots)?;
-        let log = AccessLog::open(&config.access_log)
+        let formats = config.servers.iter().map(|s| s.access_log_format).collect();
+        let log = AccessLog::open(&config.access_log, formats)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open access log: {e}")))?;
         let registry = poll.registry().try_clone()?;
         Ok(Parts {
@@ -244,6 +247,7 @@ impl<'a> Worker<'a> {
                 upstreams: Upstreams::new(&config.upstreams, clock_now),
                 registry: parts.registry,
                 buffers: Default::default(),
+                ids: RequestIds::new(slot),
             },
             drain_until: None,
             prober_stop: Arc::new(AtomicBool::new(false)),

@@ -49,3 +49,108 @@ fn a_request_is_logged_in_combined_format_to_the_configured_file() {
         "line {line:?}"
     );
 }
+
+/// The access log's lines, each parsed as JSON, the harness's probes left out.
+fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let log = std::fs::read_to_string(path).expect("read access log");
+    log.lines()
+        .filter(|line| !line.contains("harness-ready-probe"))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}")))
+        .collect()
+}
+
+#[test]
+fn json_lines_carry_every_field() {
+    let site = Site::new();
+    site.file("x", "hello");
+    let top = "access_log = \"access.log\"\naccess_log_format = \"json\"";
+    let mut server = Server::with_config(&site, top, "");
+    let headers = ["User-Agent: UA/1", "Referer: http://ref/", "X-Request-Id: req-42"];
+    server.get_with("/x?a=1", &headers).assert_status(200);
+    assert!(server.stop().success());
+    let lines = json_lines(&site.base().join("access.log"));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    let fields: Vec<&str> = line
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut expected = [
+        "time",
+        "remote_addr",
+        "method",
+        "target",
+        "protocol",
+        "status",
+        "bytes_sent",
+        "referer",
+        "user_agent",
+        "request_id",
+        "duration_ms",
+        "upstream",
+    ];
+    expected.sort_unstable();
+    let mut sorted = fields.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, expected, "{line}");
+    let time = line["time"].as_str().expect("time is a string");
+    let rfc3339 = time.len() == 20
+        && time.ends_with('Z')
+        && time.as_bytes()[10] == b'T'
+        && time.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b'T',
+            13 | 16 => b == b':',
+            19 => b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    assert!(rfc3339, "time {time:?}");
+    assert_eq!(line["remote_addr"], "127.0.0.1");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["target"], "/x?a=1");
+    assert_eq!(line["protocol"], "HTTP/1.1");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["bytes_sent"], 5);
+    assert_eq!(line["referer"], "http://ref/");
+    assert_eq!(line["user_agent"], "UA/1");
+    assert_eq!(line["request_id"], "req-42");
+    assert!(line["duration_ms"].is_f64(), "{line}");
+    assert!(line["upstream"].is_null(), "{line}");
+}
+
+#[test]
+fn hostile_bytes_cannot_break_a_json_line() {
+    let site = Site::new();
+    site.file("x", "hello");
+    let top = "access_log = \"access.log\"\naccess_log_format = \"json\"";
+    let mut server = Server::with_config(&site, top, "");
+    // Header values may carry quotes, backslashes, tabs and bytes that are not UTF-8.
+    let mut valid =
+        b"GET /x HTTP/1.1\r\nHost: t\r\nUser-Agent: a\"b\\c\td\xff\xfe\"}, \"status\": 1\r\n".to_vec();
+    valid.extend_from_slice(b"Connection: close\r\n\r\n");
+    let response = server.send(&valid);
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&response)
+    );
+    // A request line the parser rejects is logged raw: control bytes, escapes, newline tricks.
+    let garbage = b"G\x1b[2J\"ET\\ /\x00\x7f\xc3\x28 HTTP/1.1\r\n\r\n";
+    let response = server.send(garbage);
+    assert!(
+        response.starts_with(b"HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&response)
+    );
+    assert!(server.stop().success());
+    let lines = json_lines(&site.base().join("access.log"));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["user_agent"], "a\"b\\c\td\\xFF\\xFE\"}, \"status\": 1");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[1]["status"], 400);
+    assert_eq!(lines[1]["method"], "G\u{1b}[2J\"ET\\");
+    assert_eq!(lines[1]["target"], "/\u{0}\u{7f}\\xC3(");
+    assert_eq!(lines[1]["protocol"], "HTTP/1.1");
+}

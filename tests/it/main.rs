@@ -14,6 +14,7 @@ mod path_safety;
 mod procfs;
 mod proxy;
 mod quick_mode;
+mod request_id;
 mod static_files;
 mod status;
 mod supervision;

@@ -9,6 +9,6 @@ mod forwarding;
 mod health;
 mod pool;
 mod smuggling;
-mod support;
+pub mod support;
 mod try_files;
 mod websocket;
