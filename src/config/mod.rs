@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use file::{load_file, ConfigError};
+pub use file::{load_file, load_text, ConfigError};
 
 /// Everything one shoal instance needs to run.
 #[derive(Debug, Clone)]
@@ -296,9 +296,14 @@ pub enum Dotfiles {
 }
 
 impl Route {
-    /// True when `path` (normalized, starting with '/') falls under this route.
+    /// True when `path` (normalized, starting with '/') falls under this route. A route that
+    /// strips its prefix matches only at a segment boundary: `/img` takes `/img` and `/img/a`
+    /// but not `/img../secret`, which would leave `../secret` (nginx's `alias` traversal).
     pub fn matches(&self, path: &str) -> bool {
-        path.starts_with(&self.prefix)
+        let Some(rest) = path.strip_prefix(self.prefix.as_str()) else {
+            return false;
+        };
+        !self.strip_prefix || self.prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')
     }
 }
 

@@ -135,7 +135,7 @@ impl StaticFiles {
             };
             return Ok(simple(reply, status, &[]));
         }
-        let relative = relative_path(request);
+        let relative = resolve::beneath_route(request.path, request.route);
         let found = match self.find(request.route_id, relative, request.options, now) {
             Ok(found) => found,
             Err(OpenError::NotFound) => match request.options.fallback {
@@ -200,16 +200,6 @@ impl StaticFiles {
         }
         Ok(found)
     }
-}
-
-/// The path under the root: the whole request path, or the part after the prefix.
-fn relative_path<'a>(request: &FileRequest<'a>) -> &'a str {
-    let path = if request.route.strip_prefix {
-        &request.path[request.route.prefix.len().min(request.path.len())..]
-    } else {
-        request.path
-    };
-    path.trim_start_matches('/')
 }
 
 /// Reads what `relative` names from disk: a file, a directory's index, or a redirect.

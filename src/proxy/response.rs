@@ -73,6 +73,10 @@ pub fn parse(buf: &[u8], request_was_head: bool) -> Result<Option<UpstreamHead>,
     let (Some(status), Some(minor)) = (response.code, response.version) else {
         return Err(ResponseError::Malformed);
     };
+    // Every valid status is in 100..=599 (RFC 9110 §15); httparse takes any three digits.
+    if !(100..=599).contains(&status) {
+        return Err(ResponseError::Malformed);
+    }
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_encoding = false;
@@ -275,6 +279,11 @@ mod tests {
     fn garbage_and_oversize_are_refused() {
         assert_eq!(head("garbage\r\n\r\n"), Err(ResponseError::Malformed));
         assert_eq!(head("HTTP/1.1 2000 OK\r\n\r\n"), Err(ResponseError::Malformed));
+        // Found by fuzzing: "099" was relayed as "99", a status line no client can read.
+        for status in ["000", "099", "600", "999"] {
+            let text = format!("HTTP/1.1 {status} Odd\r\nContent-Length: 0\r\n\r\n");
+            assert_eq!(head(&text), Err(ResponseError::Malformed), "{status}");
+        }
         assert_eq!(
             head("HTTP/1.1 200 OK\r\nBad Header\r\n\r\n"),
             Err(ResponseError::Malformed)

@@ -1,0 +1,70 @@
+//! The static path resolver (`files::resolve`): request target -> normalized path -> the path
+//! beneath a route's root, for arbitrary targets and route prefixes.
+//!
+//! Input: one flag byte (bit 0: strip_prefix; bits 1..: prefix length), the prefix (after a
+//! '/' added in front), then the raw request target. Oracles: a resolved path starts with '/'
+//! and has no empty, "." or ".." segment, NUL, backslash or control byte; resolving it again
+//! changes nothing; and what is opened beneath the root never leaves it (no ".." or absolute
+//! component once joined to the root).
+#![no_main]
+
+use std::path::{Component, Path};
+
+use libfuzzer_sys::fuzz_target;
+use shoal::config::{Route, Serve};
+use shoal::files::resolve;
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&flags, rest)) = input.split_first() else {
+        return;
+    };
+    let prefix_len = usize::from(flags >> 1).min(rest.len());
+    let (prefix, target) = rest.split_at(prefix_len);
+    let Ok(prefix) = std::str::from_utf8(prefix) else {
+        return;
+    };
+    let route = Route {
+        prefix: format!("/{prefix}"),
+        strip_prefix: flags & 1 == 1,
+        serve: Serve::Proxy(0),
+    };
+    let Ok(url) = resolve::resolve_target(target) else {
+        return;
+    };
+    let path = url.path.as_str();
+    assert!(path.starts_with('/'), "{path:?}");
+    let inner = path[1..].strip_suffix('/').unwrap_or(&path[1..]);
+    if !inner.is_empty() {
+        for segment in inner.split('/') {
+            assert!(
+                !matches!(segment, "" | "." | ".."),
+                "segment {segment:?} in {path:?}"
+            );
+        }
+    }
+    assert!(
+        !path
+            .bytes()
+            .any(|b| b == 0 || b == b'\\' || b < 0x20 || b == 0x7f),
+        "{path:?}"
+    );
+    if !path.contains(['%', '?']) {
+        let again = resolve::resolve_target(path.as_bytes()).expect("a resolved path resolves");
+        assert_eq!(again.path, path, "resolving twice changed it");
+    }
+    if !route.matches(path) {
+        return;
+    }
+    let relative = resolve::beneath_route(path, &route);
+    let root = Path::new("/srv/site");
+    let joined = root.join(relative);
+    assert!(joined.starts_with(root), "{relative:?} leaves the root");
+    for component in joined.components().skip(root.components().count()) {
+        assert!(
+            matches!(component, Component::Normal(_)),
+            "{component:?} in {relative:?} (target {:?}, route {:?})",
+            String::from_utf8_lossy(target),
+            route.prefix
+        );
+    }
+});
