@@ -64,7 +64,6 @@ declare -A SLOW=()     # action -> times its wait for a steady state ran out
 KILLED=""              # worker pids we sent SIGKILL (their death is expected)
 RECYCLED=0             # "recycling (Bloated" lines seen during the RSS recycles
 UPGRADE_NOTE=""
-SPY=""                 # the wrk shim (empty: no timestamps)
 TARGETS=()
 declare -A R_REQ=() R_NON2XX=() R_SOCK=() R_ACTIONS=() R_CLOSES=()   # target -> report values
 
@@ -84,44 +83,6 @@ cleanup() {
     elif [[ -n $TMP && -d $TMP ]]; then
         rm -rf -- "$TMP"
     fi
-}
-
-now_us() { echo "${EPOCHREALTIME//[!0-9]/}"; }
-
-# Sleep until the absolute time $1 (microseconds since the epoch); no-op if it has passed.
-sleep_until_us() {
-    local delta=$(($1 - $(now_us)))
-    ((delta > 0)) || return 0
-    sleep "$((delta / 1000000)).$(printf '%06d' $((delta % 1000000)))"
-}
-
-# wait_for SECONDS CMD...: poll CMD every 50 ms until it succeeds; 1 if it never did.
-wait_for() {
-    local deadline=$(($(now_us) + $1 * 1000000))
-    shift
-    while (($(now_us) < deadline)); do
-        "$@" && return 0
-        sleep 0.05
-    done
-    "$@"
-}
-
-# Number of shoal log lines so far; with log_since, what was logged after that point.
-log_mark() { wc -l < "$SHOAL_LOG"; }
-log_count_since() { tail -n +"$(($1 + 1))" "$SHOAL_LOG" | grep -c -- "$2" || true; }
-log_has_since() { (($(log_count_since "$1" "$2") >= ${3:-1})); }
-
-# workers_settled MASTER COUNT [PID...]: exactly COUNT children, none of the given PIDs.
-workers_settled() {
-    local master=$1 count=$2 kids
-    shift 2
-    mapfile -t kids < <(children_of "$master")
-    ((${#kids[@]} == count)) || return 1
-    local k p
-    for p in "$@"; do
-        for k in "${kids[@]}"; do [[ $k == "$p" ]] && return 1; done
-    done
-    return 0
 }
 
 # --- setup ------------------------------------------------------------------
@@ -176,8 +137,7 @@ start_shoal() {
 start_nginx() {
     local name=$1 listen_opts=${2:-} dir=$TMP/$1
     check_port_free "$NGINX_PORT"
-    write_nginx_conf "$dir" "$NGINX_PORT" "$listen_opts"
-    sed -i "s/^worker_processes 2;/worker_processes $WORKERS;/" "$dir/nginx.conf"
+    write_nginx_conf "$dir" "$NGINX_PORT" "$listen_opts" "$WORKERS"
     nginx_args "$dir"
     "${NGINX_ARGS[@]}" > "$dir/stdout.log" 2>&1 &
     PID[$name]=$!
@@ -187,109 +147,11 @@ start_nginx() {
 
 # --- wrk spy ----------------------------------------------------------------
 
-# Builds $TMP/wrkspy.so, an LD_PRELOAD shim for wrk. It wraps read/write/connect and appends
-# "time_us kind fd errno" to $WRKSPY_LOG for each socket error wrk counts (kind read, write,
-# connect), each 4xx/5xx status line (status) and each end of file on a socket (eof: the
-# server closed a connection while wrk waited for a response; Debian's wrk 4.1.0 counts that
-# as a read error, newer wrk reconnects without counting it). Nothing is logged on the normal
-# path, so the load is unchanged.
-build_spy() {
-    SPY=""
-    command -v cc >/dev/null 2>&1 || { log "WARNING: no cc; errors will not be timestamped"; return 0; }
-    cat > "$TMP/wrkspy.c" <<'EOF'
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
-
-static ssize_t (*real_read)(int, void *, size_t);
-static ssize_t (*real_write)(int, const void *, size_t);
-static int (*real_connect)(int, const struct sockaddr *, socklen_t);
-static int out = -1;
-
-__attribute__((constructor)) static void init(void) {
-    real_read = (ssize_t (*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
-    real_write = (ssize_t (*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
-    real_connect = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "connect");
-    const char *path = getenv("WRKSPY_LOG");
-    if (path) out = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-}
-
-static void note(const char *kind, int fd, int err) {
-    struct timespec ts;
-    char line[96];
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int n = snprintf(line, sizeof line, "%lld%06ld %s %d %d\n", (long long)ts.tv_sec,
-                     ts.tv_nsec / 1000, kind, fd, err);
-    if (out >= 0 && n > 0) real_write(out, line, (size_t)n);
-}
-
-static int is_socket(int fd) {
-    struct stat st;
-    return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
-}
-
-ssize_t read(int fd, void *buf, size_t len) {
-    ssize_t r = real_read(fd, buf, len);
-    if (r > 0) {
-        const char *b = buf;
-        if (r >= 10 && memcmp(b, "HTTP/1.", 7) == 0 && b[8] == ' ' && (b[9] == '4' || b[9] == '5'))
-            note("status", fd, 0);
-    } else if (fd != out) {
-        int e = errno;
-        if (is_socket(fd)) note(r == 0 ? "eof" : "read", fd, r == 0 ? 0 : e);
-        errno = e;
-    }
-    return r;
-}
-
-ssize_t write(int fd, const void *buf, size_t len) {
-    ssize_t r = real_write(fd, buf, len);
-    if (r < 0 && errno != EAGAIN && fd != out) {
-        int e = errno;
-        note("write", fd, e);
-        errno = e;
-    }
-    return r;
-}
-
-int connect(int fd, const struct sockaddr *addr, socklen_t len) {
-    int r = real_connect(fd, addr, len);
-    if (r < 0 && errno != EINPROGRESS) {
-        int e = errno;
-        note("connect", fd, e);
-        errno = e;
-    }
-    return r;
-}
-EOF
-    if cc -O2 -Wall -shared -fPIC -o "$TMP/wrkspy.so" "$TMP/wrkspy.c" -ldl 2> "$TMP/wrkspy.err"; then
-        SPY=$TMP/wrkspy.so
-    else
-        cat "$TMP/wrkspy.err" >&2
-        log "WARNING: the wrk shim did not compile; errors will not be timestamped"
-    fi
-}
-
 # --- actions ----------------------------------------------------------------
 # Each takes the steady state as given, acts, and waits (bounded) for the steady state again.
 # It returns 1 when a wait ran out; the drill goes on regardless.
 
-act_hup() {
-    local mark old
-    mark=$(log_mark)
-    mapfile -t old < <(children_of "$MASTER")
-    kill -HUP "$MASTER"
-    wait_for 10 log_has_since "$mark" 'reload complete' &&
-        wait_for 12 workers_settled "$MASTER" "$WORKERS" "${old[@]}"
-}
+act_hup() { reload_shoal "$MASTER" "$SHOAL_LOG" "$WORKERS"; }
 
 act_kill() {
     local kids victim
@@ -305,18 +167,18 @@ act_kill() {
 # HUP to max_worker_rss = "1MiB", two recycles, HUP back to "0".
 act_recycle() {
     local mark back old rc=0 n
-    mark=$(log_mark)
+    mark=$(log_mark "$SHOAL_LOG")
     write_shoal_conf 1MiB
     kill -HUP "$MASTER"
-    wait_for 10 log_has_since "$mark" 'reload complete' || rc=1
-    wait_for 15 log_has_since "$mark" 'recycling (Bloated' 2 || rc=1
+    wait_for 10 log_has_since "$SHOAL_LOG" "$mark" 'reload complete' || rc=1
+    wait_for 15 log_has_since "$SHOAL_LOG" "$mark" 'recycling (Bloated' 2 || rc=1
     write_shoal_conf 0
-    back=$(log_mark)
+    back=$(log_mark "$SHOAL_LOG")
     mapfile -t old < <(children_of "$MASTER")
     kill -HUP "$MASTER"
-    wait_for 10 log_has_since "$back" 'reload complete' || rc=1
+    wait_for 10 log_has_since "$SHOAL_LOG" "$back" 'reload complete' || rc=1
     wait_for 12 workers_settled "$MASTER" "$WORKERS" "${old[@]}" || rc=1
-    n=$(log_count_since "$mark" 'recycling (Bloated')
+    n=$(log_count_since "$SHOAL_LOG" "$mark" 'recycling (Bloated')
     RECYCLED=$((RECYCLED + n))
     EVENT_DETAIL="$n recycles"
     return $rc
@@ -332,7 +194,7 @@ new_master_ready() {
 
 act_upgrade() {
     local mark prev=$MASTER new rc=0 status=0
-    mark=$(log_mark)
+    mark=$(log_mark "$SHOAL_LOG")
     kill -USR2 "$prev"
     if ! wait_for 35 new_master_ready "$prev"; then
         UPGRADE_NOTE="no new master wrote the pid file within 35 s"
@@ -344,7 +206,7 @@ act_upgrade() {
     PID[shoal]=$new
     PID[shoal-old]=$prev
     EVENT_DETAIL="master $prev -> $new"
-    wait_for 5 log_has_since "$mark" "new master (pid $new) is serving" || rc=1
+    wait_for 5 log_has_since "$SHOAL_LOG" "$mark" "new master (pid $new) is serving" || rc=1
     wait_for 12 workers_settled "$new" "$WORKERS" || rc=1
     # The old master is our child: it drains its workers and exits by itself.
     if wait_for 15 eval "! pid_alive $prev"; then
@@ -361,22 +223,17 @@ act_upgrade() {
 # TTOU, wait for the slot to go away, TTIN, wait for the full count.
 act_scale() {
     local mark
-    mark=$(log_mark)
+    mark=$(log_mark "$SHOAL_LOG")
     kill -TTOU "$MASTER"
-    wait_for 12 log_has_since "$mark" 'removed; its sockets are closed' &&
+    wait_for 12 log_has_since "$SHOAL_LOG" "$mark" 'removed; its sockets are closed' &&
         wait_for 5 workers_settled "$MASTER" $((WORKERS - 1)) || return 1
-    mark=$(log_mark)
+    mark=$(log_mark "$SHOAL_LOG")
     kill -TTIN "$MASTER"
-    wait_for 5 log_has_since "$mark" 'scaling up' &&
+    wait_for 5 log_has_since "$SHOAL_LOG" "$mark" 'scaling up' &&
         wait_for 10 workers_settled "$MASTER" "$WORKERS"
 }
 
-act_nginx_hup() {
-    local old
-    mapfile -t old < <(children_of "$MASTER")
-    kill -HUP "$MASTER"
-    wait_for 12 workers_settled "$MASTER" "$WORKERS" "${old[@]}"
-}
+act_nginx_hup() { reload_nginx "$MASTER" "$WORKERS"; }
 
 # "offset-in-seconds action" lines: each action's occurrences evenly spread over 8%–82% of the
 # run, each kind slightly shifted so that kinds do not coincide.
@@ -639,7 +496,7 @@ main() {
     [[ $SKIP_BUILD == 1 ]] || build_shoal
     [[ -x $SHOAL_BIN ]] || die "$SHOAL_BIN not found (drop SKIP_BUILD=1?)"
     make_site shoal-drill
-    build_spy
+    build_spy "$TMP"
 
     local cpu nginx_v rev
     cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)

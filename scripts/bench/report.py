@@ -1,0 +1,397 @@
+#!/usr/bin/env python3
+"""The report of scripts/bench.sh: medians, ratios, targets, markdown and an SVG chart.
+
+    report.py RESULTS FACTS [--docs docs/benchmarks.md] [--readme README.md] [--svg FILE]
+
+RESULTS is the raw data, one figure per line, tab-separated: scenario, target, metric, round,
+value. FACTS describes the run, tab-separated: key, value (machine, versions, the exact
+command of each scenario as "cmd.<scenario>"; the last line for a key wins). The markdown
+report goes to stdout. With --docs, the part of that file between the lines
+`<!-- bench-results:begin -->` and `<!-- bench-results:end -->` is replaced by the report;
+with --readme, the part between `<!-- bench-summary:begin -->` and `<!-- bench-summary:end -->`
+by the summary table; with --svg, a bar chart of the ratios is written there.
+
+Medians are the middle value of the sorted rounds (the lower middle for an even count).
+Python standard library only.
+"""
+
+import argparse
+import collections
+import html
+import sys
+
+STATIC = ["shoal", "nginx", "nginx-reuseport"]
+NGINXES = ["nginx", "nginx-reuseport"]
+
+# scenario -> (title, targets in report order, detail columns: (metric, header, format, how))
+# how: "median" (with min–max for the first column), "sum" (over rounds) or "max".
+SCENARIOS = {
+    "s1": ("S1: static 1 KiB, keep-alive", STATIC, [
+        ("rps", "req/s", "int", "median"), ("p50_ms", "p50 ms", "2f", "median"),
+        ("p99_ms", "p99 ms", "2f", "median"), ("errors", "errors", "int", "sum"),
+        ("cpu_us", "CPU µs/req", "1f", "median")]),
+    "s2-close": ("S2: ab, a connection per request (no keep-alive)", STATIC, [
+        ("rps", "req/s", "int", "median"), ("errors", "failed", "int", "sum"),
+        ("cpu_us", "CPU µs/req", "1f", "median")]),
+    "s2-keepalive": ("S2: ab -k (HTTP/1.0 keep-alive)", STATIC, [
+        ("rps", "req/s", "int", "median"), ("errors", "failed", "int", "sum"),
+        ("keepalive_requests", "keep-alive requests", "int", "median"),
+        ("cpu_us", "CPU µs/req", "1f", "median")]),
+    "s3": ("S3: 64 MiB file over 4 connections", STATIC, [
+        ("gbps", "GB/s", "2f", "median"), ("errors", "errors", "int", "sum"),
+        ("cpu_ms_per_gb", "CPU ms/GB", "1f", "median")]),
+    "s4": ("S4: reverse proxy, 1 KiB, keep-alive on both sides", ["shoal-proxy", "nginx-proxy", "haproxy"], [
+        ("rps", "req/s", "int", "median"), ("p50_ms", "p50 ms", "2f", "median"),
+        ("p99_ms", "p99 ms", "2f", "median"), ("errors", "errors", "int", "sum"),
+        ("cpu_us", "CPU µs/req", "1f", "median"), ("upstream_cpu_us", "upstream CPU µs/req", "1f", "median")]),
+    "s5": ("S5: S1's load during HUP reloads", STATIC, [
+        ("errors", "errors per run", "int", "median"), ("reloads", "reloads settled per run", "int", "median"),
+        ("closes", "closes with a request outstanding", "int", "median"), ("rps", "req/s", "int", "median")]),
+    "s6": ("S6: memory per idle keep-alive connection", STATIC, [
+        ("kib_per_conn_pss", "KiB/conn (Pss)", "2f", "median"), ("kib_per_conn_rss", "KiB/conn (Rss)", "2f", "median"),
+        ("kib_per_conn_dirty", "KiB/conn (private dirty)", "2f", "median"),
+        ("established", "established at measurement", "int", "median")]),
+    "s7": ("S7: start-up, exec to the first 200", ["shoal", "nginx"], [
+        ("ms", "ms", "1f", "median")]),
+}
+
+
+def median(values):
+    s = sorted(values)
+    return s[(len(s) - 1) // 2]
+
+
+def fmt(value, kind):
+    if value is None:
+        return "—"
+    if kind == "int":
+        return f"{value:,.0f}"
+    return f"{value:.{kind[0]}f}"
+
+
+class Data:
+    def __init__(self, results_path, facts_path):
+        self.values = collections.defaultdict(list)  # (scenario, target, metric) -> [values]
+        with open(results_path) as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) == 5 and parts[4] != "":
+                    self.values[(parts[0], parts[1], parts[2])].append(float(parts[4]))
+        self.facts = {}
+        with open(facts_path) as f:
+            for line in f:
+                key, _, value = line.rstrip("\n").partition("\t")
+                self.facts[key] = value
+
+    def has(self, scen, target=None):
+        return any(k[0] == scen and (target is None or k[1] == target) for k in self.values)
+
+    def get(self, scen, target, metric, how="median"):
+        vals = self.values.get((scen, target, metric))
+        if not vals:
+            return None
+        return {"median": median, "sum": sum, "max": max}[how](vals)
+
+    def minmax(self, scen, target, metric, kind):
+        vals = self.values.get((scen, target, metric))
+        if not vals:
+            return "—"
+        return f"{fmt(min(vals), kind)}–{fmt(max(vals), kind)}"
+
+
+# --- checks against the issue's targets -----------------------------------------------------
+
+
+class Row:
+    """One line of the summary: a figure, who was compared, the ratio(s) and the verdict."""
+
+    def __init__(self, scenario, figure, kind, values, comparisons, target, verdict, bars):
+        self.scenario = scenario
+        self.figure = figure
+        self.kind = kind
+        self.values = values  # column ("shoal", "nginx", "nginx-reuseport", "HAProxy") -> value
+        self.comparisons = comparisons  # [(label, ratio)]
+        self.target = target
+        self.verdict = verdict  # True, False or None (not run)
+        self.bars = bars  # [(label, ratio, target ratio or None, higher_is_better, passed)]
+
+
+def ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+def meets(r, target, higher):
+    if r is None:
+        return None
+    return r >= target if higher else r <= target
+
+
+def all_pass(verdicts):
+    if any(v is None for v in verdicts):
+        return None
+    return all(verdicts)
+
+
+def best_nginx(d, scen, metric, higher):
+    """The nginx configuration with the better median of metric, or None."""
+    runs = [(d.get(scen, n, metric), n) for n in NGINXES if d.get(scen, n, metric) is not None]
+    if not runs:
+        return None
+    return (max if higher else min)(runs)[1]
+
+
+def static_values(d, scen, metric, how="median"):
+    return {"shoal": d.get(scen, "shoal", metric, how), "nginx": d.get(scen, "nginx", metric, how),
+            "nginx-reuseport": d.get(scen, "nginx-reuseport", metric, how)}
+
+
+def throughput_row(d, label, figure, scen, metric, kind, target):
+    """shoal ≥ target × the faster nginx configuration."""
+    ref = best_nginx(d, scen, metric, True)
+    r = ratio(d.get(scen, "shoal", metric), d.get(scen, ref, metric)) if ref else None
+    ok = meets(r, target, True)
+    comps = [(f"vs {ref}", r)] if ref else []
+    bars = [(f"{label} {figure} vs {ref or 'nginx'} (≥ {target})", r, target, True, ok)]
+    return Row(label, figure, kind, static_values(d, scen, metric), comps, f"≥ {target} × the faster nginx",
+               ok, bars)
+
+
+def s1_p99_row(d):
+    ref = best_nginx(d, "s1", "rps", True)
+    r = ratio(d.get("s1", "shoal", "p99_ms"), d.get("s1", ref, "p99_ms")) if ref else None
+    ok = meets(r, 1.0, False)
+    return Row("S1", "p99 ms", "2f", static_values(d, "s1", "p99_ms"), [(f"vs {ref}", r)] if ref else [],
+               "≤ the faster nginx's", ok, [(f"S1 p99 vs {ref or 'nginx'} (≤ 1)", r, 1.0, False, ok)])
+
+
+def s4_rows(d):
+    rows = []
+    for metric, figure, kind, target, higher in (("rps", "req/s", "int", 1.3, True), ("p99_ms", "p99 ms", "2f", 1.0, False)):
+        mine = d.get("s4", "shoal-proxy", metric)
+        comps, bars, verdicts = [], [], []
+        for other, label in (("nginx-proxy", "nginx"), ("haproxy", "HAProxy")):
+            r = ratio(mine, d.get("s4", other, metric))
+            ok = meets(r, target, higher)
+            comps.append((f"vs {label}", r))
+            bars.append((f"S4 {figure} vs {label} ({'≥' if higher else '≤'} {target:g})", r, target, higher, ok))
+            verdicts.append(ok)
+        values = {"shoal": mine, "nginx": d.get("s4", "nginx-proxy", metric), "HAProxy": d.get("s4", "haproxy", metric)}
+        goal = f"≥ {target} × both" if higher else "≤ both"
+        rows.append(Row("S4 proxy", figure, kind, values, comps, goal, all_pass(verdicts), bars))
+    return rows
+
+
+def s5_row(d, hups):
+    values = static_values(d, "s5", "errors", "sum")
+    reloads = d.values.get(("s5", "shoal", "reloads"), [])
+    ok = None
+    if values["shoal"] is not None:
+        ok = values["shoal"] == 0 and all(r >= hups for r in reloads)
+    figure = f"errors in all rounds ({hups} HUPs each)"
+    return Row("S5 reloads", figure, "int", values, [], "0 errors", ok, [])
+
+
+def absolute_row(d, label, figure, scen, metric, kind, limit, unit):
+    """shoal ≤ limit (an absolute target); the ratio to the better nginx is shown."""
+    ref = best_nginx(d, scen, metric, False)
+    mine = d.get(scen, "shoal", metric)
+    r = ratio(mine, d.get(scen, ref, metric)) if ref else None
+    ok = None if mine is None else mine <= limit
+    text = f"≤ {limit} {unit}"
+    shoal_text = "" if mine is None else f", shoal {fmt(mine, kind)}"
+    bars = [(f"{label} vs {ref or 'nginx'} (target {text}{shoal_text})", r, None, False, ok)]
+    return Row(label, figure, kind, static_values(d, scen, metric), [(f"vs {ref}", r)] if ref else [], text, ok, bars)
+
+
+def summary_rows(d):
+    hups = int(d.facts.get("hups", "18"))
+    return [
+        throughput_row(d, "S1", "req/s", "s1", "rps", "int", 1.3),
+        s1_p99_row(d),
+        throughput_row(d, "S2 no keep-alive", "req/s", "s2-close", "rps", "int", 1.2),
+        throughput_row(d, "S2 keep-alive", "req/s", "s2-keepalive", "rps", "int", 1.3),
+        throughput_row(d, "S3 64 MiB", "GB/s", "s3", "gbps", "2f", 1.0),
+        *s4_rows(d),
+        s5_row(d, hups),
+        absolute_row(d, "S6 idle memory", "KiB per idle connection (Pss)", "s6", "kib_per_conn_pss", "2f", 0.5, "KiB"),
+        absolute_row(d, "S7 start-up", "ms from exec to the first 200", "s7", "ms", "1f", 50, "ms"),
+    ]
+
+
+# --- markdown -------------------------------------------------------------------------------
+
+
+def verdict_text(v):
+    return "not run" if v is None else ("pass" if v else "**FAIL**")
+
+
+def summary_table(rows):
+    out = ["| scenario | figure (median) | shoal | nginx | nginx-reuseport | HAProxy | shoal ÷ other | target | result |",
+           "|---|---|---:|---:|---:|---:|---|---|---|"]
+    for row in rows:
+        cells = [fmt(row.values.get(c), row.kind) for c in ("shoal", "nginx", "nginx-reuseport", "HAProxy")]
+        comps = ", ".join(f"{'—' if r is None else f'{r:.2f}'} {label}" for label, r in row.comparisons) or "—"
+        out.append(f"| {row.scenario} | {row.figure} | " + " | ".join(cells) +
+                   f" | {comps} | {row.target} | {verdict_text(row.verdict)} |")
+    return out
+
+
+def detail_section(d, scen):
+    title, targets, columns = SCENARIOS[scen]
+    lines = [f"### {title}", ""]
+    cmd = d.facts.get(f"cmd.{scen}")
+    if cmd:
+        lines += [f"`{cmd}`", ""]
+    first_metric, first_header, first_kind, _ = columns[0]
+    header = ["target", f"{first_header} (median)", "min–max"] + [
+        f"{h} ({'sum' if how == 'sum' else 'median'})" for _, h, _, how in columns[1:]]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|---|" + "---:|" * (len(header) - 1))
+    for t in targets:
+        if not d.has(scen, t):
+            continue
+        cells = [t, fmt(d.get(scen, t, first_metric), first_kind), d.minmax(scen, t, first_metric, first_kind)]
+        cells += [fmt(d.get(scen, t, m, how), kind) for m, _, kind, how in columns[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def report(d, svg_name):
+    f = d.facts
+    lines = [
+        "## Results",
+        "",
+        f"Run of {f.get('date', '?')}.",
+        "",
+        f"- command: `{f.get('command', 'scripts/bench.sh')}`",
+        f"- machine: {f.get('machine', '?')}",
+        f"- load average just before the run: {f.get('load', '?')}",
+        f"- software: {f.get('software', '?')}",
+        f"- servers: {f.get('servers', '?')}",
+        f"- method: {f.get('method', '?')}",
+        "",
+        "### Against the targets",
+        "",
+        *summary_table(summary_rows(d)),
+        "",
+        "Ratios divide shoal's median by the other server's median; for the first three static",
+        "scenarios the other is the faster nginx configuration (with or without `reuseport`) in that",
+        "scenario, for S1's p99 the configuration that was faster in S1's req/s, for S6 the nginx",
+        "configuration that used less memory. Lower is better for p99, memory and start-up.",
+        "",
+        f"![shoal ÷ nginx and HAProxy, medians of this run]({svg_name})",
+        "",
+    ]
+    for scen in SCENARIOS:
+        if d.has(scen):
+            lines += detail_section(d, scen)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def readme_summary(d):
+    f = d.facts
+    return "\n".join([
+        *summary_table(summary_rows(d)),
+        "",
+        f"Run of {f.get('date', '?')} on {f.get('machine', '?')}: `{f.get('command', 'scripts/bench.sh')}`;",
+        "methods, per-scenario tables and the exact commands in [docs/benchmarks.md](docs/benchmarks.md).",
+    ]) + "\n"
+
+
+def replace_marked(path, name, body):
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    with open(path) as f:
+        text = f.read()
+    if begin not in text or end not in text:
+        sys.exit(f"report.py: {path} has no {begin} ... {end} section")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w") as f:
+        f.write(f"{head}{begin}\n{body}{end}{tail}")
+
+
+# --- SVG ------------------------------------------------------------------------------------
+
+GREEN, RED, GREY = "#2e7d32", "#c62828", "#9e9e9e"
+
+
+def chart(d):
+    rows = summary_rows(d)
+    bars = [b for row in rows for b in row.bars]
+    label_w, plot_w, row_h, top = 390, 360, 26, 86
+    ratios = [b[1] for b in bars if b[1] is not None] + [b[2] for b in bars if b[2] is not None]
+    x_max = max(2.0, min(5.0, (int(max(ratios, default=1.0) * 1.15 * 2) + 1) / 2))
+    width = label_w + plot_w + 90
+    s5 = next(r for r in rows if r.scenario.startswith("S5"))
+    height = top + row_h * len(bars) + 64
+
+    def x(v):
+        return label_w + plot_w * min(v, x_max) / x_max
+
+    esc = html.escape
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        '<text x="10" y="20" font-size="15" font-weight="bold">shoal ÷ nginx / HAProxy, medians</text>',
+        f'<text x="10" y="38" fill="#444">run of {esc(d.facts.get("date", "?"))}; '
+        f'{esc(d.facts.get("machine_short", ""))}</text>',
+        '<text x="10" y="54" fill="#444">bar: the ratio (green: target met, red: missed); black tick: the target '
+        '(throughput: at least; p99, memory, start-up: at most)</text>',
+    ]
+    tick = 0.0
+    while tick <= x_max + 1e-9:
+        colour = "#000" if abs(tick - 1.0) < 1e-9 else "#ddd"
+        out.append(f'<line x1="{x(tick):.1f}" y1="{top - 6}" x2="{x(tick):.1f}" '
+                   f'y2="{top + row_h * len(bars)}" stroke="{colour}"/>')
+        out.append(f'<text x="{x(tick):.1f}" y="{top - 9}" text-anchor="middle" fill="#444">{tick:g}</text>')
+        tick += 0.5
+    for i, (label, r, target, higher, ok) in enumerate(bars):
+        y = top + i * row_h
+        colour = GREY if ok is None else (GREEN if ok else RED)
+        out.append(f'<text x="{label_w - 8}" y="{y + 17}" text-anchor="end">{esc(label)}</text>')
+        if r is not None:
+            out.append(f'<rect x="{label_w}" y="{y + 5}" width="{x(r) - label_w:.1f}" height="{row_h - 10}" '
+                       f'fill="{colour}"/>')
+            more = "+" if r > x_max else ""
+            # Right of the bar and of the target tick, whichever ends later.
+            at = max(x(r), x(target) + 2 if target is not None else 0) + 4
+            out.append(f'<text x="{at:.1f}" y="{y + 17}">{r:.2f}{more}</text>')
+        else:
+            out.append(f'<text x="{label_w + 4}" y="{y + 17}" fill="{GREY}">not run</text>')
+        if target is not None:
+            out.append(f'<line x1="{x(target):.1f}" y1="{y + 2}" x2="{x(target):.1f}" y2="{y + row_h - 2}" '
+                       f'stroke="black" stroke-width="3"/>')
+    y = top + row_h * len(bars) + 24
+    errs = ", ".join(f"{name} {fmt(s5.values.get(name), 'int')}" for name in STATIC if s5.values.get(name) is not None)
+    s5_text = f"{errs} (target 0: {verdict_text(s5.verdict).strip('*')})" if errs else "not run"
+    out.append(f'<text x="10" y="{y}">S5, errors during {esc(d.facts.get("hups", "18"))} HUP reloads under load '
+               f'(all rounds): {esc(s5_text)}</text>')
+    out.append(f'<text x="10" y="{y + 20}" fill="#444">scripts/bench.sh; tables in docs/benchmarks.md</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results")
+    parser.add_argument("facts")
+    parser.add_argument("--docs", help="replace the bench-results section of this markdown file")
+    parser.add_argument("--readme", help="replace the bench-summary section of this markdown file")
+    parser.add_argument("--svg", help="write the chart of the ratios here")
+    parser.add_argument("--svg-link", default="bench-ratios.svg", help="the chart's path as the report links it")
+    args = parser.parse_args()
+    d = Data(args.results, args.facts)
+    text = report(d, args.svg_link)
+    sys.stdout.write(text)
+    if args.docs:
+        replace_marked(args.docs, "bench-results", text)
+    if args.readme:
+        replace_marked(args.readme, "bench-summary", readme_summary(d))
+    if args.svg:
+        with open(args.svg, "w") as f:
+            f.write(chart(d))
+
+
+if __name__ == "__main__":
+    main()

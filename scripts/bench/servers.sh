@@ -1,0 +1,257 @@
+# Servers for scripts/bench.sh: configs, start, readiness and body checks, stop. Sourced by
+# bench.sh after scripts/lib.sh; every process is started here and stopped by its PID.
+# shellcheck shell=bash
+
+declare -A PID=()    # target name (or "upstream", "wrk", "client") -> PID of a process we started
+declare -A PORT=()   # target name (or "upstream") -> port
+TARGETS=()           # the targets of the scenario being run, in start order
+
+# shellcheck disable=SC2317  # called by the EXIT trap
+cleanup() {
+    local name
+    trap - EXIT INT TERM
+    # Load generators and clients first, then the servers.
+    for name in wrk client "${!PID[@]}"; do
+        [[ -n ${PID[$name]:-} ]] || continue
+        stop_pid "$name" "${PID[$name]}"
+        unset "PID[$name]"
+    done
+    if [[ ${KEEP_TMP:-0} == 1 && -n $TMP ]]; then
+        log "kept $TMP"
+    elif [[ -n $TMP && -d $TMP ]]; then
+        rm -rf -- "$TMP"
+    fi
+}
+
+# Stop the named servers we started (by PID) and forget them.
+stop_servers() {
+    local name
+    for name in "$@"; do
+        [[ -n ${PID[$name]:-} ]] || continue
+        stop_pid "$name" "${PID[$name]}"
+        unset "PID[$name]"
+    done
+}
+
+# Run "$@" in the background as server $1 on port $2, stdout and stderr to $TMP/$1.out.
+launch() {
+    local name=$1 port=$2
+    shift 2
+    "$@" > "$TMP/$name.out" 2>&1 &
+    PID[$name]=$!
+    PORT[$name]=$port
+}
+
+# The output of a server and, for nginx, its error log: to diagnose a failed start.
+show_logs() { show_log "$TMP/$1.out"; show_log "$TMP/$1/error.log"; }
+
+# --- configs ----------------------------------------------------------------
+# Every static server allows CONN_CAP connections per worker, 100,000 requests per connection
+# and 300 s of keep-alive idleness, so that S6's idle connections stay open and no scenario
+# reconnects because of a per-connection limit (nginx: the same in write_nginx_conf's args).
+
+# write_shoal_conf FILE PORT MODE: MODE static serves $TMP/site, proxy forwards to the upstream.
+write_shoal_conf() {
+    local conf=$1 port=$2 mode=$3
+    cat > "$conf" <<EOF
+workers = $WORKERS
+access_log = "off"
+[limits]
+max_connections = $CONN_CAP
+keepalive_timeout = "300s"
+max_requests_per_connection = 100000
+[[server]]
+listen = ["127.0.0.1:$port"]
+  [[server.route]]
+  prefix = "/"
+EOF
+    if [[ $mode == static ]]; then
+        echo "  root = \"$TMP/site\"" >> "$conf"
+    else
+        cat >> "$conf" <<EOF
+  upstream = "app"
+[upstream.app]
+servers = ["127.0.0.1:$UPSTREAM_PORT"]
+keepalive = 64
+EOF
+    fi
+}
+
+# write_static_nginx_conf NAME PORT [LISTEN_OPTS]: the nginx twin of write_shoal_conf static,
+# in $TMP/NAME/nginx.conf.
+write_static_nginx_conf() {
+    write_nginx_conf "$TMP/$1" "$2" "${3:-}" "$WORKERS" "$CONN_CAP" 300s
+}
+
+# --- starting ---------------------------------------------------------------
+
+# shoal as target $1 on port $2: $3 = static (serves $TMP/site) or proxy (to the upstream).
+start_shoal() {
+    local name=$1 port=$2 mode=$3
+    check_port_free "$port"
+    write_shoal_conf "$TMP/$name.toml" "$port" "$mode"
+    launch "$name" "$port" "$SHOAL_BIN" -c "$TMP/$name.toml"
+    TARGETS+=("$name")
+}
+
+# One standalone nginx serving $TMP/site (see write_nginx_conf in lib.sh). $3 is extra
+# "listen" parameters (e.g. "reuseport"). Not a target when $1 is "upstream", which has one
+# worker and the default connection limits.
+start_nginx() {
+    local name=$1 port=$2 listen_opts=${3:-}
+    check_port_free "$port"
+    if [[ $name == upstream ]]; then
+        write_nginx_conf "$TMP/$name" "$port" "" 1
+    else
+        write_static_nginx_conf "$name" "$port" "$listen_opts"
+        TARGETS+=("$name")
+    fi
+    nginx_args "$TMP/$name"
+    launch "$name" "$port" "${NGINX_ARGS[@]}"
+}
+
+# nginx as a reverse proxy to the upstream, keeping up to 64 idle upstream connections per
+# worker. keepalive_requests in the upstream block lifts nginx's default of 1000 requests per
+# upstream connection to the upstream's own limit, so no proxy reconnects during a run.
+start_nginx_proxy() {
+    local name=$1 port=$2 dir=$TMP/$1
+    check_port_free "$port"
+    mkdir -p "$dir"
+    cat > "$dir/nginx.conf" <<EOF
+worker_processes $WORKERS;
+daemon off;
+master_process on;
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+events { worker_connections 10240; }
+http {
+    access_log off;
+    keepalive_requests 100000;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    upstream backend {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 64;
+        keepalive_requests 100000;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    nginx_args "$dir"
+    launch "$name" "$port" "${NGINX_ARGS[@]}"
+    TARGETS+=("$name")
+}
+
+# HAProxy in the foreground (-db: no daemon, one process with WORKERS threads), so $! is
+# the process that serves. No "log" line: nothing is logged.
+start_haproxy() {
+    local name=$1 port=$2 cfg=$TMP/$1.cfg
+    check_port_free "$port"
+    cat > "$cfg" <<EOF
+global
+    nbthread $WORKERS
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+    option http-keep-alive
+    http-reuse always
+
+frontend fe
+    bind 127.0.0.1:$port
+    default_backend app
+
+backend app
+    server app1 127.0.0.1:$UPSTREAM_PORT
+EOF
+    haproxy -c -f "$cfg" > "$TMP/$name.check" 2>&1 || { cat "$TMP/$name.check" >&2; die "haproxy rejected $cfg"; }
+    launch "$name" "$port" haproxy -f "$cfg" -db
+    TARGETS+=("$name")
+}
+
+# start_static_targets: shoal, nginx and nginx-reuseport serving $TMP/site (S1, S2, S3, S5,
+# S6), each ready and checked; TARGETS lists those started.
+start_static_targets() {
+    local name
+    TARGETS=()
+    [[ $SKIP_SHOAL == 1 ]] || start_shoal shoal "$SHOAL_PORT" static
+    start_nginx nginx "$NGINX_PORT"
+    [[ $SKIP_REUSEPORT == 1 ]] || start_nginx nginx-reuseport "$NGINX_RP_PORT" reuseport
+    for name in "${TARGETS[@]}"; do wait_ready "$name"; check_body "$name"; done
+}
+
+# The port a static target listens on (S6 starts one at a time).
+static_port() {
+    case $1 in
+        shoal) echo "$SHOAL_PORT" ;;
+        nginx) echo "$NGINX_PORT" ;;
+        nginx-reuseport) echo "$NGINX_RP_PORT" ;;
+        *) die "no static target named $1" ;;
+    esac
+}
+
+# start_static_target NAME: one of start_static_targets' servers, alone, ready and checked.
+start_static_target() {
+    local name=$1
+    case $name in
+        shoal) start_shoal shoal "$SHOAL_PORT" static ;;
+        nginx) start_nginx nginx "$NGINX_PORT" ;;
+        nginx-reuseport) start_nginx nginx-reuseport "$NGINX_RP_PORT" reuseport ;;
+    esac
+    wait_ready "$name"
+    check_body "$name"
+}
+
+# The names start_static_targets would start (without starting them).
+static_target_names() {
+    local names=()
+    [[ $SKIP_SHOAL == 1 ]] || names+=(shoal)
+    names+=(nginx)
+    [[ $SKIP_REUSEPORT == 1 ]] || names+=(nginx-reuseport)
+    echo "${names[*]}"
+}
+
+# --- checks -----------------------------------------------------------------
+
+# Poll until GET /1k.bin answers 200; give up after 10 s or if the server died.
+wait_ready() {
+    local name=$1 url="http://127.0.0.1:${PORT[$1]}/1k.bin" code deadline=$((SECONDS + 10))
+    while ((SECONDS < deadline)); do
+        if ! pid_alive "${PID[$name]}"; then
+            show_logs "$name"
+            die "$name exited during startup"
+        fi
+        code=$(curl -s -o /dev/null --max-time 1 -w '%{http_code}' "$url" || true)
+        [[ $code == 200 ]] && { log "$name ready on $url"; return 0; }
+        sleep 0.1
+    done
+    show_logs "$name"
+    die "$name not ready within 10 s (last HTTP code: ${code:-none}) at $url"
+}
+
+# check_body NAME [FILE]: the target must hand back $TMP/site/FILE (default 1k.bin) byte for
+# byte, twice over one connection (proxies: the upstream's copy of it).
+check_body() {
+    local name=$1 file=${2:-1k.bin} url got=$TMP/body-$1
+    url="http://127.0.0.1:${PORT[$1]}/$file"
+    curl -s --max-time 10 -o "$got.1" "$url" -o "$got.2" "$url" || true
+    if ! cmp -s "$got.1" "$TMP/site/$file" || ! cmp -s "$got.2" "$TMP/site/$file"; then
+        show_logs "$name"
+        die "$name did not return $file byte for byte"
+    fi
+    rm -f "$got.1" "$got.2"
+}
