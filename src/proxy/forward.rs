@@ -4,10 +4,12 @@
 //! Invariant: the upstream sees exactly one framing header (or none for no body), whatever
 //! the client sent, and never a header the client's `Connection` header named.
 
+use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
 use crate::config::MAX_HEADERS_CEILING;
-use crate::http::request::{tokens, trim, Framing, RequestHead};
+use crate::http::hop::ConnectionOptions;
+use crate::http::request::{trim, Framing, RequestHead};
 use crate::http::response::push_number;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the ones
@@ -50,22 +52,22 @@ struct Headers<'h, 'b> {
     lines: &'h [httparse::Header<'b>],
 }
 
+/// Room for the most header lines a head may have, left uninitialised (no 8 KiB memset).
+type Storage<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS_CEILING];
+
+fn storage<'b>() -> Storage<'b> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS_CEILING]
+}
+
 impl<'h, 'b> Headers<'h, 'b> {
-    fn parse(buf: &'b [u8], head_len: usize, storage: &'h mut [httparse::Header<'b>]) -> Headers<'h, 'b> {
-        let mut req = httparse::Request::new(storage);
-        let lines: &'h [httparse::Header<'b>] = match req.parse(&buf[..head_len]) {
+    fn parse(buf: &'b [u8], head_len: usize, storage: &'h mut Storage<'b>) -> Headers<'h, 'b> {
+        let mut req = httparse::Request::new(&mut []);
+        let lines: &'h [httparse::Header<'b>] = match req.parse_with_uninit_headers(&buf[..head_len], storage)
+        {
             Ok(httparse::Status::Complete(_)) => req.headers,
             _ => &[],
         };
         Headers { lines }
-    }
-
-    /// True when the client's Connection header names `name` (so it is hop-by-hop).
-    fn named_by_connection(&self, name: &str) -> bool {
-        self.lines
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .any(|h| tokens(h.value).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
     }
 }
 
@@ -77,8 +79,9 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     out.push(b' ');
     write_target(head.target.of(buf), forward.strip, out);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
+    let mut storage = storage();
     let headers = Headers::parse(buf, head.len, &mut storage);
+    let connection = ConnectionOptions::of(headers.lines);
     let mut host_seen = false;
     let mut forwarded_for: Option<&[u8]> = None;
     for line in headers.lines {
@@ -87,9 +90,7 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
             forwarded_for = Some(trim(line.value));
         }
         let keep_upgrade = forward.upgrade && name.eq_ignore_ascii_case("upgrade");
-        if !keep_upgrade
-            && (DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d)) || headers.named_by_connection(name))
-        {
+        if !keep_upgrade && (DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d)) || connection.name(name)) {
             continue;
         }
         host_seen |= name.eq_ignore_ascii_case("host");
@@ -183,12 +184,9 @@ fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// Calls `f(name, value)` for every header line of the (already validated) head in `buf`.
 pub fn for_each_header<'b>(buf: &'b [u8], head_len: usize, mut f: impl FnMut(&'b str, &'b [u8])) {
-    let mut headers = [httparse::EMPTY_HEADER; crate::config::MAX_HEADERS_CEILING];
-    let mut req = httparse::Request::new(&mut headers);
-    if let Ok(httparse::Status::Complete(_)) = req.parse(&buf[..head_len]) {
-        for h in req.headers.iter() {
-            f(h.name, trim(h.value));
-        }
+    let mut storage = storage();
+    for h in Headers::parse(buf, head_len, &mut storage).lines {
+        f(h.name, trim(h.value));
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::mem::MaybeUninit;
 
+use crate::http::hop::ConnectionOptions;
 use crate::http::request::{parse_length, tokens};
 use crate::http::response::{push_number, Persistence};
 
@@ -159,29 +160,27 @@ pub fn write_client_head(
     date: &[u8],
     out: &mut Vec<u8>,
 ) {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let _ = response.parse(&buf[..head.len]);
+    let mut headers: [MaybeUninit<httparse::Header>; MAX_HEADERS] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let _ = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        &buf[..head.len],
+        &mut headers,
+    );
     out.extend_from_slice(b"HTTP/1.1 ");
     push_number(out, u64::from(head.status));
     out.push(b' ');
     out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let named_by_connection = |name: &str| {
-        response
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .any(|h| tokens(h.value).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
-    };
+    let connection = ConnectionOptions::of(response.headers);
     let switching = head.status == 101;
     let mut has_date = false;
     for header in response.headers.iter() {
         let name = header.name;
         // A protocol switch is end to end: its Upgrade header goes through.
         let passes_upgrade = switching && name.eq_ignore_ascii_case("upgrade");
-        if !passes_upgrade
-            && (DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d)) || named_by_connection(name))
+        if !passes_upgrade && (DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d)) || connection.name(name))
         {
             continue;
         }

@@ -1,0 +1,130 @@
+//! Micro-benchmarks of the per-request hot paths: request parsing, response head writing,
+//! and the proxy's relay (request rewrite, upstream head parse and rewrite, chunk decoding).
+//!
+//! `cargo bench --bench hot_paths`; `cargo test --all-targets` runs each once as a smoke test.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+use shoal::config::Limits;
+use shoal::http::chunked::ChunkedDecoder;
+use shoal::http::request;
+use shoal::http::response::{self, Persistence};
+use shoal::proxy::{forward, response as upstream};
+
+const DATE: &[u8] = b"Sat, 21 Nov 2026 12:00:00 GMT";
+
+/// What wrk sends.
+const WRK_REQUEST: &[u8] = b"GET /1k.bin HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
+
+/// What a browser sends.
+const BROWSER_REQUEST: &[u8] = b"GET /assets/app.js?v=3 HTTP/1.1\r\n\
+Host: www.example.com\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0\r\n\
+Accept: */*\r\n\
+Accept-Language: en-US,en;q=0.5\r\n\
+Accept-Encoding: gzip, deflate, br, zstd\r\n\
+Referer: https://www.example.com/\r\n\
+Connection: keep-alive\r\n\
+Cookie: session=0123456789abcdef0123456789abcdef; theme=dark\r\n\
+Sec-Fetch-Dest: script\r\n\
+Sec-Fetch-Mode: no-cors\r\n\
+Sec-Fetch-Site: same-origin\r\n\
+If-None-Match: \"5f2a-1a2b3c\"\r\n\r\n";
+
+/// What a typical app answers.
+const UPSTREAM_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\n\
+Server: nginx/1.22.1\r\n\
+Date: Sat, 21 Nov 2026 12:00:00 GMT\r\n\
+Content-Type: application/json\r\n\
+Content-Length: 1024\r\n\
+Connection: keep-alive\r\n\
+Set-Cookie: a=1; Path=/\r\n\
+Set-Cookie: b=2; Path=/\r\n\
+Cache-Control: no-store\r\n\r\n";
+
+fn parse_requests(c: &mut Criterion) {
+    let limits = Limits::default();
+    let mut group = c.benchmark_group("request::parse");
+    for (name, bytes) in [("wrk", WRK_REQUEST), ("browser", BROWSER_REQUEST)] {
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| request::parse(black_box(bytes), &limits).unwrap().unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn write_responses(c: &mut Criterion) {
+    let mut out = Vec::with_capacity(4096);
+    c.bench_function("response::write_simple 404", |b| {
+        b.iter(|| {
+            out.clear();
+            response::write_simple(&mut out, 404, DATE, Persistence::KeepAlive, &[], true)
+        })
+    });
+}
+
+fn relay(c: &mut Criterion) {
+    let limits = Limits::default();
+    let head = request::parse(BROWSER_REQUEST, &limits).unwrap().unwrap();
+    let mut out = Vec::with_capacity(4096);
+    c.bench_function("forward::write_head browser", |b| {
+        let forward = forward::Forward {
+            head: &head,
+            buf: BROWSER_REQUEST,
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            strip: Some("/assets"),
+            upgrade: false,
+        };
+        b.iter(|| {
+            out.clear();
+            forward::write_head(black_box(&forward), &mut out);
+        })
+    });
+
+    c.bench_function("upstream::parse + write_client_head", |b| {
+        b.iter(|| {
+            let head = upstream::parse(black_box(UPSTREAM_RESPONSE), false)
+                .unwrap()
+                .unwrap();
+            out.clear();
+            let body = upstream::client_body(head.body, true);
+            upstream::write_client_head(
+                UPSTREAM_RESPONSE,
+                &head,
+                body,
+                Persistence::KeepAlive,
+                DATE,
+                &mut out,
+            );
+        })
+    });
+
+    let mut chunked = Vec::new();
+    for _ in 0..64 {
+        chunked.extend_from_slice(b"400\r\n");
+        chunked.extend_from_slice(&[b'x'; 1024]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let mut group = c.benchmark_group("chunked");
+    group.throughput(Throughput::Bytes(chunked.len() as u64));
+    group.bench_function("decode 64 x 1 KiB", |b| {
+        b.iter(|| {
+            let mut decoder = ChunkedDecoder::new();
+            let mut body = 0;
+            let feed = decoder
+                .feed(black_box(&chunked), |run| body += run.len())
+                .unwrap();
+            assert!(feed.done);
+            body
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse_requests, write_responses, relay);
+criterion_main!(benches);
