@@ -78,6 +78,7 @@ fn relay(c: &mut Criterion) {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             strip: Some("/assets"),
             upgrade: false,
+            request_id: b"0f3a9c2e-17-1-42",
         };
         b.iter(|| {
             out.clear();
