@@ -88,6 +88,8 @@ pub enum Opened {
 pub enum OpenError {
     NotFound,
     Forbidden,
+    /// Out of descriptors or memory: a passing condition, worth a retry.
+    Unavailable,
     Internal,
 }
 
@@ -97,6 +99,7 @@ impl OpenError {
         match self {
             OpenError::NotFound => 404,
             OpenError::Forbidden => 403,
+            OpenError::Unavailable => 503,
             OpenError::Internal => 500,
         }
     }
@@ -106,6 +109,7 @@ impl OpenError {
             Some(libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG) => OpenError::NotFound,
             // EXDEV / ELOOP: resolution tried to leave the root or loop through symlinks.
             Some(libc::EACCES | libc::EPERM | libc::EXDEV | libc::ELOOP) => OpenError::Forbidden,
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => OpenError::Unavailable,
             _ => OpenError::Internal,
         }
     }

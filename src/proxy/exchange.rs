@@ -64,6 +64,8 @@ pub enum Failure {
     BadGateway,
     /// A connect, send or read timed out.
     Timeout,
+    /// The client's chunked body grew past `max_body_bytes` (the client's fault).
+    BodyTooLarge,
 }
 
 impl Failure {
@@ -71,6 +73,7 @@ impl Failure {
         match self {
             Failure::BadGateway => 502,
             Failure::Timeout => 504,
+            Failure::BodyTooLarge => 413,
         }
     }
 }
@@ -342,7 +345,7 @@ impl Exchange {
         }
         let mut progress = match self.take_request_body(client_in) {
             Ok(moved) => moved,
-            Err(()) => return Step::Abort,
+            Err(step) => return step,
         };
         if !matches!(self.upload, Upload::Done) && client_eof && client_in.is_empty() {
             return Step::Abort;
@@ -402,8 +405,10 @@ impl Exchange {
     }
 
     /// Re-frames client body bytes into `to_upstream`, staying under the upload buffer.
-    /// A malformed or oversized chunked body is an error: the exchange is cut.
-    fn take_request_body(&mut self, client_in: &mut Input) -> Result<bool, ()> {
+    /// A malformed chunked body cuts the exchange; an oversized one is answered 413 while
+    /// the response has not started (the upstream connection, holding a truncated body, is
+    /// dropped with the exchange).
+    fn take_request_body(&mut self, client_in: &mut Input) -> Result<bool, Step> {
         if self.to_upstream.len() - self.sent >= UPLOAD_BUFFER_BYTES || client_in.is_empty() {
             return Ok(false);
         }
@@ -424,9 +429,9 @@ impl Exchange {
                 let fed = decoder.feed(data, |run| {
                     push_chunk(out, run);
                 });
-                let feed = fed.map_err(|_| ())?;
+                let feed = fed.map_err(|_| Step::Abort)?;
                 if decoder.body_bytes() > self.max_body_bytes {
-                    return Err(());
+                    return Err(self.fail_or_abort(Failure::BodyTooLarge));
                 }
                 if feed.done {
                     self.to_upstream.extend_from_slice(b"0\r\n\r\n");

@@ -125,6 +125,9 @@ struct Worker<'a> {
     /// Virtual server of each listener.
     listener_server: Vec<usize>,
     accepting: Accepting,
+    /// When accept() last started failing for want of descriptors (memory, fds), until one
+    /// succeeds again: the episode is logged once at each end, not at every retry.
+    exhausted_since: Option<Instant>,
     conns: Slab<Conn>,
     /// Connections to drive again this turn (they yielded with work left).
     again: Vec<usize>,
@@ -231,6 +234,7 @@ impl<'a> Worker<'a> {
             listeners: parts.listeners,
             listener_server: parts.listener_server,
             accepting: Accepting::Open,
+            exhausted_since: None,
             conns: Slab::with_capacity(1024),
             again: Vec::new(),
             next_sweep: clock.now + SWEEP_EVERY,
@@ -409,10 +413,22 @@ impl<'a> Worker<'a> {
                 return;
             }
             match self.listeners[index].accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, self.listener_server[index]),
+                Ok((stream, peer)) => {
+                    if let Some(since) = self.exhausted_since.take() {
+                        let paused = self.ctx.clock.now.saturating_duration_since(since);
+                        info!("worker {} accepting again after {paused:?}", self.slot);
+                    }
+                    self.admit(stream, peer, self.listener_server[index])
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_resource_exhaustion(&e) => {
-                    warn!("accept() failed in worker {}: {e}; pausing accepts", self.slot);
+                    if self.exhausted_since.is_none() {
+                        self.exhausted_since = Some(self.ctx.clock.now);
+                        warn!(
+                            "accept() failed in worker {}: {e}; pausing accepts, retrying every {ACCEPT_PAUSE:?}",
+                            self.slot
+                        );
+                    }
                     self.accepting = Accepting::Paused {
                         until: self.ctx.clock.now + ACCEPT_PAUSE,
                     };

@@ -167,6 +167,8 @@ pub struct Launch {
     env: Vec<(OsString, OsString)>,
     /// A listening socket passed as fd 3 the way systemd does (LISTEN_FDS, LISTEN_PID).
     activated: Option<TcpListener>,
+    /// RLIMIT_NOFILE (soft and hard) the process starts with, through prlimit(1).
+    open_files_limit: Option<u32>,
 }
 
 impl Launch {
@@ -211,7 +213,15 @@ impl Launch {
             current_dir: None,
             env: Vec::new(),
             activated: None,
+            open_files_limit: None,
         }
+    }
+
+    /// Starts the process with at most `limit` open files (soft and hard, so shoal cannot
+    /// raise it): `prlimit --nofile=N:N` execs shoal, so the pid stays shoal's.
+    pub fn open_files_limit(mut self, limit: u32) -> Launch {
+        self.open_files_limit = Some(limit);
+        self
     }
 
     /// Socket activation: `socket` reaches shoal as fd 3 with `LISTEN_FDS=1`,
@@ -266,6 +276,17 @@ impl Launch {
                 .arg(env!("CARGO_BIN_EXE_shoal"));
             let socket = socket.try_clone().expect("clone the activated socket");
             stdin = Stdio::from(std::os::fd::OwnedFd::from(socket));
+        }
+        if let Some(limit) = self.open_files_limit {
+            assert!(
+                self.activated.is_none(),
+                "open_files_limit with socket activation"
+            );
+            command = Command::new("prlimit");
+            command
+                .arg(format!("--nofile={limit}:{limit}"))
+                .arg("--")
+                .arg(env!("CARGO_BIN_EXE_shoal"));
         }
         match &self.mode {
             Mode::Quick { root } => {

@@ -1,6 +1,7 @@
-//! What /proc says about a process: resident memory and open descriptors; a sampler
+//! What /proc says about a process: resident memory, open descriptors, CPU time; a sampler
 //! that records their peaks while a test runs; and this test process's own fd limit.
 
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -23,6 +24,34 @@ pub fn rss_bytes(pid: u32) -> u64 {
 /// Open file descriptors of `pid`; 0 once the process is gone.
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
+}
+
+/// CPU time `pid` has used so far (user + system, all threads), in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
+    // Field 2 (the name, in parentheses) may hold spaces: count fields after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a ')' in /proc/PID/stat")
+        .1
+        .split_whitespace()
+        .collect();
+    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let ticks = |i: usize| fields[i].parse::<u64>().expect("a number in /proc/PID/stat");
+    ticks(11) + ticks(12)
+}
+
+/// Clock ticks per second of [`cpu_ticks`] (`getconf CLK_TCK`).
+pub fn ticks_per_second() -> u64 {
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("run getconf CLK_TCK");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("getconf CLK_TCK prints a number")
 }
 
 /// Raises this test process's soft RLIMIT_NOFILE to at least `needed` descriptors.
