@@ -180,6 +180,10 @@ impl<'a> Worker<'a> {
         let mut listeners = Vec::new();
         let mut listener_server = Vec::new();
         for (i, (socket, server)) in sockets.into_iter().enumerate() {
+            // Accepted sockets inherit TCP_NODELAY from their listener (Linux), which saves a
+            // setsockopt per connection. Set here, it covers sockets bound by the master,
+            // inherited across an upgrade, or passed by systemd.
+            socket2::SockRef::from(&socket).set_nodelay(true)?;
             let mut listener = TcpListener::from_std(socket);
             poll.registry()
                 .register(&mut listener, Token(LISTENER_BASE + i), Interest::READABLE)?;
@@ -440,7 +444,6 @@ impl<'a> Worker<'a> {
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr, server: usize) {
-        let _ = stream.set_nodelay(true);
         if self.config.limits.send_buffer_bytes > 0 {
             let _ =
                 socket2::SockRef::from(&stream).set_send_buffer_size(self.config.limits.send_buffer_bytes);
@@ -550,4 +553,19 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+
+    /// The worker relies on this instead of a setsockopt per accepted connection.
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_their_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        socket2::SockRef::from(&listener).set_nodelay(true).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 }
