@@ -14,7 +14,14 @@ use shoal::status;
 ///
 /// With no arguments, serves the current directory on http://127.0.0.1:8080.
 #[derive(Parser)]
-#[command(name = "shoal", version, about, long_about = None, after_help = EXAMPLES)]
+#[command(
+    name = "shoal",
+    version,
+    about,
+    long_about = None,
+    after_help = EXAMPLES,
+    after_long_help = REFERENCE
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -42,19 +49,64 @@ const EXAMPLES: &str = "Examples:
   shoal -r public -l 0.0.0.0:8080           serve a directory
   shoal -c /etc/shoal.toml                  run from a config file
   shoal status --pid-file /run/shoal.pid    the master and every worker, as a table
-  shoal top -c /etc/shoal.toml              the same table, redrawn every second";
+  shoal top -c /etc/shoal.toml              the same table, redrawn every second
+
+More (signals, environment, exit codes): shoal --help";
+
+/// `shoal --help`: the examples, then what an operator needs without opening the docs.
+const REFERENCE: &str = "Examples:
+  shoal                                     serve the current directory on 127.0.0.1:8080
+  shoal -r public -l 0.0.0.0:8080           serve a directory
+  shoal -r public -u 127.0.0.1:3000         files first; what is missing goes to the app
+  shoal -u 127.0.0.1:3000 -u 127.0.0.1:3001 proxy everything to two app servers
+  shoal -c /etc/shoal.toml                  run from a config file (shoal check -c it first)
+  shoal status --pid-file /run/shoal.pid    the master and every worker, as a table
+  shoal top -c /etc/shoal.toml              the same table, redrawn every second
+
+Signals to the master (stop, quit, reload, reopen and upgrade send them via the pid file):
+  TERM, QUIT   graceful stop: finish in-flight requests within shutdown_timeout, exit 0
+  INT          fast stop (also a second TERM)
+  HUP          reload the config; a bad one is logged and the running one kept
+  USR1         reopen the access and error log files (after rotation)
+  USR2         binary upgrade: start the binary on disk with the same sockets
+  TTIN, TTOU   one worker more, one fewer
+
+Environment:
+  RUST_LOG                               error log level: error, warn, info (default), debug
+  NOTIFY_SOCKET, WATCHDOG_USEC           systemd Type=notify: READY, RELOADING, STOPPING,
+                                         WATCHDOG, MAINPID after an upgrade
+  LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES systemd socket activation: serve the passed sockets
+
+Exit codes: 0 clean stop, 1 runtime failure (workers kept crashing), 2 bad config or failed
+boot (never worth restarting). Every config key, with its default: docs/operations.md.";
 
 #[derive(Subcommand)]
 enum Command {
     /// Graceful stop of a running shoal (SIGTERM to the master in the pid file).
+    #[command(after_help = "Examples:
+  shoal stop --pid-file /run/shoal/shoal.pid
+  shoal stop -c /etc/shoal.toml          the master named by the config's pid_file")]
     Stop(Target),
     /// Graceful stop, nginx's name for it (SIGQUIT).
+    #[command(after_help = "Example:
+  shoal quit --pid-file /run/shoal/shoal.pid")]
     Quit(Target),
     /// Re-read the config; a bad one is logged and the old one keeps serving (SIGHUP).
+    #[command(
+        after_help = "Example (check first: a refused config only shows in the error log):
+  shoal check -c /etc/shoal.toml && shoal reload -c /etc/shoal.toml"
+    )]
     Reload(Target),
     /// Reopen log files after rotation (SIGUSR1).
+    #[command(after_help = "Example (what deploy/logrotate.conf does):
+  mv access.log access.log.1 && shoal reopen --pid-file /run/shoal/shoal.pid")]
     Reopen(Target),
     /// Replace the running binary with the one on disk, without dropping a connection (SIGUSR2).
+    #[command(
+        after_help = "Example (replace the file by rename, then upgrade; the pid file names the new \
+                      master once it serves):
+  install -m 755 shoal-new /usr/local/bin/shoal && shoal upgrade --pid-file /run/shoal/shoal.pid"
+    )]
     Upgrade(Target),
     /// Show the master and every worker: pid, state, uptime, memory, requests, restarts
     ///
@@ -85,6 +137,8 @@ enum Command {
         iterations: Option<u64>,
     },
     /// Validate a config file: exit 0, or print FILE:LINE:COL: message and exit 2.
+    #[command(after_help = "Example:
+  shoal check -c /etc/shoal.toml         prints `/etc/shoal.toml: ok` or the first error")]
     Check {
         /// Config file to check.
         #[arg(

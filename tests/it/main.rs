@@ -4,6 +4,7 @@
 mod access_log;
 mod bad_input;
 mod check;
+mod cli;
 mod exhaustion;
 mod freshness;
 mod harness;
