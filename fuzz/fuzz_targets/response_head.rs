@@ -43,6 +43,12 @@ fuzz_target!(|input: &[u8]| {
             b"Thu, 01 Jan 1970 00:00:00 GMT",
             &mut out,
         );
+        // shoal adds up to three headers to the upstream's (at most 128): past 128 its own
+        // parser would refuse the result, which says nothing about the framing.
+        let header_lines = out.windows(2).filter(|pair| pair == b"\r\n").count() - 2;
+        if header_lines > 128 {
+            continue;
+        }
         let relayed = match response::parse(&out, was_head) {
             Ok(Some(relayed)) => relayed,
             other => panic!(

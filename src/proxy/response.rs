@@ -79,6 +79,8 @@ pub fn parse(buf: &[u8], request_was_head: bool) -> Result<Option<UpstreamHead>,
         return Err(ResponseError::Malformed);
     }
     let mut content_length: Option<u64> = None;
+    // Transfer codings across every Transfer-Encoding line, and whether the last is chunked.
+    let mut codings = 0;
     let mut chunked = false;
     let mut transfer_encoding = false;
     let mut close = minor == 0;
@@ -92,11 +94,8 @@ pub fn parse(buf: &[u8], request_was_head: bool) -> Result<Option<UpstreamHead>,
             content_length = Some(n);
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
             transfer_encoding = true;
-            chunked = false;
             for coding in tokens(value) {
-                if chunked {
-                    return Err(ResponseError::BadTransferEncoding);
-                }
+                codings += 1;
                 chunked = coding.eq_ignore_ascii_case(b"chunked");
             }
         } else if header.name.eq_ignore_ascii_case("connection") {
@@ -109,13 +108,16 @@ pub fn parse(buf: &[u8], request_was_head: bool) -> Result<Option<UpstreamHead>,
             }
         }
     }
+    // Only a lone `chunked` can be relayed: shoal drops the header and decodes chunked, so any
+    // other coding (gzip, or chunked twice) would reach the client undeclared.
+    if transfer_encoding && (codings != 1 || !chunked) {
+        return Err(ResponseError::BadTransferEncoding);
+    }
     let no_body = request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
     let body = match (transfer_encoding, content_length) {
         _ if no_body => UpstreamBody::None,
         (true, Some(_)) => return Err(ResponseError::ConflictingLength),
-        (true, None) if chunked => UpstreamBody::Chunked,
-        // A final coding other than chunked: the body ends when the upstream closes.
-        (true, None) => UpstreamBody::UntilClose,
+        (true, None) => UpstreamBody::Chunked,
         (false, Some(n)) => UpstreamBody::Length(n),
         (false, None) => UpstreamBody::UntilClose,
     };
@@ -261,10 +263,21 @@ mod tests {
             body("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
             Err(ResponseError::BadTransferEncoding)
         );
-        assert_eq!(
-            body("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
-            Ok(UpstreamBody::UntilClose)
-        );
+        // A coding shoal would drop undeclared, or chunked applied twice: never relayed.
+        for codings in [
+            "gzip",
+            "gzip, chunked",
+            "chunked\r\nTransfer-Encoding: chunked",
+            "chunked\r\nTransfer-Encoding: identity",
+            "",
+        ] {
+            let text = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {codings}\r\n\r\n");
+            assert_eq!(
+                body(&text),
+                Err(ResponseError::BadTransferEncoding),
+                "{codings:?}"
+            );
+        }
         assert_eq!(
             parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
                 .unwrap()

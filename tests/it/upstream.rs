@@ -1,9 +1,10 @@
 //! A scriptable test upstream: a threaded raw-socket HTTP/1.1 server on its own free port.
 //!
 //! The test picks a [`Behaviour`]; the upstream records every request it parsed (raw bytes,
-//! decoded body, the connection it came on) and counts accepted connections and notable
-//! events, all readable from the test while it runs. Dropping it stops the accept loop,
-//! shuts every open connection down and joins every thread it started.
+//! decoded body, the connection it came on) and every byte it read looking for requests
+//! (parsed or not), and counts accepted connections and notable events, all readable from the
+//! test while it runs. Dropping it stops the accept loop, shuts every open connection down and
+//! joins every thread it started.
 //!
 //! Also here: [`Refusing`] and [`Blackhole`], addresses that refuse or never answer a connect.
 //!
@@ -298,6 +299,8 @@ struct Shared {
     stopping: AtomicBool,
     accepts: AtomicUsize,
     requests: Mutex<Vec<Request>>,
+    /// Every byte read from any connection, in the order read.
+    wire: Mutex<Vec<u8>>,
     events: Mutex<Vec<String>>,
     /// Clones of the open connections (by number), shut down when the upstream stops.
     open: Mutex<Vec<(usize, TcpStream)>>,
@@ -333,6 +336,7 @@ impl Upstream {
             stopping: AtomicBool::new(false),
             accepts: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
+            wire: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
             open: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),
@@ -354,6 +358,11 @@ impl Upstream {
     /// Every request parsed so far, in arrival order.
     pub fn requests(&self) -> Vec<Request> {
         self.shared.requests.lock().expect("requests lock").clone()
+    }
+
+    /// Every byte received so far, over all connections, whether or not it parsed.
+    pub fn wire(&self) -> Vec<u8> {
+        self.shared.wire.lock().expect("wire lock").clone()
     }
 
     /// Requests whose target is `target` exactly.
@@ -853,6 +862,8 @@ impl Conn {
                 Ok(0) => return Err(ReadError::Closed),
                 Ok(n) => {
                     self.buffer.extend_from_slice(&chunk[..n]);
+                    let mut wire = self.shared.wire.lock().expect("wire lock");
+                    wire.extend_from_slice(&chunk[..n]);
                     return Ok(());
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
