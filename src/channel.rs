@@ -1,8 +1,9 @@
 //! The master ⇄ worker channel: one SOCK_SEQPACKET socketpair per worker.
 //!
-//! Every message is one datagram (so never split or merged), small and fixed in layout:
-//! a tag byte, then little-endian fields. Both ends are non-blocking: a worker whose master
-//! is not reading drops a beat rather than stall its event loop.
+//! Every message is one datagram (so never split or merged): a tag byte, then the fields,
+//! fixed little-endian ones, or for a beat the counters' own length-checked encoding
+//! (`stats.rs`). Both ends are non-blocking: a worker whose master is not reading drops a
+//! beat rather than stall its event loop.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -10,27 +11,19 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 
-/// Largest message on the wire.
-const MAX_MESSAGE_BYTES: usize = 256;
+pub use crate::stats::Counters;
 
-/// What a worker's loop has done so far, sent with every heartbeat.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Requests answered since the worker started.
-    pub requests: u64,
-    /// Client connections open now.
-    pub active: u32,
-    /// Bytes read from clients.
-    pub bytes_in: u64,
-    /// Bytes written to clients.
-    pub bytes_out: u64,
-}
+/// Largest report on the wire (a beat with its counters; a bigger one is sent without the
+/// per-route and per-upstream detail).
+const MAX_REPORT_BYTES: usize = 64 * 1024;
+/// Largest command, and the longest boot failure text.
+const MAX_COMMAND_BYTES: usize = 256;
 
 /// Worker → master.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
     /// "My loop is turning", with counters.
-    Beat(Counters),
+    Beat(Box<Counters>),
     /// The worker cannot start; it exits with code 2 right after.
     BootFailed(String),
     /// An active health check changed its verdict on an upstream server.
@@ -75,17 +68,18 @@ fn decode_health(m: &[u8]) -> Option<(u32, u32, bool)> {
 impl Report {
     fn encode(&self) -> Vec<u8> {
         match self {
-            Report::Beat(c) => {
+            Report::Beat(counters) => {
                 let mut m = vec![BEAT];
-                m.extend_from_slice(&c.requests.to_le_bytes());
-                m.extend_from_slice(&c.active.to_le_bytes());
-                m.extend_from_slice(&c.bytes_in.to_le_bytes());
-                m.extend_from_slice(&c.bytes_out.to_le_bytes());
+                counters.encode(&mut m);
+                if m.len() > MAX_REPORT_BYTES {
+                    m.truncate(1);
+                    counters.summary().encode(&mut m);
+                }
                 m
             }
             Report::BootFailed(text) => {
                 let mut m = vec![BOOT_FAILED];
-                let end = floor_char_boundary(text, MAX_MESSAGE_BYTES - 1);
+                let end = floor_char_boundary(text, MAX_COMMAND_BYTES - 1);
                 m.extend_from_slice(&text.as_bytes()[..end]);
                 m
             }
@@ -95,12 +89,7 @@ impl Report {
 
     fn decode(m: &[u8]) -> Option<Report> {
         match *m.first()? {
-            BEAT if m.len() == 29 => Some(Report::Beat(Counters {
-                requests: u64::from_le_bytes(m[1..9].try_into().ok()?),
-                active: u32::from_le_bytes(m[9..13].try_into().ok()?),
-                bytes_in: u64::from_le_bytes(m[13..21].try_into().ok()?),
-                bytes_out: u64::from_le_bytes(m[21..29].try_into().ok()?),
-            })),
+            BEAT => Counters::decode(&m[1..]).map(|c| Report::Beat(Box::new(c))),
             BOOT_FAILED => Some(Report::BootFailed(String::from_utf8_lossy(&m[1..]).into_owned())),
             HEALTH_REPORT => {
                 decode_health(m).map(|(upstream, server, up)| Report::Health { upstream, server, up })
@@ -179,12 +168,12 @@ impl End {
 
     /// Reads the next report (master side).
     pub fn next_report(&self) -> io::Result<Received<Report>> {
-        self.receive(Report::decode)
+        self.receive(&mut [0u8; MAX_REPORT_BYTES], Report::decode)
     }
 
     /// Reads the next command (worker side).
     pub fn next_command(&self) -> io::Result<Received<Command>> {
-        self.receive(Command::decode)
+        self.receive(&mut [0u8; MAX_COMMAND_BYTES], Command::decode)
     }
 
     fn send(&self, message: &[u8]) -> io::Result<()> {
@@ -198,10 +187,9 @@ impl End {
         }
     }
 
-    fn receive<T>(&self, decode: fn(&[u8]) -> Option<T>) -> io::Result<Received<T>> {
-        let mut buf = [0u8; MAX_MESSAGE_BYTES];
+    fn receive<T>(&self, buf: &mut [u8], decode: fn(&[u8]) -> Option<T>) -> io::Result<Received<T>> {
         loop {
-            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            match recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => return Ok(Received::Closed),
                 // Unknown messages (from a newer peer during an upgrade) are skipped.
                 Ok(n) => match decode(&buf[..n]) {
@@ -236,13 +224,13 @@ mod tests {
     #[test]
     fn reports_and_commands_cross_the_channel() {
         let (master, worker) = pair().unwrap();
-        let counters = Counters {
-            requests: 7,
-            active: 3,
-            bytes_in: 1 << 40,
-            bytes_out: 9,
-        };
-        worker.report(&Report::Beat(counters)).unwrap();
+        let mut counters = Counters::new(2);
+        counters.requests = 7;
+        counters.active = 3;
+        counters.bytes_in = 1 << 40;
+        counters.count_response(1, 200);
+        let counters = Box::new(counters);
+        worker.report(&Report::Beat(counters.clone())).unwrap();
         worker
             .report(&Report::BootFailed("cannot open root /x: é".into()))
             .unwrap();
@@ -276,9 +264,24 @@ mod tests {
         let text = "é".repeat(300);
         match Report::decode(&Report::BootFailed(text).encode()) {
             Some(Report::BootFailed(cut)) => {
-                assert!(cut.len() < MAX_MESSAGE_BYTES && cut.chars().all(|c| c == 'é'))
+                assert!(cut.len() < MAX_COMMAND_BYTES && cut.chars().all(|c| c == 'é'))
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_beat_too_big_for_one_message_still_beats_without_the_detail() {
+        let (master, worker) = pair().unwrap();
+        let mut counters = Counters::new(20_000);
+        counters.requests = 5;
+        for route in 0..20_000 {
+            counters.count_response(route, 200);
+        }
+        worker.report(&Report::Beat(Box::new(counters.clone()))).unwrap();
+        assert_eq!(
+            master.next_report().unwrap(),
+            Received::Message(Report::Beat(Box::new(counters.summary())))
+        );
     }
 }

@@ -84,6 +84,14 @@ struct RawConfig {
     server: Vec<Spanned<RawServer>>,
     #[serde(default)]
     upstream: std::collections::BTreeMap<String, Spanned<RawUpstream>>,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -253,6 +261,12 @@ impl Builder<'_> {
                 .unwrap_or_default();
             servers.push(built);
         }
+        let admin = raw
+            .admin
+            .listen
+            .as_ref()
+            .map(|text| self.admin(text, &seen))
+            .transpose()?;
         Ok(Config {
             workers,
             pid_file: raw.pid_file.map(|p| self.base.join(p)),
@@ -262,7 +276,26 @@ impl Builder<'_> {
             supervisor,
             servers,
             upstreams,
+            admin,
         })
+    }
+
+    /// `[admin] listen`: an address no server listens on.
+    fn admin(&self, text: &Spanned<String>, servers: &[SocketAddr]) -> Result<SocketAddr, ConfigError> {
+        let Ok(addr) = text.get_ref().parse::<SocketAddr>() else {
+            let why = format!(
+                "[admin] listen: `{}` is not an address like 127.0.0.1:9090",
+                text.get_ref()
+            );
+            return self.fail(text.span(), why);
+        };
+        if servers.contains(&addr) {
+            return self.fail(
+                text.span(),
+                format!("[admin] listen: {addr} is already used by a server"),
+            );
+        }
+        Ok(addr)
     }
 
     fn limits(&self, raw: RawLimits) -> Result<Limits, ConfigError> {
@@ -774,6 +807,28 @@ pid_file =",
         for (text, want) in cases {
             let got = load(text).unwrap_err();
             assert!(got.starts_with(want), "{text:?}: got {got:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn admin_listen_is_off_by_default_and_checked() {
+        assert_eq!(load(MINIMAL).unwrap().admin, None);
+        let on = load(&format!("{MINIMAL}[admin]\nlisten = \"127.0.0.1:9090\"\n")).unwrap();
+        assert_eq!(on.admin, Some("127.0.0.1:9090".parse().unwrap()));
+        let cases: &[(&str, &str)] = &[
+            (
+                "[admin]\nlisten = \"localhost\"\n",
+                "FILE:7:10: [admin] listen: `localhost` is not an address",
+            ),
+            (
+                "[admin]\nlisten = \"127.0.0.1:8080\"\n",
+                "FILE:7:10: [admin] listen: 127.0.0.1:8080 is already used by a server",
+            ),
+            ("[admin]\nport = 9090\n", "FILE:7:1: unknown field `port`"),
+        ];
+        for (admin, want) in cases {
+            let got = load(&format!("{MINIMAL}{admin}")).unwrap_err();
+            assert!(got.starts_with(want), "{admin:?}: got {got:?}, want {want:?}");
         }
     }
 

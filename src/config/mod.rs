@@ -32,6 +32,8 @@ pub struct Config {
     pub servers: Vec<Server>,
     /// Upstreams that routes proxy to.
     pub upstreams: Vec<Upstream>,
+    /// Where the master serves `/metrics` and `/healthz` (`[admin] listen`); off when `None`.
+    pub admin: Option<SocketAddr>,
 }
 
 /// Access log destination.
@@ -384,6 +386,7 @@ impl Config {
                 }],
             }],
             upstreams,
+            admin: None,
         })
     }
 

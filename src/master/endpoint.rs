@@ -94,6 +94,11 @@ impl<L: Listen> Endpoint<L> {
         }
     }
 
+    /// The listening socket.
+    pub fn listener(&self) -> &L {
+        &self.listener
+    }
+
     /// What to wait for: new clients (unless full), requests arriving, answers draining.
     pub fn poll_fds(&self) -> impl Iterator<Item = PollFd<'_>> {
         let accept = (self.clients.len() < self.bounds.max_clients)

@@ -1,7 +1,9 @@
 //! What the master remembers about each slot beyond its live workers: how often and why
-//! its worker was replaced. Kept by slot number for the master's life, so a slot removed and
-//! added again (scaling) carries on where it was.
+//! its worker was replaced, and what its exited workers had counted (so totals never go
+//! backwards when a worker dies). Kept by slot number for the master's life, so a slot removed
+//! and added again (scaling) carries on where it was.
 
+use super::tally::Tally;
 use crate::status::RestartReason;
 
 /// One slot's history.
@@ -10,6 +12,8 @@ pub struct Ledger {
     /// Restarts by reason, in [`RestartReason::ALL`] order.
     pub restarts: [u64; RestartReason::ALL.len()],
     pub last_restart: Option<RestartReason>,
+    /// The last counters of every worker of this slot that has exited.
+    pub counted: Tally,
 }
 
 impl Ledger {
@@ -41,6 +45,11 @@ impl Ledgers {
     /// The ledger of slot `index`, if it has one.
     pub fn get(&self, index: usize) -> Option<&Ledger> {
         self.0.get(index)
+    }
+
+    /// Every ledger with its slot number.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Ledger)> {
+        self.0.iter().enumerate()
     }
 }
 

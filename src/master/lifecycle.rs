@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use nix::sys::signal::{kill, Signal};
 
+use super::admin::Admin;
 use super::listeners::{self, Listener, Spare};
 use super::slots::{Life, Role, Slot};
 use super::{Master, Phase, Readiness};
@@ -54,6 +55,7 @@ impl Master {
             Ok(config) => config,
             Err(e) => {
                 error!("reload failed, keeping the running config: {e}");
+                self.reloads.failed += 1;
                 return;
             }
         };
@@ -76,9 +78,27 @@ impl Master {
                 Ok(bound) => sockets.push(bound),
                 Err(e) => {
                     error!("reload failed, keeping the running config: {e}");
+                    self.reloads.failed += 1;
                     return;
                 }
             }
+        }
+        // `[admin] listen` may have changed: `Some` is the endpoint to switch to, bound
+        // before anything else changes so that a failure leaves everything as it was.
+        let new_admin = match (config.admin, &self.admin) {
+            (Some(addr), Some(admin)) if admin.addr == addr => None,
+            (Some(addr), _) => match Admin::open(addr, None) {
+                Ok(admin) => Some(Some(admin)),
+                Err(e) => {
+                    error!("reload failed, keeping the running config: cannot listen on {addr} ([admin] listen): {e}");
+                    self.reloads.failed += 1;
+                    return;
+                }
+            },
+            (None, _) => Some(None),
+        };
+        if let Some(admin) = new_admin {
+            self.admin = admin;
         }
         if let Some(path) = &config.error_log {
             if let Err(e) = sys::redirect_stderr(path) {

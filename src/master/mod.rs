@@ -5,6 +5,7 @@
 //! worker's channel, and every decision about a worker is `slots::assess`.
 
 mod activation;
+mod admin;
 mod control_socket;
 mod endpoint;
 mod ledger;
@@ -15,6 +16,7 @@ mod pidfile;
 mod slots;
 mod spawn;
 mod supervise;
+mod tally;
 mod upgrade;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -29,6 +31,7 @@ use nix::sys::signal::Signal;
 
 use crate::config::{Config, Source};
 use crate::sys::{self, SignalReader};
+use admin::Admin;
 use control_socket::ControlSocket;
 use ledger::Ledgers;
 use listeners::Spare;
@@ -50,6 +53,8 @@ pub enum MasterError {
     Signals(nix::Error),
     /// Writing the pid file, binding the control socket or opening the error log failed.
     File(std::io::Error, std::path::PathBuf),
+    /// Binding the admin endpoint's address failed.
+    Admin(std::io::Error, SocketAddr),
     /// A worker could not start (it exited with code 2): respawning cannot help.
     WorkerBoot { slot: usize, message: String },
     /// Too many unexpected worker deaths in the restart window.
@@ -73,6 +78,7 @@ impl fmt::Display for MasterError {
             MasterError::Activation(e) => write!(f, "{e}"),
             MasterError::Signals(e) => write!(f, "signalfd() failed while starting the master: {e}"),
             MasterError::File(e, path) => write!(f, "cannot write {}: {e}", path.display()),
+            MasterError::Admin(e, addr) => write!(f, "cannot listen on {addr} ([admin] listen): {e}"),
             MasterError::WorkerBoot { slot, message } => {
                 write!(f, "worker {slot} cannot start: {message}")
             }
@@ -108,6 +114,15 @@ enum Readiness {
     Reloading,
 }
 
+/// Reloads since the master started, by outcome.
+#[derive(Debug, Default, Clone, Copy)]
+struct Reloads {
+    /// The new config's workers all serve.
+    ok: u64,
+    /// Refused (bad config, a bind failure) or rolled back (its workers could not boot).
+    failed: u64,
+}
+
 /// Runs the master until a stop signal and every worker has exited.
 pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
     sys::raise_nofile_limit();
@@ -117,6 +132,7 @@ pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
     let addresses = config.listeners();
     let shared = activation::take_from_env(&addresses).map_err(MasterError::Activation)?;
     let mut spare = Spare::inherited();
+    let inherited_admin = admin::inherited();
     let handoff = Handoff::inherited();
     let now = Instant::now();
     let mut slots = Vec::with_capacity(config.workers);
@@ -125,6 +141,10 @@ pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
         slots.push(Slot::new(index, sockets, now));
     }
     drop(spare.into_leftovers());
+    let admin = match config.admin {
+        Some(addr) => Some(Admin::open(addr, inherited_admin).map_err(|e| MasterError::Admin(e, addr))?),
+        None => None,
+    };
     let signals = SignalReader::open().map_err(MasterError::Signals)?;
     let (pid_file, control) = match (&config.pid_file, &handoff) {
         (Some(path), None) => {
@@ -167,6 +187,8 @@ pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
         handoff,
         pid_file,
         control,
+        admin,
+        reloads: Reloads::default(),
         started: now,
         generation: 0,
         ledgers: Ledgers::default(),
@@ -202,6 +224,9 @@ struct Master {
     pid_file: Option<PidFile>,
     /// The socket `shoal status` asks, beside the pid file (none without a pid file).
     control: Option<ControlSocket>,
+    /// `/metrics` and `/healthz`, when `[admin] listen` is set.
+    admin: Option<Admin>,
+    reloads: Reloads,
     started: Instant,
     /// Reloads adopted so far (a reload rolled back is taken back).
     generation: u64,
@@ -255,6 +280,9 @@ impl Master {
             }
             if let Some(control) = &self.control {
                 fds.extend(control.poll_fds());
+            }
+            if let Some(admin) = &self.admin {
+                fds.extend(admin.poll_fds());
             }
             let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
             // Errors (EINTR cannot happen: handled signals are blocked) just mean "look now".
@@ -329,6 +357,24 @@ impl Master {
         if let Some(mut control) = self.control.take() {
             control.serve(now, || self.status());
             self.control = Some(control);
+        }
+        if let Some(mut admin) = self.admin.take() {
+            admin.serve(now, self.health(), || self.metrics());
+            self.admin = Some(admin);
+        }
+    }
+
+    /// What `/healthz` says: serving while running with a worker that beats.
+    fn health(&self) -> admin::Health {
+        let serving = self
+            .slots
+            .iter()
+            .filter_map(|s| s.current.as_ref())
+            .any(|w| w.life == slots::Life::Serving);
+        match self.phase {
+            Phase::Stopping { .. } => admin::Health::Stopping,
+            Phase::Running if serving => admin::Health::Serving,
+            Phase::Running => admin::Health::Starting,
         }
     }
 

@@ -1,9 +1,14 @@
-//! What the master tells operators about itself: the snapshot behind `shoal status`.
+//! What the master tells operators about itself: the snapshot behind `shoal status`, and the
+//! metrics behind `/metrics`.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::slots::{self, Life, Role, WorkerProc};
+use super::tally::{Labels, Tally};
 use super::{Master, Phase};
+use crate::prometheus::{Exposition, Kind};
+use crate::stats::{UpstreamError, LATENCY_BOUNDS_SECONDS};
 use crate::status::{MasterStatus, RestartReason, RetiringWorker, SlotStatus, Status, WorkerState};
 
 impl Master {
@@ -79,5 +84,270 @@ fn state_of(worker: &WorkerProc) -> WorkerState {
         Life::Aborting { .. } => WorkerState::Hung,
         Life::Killed if worker.exit_reason == Some(RestartReason::Hung) => WorkerState::Hung,
         Life::Killed => WorkerState::Draining,
+    }
+}
+
+/// The samples of one metric family: label pairs and a value.
+type Series = Vec<(Vec<(&'static str, String)>, u64)>;
+
+impl Master {
+    /// Every metric in the Prometheus text format: instance totals (`shoal_*`), then the same
+    /// per worker slot (`shoal_worker_*`, label `worker`). Totals are separate families so
+    /// that summing a family never counts a request twice. Counters include what exited
+    /// workers had counted, so they never go backwards.
+    pub(super) fn metrics(&self) -> String {
+        let labels = Labels::of(&self.config);
+        let mut per_slot: BTreeMap<usize, Tally> = BTreeMap::new();
+        for (index, ledger) in self.ledgers.iter() {
+            let tally = per_slot.entry(index).or_insert_with(|| Tally::zero(&labels));
+            tally.merge(&ledger.counted);
+        }
+        for slot in &self.slots {
+            let tally = per_slot.entry(slot.index).or_insert_with(|| Tally::zero(&labels));
+            for worker in slot.workers() {
+                tally.add(&worker.counters, &worker.labels);
+            }
+        }
+        let mut total = Tally::zero(&labels);
+        per_slot.values().for_each(|t| total.merge(t));
+        let mut out = Exposition::default();
+        let counter = Kind::Counter;
+        let help = "Responses sent, by route prefix (\"none\": no route matched) and status class.";
+        both(
+            &mut out,
+            "requests_total",
+            counter,
+            help,
+            &total,
+            &per_slot,
+            responses,
+        );
+        let help = "Bytes read from clients.";
+        both(
+            &mut out,
+            "received_bytes_total",
+            counter,
+            help,
+            &total,
+            &per_slot,
+            |t| one(t.bytes_in),
+        );
+        let help = "Bytes written to clients.";
+        both(
+            &mut out,
+            "sent_bytes_total",
+            counter,
+            help,
+            &total,
+            &per_slot,
+            |t| one(t.bytes_out),
+        );
+        self.connection_gauges(&mut out);
+        let help = "Time from routing a request to an upstream until its response head arrived.";
+        out.family("shoal_upstream_response_seconds", Kind::Histogram, help);
+        latency(&mut out, "shoal_upstream_response_seconds", &total, None);
+        let help = format!("{help} Per worker slot.");
+        out.family("shoal_worker_upstream_response_seconds", Kind::Histogram, &help);
+        for (slot, tally) in &per_slot {
+            latency(
+                &mut out,
+                "shoal_worker_upstream_response_seconds",
+                tally,
+                Some(*slot),
+            );
+        }
+        let help = "Failed attempts to get a response from an upstream server, by kind.";
+        both(
+            &mut out,
+            "upstream_errors_total",
+            counter,
+            help,
+            &total,
+            &per_slot,
+            errors,
+        );
+        self.server_gauges(&mut out, &labels);
+        self.restart_counters(&mut out);
+        out.family("shoal_reloads_total", Kind::Counter, "Reloads (HUP), by result.");
+        out.sample("shoal_reloads_total", &[("result", "ok")], self.reloads.ok);
+        out.sample(
+            "shoal_reloads_total",
+            &[("result", "failed")],
+            self.reloads.failed,
+        );
+        out.finish()
+    }
+
+    fn connection_gauges(&self, out: &mut Exposition) {
+        let active = |slot: &slots::Slot| slot.workers().map(|w| u64::from(w.counters.active)).sum::<u64>();
+        out.family(
+            "shoal_connections_active",
+            Kind::Gauge,
+            "Client connections open (as of each worker's last heartbeat).",
+        );
+        out.sample(
+            "shoal_connections_active",
+            &[],
+            self.slots.iter().map(active).sum(),
+        );
+        out.family(
+            "shoal_worker_connections_active",
+            Kind::Gauge,
+            "Client connections open, per worker slot.",
+        );
+        for slot in &self.slots {
+            let worker = slot.index.to_string();
+            out.sample(
+                "shoal_worker_connections_active",
+                &[("worker", &worker)],
+                active(slot),
+            );
+        }
+    }
+
+    /// 1 while a server gets requests: per worker, its own view (health checks and passive
+    /// health); for the instance, 1 only when every serving worker sends it requests.
+    fn server_gauges(&self, out: &mut Exposition, labels: &Labels) {
+        let serving: Vec<(usize, &WorkerProc)> = self
+            .slots
+            .iter()
+            .filter_map(|s| Some((s.index, s.current.as_ref()?)))
+            .filter(|(_, w)| w.life == Life::Serving)
+            .collect();
+        out.family(
+            "shoal_upstream_server_up",
+            Kind::Gauge,
+            "1 when every serving worker sends requests to the server, else 0.",
+        );
+        for (u, (name, servers)) in labels.upstreams.iter().enumerate() {
+            for (s, server) in servers.iter().enumerate() {
+                let views: Vec<bool> = serving
+                    .iter()
+                    .filter(|(_, w)| *w.labels == *labels)
+                    .filter_map(|(_, w)| w.counters.upstreams.get(u)?.servers_up.get(s).copied())
+                    .collect();
+                let up = if views.is_empty() {
+                    let key = (u as u32, s as u32);
+                    self.health.get(&key).copied().unwrap_or(true)
+                } else {
+                    views.iter().all(|&up| up)
+                };
+                let pairs = [("upstream", name.as_str()), ("server", server.as_str())];
+                out.sample("shoal_upstream_server_up", &pairs, u64::from(up));
+            }
+        }
+        out.family(
+            "shoal_worker_upstream_server_up",
+            Kind::Gauge,
+            "1 when the worker sends requests to the server (health checks and passive health).",
+        );
+        for (slot, worker) in &serving {
+            let slot = slot.to_string();
+            let names = worker.labels.upstreams.iter();
+            for ((name, servers), counters) in names.zip(&worker.counters.upstreams) {
+                for (server, up) in servers.iter().zip(&counters.servers_up) {
+                    let pairs = [("worker", slot.as_str()), ("upstream", name), ("server", server)];
+                    out.sample("shoal_worker_upstream_server_up", &pairs, u64::from(*up));
+                }
+            }
+        }
+    }
+
+    fn restart_counters(&self, out: &mut Exposition) {
+        let mut slots: BTreeMap<usize, [u64; RestartReason::ALL.len()]> = BTreeMap::new();
+        for slot in &self.slots {
+            slots.insert(slot.index, Default::default());
+        }
+        for (index, ledger) in self.ledgers.iter() {
+            slots.insert(index, ledger.restarts);
+        }
+        let help = "Workers replaced, by reason (crash, hung, rss, age, requests, reload).";
+        out.family("shoal_restarts_total", Kind::Counter, help);
+        for reason in RestartReason::ALL {
+            let sum = slots.values().map(|r| r[reason as usize]).sum();
+            out.sample("shoal_restarts_total", &[("reason", reason.name())], sum);
+        }
+        out.family(
+            "shoal_worker_restarts_total",
+            Kind::Counter,
+            "Workers replaced, per slot and reason.",
+        );
+        for (index, restarts) in &slots {
+            let worker = index.to_string();
+            for reason in RestartReason::ALL {
+                let pairs = [("worker", worker.as_str()), ("reason", reason.name())];
+                out.sample("shoal_worker_restarts_total", &pairs, restarts[reason as usize]);
+            }
+        }
+    }
+}
+
+/// Writes family `shoal_NAME` from `total`, then `shoal_worker_NAME` from each slot's tally.
+fn both(
+    out: &mut Exposition,
+    name: &str,
+    kind: Kind,
+    help: &str,
+    total: &Tally,
+    per_slot: &BTreeMap<usize, Tally>,
+    series: fn(&Tally) -> Series,
+) {
+    let name_total = format!("shoal_{name}");
+    out.family(&name_total, kind, help);
+    for (pairs, value) in series(total) {
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        out.sample(&name_total, &pairs, value);
+    }
+    let name_worker = format!("shoal_worker_{name}");
+    out.family(&name_worker, kind, &format!("{help} Per worker slot."));
+    for (slot, tally) in per_slot {
+        let slot = slot.to_string();
+        for (pairs, value) in series(tally) {
+            let pairs: Vec<(&str, &str)> = std::iter::once(("worker", slot.as_str()))
+                .chain(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+                .collect();
+            out.sample(&name_worker, &pairs, value);
+        }
+    }
+}
+
+fn one(value: u64) -> Series {
+    vec![(Vec::new(), value)]
+}
+
+fn responses(tally: &Tally) -> Series {
+    let mut series = Vec::new();
+    for (route, row) in &tally.responses {
+        for (class, &count) in row.iter().enumerate() {
+            let code = format!("{}xx", class + 1);
+            series.push((vec![("route", route.clone()), ("code", code)], count));
+        }
+    }
+    series
+}
+
+fn errors(tally: &Tally) -> Series {
+    let mut series = Vec::new();
+    for (name, upstream) in &tally.upstreams {
+        for kind in UpstreamError::ALL {
+            let pairs = vec![("upstream", name.clone()), ("kind", kind.name().to_string())];
+            series.push((pairs, upstream.errors[kind as usize]));
+        }
+    }
+    series
+}
+
+/// The samples of latency histogram `name`, one per upstream (with `worker` when `slot` is
+/// set).
+fn latency(out: &mut Exposition, name: &str, tally: &Tally, slot: Option<usize>) {
+    let worker = slot.map(|s| s.to_string());
+    for (upstream, sums) in &tally.upstreams {
+        let mut pairs = Vec::new();
+        if let Some(worker) = &worker {
+            pairs.push(("worker", worker.as_str()));
+        }
+        pairs.push(("upstream", upstream.as_str()));
+        let sum = sums.latency_sum_micros as f64 / 1e6;
+        out.histogram(name, &pairs, &LATENCY_BOUNDS_SECONDS, &sums.latency, sum);
     }
 }

@@ -5,11 +5,13 @@
 //! (replaced or draining). Every decision is a pure function of a record and the clock, so
 //! it is unit-tested without processes.
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
 use super::listeners::Listener;
+use super::tally::Labels;
 use crate::channel::{Counters, End};
 use crate::config::Supervisor;
 use crate::status::RestartReason;
@@ -49,6 +51,8 @@ pub struct WorkerProc {
     pub started: Instant,
     pub last_beat: Instant,
     pub counters: Counters,
+    /// What the indices in `counters` name: the routes and upstreams of its config.
+    pub labels: Rc<Labels>,
     pub life: Life,
     /// Fraction (0 to 0.1) taken off the age and request limits so workers spread out.
     pub jitter: f64,
@@ -69,6 +73,7 @@ impl WorkerProc {
             started: now,
             last_beat: now,
             counters: Counters::default(),
+            labels: Rc::default(),
             life: Life::Booting,
             jitter: (seed % 1000) as f64 / 10_000.0,
             boot_error: None,

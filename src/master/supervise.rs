@@ -1,6 +1,7 @@
 //! The verbs of the master's loop that watch workers: spawn, read reports, reap, enforce
 //! deadlines, recycle, retire and steer.
 
+use std::rc::Rc;
 use std::time::Instant;
 
 use log::{error, info, warn};
@@ -9,6 +10,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::slots::{self, Life, Role, Verdict, WorkerProc};
+use super::tally::Labels;
 use super::{spawn, Master, MasterError, Phase};
 use crate::channel::{Command, Received, Report};
 use crate::status::RestartReason;
@@ -38,8 +40,9 @@ impl Master {
     pub(super) fn spawn_into(&mut self, index: usize) -> bool {
         let now = Instant::now();
         match spawn::spawn_worker(&self.slots[index], &self.config) {
-            Ok(worker) => {
+            Ok(mut worker) => {
                 info!("worker {index} started (pid {})", worker.pid);
+                worker.labels = Rc::new(Labels::of(&self.config));
                 // A new worker learns the verdicts so far before it serves its first request.
                 for (&(upstream, server), &up) in &self.health {
                     let _ = worker.channel.command(Command::Health { upstream, server, up });
@@ -62,22 +65,7 @@ impl Master {
         for slot in &mut self.slots {
             let index = slot.index;
             for worker in slot.workers_mut() {
-                while let Ok(Received::Message(report)) = worker.channel.next_report() {
-                    match report {
-                        Report::Beat(counters) => {
-                            worker.last_beat = now;
-                            worker.counters = counters;
-                            if worker.life == Life::Booting {
-                                worker.life = Life::Serving;
-                            }
-                        }
-                        Report::BootFailed(message) => {
-                            error!("worker {index} (pid {}) cannot start: {message}", worker.pid);
-                            worker.boot_error = Some(message);
-                        }
-                        Report::Health { upstream, server, up } => verdicts.push((upstream, server, up)),
-                    }
-                }
+                absorb_reports(index, worker, now, &mut verdicts);
             }
         }
         for (upstream, server, up) in verdicts {
@@ -126,7 +114,17 @@ impl Master {
             let Some(index) = self.slots.iter().position(|s| s.workers().any(|w| w.pid == pid)) else {
                 continue;
             };
-            let worker = self.slots[index].take(pid).expect("found above");
+            let mut worker = self.slots[index].take(pid).expect("found above");
+            // What it said just before exiting (a last beat, why it cannot boot) is still queued.
+            let mut verdicts = Vec::new();
+            absorb_reports(index, &mut worker, Instant::now(), &mut verdicts);
+            for (upstream, server, up) in verdicts {
+                self.share_health(upstream, server, up);
+            }
+            self.ledgers
+                .slot(index)
+                .counted
+                .add(&worker.counters, &worker.labels);
             self.after_exit(index, worker, ending)?;
         }
     }
@@ -176,6 +174,7 @@ impl Master {
             error!("reload failed: worker {index} cannot start with the new config: {message}; keeping the old workers");
             self.config = previous;
             self.generation = self.generation.saturating_sub(1);
+            self.reloads.failed += 1;
             self.roll_back_reload();
             return Ok(());
         }
@@ -294,6 +293,7 @@ impl Master {
         if self.previous.is_some() && all_serving {
             info!("reload complete: every worker runs the new config");
             self.previous = None;
+            self.reloads.ok += 1;
         }
     }
 
@@ -344,6 +344,27 @@ impl Master {
             for worker in slot.workers() {
                 let _ = kill(worker.pid, signal);
             }
+        }
+    }
+}
+
+/// Applies what `worker` (of slot `index`) reported since the last look; health verdicts
+/// are collected into `verdicts` for the master to share.
+fn absorb_reports(index: usize, worker: &mut WorkerProc, now: Instant, verdicts: &mut Vec<(u32, u32, bool)>) {
+    while let Ok(Received::Message(report)) = worker.channel.next_report() {
+        match report {
+            Report::Beat(counters) => {
+                worker.last_beat = now;
+                worker.counters = *counters;
+                if worker.life == Life::Booting {
+                    worker.life = Life::Serving;
+                }
+            }
+            Report::BootFailed(message) => {
+                error!("worker {index} (pid {}) cannot start: {message}", worker.pid);
+                worker.boot_error = Some(message);
+            }
+            Report::Health { upstream, server, up } => verdicts.push((upstream, server, up)),
         }
     }
 }

@@ -15,6 +15,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::activation::SHARED_FDS_VAR;
+use super::admin::INHERITED_ADMIN_VAR;
 use super::listeners::{self, INHERITED_FDS_VAR};
 use super::slots::{Life, Role};
 use super::{Master, Phase};
@@ -79,21 +80,28 @@ impl Master {
         let (ready_read, ready_write) = nix::unistd::pipe()?;
         let slots = self.slots.iter().filter(|s| s.role == Role::Active);
         let fds = listeners::describe_for_upgrade(slots.map(|s| &s.listeners[..]));
-        let sockets: Vec<&TcpListener> = (self.slots.iter().flat_map(|s| s.listeners.iter()))
+        let mut sockets: Vec<&TcpListener> = (self.slots.iter().flat_map(|s| s.listeners.iter()))
             .map(|l| &l.socket)
             .chain(self.shared.iter().map(|(_, socket)| socket))
             .collect();
-        // The master is single-threaded, so clearing close-on-exec for the spawn races nobody.
-        for socket in &sockets {
-            sys::set_cloexec(*socket, false)?;
-        }
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .args(std::env::args_os().skip(1))
             .env(INHERITED_FDS_VAR, fds)
             .env(SHARED_FDS_VAR, self.shared.describe_for_upgrade())
             .env(READY_FD_VAR, ready_write.as_raw_fd().to_string())
-            .envs(self.notifier.successor_env())
-            .spawn();
+            .envs(self.notifier.successor_env());
+        // The admin endpoint's socket goes along, so scrapes are never refused meanwhile.
+        if let Some(admin) = &self.admin {
+            let value = format!("{}@{}", admin.listener().as_raw_fd(), admin.addr);
+            command.env(INHERITED_ADMIN_VAR, value);
+            sockets.push(admin.listener());
+        }
+        // The master is single-threaded, so clearing close-on-exec for the spawn races nobody.
+        for socket in &sockets {
+            sys::set_cloexec(*socket, false)?;
+        }
+        let child = command.spawn();
         for socket in &sockets {
             let _ = sys::set_cloexec(*socket, true);
         }
@@ -123,6 +131,8 @@ impl Master {
                 );
                 self.notifier.hand_over(upgrade.pid.as_raw() as u32);
                 self.upgrade = None;
+                // The new master answers scrapes and probes from here on (it has the socket).
+                self.admin = None;
                 self.begin_stop("binary upgrade complete", false);
             }
             Ok(_) => {}

@@ -59,7 +59,9 @@ impl Balancer {
         }
     }
 
-    fn usable(&self, index: usize, now: Instant) -> bool {
+    /// Whether server `index` may be chosen at `now` (health checks and passive health both
+    /// say it is up).
+    pub fn usable(&self, index: usize, now: Instant) -> bool {
         let server = &self.servers[index];
         server.healthy && server.down_until.is_none_or(|until| now >= until)
     }

@@ -20,6 +20,7 @@ use crate::config::{Balance, HashKey};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Framing, Method, RequestHead, Version};
 use crate::http::response::Persistence;
+use crate::stats::UpstreamError;
 use crate::worker::buffers::Buffers;
 use crate::worker::input::{Filled, Input};
 use crate::worker::output::Output;
@@ -174,6 +175,8 @@ pub struct Exchange {
     /// The upstream's FIN was signalled: read on until EOF, a short read proves nothing.
     eof_pending: bool,
     pub deadline: Instant,
+    /// When the request was routed here (its latency runs until the response head).
+    started: Instant,
 }
 
 impl Exchange {
@@ -238,6 +241,7 @@ impl Exchange {
             readable: false,
             eof_pending: false,
             deadline: env.now + config.connect_timeout,
+            started: env.now,
         };
         exchange.from_upstream.lend(&mut env.buffers.input);
         exchange.connect_next(env)?;
@@ -311,9 +315,12 @@ impl Exchange {
                     self.deadline = env.now + env.upstreams.list[self.upstream].config.connect_timeout;
                     return Ok(());
                 }
-                Err(_) => env.upstreams.list[self.upstream]
-                    .balancer
-                    .note_failure(server, env.now),
+                Err(e) => {
+                    self.count(env, connect_error(&e));
+                    env.upstreams.list[self.upstream]
+                        .balancer
+                        .note_failure(server, env.now)
+                }
             }
         }
     }
@@ -337,7 +344,10 @@ impl Exchange {
         match &self.link {
             Link::Connecting(stream) => match connect_state(stream) {
                 Connect::Pending => return Step::Wait,
-                Connect::Failed => return self.retry(Failure::BadGateway, true, env),
+                Connect::Failed(error) => {
+                    self.count(env, error);
+                    return self.retry(Failure::BadGateway, true, env);
+                }
                 Connect::Done => self.promote(),
             },
             Link::Open { .. } => {}
@@ -389,6 +399,11 @@ impl Exchange {
         } else {
             Step::Wait
         }
+    }
+
+    /// Counts a failure of this exchange's upstream (for the metrics).
+    fn count(&self, env: &mut Env, error: UpstreamError) {
+        env.upstreams.list[self.upstream].counters.count_error(error);
     }
 
     fn config<'c>(&self, env: &'c Env) -> &'c crate::config::Upstream {
@@ -491,6 +506,7 @@ impl Exchange {
                         Ok(Some(head)) => head,
                         Ok(None) => return Ok(moved),
                         Err(_) => {
+                            self.count(env, UpstreamError::BadResponse);
                             env.upstreams.list[self.upstream]
                                 .balancer
                                 .note_failure(self.server, env.now);
@@ -503,6 +519,7 @@ impl Exchange {
                         continue;
                     }
                     if head.status == 101 && !self.upgrade {
+                        self.count(env, UpstreamError::BadResponse);
                         return Err(self.fail_or_abort(Failure::BadGateway));
                     }
                     self.start_response(head, client_out, env);
@@ -540,7 +557,11 @@ impl Exchange {
                             });
                             match fed {
                                 Ok(feed) => (feed.consumed, relayed, feed.done),
-                                Err(_) => return Err(Step::Abort),
+                                Err(_) => {
+                                    let counters = &mut env.upstreams.list[self.upstream].counters;
+                                    counters.count_error(UpstreamError::BadResponse);
+                                    return Err(Step::Abort);
+                                }
                             }
                         }
                         UpstreamBody::UntilClose => {
@@ -570,9 +591,11 @@ impl Exchange {
 
     /// Writes the client's response head and sets up the body relay.
     fn start_response(&mut self, head: UpstreamHead, client_out: &mut Output, env: &mut Env) {
-        env.upstreams.list[self.upstream]
-            .balancer
-            .note_success(self.server);
+        let state = &mut env.upstreams.list[self.upstream];
+        state.balancer.note_success(self.server);
+        state
+            .counters
+            .observe(env.now.saturating_duration_since(self.started));
         if head.status == 101 {
             response::write_client_head(
                 self.from_upstream.data(),
@@ -621,7 +644,10 @@ impl Exchange {
     fn upstream_ended(&mut self, client_out: &mut Output, env: &mut Env) -> Step {
         match &self.download {
             Download::Head if self.from_upstream.is_empty() => self.lost_upstream(env),
-            Download::Head => self.fail_or_abort(Failure::BadGateway),
+            Download::Head => {
+                self.count(env, UpstreamError::BadResponse);
+                self.fail_or_abort(Failure::BadGateway)
+            }
             // Every byte read so far was relayed in the pump that read it.
             Download::Body {
                 upstream: UpstreamBody::UntilClose,
@@ -635,7 +661,10 @@ impl Exchange {
                 self.upload = Upload::Done;
                 self.finish_without_reuse()
             }
-            Download::Body { .. } => Step::Abort,
+            Download::Body { .. } => {
+                self.count(env, UpstreamError::Reset);
+                Step::Abort
+            }
             Download::Tunnel { .. } | Download::Done => self.finish_without_reuse(),
         }
     }
@@ -644,14 +673,18 @@ impl Exchange {
     fn lost_upstream(&mut self, env: &mut Env) -> Step {
         let pooled = matches!(self.link, Link::Open { pooled: true, .. });
         if !matches!(self.download, Download::Head) || !self.from_upstream.is_empty() {
+            if !matches!(self.download, Download::Tunnel { .. }) {
+                self.count(env, UpstreamError::Reset);
+            }
             return Step::Abort;
         }
         // A pooled connection the upstream closed while it idled: try a fresh one when that
-        // cannot send a non-idempotent request twice.
+        // cannot send a non-idempotent request twice. (Not an error: keep-alive's known race.)
         if pooled && self.idempotent && !self.trimmed {
             self.tried.retain(|&s| s != self.server);
             return self.retry(Failure::BadGateway, false, env);
         }
+        self.count(env, UpstreamError::Reset);
         env.upstreams.list[self.upstream]
             .balancer
             .note_failure(self.server, env.now);
@@ -690,12 +723,26 @@ impl Exchange {
     /// A deadline passed.
     pub fn time_out(&mut self, env: &mut Env) -> Step {
         match (&self.link, &self.download) {
-            (Link::Connecting(_), _) => self.retry(Failure::Timeout, true, env),
+            (Link::Connecting(_), _) => {
+                self.count(env, UpstreamError::ConnectTimeout);
+                self.retry(Failure::Timeout, true, env)
+            }
             (_, Download::Head) => {
+                let request_out = self.sent == self.to_upstream.len() && matches!(self.upload, Upload::Done);
+                let error = if request_out {
+                    UpstreamError::ReadTimeout
+                } else {
+                    UpstreamError::SendTimeout
+                };
+                self.count(env, error);
                 env.upstreams.list[self.upstream]
                     .balancer
                     .note_failure(self.server, env.now);
                 self.fail_or_abort(Failure::Timeout)
+            }
+            (_, Download::Body { .. }) => {
+                self.count(env, UpstreamError::ReadTimeout);
+                Step::Abort
             }
             _ => Step::Abort,
         }
@@ -807,18 +854,27 @@ impl Exchange {
 enum Connect {
     Pending,
     Done,
-    Failed,
+    Failed(UpstreamError),
 }
 
 fn connect_state(stream: &TcpStream) -> Connect {
     match stream.take_error() {
-        Ok(Some(_)) | Err(_) => return Connect::Failed,
+        Ok(Some(e)) | Err(e) => return Connect::Failed(connect_error(&e)),
         Ok(None) => {}
     }
     match stream.peer_addr() {
         Ok(_) => Connect::Done,
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Connect::Pending,
-        Err(_) => Connect::Failed,
+        Err(e) => Connect::Failed(connect_error(&e)),
+    }
+}
+
+/// A refused connection (nothing listens) or another connect failure.
+fn connect_error(e: &io::Error) -> UpstreamError {
+    if e.kind() == io::ErrorKind::ConnectionRefused {
+        UpstreamError::ConnectRefused
+    } else {
+        UpstreamError::ConnectError
     }
 }
 

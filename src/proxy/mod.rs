@@ -14,6 +14,7 @@ use mio::net::TcpStream;
 use mio::Token;
 
 use crate::config::Upstream;
+use crate::stats::UpstreamCounters;
 pub use balance::Balancer;
 pub use exchange::{Env, Exchange, Failure, Start, Step};
 use pool::{Idle, Pool};
@@ -23,6 +24,8 @@ pub struct UpstreamState<'a> {
     pub config: &'a Upstream,
     pub balancer: Balancer,
     pool: Pool,
+    /// Latencies and failures, for the heartbeat.
+    pub counters: UpstreamCounters,
 }
 
 /// Every upstream of the config, as this worker runs them.
@@ -38,6 +41,7 @@ impl<'a> Upstreams<'a> {
                 config,
                 balancer: Balancer::new(config, now),
                 pool: Pool::default(),
+                counters: UpstreamCounters::default(),
             })
             .collect();
         Upstreams { list }
@@ -72,6 +76,19 @@ impl<'a> Upstreams<'a> {
         for state in &mut self.list {
             state.pool.expire(now, state.config.keepalive_timeout);
         }
+    }
+
+    /// Every upstream's counters, with which servers this worker would use at `now`.
+    pub fn counters(&self, now: Instant) -> Vec<UpstreamCounters> {
+        self.list
+            .iter()
+            .map(|state| UpstreamCounters {
+                servers_up: (0..state.balancer.servers.len())
+                    .map(|i| state.balancer.usable(i, now))
+                    .collect(),
+                ..state.counters.clone()
+            })
+            .collect()
     }
 
     /// Applies an active health check verdict.

@@ -16,13 +16,13 @@ use super::clock::Clock;
 use super::input::{Filled, Input};
 use super::output::{Flush, Output};
 use super::request_id::{RequestId, RequestIds};
-use crate::channel::Counters;
 use crate::config::{FileOptions, Limits, Route, Serve};
 use crate::files::{resolve, Answer, FileRequest, Reply, Served, StaticFiles};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{self, Framing, Method, RequestHead};
 use crate::http::response::{self, Persistence};
 use crate::proxy::{Env, Exchange, Start, Step, Upstreams};
+use crate::stats::{Counters, NO_ROUTE};
 
 /// Rounds of read/process/write per readiness event before yielding to other connections.
 const ROUNDS_PER_EVENT: usize = 16;
@@ -48,10 +48,12 @@ enum Phase {
     Lingering,
 }
 
-/// A request handed to an upstream, and what its log line needs once it ends.
+/// A request handed to an upstream, and what its log line and counters need once it ends.
 struct Proxying {
     exchange: Exchange,
     log: Option<LogCopy>,
+    /// The route's index in the response counters.
+    route: usize,
 }
 
 /// The parts of a request head its access log line needs, kept after the head is consumed.
@@ -73,6 +75,16 @@ impl LogCopy {
             started,
         }
     }
+}
+
+/// Where a finished proxied response is counted and logged.
+struct Proxied<'l> {
+    /// What its access log line needs (none when the log is off).
+    log: Option<&'l LogCopy>,
+    /// The route's index in the response counters.
+    route: usize,
+    /// The upstream server that answered, if one was reached.
+    upstream: Option<SocketAddr>,
 }
 
 /// What remains of a request body.
@@ -116,6 +128,8 @@ pub struct Ctx<'a> {
     pub draining: bool,
     /// The worker's counters for its heartbeat.
     pub counters: Counters,
+    /// Per server: the index of its first route in `counters.responses`.
+    pub first_route: Vec<usize>,
     /// Upstream balancers and keep-alive pools.
     pub upstreams: Upstreams<'a>,
     /// Where upstream sockets are registered (they drive their client's connection).
@@ -389,20 +403,24 @@ impl Conn {
         let buf = self.input.data();
         let with_body = head.method != Method::Head;
         let date = &ctx.clock.http_date;
-        let served = match destination(head, buf, &ctx.routes[self.server]) {
+        let first_route = ctx.first_route[self.server];
+        let (served, counted_as) = match destination(head, buf, &ctx.routes[self.server], first_route) {
             Destination::Status(status) => {
                 let n =
                     response::write_simple(self.output.buffer(), status, date, persistence, &[], with_body);
-                Served::written(status, n)
+                (Served::written(status, n), NO_ROUTE)
             }
-            Destination::Proxy { upstream, strip } => {
-                return self.start_proxy(head, upstream, strip, persistence, ctx)
-            }
+            Destination::Proxy {
+                upstream,
+                strip,
+                counted_as,
+            } => return self.start_proxy(head, upstream, strip, counted_as, persistence, ctx),
             Destination::Files {
                 id,
                 route,
                 options,
                 path,
+                counted_as,
             } => {
                 let out = self.output.buffer();
                 if head.expect_continue && persistence.keeps_alive() {
@@ -425,9 +443,9 @@ impl Conn {
                     },
                     ctx.clock.now,
                 ) {
-                    Answer::Served(served) => served,
+                    Answer::Served(served) => (served, counted_as),
                     Answer::Fallback(upstream) => {
-                        return self.start_proxy(head, upstream, None, persistence, ctx)
+                        return self.start_proxy(head, upstream, None, counted_as, persistence, ctx)
                     }
                 }
             }
@@ -436,6 +454,7 @@ impl Conn {
             .log
             .wants_id(self.server)
             .then(|| ctx.ids.pick(head.request_id.map(|s| s.of(buf))));
+        ctx.counters.count_response(counted_as, served.status);
         let entry = Entry {
             peer: self.peer,
             server: self.server,
@@ -478,11 +497,13 @@ impl Conn {
     }
 
     /// Hands the request to `upstream`; answers 502 at once if no server can be tried.
+    /// `route` is the route's index in the response counters.
     fn start_proxy(
         &mut self,
         head: &RequestHead,
         upstream: usize,
         strip: Option<&str>,
+        route: usize,
         persistence: Persistence,
         ctx: &mut Ctx,
     ) {
@@ -510,12 +531,17 @@ impl Conn {
             Ok(exchange) => {
                 self.input.consume(head.len);
                 self.deadline = exchange.deadline;
-                self.phase = Phase::Proxying(Box::new(Proxying { exchange, log }));
+                self.phase = Phase::Proxying(Box::new(Proxying { exchange, log, route }));
             }
             Err(failure) => {
                 let with_body = head.method != Method::Head;
                 let status = failure.status();
-                self.answer_failure(status, with_body, persistence, log.as_ref(), None, ctx);
+                let what = Proxied {
+                    log: log.as_ref(),
+                    route,
+                    upstream: None,
+                };
+                self.answer_failure(status, with_body, persistence, what, ctx);
                 self.input.consume(head.len);
                 self.after_answer(head.framing, persistence, ctx);
             }
@@ -546,8 +572,13 @@ impl Conn {
                 status,
                 body_bytes,
             } => {
-                let log = proxying.log.take();
-                self.log_proxied(log.as_ref(), status, body_bytes, upstream, ctx);
+                let (log, route) = (proxying.log.take(), proxying.route);
+                let what = Proxied {
+                    log: log.as_ref(),
+                    route,
+                    upstream,
+                };
+                self.record_proxied(what, status, body_bytes, ctx);
                 match persistence {
                     Persistence::Close => {
                         self.phase = Phase::Closing {
@@ -568,9 +599,14 @@ impl Conn {
                     Persistence::Close
                 };
                 let with_body = proxying.exchange.method() != Method::Head;
-                let log = proxying.log.take();
+                let (log, route) = (proxying.log.take(), proxying.route);
                 let status = failure.status();
-                self.answer_failure(status, with_body, persistence, log.as_ref(), upstream, ctx);
+                let what = Proxied {
+                    log: log.as_ref(),
+                    route,
+                    upstream,
+                };
+                self.answer_failure(status, with_body, persistence, what, ctx);
                 match persistence {
                     Persistence::Close => self.phase = Phase::Closing { linger: true },
                     _ => self.enter_idle(ctx),
@@ -578,9 +614,14 @@ impl Conn {
                 true
             }
             Step::Abort => {
-                let log = proxying.log.take();
+                let (log, route) = (proxying.log.take(), proxying.route);
                 let status = proxying.exchange.status().unwrap_or(502);
-                self.log_proxied(log.as_ref(), status, 0, upstream, ctx);
+                let what = Proxied {
+                    log: log.as_ref(),
+                    route,
+                    upstream,
+                };
+                self.record_proxied(what, status, 0, ctx);
                 self.phase = Phase::Closing { linger: false };
                 true
             }
@@ -593,23 +634,18 @@ impl Conn {
         status: u16,
         with_body: bool,
         persistence: Persistence,
-        log: Option<&LogCopy>,
-        upstream: Option<SocketAddr>,
+        what: Proxied,
         ctx: &mut Ctx,
     ) {
         let out = self.output.buffer();
         let n = response::write_simple(out, status, &ctx.clock.http_date, persistence, &[], with_body);
-        self.log_proxied(log, status, n, upstream, ctx);
+        self.record_proxied(what, status, n, ctx);
     }
 
-    fn log_proxied(
-        &self,
-        log: Option<&LogCopy>,
-        status: u16,
-        body_bytes: u64,
-        upstream: Option<SocketAddr>,
-        ctx: &mut Ctx,
-    ) {
+    /// Counts a proxied response on its route and logs it.
+    fn record_proxied(&self, what: Proxied, status: u16, body_bytes: u64, ctx: &mut Ctx) {
+        let Proxied { log, route, upstream } = what;
+        ctx.counters.count_response(route, status);
         if let Some(copy) = log {
             let entry = Entry {
                 peer: self.peer,
@@ -653,6 +689,7 @@ impl Conn {
             upstream: None,
         };
         ctx.log.record(&entry, &ctx.clock);
+        ctx.counters.count_response(NO_ROUTE, status);
         self.phase = Phase::Closing { linger: true };
         self.deadline = ctx.clock.now + ctx.limits.send_timeout.min(ctx.limits.header_timeout);
     }
@@ -705,29 +742,45 @@ enum Destination<'r> {
         route: &'r Route,
         options: &'r FileOptions,
         path: String,
+        /// The route's index in the response counters.
+        counted_as: usize,
     },
     /// An upstream, with the prefix to strip from the target.
-    Proxy { upstream: usize, strip: Option<&'r str> },
+    Proxy {
+        upstream: usize,
+        strip: Option<&'r str>,
+        counted_as: usize,
+    },
 }
 
-/// Matches the request's normalized path against the server's routes.
-fn destination<'r>(head: &RequestHead, buf: &[u8], routes: &[(usize, &'r Route)]) -> Destination<'r> {
+/// Matches the request's normalized path against the server's routes (whose first one is
+/// `first_route` in the response counters).
+fn destination<'r>(
+    head: &RequestHead,
+    buf: &[u8],
+    routes: &[(usize, &'r Route)],
+    first_route: usize,
+) -> Destination<'r> {
     let Ok(path) = resolve::resolve_target(head.target.of(buf)) else {
         return Destination::Status(400);
     };
-    let Some(&(id, route)) = routes.iter().find(|(_, r)| r.matches(&path.path)) else {
+    let Some(at) = routes.iter().position(|(_, r)| r.matches(&path.path)) else {
         return Destination::Status(404);
     };
+    let (id, route) = routes[at];
+    let counted_as = first_route + at;
     match &route.serve {
         Serve::Files(options) => Destination::Files {
             id,
             route,
             options,
             path: path.path,
+            counted_as,
         },
         Serve::Proxy(upstream) => Destination::Proxy {
             upstream: *upstream,
             strip: route.strip_prefix.then_some(route.prefix.as_str()),
+            counted_as,
         },
     }
 }

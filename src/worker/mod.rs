@@ -26,10 +26,11 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 use slab::Slab;
 
-use crate::channel::{self, Command, Counters, Received, Report};
+use crate::channel::{self, Command, Received, Report};
 use crate::config::{Config, Route, Serve};
 use crate::files::StaticFiles;
 use crate::proxy::{health, Upstreams};
+use crate::stats::{Counters, NO_ROUTE};
 use crate::sys::SignalReader;
 use access_log::AccessLog;
 use clock::Clock;
@@ -251,7 +252,8 @@ impl<'a> Worker<'a> {
                 clock,
                 log: parts.log,
                 draining: false,
-                counters: Counters::default(),
+                counters: Counters::new(config.servers.iter().map(|s| s.routes.len()).sum()),
+                first_route: first_routes(config),
                 upstreams: Upstreams::new(&config.upstreams, clock_now),
                 registry: parts.registry,
                 buffers: Default::default(),
@@ -283,6 +285,7 @@ impl<'a> Worker<'a> {
                     Source::Signals => {
                         if self.handle_signals() == Stop::Now {
                             self.ctx.log.flush();
+                            self.beat();
                             return Ok(());
                         }
                     }
@@ -318,6 +321,8 @@ impl<'a> Worker<'a> {
             if let Some(until) = self.drain_until {
                 if self.conns.is_empty() || self.ctx.clock.now >= until {
                     self.ctx.log.flush();
+                    // A last beat, so the master's totals hold everything this worker counted.
+                    self.beat();
                     info!("worker {} stopped", self.slot);
                     return Ok(());
                 }
@@ -373,7 +378,9 @@ impl<'a> Worker<'a> {
     fn beat(&mut self) {
         self.next_beat = self.ctx.clock.now + self.config.supervisor.heartbeat_interval;
         self.ctx.counters.active = self.conns.len() as u32;
-        let _ = self.channel.report(&Report::Beat(self.ctx.counters));
+        let mut counters = Box::new(self.ctx.counters.clone());
+        counters.upstreams = self.ctx.upstreams.counters(self.ctx.clock.now);
+        let _ = self.channel.report(&Report::Beat(counters));
     }
 
     /// Stops accepting (after taking what is already queued on our sockets), lets busy
@@ -546,6 +553,21 @@ struct Parts<'a> {
     routes: Vec<Vec<(usize, &'a Route)>>,
     files: StaticFiles,
     log: AccessLog,
+}
+
+/// Per server, the index of its first route in the response counters: routes are counted
+/// after [`NO_ROUTE`], server by server, in match order (the master names them the same way).
+fn first_routes(config: &Config) -> Vec<usize> {
+    let mut next = NO_ROUTE + 1;
+    config
+        .servers
+        .iter()
+        .map(|server| {
+            let first = next;
+            next += server.routes.len();
+            first
+        })
+        .collect()
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {

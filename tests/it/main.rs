@@ -12,6 +12,7 @@ mod hostile_clients;
 mod http_engine;
 mod limits;
 mod master;
+mod metrics;
 mod path_safety;
 mod procfs;
 mod proxy;

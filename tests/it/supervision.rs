@@ -664,7 +664,9 @@ fn sigusr1_reopens_the_error_log_after_it_was_renamed() {
 fn sigusr2_upgrades_the_binary_without_failing_a_request() {
     let site = site();
     let pid_file = site.base().join("shoal.pid");
-    let mut server = start(&site, &format!("{QUIET}\npid_file = \"shoal.pid\""), "", 2);
+    let admin = crate::harness::free_addr();
+    let keys = format!("{QUIET}\npid_file = \"shoal.pid\"\n[admin]\nlisten = \"{admin}\"");
+    let mut server = start(&site, &keys, "", 2);
     let old_master = server.pid();
     let old_workers = server.wait_for_workers(2);
     assert_eq!(
@@ -705,6 +707,13 @@ fn sigusr2_upgrades_the_binary_without_failing_a_request() {
         assert!(dead(pid), "old worker {pid} outlived the old master");
     }
     assert_eq!(server.get(PATH).assert_status(200).text(), BODY);
+    // The admin endpoint's socket went to the new master with the others.
+    let mut probe = TcpStream::connect(admin).expect("the admin endpoint after the upgrade");
+    probe.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut probe).assert_status(200).text(), "ok\n");
     // The control socket changed hands with the pid file, and the old master left it alone.
     let status = run_shoal(&["status".as_ref(), "--pid-file".as_ref(), pid_file.as_os_str()]);
     assert_eq!(status.code, Some(0), "{status:?}");

@@ -1,0 +1,172 @@
+//! Worker counters summed by what they mean rather than by index: per route prefix and per
+//! upstream name. A worker's counters are indexed by its own config's routes and upstreams;
+//! after a reload the same index may mean something else, so each worker carries the
+//! [`Labels`] of the config it was started with, and sums are kept by label.
+
+use std::collections::BTreeMap;
+
+use crate::config::Config;
+use crate::stats::{Counters, UpstreamError, LATENCY_BUCKETS, NO_ROUTE, STATUS_CLASSES};
+
+/// The route label of responses that reached no route.
+pub const NO_ROUTE_LABEL: &str = "none";
+
+/// What a worker's counter indices name, from the config it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels {
+    /// Route prefixes by counter index ([`NO_ROUTE`] is [`NO_ROUTE_LABEL`]).
+    pub routes: Vec<String>,
+    /// Upstream names with their servers' addresses, in config order.
+    pub upstreams: Vec<(String, Vec<String>)>,
+}
+
+impl Labels {
+    /// The labels of `config`, in the order workers count.
+    pub fn of(config: &Config) -> Labels {
+        let mut routes = vec![String::new(); NO_ROUTE + 1];
+        routes[NO_ROUTE] = NO_ROUTE_LABEL.to_string();
+        routes.extend(
+            config
+                .servers
+                .iter()
+                .flat_map(|server| server.routes.iter().map(|r| r.prefix.clone())),
+        );
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                (
+                    u.name.clone(),
+                    u.servers.iter().map(|s| s.addr.to_string()).collect(),
+                )
+            })
+            .collect();
+        Labels { routes, upstreams }
+    }
+}
+
+/// Counters summed by label.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub requests: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Responses by route prefix and status class.
+    pub responses: BTreeMap<String, [u64; STATUS_CLASSES]>,
+    /// By upstream name.
+    pub upstreams: BTreeMap<String, UpstreamTally>,
+}
+
+/// One upstream's latency histogram and failures, summed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTally {
+    pub latency: [u64; LATENCY_BUCKETS],
+    pub latency_sum_micros: u64,
+    pub errors: [u64; UpstreamError::ALL.len()],
+}
+
+impl Default for UpstreamTally {
+    fn default() -> Self {
+        UpstreamTally {
+            latency: [0; LATENCY_BUCKETS],
+            latency_sum_micros: 0,
+            errors: [0; UpstreamError::ALL.len()],
+        }
+    }
+}
+
+impl Tally {
+    /// A tally with a zero for every route and upstream of `labels` (so every series
+    /// exists from the start).
+    pub fn zero(labels: &Labels) -> Tally {
+        let mut tally = Tally::default();
+        for route in &labels.routes {
+            tally.responses.entry(route.clone()).or_default();
+        }
+        for (name, _) in &labels.upstreams {
+            tally.upstreams.entry(name.clone()).or_default();
+        }
+        tally
+    }
+
+    /// Adds a worker's counters, named by the labels of its config.
+    pub fn add(&mut self, counters: &Counters, labels: &Labels) {
+        self.requests += counters.requests;
+        self.bytes_in += counters.bytes_in;
+        self.bytes_out += counters.bytes_out;
+        for (row, route) in counters.responses.iter().zip(&labels.routes) {
+            add_each(self.responses.entry(route.clone()).or_default(), row);
+        }
+        for (upstream, (name, _)) in counters.upstreams.iter().zip(&labels.upstreams) {
+            let sum = self.upstreams.entry(name.clone()).or_default();
+            add_each(&mut sum.latency, &upstream.latency);
+            sum.latency_sum_micros += upstream.latency_sum_micros;
+            add_each(&mut sum.errors, &upstream.errors);
+        }
+    }
+
+    /// Adds another tally.
+    pub fn merge(&mut self, other: &Tally) {
+        self.requests += other.requests;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        for (route, row) in &other.responses {
+            add_each(self.responses.entry(route.clone()).or_default(), row);
+        }
+        for (name, upstream) in &other.upstreams {
+            let sum = self.upstreams.entry(name.clone()).or_default();
+            add_each(&mut sum.latency, &upstream.latency);
+            sum.latency_sum_micros += upstream.latency_sum_micros;
+            add_each(&mut sum.errors, &upstream.errors);
+        }
+    }
+}
+
+fn add_each<const N: usize>(sum: &mut [u64; N], more: &[u64; N]) {
+    for (s, m) in sum.iter_mut().zip(more) {
+        *s += m;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::UpstreamCounters;
+
+    fn labels(routes: &[&str], upstreams: &[&str]) -> Labels {
+        let mut all = vec![NO_ROUTE_LABEL.to_string()];
+        all.extend(routes.iter().map(|r| r.to_string()));
+        Labels {
+            routes: all,
+            upstreams: upstreams.iter().map(|u| (u.to_string(), Vec::new())).collect(),
+        }
+    }
+
+    #[test]
+    fn workers_of_different_configs_add_up_by_name() {
+        // Before a reload `/api/` was route 1; after it, route 2.
+        let old = labels(&["/api/", "/"], &["app"]);
+        let new = labels(&["/static/", "/api/", "/"], &["app"]);
+        let mut before = Counters::new(2);
+        before.count_response(1, 200);
+        before.requests = 1;
+        before.upstreams = vec![UpstreamCounters::default()];
+        before.upstreams[0].count_error(UpstreamError::Reset);
+        let mut after = Counters::new(3);
+        after.count_response(2, 502);
+        after.count_response(NO_ROUTE, 404);
+        after.requests = 2;
+        let mut tally = Tally::zero(&new);
+        tally.add(&before, &old);
+        tally.add(&after, &new);
+        assert_eq!(tally.requests, 3);
+        assert_eq!(tally.responses["/api/"], [0, 1, 0, 0, 1]);
+        assert_eq!(tally.responses["none"], [0, 0, 0, 1, 0]);
+        assert_eq!(tally.responses["/static/"], [0; 5]);
+        assert_eq!(tally.upstreams["app"].errors[UpstreamError::Reset as usize], 1);
+        let mut doubled = tally.clone();
+        doubled.merge(&tally);
+        assert_eq!(doubled.responses["/api/"], [0, 2, 0, 0, 2]);
+        assert_eq!(doubled.requests, 6);
+    }
+}
