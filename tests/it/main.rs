@@ -5,6 +5,7 @@ mod access_log;
 mod bad_input;
 mod check;
 mod cli;
+mod deploy;
 mod exhaustion;
 mod freshness;
 mod harness;
