@@ -31,6 +31,9 @@ const UPLOAD_BUFFER_BYTES: usize = 64 * 1024;
 const DOWNLOAD_HIGH_WATER_BYTES: usize = 64 * 1024;
 /// The upstream input buffer's size.
 const UPSTREAM_INPUT_BYTES: usize = response::MAX_HEAD_BYTES + 16 * 1024;
+/// Interim (1xx) responses accepted before the final one; an upstream sending more is a 502
+/// (each one resets the read timeout, so an endless flood would hold the client forever).
+const MAX_INTERIM_RESPONSES: u32 = 32;
 
 /// What the client connection hands over to start an exchange.
 pub struct Start<'a> {
@@ -169,6 +172,8 @@ pub struct Exchange {
     from_upstream: Input,
     download: Download,
     head: Option<UpstreamHead>,
+    /// Interim (1xx) responses dropped so far.
+    interim: u32,
     body_bytes: u64,
     /// The upstream socket may have bytes (an event came since the last read would block).
     readable: bool,
@@ -237,6 +242,7 @@ impl Exchange {
             from_upstream: Input::default(),
             download: Download::Head,
             head: None,
+            interim: 0,
             body_bytes: 0,
             readable: false,
             eof_pending: false,
@@ -515,6 +521,10 @@ impl Exchange {
                     };
                     moved = true;
                     if (100..200).contains(&head.status) && head.status != 101 {
+                        self.interim += 1;
+                        if self.interim > MAX_INTERIM_RESPONSES {
+                            return Err(self.fail_or_abort(Failure::BadGateway));
+                        }
                         self.from_upstream.consume(head.len);
                         continue;
                     }

@@ -59,6 +59,9 @@ pub enum Behaviour {
     CloseMidBody { announced: usize, sent: usize },
     /// Reads the request and closes without answering.
     CloseBeforeAnswer,
+    /// Reads the request, writes `head`, then `repeat` over and over until the peer goes away
+    /// (an endless header section, a flood of interim responses).
+    Endless { head: Vec<u8>, repeat: Vec<u8> },
     /// Echo; a connection idle this long after a response is closed (event "idle-close").
     CloseIdleAfter(Duration),
     /// Echo to the first request on a connection; any later request on it is read, recorded
@@ -122,6 +125,22 @@ impl Behaviour {
     /// Two different Content-Length values.
     pub fn conflicting_length() -> Behaviour {
         Behaviour::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 4\r\n\r\nokok".to_vec())
+    }
+
+    /// A head that never ends: header lines forever.
+    pub fn endless_head() -> Behaviour {
+        Behaviour::Endless {
+            head: b"HTTP/1.1 200 OK\r\n".to_vec(),
+            repeat: b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".to_vec(),
+        }
+    }
+
+    /// `100 Continue` forever, never a final response.
+    pub fn endless_interim() -> Behaviour {
+        Behaviour::Endless {
+            head: Vec::new(),
+            repeat: b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+        }
     }
 
     /// A complete head with `bytes` of header value in it.
@@ -572,6 +591,7 @@ impl Conn {
             Behaviour::RawThenClose(bytes) => self.raw_then_close(bytes),
             Behaviour::CloseMidBody { announced, sent } => self.close_mid_body(*announced, *sent),
             Behaviour::CloseBeforeAnswer => self.close_before_answer(),
+            Behaviour::Endless { head, repeat } => self.endless(head, repeat),
             Behaviour::CloseIdleAfter(idle) => self.echo_loop(Some(*idle)),
             Behaviour::DropSecondRequest => self.drop_second_request(),
             Behaviour::WebSocketEcho => self.websocket_echo(),
@@ -714,6 +734,19 @@ impl Conn {
             .into_bytes();
             bytes.extend(std::iter::repeat_n(b'm', sent));
             let _ = self.write(&bytes);
+        }
+    }
+
+    fn endless(&mut self, head: &[u8], repeat: &[u8]) {
+        if self.read_request().is_err() || self.write(head).is_err() {
+            return;
+        }
+        let batch = repeat.repeat((16 * 1024 / repeat.len().max(1)).max(1));
+        // Blocking writes: each waits until the peer reads; a closed peer ends the loop.
+        while !self.shared.stopping.load(Ordering::SeqCst) {
+            if self.write(&batch).is_err() {
+                return;
+            }
         }
     }
 

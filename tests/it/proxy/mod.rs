@@ -1,9 +1,10 @@
 //! The reverse proxy against scripted test upstreams ([`crate::upstream`]): forwarding,
-//! bodies, failures, the keep-alive pool, balancing, health checks, upgrades, smuggling and
+//! bodies, failures, broken upstreams, the keep-alive pool, balancing, health checks, upgrades, smuggling and
 //! try_files.
 
 mod balance;
 mod bodies;
+mod broken;
 mod errors;
 mod forwarding;
 mod health;

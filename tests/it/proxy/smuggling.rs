@@ -11,8 +11,8 @@
 use std::io::Write;
 use std::net::TcpStream;
 
-use super::support::{read_message, read_until_end, End};
-use crate::harness::{Launch, Server, Site};
+use super::support::{read_message, read_until_end, route_each, End};
+use crate::harness::{Server, Site};
 use crate::upstream::{describe, Behaviour, Upstream};
 
 /// The request hidden in every attack, 38 (0x26) bytes long.
@@ -631,19 +631,7 @@ fn ambiguous_upstream_framing_is_a_502_never_relayed() {
         .iter()
         .map(|(_, raw)| Upstream::start(Behaviour::RawThenClose(raw.as_bytes().to_vec())))
         .collect();
-    let mut text = String::from("access_log = \"off\"\n");
-    for (i, upstream) in upstreams.iter().enumerate() {
-        text.push_str(&format!("[upstream.u{i}]\nservers = [\"{}\"]\n", upstream.addr));
-    }
-    text.push_str(
-        "[[server]]\nlisten = [\"{listen}\"]\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n",
-    );
-    for i in 0..upstreams.len() {
-        text.push_str(&format!(
-            "  [[server.route]]\n  prefix = \"/u{i}/\"\n  upstream = \"u{i}\"\n"
-        ));
-    }
-    let server = Launch::config_file(&site, &text).start();
+    let server = route_each(&site, &upstreams, &[]).start();
     let mut failures = Vec::new();
     for (i, (name, _)) in AMBIGUOUS_RESPONSES.iter().enumerate() {
         let mut stream = server.connect();

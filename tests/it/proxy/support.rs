@@ -36,6 +36,28 @@ pub fn launch(site: &Site, top: &str, servers: &[String], upstream: &str, routes
     Launch::config_file(site, &config(top, servers, upstream, routes))
 }
 
+/// A shoal (one worker, access log off) where `/u{i}/` proxies to `upstreams[i]`, each an
+/// `[upstream.u{i}]` with `upstream_lines[i]` (if any) added; `/` serves the site.
+pub fn route_each(site: &Site, upstreams: &[Upstream], upstream_lines: &[&str]) -> Launch {
+    let mut text = String::from("access_log = \"off\"\n");
+    for (i, upstream) in upstreams.iter().enumerate() {
+        let lines = upstream_lines.get(i).copied().unwrap_or_default();
+        text.push_str(&format!(
+            "[upstream.u{i}]\nservers = [\"{}\"]\n{lines}\n",
+            upstream.addr
+        ));
+    }
+    text.push_str(
+        "[[server]]\nlisten = [\"{listen}\"]\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n",
+    );
+    for i in 0..upstreams.len() {
+        text.push_str(&format!(
+            "  [[server.route]]\n  prefix = \"/u{i}/\"\n  upstream = \"u{i}\"\n"
+        ));
+    }
+    Launch::config_file(site, &text)
+}
+
 /// `ADDR` of each upstream, weight 1.
 pub fn addrs(upstreams: &[&Upstream]) -> Vec<String> {
     upstreams.iter().map(|u| u.addr.to_string()).collect()
