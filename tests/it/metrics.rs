@@ -431,8 +431,10 @@ fn healthz_is_200_while_serving_and_503_while_draining() {
     let app = Upstream::start(behaviour);
     let dead = Refusing::new();
     let (mut server, admin) = start(&site, app.addr, dead.addr, 1, "");
-    let healthy = admin_get(admin, "/healthz");
-    healthy.assert_status(200);
+    // 503 "starting" until the master has heard the worker's first beat.
+    let healthy = wait_until("/healthz to say 200", WAIT, || {
+        Some(admin_get(admin, "/healthz")).filter(|r| r.status == 200)
+    });
     assert_eq!(healthy.text(), "ok\n");
     // A slow proxied request keeps the instance draining after TERM.
     let mut slow = server.connect();

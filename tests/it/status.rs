@@ -71,7 +71,9 @@ fn status_shows_the_master_and_every_worker_with_the_requests_served() {
         server.get("/a.txt").assert_status(200);
     }
     // The harness's readiness probe is a request too.
-    let status = wait_for_status(&site, "10 requests counted", |s| requests(s) >= 11);
+    let status = wait_for_status(&site, "10 requests counted, every worker running", |s| {
+        requests(s) >= 11 && (0..2).all(|i| slot(s, i)["state"] == "running")
+    });
     let master = &status["master"];
     assert_eq!(
         master["pid"].as_u64(),
