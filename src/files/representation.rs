@@ -107,8 +107,11 @@ impl OpenError {
     fn from_io(e: &io::Error) -> OpenError {
         match e.raw_os_error() {
             Some(libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG) => OpenError::NotFound,
-            // EXDEV / ELOOP: resolution tried to leave the root or loop through symlinks.
-            Some(libc::EACCES | libc::EPERM | libc::EXDEV | libc::ELOOP) => OpenError::Forbidden,
+            // EXDEV / ELOOP: resolution tried to leave the root or loop through symlinks;
+            // ENXIO: a unix socket (or a device without its driver), never servable.
+            Some(libc::EACCES | libc::EPERM | libc::EXDEV | libc::ELOOP | libc::ENXIO | libc::ENODEV) => {
+                OpenError::Forbidden
+            }
             Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => OpenError::Unavailable,
             _ => OpenError::Internal,
         }
