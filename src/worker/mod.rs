@@ -48,6 +48,10 @@ const LISTENER_BASE: usize = usize::MAX - 4096;
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// How long accepting pauses after the process ran out of file descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Connections accepted from one listener per loop turn. A flood of connects must not keep
+/// the loop (and so the heartbeat and every other connection) waiting; the rest of the queue
+/// is taken next turn.
+const ACCEPTS_PER_TURN: usize = 64;
 /// While draining, a connection idle this long is closed (lingering); busier ones are told
 /// `Connection: close` on their next response instead, which cannot race a new request.
 const DRAIN_IDLE_CLOSE: Duration = Duration::from_secs(1);
@@ -132,6 +136,8 @@ struct Worker<'a> {
     conns: Slab<Conn>,
     /// Connections to drive again this turn (they yielded with work left).
     again: Vec<usize>,
+    /// Listeners that may still hold queued connections after a turn's accepts ran out.
+    backlogged: Vec<usize>,
     /// What the connections share.
     ctx: Ctx<'a>,
     next_sweep: Instant,
@@ -242,6 +248,7 @@ impl<'a> Worker<'a> {
             exhausted_since: None,
             conns: Slab::with_capacity(1024),
             again: Vec::new(),
+            backlogged: Vec::new(),
             next_sweep: clock.now + SWEEP_EVERY,
             // The first beat goes out at once: it tells the master this worker is serving.
             next_beat: clock.now,
@@ -267,7 +274,7 @@ impl<'a> Worker<'a> {
     fn serve(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if self.again.is_empty() {
+            let timeout = if self.again.is_empty() && self.backlogged.is_empty() {
                 self.next_sweep
                     .min(self.next_beat)
                     .saturating_duration_since(Instant::now())
@@ -310,6 +317,9 @@ impl<'a> Worker<'a> {
             }
             for key in std::mem::take(&mut self.again) {
                 self.drive(key);
+            }
+            for index in std::mem::take(&mut self.backlogged) {
+                self.accept_from(index);
             }
             if self.ctx.clock.now >= self.next_beat {
                 self.beat();
@@ -418,7 +428,10 @@ impl<'a> Worker<'a> {
     }
 
     fn accept_from(&mut self, index: usize) {
-        while self.accepting == Accepting::Open {
+        for _ in 0..ACCEPTS_PER_TURN {
+            if self.accepting != Accepting::Open {
+                return;
+            }
             if self.conns.len() >= self.config.limits.max_connections && self.drain_until.is_none() {
                 self.accepting = Accepting::Full;
                 return;
@@ -447,6 +460,10 @@ impl<'a> Worker<'a> {
                 // The client gave up before we accepted (ECONNABORTED and the like).
                 Err(_) => {}
             }
+        }
+        // Edge-triggered: no new event comes for what is already queued, so come back to it.
+        if !self.backlogged.contains(&index) {
+            self.backlogged.push(index);
         }
     }
 
