@@ -46,7 +46,10 @@ say "legacy app (pid $APP_PID) on http://$APP_HOST:$APP_PORT/"
 say "static site:  http://127.0.0.1:8080/"
 say "legacy app:   http://127.0.0.1:8080/api/users  (also /api/headers, /api/slow)"
 say "Ctrl-C stops shoal, then the app"
-./target/release/shoal -c examples/shoal.toml &
+# As root, shoal wants to be told who its workers run as: a demo from a checkout keeps root.
+as_root=()
+if [[ $EUID == 0 ]]; then as_root=(-U root); fi
+./target/release/shoal "${as_root[@]}" -c examples/shoal.toml &
 SHOAL_PID=$!
 # A background job does not get the terminal's SIGINT, and a trap runs only once `wait` returns:
 # so shoal runs in the background and these traps pass Ctrl-C and kill on to it, by its PID.

@@ -128,7 +128,7 @@ start_shoal() {
     cp "$SHOAL_BIN" "$TMP/bin/shoal"
     write_shoal_conf 0
     SHOAL_LOG=$TMP/shoal.log
-    "$TMP/bin/shoal" -c "$TMP/shoal.toml" > "$TMP/shoal.out" 2> "$SHOAL_LOG" &
+    "$TMP/bin/shoal" "${SHOAL_AS[@]}" -c "$TMP/shoal.toml" > "$TMP/shoal.out" 2> "$SHOAL_LOG" &
     PID[shoal]=$!
     MASTER=$!
     wait_ready shoal "$SHOAL_PORT" "$SHOAL_LOG"

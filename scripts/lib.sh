@@ -9,6 +9,12 @@
 # Everything here acts on PIDs it is given, never on process names.
 # shellcheck shell=bash
 
+# shoal will not keep its workers root unless told so, and the sites made here live in private
+# temp dirs only their owner can read: as root, every shoal started here gets "-U root".
+# shellcheck disable=SC2034 # used by the sourcing scripts
+SHOAL_AS=()
+if [[ $EUID == 0 ]]; then SHOAL_AS=(-U root); fi
+
 log() { printf '[%s] %s\n' "${LOG_TAG:-lib}" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 

@@ -173,7 +173,7 @@ PID[ws]=$!
 wait_http "http://127.0.0.1:$APP_PORT/health" || { show_log "$TMP/app.log"; die "legacy_app did not start"; }
 wait_port "$WS_PORT" || { show_log "$TMP/ws.log"; die "the WebSocket upstream did not start"; }
 write_config 0
-"$SHOAL_BIN" -c "$TMP/shoal.toml" > /dev/null 2> "$TMP/shoal.log" &
+"$SHOAL_BIN" "${SHOAL_AS[@]}" -c "$TMP/shoal.toml" > /dev/null 2> "$TMP/shoal.log" &
 PID[shoal]=$!
 MASTER=${PID[shoal]}
 wait_http "http://127.0.0.1:$SOAK_PORT/1k.bin" || { show_log "$TMP/shoal.log"; die "shoal did not start"; }

@@ -43,6 +43,10 @@ struct Cli {
     /// Write the master's pid to FILE.
     #[arg(long = "pid-file", value_name = "FILE")]
     pid_file: Option<PathBuf>,
+    /// Run the workers as USER (name or uid), in GROUP or USER's own group; overrides the
+    /// config's user and group. Started as root, shoal needs this or `user` (even "root").
+    #[arg(short = 'U', long = "user", value_name = "USER[:GROUP]")]
+    user: Option<String>,
 }
 
 const EXAMPLES: &str = "Examples:
@@ -60,6 +64,7 @@ const REFERENCE: &str = "Examples:
   shoal -r public -u 127.0.0.1:3000         files first; what is missing goes to the app
   shoal -u 127.0.0.1:3000 -u 127.0.0.1:3001 proxy everything to two app servers
   shoal -c /etc/shoal.toml                  run from a config file (shoal check -c it first)
+  shoal -U nobody -r www -l 0.0.0.0:80      as root: bind port 80, serve as nobody
   shoal status --pid-file /run/shoal.pid    the master and every worker, as a table
   shoal top -c /etc/shoal.toml              the same table, redrawn every second
 
@@ -306,5 +311,6 @@ fn config_source(cli: &Cli) -> Source {
         },
         workers: cli.workers.map(usize::from),
         pid_file: cli.pid_file.clone(),
+        user: cli.user.clone(),
     }
 }

@@ -90,7 +90,7 @@ start_shoal() {
     local name=$1 port=$2 mode=$3
     check_port_free "$port"
     write_shoal_conf "$TMP/$name.toml" "$port" "$mode"
-    launch "$name" "$port" "$SHOAL_BIN" -c "$TMP/$name.toml"
+    launch "$name" "$port" "$SHOAL_BIN" "${SHOAL_AS[@]}" -c "$TMP/$name.toml"
     TARGETS+=("$name")
 }
 

@@ -29,7 +29,7 @@ s7_run() {
     local name=$1 start=$2 port out=$TMP/s7/$1-$2.txt ms
     local -a server cmd
     if [[ $name == shoal ]]; then
-        port=$SHOAL_PORT server=("$SHOAL_BIN" -c "$TMP/s7/shoal.toml")
+        port=$SHOAL_PORT server=("$SHOAL_BIN" "${SHOAL_AS[@]}" -c "$TMP/s7/shoal.toml")
     else
         port=$NGINX_PORT
         nginx_args "$TMP/s7/nginx"

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::run_as::{self, RunAs};
 use super::units::{Size, Span};
 use super::{
     default_workers, AccessLog, Balance, Config, Dotfiles, FileOptions, HashKey, HealthCheck, Limits,
@@ -76,6 +77,8 @@ struct RawConfig {
     /// Default for every server's `access_log_format`.
     access_log_format: Option<LogFormat>,
     error_log: Option<String>,
+    user: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -267,6 +270,7 @@ impl Builder<'_> {
             .as_ref()
             .map(|text| self.admin(text, &seen))
             .transpose()?;
+        let user = self.run_as(raw.user.as_ref(), raw.group.as_ref())?;
         Ok(Config {
             workers,
             pid_file: raw.pid_file.map(|p| self.base.join(p)),
@@ -277,7 +281,29 @@ impl Builder<'_> {
             servers,
             upstreams,
             admin,
+            user,
         })
+    }
+
+    /// `user` and `group`: resolved to ids now, so a typo fails `shoal check`.
+    fn run_as(
+        &self,
+        user: Option<&Spanned<String>>,
+        group: Option<&Spanned<String>>,
+    ) -> Result<Option<RunAs>, ConfigError> {
+        let Some(user) = user else {
+            return match group {
+                Some(group) => self.fail(group.span(), "group goes with user"),
+                None => Ok(None),
+            };
+        };
+        if let Some(group) = group {
+            run_as::lookup_group(group.get_ref()).or_else(|why| self.fail(group.span(), why))?;
+        }
+        let group = group.map(|g| g.get_ref().as_str());
+        RunAs::resolve(user.get_ref(), group)
+            .map(Some)
+            .or_else(|why| self.fail(user.span(), why))
     }
 
     /// `[admin] listen`: an address no server listens on.

@@ -5,6 +5,7 @@
 //! every limit has a value. Nothing downstream re-validates.
 
 mod file;
+mod run_as;
 pub mod units;
 
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use file::{load_file, load_text, ConfigError};
+pub use run_as::RunAs;
 
 /// Everything one shoal instance needs to run.
 #[derive(Debug, Clone)]
@@ -34,6 +36,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// Where the master serves `/metrics` and `/healthz` (`[admin] listen`); off when `None`.
     pub admin: Option<SocketAddr>,
+    /// `user` / `group` (or `-U`): who the workers run as; `None`: as the master.
+    pub user: Option<RunAs>,
 }
 
 /// Access log destination.
@@ -387,6 +391,7 @@ impl Config {
             }],
             upstreams,
             admin: None,
+            user: None,
         })
     }
 
@@ -411,6 +416,8 @@ pub struct Source {
     pub workers: Option<usize>,
     /// `--pid-file`, overriding the file.
     pub pid_file: Option<PathBuf>,
+    /// `-U USER[:GROUP]`, overriding the file's `user` and `group`.
+    pub user: Option<String>,
 }
 
 impl Source {
@@ -434,6 +441,9 @@ impl Source {
         }
         if let Some(pid_file) = &self.pid_file {
             config.pid_file = Some(pid_file.clone());
+        }
+        if let Some(spec) = &self.user {
+            config.user = Some(RunAs::from_flag(spec).map_err(|why| ConfigError::flag("--user", &why))?);
         }
         Ok(config)
     }

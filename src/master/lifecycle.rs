@@ -8,7 +8,7 @@ use nix::sys::signal::{kill, Signal};
 use super::admin::Admin;
 use super::listeners::{self, Listener, Spare};
 use super::slots::{Life, Role, Slot};
-use super::{Master, Phase, Readiness};
+use super::{privileges, Master, Phase, Readiness};
 use crate::channel::Command;
 use crate::status::RestartReason;
 use crate::sys;
@@ -51,7 +51,7 @@ impl Master {
         // when the new config is refused).
         self.notifier.reloading();
         self.readiness = Readiness::Reloading;
-        let config = match self.source.load() {
+        let mut config = match self.source.load() {
             Ok(config) => config,
             Err(e) => {
                 error!("reload failed, keeping the running config: {e}");
@@ -59,6 +59,17 @@ impl Master {
                 return;
             }
         };
+        let (euid, egid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+        let handed_over = privileges::worker_identity(euid, egid, config.user.as_ref()).and_then(|user| {
+            config.user = user;
+            privileges::hand_over_logs(&config).map_err(|(e, path)| format!("{}: {e}", path.display()))
+        });
+        if let Err(e) = handed_over {
+            error!("reload failed, keeping the running config: {e}");
+            self.reloads.failed += 1;
+            return;
+        }
+        privileges::check_open_files(&config, sys::raise_nofile_limit());
         let addresses = config.listeners();
         let active = self.slots.iter().filter(|s| s.role == Role::Active).count();
         let mut sockets = Vec::with_capacity(config.workers);
@@ -157,6 +168,10 @@ impl Master {
 
     /// USR1: reopen the error log here and every log in the workers.
     pub(super) fn reopen_logs(&mut self) {
+        // Rotated files are created again here, owned by the workers' user, before they reopen.
+        if let Err((e, path)) = privileges::hand_over_logs(&self.config) {
+            error!("cannot create log file {} for the workers: {e}", path.display());
+        }
         if let Some(path) = &self.config.error_log {
             if let Err(e) = sys::redirect_stderr(path) {
                 error!("cannot reopen error log {}: {e}", path.display());

@@ -13,6 +13,7 @@ mod lifecycle;
 mod listeners;
 mod observe;
 mod pidfile;
+mod privileges;
 mod slots;
 mod spawn;
 mod supervise;
@@ -59,6 +60,8 @@ pub enum MasterError {
     WorkerBoot { slot: usize, message: String },
     /// Too many unexpected worker deaths in the restart window.
     CrashLoop { deaths: usize, window: Duration },
+    /// Root without `user`, or a `user` the master cannot switch to.
+    Privileges(String),
 }
 
 impl MasterError {
@@ -79,6 +82,7 @@ impl fmt::Display for MasterError {
             MasterError::Signals(e) => write!(f, "signalfd() failed while starting the master: {e}"),
             MasterError::File(e, path) => write!(f, "cannot write {}: {e}", path.display()),
             MasterError::Admin(e, addr) => write!(f, "cannot listen on {addr} ([admin] listen): {e}"),
+            MasterError::Privileges(why) => write!(f, "{why}"),
             MasterError::WorkerBoot { slot, message } => {
                 write!(f, "worker {slot} cannot start: {message}")
             }
@@ -124,11 +128,15 @@ struct Reloads {
 }
 
 /// Runs the master until a stop signal and every worker has exited.
-pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
-    sys::raise_nofile_limit();
+pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
+    let (euid, egid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    config.user =
+        privileges::worker_identity(euid, egid, config.user.as_ref()).map_err(MasterError::Privileges)?;
+    privileges::hand_over_logs(&config).map_err(|(e, path)| MasterError::File(e, path))?;
     if let Some(path) = &config.error_log {
         sys::redirect_stderr(path).map_err(|e| MasterError::File(e, path.clone()))?;
     }
+    let nofile = sys::raise_nofile_limit();
     let addresses = config.listeners();
     let shared = activation::take_from_env(&addresses).map_err(MasterError::Activation)?;
     let mut spare = Spare::inherited();
@@ -166,6 +174,7 @@ pub fn run(config: Config, source: Source) -> Result<(), MasterError> {
             config.workers
         );
     }
+    privileges::check_open_files(&config, nofile);
     sys::name_process("shoal: master");
     let notifier = sys::Notifier::from_env();
     let now = Instant::now();

@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::{getppid, Pid};
 
 use super::slots::{Slot, WorkerProc};
-use crate::channel;
+use crate::channel::{self, Report};
 use crate::config::Config;
 use crate::sys::{self, Forked};
 use crate::worker;
@@ -31,6 +31,14 @@ pub fn spawn_worker(slot: &Slot, config: &Config) -> std::io::Result<WorkerProc>
             let mut keep: Vec<_> = listeners.iter().map(|(s, _)| s.as_raw_fd()).collect();
             keep.push(worker_end.as_raw_fd());
             sys::close_fds_except(&keep);
+            // Before the death signal: the kernel clears it whenever the credentials change.
+            if let Some(run_as) = &config.user {
+                if let Err(e) = sys::drop_privileges(run_as.uid, run_as.gid) {
+                    let why = format!("cannot run as user {}: {e}", run_as.user);
+                    let _ = worker_end.report(&Report::BootFailed(why));
+                    std::process::exit(worker::EXIT_FATAL);
+                }
+            }
             let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
             if getppid() != master {
                 std::process::exit(1);

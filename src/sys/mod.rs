@@ -11,8 +11,8 @@ mod steer;
 pub use fs::{open_beneath, open_dir, OpenMode};
 pub use notify::Notifier;
 pub use process::{
-    adopt_listener, close_fds_except, fork, name_process, raise_nofile_limit, redirect_stderr, set_cloexec,
-    Forked,
+    adopt_listener, close_fds_except, drop_privileges, fork, hand_over, name_process, raise_nofile_limit,
+    redirect_stderr, set_cloexec, DropError, Forked, NofileLimit,
 };
 pub use signals::{SignalReader, HANDLED};
 pub use steer::steer;

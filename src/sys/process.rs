@@ -35,17 +35,70 @@ pub fn name_process(name: &str) {
     }
 }
 
+/// The open-files limit after [`raise_nofile_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NofileLimit {
+    pub soft: u64,
+    pub hard: u64,
+}
+
 /// Raises the soft open-files limit to the hard limit, so `max_connections` is reachable
-/// without the operator remembering `ulimit -n`. Returns the new soft limit.
-pub fn raise_nofile_limit() -> u64 {
+/// without the operator remembering `ulimit -n`. The hard limit is left alone even as root:
+/// it is the operator's cap (`LimitNOFILE=`, `ulimit -Hn`, `prlimit`).
+pub fn raise_nofile_limit() -> NofileLimit {
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => hard,
-            Err(_) => soft,
+            Ok(()) => NofileLimit { soft: hard, hard },
+            Err(_) => NofileLimit { soft, hard },
         },
-        Ok((soft, _)) => soft,
-        Err(_) => 1024,
+        Ok((soft, hard)) => NofileLimit { soft, hard },
+        Err(_) => NofileLimit {
+            soft: 1024,
+            hard: 1024,
+        },
     }
+}
+
+/// Why the process could not switch to the workers' user.
+#[derive(Debug)]
+pub struct DropError {
+    /// The call that failed, with its arguments (`setuid(65534)`).
+    pub call: String,
+    pub errno: nix::Error,
+}
+
+impl std::fmt::Display for DropError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} failed: {}", self.call, self.errno)
+    }
+}
+
+/// Switches this process to `uid` and `gid` for good: supplementary groups dropped, then the
+/// group, then the user (in this order: after setuid nothing may change groups any more).
+/// As root, setgid and setuid set the real, effective and saved ids alike, so there is no
+/// way back; that is checked too.
+pub fn drop_privileges(uid: u32, gid: u32) -> Result<(), DropError> {
+    use nix::unistd::{getgroups, getuid, setgid, setgroups, setuid, Gid, Uid};
+    let failed = |call: String| move |errno| DropError { call, errno };
+    setgroups(&[]).map_err(failed("setgroups([])".into()))?;
+    setgid(Gid::from_raw(gid)).map_err(failed(format!("setgid({gid})")))?;
+    setuid(Uid::from_raw(uid)).map_err(failed(format!("setuid({uid})")))?;
+    let groups = getgroups().map_err(failed("getgroups()".into()))?;
+    let still_root = uid != 0 && setuid(Uid::from_raw(0)).is_ok();
+    if getuid().as_raw() != uid || !groups.is_empty() || still_root {
+        return Err(DropError {
+            call: format!("checking the switch to {uid}:{gid}"),
+            errno: nix::Error::EPERM,
+        });
+    }
+    Ok(())
+}
+
+/// Makes `file` belong to `uid`:`gid` (a log file the workers reopen after dropping root).
+pub fn hand_over(file: &std::fs::File, uid: u32, gid: u32) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (uid, gid) = (nix::unistd::Uid::from_raw(uid), nix::unistd::Gid::from_raw(gid));
+    nix::unistd::fchown(file.as_raw_fd(), Some(uid), Some(gid))
 }
 
 /// Closes every file descriptor above stderr except those in `keep` (in a freshly forked

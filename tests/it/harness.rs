@@ -169,6 +169,11 @@ pub struct Launch {
     activated: Option<TcpListener>,
     /// RLIMIT_NOFILE (soft and hard) the process starts with, through prlimit(1).
     open_files_limit: Option<u32>,
+    /// `-U USER[:GROUP]`. By default `-U root` when the tests run as root (shoal refuses to
+    /// keep its workers root unless told so; the temp dirs are readable by root only).
+    user_flag: Option<String>,
+    /// Start shoal as this uid:gid with these supplementary groups, through setpriv(1).
+    started_as: Option<(u32, u32, Vec<u32>)>,
 }
 
 impl Launch {
@@ -214,7 +219,22 @@ impl Launch {
             env: Vec::new(),
             activated: None,
             open_files_limit: None,
+            user_flag: nix::unistd::geteuid().is_root().then(|| "root".to_string()),
+            started_as: None,
         }
+    }
+
+    /// Starts shoal itself as `uid`:`gid` with supplementary `groups` (`setpriv` execs it,
+    /// so the pid stays shoal's); the tests must run as root.
+    pub fn started_as(mut self, uid: u32, gid: u32, groups: &[u32]) -> Launch {
+        self.started_as = Some((uid, gid, groups.to_vec()));
+        self
+    }
+
+    /// `-U spec` instead of the default, or no `-U` at all (`None`).
+    pub fn user_flag(mut self, spec: Option<&str>) -> Launch {
+        self.user_flag = spec.map(str::to_string);
+        self
     }
 
     /// Starts the process with at most `limit` open files (soft and hard, so shoal cannot
@@ -288,6 +308,23 @@ impl Launch {
                 .arg("--")
                 .arg(env!("CARGO_BIN_EXE_shoal"));
         }
+        if let Some((uid, gid, groups)) = &self.started_as {
+            assert!(
+                self.activated.is_none() && self.open_files_limit.is_none(),
+                "started_as with another wrapper"
+            );
+            command = Command::new("setpriv");
+            command
+                .arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"));
+            if groups.is_empty() {
+                command.arg("--clear-groups");
+            } else {
+                let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+                command.arg(format!("--groups={}", list.join(",")));
+            }
+            command.arg("--").arg(env!("CARGO_BIN_EXE_shoal"));
+        }
         match &self.mode {
             Mode::Quick { root } => {
                 if let Some(root) = root {
@@ -304,6 +341,9 @@ impl Launch {
                 command.arg("-c").arg(path);
             }
             Mode::Args => {}
+        }
+        if let (Some(spec), false) = (&self.user_flag, matches!(self.mode, Mode::Args)) {
+            command.arg("-U").arg(spec);
         }
         command.args(&self.args);
         if let Some(workers) = self.workers {

@@ -15,6 +15,7 @@ mod limits;
 mod master;
 mod metrics;
 mod path_safety;
+mod privileges;
 mod procfs;
 mod proxy;
 mod quick_mode;

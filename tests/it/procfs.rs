@@ -1,5 +1,5 @@
-//! What /proc says about a process: resident memory, open descriptors, CPU time; a sampler
-//! that records their peaks while a test runs; and this test process's own fd limit.
+//! What /proc says about a process: resident memory, credentials, open descriptors, CPU time;
+//! a sampler that records their peaks while a test runs; and this test process's own fd limit.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +19,22 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .and_then(|rest| rest.trim().strip_suffix("kB"))
         .and_then(|kib| kib.trim().parse::<u64>().ok())
         .map_or(0, |kib| kib * 1024)
+}
+
+/// Who `pid` runs as: the Uid, Gid and Groups lines of /proc/PID/status as numbers (real,
+/// effective, saved, filesystem ids; supplementary groups).
+pub fn credentials(pid: u32) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let ids = |key: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} line in /proc/{pid}/status"))
+            .split_whitespace()
+            .map(|n| n.parse().expect("an id"))
+            .collect()
+    };
+    (ids("Uid:"), ids("Gid:"), ids("Groups:"))
 }
 
 /// Open file descriptors of `pid`; 0 once the process is gone.

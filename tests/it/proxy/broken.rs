@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::support::{body_complete, read_until_end, route_each, Framing};
 use crate::harness::{wait_until, Server, Site};
+use crate::procfs::open_fds;
 use crate::upstream::{Behaviour, Upstream};
 
 /// What the client must see.
@@ -135,13 +136,6 @@ fn each_broken_upstream_gets_the_right_answer() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Open descriptors of process `pid`.
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read the worker's fd directory")
-        .count()
-}
-
 #[test]
 fn ten_thousand_broken_exchanges_crash_no_worker_and_leak_no_descriptor() {
     const REQUESTS: usize = 10_000;
@@ -158,7 +152,7 @@ fn ten_thousand_broken_exchanges_crash_no_worker_and_leak_no_descriptor() {
     for (i, (name, answer)) in expected.iter().enumerate() {
         check(&server, i, *answer).unwrap_or_else(|why| panic!("{name}: {why}"));
     }
-    let baseline = fd_count(worker);
+    let baseline = open_fds(worker);
     let mut failures = Vec::new();
     for n in 0..REQUESTS {
         let index = if n % STALL_EVERY == 0 {
@@ -179,7 +173,7 @@ fn ten_thousand_broken_exchanges_crash_no_worker_and_leak_no_descriptor() {
         &format!("the worker's fd count back to its baseline of {baseline}"),
         Duration::from_secs(10),
         || {
-            let now = fd_count(worker);
+            let now = open_fds(worker);
             (now <= baseline).then_some(now)
         },
     );
