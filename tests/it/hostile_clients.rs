@@ -17,6 +17,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::harness::{read_response, wait_until, Server, Site, IO_TIMEOUT};
 use crate::procfs::{mib, open_fds, raise_open_files_limit, rss_bytes, Sampler};
+use crate::proxy::support::{read_until_end, End};
 
 const TRICKLERS: usize = 2000;
 const NON_READERS: usize = 2000;
@@ -117,6 +118,9 @@ fn slow_and_greedy_clients_are_timed_out_while_a_normal_client_is_served() {
         assert_eq!(*end, End::Closed, "trickler {i}");
     }
     for (i, (mut stream, body_len)) in non_readers.into_iter().enumerate() {
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("set_read_timeout");
         let (bytes, end) = read_until_end(&mut stream);
         assert!(
             bytes.starts_with(b"HTTP/1.1 200 "),
@@ -267,17 +271,6 @@ fn start_trickling(addr: SocketAddr) -> TcpStream {
     stream
 }
 
-/// How a connection ended, seen from the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    /// Orderly close (FIN).
-    Closed,
-    /// Reset, or a write the server no longer took.
-    Reset,
-    /// Still open when the client stopped waiting.
-    StillOpen,
-}
-
 /// Sends one more head byte on every open connection each [`TRICKLE_EVERY`], reading what
 /// shoal answers, until every connection ended or `until`. Returns what each received and
 /// how it ended.
@@ -328,26 +321,6 @@ fn request_and_never_read(addr: SocketAddr, path: &str) -> TcpStream {
         .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
         .expect("write a request");
     stream
-}
-
-/// Everything until the connection ends (bounded by the harness's read timeout).
-fn read_until_end(stream: &mut TcpStream) -> (Vec<u8>, End) {
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .expect("set_read_timeout");
-    let mut all = Vec::new();
-    let mut chunk = [0u8; 64 * 1024];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => return (all, End::Closed),
-            Ok(n) => all.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return (all, End::StillOpen)
-            }
-            Err(_) => return (all, End::Reset),
-        }
-    }
 }
 
 /// A well-behaved client in a thread: keep-alive connections of ten requests each,

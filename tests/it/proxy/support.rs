@@ -297,7 +297,7 @@ fn read_line(stream: &mut TcpStream) -> String {
 }
 
 /// How a connection ended for [`read_until_end`].
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
     /// Orderly close (FIN).
     Closed,
