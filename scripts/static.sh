@@ -73,7 +73,7 @@ mkdir "$TMP/site"
 echo "static hello" > "$TMP/site/hello.txt"
 # Port 0 is not allowed by shoal's config; pick a free one the kernel hands out.
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$out" -r "$TMP/site" -l "127.0.0.1:$port" -w 1 > "$TMP/out.log" 2> "$TMP/err.log" &
+"$out" "${SHOAL_AS[@]}" -r "$TMP/site" -l "127.0.0.1:$port" -w 1 > "$TMP/out.log" 2> "$TMP/err.log" &
 pid=$!
 body=
 for ((i = 0; i < 100; i++)); do
