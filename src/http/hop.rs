@@ -3,6 +3,26 @@
 
 use super::request::tokens;
 
+/// Headers that describe one connection (RFC 9110 §7.6.1) and are never forwarded as such.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// True for a header that describes one connection, or one of `rewritten` (headers the
+/// caller writes itself), whatever the case of `name`.
+pub fn is_dropped(name: &str, rewritten: &[&str]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .chain(rewritten)
+        .any(|d| name.eq_ignore_ascii_case(d))
+}
+
 /// The options of a head's Connection header lines, checked once per head so the common
 /// case (no Connection header, or only `keep-alive`, which proxies drop anyway) costs one
 /// scan instead of one per header line.

@@ -8,20 +8,14 @@ use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
 use crate::config::MAX_HEADERS_CEILING;
-use crate::http::hop::ConnectionOptions;
+use crate::http::hop::{self, ConnectionOptions};
 use crate::http::request::{trim, Framing, RequestHead};
 use crate::http::response::push_number;
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the ones
-/// shoal rewrites itself (framing, Expect, X-Forwarded-*, X-Real-IP, X-Request-Id).
-const DROPPED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Besides the hop-by-hop headers (`hop::is_dropped`), what the upstream never gets as the
+/// client sent it: Proxy-Authorization (meant for a proxy) and the headers shoal writes
+/// itself (framing, Expect, X-Forwarded-*, X-Real-IP, X-Request-Id).
+const REWRITTEN: &[&str] = &[
     "proxy-authorization",
     "content-length",
     "expect",
@@ -90,7 +84,7 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
             forwarded_for = Some(trim(line.value));
         }
         let keep_upgrade = forward.upgrade && name.eq_ignore_ascii_case("upgrade");
-        if !keep_upgrade && (DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d)) || connection.name(name)) {
+        if !keep_upgrade && (hop::is_dropped(name, REWRITTEN) || connection.name(name)) {
             continue;
         }
         host_seen |= name.eq_ignore_ascii_case("host");

@@ -3,7 +3,7 @@
 
 use std::mem::MaybeUninit;
 
-use crate::http::hop::ConnectionOptions;
+use crate::http::hop::{self, ConnectionOptions};
 use crate::http::request::{parse_length, tokens};
 use crate::http::response::{push_number, Persistence};
 
@@ -141,17 +141,8 @@ pub fn client_body(upstream: UpstreamBody, client_speaks_http11: bool) -> Client
     }
 }
 
-/// Headers never relayed to the client (hop-by-hop, or rewritten by shoal).
-const DROPPED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
+/// Headers shoal writes itself toward the client, besides the hop-by-hop ones.
+const REWRITTEN: &[&str] = &["content-length"];
 
 /// Writes the client's response head for `head` (parsed from `buf`).
 pub fn write_client_head(
@@ -182,8 +173,7 @@ pub fn write_client_head(
         let name = header.name;
         // A protocol switch is end to end: its Upgrade header goes through.
         let passes_upgrade = switching && name.eq_ignore_ascii_case("upgrade");
-        if !passes_upgrade && (DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d)) || connection.name(name))
-        {
+        if !passes_upgrade && (hop::is_dropped(name, REWRITTEN) || connection.name(name)) {
             continue;
         }
         has_date |= name.eq_ignore_ascii_case("date");
