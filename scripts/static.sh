@@ -57,6 +57,11 @@ size=$(stat -c %s "$out")
 log "static binary: $out ($STATIC_TARGET, $size bytes, $((size / 1024)) KiB)"
 
 $smoke || exit 0
+# The smoke request is made with curl; a fresh CI image may lack it.
+if ! command -v curl >/dev/null 2>&1; then
+    log "installing curl"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >&2
+fi
 
 version=$("$out" --version)
 [[ $version == "shoal "* ]] || die "--version printed: $version"
