@@ -254,7 +254,8 @@ impl Conn {
             };
             progress |= self.process(ctx);
             let sent_before = self.output.sent_bytes;
-            match self.output.flush(&mut self.stream) {
+            let fin_follows = matches!(self.phase, Phase::Closing { .. });
+            match self.output.flush(&mut self.stream, fin_follows) {
                 Ok(Flush::Done) => {
                     if let Some(verdict) = self.after_flush(ctx.clock.now) {
                         return verdict;
