@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use super::{conditional, mime};
 use crate::http::response;
-use crate::sys::{self, OpenMode};
+use crate::sys::{self, Access, OpenMode};
 
 /// Files up to this size are read into memory and cached; larger ones go out with sendfile.
 pub const MEMORY_LIMIT_BYTES: u64 = 256 * 1024;
@@ -118,17 +118,26 @@ impl OpenError {
     }
 }
 
-/// Opens `relative` under `root` and says what it is. Non-regular files are refused
-/// (opened non-blocking, so a FIFO cannot stall the worker, and never read).
+/// Opens `relative` under `root` and says what it is. Its type is looked at through an
+/// `O_PATH` probe first, so a FIFO, socket or device node is refused without being opened;
+/// a file swapped for one of those between the probe and the open is refused after it.
 pub fn open(root: &OwnedFd, relative: &str, mode: OpenMode) -> Result<Opened, OpenError> {
-    let file = sys::open_beneath(root, relative, mode).map_err(|e| OpenError::from_io(&e))?;
-    let meta = file.metadata().map_err(|e| OpenError::from_io(&e))?;
-    if meta.is_dir() {
-        Ok(Opened::Directory)
-    } else if meta.is_file() {
-        Ok(Opened::File(file, meta))
-    } else {
-        Err(OpenError::Forbidden)
+    let opened = |access| {
+        let file = sys::open_beneath(root, relative, mode, access).map_err(|e| OpenError::from_io(&e))?;
+        let meta = file.metadata().map_err(|e| OpenError::from_io(&e))?;
+        Ok((file, meta))
+    };
+    let (_, probed) = opened(Access::Probe)?;
+    if probed.is_dir() {
+        return Ok(Opened::Directory);
+    }
+    if !probed.is_file() {
+        return Err(OpenError::Forbidden);
+    }
+    match opened(Access::Read)? {
+        (file, meta) if meta.is_file() => Ok(Opened::File(file, meta)),
+        (_, meta) if meta.is_dir() => Ok(Opened::Directory),
+        _ => Err(OpenError::Forbidden),
     }
 }
 

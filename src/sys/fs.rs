@@ -36,14 +36,27 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(file))
 }
 
-/// Opens `relative` (no leading '/', already normalized) read-only under `root`.
-///
-/// `O_NONBLOCK` keeps a FIFO or device from blocking the worker on open; callers check the
-/// file type with `fstat` before reading.
-pub fn open_beneath(root: &OwnedFd, relative: &str, mode: OpenMode) -> io::Result<File> {
+/// What an open under a root is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `O_PATH`: only to look at the file's type and metadata. Nothing is opened for real,
+    /// so a device node's driver never sees an open (a watchdog is not armed, a tape not
+    /// rewound) and a FIFO never gains a reader.
+    Probe,
+    /// Read-only. `O_NONBLOCK` keeps a FIFO swapped in after the probe from blocking the
+    /// worker; callers check the file type with `fstat` again before reading.
+    Read,
+}
+
+/// Opens `relative` (no leading '/', already normalized) under `root` for `access`.
+pub fn open_beneath(root: &OwnedFd, relative: &str, mode: OpenMode, access: Access) -> io::Result<File> {
     let path = CString::new(if relative.is_empty() { "." } else { relative })
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+    // openat2 refuses O_PATH together with flags that only matter to a real open.
+    let flags = match access {
+        Access::Probe => libc::O_PATH | libc::O_CLOEXEC,
+        Access::Read => libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY,
+    };
     let resolve = match mode {
         OpenMode::Beneath => libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
         OpenMode::FollowAll => 0,

@@ -8,7 +8,7 @@ mod process;
 mod signals;
 mod steer;
 
-pub use fs::{open_beneath, open_dir, OpenMode};
+pub use fs::{open_beneath, open_dir, Access, OpenMode};
 pub use notify::Notifier;
 pub use process::{
     adopt_listener, close_fds_except, drop_privileges, fork, hand_over, name_process, raise_nofile_limit,

@@ -2,7 +2,8 @@
 //! backslashes, `..;`, NUL, very long paths, symlink chains, absolute-form targets, nginx's
 //! alias traversal) never yields a byte of the canary beside the root, and special files under
 //! the root (FIFOs, a unix socket, device nodes, links to /dev/zero and /dev/urandom) are
-//! refused without blocking the worker: a normal request answers right after each. Also the
+//! refused without blocking the worker (a normal request answers right after each) and
+//! without ever being opened (inotify sees no open). Also the
 //! dotfiles policy and symlinks inside the root. Targets go out as raw bytes, exactly as written.
 
 use std::os::unix::net::UnixListener;
@@ -177,6 +178,65 @@ fn special_files_are_refused_without_blocking_the_worker() {
     }
     assert_eq!(server.get("/follow/real.txt").assert_status(200).text(), "real");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Watches files for opens (inotify IN_OPEN), to prove that shoal never opens them.
+struct OpenWatch(std::fs::File);
+
+impl OpenWatch {
+    fn new(paths: &[std::path::PathBuf]) -> OpenWatch {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: a plain syscall; the fd it returns is owned by the File from here on.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(fd >= 0, "inotify_init1: {}", std::io::Error::last_os_error());
+        let watch = OpenWatch(unsafe { std::fs::File::from_raw_fd(fd) });
+        for path in paths {
+            let name = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+            // SAFETY: `name` is a NUL-terminated path that outlives the call.
+            let wd = unsafe { libc::inotify_add_watch(fd, name.as_ptr(), libc::IN_OPEN) };
+            assert!(
+                wd >= 0,
+                "watch {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        watch
+    }
+
+    /// Bytes of events queued so far (0: nothing was opened).
+    fn events(&self) -> usize {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        match (&self.0).read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => panic!("read inotify: {e}"),
+        }
+    }
+}
+
+#[test]
+fn special_files_are_refused_without_being_opened() {
+    let site = Site::new();
+    site.file("a.txt", "alpha").fifo("pipe");
+    let null = site.root().join("null");
+    mknod(&null, 1, 3);
+    let server = Server::quick(&site);
+    let watch = OpenWatch::new(&[site.root().join("pipe"), null.clone()]);
+    for target in ["/pipe", "/null", "/pipe", "/null"] {
+        server.get(target).assert_status(403);
+    }
+    server.get("/a.txt").assert_status(200);
+    assert_eq!(watch.events(), 0, "shoal opened a FIFO or a device node");
+    // The watch does see a real open, so the check above can fail.
+    drop(std::fs::File::open(&null).unwrap());
+    assert!(
+        watch.events() > 0,
+        "inotify reported no open of {}",
+        null.display()
+    );
 }
 
 fn dotfile_site(route: &str) -> (Site, Server) {
