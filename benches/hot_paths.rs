@@ -76,7 +76,7 @@ fn relay(c: &mut Criterion) {
             head: &head,
             buf: BROWSER_REQUEST,
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            strip: Some("/assets"),
+            target_start: "/assets".len(),
             upgrade: false,
             request_id: b"0f3a9c2e-17-1-42",
         };

@@ -32,6 +32,9 @@ pub enum PathError {
     ControlByte,
     /// A ".." segment would climb above the root.
     EscapesRoot,
+    /// A dot segment with parameters (`..;x`, `.;x`): Tomcat and other servlet containers
+    /// read it as `..` or `.`, so an upstream would resolve a path other than the one routed.
+    DotParams,
 }
 
 /// Splits `target` (raw request-target bytes) into path and query, percent-decodes the path
@@ -73,21 +76,71 @@ pub fn has_dot_segment(path: &str) -> bool {
 
 /// The still-encoded path of an origin-form or absolute-form target without its query.
 fn origin_path(target: &[u8]) -> Option<&[u8]> {
+    match &target[origin_start(target)?..] {
+        b"" => Some(b"/"),
+        path => Some(path),
+    }
+}
+
+/// Where the origin form (path and query) starts in `target`: 0 for `/p?q`; after the
+/// authority for `http://host/p?q` (at the '?', or the end, when the path is empty).
+pub fn origin_start(target: &[u8]) -> Option<usize> {
     if target.starts_with(b"/") {
-        return Some(target);
+        return Some(0);
     }
     let after_scheme = strip_http_scheme(target)?;
     let authority_len = after_scheme
         .iter()
-        .position(|&byte| byte == b'/')
+        .position(|&byte| byte == b'/' || byte == b'?')
         .unwrap_or(after_scheme.len());
-    if authority_len == 0 {
-        return None;
+    (authority_len > 0).then(|| target.len() - after_scheme.len() + authority_len)
+}
+
+/// Where the target an upstream is sent starts in the raw `target` (routed as `normalized`):
+/// after an absolute-form target's scheme and authority and, when the route strips `strip`,
+/// after the raw bytes that spell that prefix. The rest goes upstream byte for byte (with a
+/// '/' in front when it lacks one). None when the prefix ends inside an encoded slash
+/// (`/api%2Fx` routed to `/api/`): no cut of the raw bytes would be faithful.
+pub fn upstream_target_start(target: &[u8], normalized: &str, strip: Option<&str>) -> Option<usize> {
+    let origin = origin_start(target)?;
+    let Some(prefix) = strip else {
+        return Some(origin);
+    };
+    let raw_path = &target[origin..query_start(target)];
+    let prefix = prefix.trim_end_matches('/');
+    if raw_path == normalized.as_bytes() {
+        // Already normalized (the usual case): the prefix is spelled as is.
+        return Some(origin + prefix.len());
     }
-    match &after_scheme[authority_len..] {
-        b"" => Some(b"/"),
-        path => Some(path),
+    raw_prefix_end(raw_path, prefix).map(|end| origin + end)
+}
+
+/// The end of the last segment of `raw_path` (still encoded) after which the path so far
+/// normalizes to `prefix` (without its trailing '/'). Taking the last one means that what
+/// follows never climbs back above the prefix, so it normalizes to what follows the prefix in
+/// the routed path, through `//`, `.`, `..` and escapes alike.
+fn raw_prefix_end(raw_path: &[u8], prefix: &str) -> Option<usize> {
+    let wanted: Vec<&str> = prefix.split('/').skip(1).collect();
+    let mut so_far: Vec<String> = Vec::new();
+    let mut end = wanted.is_empty().then_some(0);
+    let mut at = 0;
+    for raw_segment in raw_path.split(|&byte| byte == b'/').skip(1) {
+        at += 1 + raw_segment.len();
+        let decoded = String::from_utf8(percent_decode(raw_segment).ok()?).ok()?;
+        for segment in decoded.split('/') {
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    so_far.pop();
+                }
+                name => so_far.push(name.to_owned()),
+            }
+        }
+        if so_far.iter().map(String::as_str).eq(wanted.iter().copied()) {
+            end = Some(at);
+        }
     }
+    end
 }
 
 /// The rest of `target` after a case-insensitive `http://` or `https://`.
@@ -147,6 +200,7 @@ fn normalize(decoded: &str) -> Result<String, PathError> {
             ".." => {
                 segments.pop().ok_or(PathError::EscapesRoot)?;
             }
+            name if name.starts_with(".;") || name.starts_with("..;") => return Err(PathError::DotParams),
             name => segments.push(name),
         }
     }
@@ -248,6 +302,19 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_inside_an_encoded_slash_cannot_be_cut() {
+        let routed = resolved("/api%2Fx").unwrap();
+        assert_eq!(routed, "/api/x");
+        assert_eq!(upstream_target_start(b"/api%2Fx", &routed, Some("/api/")), None);
+        assert_eq!(upstream_target_start(b"/api%2Fx", &routed, None), Some(0));
+        // A prefix that ends where an encoded segment ends is cut after it.
+        assert_eq!(
+            upstream_target_start(b"/api%2Fx/y", "/api/x/y", Some("/api/x")),
+            Some(8)
+        );
+    }
+
+    #[test]
     fn non_origin_targets_are_rejected() {
         let cases: &[&str] = &["", "*", "foo", "foo/bar", "?x", "host:80", " /a", "%2F", "\\a"];
         for target in cases {
@@ -272,6 +339,10 @@ mod tests {
             ("/%2e./x", EscapesRoot),
             ("/%2E%2E%2Fx", EscapesRoot),
             ("/a%2F..%2F..%2Fx", EscapesRoot),
+            ("/api/..;/admin", DotParams),
+            ("/..;/x", DotParams),
+            ("/a/.;x/b", DotParams),
+            ("/a/%2e%2e;jsessionid=1/b", DotParams),
             ("/..%5c..%5cx", Backslash),
             ("/..\\..\\x", Backslash),
             ("/a%5Cb", Backslash),

@@ -43,7 +43,8 @@ pub struct Start<'a> {
     pub request_id: &'a [u8],
     pub peer: SocketAddr,
     pub upstream: usize,
-    pub strip: Option<&'a str>,
+    /// Where the target the upstream sees starts in the raw target (see `Forward`).
+    pub target_start: usize,
     pub persistence: Persistence,
     /// Token the upstream socket is registered under (it drives the client connection).
     pub token: Token,
@@ -195,7 +196,7 @@ impl Exchange {
             head,
             buf: start.buf,
             client_ip: start.peer.ip(),
-            strip: start.strip,
+            target_start: start.target_start,
             upgrade,
             request_id: start.request_id,
         };

@@ -32,8 +32,10 @@ pub struct Forward<'a> {
     /// The buffer the head was parsed from.
     pub buf: &'a [u8],
     pub client_ip: IpAddr,
-    /// Route prefix to remove from the target (`strip_prefix = true`).
-    pub strip: Option<&'a str>,
+    /// Where the target the upstream sees starts in the raw target: past an absolute-form
+    /// target's scheme and authority, and past the route prefix when the route strips it
+    /// (`files::resolve::upstream_target_start`).
+    pub target_start: usize,
     /// The client asked to switch protocols (WebSocket): the Upgrade header is kept.
     pub upgrade: bool,
     /// The request's id, sent as `X-Request-Id` (the client's own one is dropped: this is
@@ -71,7 +73,7 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     let buf = forward.buf;
     out.extend_from_slice(head.method_name.of(buf));
     out.push(b' ');
-    write_target(head.target.of(buf), forward.strip, out);
+    write_target(&head.target.of(buf)[forward.target_start..], out);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut storage = storage();
     let headers = Headers::parse(buf, head.len, &mut storage);
@@ -132,41 +134,13 @@ fn format_ip(ip: IpAddr, into: &mut [u8; 48]) -> &[u8] {
     &into[..len]
 }
 
-/// Writes the target as the upstream sees it: origin-form, prefix stripped, bytes otherwise
-/// as sent.
-fn write_target(target: &[u8], strip: Option<&str>, out: &mut Vec<u8>) {
-    let origin = origin_form(target);
-    match strip {
-        Some(prefix) if origin.starts_with(prefix.as_bytes()) => {
-            let rest = &origin[prefix.len()..];
-            if !rest.starts_with(b"/") {
-                out.push(b'/');
-            }
-            out.extend_from_slice(rest);
-        }
-        _ => out.extend_from_slice(origin),
+/// Writes what the upstream gets of the target (origin-form, bytes untouched), with a '/'
+/// in front when stripping a prefix or an authority left none.
+fn write_target(rest: &[u8], out: &mut Vec<u8>) {
+    if !rest.starts_with(b"/") {
+        out.push(b'/');
     }
-}
-
-/// `http://host/p?q` -> `/p?q`; an origin-form target is returned as is.
-fn origin_form(target: &[u8]) -> &[u8] {
-    if target.starts_with(b"/") {
-        return target;
-    }
-    let has_scheme =
-        |scheme: &[u8]| target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme);
-    let scheme = if has_scheme(b"http://") {
-        7
-    } else if has_scheme(b"https://") {
-        8
-    } else {
-        return target;
-    };
-    let rest = &target[scheme..];
-    match rest.iter().position(|&b| b == b'/' || b == b'?') {
-        Some(i) if rest[i] == b'/' => &rest[i..],
-        _ => b"/",
-    }
+    out.extend_from_slice(rest);
 }
 
 fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -188,18 +162,23 @@ pub fn for_each_header<'b>(buf: &'b [u8], head_len: usize, mut f: impl FnMut(&'b
 mod tests {
     use super::*;
     use crate::config::Limits;
+    use crate::files::resolve;
     use crate::http::request;
 
+    /// The head sent upstream for the request `text` on a route that strips `strip`.
     fn forwarded(text: &str, strip: Option<&str>) -> String {
         let head = request::parse(text.as_bytes(), &Limits::default())
             .unwrap()
             .unwrap();
+        let target = head.target.of(text.as_bytes());
+        let routed = resolve::resolve_target(target).unwrap().path;
+        let target_start = resolve::upstream_target_start(target, &routed, strip).unwrap();
         let upgrade = head.upgrade;
         let forward = Forward {
             head: &head,
             buf: text.as_bytes(),
             client_ip: "10.0.0.9".parse().unwrap(),
-            strip,
+            target_start,
             upgrade,
             request_id: b"rid-1",
         };
@@ -236,6 +215,34 @@ mod tests {
             "GET /x?q HTTP/1.1"
         );
         assert_eq!(line(forwarded(&get("http://h"), None)), "GET / HTTP/1.1");
+        assert_eq!(line(forwarded(&get("http://h?q"), None)), "GET /?q HTTP/1.1");
+    }
+
+    #[test]
+    fn the_prefix_is_found_in_raw_bytes_that_only_normalize_to_it() {
+        let get = |target: &str| format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+        let cases = [
+            ("//api/x", "/api/", "/x"),
+            ("/api//x", "/api/", "/x"),
+            ("/./api/x?a=/api/", "/api/", "/x?a=/api/"),
+            ("/%61pi/a%2Fb", "/api/", "/a%2Fb"),
+            ("/static/../api/x", "/api/", "/x"),
+            ("/api/../api/x", "/api/", "/x"),
+            ("/api/x/../y", "/api/", "/y"),
+            ("/api/x/..", "/api/", "/"),
+            ("//img", "/img", "/"),
+            ("/a//b/c", "/a/b", "/c"),
+            ("http://h//api/x", "/api/", "/x"),
+        ];
+        for (target, prefix, upstream_sees) in cases {
+            let text = forwarded(&get(target), Some(prefix));
+            let line = text.lines().next().unwrap();
+            assert_eq!(
+                line,
+                format!("GET {upstream_sees} HTTP/1.1"),
+                "{target} on {prefix}"
+            );
+        }
     }
 
     #[test]

@@ -413,9 +413,9 @@ impl Conn {
             }
             Destination::Proxy {
                 upstream,
-                strip,
+                target_start,
                 counted_as,
-            } => return self.start_proxy(head, upstream, strip, counted_as, persistence, ctx),
+            } => return self.start_proxy(head, upstream, target_start, counted_as, persistence, ctx),
             Destination::Files {
                 id,
                 route,
@@ -446,7 +446,10 @@ impl Conn {
                 ) {
                     Answer::Served(served) => (served, counted_as),
                     Answer::Fallback(upstream) => {
-                        return self.start_proxy(head, upstream, None, counted_as, persistence, ctx)
+                        // Unchanged: only an absolute-form target's authority is left out (it
+                        // routed, so it has an origin form).
+                        let target_start = resolve::origin_start(head.target.of(buf)).unwrap_or(0);
+                        return self.start_proxy(head, upstream, target_start, counted_as, persistence, ctx);
                     }
                 }
             }
@@ -503,7 +506,7 @@ impl Conn {
         &mut self,
         head: &RequestHead,
         upstream: usize,
-        strip: Option<&str>,
+        target_start: usize,
         route: usize,
         persistence: Persistence,
         ctx: &mut Ctx,
@@ -523,7 +526,7 @@ impl Conn {
             request_id: request_id.as_bytes(),
             peer: self.peer,
             upstream,
-            strip,
+            target_start,
             persistence,
             token: Token(self.key * 2 + 1),
             max_body_bytes: ctx.limits.max_body_bytes,
@@ -746,10 +749,10 @@ enum Destination<'r> {
         /// The route's index in the response counters.
         counted_as: usize,
     },
-    /// An upstream, with the prefix to strip from the target.
+    /// An upstream; the target it is sent starts at `target_start` in the raw target.
     Proxy {
         upstream: usize,
-        strip: Option<&'r str>,
+        target_start: usize,
         counted_as: usize,
     },
 }
@@ -762,7 +765,8 @@ fn destination<'r>(
     routes: &[(usize, &'r Route)],
     first_route: usize,
 ) -> Destination<'r> {
-    let Ok(path) = resolve::resolve_target(head.target.of(buf)) else {
+    let target = head.target.of(buf);
+    let Ok(path) = resolve::resolve_target(target) else {
         return Destination::Status(400);
     };
     let Some(at) = routes.iter().position(|(_, r)| r.matches(&path.path)) else {
@@ -778,11 +782,17 @@ fn destination<'r>(
             path: path.path,
             counted_as,
         },
-        Serve::Proxy(upstream) => Destination::Proxy {
-            upstream: *upstream,
-            strip: route.strip_prefix.then_some(route.prefix.as_str()),
-            counted_as,
-        },
+        Serve::Proxy(upstream) => {
+            let strip = route.strip_prefix.then_some(route.prefix.as_str());
+            match resolve::upstream_target_start(target, &path.path, strip) {
+                Some(target_start) => Destination::Proxy {
+                    upstream: *upstream,
+                    target_start,
+                    counted_as,
+                },
+                None => Destination::Status(400),
+            }
+        }
     }
 }
 

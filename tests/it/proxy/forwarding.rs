@@ -192,6 +192,41 @@ fn the_target_reaches_the_upstream_byte_for_byte_apart_from_the_stripped_prefix(
     assert_eq!(seen, expected, "targets seen by the upstream");
 }
 
+/// Raw targets that only normalize to `/api/...` lose exactly the bytes that spell the
+/// prefix; targets no upstream should have to interpret are refused before it is contacted.
+#[test]
+fn a_prefix_spelled_unusually_is_still_stripped_and_ambiguous_targets_never_leave() {
+    let upstream = Upstream::start(Behaviour::Echo);
+    let site = Site::new();
+    let server = launch(
+        &site,
+        "access_log = \"off\"",
+        &addrs(&[&upstream]),
+        "",
+        API_AND_FILES,
+    )
+    .start();
+    let stripped = [
+        ("//api/x", "/x"),
+        ("/%61pi/a%2Fb?q=/api/", "/a%2Fb?q=/api/"),
+        ("/static/../api/x", "/x"),
+        ("/api/../api/y/../z", "/z"),
+    ];
+    for (sent, _) in stripped {
+        exchange(&server, request("GET", sent, &[]).as_bytes()).assert_status(200);
+    }
+    for refused in ["/api/..;/admin", "/api/.;/x", "/api%2Fx"] {
+        exchange(&server, request("GET", refused, &[]).as_bytes()).assert_status(400);
+    }
+    let seen: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.target().to_string())
+        .collect();
+    let expected: Vec<&str> = stripped.iter().map(|(_, forwarded)| *forwarded).collect();
+    assert_eq!(seen, expected, "targets seen by the upstream");
+}
+
 #[test]
 fn without_strip_prefix_the_target_is_forwarded_untouched() {
     let upstream = Upstream::start(Behaviour::Echo);
