@@ -113,6 +113,9 @@ start_nginx() {
 # nginx as a reverse proxy to the upstream, keeping up to 64 idle upstream connections per
 # worker. keepalive_requests in the upstream block lifts nginx's default of 1000 requests per
 # upstream connection to the upstream's own limit, so no proxy reconnects during a run.
+# The proxy_set_header lines make nginx send the head shoal sends (client Host kept,
+# X-Forwarded-For/-Proto/-Host, X-Real-IP, X-Request-Id): the same job for the shared
+# upstream, whose parsing of those five headers costs it about 1 µs per request.
 start_nginx_proxy() {
     local name=$1 port=$2 dir=$TMP/$1
     check_port_free "$port"
@@ -143,6 +146,12 @@ http {
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Real-IP \$remote_addr;
+            proxy_set_header X-Request-Id \$request_id;
         }
     }
 }
@@ -153,7 +162,8 @@ EOF
 }
 
 # HAProxy in the foreground (-db: no daemon, one process with WORKERS threads), so $! is
-# the process that serves. No "log" line: nothing is logged.
+# the process that serves. No "log" line: nothing is logged. Like nginx above, it sends
+# the upstream the forwarding headers shoal sends (it keeps the client's Host by itself).
 start_haproxy() {
     local name=$1 port=$2 cfg=$TMP/$1.cfg
     check_port_free "$port"
@@ -173,6 +183,11 @@ defaults
 
 frontend fe
     bind 127.0.0.1:$port
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header X-Real-IP %[src]
+    http-request set-header X-Request-Id %[uuid()]
     default_backend app
 
 backend app
