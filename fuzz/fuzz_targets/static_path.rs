@@ -31,7 +31,7 @@ fuzz_target!(|input: &[u8]| {
     let Ok(url) = resolve::resolve_target(target) else {
         return;
     };
-    let path = url.path.as_str();
+    let path: &str = &url.path;
     assert!(path.starts_with('/'), "{path:?}");
     let inner = path[1..].strip_suffix('/').unwrap_or(&path[1..]);
     if !inner.is_empty() {

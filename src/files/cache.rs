@@ -18,8 +18,6 @@ pub const BUDGET_BYTES: u64 = 32 * 1024 * 1024;
 /// A resource's variants as found on disk, keyed by the request path they answer.
 #[derive(Debug, Clone)]
 pub struct Resource {
-    /// Path of the identity file under the root (e.g. `docs/index.html` for `docs/`).
-    pub file: String,
     pub identity: Rc<Representation>,
     pub gzip: Option<Rc<Representation>>,
     pub brotli: Option<Rc<Representation>>,
@@ -46,12 +44,13 @@ impl Resource {
             .flatten()
             .map(|rep| rep.identity.size + rep.headers.len() as u64)
             .sum::<u64>()
-            + self.file.len() as u64
     }
 }
 
 struct Entry {
     resource: Resource,
+    /// What the entry counts against the budget: its bytes and its key's.
+    cost: u64,
     checked: Instant,
     used: Instant,
 }
@@ -99,7 +98,7 @@ impl FileCache {
     /// used entries to stay within the budget.
     pub fn insert(&mut self, key: &str, resource: Resource, now: Instant, budget_bytes: u64) {
         self.remove(key);
-        let cost = resource.cost_bytes();
+        let cost = resource.cost_bytes() + key.len() as u64;
         if !resource.in_memory() || cost > budget_bytes / 8 {
             return;
         }
@@ -119,6 +118,7 @@ impl FileCache {
             key.into(),
             Entry {
                 resource,
+                cost,
                 checked: now,
                 used: now,
             },
@@ -128,7 +128,7 @@ impl FileCache {
     /// Drops `key` if present.
     pub fn remove(&mut self, key: &str) {
         if let Some(entry) = self.entries.remove(key) {
-            self.used_bytes -= entry.resource.cost_bytes();
+            self.used_bytes -= entry.cost;
         }
     }
 }

@@ -254,7 +254,6 @@ fn resource(
             .transpose()
     };
     Ok(Resource {
-        file: path.to_string(),
         identity: Rc::new(representation::build(file, meta, &describe(Coding::Identity))?),
         gzip: build(gzip, Coding::Gzip)?,
         brotli: build(brotli, Coding::Brotli)?,

@@ -5,14 +5,17 @@
 //! empty, "." or ".." segments, NUL, backslash or control bytes; a ".." that would climb above
 //! the root is an error, never silently clamped.
 
+use std::borrow::Cow;
+
 use crate::config::Route;
 
 /// A decoded, normalized URL path that is safe to join onto a document root.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UrlPath {
+pub struct UrlPath<'a> {
     /// Always starts with '/'; keeps a trailing '/' if the target's path had one (or ended in
-    /// "/." or "/.."); never contains "//", "/./", "/../" segments, NUL or '\\'.
-    pub path: String,
+    /// "/." or "/.."); never contains "//", "/./", "/../" segments, NUL or '\\'. Borrowed
+    /// from the target when that is already all of this.
+    pub path: Cow<'a, str>,
 }
 
 /// Why a request target cannot be mapped to a path.
@@ -41,13 +44,31 @@ pub enum PathError {
 /// exactly once, and normalizes it. Absolute-form targets (`http://host/p?q`, scheme
 /// case-insensitive, http or https) are reduced to their path (`http://host` alone -> "/").
 /// A target that starts with neither '/' nor a scheme (e.g. `*`, `foo`) is NotOrigin.
-pub fn resolve_target(target: &[u8]) -> Result<UrlPath, PathError> {
+pub fn resolve_target(target: &[u8]) -> Result<UrlPath<'_>, PathError> {
     let without_query = &target[..query_start(target)];
     let raw_path = origin_path(without_query).ok_or(PathError::NotOrigin)?;
+    if let Some(path) = already_normal(raw_path) {
+        return Ok(UrlPath {
+            path: Cow::Borrowed(path),
+        });
+    }
     let decoded = percent_decode(raw_path)?;
     check_bytes(&decoded)?;
     let text = String::from_utf8(decoded).map_err(|_| PathError::BadUtf8)?;
-    normalize(&text).map(|path| UrlPath { path })
+    normalize(&text).map(|path| UrlPath {
+        path: Cow::Owned(path),
+    })
+}
+
+/// `raw_path` itself when decoding and normalizing could not change it: visible ASCII
+/// without '%' or '\\', and no empty or dot-led segment. That is the usual request, which
+/// then costs no allocation; anything else takes the full way.
+fn already_normal(raw_path: &[u8]) -> Option<&str> {
+    let plain = raw_path
+        .iter()
+        .all(|&byte| matches!(byte, b'!'..=b'~') && byte != b'%' && byte != b'\\');
+    let tidy = !raw_path.windows(2).any(|pair| pair == b"//" || pair == b"/.");
+    (plain && tidy).then(|| std::str::from_utf8(raw_path).expect("visible ASCII is UTF-8"))
 }
 
 /// The part of `path` (normalized, matched by `route`) to open beneath the route's root:
@@ -222,7 +243,7 @@ mod tests {
     use super::*;
 
     fn resolved(target: &str) -> Result<String, PathError> {
-        resolve_target(target.as_bytes()).map(|url| url.path)
+        resolve_target(target.as_bytes()).map(|url| url.path.into_owned())
     }
 
     #[test]
@@ -298,6 +319,38 @@ mod tests {
         for (target, expected) in cases {
             let expected = expected.map(str::to_string);
             assert_eq!(resolved(target), expected, "{target}");
+        }
+    }
+
+    #[test]
+    fn the_shortcut_agrees_with_the_full_way() {
+        let plain = [
+            "/",
+            "/index.html",
+            "/a/b/",
+            "/a-b_c~d/e!f$g&h'i(j)k*l+m,n;o=p:q@r",
+            "/a#b",
+            "/a.b/c.",
+        ];
+        for target in plain {
+            let decoded = String::from_utf8(percent_decode(target.as_bytes()).unwrap()).unwrap();
+            let full = normalize(&decoded).unwrap();
+            assert_eq!(already_normal(target.as_bytes()), Some(full.as_str()), "{target}");
+        }
+        let not_plain = [
+            "//a",
+            "/a//",
+            "/a/./b",
+            "/a/../b",
+            "/.env",
+            "/a%20b",
+            "/a\\b",
+            "/caf\u{e9}",
+            "/a b",
+            "/a\x7f",
+        ];
+        for target in not_plain {
+            assert_eq!(already_normal(target.as_bytes()), None, "{target}");
         }
     }
 

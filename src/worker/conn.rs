@@ -4,6 +4,7 @@
 //! the socket allows (edge-triggered: until reads or writes would block) within a bounded
 //! number of rounds, so no single client can hold the worker.
 
+use std::borrow::Cow;
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -737,7 +738,7 @@ impl Conn {
 }
 
 /// Where a request goes.
-enum Destination<'r> {
+enum Destination<'r, 'b> {
     /// Answered before any route: the target is unusable (400) or no route matches (404).
     Status(u16),
     /// A static route; `id` is the route's root in `StaticFiles`.
@@ -745,7 +746,7 @@ enum Destination<'r> {
         id: usize,
         route: &'r Route,
         options: &'r FileOptions,
-        path: String,
+        path: Cow<'b, str>,
         /// The route's index in the response counters.
         counted_as: usize,
     },
@@ -759,12 +760,12 @@ enum Destination<'r> {
 
 /// Matches the request's normalized path against the server's routes (whose first one is
 /// `first_route` in the response counters).
-fn destination<'r>(
+fn destination<'r, 'b>(
     head: &RequestHead,
-    buf: &[u8],
+    buf: &'b [u8],
     routes: &[(usize, &'r Route)],
     first_route: usize,
-) -> Destination<'r> {
+) -> Destination<'r, 'b> {
     let target = head.target.of(buf);
     let Ok(path) = resolve::resolve_target(target) else {
         return Destination::Status(400);
