@@ -34,6 +34,50 @@ pub struct Balancer {
     max_fails: u32,
     fail_timeout: Duration,
     pub servers: Vec<ServerState>,
+    /// Scratch list of the servers a pick may choose, kept so that picking never allocates.
+    live: Vec<usize>,
+}
+
+/// The servers one request has tried: a bit for each of the first 64, a list for the rest
+/// (only pools that large ever allocate for it).
+#[derive(Debug, Default, Clone)]
+pub struct Tried {
+    first: u64,
+    more: Vec<usize>,
+}
+
+impl Tried {
+    pub fn contains(&self, server: usize) -> bool {
+        match Tried::bit(server) {
+            Some(bit) => self.first & bit != 0,
+            None => self.more.contains(&server),
+        }
+    }
+
+    pub fn insert(&mut self, server: usize) {
+        match Tried::bit(server) {
+            Some(bit) => self.first |= bit,
+            None if !self.more.contains(&server) => self.more.push(server),
+            None => {}
+        }
+    }
+
+    pub fn remove(&mut self, server: usize) {
+        match Tried::bit(server) {
+            Some(bit) => self.first &= !bit,
+            None => self.more.retain(|&s| s != server),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first == 0 && self.more.is_empty()
+    }
+
+    fn bit(server: usize) -> Option<u64> {
+        u32::try_from(server)
+            .ok()
+            .and_then(|shift| 1u64.checked_shl(shift))
+    }
 }
 
 impl Balancer {
@@ -55,6 +99,7 @@ impl Balancer {
             policy: upstream.balance.clone(),
             max_fails: upstream.max_fails,
             fail_timeout: upstream.fail_timeout,
+            live: Vec::with_capacity(upstream.servers.len()),
             servers,
         }
     }
@@ -68,21 +113,28 @@ impl Balancer {
 
     /// Picks a server not in `tried`; `key` feeds the hash policy. When every untried
     /// server is down, the one that comes back soonest is tried rather than none.
-    pub fn pick(&mut self, key: &[u8], tried: &[usize], now: Instant) -> Option<usize> {
-        let candidates: Vec<usize> = (0..self.servers.len()).filter(|i| !tried.contains(i)).collect();
-        let live: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|&i| self.usable(i, now))
-            .collect();
-        if live.is_empty() {
-            return candidates.into_iter().min_by_key(|&i| self.servers[i].down_until);
-        }
-        Some(match &self.policy {
-            Balance::RoundRobin => self.round_robin(&live),
-            Balance::LeastConn => self.least_conn(&live),
-            Balance::Hash(_) => self.hashed(key, &live),
-        })
+    pub fn pick(&mut self, key: &[u8], tried: &Tried, now: Instant) -> Option<usize> {
+        let untried = 0..self.servers.len();
+        let mut live = std::mem::take(&mut self.live);
+        live.clear();
+        live.extend(
+            untried
+                .clone()
+                .filter(|&i| !tried.contains(i) && self.usable(i, now)),
+        );
+        let picked = if live.is_empty() {
+            untried
+                .filter(|&i| !tried.contains(i))
+                .min_by_key(|&i| self.servers[i].down_until)
+        } else {
+            Some(match &self.policy {
+                Balance::RoundRobin => self.round_robin(&live),
+                Balance::LeastConn => self.least_conn(&mut live),
+                Balance::Hash(_) => self.hashed(key, &live),
+            })
+        };
+        self.live = live;
+        picked
     }
 
     fn round_robin(&mut self, live: &[usize]) -> usize {
@@ -98,12 +150,13 @@ impl Balancer {
         best
     }
 
-    fn least_conn(&mut self, live: &[usize]) -> usize {
+    /// Round robin among the least loaded of `live` (which keeps only those).
+    fn least_conn(&mut self, live: &mut Vec<usize>) -> usize {
         let load =
             |i: usize| u64::from(self.servers[i].in_flight.get()) * 1000 / self.servers[i].weight as u64;
         let least = live.iter().map(|&i| load(i)).min().expect("non-empty");
-        let tied: Vec<usize> = live.iter().copied().filter(|&i| load(i) == least).collect();
-        self.round_robin(&tied)
+        live.retain(|&i| load(i) == least);
+        self.round_robin(live)
     }
 
     fn hashed(&self, key: &[u8], live: &[usize]) -> usize {
@@ -194,11 +247,31 @@ mod tests {
         Balancer::new(&upstream, Instant::now())
     }
 
+    fn none() -> Tried {
+        Tried::default()
+    }
+
+    #[test]
+    fn tried_holds_any_index() {
+        let mut tried = none();
+        for server in [0, 5, 63, 64, 1000] {
+            assert!(!tried.contains(server));
+            tried.insert(server);
+            tried.insert(server);
+            assert!(tried.contains(server));
+        }
+        for server in [0, 5, 63, 64, 1000] {
+            tried.remove(server);
+            assert!(!tried.contains(server), "{server}");
+        }
+        assert!(tried.is_empty());
+    }
+
     #[test]
     fn smooth_weighted_round_robin_interleaves() {
         let mut b = balancer(&[1, 2], Balance::RoundRobin);
         let now = Instant::now();
-        let picks: Vec<usize> = (0..6).map(|_| b.pick(b"", &[], now).unwrap()).collect();
+        let picks: Vec<usize> = (0..6).map(|_| b.pick(b"", &none(), now).unwrap()).collect();
         assert_eq!(picks, [1, 0, 1, 1, 0, 1]);
     }
 
@@ -210,10 +283,12 @@ mod tests {
         assert!(b.usable(0, now), "one failure of max_fails = 2");
         b.note_failure(0, now);
         assert!(!b.usable(0, now));
-        assert!((0..4).all(|_| b.pick(b"", &[], now) == Some(1)));
+        assert!((0..4).all(|_| b.pick(b"", &none(), now) == Some(1)));
         assert!(b.usable(0, now + Duration::from_secs(11)));
+        let mut tried = none();
+        tried.insert(1);
         assert_eq!(
-            b.pick(b"", &[1], now),
+            b.pick(b"", &tried, now),
             Some(0),
             "all down: the soonest back is tried"
         );
@@ -223,10 +298,10 @@ mod tests {
     fn least_conn_prefers_the_idle_server() {
         let mut b = balancer(&[1, 1], Balance::LeastConn);
         let busy = b.occupy(0);
-        assert_eq!(b.pick(b"", &[], Instant::now()), Some(1));
+        assert_eq!(b.pick(b"", &none(), Instant::now()), Some(1));
         drop(busy);
         let _busy = b.occupy(1);
-        assert_eq!(b.pick(b"", &[], Instant::now()), Some(0));
+        assert_eq!(b.pick(b"", &none(), Instant::now()), Some(0));
     }
 
     #[test]
@@ -234,8 +309,8 @@ mod tests {
         let mut b = balancer(&[1, 1, 1], Balance::Hash(HashKey::ClientIp));
         let now = Instant::now();
         for key in [b"alice".as_slice(), b"bob", b"carol"] {
-            let first = b.pick(key, &[], now);
-            assert!((0..5).all(|_| b.pick(key, &[], now) == first));
+            let first = b.pick(key, &none(), now);
+            assert!((0..5).all(|_| b.pick(key, &none(), now) == first));
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use super::balance::InFlight;
+use super::balance::{InFlight, Tried};
 use super::forward::{self, Forward};
 use super::response::{self, ClientBody, UpstreamBody, UpstreamHead};
 use super::Upstreams;
@@ -154,7 +154,7 @@ pub struct Exchange {
     server: usize,
     /// Counts this request against `server` for least_conn until the exchange ends.
     in_flight: Option<InFlight>,
-    tried: Vec<usize>,
+    tried: Tried,
     token: Token,
     link: Link,
     method: Method,
@@ -219,7 +219,7 @@ impl Exchange {
             upstream: start.upstream,
             server: 0,
             in_flight: None,
-            tried: Vec::new(),
+            tried: Tried::default(),
             token: start.token,
             link: Link::Closed,
             method: head.method,
@@ -296,7 +296,7 @@ impl Exchange {
                 .balancer
                 .pick(&self.hash_key, &self.tried, env.now)
                 .ok_or(Failure::BadGateway)?;
-            self.tried.push(server);
+            self.tried.insert(server);
             self.server = server;
             self.in_flight = Some(state.balancer.occupy(server));
             self.sent = 0;
@@ -692,7 +692,7 @@ impl Exchange {
         // A pooled connection the upstream closed while it idled: try a fresh one when that
         // cannot send a non-idempotent request twice. (Not an error: keep-alive's known race.)
         if pooled && self.idempotent && !self.trimmed {
-            self.tried.retain(|&s| s != self.server);
+            self.tried.remove(self.server);
             return self.retry(Failure::BadGateway, false, env);
         }
         self.count(env, UpstreamError::Reset);
