@@ -4,8 +4,9 @@
 //! Input: one flag byte (bit 0: strip_prefix; bits 1..: prefix length), the prefix (after a
 //! '/' added in front), then the raw request target. Oracles: a resolved path starts with '/'
 //! and has no empty, "." or ".." segment, NUL, backslash or control byte; resolving it again
-//! changes nothing; and what is opened beneath the root never leaves it (no ".." or absolute
-//! component once joined to the root).
+//! changes nothing; what is opened beneath the root never leaves it (no ".." or absolute
+//! component once joined to the root); and what a stripping proxy route sends upstream (the
+//! raw target cut by `upstream_target_start`) resolves to the same path beneath the prefix.
 #![no_main]
 
 use std::path::{Component, Path};
@@ -63,6 +64,26 @@ fuzz_target!(|input: &[u8]| {
         assert!(
             matches!(component, Component::Normal(_)),
             "{component:?} in {relative:?} (target {:?}, route {:?})",
+            String::from_utf8_lossy(target),
+            route.prefix
+        );
+    }
+    if route.strip_prefix {
+        let Some(start) = resolve::upstream_target_start(target, path, Some(&route.prefix)) else {
+            return;
+        };
+        let rest = &target[start..];
+        let mut sent = Vec::with_capacity(rest.len() + 1);
+        if !rest.starts_with(b"/") {
+            sent.push(b'/');
+        }
+        sent.extend_from_slice(rest);
+        let upstream = resolve::resolve_target(&sent).expect("what goes upstream resolves");
+        assert_eq!(
+            upstream.path.trim_start_matches('/'),
+            relative,
+            "sent {:?} for target {:?} on {:?}",
+            String::from_utf8_lossy(&sent),
             String::from_utf8_lossy(target),
             route.prefix
         );
