@@ -61,13 +61,15 @@ pub fn resolve_target(target: &[u8]) -> Result<UrlPath<'_>, PathError> {
 }
 
 /// `raw_path` itself when decoding and normalizing could not change it: visible ASCII
-/// without '%' or '\\', and no empty or dot-led segment. That is the usual request, which
-/// then costs no allocation; anything else takes the full way.
+/// without '%' or '\\', and no segment that is empty or starts with '.' or ';'. That is the
+/// usual request, which then costs no allocation; anything else takes the full way.
 fn already_normal(raw_path: &[u8]) -> Option<&str> {
     let plain = raw_path
         .iter()
         .all(|&byte| matches!(byte, b'!'..=b'~') && byte != b'%' && byte != b'\\');
-    let tidy = !raw_path.windows(2).any(|pair| pair == b"//" || pair == b"/.");
+    let tidy = !raw_path
+        .windows(2)
+        .any(|pair| matches!(pair, b"//" | b"/." | b"/;"));
     (plain && tidy).then(|| std::str::from_utf8(raw_path).expect("visible ASCII is UTF-8"))
 }
 
@@ -133,13 +135,27 @@ pub fn upstream_target_start(target: &[u8], normalized: &str, strip: Option<&str
         // Already normalized (the usual case): the prefix is spelled as is.
         return Some(origin + prefix.len());
     }
-    raw_prefix_end(raw_path, prefix).map(|end| origin + end)
+    let end = raw_prefix_end(raw_path, prefix)?;
+    // What follows must resolve to the rest of the routed path: inside one segment an
+    // encoded slash can climb back above the prefix (`/api/..%2Fapi%2Fy`).
+    let rest = &raw_path[end..];
+    let mut sent = Vec::with_capacity(rest.len() + 1);
+    if !rest.starts_with(b"/") {
+        sent.push(b'/');
+    }
+    sent.extend_from_slice(rest);
+    let wanted = match normalized.get(prefix.len()..)? {
+        "" => "/",
+        tail => tail,
+    };
+    (resolve_target(&sent).ok()?.path == wanted).then_some(origin + end)
 }
 
 /// The end of the last segment of `raw_path` (still encoded) after which the path so far
-/// normalizes to `prefix` (without its trailing '/'). Taking the last one means that what
-/// follows never climbs back above the prefix, so it normalizes to what follows the prefix in
-/// the routed path, through `//`, `.`, `..` and escapes alike.
+/// normalizes to `prefix` (without its trailing '/'). Taking the last one means that no later
+/// segment boundary climbs back above the prefix, so what follows normalizes to what follows
+/// the prefix in the routed path, through `//`, `.`, `..` and escapes alike (the caller
+/// checks the one way around it: an encoded slash inside a segment).
 fn raw_prefix_end(raw_path: &[u8], prefix: &str) -> Option<usize> {
     let wanted: Vec<&str> = prefix.split('/').skip(1).collect();
     let mut so_far: Vec<String> = Vec::new();
@@ -149,12 +165,12 @@ fn raw_prefix_end(raw_path: &[u8], prefix: &str) -> Option<usize> {
         at += 1 + raw_segment.len();
         let decoded = String::from_utf8(percent_decode(raw_segment).ok()?).ok()?;
         for segment in decoded.split('/') {
-            match segment {
-                "" | "." => {}
-                ".." => {
+            match step(segment).ok()? {
+                Step::Stay => {}
+                Step::Up => {
                     so_far.pop();
                 }
-                name => so_far.push(name.to_owned()),
+                Step::Down(name) => so_far.push(name.to_owned()),
             }
         }
         if so_far.iter().map(String::as_str).eq(wanted.iter().copied()) {
@@ -212,21 +228,45 @@ fn check_bytes(decoded: &[u8]) -> Result<(), PathError> {
     Ok(())
 }
 
+/// What one decoded segment does to the normalized path.
+enum Step<'s> {
+    /// Nothing: "", "." and a segment of parameters alone (`;jsessionid=1`, which Tomcat's
+    /// URL rewriting appends to directories), read as empty by servlet containers too.
+    Stay,
+    /// "..": the segment before it goes.
+    Up,
+    /// A name is appended.
+    Down(&'s str),
+}
+
+fn step(segment: &str) -> Result<Step<'_>, PathError> {
+    match segment {
+        "" | "." => Ok(Step::Stay),
+        ".." => Ok(Step::Up),
+        _ if segment.starts_with(';') => Ok(Step::Stay),
+        _ if segment.starts_with(".;") || segment.starts_with("..;") => Err(PathError::DotParams),
+        name => Ok(Step::Down(name)),
+    }
+}
+
 /// Removes empty and dot segments; `decoded` starts with '/'.
 fn normalize(decoded: &str) -> Result<String, PathError> {
     let mut segments: Vec<&str> = Vec::new();
+    let mut ends_in_name = false;
     for segment in decoded.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => {
+        ends_in_name = false;
+        match step(segment)? {
+            Step::Stay => {}
+            Step::Up => {
                 segments.pop().ok_or(PathError::EscapesRoot)?;
             }
-            name if name.starts_with(".;") || name.starts_with("..;") => return Err(PathError::DotParams),
-            name => segments.push(name),
+            Step::Down(name) => {
+                segments.push(name);
+                ends_in_name = true;
+            }
         }
     }
-    let last = decoded.rsplit('/').next().unwrap_or("");
-    let keeps_trailing_slash = matches!(last, "" | "." | "..") && !segments.is_empty();
+    let keeps_trailing_slash = !ends_in_name && !segments.is_empty();
     let mut path = String::with_capacity(decoded.len());
     for segment in &segments {
         path.push('/');
@@ -276,6 +316,9 @@ mod tests {
             ("/a%2f%2fb", "/a/b"),
             ("/a#frag", "/a#frag"),
             ("/a;b=c", "/a;b=c"),
+            ("/app/;jsessionid=1", "/app/"),
+            ("/a/;x/../b", "/b"),
+            ("/;x", "/"),
             ("/a+b", "/a+b"),
         ];
         for (target, expected) in cases {
@@ -348,6 +391,7 @@ mod tests {
             "/caf\u{e9}",
             "/a b",
             "/a\x7f",
+            "/a/;jsessionid=1",
         ];
         for target in not_plain {
             assert_eq!(already_normal(target.as_bytes()), None, "{target}");
@@ -360,6 +404,10 @@ mod tests {
         assert_eq!(routed, "/api/x");
         assert_eq!(upstream_target_start(b"/api%2Fx", &routed, Some("/api/")), None);
         assert_eq!(upstream_target_start(b"/api%2Fx", &routed, None), Some(0));
+        // An encoded slash inside a segment cannot climb back above the prefix either.
+        let climbs = b"/api/..%2Fapi%2Fy";
+        assert_eq!(resolved("/api/..%2Fapi%2Fy").unwrap(), "/api/y");
+        assert_eq!(upstream_target_start(climbs, "/api/y", Some("/api")), None);
         // A prefix that ends where an encoded segment ends is cut after it.
         assert_eq!(
             upstream_target_start(b"/api%2Fx/y", "/api/x/y", Some("/api/x")),

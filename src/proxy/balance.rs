@@ -114,17 +114,12 @@ impl Balancer {
     /// Picks a server not in `tried`; `key` feeds the hash policy. When every untried
     /// server is down, the one that comes back soonest is tried rather than none.
     pub fn pick(&mut self, key: &[u8], tried: &Tried, now: Instant) -> Option<usize> {
-        let untried = 0..self.servers.len();
+        let all = 0..self.servers.len();
         let mut live = std::mem::take(&mut self.live);
         live.clear();
-        live.extend(
-            untried
-                .clone()
-                .filter(|&i| !tried.contains(i) && self.usable(i, now)),
-        );
+        live.extend(all.clone().filter(|&i| !tried.contains(i) && self.usable(i, now)));
         let picked = if live.is_empty() {
-            untried
-                .filter(|&i| !tried.contains(i))
+            all.filter(|&i| !tried.contains(i))
                 .min_by_key(|&i| self.servers[i].down_until)
         } else {
             Some(match &self.policy {

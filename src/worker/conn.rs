@@ -447,8 +447,8 @@ impl Conn {
                 ) {
                     Answer::Served(served) => (served, counted_as),
                     Answer::Fallback(upstream) => {
-                        // Unchanged: only an absolute-form target's authority is left out (it
-                        // routed, so it has an origin form).
+                        // The path goes as sent; an absolute-form target loses its scheme and
+                        // authority (it routed, so it has an origin form).
                         let target_start = resolve::origin_start(head.target.of(buf)).unwrap_or(0);
                         return self.start_proxy(head, upstream, target_start, counted_as, persistence, ctx);
                     }

@@ -254,6 +254,51 @@ fn a_large_file_arrives_byte_exact_and_so_does_a_range_from_its_middle() {
     );
 }
 
+/// The last response on a connection goes out with the FIN in its final segment (MSG_MORE);
+/// when the client's small receive buffer makes the writes partial, the held-back tail still
+/// follows the client's ACKs and the close. Cached (shared) and sendfile bodies alike.
+#[test]
+fn the_last_response_arrives_whole_through_a_small_receive_buffer() {
+    use socket2::{Domain, Socket, Type};
+    let cached = pattern(200 * 1024);
+    let large = pattern(600 * 1024);
+    let site = Site::new();
+    site.file("cached.bin", &cached).file("large.bin", &large);
+    let server = Server::quick(&site);
+    for (target, bytes) in [("/cached.bin", &cached), ("/large.bin", &large)] {
+        for linger in ["", "X-Extra: pipelined request follows\r\n"] {
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+            socket.connect(&server.addr.into()).expect("connect");
+            let mut stream: std::net::TcpStream = socket.into();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                .expect("read timeout");
+            // A second request behind the first makes the close a lingering one.
+            let second = if linger.is_empty() {
+                ""
+            } else {
+                "GET /cached.bin HTTP/1.0\r\n\r\n"
+            };
+            let text = format!("GET {target} HTTP/1.0\r\n{linger}\r\n{second}");
+            stream.write_all(text.as_bytes()).expect("write request");
+            let all = crate::harness::read_to_close(&mut stream);
+            let split = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+            assert!(
+                all.starts_with(b"HTTP/1.1 200 "),
+                "{target}: {:?}",
+                String::from_utf8_lossy(&all[..split])
+            );
+            assert!(
+                all[split..] == bytes[..],
+                "{target}: {} body bytes, want {}",
+                all.len() - split,
+                bytes.len()
+            );
+        }
+    }
+}
+
 fn assert_precompressed(suffix: &str, token: &str) {
     let site = Site::new();
     let compressed = format!("pretend {token} bytes");
