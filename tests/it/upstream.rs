@@ -379,6 +379,11 @@ impl Upstream {
         self.shared.requests.lock().expect("requests lock").clone()
     }
 
+    /// The request targets received so far, in order.
+    pub fn targets(&self) -> Vec<String> {
+        self.requests().iter().map(|r| r.target().to_string()).collect()
+    }
+
     /// Every byte received so far, over all connections, whether or not it parsed.
     pub fn wire(&self) -> Vec<u8> {
         self.shared.wire.lock().expect("wire lock").clone()

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use super::support::{
-    addrs, exchange, launch, proxy, read_final, read_message, values, API_AND_FILES, PROXY_ALL,
+    addrs, api_and_files, exchange, launch, proxy, read_final, read_message, values, PROXY_ALL,
 };
 use crate::harness::{request, Launch, Site};
 use crate::upstream::{describe, Behaviour, Reply, Upstream};
@@ -158,14 +158,7 @@ fn repeated_request_headers_stay_separate_lines() {
 fn the_target_reaches_the_upstream_byte_for_byte_apart_from_the_stripped_prefix() {
     let upstream = Upstream::start(Behaviour::Echo);
     let site = Site::new();
-    let server = launch(
-        &site,
-        "access_log = \"off\"",
-        &addrs(&[&upstream]),
-        "",
-        API_AND_FILES,
-    )
-    .start();
+    let server = api_and_files(&site, &upstream);
     let cases = [
         ("/api/a%2Fb?x=%20y", "/a%2Fb?x=%20y"),
         ("/api/users?id=1", "/users?id=1"),
@@ -183,11 +176,7 @@ fn the_target_reaches_the_upstream_byte_for_byte_apart_from_the_stripped_prefix(
         let (response, _) = read_message(&mut stream, false);
         assert_eq!(response.status, 200, "GET {sent}: {response}");
     }
-    let seen: Vec<String> = upstream
-        .requests()
-        .iter()
-        .map(|r| r.target().to_string())
-        .collect();
+    let seen = upstream.targets();
     let expected: Vec<&str> = cases.iter().map(|(_, forwarded)| *forwarded).collect();
     assert_eq!(seen, expected, "targets seen by the upstream");
 }
@@ -198,14 +187,7 @@ fn the_target_reaches_the_upstream_byte_for_byte_apart_from_the_stripped_prefix(
 fn a_prefix_spelled_unusually_is_still_stripped_and_ambiguous_targets_never_leave() {
     let upstream = Upstream::start(Behaviour::Echo);
     let site = Site::new();
-    let server = launch(
-        &site,
-        "access_log = \"off\"",
-        &addrs(&[&upstream]),
-        "",
-        API_AND_FILES,
-    )
-    .start();
+    let server = api_and_files(&site, &upstream);
     let stripped = [
         ("//api/x", "/x"),
         ("/%61pi/a%2Fb?q=/api/", "/a%2Fb?q=/api/"),
@@ -218,11 +200,7 @@ fn a_prefix_spelled_unusually_is_still_stripped_and_ambiguous_targets_never_leav
     for refused in ["/api/..;/admin", "/api/.;/x", "/api%2Fx", "/api/..%2Fapi%2Fy"] {
         exchange(&server, request("GET", refused, &[]).as_bytes()).assert_status(400);
     }
-    let seen: Vec<String> = upstream
-        .requests()
-        .iter()
-        .map(|r| r.target().to_string())
-        .collect();
+    let seen = upstream.targets();
     let expected: Vec<&str> = stripped.iter().map(|(_, forwarded)| *forwarded).collect();
     assert_eq!(seen, expected, "targets seen by the upstream");
 }

@@ -63,6 +63,19 @@ pub fn addrs(upstreams: &[&Upstream]) -> Vec<String> {
     upstreams.iter().map(|u| u.addr.to_string()).collect()
 }
 
+/// A shoal (access log off) with the routes: `/api/` to `upstream` with the prefix
+/// stripped, everything else from `site` with `upstream` as the fallback.
+pub fn api_and_files(site: &Site, upstream: &Upstream) -> Server {
+    launch(
+        site,
+        "access_log = \"off\"",
+        &addrs(&[upstream]),
+        "",
+        API_AND_FILES,
+    )
+    .start()
+}
+
 /// A shoal (one worker, access log off) proxying every path to `upstream`.
 pub fn proxy(upstream: &Upstream) -> (Site, Server) {
     proxy_with(upstream, "", "")

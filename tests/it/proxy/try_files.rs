@@ -1,7 +1,7 @@
 //! try_files: a route with `root` and `fallback` serves what exists on disk and proxies the
 //! rest with the path unchanged; the example config and its quick-mode equivalent.
 
-use super::support::{addrs, exchange, launch, API_AND_FILES};
+use super::support::{api_and_files, exchange};
 use crate::harness::{request, Launch, Server, Site};
 use crate::upstream::{describe, Behaviour, Upstream};
 
@@ -41,14 +41,7 @@ fn assert_try_files(server: &Server, upstream: &Upstream) {
 fn existing_files_are_served_and_missing_ones_proxied_with_the_path_unchanged() {
     let upstream = Upstream::start(Behaviour::Echo);
     let site = site_with_a_file();
-    let server = launch(
-        &site,
-        "access_log = \"off\"",
-        &addrs(&[&upstream]),
-        "",
-        API_AND_FILES,
-    )
-    .start();
+    let server = api_and_files(&site, &upstream);
     assert_try_files(&server, &upstream);
     let response = exchange(&server, request("GET", "/api/users?id=1", &[]).as_bytes());
     response.assert_status(200);
@@ -64,14 +57,7 @@ fn existing_files_are_served_and_missing_ones_proxied_with_the_path_unchanged() 
 fn a_post_to_a_missing_file_is_proxied_with_its_body() {
     let upstream = Upstream::start(Behaviour::Echo);
     let site = site_with_a_file();
-    let server = launch(
-        &site,
-        "access_log = \"off\"",
-        &addrs(&[&upstream]),
-        "",
-        API_AND_FILES,
-    )
-    .start();
+    let server = api_and_files(&site, &upstream);
     let mut raw = request("POST", "/form", &["Content-Length: 4"]).into_bytes();
     raw.extend_from_slice(b"a=1&");
     exchange(&server, &raw).assert_status(200);

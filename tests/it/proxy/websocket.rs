@@ -91,12 +91,7 @@ fn an_upgrade_the_app_declines_is_an_ordinary_response() {
         .expect("write the next request");
     let (next, _) = read_message(&mut stream, false);
     next.assert_status(200);
-    let targets: Vec<String> = upstream
-        .requests()
-        .iter()
-        .map(|r| r.target().to_string())
-        .collect();
-    assert_eq!(targets, ["/chat", "/next"]);
+    assert_eq!(upstream.targets(), ["/chat", "/next"]);
 }
 
 #[test]
