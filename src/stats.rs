@@ -48,7 +48,7 @@ pub struct Counters {
 }
 
 /// What a worker saw of one upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UpstreamCounters {
     /// Responses by latency bucket (not cumulative): bucket `i` counts latencies up to
     /// bound `i` and above bound `i - 1`; the last one, those above every bound.
@@ -60,17 +60,6 @@ pub struct UpstreamCounters {
     /// Per server: whether this worker would send it requests now (health checks and
     /// passive health agree it is up).
     pub servers_up: Vec<bool>,
-}
-
-impl Default for UpstreamCounters {
-    fn default() -> Self {
-        UpstreamCounters {
-            latency: [0; LATENCY_BUCKETS],
-            latency_sum_micros: 0,
-            errors: [0; UpstreamError::ALL.len()],
-            servers_up: Vec::new(),
-        }
-    }
 }
 
 /// Why an attempt to get a response from an upstream server failed.

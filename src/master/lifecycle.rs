@@ -42,6 +42,12 @@ impl Master {
         }
     }
 
+    /// A reload that cannot go ahead: the running config stays.
+    fn refuse_reload(&mut self, why: impl std::fmt::Display) {
+        error!("reload failed, keeping the running config: {why}");
+        self.reloads.failed += 1;
+    }
+
     /// HUP: re-read the config; if valid, start new workers with it and drain the old ones.
     pub(super) fn reload(&mut self) {
         if self.phase != Phase::Running {
@@ -53,21 +59,13 @@ impl Master {
         self.readiness = Readiness::Reloading;
         let mut config = match self.source.load() {
             Ok(config) => config,
-            Err(e) => {
-                error!("reload failed, keeping the running config: {e}");
-                self.reloads.failed += 1;
-                return;
-            }
+            Err(e) => return self.refuse_reload(e),
         };
-        let (euid, egid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
-        let handed_over = privileges::worker_identity(euid, egid, config.user.as_ref()).and_then(|user| {
-            config.user = user;
+        let handed_over = privileges::adopt_worker_identity(&mut config).and_then(|()| {
             privileges::hand_over_logs(&config).map_err(|(e, path)| format!("{}: {e}", path.display()))
         });
         if let Err(e) = handed_over {
-            error!("reload failed, keeping the running config: {e}");
-            self.reloads.failed += 1;
-            return;
+            return self.refuse_reload(e);
         }
         privileges::check_open_files(&config, sys::raise_nofile_limit());
         let addresses = config.listeners();
@@ -87,11 +85,7 @@ impl Master {
             }
             match listeners::slot_sockets(&addresses, &mut spare, &self.shared) {
                 Ok(bound) => sockets.push(bound),
-                Err(e) => {
-                    error!("reload failed, keeping the running config: {e}");
-                    self.reloads.failed += 1;
-                    return;
-                }
+                Err(e) => return self.refuse_reload(e),
             }
         }
         // `[admin] listen` may have changed: `Some` is the endpoint to switch to, bound
@@ -101,9 +95,7 @@ impl Master {
             (Some(addr), _) => match Admin::open(addr, None) {
                 Ok(admin) => Some(Some(admin)),
                 Err(e) => {
-                    error!("reload failed, keeping the running config: cannot listen on {addr} ([admin] listen): {e}");
-                    self.reloads.failed += 1;
-                    return;
+                    return self.refuse_reload(format!("cannot listen on {addr} ([admin] listen): {e}"))
                 }
             },
             (None, _) => Some(None),

@@ -129,9 +129,7 @@ struct Reloads {
 
 /// Runs the master until a stop signal and every worker has exited.
 pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
-    let (euid, egid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
-    config.user =
-        privileges::worker_identity(euid, egid, config.user.as_ref()).map_err(MasterError::Privileges)?;
+    privileges::adopt_worker_identity(&mut config).map_err(MasterError::Privileges)?;
     privileges::hand_over_logs(&config).map_err(|(e, path)| MasterError::File(e, path))?;
     if let Some(path) = &config.error_log {
         sys::redirect_stderr(path).map_err(|e| MasterError::File(e, path.clone()))?;

@@ -17,6 +17,13 @@ use crate::sys;
 /// logs, cached large files.
 const BASE_DESCRIPTORS: u64 = 256;
 
+/// Settles `config.user` for this master's effective ids (see [`worker_identity`]).
+pub fn adopt_worker_identity(config: &mut Config) -> Result<(), String> {
+    let (euid, egid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    config.user = worker_identity(euid, egid, config.user.as_ref())?;
+    Ok(())
+}
+
 /// The identity workers must switch to, given the master's effective ids: `Ok(None)` means
 /// they stay as they are. Started as root, shoal refuses to keep its workers root unless the
 /// config says `user = "root"`; not root, it cannot become anybody else.

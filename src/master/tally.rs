@@ -58,20 +58,23 @@ pub struct Tally {
 }
 
 /// One upstream's latency histogram and failures, summed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UpstreamTally {
     pub latency: [u64; LATENCY_BUCKETS],
     pub latency_sum_micros: u64,
     pub errors: [u64; UpstreamError::ALL.len()],
 }
 
-impl Default for UpstreamTally {
-    fn default() -> Self {
-        UpstreamTally {
-            latency: [0; LATENCY_BUCKETS],
-            latency_sum_micros: 0,
-            errors: [0; UpstreamError::ALL.len()],
-        }
+impl UpstreamTally {
+    fn add(
+        &mut self,
+        latency: &[u64; LATENCY_BUCKETS],
+        latency_sum_micros: u64,
+        errors: &[u64; UpstreamError::ALL.len()],
+    ) {
+        add_each(&mut self.latency, latency);
+        self.latency_sum_micros += latency_sum_micros;
+        add_each(&mut self.errors, errors);
     }
 }
 
@@ -91,34 +94,36 @@ impl Tally {
 
     /// Adds a worker's counters, named by the labels of its config.
     pub fn add(&mut self, counters: &Counters, labels: &Labels) {
-        self.requests += counters.requests;
-        self.bytes_in += counters.bytes_in;
-        self.bytes_out += counters.bytes_out;
+        self.add_totals(counters.requests, counters.bytes_in, counters.bytes_out);
         for (row, route) in counters.responses.iter().zip(&labels.routes) {
-            add_each(self.responses.entry(route.clone()).or_default(), row);
+            self.add_responses(route, row);
         }
         for (upstream, (name, _)) in counters.upstreams.iter().zip(&labels.upstreams) {
             let sum = self.upstreams.entry(name.clone()).or_default();
-            add_each(&mut sum.latency, &upstream.latency);
-            sum.latency_sum_micros += upstream.latency_sum_micros;
-            add_each(&mut sum.errors, &upstream.errors);
+            sum.add(&upstream.latency, upstream.latency_sum_micros, &upstream.errors);
         }
     }
 
     /// Adds another tally.
     pub fn merge(&mut self, other: &Tally) {
-        self.requests += other.requests;
-        self.bytes_in += other.bytes_in;
-        self.bytes_out += other.bytes_out;
+        self.add_totals(other.requests, other.bytes_in, other.bytes_out);
         for (route, row) in &other.responses {
-            add_each(self.responses.entry(route.clone()).or_default(), row);
+            self.add_responses(route, row);
         }
         for (name, upstream) in &other.upstreams {
             let sum = self.upstreams.entry(name.clone()).or_default();
-            add_each(&mut sum.latency, &upstream.latency);
-            sum.latency_sum_micros += upstream.latency_sum_micros;
-            add_each(&mut sum.errors, &upstream.errors);
+            sum.add(&upstream.latency, upstream.latency_sum_micros, &upstream.errors);
         }
+    }
+
+    fn add_totals(&mut self, requests: u64, bytes_in: u64, bytes_out: u64) {
+        self.requests += requests;
+        self.bytes_in += bytes_in;
+        self.bytes_out += bytes_out;
+    }
+
+    fn add_responses(&mut self, route: &str, row: &[u64; STATUS_CLASSES]) {
+        add_each(self.responses.entry(route.to_owned()).or_default(), row);
     }
 }
 

@@ -322,12 +322,7 @@ impl Exchange {
                     self.deadline = env.now + env.upstreams.list[self.upstream].config.connect_timeout;
                     return Ok(());
                 }
-                Err(e) => {
-                    self.count(env, connect_error(&e));
-                    env.upstreams.list[self.upstream]
-                        .balancer
-                        .note_failure(server, env.now)
-                }
+                Err(e) => self.fail_server(env, server, connect_error(&e)),
             }
         }
     }
@@ -411,6 +406,14 @@ impl Exchange {
     /// Counts a failure of this exchange's upstream (for the metrics).
     fn count(&self, env: &mut Env, error: UpstreamError) {
         env.upstreams.list[self.upstream].counters.count_error(error);
+    }
+
+    /// Counts `error` and holds it against `server` (passive health).
+    fn fail_server(&self, env: &mut Env, server: usize, error: UpstreamError) {
+        self.count(env, error);
+        env.upstreams.list[self.upstream]
+            .balancer
+            .note_failure(server, env.now);
     }
 
     fn config<'c>(&self, env: &'c Env) -> &'c crate::config::Upstream {
@@ -513,10 +516,7 @@ impl Exchange {
                         Ok(Some(head)) => head,
                         Ok(None) => return Ok(moved),
                         Err(_) => {
-                            self.count(env, UpstreamError::BadResponse);
-                            env.upstreams.list[self.upstream]
-                                .balancer
-                                .note_failure(self.server, env.now);
+                            self.fail_server(env, self.server, UpstreamError::BadResponse);
                             return Err(self.fail_or_abort(Failure::BadGateway));
                         }
                     };
@@ -695,10 +695,7 @@ impl Exchange {
             self.tried.remove(self.server);
             return self.retry(Failure::BadGateway, false, env);
         }
-        self.count(env, UpstreamError::Reset);
-        env.upstreams.list[self.upstream]
-            .balancer
-            .note_failure(self.server, env.now);
+        self.fail_server(env, self.server, UpstreamError::Reset);
         Step::Failed {
             failure: Failure::BadGateway,
             request_read: matches!(self.upload, Upload::Done),
@@ -745,10 +742,7 @@ impl Exchange {
                 } else {
                     UpstreamError::SendTimeout
                 };
-                self.count(env, error);
-                env.upstreams.list[self.upstream]
-                    .balancer
-                    .note_failure(self.server, env.now);
+                self.fail_server(env, self.server, error);
                 self.fail_or_abort(Failure::Timeout)
             }
             (_, Download::Body { .. }) => {
