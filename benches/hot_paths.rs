@@ -8,9 +8,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use shoal::config::Limits;
 use shoal::http::chunked::ChunkedDecoder;
-use shoal::http::request;
+use shoal::http::request::{self, HeadLimits};
 use shoal::http::response::{self, Persistence};
 use shoal::proxy::{forward, response as upstream};
 
@@ -46,7 +45,7 @@ Set-Cookie: b=2; Path=/\r\n\
 Cache-Control: no-store\r\n\r\n";
 
 fn parse_requests(c: &mut Criterion) {
-    let limits = Limits::default();
+    let limits = HeadLimits::default();
     let mut group = c.benchmark_group("request::parse");
     for (name, bytes) in [("wrk", WRK_REQUEST), ("browser", BROWSER_REQUEST)] {
         group.throughput(Throughput::Bytes(bytes.len() as u64));
@@ -68,7 +67,7 @@ fn write_responses(c: &mut Criterion) {
 }
 
 fn relay(c: &mut Criterion) {
-    let limits = Limits::default();
+    let limits = HeadLimits::default();
     let head = request::parse(BROWSER_REQUEST, &limits).unwrap().unwrap();
     let mut out = Vec::with_capacity(4096);
     c.bench_function("forward::write_head browser", |b| {

@@ -4,15 +4,21 @@
 //! supervises forked workers; each worker runs its own `mio` event loop serving HTTP/1.x.
 //! See `docs/architecture.md` for the picture and `docs/lexicon.md` for the words we use.
 
+#![deny(unsafe_code)]
+
 pub mod channel;
 pub mod config;
 pub mod control;
 pub mod files;
 pub mod http;
+pub mod io;
+#[cfg(test)]
+mod layering;
 pub mod master;
 pub mod prometheus;
 pub mod proxy;
 pub mod stats;
 pub mod status;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod worker;

@@ -2,6 +2,8 @@
 //!
 //! Exit codes are a contract: 0 clean stop, 1 runtime failure, 2 bad config or failed boot.
 
+#![deny(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

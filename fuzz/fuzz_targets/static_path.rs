@@ -1,4 +1,4 @@
-//! The static path resolver (`files::resolve`): request target -> normalized path -> the path
+//! The path resolver (`http::target`): request target -> normalized path -> the path
 //! beneath a route's root, for arbitrary targets and route prefixes.
 //!
 //! Input: one flag byte (bit 0: strip_prefix; bits 1..: prefix length), the prefix (after a
@@ -13,7 +13,7 @@ use std::path::{Component, Path};
 
 use libfuzzer_sys::fuzz_target;
 use shoal::config::{Route, Serve};
-use shoal::files::resolve;
+use shoal::http::target;
 
 fuzz_target!(|input: &[u8]| {
     let Some((&flags, rest)) = input.split_first() else {
@@ -29,7 +29,7 @@ fuzz_target!(|input: &[u8]| {
         strip_prefix: flags & 1 == 1,
         serve: Serve::Proxy(0),
     };
-    let Ok(url) = resolve::resolve_target(target) else {
+    let Ok(url) = target::resolve_target(target) else {
         return;
     };
     let path: &str = &url.path;
@@ -50,13 +50,13 @@ fuzz_target!(|input: &[u8]| {
         "{path:?}"
     );
     if !path.contains(['%', '?']) {
-        let again = resolve::resolve_target(path.as_bytes()).expect("a resolved path resolves");
+        let again = target::resolve_target(path.as_bytes()).expect("a resolved path resolves");
         assert_eq!(again.path, path, "resolving twice changed it");
     }
     if !route.matches(path) {
         return;
     }
-    let relative = resolve::beneath_route(path, &route);
+    let relative = route.beneath(path);
     let root = Path::new("/srv/site");
     let joined = root.join(relative);
     assert!(joined.starts_with(root), "{relative:?} leaves the root");
@@ -69,7 +69,7 @@ fuzz_target!(|input: &[u8]| {
         );
     }
     if route.strip_prefix {
-        let Some(start) = resolve::upstream_target_start(target, path, Some(&route.prefix)) else {
+        let Some(start) = target::upstream_target_start(target, path, Some(&route.prefix)) else {
             return;
         };
         let rest = &target[start..];
@@ -78,7 +78,7 @@ fuzz_target!(|input: &[u8]| {
             sent.push(b'/');
         }
         sent.extend_from_slice(rest);
-        let upstream = resolve::resolve_target(&sent).expect("what goes upstream resolves");
+        let upstream = target::resolve_target(&sent).expect("what goes upstream resolves");
         assert_eq!(
             upstream.path.trim_start_matches('/'),
             relative,

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::http::request::HeadLimits;
 pub use file::{load_file, load_text, ConfigError};
 pub use run_as::RunAs;
 
@@ -86,8 +87,18 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-/// Largest `max_headers` accepted: the parser keeps its header table on the stack.
-pub const MAX_HEADERS_CEILING: usize = 256;
+pub use crate::http::request::MAX_HEADERS_CEILING;
+
+impl Limits {
+    /// What the request parser needs of these limits.
+    pub fn head(&self) -> HeadLimits {
+        HeadLimits {
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -311,6 +322,17 @@ impl Route {
         };
         !self.strip_prefix || self.prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')
     }
+
+    /// The part of `path` (normalized, matched by this route) a handler works beneath: the
+    /// whole path, or what follows the prefix when the route strips it; no leading '/'.
+    pub fn beneath<'a>(&self, path: &'a str) -> &'a str {
+        let path = if self.strip_prefix {
+            &path[self.prefix.len().min(path.len())..]
+        } else {
+            path
+        };
+        path.trim_start_matches('/')
+    }
 }
 
 /// Default listen address for quick mode and for a server without `listen`.
@@ -446,5 +468,37 @@ impl Source {
             config.user = Some(RunAs::from_flag(spec).map_err(|why| ConfigError::flag("--user", &why))?);
         }
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripping_a_prefix_never_leaves_a_parent_segment() {
+        let route = |prefix: &str, strip_prefix: bool| Route {
+            prefix: prefix.to_string(),
+            strip_prefix,
+            serve: Serve::Proxy(0),
+        };
+        // (prefix, strip, path, what is opened beneath the root, or None: the route does not match)
+        let cases: &[(&str, bool, &str, Option<&str>)] = &[
+            ("/", false, "/a/b", Some("a/b")),
+            ("/static/", true, "/static/a.css", Some("a.css")),
+            ("/static/", true, "/static/", Some("")),
+            ("/img", true, "/img", Some("")),
+            ("/img", true, "/img/", Some("")),
+            ("/img", true, "/img/a.png", Some("a.png")),
+            // Found by fuzzing: a stripped "/img" left "../secret" to open beneath the root.
+            ("/img", true, "/img../secret", None),
+            ("/img", true, "/imgx/a", None),
+            ("/img", false, "/img../secret", Some("img../secret")),
+        ];
+        for &(prefix, strip, path, expected) in cases {
+            let route = route(prefix, strip);
+            let got = route.matches(path).then(|| route.beneath(path));
+            assert_eq!(got, expected, "{prefix} strip={strip} {path}");
+        }
     }
 }

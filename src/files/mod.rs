@@ -1,7 +1,8 @@
-//! Static files: target -> path under a root, conditional and range requests, MIME, cache.
+//! Static files: a path beneath a root to a response, with conditional and range requests,
+//! MIME types, precompressed siblings and a cache.
 //!
 //! [`StaticFiles`] answers GET and HEAD for the routes that have a `root`. Paths arrive
-//! already decoded and normalized (see [`resolve`]); the kernel then keeps every open
+//! already decoded and normalized (`http::target`); the kernel then keeps every open
 //! beneath the root (`openat2`), so no request can reach a file outside it.
 
 mod cache;
@@ -9,7 +10,6 @@ pub mod conditional;
 pub mod mime;
 pub mod range;
 mod representation;
-pub mod resolve;
 mod respond;
 
 use std::os::fd::OwnedFd;
@@ -19,10 +19,11 @@ use std::time::Instant;
 use crate::config::{Dotfiles, FileOptions, Route};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::{self, Persistence};
+use crate::http::target;
 use crate::sys::{self, OpenMode};
 use cache::{FileCache, Lookup, Resource};
 use representation::{Coding, Describe, OpenError, Opened};
-pub use respond::{Body, FileBody, Served, SharedBody};
+pub use respond::{Body, Served};
 
 /// One request for a static file, as the connection hands it over.
 pub struct FileRequest<'a> {
@@ -127,7 +128,7 @@ impl StaticFiles {
         if !matches!(head.method, Method::Get | Method::Head) {
             return Ok(simple(reply, 405, &[("Allow", b"GET, HEAD")]));
         }
-        if request.options.dotfiles != Dotfiles::Allow && resolve::has_dot_segment(request.path) {
+        if request.options.dotfiles != Dotfiles::Allow && target::has_dot_segment(request.path) {
             let status = if request.options.dotfiles == Dotfiles::Deny {
                 403
             } else {
@@ -135,7 +136,7 @@ impl StaticFiles {
             };
             return Ok(simple(reply, status, &[]));
         }
-        let relative = resolve::beneath_route(request.path, request.route);
+        let relative = request.route.beneath(request.path);
         let found = match self.find(request.route_id, relative, request.options, now) {
             Ok(found) => found,
             Err(OpenError::NotFound) => match request.options.fallback {
@@ -151,10 +152,7 @@ impl StaticFiles {
                 return Ok(simple(reply, 301, &[("Location", &location)]));
             }
         };
-        let accepted = head
-            .accept_encoding
-            .map(|s| s.of(request.buf))
-            .unwrap_or_default();
+        let accepted = head.field(request.buf, "accept-encoding").unwrap_or_default();
         let rep = [(Coding::Brotli, &resource.brotli), (Coding::Gzip, &resource.gzip)]
             .into_iter()
             .find_map(|(coding, rep)| {
@@ -266,7 +264,7 @@ fn redirect_location(target: &[u8], normalized: &str) -> Vec<u8> {
     if !target.starts_with(b"/") {
         return format!("{normalized}/").into_bytes();
     }
-    let split = resolve::query_start(target);
+    let split = target::query_start(target);
     let mut location = target[..split].to_vec();
     location.push(b'/');
     location.extend_from_slice(&target[split..]);

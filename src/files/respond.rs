@@ -1,6 +1,5 @@
 //! Answering a request from one representation: validators, ranges, head and body.
 
-use std::fs::File;
 use std::rc::Rc;
 
 use super::conditional;
@@ -8,26 +7,11 @@ use super::range::{parse_range, RangeRequest};
 use super::representation::{Content, Representation};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::{self, Persistence};
+use crate::io::{FileBody, SharedBody};
 
 /// In-memory bodies up to this size are copied after the head (one write sends both);
 /// larger ones are shared with the cache, so a client that reads slowly pins no copy.
 const COPY_LIMIT_BYTES: usize = 16 * 1024;
-
-/// A byte range of an open file still to be sent with sendfile.
-#[derive(Debug, Clone)]
-pub struct FileBody {
-    pub file: Rc<File>,
-    pub offset: u64,
-    pub len: u64,
-}
-
-/// A byte range of a cached file's contents, shared with the cache rather than copied.
-#[derive(Debug, Clone)]
-pub struct SharedBody {
-    pub bytes: Rc<[u8]>,
-    pub start: usize,
-    pub end: usize,
-}
 
 /// A response body sent after the bytes already written to the output buffer.
 #[derive(Debug)]
@@ -65,8 +49,8 @@ pub fn respond(
     date: &[u8],
     persistence: Persistence,
 ) -> Served {
-    let header = |slice: Option<crate::http::request::Slice>| slice.map(|s| s.of(buf));
-    let not_modified = match (header(head.if_none_match), header(head.if_modified_since)) {
+    let header = |name: &str| head.field(buf, name);
+    let not_modified = match (header("if-none-match"), header("if-modified-since")) {
         (Some(tags), _) => conditional::none_match(tags, &rep.etag),
         (None, Some(date)) => conditional::not_modified_since(date, rep.identity.mtime),
         (None, None) => false,
@@ -78,9 +62,9 @@ pub fn respond(
         return Served::written(304, 0);
     }
     let size = rep.identity.size;
-    let range = match header(head.range) {
+    let range = match header("range") {
         Some(value) if head.method == Method::Get => {
-            let allowed = header(head.if_range)
+            let allowed = header("if-range")
                 .is_none_or(|v| conditional::if_range_allows(v, &rep.etag, rep.identity.mtime));
             if allowed {
                 parse_range(value, size)

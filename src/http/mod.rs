@@ -4,3 +4,4 @@ pub mod chunked;
 pub mod hop;
 pub mod request;
 pub mod response;
+pub mod target;

@@ -1,12 +1,36 @@
 //! Request heads: httparse does the tokenizing; this module makes the framing and
 //! persistence decisions and rejects every ambiguity instead of guessing.
 //!
-//! A parsed [`RequestHead`] holds no borrowed data: header values are [`Slice`]s into the
-//! buffer the head was parsed from, which the caller keeps until the request is answered.
+//! A parsed [`RequestHead`] holds no borrowed data: it indexes every header line once, as
+//! [`Slice`]s into the buffer the head was parsed from, which the caller keeps until the
+//! request is answered. Lookups by name and walks in order read that index; nothing parses
+//! the head a second time.
 
 use std::mem::MaybeUninit;
 
-use crate::config::{Limits, MAX_HEADERS_CEILING};
+/// Largest `max_headers` accepted: the parser and the index keep their tables inline.
+pub const MAX_HEADERS_CEILING: usize = 256;
+
+/// What a request head may hold (from the config's `[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Request line plus headers; over it: 431 (414 if the request line alone is over).
+    pub max_header_bytes: usize,
+    /// Header lines; over it: 431. At most [`MAX_HEADERS_CEILING`].
+    pub max_headers: usize,
+    /// A declared Content-Length over this: 413.
+    pub max_body_bytes: u64,
+}
+
+impl Default for HeadLimits {
+    fn default() -> HeadLimits {
+        HeadLimits {
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
 
 /// A byte range in the buffer a head was parsed from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -16,7 +40,7 @@ pub struct Slice {
 }
 
 impl Slice {
-    fn within(buf: &[u8], part: &[u8]) -> Slice {
+    pub(crate) fn within(buf: &[u8], part: &[u8]) -> Slice {
         let start = part.as_ptr() as usize - buf.as_ptr() as usize;
         Slice {
             start: start as u32,
@@ -87,8 +111,15 @@ pub enum ClientWish {
     KeepAlive,
 }
 
+/// One header line: its name and its value (without surrounding whitespace).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Field {
+    pub name: Slice,
+    pub value: Slice,
+}
+
 /// A complete, validated request head.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RequestHead {
     pub method: Method,
     pub method_name: Slice,
@@ -101,16 +132,11 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// HTTP/1.1 `Connection: upgrade` with an `Upgrade` header: a protocol switch (WebSocket).
     pub upgrade: bool,
+    /// The Host header (at most one is accepted).
     pub host: Option<Slice>,
-    pub if_none_match: Option<Slice>,
-    pub if_modified_since: Option<Slice>,
-    pub range: Option<Slice>,
-    pub if_range: Option<Slice>,
-    pub accept_encoding: Option<Slice>,
-    pub referer: Option<Slice>,
-    pub user_agent: Option<Slice>,
-    /// `X-Request-Id` as the client sent it (the last one, if repeated).
-    pub request_id: Option<Slice>,
+    /// Every header line, in order: `fields[..field_count]`.
+    fields: [Field; MAX_HEADERS_CEILING],
+    field_count: u16,
 }
 
 impl RequestHead {
@@ -121,6 +147,31 @@ impl RequestHead {
             (Version::Http11, _) => true,
             (Version::Http10, wish) => wish == ClientWish::KeepAlive,
         }
+    }
+
+    /// Every header line, in the order received.
+    pub fn fields(&self) -> &[Field] {
+        &self.fields[..usize::from(self.field_count)]
+    }
+
+    /// The value of the header `name` (any case), the last line's if it is repeated.
+    pub fn field<'b>(&self, buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
+        self.fields_named(buf, name).last()
+    }
+
+    /// The values of every line of the header `name` (any case), in order.
+    pub fn fields_named<'s, 'b>(
+        &'s self,
+        buf: &'b [u8],
+        name: &'s str,
+    ) -> impl Iterator<Item = &'b [u8]> + Clone + 's
+    where
+        'b: 's,
+    {
+        self.fields()
+            .iter()
+            .filter(move |f| f.name.of(buf).eq_ignore_ascii_case(name.as_bytes()))
+            .map(move |f| f.value.of(buf))
     }
 
     /// The request line as sent (method, target, version), for the access log.
@@ -175,7 +226,7 @@ impl HeadError {
 
 /// Parses a request head at the start of `buf`. `Ok(None)` means more bytes are needed
 /// (the caller enforces the size limit on incomplete heads with [`incomplete_error`]).
-pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
+pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHead>, HeadError> {
     let mut headers: [MaybeUninit<httparse::Header>; MAX_HEADERS_CEILING] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS_CEILING];
     let mut req = httparse::Request::new(&mut []);
@@ -208,20 +259,20 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadErr
         expect_continue: false,
         upgrade: false,
         host: None,
-        if_none_match: None,
-        if_modified_since: None,
-        range: None,
-        if_range: None,
-        accept_encoding: None,
-        referer: None,
-        user_agent: None,
-        request_id: None,
+        fields: [Field::default(); MAX_HEADERS_CEILING],
+        field_count: 0,
     };
-    let mut fields = Fields::default();
-    for header in req.headers.iter() {
-        fields.note(&mut head, buf, header)?;
+    let mut facts = Facts::default();
+    for (index, header) in req.headers.iter().enumerate() {
+        let value = trim(header.value);
+        head.fields[index] = Field {
+            name: Slice::within(buf, header.name.as_bytes()),
+            value: Slice::within(buf, value),
+        };
+        head.field_count = index as u16 + 1;
+        facts.note(&mut head, header.name, value)?;
     }
-    fields.finish(&mut head, limits)?;
+    facts.finish(&mut head, limits)?;
     Ok(Some(head))
 }
 
@@ -254,7 +305,7 @@ fn version_error(buf: &[u8]) -> HeadError {
 
 /// Header facts gathered across lines, decided on once all lines are seen.
 #[derive(Default)]
-struct Fields {
+struct Facts {
     hosts: u32,
     connection_upgrade: bool,
     upgrade_header: bool,
@@ -263,19 +314,11 @@ struct Fields {
     chunked_last: bool,
 }
 
-impl Fields {
-    fn note(
-        &mut self,
-        head: &mut RequestHead,
-        buf: &[u8],
-        header: &httparse::Header,
-    ) -> Result<(), HeadError> {
-        let name = header.name;
-        let value = trim(header.value);
-        let slice = Slice::within(buf, value);
+impl Facts {
+    fn note(&mut self, head: &mut RequestHead, name: &str, value: &[u8]) -> Result<(), HeadError> {
         if name.eq_ignore_ascii_case("host") {
             self.hosts += 1;
-            head.host = Some(slice);
+            head.host = Some(head.fields[usize::from(head.field_count) - 1].value);
         } else if name.eq_ignore_ascii_case("content-length") {
             let length = parse_length(value).ok_or(HeadError::BadContentLength)?;
             if self.content_length.is_some_and(|seen| seen != length) {
@@ -307,24 +350,11 @@ impl Fields {
                 return Err(HeadError::UnsupportedExpectation);
             }
             head.expect_continue = true;
-        } else {
-            let field = match name.len() {
-                5 if name.eq_ignore_ascii_case("range") => &mut head.range,
-                7 if name.eq_ignore_ascii_case("referer") => &mut head.referer,
-                8 if name.eq_ignore_ascii_case("if-range") => &mut head.if_range,
-                10 if name.eq_ignore_ascii_case("user-agent") => &mut head.user_agent,
-                12 if name.eq_ignore_ascii_case("x-request-id") => &mut head.request_id,
-                13 if name.eq_ignore_ascii_case("if-none-match") => &mut head.if_none_match,
-                15 if name.eq_ignore_ascii_case("accept-encoding") => &mut head.accept_encoding,
-                17 if name.eq_ignore_ascii_case("if-modified-since") => &mut head.if_modified_since,
-                _ => return Ok(()),
-            };
-            *field = Some(slice);
         }
         Ok(())
     }
 
-    fn finish(self, head: &mut RequestHead, limits: &Limits) -> Result<(), HeadError> {
+    fn finish(self, head: &mut RequestHead, limits: &HeadLimits) -> Result<(), HeadError> {
         let host_ok = match head.version {
             Version::Http11 => self.hosts == 1,
             Version::Http10 => self.hosts <= 1,
@@ -380,7 +410,7 @@ mod tests {
     use super::*;
 
     fn parse_all(text: &str) -> Result<Option<RequestHead>, HeadError> {
-        parse(text.as_bytes(), &Limits::default())
+        parse(text.as_bytes(), &HeadLimits::default())
     }
 
     #[test]
@@ -389,12 +419,39 @@ mod tests {
         let head = parse_all(text).unwrap().unwrap();
         assert_eq!(head.len, text.len() - 4);
         assert_eq!(head.target.of(text.as_bytes()), b"/a?b=c");
-        assert_eq!(head.user_agent.unwrap().of(text.as_bytes()), b"t");
+        assert_eq!(head.field(text.as_bytes(), "user-agent"), Some(&b"t"[..]));
         assert_eq!(head.request_line(text.as_bytes()), b"GET /a?b=c HTTP/1.1");
         assert!(head.wants_keep_alive());
         for cut in 0..head.len {
             assert!(parse_all(&text[..cut]).unwrap().is_none(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn every_header_is_indexed_in_order() {
+        let text = "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.1.1.1\r\nAccept:  */*  \r\nx-forwarded-for: 2.2.2.2\r\n\r\n";
+        let buf = text.as_bytes();
+        let head = parse_all(text).unwrap().unwrap();
+        let lines: Vec<(&[u8], &[u8])> = head
+            .fields()
+            .iter()
+            .map(|f| (f.name.of(buf), f.value.of(buf)))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (&b"Host"[..], &b"x"[..]),
+                (b"X-Forwarded-For", b"1.1.1.1"),
+                (b"Accept", b"*/*"),
+                (b"x-forwarded-for", b"2.2.2.2")
+            ]
+        );
+        assert_eq!(head.field(buf, "ACCEPT"), Some(&b"*/*"[..]));
+        assert_eq!(head.field(buf, "x-forwarded-for"), Some(&b"2.2.2.2"[..]));
+        let all: Vec<&[u8]> = head.fields_named(buf, "X-Forwarded-For").collect();
+        assert_eq!(all, [&b"1.1.1.1"[..], b"2.2.2.2"]);
+        assert_eq!(head.field(buf, "referer"), None);
+        assert_eq!(head.host.unwrap().of(buf), b"x");
     }
 
     #[test]
@@ -516,10 +573,10 @@ mod tests {
 
     #[test]
     fn limits_on_size_and_count() {
-        let limits = Limits {
+        let limits = HeadLimits {
             max_header_bytes: 1024,
             max_headers: 3,
-            ..Limits::default()
+            ..HeadLimits::default()
         };
         let many = "GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
         assert_eq!(

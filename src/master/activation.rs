@@ -121,7 +121,7 @@ pub fn take_from_env(addresses: &[(SocketAddr, usize)]) -> Result<Shared, Activa
         } else {
             format!(" ({name})")
         };
-        let socket = sys::adopt_listener(fd)
+        let socket = sys::adopt_listener(fd, None)
             .filter(|socket| socket.set_nonblocking(true).is_ok())
             .ok_or_else(|| ActivationError::NotAListener {
                 fd,

@@ -78,8 +78,9 @@ pub fn inherited() -> Option<(TcpListener, SocketAddr)> {
     let value = std::env::var(INHERITED_ADMIN_VAR).ok()?;
     std::env::remove_var(INHERITED_ADMIN_VAR);
     let (fd, addr) = value.split_once('@')?;
-    let listener = sys::adopt_listener(fd.parse().ok()?)?;
-    Some((listener, addr.parse().ok()?))
+    let addr: SocketAddr = addr.parse().ok()?;
+    let listener = sys::adopt_listener(fd.parse().ok()?, Some(addr))?;
+    Some((listener, addr))
 }
 
 fn head_complete(buf: &[u8]) -> bool {

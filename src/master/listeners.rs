@@ -64,7 +64,7 @@ impl Spare {
             let (Ok(fd), Ok(addr)) = (fd.parse(), addr.parse()) else {
                 continue;
             };
-            if let Some(socket) = sys::adopt_listener(fd) {
+            if let Some(socket) = sys::adopt_listener(fd, Some(addr)) {
                 spare.by_addr.entry(addr).or_default().push(socket);
             }
         }

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -46,10 +46,7 @@ impl Handoff {
         // Our own children must not see the variables of this upgrade.
         std::env::remove_var(READY_FD_VAR);
         std::env::remove_var(INHERITED_FDS_VAR);
-        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).ok()?;
-        // SAFETY: the old master created this pipe end for us alone and passed its number.
-        let pipe = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        let _ = sys::set_cloexec(&pipe, true);
+        let pipe = sys::adopt_pipe(fd)?;
         Some(Handoff { pipe })
     }
 }

@@ -5,14 +5,14 @@
 //! upstream at most `UPLOAD_BUFFER_BYTES` ahead, and the upstream is read only while the
 //! client's output backlog is small, so a slow side slows the other instead of filling memory.
 
-use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use super::balance::{InFlight, Tried};
+use super::balance::{hash_key, InFlight, Tried};
 use super::forward::{self, Forward};
 use super::response::{self, ClientBody, UpstreamBody, UpstreamHead};
 use super::Upstreams;
@@ -20,10 +20,8 @@ use crate::config::{Balance, HashKey};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Framing, Method, RequestHead, Version};
 use crate::http::response::Persistence;
+use crate::io::{Buffers, Filled, Input, Output, Transport};
 use crate::stats::UpstreamError;
-use crate::worker::buffers::Buffers;
-use crate::worker::input::{Filled, Input};
-use crate::worker::output::Output;
 
 /// Request bytes buffered toward the upstream before the client is read further.
 const UPLOAD_BUFFER_BYTES: usize = 64 * 1024;
@@ -162,7 +160,8 @@ pub struct Exchange {
     upgrade: bool,
     client_http11: bool,
     persistence: Persistence,
-    hash_key: Vec<u8>,
+    /// The hash policy's value of this request's key.
+    hash_key: u64,
     max_body_bytes: u64,
     /// Bytes for the upstream (head, then re-framed body) and how many went out.
     to_upstream: Vec<u8>,
@@ -176,10 +175,6 @@ pub struct Exchange {
     /// Interim (1xx) responses dropped so far.
     interim: u32,
     body_bytes: u64,
-    /// The upstream socket may have bytes (an event came since the last read would block).
-    readable: bool,
-    /// The upstream's FIN was signalled: read on until EOF, a short read proves nothing.
-    eof_pending: bool,
     pub deadline: Instant,
     /// When the request was routed here (its latency runs until the response head).
     started: Instant,
@@ -203,17 +198,11 @@ impl Exchange {
         forward::write_head(&forward, &mut to_upstream);
         let config = env.upstreams.list[start.upstream].config;
         let hash_key = match &config.balance {
-            Balance::Hash(HashKey::Header(name)) => {
-                let mut value = Vec::new();
-                forward::for_each_header(start.buf, head.len, |n, v| {
-                    if n.eq_ignore_ascii_case(name) {
-                        value = v.to_vec();
-                    }
-                });
-                value
+            Balance::Hash(HashKey::Header(name)) => hash_key(head.field(start.buf, name).unwrap_or_default()),
+            Balance::Hash(HashKey::ClientIp) => {
+                hash_key(forward::client_ip_text(start.peer.ip(), &mut [0; 48]))
             }
-            Balance::Hash(HashKey::ClientIp) => start.peer.ip().to_string().into_bytes(),
-            Balance::RoundRobin | Balance::LeastConn => Vec::new(),
+            Balance::RoundRobin | Balance::LeastConn => 0,
         };
         let mut exchange = Exchange {
             upstream: start.upstream,
@@ -245,8 +234,6 @@ impl Exchange {
             head: None,
             interim: 0,
             body_bytes: 0,
-            readable: false,
-            eof_pending: false,
             deadline: env.now + config.connect_timeout,
             started: env.now,
         };
@@ -264,8 +251,7 @@ impl Exchange {
 
     /// Notes a readiness event on the upstream socket (`read_closed`: it carried the FIN).
     pub fn mark_readable(&mut self, read_closed: bool) {
-        self.readable = true;
-        self.eof_pending |= read_closed;
+        self.from_upstream.mark_readable(read_closed);
     }
 
     /// How the client connection continues after this exchange.
@@ -294,7 +280,7 @@ impl Exchange {
             let state = &mut env.upstreams.list[self.upstream];
             let server = state
                 .balancer
-                .pick(&self.hash_key, &self.tried, env.now)
+                .pick(self.hash_key, &self.tried, env.now)
                 .ok_or(Failure::BadGateway)?;
             self.tried.insert(server);
             self.server = server;
@@ -306,8 +292,7 @@ impl Exchange {
                 if idle.token == self.token
                     || env.registry.reregister(&mut stream, self.token, interest).is_ok()
                 {
-                    self.readable = false;
-                    self.eof_pending = false;
+                    self.from_upstream.await_event();
                     self.link = Link::Open { stream, pooled: true };
                     self.deadline = env.now + env.upstreams.list[self.upstream].config.send_timeout;
                     return Ok(());
@@ -316,8 +301,7 @@ impl Exchange {
             let addr = env.upstreams.list[self.upstream].config.servers[server].addr;
             match self.open(addr, env) {
                 Ok(stream) => {
-                    self.readable = false;
-                    self.eof_pending = false;
+                    self.from_upstream.await_event();
                     self.link = Link::Connecting(stream);
                     self.deadline = env.now + env.upstreams.list[self.upstream].config.connect_timeout;
                     return Ok(());
@@ -369,16 +353,14 @@ impl Exchange {
         if matches!(self.download, Download::Tunnel { .. }) {
             return self.tunnel(client_in, client_eof, client_out, env, progress);
         }
-        if self.readable && client_out.backlog_bytes() < DOWNLOAD_HIGH_WATER_BYTES {
+        if client_out.backlog_bytes() < DOWNLOAD_HIGH_WATER_BYTES {
             match self.from_upstream.fill(self.link.stream(), UPSTREAM_INPUT_BYTES) {
-                Ok(Filled::Bytes { drained, .. }) => {
-                    self.readable = !drained || self.eof_pending;
+                Ok(Filled::Bytes(_)) => {
                     progress = true;
                     self.deadline = env.now + self.config(env).read_timeout;
                 }
                 Ok(Filled::Eof) => return self.upstream_ended(client_out, env),
-                Ok(Filled::WouldBlock) => self.readable = false,
-                Ok(Filled::Full) => {}
+                Ok(Filled::Nothing | Filled::Full) => {}
                 Err(_) => return self.lost_upstream(env),
             }
         }
@@ -473,7 +455,7 @@ impl Exchange {
     fn send(&mut self, env: &Env) -> Result<bool, ()> {
         let mut moved = false;
         while self.sent < self.to_upstream.len() {
-            match self.link.stream().write(&self.to_upstream[self.sent..]) {
+            match Transport::write(self.link.stream(), &self.to_upstream[self.sent..], false) {
                 Ok(0) => return Err(()),
                 Ok(n) => {
                     self.sent += n;
@@ -795,17 +777,13 @@ impl Exchange {
         }
         if client_eof && client_in.is_empty() && !client_closed && self.sent == self.to_upstream.len() {
             client_closed = true;
-            let _ = self.link.stream().shutdown(Shutdown::Write);
+            let _ = self.link.stream().shutdown_write();
         }
-        if self.readable && client_out.backlog_bytes() < DOWNLOAD_HIGH_WATER_BYTES && !upstream_closed {
+        if client_out.backlog_bytes() < DOWNLOAD_HIGH_WATER_BYTES && !upstream_closed {
             match self.from_upstream.fill(self.link.stream(), UPSTREAM_INPUT_BYTES) {
-                Ok(Filled::Bytes { drained, .. }) => {
-                    self.readable = !drained || self.eof_pending;
-                    progress = true;
-                }
+                Ok(Filled::Bytes(_)) => progress = true,
                 Ok(Filled::Eof) | Err(_) => upstream_closed = true,
-                Ok(Filled::WouldBlock) => self.readable = false,
-                Ok(Filled::Full) => {}
+                Ok(Filled::Nothing | Filled::Full) => {}
             }
             let data = self.from_upstream.data();
             if !data.is_empty() {

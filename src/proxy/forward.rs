@@ -4,12 +4,10 @@
 //! Invariant: the upstream sees exactly one framing header (or none for no body), whatever
 //! the client sent, and never a header the client's `Connection` header named.
 
-use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
-use crate::config::MAX_HEADERS_CEILING;
 use crate::http::hop::{self, ConnectionOptions};
-use crate::http::request::{trim, Framing, RequestHead};
+use crate::http::request::{Framing, RequestHead};
 use crate::http::response::push_number;
 
 /// Besides the hop-by-hop headers (`hop::is_dropped`), what the upstream never gets as the
@@ -34,37 +32,13 @@ pub struct Forward<'a> {
     pub client_ip: IpAddr,
     /// Where the target the upstream sees starts in the raw target: past an absolute-form
     /// target's scheme and authority, and past the route prefix when the route strips it
-    /// (`files::resolve::upstream_target_start`).
+    /// (`http::target::upstream_target_start`).
     pub target_start: usize,
     /// The client asked to switch protocols (WebSocket): the Upgrade header is kept.
     pub upgrade: bool,
     /// The request's id, sent as `X-Request-Id` (the client's own one is dropped: this is
     /// either a copy of it, when sane, or a replacement).
     pub request_id: &'a [u8],
-}
-
-/// A head's header lines, parsed once.
-struct Headers<'h, 'b> {
-    lines: &'h [httparse::Header<'b>],
-}
-
-/// Room for the most header lines a head may have, left uninitialised (no 8 KiB memset).
-type Storage<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS_CEILING];
-
-fn storage<'b>() -> Storage<'b> {
-    [const { MaybeUninit::uninit() }; MAX_HEADERS_CEILING]
-}
-
-impl<'h, 'b> Headers<'h, 'b> {
-    fn parse(buf: &'b [u8], head_len: usize, storage: &'h mut Storage<'b>) -> Headers<'h, 'b> {
-        let mut req = httparse::Request::new(&mut []);
-        let lines: &'h [httparse::Header<'b>] = match req.parse_with_uninit_headers(&buf[..head_len], storage)
-        {
-            Ok(httparse::Status::Complete(_)) => req.headers,
-            _ => &[],
-        };
-        Headers { lines }
-    }
 }
 
 /// Writes the upstream request head (through the empty line) into `out`.
@@ -75,22 +49,16 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     out.push(b' ');
     write_target(&head.target.of(buf)[forward.target_start..], out);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut storage = storage();
-    let headers = Headers::parse(buf, head.len, &mut storage);
-    let connection = ConnectionOptions::of(headers.lines);
+    let connection = ConnectionOptions::of(head.fields_named(buf, "connection"));
     let mut host_seen = false;
-    let mut forwarded_for: Option<&[u8]> = None;
-    for line in headers.lines {
-        let name = line.name;
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
-            forwarded_for = Some(trim(line.value));
-        }
-        let keep_upgrade = forward.upgrade && name.eq_ignore_ascii_case("upgrade");
+    for field in head.fields() {
+        let name = field.name.of(buf);
+        let keep_upgrade = forward.upgrade && name.eq_ignore_ascii_case(b"upgrade");
         if !keep_upgrade && (hop::is_dropped(name, REWRITTEN) || connection.name(name)) {
             continue;
         }
-        host_seen |= name.eq_ignore_ascii_case("host");
-        header(out, name.as_bytes(), trim(line.value));
+        host_seen |= name.eq_ignore_ascii_case(b"host");
+        header(out, name, field.value.of(buf));
     }
     if !host_seen {
         // An HTTP/1.0 client may omit Host; HTTP/1.1 upstreams require one.
@@ -98,9 +66,13 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     }
     let mut ip_text = [0u8; 48];
     let ip = format_ip(forward.client_ip, &mut ip_text);
+    // Every X-Forwarded-For line the client sent, in order, then the client itself.
     out.extend_from_slice(b"X-Forwarded-For: ");
-    if let Some(existing) = forwarded_for {
-        out.extend_from_slice(existing);
+    for earlier in head
+        .fields_named(buf, "x-forwarded-for")
+        .filter(|v| !v.is_empty())
+    {
+        out.extend_from_slice(earlier);
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(ip);
@@ -150,29 +122,26 @@ fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Calls `f(name, value)` for every header line of the (already validated) head in `buf`.
-pub fn for_each_header<'b>(buf: &'b [u8], head_len: usize, mut f: impl FnMut(&'b str, &'b [u8])) {
-    let mut storage = storage();
-    for h in Headers::parse(buf, head_len, &mut storage).lines {
-        f(h.name, trim(h.value));
-    }
+/// Formats `ip` as text into `into` without allocating (for a hash of the client address).
+pub fn client_ip_text(ip: IpAddr, into: &mut [u8; 48]) -> &[u8] {
+    format_ip(ip, into)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Limits;
-    use crate::files::resolve;
     use crate::http::request;
+    use crate::http::request::HeadLimits;
+    use crate::http::target;
 
     /// The head sent upstream for the request `text` on a route that strips `strip`.
     fn forwarded(text: &str, strip: Option<&str>) -> String {
-        let head = request::parse(text.as_bytes(), &Limits::default())
+        let head = request::parse(text.as_bytes(), &HeadLimits::default())
             .unwrap()
             .unwrap();
         let target = head.target.of(text.as_bytes());
-        let routed = resolve::resolve_target(target).unwrap().path;
-        let target_start = resolve::upstream_target_start(target, &routed, strip).unwrap();
+        let routed = target::resolve_target(target).unwrap().path;
+        let target_start = target::upstream_target_start(target, &routed, strip).unwrap();
         let upgrade = head.upgrade;
         let forward = Forward {
             head: &head,
@@ -269,6 +238,17 @@ mod tests {
         );
         let plain = "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n";
         assert!(!forwarded(plain, None).contains("Upgrade"));
+    }
+
+    #[test]
+    fn every_forwarded_for_line_is_kept_in_order() {
+        let text = "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2\r\nX-Forwarded-For: 3.3.3.3\r\nx-forwarded-for:\r\n\r\n";
+        let out = forwarded(text, None);
+        assert_eq!(out.matches("X-Forwarded-For").count(), 1, "{out}");
+        assert!(
+            out.contains("X-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9\r\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -166,14 +166,20 @@ pub fn write_client_head(
     out.push(b' ');
     out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let connection = ConnectionOptions::of(response.headers);
+    let connection = ConnectionOptions::of(
+        (response.headers.iter())
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .map(|h| h.value),
+    );
     let switching = head.status == 101;
     let mut has_date = false;
     for header in response.headers.iter() {
         let name = header.name;
         // A protocol switch is end to end: its Upgrade header goes through.
         let passes_upgrade = switching && name.eq_ignore_ascii_case("upgrade");
-        if !passes_upgrade && (hop::is_dropped(name, REWRITTEN) || connection.name(name)) {
+        if !passes_upgrade
+            && (hop::is_dropped(name.as_bytes(), REWRITTEN) || connection.name(name.as_bytes()))
+        {
             continue;
         }
         has_date |= name.eq_ignore_ascii_case("date");

@@ -3,16 +3,18 @@
 //! This is the only module allowed to contain `unsafe`; every block states why it is sound.
 
 mod fs;
+mod net;
 mod notify;
 mod process;
 mod signals;
 mod steer;
 
 pub use fs::{open_beneath, open_dir, Access, OpenMode};
+pub use net::{send_more, unsent_bytes};
 pub use notify::Notifier;
 pub use process::{
-    adopt_listener, close_fds_except, drop_privileges, fork, hand_over, name_process, raise_nofile_limit,
-    redirect_stderr, set_cloexec, DropError, Forked, NofileLimit,
+    adopt_listener, adopt_pipe, close_fds_except, drop_privileges, fork, hand_over, name_process,
+    raise_nofile_limit, redirect_stderr, set_cloexec, DropError, Forked, NofileLimit,
 };
 pub use signals::{SignalReader, HANDLED};
 pub use steer::steer;

@@ -117,22 +117,53 @@ pub fn close_fds_except(keep: &[std::os::fd::RawFd]) {
     }
 }
 
-/// Takes ownership of a listening socket fd inherited from an upgrading master.
+/// Takes ownership of a listening socket fd inherited from an upgrading master or systemd.
 ///
-/// Returns `None` unless `fd` is an open listening TCP socket (so a wrong number in the
-/// environment can never capture some other file).
-pub fn adopt_listener(fd: std::os::fd::RawFd) -> Option<std::net::TcpListener> {
-    use nix::sys::socket::{getsockopt, sockopt};
+/// Returns `None` unless `fd` is above stderr and an open, listening TCP socket over IPv4 or
+/// IPv6, bound to `expected` when one is given (so a wrong number in the environment can
+/// never capture stdio, a unix socket, or some other file or socket).
+pub fn adopt_listener(
+    fd: std::os::fd::RawFd,
+    expected: Option<std::net::SocketAddr>,
+) -> Option<std::net::TcpListener> {
+    use nix::sys::socket::{getsockopt, sockopt, SockType};
     use std::os::fd::{BorrowedFd, FromRawFd};
-    // SAFETY: borrowed only for the checks below, while the fd is known to be open (fcntl).
+    if fd <= 2 {
+        return None;
+    }
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).ok()?;
+    // SAFETY: borrowed only for the checks below, while the fd is known to be open (fcntl).
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    if !getsockopt(&borrowed, sockopt::AcceptConn).ok()? {
+    if getsockopt(&borrowed, sockopt::SockType).ok()? != SockType::Stream
+        || !getsockopt(&borrowed, sockopt::AcceptConn).ok()?
+    {
+        return None;
+    }
+    // Only IPv4 and IPv6 addresses convert (a unix socket's does not).
+    let bound = socket2::SockRef::from(&borrowed).local_addr().ok()?.as_socket()?;
+    if expected.is_some_and(|addr| addr != bound) {
         return None;
     }
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).ok()?;
-    // SAFETY: the fd is open, a listening socket, and was handed to this process to own.
+    // SAFETY: the fd is open, a listening TCP socket, and was handed to this process to own.
     Some(unsafe { std::net::TcpListener::from_raw_fd(fd) })
+}
+
+/// Takes ownership of the pipe end an upgrading master passed by number; `None` unless
+/// `fd` is above stderr and an open pipe.
+pub fn adopt_pipe(fd: std::os::fd::RawFd) -> Option<std::fs::File> {
+    use nix::sys::stat::{fstat, SFlag};
+    use std::os::fd::FromRawFd;
+    if fd <= 2 {
+        return None;
+    }
+    let stat = fstat(fd).ok()?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFIFO {
+        return None;
+    }
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).ok()?;
+    // SAFETY: the fd is an open pipe the old master created for this process alone.
+    Some(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 /// Clears or sets close-on-exec on `fd` (for passing sockets to a new executable).
@@ -152,4 +183,36 @@ pub fn redirect_stderr(path: &std::path::Path) -> std::io::Result<()> {
     let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     nix::unistd::dup2(file.as_raw_fd(), 2)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsRawFd, IntoRawFd};
+
+    #[test]
+    fn only_listening_tcp_sockets_named_right_are_adopted() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fd = listener.into_raw_fd();
+        let elsewhere = "127.0.0.1:1".parse().unwrap();
+        assert!(adopt_listener(fd, Some(elsewhere)).is_none(), "another address");
+        let adopted = adopt_listener(fd, Some(addr)).expect("still open after the refusal");
+        assert_eq!(adopted.local_addr().unwrap(), addr);
+        for stdio in 0..=2 {
+            assert!(adopt_listener(stdio, None).is_none(), "fd {stdio}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let unix = std::os::unix::net::UnixListener::bind(dir.path().join("s")).unwrap();
+        assert!(adopt_listener(unix.as_raw_fd(), None).is_none(), "a unix socket");
+        let connected = std::net::TcpStream::connect(addr).unwrap();
+        assert!(
+            adopt_listener(connected.as_raw_fd(), None).is_none(),
+            "not listening"
+        );
+        let (pipe, _) = nix::unistd::pipe().unwrap();
+        assert!(adopt_listener(pipe.as_raw_fd(), None).is_none(), "a pipe");
+        assert!(adopt_pipe(adopted.as_raw_fd()).is_none(), "a socket is no pipe");
+        assert!(adopt_pipe(pipe.into_raw_fd()).is_some());
+    }
 }

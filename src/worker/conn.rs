@@ -5,23 +5,22 @@
 //! number of rounds, so no single client can hold the worker.
 
 use std::borrow::Cow;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Registry, Token};
 
 use super::access_log::{AccessLog, Entry};
-use super::buffers::Buffers;
 use super::clock::Clock;
-use super::input::{Filled, Input};
-use super::output::{Flush, Output};
 use super::request_id::{RequestId, RequestIds};
 use crate::config::{FileOptions, Limits, Route, Serve};
-use crate::files::{resolve, Answer, FileRequest, Reply, Served, StaticFiles};
+use crate::files::{Answer, Body, FileRequest, Reply, Served, StaticFiles};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{self, Framing, Method, RequestHead};
 use crate::http::response::{self, Persistence};
+use crate::http::target;
+use crate::io::{Buffers, Filled, Flush, Input, Output, Transport};
 use crate::proxy::{Env, Exchange, Start, Step, Upstreams};
 use crate::stats::{Counters, NO_ROUTE};
 
@@ -70,8 +69,8 @@ impl LogCopy {
     fn of(head: &RequestHead, buf: &[u8], request_id: RequestId, started: Instant) -> LogCopy {
         LogCopy {
             request_line: head.request_line(buf).to_vec(),
-            referer: head.referer.map(|s| s.of(buf).to_vec()),
-            user_agent: head.user_agent.map(|s| s.of(buf).to_vec()),
+            referer: head.field(buf, "referer").map(<[u8]>::to_vec),
+            user_agent: head.field(buf, "user-agent").map(<[u8]>::to_vec),
             request_id,
             started,
         }
@@ -92,17 +91,6 @@ struct Proxied<'l> {
 enum BodyLeft {
     Length(u64),
     Chunked(Box<ChunkedDecoder>),
-}
-
-/// What the socket's read side last told us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadSide {
-    /// There may be bytes to read.
-    Ready,
-    /// The last read would have blocked: wait for a readable event.
-    Drained,
-    /// The client closed its side.
-    Ended,
 }
 
 /// What the worker should do with the connection after driving it.
@@ -161,7 +149,6 @@ pub struct Conn {
     peer: SocketAddr,
     server: usize,
     phase: Phase,
-    read_side: ReadSide,
     input: Input,
     output: Output,
     /// When the current wait (idle, head, body, send, linger) runs out.
@@ -170,8 +157,6 @@ pub struct Conn {
     idle_since: Instant,
     /// When the current request's first bytes were processed (for the access log).
     started: Instant,
-    /// The client's FIN was signalled: read on until EOF, a short read proves nothing.
-    eof_pending: bool,
     served: u32,
 }
 
@@ -191,13 +176,11 @@ impl Conn {
             peer,
             server,
             phase: Phase::Idle,
-            read_side: ReadSide::Ready,
             input: Input::default(),
             output: Output::default(),
             deadline: now + limits.header_timeout,
             idle_since: now,
             started: now,
-            eof_pending: false,
             served: 0,
         }
     }
@@ -216,7 +199,7 @@ impl Conn {
     /// Closes an idle connection with a lingering close: our FIN goes out, and whatever the
     /// client still sends is read and dropped until it closes too.
     pub fn linger_out(&mut self, now: Instant) {
-        let _ = self.stream.shutdown(Shutdown::Write);
+        let _ = self.stream.shutdown_write();
         self.phase = Phase::Lingering;
         self.deadline = now + LINGER;
     }
@@ -230,10 +213,7 @@ impl Conn {
 
     /// Notes an event on the client socket (`read_closed`: it carried the FIN).
     pub fn mark_readable(&mut self, read_closed: bool) {
-        self.eof_pending |= read_closed;
-        if self.read_side == ReadSide::Drained {
-            self.read_side = ReadSide::Ready;
-        }
+        self.input.mark_readable(read_closed);
     }
 
     /// Runs the connection as far as it can go now, with buffers borrowed from the worker's
@@ -298,27 +278,14 @@ impl Conn {
     }
 
     fn read(&mut self, ctx: &mut Ctx) -> Result<bool, ()> {
-        if self.read_side != ReadSide::Ready {
-            return Ok(false);
-        }
         let limit = ctx.limits.max_header_bytes.max(16 * 1024);
         match self.input.fill(&mut self.stream, limit) {
-            Ok(Filled::Bytes { n, drained }) => {
+            Ok(Filled::Bytes(n)) => {
                 ctx.counters.bytes_in += n as u64;
-                if drained && !self.eof_pending {
-                    self.read_side = ReadSide::Drained;
-                }
                 Ok(true)
             }
-            Ok(Filled::WouldBlock) => {
-                self.read_side = ReadSide::Drained;
-                Ok(false)
-            }
-            Ok(Filled::Eof) => {
-                self.read_side = ReadSide::Ended;
-                Ok(true)
-            }
-            Ok(Filled::Full) => Ok(false),
+            Ok(Filled::Eof) => Ok(true),
+            Ok(Filled::Nothing | Filled::Full) => Ok(false),
             Err(_) => Err(()),
         }
     }
@@ -337,7 +304,7 @@ impl Conn {
                         self.started = ctx.clock.now;
                         self.deadline = ctx.clock.now + ctx.limits.header_timeout;
                     }
-                    match request::parse(self.input.data(), ctx.limits) {
+                    match request::parse(self.input.data(), &ctx.limits.head()) {
                         Ok(Some(head)) => self.answer(&head, ctx),
                         Ok(None) if self.input.len() >= ctx.limits.max_header_bytes => {
                             self.fail(request::incomplete_error(self.input.data()).status(), ctx)
@@ -364,7 +331,7 @@ impl Conn {
                     }
                 }
                 Phase::Proxying(proxying) => {
-                    let client_eof = self.read_side == ReadSide::Ended;
+                    let client_eof = self.input.is_ended();
                     let step =
                         proxying
                             .exchange
@@ -380,9 +347,7 @@ impl Conn {
                 }
             }
         }
-        if self.read_side == ReadSide::Ended
-            && matches!(self.phase, Phase::Idle | Phase::Head | Phase::Body(_))
-        {
+        if self.input.is_ended() && matches!(self.phase, Phase::Idle | Phase::Head | Phase::Body(_)) {
             self.phase = Phase::Closing { linger: false };
         }
         progress
@@ -449,7 +414,7 @@ impl Conn {
                     Answer::Fallback(upstream) => {
                         // The path goes as sent; an absolute-form target loses its scheme and
                         // authority (it routed, so it has an origin form).
-                        let target_start = resolve::origin_start(head.target.of(buf)).unwrap_or(0);
+                        let target_start = target::origin_start(head.target.of(buf)).unwrap_or(0);
                         return self.start_proxy(head, upstream, target_start, counted_as, persistence, ctx);
                     }
                 }
@@ -458,7 +423,7 @@ impl Conn {
         let request_id = ctx
             .log
             .wants_id(self.server)
-            .then(|| ctx.ids.pick(head.request_id.map(|s| s.of(buf))));
+            .then(|| ctx.ids.pick(head.field(buf, "x-request-id")));
         ctx.counters.count_response(counted_as, served.status);
         let entry = Entry {
             peer: self.peer,
@@ -466,15 +431,17 @@ impl Conn {
             request_line: head.request_line(buf),
             status: served.status,
             body_bytes: served.body_bytes,
-            referer: head.referer.map(|s| s.of(buf)),
-            user_agent: head.user_agent.map(|s| s.of(buf)),
+            referer: head.field(buf, "referer"),
+            user_agent: head.field(buf, "user-agent"),
             request_id: request_id.as_ref().map(RequestId::as_bytes),
             duration: ctx.clock.now.saturating_duration_since(self.started),
             upstream: None,
         };
         ctx.log.record(&entry, &ctx.clock);
-        if let Some(body) = served.body {
-            self.output.push_body(body);
+        match served.body {
+            Some(Body::File(file)) => self.output.push_file(file),
+            Some(Body::Shared(shared)) => self.output.push_shared(shared),
+            None => {}
         }
         self.input.consume(head.len);
         self.after_answer(head.framing, persistence, ctx);
@@ -516,7 +483,7 @@ impl Conn {
         if head.expect_continue {
             self.output.buffer().extend_from_slice(response::CONTINUE);
         }
-        let request_id = ctx.ids.pick(head.request_id.map(|s| s.of(buf)));
+        let request_id = ctx.ids.pick(head.field(buf, "x-request-id"));
         let log = ctx
             .log
             .is_on()
@@ -724,14 +691,14 @@ impl Conn {
     /// Called when all output is sent: closes or starts lingering if the phase says so.
     fn after_flush(&mut self, now: Instant) -> Option<Verdict> {
         match self.phase {
-            Phase::Closing { linger: true } if self.read_side != ReadSide::Ended => {
-                let _ = self.stream.shutdown(Shutdown::Write);
+            Phase::Closing { linger: true } if !self.input.is_ended() => {
+                let _ = self.stream.shutdown_write();
                 self.phase = Phase::Lingering;
                 self.deadline = now + LINGER;
                 None
             }
             Phase::Closing { .. } => Some(Verdict::Close),
-            Phase::Lingering if self.read_side == ReadSide::Ended => Some(Verdict::Close),
+            Phase::Lingering if self.input.is_ended() => Some(Verdict::Close),
             _ => None,
         }
     }
@@ -767,7 +734,7 @@ fn destination<'r, 'b>(
     first_route: usize,
 ) -> Destination<'r, 'b> {
     let target = head.target.of(buf);
-    let Ok(path) = resolve::resolve_target(target) else {
+    let Ok(path) = target::resolve_target(target) else {
         return Destination::Status(400);
     };
     let Some(at) = routes.iter().position(|(_, r)| r.matches(&path.path)) else {
@@ -785,7 +752,7 @@ fn destination<'r, 'b>(
         },
         Serve::Proxy(upstream) => {
             let strip = route.strip_prefix.then_some(route.prefix.as_str());
-            match resolve::upstream_target_start(target, &path.path, strip) {
+            match target::upstream_target_start(target, &path.path, strip) {
                 Some(target_start) => Destination::Proxy {
                     upstream: *upstream,
                     target_start,

@@ -6,11 +6,8 @@
 //! process; the master respawns it into the same slot.
 
 mod access_log;
-pub mod buffers;
 mod clock;
 mod conn;
-pub mod input;
-pub mod output;
 mod request_id;
 
 use std::io;

@@ -1,4 +1,5 @@
-//! Request target to a safe, normalized URL path.
+//! Request target to a safe, normalized URL path, and where its raw bytes continue after a
+//! prefix of that path (for targets sent upstream with a route's prefix stripped).
 //!
 //! Owns the one place where request-target bytes are percent-decoded and dot segments removed.
 //! Invariant: a [`UrlPath`] is decoded exactly once, is valid UTF-8, starts with '/', and holds no
@@ -6,8 +7,6 @@
 //! the root is an error, never silently clamped.
 
 use std::borrow::Cow;
-
-use crate::config::Route;
 
 /// A decoded, normalized URL path that is safe to join onto a document root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,17 +70,6 @@ fn already_normal(raw_path: &[u8]) -> Option<&str> {
         .windows(2)
         .any(|pair| matches!(pair, b"//" | b"/." | b"/;"));
     (plain && tidy).then(|| std::str::from_utf8(raw_path).expect("visible ASCII is UTF-8"))
-}
-
-/// The part of `path` (normalized, matched by `route`) to open beneath the route's root:
-/// the whole path, or what follows the prefix when the route strips it; no leading '/'.
-pub fn beneath_route<'a>(path: &'a str, route: &Route) -> &'a str {
-    let path = if route.strip_prefix {
-        &path[route.prefix.len().min(path.len())..]
-    } else {
-        path
-    };
-    path.trim_start_matches('/')
 }
 
 /// Byte offset where the query ('?') starts in a raw target, or target.len().
@@ -490,34 +478,6 @@ mod tests {
     fn non_utf8_raw_bytes_are_rejected() {
         assert_eq!(resolve_target(b"/a\xffb"), Err(PathError::BadUtf8));
         assert_eq!(resolve_target(b"/\xc0\xae"), Err(PathError::BadUtf8));
-    }
-
-    #[test]
-    fn stripping_a_prefix_never_leaves_a_parent_segment() {
-        use crate::config::{Route, Serve};
-        let route = |prefix: &str, strip_prefix: bool| Route {
-            prefix: prefix.to_string(),
-            strip_prefix,
-            serve: Serve::Proxy(0),
-        };
-        // (prefix, strip, path, what is opened beneath the root, or None: the route does not match)
-        let cases: &[(&str, bool, &str, Option<&str>)] = &[
-            ("/", false, "/a/b", Some("a/b")),
-            ("/static/", true, "/static/a.css", Some("a.css")),
-            ("/static/", true, "/static/", Some("")),
-            ("/img", true, "/img", Some("")),
-            ("/img", true, "/img/", Some("")),
-            ("/img", true, "/img/a.png", Some("a.png")),
-            // Found by fuzzing: a stripped "/img" left "../secret" to open beneath the root.
-            ("/img", true, "/img../secret", None),
-            ("/img", true, "/imgx/a", None),
-            ("/img", false, "/img../secret", Some("img../secret")),
-        ];
-        for &(prefix, strip, path, expected) in cases {
-            let route = route(prefix, strip);
-            let got = route.matches(path).then(|| beneath_route(path, &route));
-            assert_eq!(got, expected, "{prefix} strip={strip} {path}");
-        }
     }
 
     #[test]

@@ -1,0 +1,16 @@
+//! Bytes in and out of sockets, below every HTTP concern: the transport a connection speaks
+//! through, its input buffer and output queue, and the worker's pools of spare buffers.
+//!
+//! Nothing here knows HTTP; `http/`, the handlers and the worker build on it.
+
+pub mod buffers;
+pub mod input;
+#[cfg(test)]
+pub mod memory;
+pub mod output;
+pub mod transport;
+
+pub use buffers::{BufferPool, Buffers};
+pub use input::{Filled, Input, ReadSide};
+pub use output::{FileBody, Flush, Output, SharedBody};
+pub use transport::Transport;

@@ -1,0 +1,82 @@
+//! The byte stream under a connection, client or upstream: plain TCP today, TLS later.
+//!
+//! Everything above reads, writes and shuts down through [`Transport`], and asks it the two
+//! questions a TLS stream answers differently from a TCP socket: may a file go to it with
+//! `sendfile(2)` (TCP: yes; TLS: no, unless kTLS), and does it hold bytes already taken off
+//! the socket that no readiness event will announce (TCP: never; TLS: decrypted records).
+
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::AsFd;
+
+use mio::net::TcpStream;
+
+use crate::sys;
+
+/// A non-blocking byte stream. Every call returns `WouldBlock` instead of waiting.
+pub trait Transport {
+    /// Reads into `buf`; `Ok(0)` is the end of the stream. Contract for edge-triggered
+    /// polling: a read that returns fewer bytes than `buf` holds, while [`holds_input`] is
+    /// false, proves nothing more is readable until the next readable event.
+    ///
+    /// [`holds_input`]: Transport::holds_input
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Writes `bytes`. `fin_follows`: these are the last bytes before our FIN, so a
+    /// transport may hold a partial segment back for the FIN to ride in.
+    fn write(&mut self, bytes: &[u8], fin_follows: bool) -> io::Result<usize>;
+
+    /// Writes several buffers in order, as far as they go, in one call where it can.
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// Ends our sending side (FIN); reading goes on.
+    fn shutdown_write(&mut self) -> io::Result<()>;
+
+    /// True when files may be sent to this transport with [`sendfile`](Transport::sendfile).
+    fn can_sendfile(&self) -> bool;
+
+    /// Sends up to `len` bytes of `file` from `offset` with `sendfile(2)`. Only called when
+    /// [`can_sendfile`](Transport::can_sendfile) said yes.
+    fn sendfile(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize>;
+
+    /// True when bytes were already taken off the socket (and decrypted) that no readiness
+    /// event will announce: the owner must read again without waiting for one.
+    fn holds_input(&self) -> bool;
+}
+
+impl Transport for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Read::read(self, buf)
+    }
+
+    fn write(&mut self, bytes: &[u8], fin_follows: bool) -> io::Result<usize> {
+        if fin_follows {
+            sys::send_more(self.as_fd(), bytes)
+        } else {
+            Write::write(self, bytes)
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Write::write_vectored(self, bufs)
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        TcpStream::shutdown(self, Shutdown::Write)
+    }
+
+    fn can_sendfile(&self) -> bool {
+        true
+    }
+
+    fn sendfile(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        let mut offset = offset as libc::off_t;
+        nix::sys::sendfile::sendfile(self.as_fd(), file.as_fd(), Some(&mut offset), len)
+            .map_err(io::Error::from)
+    }
+
+    fn holds_input(&self) -> bool {
+        false
+    }
+}

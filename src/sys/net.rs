@@ -1,0 +1,59 @@
+//! Socket calls `std` lacks: a send that holds a partial segment back for the FIN, and the
+//! count of queued bytes no segment has carried yet (for tests of exactly that).
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// Writes `bytes` with `MSG_MORE`, so a partial segment waits for what follows; when what
+/// follows is our FIN (close or shutdown), both leave in one segment, as nginx gets from
+/// `TCP_CORK`. `MSG_NOSIGNAL`: a peer that reset gives `EPIPE`, never `SIGPIPE`.
+pub fn send_more(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: `bytes` is valid for reads of its length, and the fd is borrowed for the call.
+    let n = unsafe {
+        libc::send(
+            socket.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_MORE,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Bytes queued on a TCP socket that no segment has carried yet (`SIOCOUTQNSD`).
+pub fn unsent_bytes(socket: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int through the pointer, which outlives the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCOUTQNSD, &mut unsent) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(unsent as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn held_bytes_leave_with_the_fin() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nodelay(true).unwrap();
+        assert_eq!(send_more(server.as_fd(), b"partial").unwrap(), 7);
+        assert_eq!(unsent_bytes(server.as_fd()).unwrap(), 7);
+        server.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"partial");
+    }
+}
