@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the per-request hot paths: request parsing, response head writing,
-//! and the proxy's relay (request rewrite, upstream head parse and rewrite, chunk decoding).
+//! and the proxy's relay (request rewrite, upstream head parse and relay, chunk decoding).
 //!
 //! `cargo bench --bench hot_paths`; `cargo test --all-targets` runs each once as a smoke test.
 
@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use shoal::http::chunked::ChunkedDecoder;
 use shoal::http::request::{self, HeadLimits};
-use shoal::http::response::{self, Persistence};
+use shoal::http::response::{self, ConnectionHeader, LengthHeader, ResponseHead};
 use shoal::proxy::{forward, response as upstream};
 
 const DATE: &[u8] = b"Sat, 21 Nov 2026 12:00:00 GMT";
@@ -58,10 +58,18 @@ fn parse_requests(c: &mut Criterion) {
 
 fn write_responses(c: &mut Criterion) {
     let mut out = Vec::with_capacity(4096);
-    c.bench_function("response::write_simple 404", |b| {
+    let mut head = ResponseHead::default();
+    c.bench_function("response::write_head 404", |b| {
         b.iter(|| {
             out.clear();
-            response::write_simple(&mut out, 404, DATE, Persistence::KeepAlive, &[], true)
+            head.local(404).add(b"Content-Type", b"text/plain; charset=utf-8");
+            response::write_head(
+                &mut out,
+                black_box(&head),
+                DATE,
+                LengthHeader::ContentLength(14),
+                ConnectionHeader::Absent,
+            );
         })
     });
 }
@@ -85,20 +93,20 @@ fn relay(c: &mut Criterion) {
         })
     });
 
-    c.bench_function("upstream::parse + write_client_head", |b| {
+    let mut relayed = ResponseHead::default();
+    c.bench_function("upstream::parse + relay_head + write_head", |b| {
         b.iter(|| {
             let head = upstream::parse(black_box(UPSTREAM_RESPONSE), false)
                 .unwrap()
                 .unwrap();
+            upstream::relay_head(UPSTREAM_RESPONSE, &head, &mut relayed);
             out.clear();
-            let body = upstream::client_body(head.body, true);
-            upstream::write_client_head(
-                UPSTREAM_RESPONSE,
-                &head,
-                body,
-                Persistence::KeepAlive,
-                DATE,
+            response::write_head(
                 &mut out,
+                &relayed,
+                DATE,
+                LengthHeader::ContentLength(1024),
+                ConnectionHeader::Absent,
             );
         })
     });

@@ -15,6 +15,7 @@ pub mod io;
 #[cfg(test)]
 mod layering;
 pub mod master;
+pub mod pipeline;
 pub mod prometheus;
 pub mod proxy;
 pub mod stats;

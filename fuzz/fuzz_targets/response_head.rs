@@ -1,5 +1,6 @@
-//! Upstream response heads (`proxy::response`): parsed from arbitrary bytes, then rewritten
-//! for the client.
+//! Upstream response heads (`proxy::response`): parsed from arbitrary bytes, relayed as a head
+//! value, then framed and written for an HTTP/1.1 and an HTTP/1.0 client by the pipeline's
+//! responder (the one place heads become bytes).
 //!
 //! The first input byte says whether the request was HEAD. Oracles beyond "no panic": a head
 //! never exceeds the bytes given nor the size limit; proper prefixes of a complete head are
@@ -7,9 +8,45 @@
 //! framing shoal chose for it (one of Content-Length, chunked or close, never two).
 #![no_main]
 
+use std::fs::File;
+use std::io::{self, IoSlice};
+
 use libfuzzer_sys::fuzz_target;
-use shoal::http::response::Persistence;
-use shoal::proxy::response::{self, ClientBody, UpstreamBody};
+use shoal::http::request::{self, HeadLimits};
+use shoal::http::respond::Respond;
+use shoal::http::response::{Persistence, ResponseHead};
+use shoal::io::{Output, Transport};
+use shoal::pipeline::respond::{Responder, Response};
+use shoal::proxy::response::{self, UpstreamBody};
+
+/// Takes every byte written.
+#[derive(Default)]
+struct Collect(Vec<u8>);
+
+impl Transport for Collect {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Ok(0)
+    }
+    fn write(&mut self, bytes: &[u8], _: bool) -> io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        bufs.iter().map(|b| self.write(b, false)).sum()
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn can_sendfile(&self) -> bool {
+        false
+    }
+    fn sendfile(&mut self, _: &File, _: u64, _: usize) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn holds_input(&self) -> bool {
+        false
+    }
+}
 
 fuzz_target!(|input: &[u8]| {
     let Some((&flags, data)) = input.split_first() else {
@@ -28,21 +65,26 @@ fuzz_target!(|input: &[u8]| {
             "prefix of {cut} bytes"
         );
     }
-    for client_http11 in [true, false] {
-        let body = response::client_body(head.body, client_http11);
-        let persistence = match body {
-            ClientBody::UntilClose => Persistence::Close,
-            _ => Persistence::KeepAlive,
+    let method = if was_head { "HEAD" } else { "GET" };
+    for version in ["1.1", "1.0"] {
+        let text = format!("{method} / HTTP/{version}\r\nHost: h\r\n\r\n");
+        let request = request::parse(text.as_bytes(), &HeadLimits::default())
+            .unwrap()
+            .unwrap();
+        let mut response = Response::to(&request, Persistence::KeepAlive);
+        let mut output = Output::default();
+        let mut scratch = ResponseHead::default();
+        let mut responder = Responder {
+            response: &mut response,
+            output: &mut output,
+            head: &mut scratch,
+            date: b"Thu, 01 Jan 1970 00:00:00 GMT",
         };
-        let mut out = Vec::new();
-        response::write_client_head(
-            data,
-            &head,
-            body,
-            persistence,
-            b"Thu, 01 Jan 1970 00:00:00 GMT",
-            &mut out,
-        );
+        response::relay_head(data, &head, responder.head());
+        responder.send_head();
+        let mut client = Collect::default();
+        output.flush(&mut client, false).unwrap();
+        let out = client.0;
         // shoal adds up to three headers to the upstream's (at most 128): past 128 its own
         // parser would refuse the result, which says nothing about the framing.
         let header_lines = out.windows(2).filter(|pair| pair == b"\r\n").count() - 2;
@@ -58,11 +100,11 @@ fuzz_target!(|input: &[u8]| {
         };
         assert_eq!(relayed.len, out.len());
         assert_eq!(relayed.status, head.status);
-        let expected = match body {
-            ClientBody::None => UpstreamBody::None,
-            ClientBody::Length(n) => UpstreamBody::Length(n),
-            ClientBody::Chunked => UpstreamBody::Chunked,
-            ClientBody::UntilClose => UpstreamBody::UntilClose,
+        let expected = match head.body {
+            _ if head.status == 101 => UpstreamBody::None,
+            UpstreamBody::Chunked | UpstreamBody::UntilClose if version == "1.1" => UpstreamBody::Chunked,
+            UpstreamBody::Chunked | UpstreamBody::UntilClose => UpstreamBody::UntilClose,
+            other => other,
         };
         assert_eq!(relayed.body, expected, "{:?}", String::from_utf8_lossy(&out));
     }

@@ -16,33 +16,26 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::config::{Dotfiles, FileOptions, Route};
+use crate::config::{Dotfiles, FileOptions};
 use crate::http::request::{Method, RequestHead};
-use crate::http::response::{self, Persistence};
+use crate::http::respond::{respond_simple, Respond};
 use crate::http::target;
 use crate::sys::{self, OpenMode};
 use cache::{FileCache, Lookup, Resource};
 use representation::{Coding, Describe, OpenError, Opened};
-pub use respond::{Body, Served};
 
-/// One request for a static file, as the connection hands it over.
+/// One request for a static file, as the pipeline hands it over.
 pub struct FileRequest<'a> {
     pub head: &'a RequestHead,
     /// The buffer the head's slices point into.
     pub buf: &'a [u8],
     /// Decoded, normalized path (starts with '/').
     pub path: &'a str,
+    /// What of `path` lies beneath the root (the route's prefix stripped, if it strips it).
+    pub relative: &'a str,
     /// Index of the route's root in the `StaticFiles` it was opened with.
-    pub route_id: usize,
-    pub route: &'a Route,
+    pub root: usize,
     pub options: &'a FileOptions,
-}
-
-/// Where a response is written and how the connection continues.
-pub struct Reply<'a> {
-    pub out: &'a mut Vec<u8>,
-    pub date: &'a [u8],
-    pub persistence: Persistence,
 }
 
 struct Root {
@@ -57,11 +50,11 @@ pub struct StaticFiles {
 }
 
 /// How a static route answered.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
-    /// A response was written.
-    Served(Served),
-    /// Nothing was written: the route's fallback upstream (this index) answers instead.
+    /// A response was sent.
+    Served,
+    /// Nothing was sent: the route's fallback upstream (this index) answers instead.
     Fallback(usize),
 }
 
@@ -99,34 +92,20 @@ impl StaticFiles {
         Ok(StaticFiles { roots })
     }
 
-    /// Answers `request`, writing the head (and in-memory body) to `reply.out` — unless the
-    /// route has a `fallback` and no file answers (missing, or not GET/HEAD): then nothing is
-    /// written and the request goes to that upstream.
-    pub fn serve(&mut self, request: &FileRequest, reply: Reply, now: Instant) -> Answer {
+    /// Answers `request` through `respond`, unless the route has a `fallback` and no file
+    /// answers (missing, or not GET/HEAD): then nothing is sent and the request goes to that
+    /// upstream.
+    pub fn serve(&mut self, request: &FileRequest, respond: &mut impl Respond, now: Instant) -> Answer {
         let fallback = request.options.fallback;
-        if !matches!(request.head.method, Method::Get | Method::Head) {
-            if let Some(upstream) = fallback {
-                return Answer::Fallback(upstream);
-            }
-        }
-        match self.serve_file(request, reply, now) {
-            Ok(served) => Answer::Served(served),
-            Err(upstream) => Answer::Fallback(upstream),
-        }
-    }
-
-    /// Writes the file's response; `Err(upstream)` (nothing written) when no file answers
-    /// and the route falls back to that upstream.
-    fn serve_file(&mut self, request: &FileRequest, reply: Reply, now: Instant) -> Result<Served, usize> {
         let head = request.head;
-        let with_body = head.method != Method::Head;
-        let simple = |reply: Reply, status: u16, extra: &[(&str, &[u8])]| {
-            let n =
-                response::write_simple(reply.out, status, reply.date, reply.persistence, extra, with_body);
-            Served::written(status, n)
-        };
         if !matches!(head.method, Method::Get | Method::Head) {
-            return Ok(simple(reply, 405, &[("Allow", b"GET, HEAD")]));
+            return match fallback {
+                Some(upstream) => Answer::Fallback(upstream),
+                None => {
+                    respond_simple(respond, 405, &[("Allow", b"GET, HEAD")]);
+                    Answer::Served
+                }
+            };
         }
         if request.options.dotfiles != Dotfiles::Allow && target::has_dot_segment(request.path) {
             let status = if request.options.dotfiles == Dotfiles::Deny {
@@ -134,22 +113,22 @@ impl StaticFiles {
             } else {
                 404
             };
-            return Ok(simple(reply, status, &[]));
+            respond_simple(respond, status, &[]);
+            return Answer::Served;
         }
-        let relative = request.route.beneath(request.path);
-        let found = match self.find(request.route_id, relative, request.options, now) {
-            Ok(found) => found,
-            Err(OpenError::NotFound) => match request.options.fallback {
-                Some(upstream) => return Err(upstream),
-                None => return Ok(simple(reply, 404, &[])),
-            },
-            Err(e) => return Ok(simple(reply, e.status(), &[])),
-        };
-        let resource = match found {
-            Found::Resource(resource) => resource,
-            Found::Redirect => {
+        let resource = match self.find(request.root, request.relative, request.options, now) {
+            Ok(Found::Resource(resource)) => resource,
+            Ok(Found::Redirect) => {
                 let location = redirect_location(head.target.of(request.buf), request.path);
-                return Ok(simple(reply, 301, &[("Location", &location)]));
+                respond_simple(respond, 301, &[("Location", &location)]);
+                return Answer::Served;
+            }
+            Err(e) => {
+                if let (OpenError::NotFound, Some(upstream)) = (e, fallback) {
+                    return Answer::Fallback(upstream);
+                }
+                respond_simple(respond, e.status(), &[]);
+                return Answer::Served;
             }
         };
         let accepted = head.field(request.buf, "accept-encoding").unwrap_or_default();
@@ -161,14 +140,8 @@ impl StaticFiles {
                     .filter(|_| conditional::accepts_encoding(accepted, token))
             })
             .unwrap_or(&resource.identity);
-        Ok(respond::respond(
-            rep,
-            head,
-            request.buf,
-            reply.out,
-            reply.date,
-            reply.persistence,
-        ))
+        respond::respond(rep, head, request.buf, respond);
+        Answer::Served
     }
 
     /// Finds the resource for `relative`, from the cache when it is fresh.

@@ -6,49 +6,16 @@ use super::conditional;
 use super::range::{parse_range, RangeRequest};
 use super::representation::{Content, Representation};
 use crate::http::request::{Method, RequestHead};
-use crate::http::response::{self, Persistence};
+use crate::http::respond::{respond_simple, BodyPart, Respond};
+use crate::http::response::{self, Length};
 use crate::io::{FileBody, SharedBody};
 
 /// In-memory bodies up to this size are copied after the head (one write sends both);
 /// larger ones are shared with the cache, so a client that reads slowly pins no copy.
 const COPY_LIMIT_BYTES: usize = 16 * 1024;
 
-/// A response body sent after the bytes already written to the output buffer.
-#[derive(Debug)]
-pub enum Body {
-    File(FileBody),
-    Shared(SharedBody),
-}
-
-/// What was answered: the status and body size for the log, and a body to send after the
-/// bytes already written to the output buffer.
-#[derive(Debug)]
-pub struct Served {
-    pub status: u16,
-    pub body_bytes: u64,
-    pub body: Option<Body>,
-}
-
-impl Served {
-    /// A response entirely written to the output buffer.
-    pub fn written(status: u16, body_bytes: u64) -> Served {
-        Served {
-            status,
-            body_bytes,
-            body: None,
-        }
-    }
-}
-
-/// Writes the response for `rep` to `out`, honouring conditional and range headers.
-pub fn respond(
-    rep: &Representation,
-    head: &RequestHead,
-    buf: &[u8],
-    out: &mut Vec<u8>,
-    date: &[u8],
-    persistence: Persistence,
-) -> Served {
+/// Answers from `rep` through `respond`, honouring conditional and range headers.
+pub fn respond(rep: &Representation, head: &RequestHead, buf: &[u8], respond: &mut impl Respond) {
     let header = |name: &str| head.field(buf, name);
     let not_modified = match (header("if-none-match"), header("if-modified-since")) {
         (Some(tags), _) => conditional::none_match(tags, &rep.etag),
@@ -56,10 +23,11 @@ pub fn respond(
         (None, None) => false,
     };
     if not_modified {
-        response::start(out, 304, date, persistence);
-        out.extend_from_slice(&rep.headers);
-        out.extend_from_slice(b"\r\n");
-        return Served::written(304, 0);
+        let out = respond.head();
+        out.local(304).add_lines(&rep.headers);
+        respond.send_head();
+        respond.end();
+        return;
     }
     let size = rep.identity.size;
     let range = match header("range") {
@@ -79,58 +47,43 @@ pub fn respond(
         RangeRequest::Unsatisfiable => {
             let mut value = b"bytes */".to_vec();
             response::push_number(&mut value, size);
-            let with_body = head.method != Method::Head;
-            let n = response::write_simple(
-                out,
-                416,
-                date,
-                persistence,
-                &[("Content-Range", &value)],
-                with_body,
-            );
-            return Served::written(416, n);
+            respond_simple(respond, 416, &[("Content-Range", &value)]);
+            return;
         }
         RangeRequest::Ignore | RangeRequest::Multiple => (200, 0, size),
     };
-    response::start(out, status, date, persistence);
-    out.extend_from_slice(&rep.headers);
+    let out = respond.head();
+    out.local(status).add_lines(&rep.headers);
     if status == 206 {
-        out.extend_from_slice(b"Content-Range: bytes ");
-        response::push_number(out, offset);
-        out.push(b'-');
-        response::push_number(out, offset + len - 1);
-        out.push(b'/');
-        response::push_number(out, size);
-        out.extend_from_slice(b"\r\n");
+        let mut value = [0u8; 64];
+        out.add(b"Content-Range", content_range(&mut value, offset, len, size));
     }
-    response::content_length(out, len);
-    out.extend_from_slice(b"\r\n");
-    if head.method == Method::Head {
-        return Served::written(status, 0);
-    }
-    let (start, end) = (offset as usize, (offset + len) as usize);
-    match &rep.content {
-        Content::Memory(bytes) if len as usize <= COPY_LIMIT_BYTES => {
-            out.extend_from_slice(&bytes[start..end]);
-            Served::written(status, len)
-        }
-        Content::Memory(bytes) => Served {
-            status,
-            body_bytes: len,
-            body: Some(Body::Shared(SharedBody {
+    out.length = Length::Known(len);
+    respond.send_head();
+    if head.method == Method::Get {
+        let (start, end) = (offset as usize, (offset + len) as usize);
+        respond.body(match &rep.content {
+            Content::Memory(bytes) if len as usize <= COPY_LIMIT_BYTES => BodyPart::Bytes(&bytes[start..end]),
+            Content::Memory(bytes) => BodyPart::Shared(SharedBody {
                 bytes: Rc::clone(bytes),
                 start,
                 end,
-            })),
-        },
-        Content::File(file) => Served {
-            status,
-            body_bytes: len,
-            body: Some(Body::File(FileBody {
+            }),
+            Content::File(file) => BodyPart::File(FileBody {
                 file: Rc::clone(file),
                 offset,
                 len,
-            })),
-        },
+            }),
+        });
     }
+    respond.end();
+}
+
+/// `bytes FIRST-LAST/SIZE`, written into `into` without allocating.
+fn content_range(into: &mut [u8; 64], offset: u64, len: u64, size: u64) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut into[..]);
+    let _ = write!(cursor, "bytes {offset}-{}/{size}", offset + len - 1);
+    let written = cursor.position() as usize;
+    &into[..written]
 }

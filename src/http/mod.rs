@@ -1,7 +1,9 @@
-//! HTTP/1.x wire format: request heads, body framing, response heads.
+//! HTTP/1.x wire format: request heads and targets, body framing, response heads as values
+//! and their serialisation, and the sink handlers answer through.
 
 pub mod chunked;
 pub mod hop;
 pub mod request;
+pub mod respond;
 pub mod response;
 pub mod target;

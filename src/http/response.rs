@@ -1,9 +1,10 @@
-//! Response heads, written straight into a connection's output buffer.
+//! Response heads as values, and the one place they become bytes.
 //!
-//! Every response starts with [`start`], which writes the status line and the headers all
-//! responses share (Server, Date, Connection); the caller adds its own and ends the head.
-
-use std::io::Write;
+//! A handler fills a [`ResponseHead`] (status, reason, header lines, what it knows of the
+//! body's length); response filters may change it; [`write_head`] serialises it with the
+//! framing and connection headers the client's side decided. Header lines are kept as their
+//! wire text (`Name: value\r\n`), so adding the common ones costs one copy and serialising
+//! them another, with no allocation once the head's buffer is warm.
 
 /// Whether the connection stays open after this response, as the client will be told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,7 @@ impl Persistence {
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
         204 => "No Content",
         206 => "Partial Content",
@@ -55,19 +57,182 @@ pub fn reason(status: u16) -> &'static str {
 /// The interim response sent before reading a body the client is holding back.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// Writes the status line, `Server`, `Date` and (when needed) `Connection`.
-pub fn start(out: &mut Vec<u8>, status: u16, date: &[u8], persistence: Persistence) {
+/// What a handler knows of its body's length when the head goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    /// No body, and no Content-Length (a 304 without one, a 204).
+    None,
+    /// `Content-Length: n`: the body follows, unless the request was HEAD or the status has
+    /// none (a 304 keeps the length it advertises).
+    Known(u64),
+    /// Unknown until it ends: chunked for HTTP/1.1 clients, closed for HTTP/1.0 ones.
+    Unknown,
+}
+
+/// A response head: status, reason, header lines in order, and the body's length.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub length: Length,
+    /// The reason phrase (`bytes[..reason_len]`, empty for the standard one), then the header
+    /// lines, each `Name: value\r\n`.
+    bytes: Vec<u8>,
+    reason_len: usize,
+}
+
+impl Default for ResponseHead {
+    fn default() -> ResponseHead {
+        ResponseHead {
+            status: 200,
+            length: Length::None,
+            bytes: Vec::new(),
+            reason_len: 0,
+        }
+    }
+}
+
+impl ResponseHead {
+    /// Starts over as a response shoal itself makes: `status`, its standard reason, and
+    /// `Server: shoal` (the buffer is kept).
+    pub fn local(&mut self, status: u16) -> &mut ResponseHead {
+        self.relayed(status, b"");
+        self.bytes.extend_from_slice(b"Server: shoal\r\n");
+        self
+    }
+
+    /// Starts over as a response relayed from an upstream: `status` with the upstream's
+    /// `reason` (empty: none), and no header lines yet.
+    pub fn relayed(&mut self, status: u16, reason: &[u8]) -> &mut ResponseHead {
+        self.status = status;
+        self.length = Length::None;
+        self.bytes.clear();
+        self.bytes.extend_from_slice(reason);
+        self.reason_len = reason.len();
+        self
+    }
+
+    /// The reason phrase as sent: the one given, or the standard one for the status.
+    pub fn reason(&self) -> &[u8] {
+        match self.reason_len {
+            0 => reason(self.status).as_bytes(),
+            n => &self.bytes[..n],
+        }
+    }
+
+    /// Appends the header line `name: value`.
+    pub fn add(&mut self, name: &[u8], value: &[u8]) {
+        self.bytes.extend_from_slice(name);
+        self.bytes.extend_from_slice(b": ");
+        self.bytes.extend_from_slice(value);
+        self.bytes.extend_from_slice(b"\r\n");
+    }
+
+    /// Appends header lines already in wire form (each `Name: value\r\n`, no empty line).
+    pub fn add_lines(&mut self, lines: &[u8]) {
+        debug_assert!(lines.is_empty() || lines.ends_with(b"\r\n"));
+        self.bytes.extend_from_slice(lines);
+    }
+
+    /// Every header line as (name, value), in order.
+    pub fn lines(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.bytes[self.reason_len..]
+            .split(|&b| b == b'\n')
+            .filter_map(|line| line.strip_suffix(b"\r"))
+            .filter_map(|line| {
+                let colon = line.iter().position(|&b| b == b':')?;
+                Some((&line[..colon], line[colon + 1..].trim_ascii()))
+            })
+    }
+
+    /// The value of the header `name` (any case), the first line's if it is repeated.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.lines()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Removes every line of the header `name` (any case).
+    pub fn remove(&mut self, name: &str) {
+        let mut at = self.reason_len;
+        while at < self.bytes.len() {
+            let end = self.bytes[at..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(self.bytes.len(), |i| at + i + 1);
+            let line = &self.bytes[at..end];
+            let named = line.len() > name.len()
+                && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+                && line[name.len()] == b':';
+            if named {
+                self.bytes.drain(at..end);
+            } else {
+                at = end;
+            }
+        }
+    }
+}
+
+/// How the head announces the body's length on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LengthHeader {
+    /// Nothing: no body, or one delimited by closing the connection.
+    Absent,
+    ContentLength(u64),
+    Chunked,
+}
+
+/// What the head says about the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionHeader {
+    /// Nothing (HTTP/1.1 keep-alive).
+    Absent,
+    /// `Connection: keep-alive` (to an HTTP/1.0 client that asked for it).
+    KeepAlive,
+    Close,
+    /// `Connection: upgrade` (a 101).
+    Upgrade,
+}
+
+impl From<Persistence> for ConnectionHeader {
+    fn from(persistence: Persistence) -> ConnectionHeader {
+        match persistence {
+            Persistence::KeepAlive => ConnectionHeader::Absent,
+            Persistence::KeepAliveEcho => ConnectionHeader::KeepAlive,
+            Persistence::Close => ConnectionHeader::Close,
+        }
+    }
+}
+
+/// Serialises `head`: status line, its header lines, `Date` unless it has one, then the
+/// length and connection headers the client's side chose, and the empty line.
+pub fn write_head(
+    out: &mut Vec<u8>,
+    head: &ResponseHead,
+    date: &[u8],
+    length: LengthHeader,
+    connection: ConnectionHeader,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    push_number(out, u64::from(status));
+    push_number(out, u64::from(head.status));
     out.push(b' ');
-    out.extend_from_slice(reason(status).as_bytes());
-    out.extend_from_slice(b"\r\nServer: shoal\r\nDate: ");
-    out.extend_from_slice(date);
-    out.extend_from_slice(match persistence {
-        Persistence::KeepAlive => b"\r\n".as_slice(),
-        Persistence::KeepAliveEcho => b"\r\nConnection: keep-alive\r\n",
-        Persistence::Close => b"\r\nConnection: close\r\n",
+    out.extend_from_slice(head.reason());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&head.bytes[head.reason_len..]);
+    if head.get("date").is_none() {
+        header(out, "Date", date);
+    }
+    match length {
+        LengthHeader::Absent => {}
+        LengthHeader::ContentLength(n) => content_length(out, n),
+        LengthHeader::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(match connection {
+        ConnectionHeader::Absent => b"".as_slice(),
+        ConnectionHeader::KeepAlive => b"Connection: keep-alive\r\n",
+        ConnectionHeader::Close => b"Connection: close\r\n",
+        ConnectionHeader::Upgrade => b"Connection: upgrade\r\n",
     });
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends `name: value\r\n`.
@@ -100,64 +265,99 @@ pub fn push_number(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
-/// A complete short response with a plain-text body naming the status, for errors and
-/// redirects. `extra` headers are written as given (each ending in CRLF). Returns the body
-/// length, and writes no body for HEAD requests (`with_body == false`).
-pub fn write_simple(
-    out: &mut Vec<u8>,
-    status: u16,
-    date: &[u8],
-    persistence: Persistence,
-    extra: &[(&str, &[u8])],
-    with_body: bool,
-) -> u64 {
-    start(out, status, date, persistence);
-    for (name, value) in extra {
-        header(out, name, value);
+/// Appends `data`'s length in hex and CRLF: the line that opens a chunk.
+pub fn push_chunk_size(out: &mut Vec<u8>, mut n: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = HEX[n % 16];
+        n /= 16;
+        if n == 0 {
+            break;
+        }
     }
-    let mut body = Vec::with_capacity(40);
-    let _ = writeln!(body, "{status} {}", reason(status));
-    out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
-    content_length(out, body.len() as u64);
+    out.extend_from_slice(&digits[at..]);
     out.extend_from_slice(b"\r\n");
-    if with_body {
-        out.extend_from_slice(&body);
-        body.len() as u64
-    } else {
-        0
-    }
+}
+
+/// Appends `data` as one chunk of the chunked transfer coding.
+pub fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    push_chunk_size(out, data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn simple_response_is_well_formed() {
+    const DATE: &[u8] = b"Sat, 21 Nov 2026 20:00:00 GMT";
+
+    fn written(head: &ResponseHead, length: LengthHeader, connection: ConnectionHeader) -> String {
         let mut out = Vec::new();
-        let date = b"Sat, 21 Nov 2026 20:00:00 GMT";
-        let n = write_simple(
-            &mut out,
-            404,
-            date,
-            Persistence::Close,
-            &[("Allow", b"GET")],
-            true,
-        );
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(n, 14);
+        write_head(&mut out, head, DATE, length, connection);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_local_head_names_shoal_and_gets_a_date() {
+        let mut head = ResponseHead::default();
+        head.local(404).add(b"Allow", b"GET");
         assert_eq!(
-            text,
-            "HTTP/1.1 404 Not Found\r\nServer: shoal\r\nDate: Sat, 21 Nov 2026 20:00:00 GMT\r\nConnection: close\r\nAllow: GET\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 14\r\n\r\n404 Not Found\n"
+            written(&head, LengthHeader::ContentLength(14), ConnectionHeader::Close),
+            "HTTP/1.1 404 Not Found\r\nServer: shoal\r\nAllow: GET\r\nDate: Sat, 21 Nov 2026 20:00:00 GMT\r\nContent-Length: 14\r\nConnection: close\r\n\r\n"
         );
     }
 
     #[test]
-    fn numbers() {
+    fn a_relayed_head_keeps_its_reason_and_date() {
+        let mut head = ResponseHead::default();
+        head.relayed(200, b"Fine");
+        head.add_lines(b"Date: D\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n");
+        assert_eq!(
+            written(&head, LengthHeader::Chunked, ConnectionHeader::Absent),
+            "HTTP/1.1 200 Fine\r\nDate: D\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        head.relayed(101, b"");
+        assert_eq!(
+            written(&head, LengthHeader::Absent, ConnectionHeader::Upgrade),
+            "HTTP/1.1 101 Switching Protocols\r\nDate: Sat, 21 Nov 2026 20:00:00 GMT\r\nConnection: upgrade\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn lines_are_found_changed_and_removed_by_name() {
+        let mut head = ResponseHead::default();
+        head.relayed(200, b"OK");
+        head.add(b"ETag", b"\"1\"");
+        head.add(b"Vary", b"Cookie");
+        head.add(b"vary", b"Accept");
+        head.add(b"Varyx", b"no");
+        assert_eq!(head.get("etag"), Some(&b"\"1\""[..]));
+        assert_eq!(head.get("VARY"), Some(&b"Cookie"[..]));
+        head.remove("Vary");
+        let names: Vec<&[u8]> = head.lines().map(|(n, _)| n).collect();
+        assert_eq!(names, [&b"ETag"[..], b"Varyx"]);
+        assert_eq!(head.reason(), b"OK");
+        head.local(304);
+        assert_eq!(head.reason(), b"Not Modified");
+        assert_eq!(head.lines().count(), 1, "only Server");
+    }
+
+    #[test]
+    fn numbers_and_chunks() {
         for n in [0u64, 7, 10, 1024, u64::MAX] {
             let mut out = Vec::new();
             push_number(&mut out, n);
             assert_eq!(out, n.to_string().as_bytes());
         }
+        let mut out = Vec::new();
+        push_chunk(&mut out, b"hello");
+        assert_eq!(out, b"5\r\nhello\r\n");
+        out.clear();
+        push_chunk(&mut out, &[7u8; 26]);
+        assert!(out.starts_with(b"1a\r\n") && out.ends_with(b"\r\n") && out.len() == 4 + 26 + 2);
     }
 }

@@ -107,6 +107,14 @@ pub fn origin_start(target: &[u8]) -> Option<usize> {
     (authority_len > 0).then(|| target.len() - after_scheme.len() + authority_len)
 }
 
+/// The authority of an absolute-form target (`example.com:8080` in
+/// `http://example.com:8080/p`); None for an origin-form one.
+pub fn authority(target: &[u8]) -> Option<&[u8]> {
+    let after_scheme = strip_http_scheme(target)?;
+    let start = target.len() - after_scheme.len();
+    Some(&target[start..origin_start(target)?])
+}
+
 /// Where the target an upstream is sent starts in the raw `target` (routed as `normalized`):
 /// after an absolute-form target's scheme and authority and, when the route strips `strip`,
 /// after the raw bytes that spell that prefix. The rest goes upstream byte for byte (with a
@@ -478,6 +486,18 @@ mod tests {
     fn non_utf8_raw_bytes_are_rejected() {
         assert_eq!(resolve_target(b"/a\xffb"), Err(PathError::BadUtf8));
         assert_eq!(resolve_target(b"/\xc0\xae"), Err(PathError::BadUtf8));
+    }
+
+    #[test]
+    fn the_authority_of_an_absolute_target() {
+        assert_eq!(
+            authority(b"http://Example.com:81/p?q"),
+            Some(&b"Example.com:81"[..])
+        );
+        assert_eq!(authority(b"HTTPS://h?q"), Some(&b"h"[..]));
+        assert_eq!(authority(b"http://h"), Some(&b"h"[..]));
+        assert_eq!(authority(b"/p"), None);
+        assert_eq!(authority(b"http:///p"), None);
     }
 
     #[test]

@@ -3,7 +3,14 @@
 //!
 //! Both directions run at once with bounded buffers: the client's input buffer feeds the
 //! upstream at most `UPLOAD_BUFFER_BYTES` ahead, and the upstream is read only while the
-//! client's output backlog is small, so a slow side slows the other instead of filling memory.
+//! client's backlog is small, so a slow side slows the other instead of filling memory.
+//! The response leaves as a head value and body parts through a [`Respond`] sink; how the
+//! client gets them framed is not the exchange's business.
+//!
+//! The link, the upload and the download move independently (an upstream may answer before
+//! it read the whole body). The deadline follows from where they are and from when bytes
+//! last moved ([`Exchange::deadline`]); while the exchange waits for the client to take its
+//! backlog it has none: the client's own send timer applies.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,18 +21,19 @@ use mio::{Interest, Registry, Token};
 
 use super::balance::{hash_key, InFlight, Tried};
 use super::forward::{self, Forward};
-use super::response::{self, ClientBody, UpstreamBody, UpstreamHead};
+use super::response::{self, UpstreamBody, UpstreamHead};
 use super::Upstreams;
 use crate::config::{Balance, HashKey};
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::request::{Framing, Method, RequestHead, Version};
-use crate::http::response::Persistence;
-use crate::io::{Buffers, Filled, Input, Output, Transport};
+use crate::http::request::{Framing, Method, RequestHead};
+use crate::http::respond::{BodyPart, Respond};
+use crate::http::response::push_chunk;
+use crate::io::{Buffers, Filled, Input, Transport};
 use crate::stats::UpstreamError;
 
 /// Request bytes buffered toward the upstream before the client is read further.
 const UPLOAD_BUFFER_BYTES: usize = 64 * 1024;
-/// Upstream bytes not yet sent to the client before the upstream is read further.
+/// Bytes not yet taken by the client before the upstream is read further.
 const DOWNLOAD_HIGH_WATER_BYTES: usize = 64 * 1024;
 /// The upstream input buffer's size.
 const UPSTREAM_INPUT_BYTES: usize = response::MAX_HEAD_BYTES + 16 * 1024;
@@ -33,7 +41,7 @@ const UPSTREAM_INPUT_BYTES: usize = response::MAX_HEAD_BYTES + 16 * 1024;
 /// (each one resets the read timeout, so an endless flood would hold the client forever).
 const MAX_INTERIM_RESPONSES: u32 = 32;
 
-/// What the client connection hands over to start an exchange.
+/// What the pipeline hands over to start an exchange.
 pub struct Start<'a> {
     pub head: &'a RequestHead,
     pub buf: &'a [u8],
@@ -43,7 +51,6 @@ pub struct Start<'a> {
     pub upstream: usize,
     /// Where the target the upstream sees starts in the raw target (see `Forward`).
     pub target_start: usize,
-    pub persistence: Persistence,
     /// Token the upstream socket is registered under (it drives the client connection).
     pub token: Token,
     /// A chunked request body over this is cut off (Content-Length was checked already).
@@ -57,7 +64,6 @@ pub struct Env<'e, 'a> {
     /// The worker's spare buffers: an exchange borrows two and gives them back when it ends.
     pub buffers: &'e mut Buffers,
     pub now: Instant,
-    pub date: &'e [u8],
 }
 
 /// How a failed exchange is answered, when nothing was sent to the client yet.
@@ -81,19 +87,16 @@ impl Failure {
     }
 }
 
-/// What one pump achieved.
+/// What one pump or timeout achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// Nothing more can happen until a socket is ready.
     Wait,
     /// Something moved; pump again.
     Progress,
-    /// The response went out whole; the client connection continues as `persistence` says.
-    Done {
-        persistence: Persistence,
-        status: u16,
-        body_bytes: u64,
-    },
+    /// The response went out whole. `request_read`: the client's request body was read to
+    /// its end (otherwise the client connection cannot carry another request).
+    Done { request_read: bool },
     /// Failed before the response started: answer the client with this, then continue
     /// (keep-alive only when the client's request body was fully read).
     Failed { failure: Failure, request_read: bool },
@@ -130,20 +133,36 @@ enum Upload {
     Done,
 }
 
+/// How the rest of the upstream's response body is delimited.
+enum Incoming {
+    Length(u64),
+    Chunked(Box<ChunkedDecoder>),
+    UntilClose,
+}
+
 /// Where the response is.
 enum Download {
     Head,
     Body {
-        upstream: UpstreamBody,
-        client: ClientBody,
-        decoder: Option<Box<ChunkedDecoder>>,
-        left: u64,
+        incoming: Incoming,
+        /// The upstream will keep the connection open after this response.
+        keep_alive: bool,
     },
     Tunnel {
         client_closed: bool,
         upstream_closed: bool,
     },
-    Done,
+    Done {
+        keep_alive: bool,
+    },
+}
+
+/// Whose move the exchange waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    Upstream,
+    /// The client's backlog is too big to read the upstream further.
+    Client,
 }
 
 /// One request in flight to an upstream.
@@ -158,8 +177,6 @@ pub struct Exchange {
     method: Method,
     idempotent: bool,
     upgrade: bool,
-    client_http11: bool,
-    persistence: Persistence,
     /// The hash policy's value of this request's key.
     hash_key: u64,
     max_body_bytes: u64,
@@ -171,11 +188,11 @@ pub struct Exchange {
     upload: Upload,
     from_upstream: Input,
     download: Download,
-    head: Option<UpstreamHead>,
     /// Interim (1xx) responses dropped so far.
     interim: u32,
-    body_bytes: u64,
-    pub deadline: Instant,
+    waiting: Waiting,
+    /// When bytes last moved with the upstream (or the current connection began).
+    since: Instant,
     /// When the request was routed here (its latency runs until the response head).
     started: Instant,
 }
@@ -184,7 +201,6 @@ impl Exchange {
     /// Builds the upstream request and starts connecting (or reuses a pooled connection).
     pub fn begin(start: &Start, env: &mut Env) -> Result<Exchange, Failure> {
         let head = start.head;
-        let upgrade = head.upgrade;
         let mut to_upstream = env.buffers.output.take();
         to_upstream.clear();
         let forward = Forward {
@@ -192,12 +208,11 @@ impl Exchange {
             buf: start.buf,
             client_ip: start.peer.ip(),
             target_start: start.target_start,
-            upgrade,
+            upgrade: head.upgrade,
             request_id: start.request_id,
         };
         forward::write_head(&forward, &mut to_upstream);
-        let config = env.upstreams.list[start.upstream].config;
-        let hash_key = match &config.balance {
+        let hash_key = match &env.upstreams.list[start.upstream].config.balance {
             Balance::Hash(HashKey::Header(name)) => hash_key(head.field(start.buf, name).unwrap_or_default()),
             Balance::Hash(HashKey::ClientIp) => {
                 hash_key(forward::client_ip_text(start.peer.ip(), &mut [0; 48]))
@@ -216,9 +231,7 @@ impl Exchange {
                 head.method,
                 Method::Get | Method::Head | Method::Options | Method::Put | Method::Delete
             ),
-            upgrade,
-            client_http11: head.version == Version::Http11,
-            persistence: start.persistence,
+            upgrade: head.upgrade,
             hash_key,
             max_body_bytes: start.max_body_bytes,
             to_upstream,
@@ -231,20 +244,23 @@ impl Exchange {
             },
             from_upstream: Input::default(),
             download: Download::Head,
-            head: None,
             interim: 0,
-            body_bytes: 0,
-            deadline: env.now + config.connect_timeout,
+            waiting: Waiting::Upstream,
+            since: env.now,
             started: env.now,
         };
         exchange.from_upstream.lend(&mut env.buffers.input);
-        exchange.connect_next(env)?;
+        if let Err(failure) = exchange.connect_next(env) {
+            exchange.release(env.buffers);
+            return Err(failure);
+        }
         Ok(exchange)
     }
 
-    /// Gives the exchange's buffers back to the worker's pools; called once it has ended.
+    /// Gives the exchange's buffers back to the worker's pools (when it ended, or its client
+    /// connection is closing).
     pub fn release(&mut self, buffers: &mut Buffers) {
-        self.from_upstream.give_back(&mut buffers.input);
+        self.from_upstream.discard(&mut buffers.input);
         self.to_upstream.clear();
         buffers.output.give(std::mem::take(&mut self.to_upstream));
     }
@@ -254,24 +270,34 @@ impl Exchange {
         self.from_upstream.mark_readable(read_closed);
     }
 
-    /// How the client connection continues after this exchange.
-    pub fn persistence(&self) -> Persistence {
-        self.persistence
-    }
-
-    /// The request's method.
-    pub fn method(&self) -> Method {
-        self.method
-    }
-
     /// The address of the server this exchange went to last, once it picked one.
     pub fn server_addr(&self, upstreams: &Upstreams) -> Option<SocketAddr> {
         (!self.tried.is_empty()).then(|| upstreams.list[self.upstream].config.servers[self.server].addr)
     }
 
-    /// The upstream's status, once its head arrived.
-    pub fn status(&self) -> Option<u16> {
-        self.head.map(|h| h.status)
+    /// When the exchange gives up waiting for its upstream; None while it waits for the client
+    /// (to take its backlog) or has nothing left to wait for.
+    pub fn deadline(&self, upstreams: &Upstreams) -> Option<Instant> {
+        let config = upstreams.list[self.upstream].config;
+        let timeout = match (&self.link, &self.download) {
+            (Link::Closed, _) | (_, Download::Done { .. }) => return None,
+            (Link::Connecting(_), _) => config.connect_timeout,
+            _ if self.waiting == Waiting::Client => return None,
+            (_, Download::Head) if !self.request_out() => config.send_timeout,
+            (_, Download::Head | Download::Body { .. }) => config.read_timeout,
+            (_, Download::Tunnel { .. }) => config.tunnel_timeout,
+        };
+        Some(self.since + timeout)
+    }
+
+    /// The whole request went out (head and body).
+    fn request_out(&self) -> bool {
+        self.sent == self.to_upstream.len() && matches!(self.upload, Upload::Done)
+    }
+
+    /// Whether the client's request body was read to its end.
+    fn request_read(&self) -> bool {
+        matches!(self.upload, Upload::Done)
     }
 
     /// Picks the next untried server and connects to it (or takes a pooled connection).
@@ -286,6 +312,7 @@ impl Exchange {
             self.server = server;
             self.in_flight = Some(state.balancer.occupy(server));
             self.sent = 0;
+            self.since = env.now;
             if let Some(idle) = env.upstreams.checkout(self.upstream, server, self.token, env.now) {
                 let mut stream = idle.stream;
                 let interest = Interest::READABLE | Interest::WRITABLE;
@@ -294,7 +321,6 @@ impl Exchange {
                 {
                     self.from_upstream.await_event();
                     self.link = Link::Open { stream, pooled: true };
-                    self.deadline = env.now + env.upstreams.list[self.upstream].config.send_timeout;
                     return Ok(());
                 }
             }
@@ -303,7 +329,6 @@ impl Exchange {
                 Ok(stream) => {
                     self.from_upstream.await_event();
                     self.link = Link::Connecting(stream);
-                    self.deadline = env.now + env.upstreams.list[self.upstream].config.connect_timeout;
                     return Ok(());
                 }
                 Err(e) => self.fail_server(env, server, connect_error(&e)),
@@ -320,13 +345,7 @@ impl Exchange {
     }
 
     /// Moves everything that can move now, in both directions.
-    pub fn pump(
-        &mut self,
-        client_in: &mut Input,
-        client_eof: bool,
-        client_out: &mut Output,
-        env: &mut Env,
-    ) -> Step {
+    pub fn pump(&mut self, client_in: &mut Input, respond: &mut impl Respond, env: &mut Env) -> Step {
         match &self.link {
             Link::Connecting(stream) => match connect_state(stream) {
                 Connect::Pending => return Step::Wait,
@@ -339,11 +358,14 @@ impl Exchange {
             Link::Open { .. } => {}
             Link::Closed => return Step::Abort,
         }
+        if !self.request_read() {
+            respond.send_continue();
+        }
         let mut progress = match self.take_request_body(client_in) {
             Ok(moved) => moved,
             Err(step) => return step,
         };
-        if !matches!(self.upload, Upload::Done) && client_eof && client_in.is_empty() {
+        if !self.request_read() && client_in.is_ended() && client_in.is_empty() {
             return Step::Abort;
         }
         match self.send(env) {
@@ -351,37 +373,33 @@ impl Exchange {
             Err(()) => return self.lost_upstream(env),
         }
         if matches!(self.download, Download::Tunnel { .. }) {
-            return self.tunnel(client_in, client_eof, client_out, env, progress);
+            return self.tunnel(client_in, respond, env, progress);
         }
-        if client_out.backlog_bytes() < DOWNLOAD_HIGH_WATER_BYTES {
+        if respond.backlog_bytes() < DOWNLOAD_HIGH_WATER_BYTES {
+            self.waiting = Waiting::Upstream;
             match self.from_upstream.fill(self.link.stream(), UPSTREAM_INPUT_BYTES) {
                 Ok(Filled::Bytes(_)) => {
                     progress = true;
-                    self.deadline = env.now + self.config(env).read_timeout;
+                    self.since = env.now;
                 }
-                Ok(Filled::Eof) => return self.upstream_ended(client_out, env),
+                Ok(Filled::Eof) => return self.upstream_ended(respond, env),
                 Ok(Filled::Nothing | Filled::Full) => {}
                 Err(_) => return self.lost_upstream(env),
             }
+        } else {
+            self.waiting = Waiting::Client;
         }
-        match self.relay(client_out, env) {
+        match self.relay(respond, env) {
             Ok(moved) => progress |= moved,
             Err(step) => return step,
         }
-        if let (Download::Done, Upload::Done) = (&self.download, &self.upload) {
-            return self.finish(env);
-        }
-        if matches!(self.download, Download::Done) {
+        match self.download {
+            Download::Done { keep_alive } if self.request_read() => self.finish(keep_alive, env),
             // The upstream answered before taking the whole body: the client's remaining body
             // cannot be told from its next request, so its connection closes.
-            self.persistence = Persistence::Close;
-            self.upload = Upload::Done;
-            return self.finish_without_reuse();
-        }
-        if progress {
-            Step::Progress
-        } else {
-            Step::Wait
+            Download::Done { .. } => self.finish_without_reuse(),
+            _ if progress => Step::Progress,
+            _ => Step::Wait,
         }
     }
 
@@ -396,10 +414,6 @@ impl Exchange {
         env.upstreams.list[self.upstream]
             .balancer
             .note_failure(server, env.now);
-    }
-
-    fn config<'c>(&self, env: &'c Env) -> &'c crate::config::Upstream {
-        env.upstreams.list[self.upstream].config
     }
 
     fn promote(&mut self) {
@@ -433,9 +447,7 @@ impl Exchange {
             }
             Upload::Chunked(decoder) => {
                 let out = &mut self.to_upstream;
-                let fed = decoder.feed(data, |run| {
-                    push_chunk(out, run);
-                });
+                let fed = decoder.feed(data, |run| push_chunk(out, run));
                 let feed = fed.map_err(|_| Step::Abort)?;
                 if decoder.body_bytes() > self.max_body_bytes {
                     return Err(self.fail_or_abort(Failure::BodyTooLarge));
@@ -467,19 +479,11 @@ impl Exchange {
             }
         }
         if moved {
-            // Until the whole request is out, the upstream must keep taking it; then answer it.
-            let config = self.config(env);
-            let request_out = self.sent == self.to_upstream.len() && matches!(self.upload, Upload::Done);
-            let wait = if request_out {
-                config.read_timeout
-            } else {
-                config.send_timeout
-            };
-            self.deadline = env.now + wait;
+            self.since = env.now;
         }
         // Body bytes that went out need not be kept; a request without a body keeps its head
         // so a stale pooled connection can be retried with it.
-        if self.sent == self.to_upstream.len() && !matches!(self.upload, Upload::Done) {
+        if self.sent == self.to_upstream.len() && !self.request_read() {
             self.to_upstream.clear();
             self.sent = 0;
             self.trimmed = true;
@@ -488,7 +492,7 @@ impl Exchange {
     }
 
     /// Parses the response head and relays body bytes to the client.
-    fn relay(&mut self, client_out: &mut Output, env: &mut Env) -> Result<bool, Step> {
+    fn relay(&mut self, respond: &mut impl Respond, env: &mut Env) -> Result<bool, Step> {
         let mut moved = false;
         loop {
             match &mut self.download {
@@ -515,41 +519,25 @@ impl Exchange {
                         self.count(env, UpstreamError::BadResponse);
                         return Err(self.fail_or_abort(Failure::BadGateway));
                     }
-                    self.start_response(head, client_out, env);
+                    self.start_response(head, respond, env);
                 }
-                Download::Body {
-                    upstream,
-                    client,
-                    decoder,
-                    left,
-                } => {
+                Download::Body { incoming, keep_alive } => {
+                    let keep_alive = *keep_alive;
                     let data = self.from_upstream.data();
                     if data.is_empty() {
                         return Ok(moved);
                     }
-                    let out = client_out.buffer();
-                    // (bytes used from the upstream, body bytes relayed, body complete)
-                    let (used, relayed, done) = match upstream {
-                        UpstreamBody::Length(_) => {
+                    // (bytes used from the upstream, body complete)
+                    let (used, done) = match incoming {
+                        Incoming::Length(left) => {
                             let n = (*left).min(data.len() as u64) as usize;
-                            out.extend_from_slice(&data[..n]);
+                            respond.body(BodyPart::Bytes(&data[..n]));
                             *left -= n as u64;
-                            (n, n, *left == 0)
+                            (n, *left == 0)
                         }
-                        UpstreamBody::Chunked => {
-                            let reframe = *client == ClientBody::Chunked;
-                            let decoder = decoder.as_mut().expect("chunked has a decoder");
-                            let mut relayed = 0;
-                            let fed = decoder.feed(data, |run| {
-                                relayed += run.len();
-                                if reframe {
-                                    push_chunk(out, run);
-                                } else {
-                                    out.extend_from_slice(run);
-                                }
-                            });
-                            match fed {
-                                Ok(feed) => (feed.consumed, relayed, feed.done),
+                        Incoming::Chunked(decoder) => {
+                            match decoder.feed(data, |run| respond.body(BodyPart::Bytes(run))) {
+                                Ok(feed) => (feed.consumed, feed.done),
                                 Err(_) => {
                                     let counters = &mut env.upstreams.list[self.upstream].counters;
                                     counters.count_error(UpstreamError::BadResponse);
@@ -557,84 +545,63 @@ impl Exchange {
                                 }
                             }
                         }
-                        UpstreamBody::UntilClose => {
-                            if *client == ClientBody::Chunked {
-                                push_chunk(out, data);
-                            } else {
-                                out.extend_from_slice(data);
-                            }
-                            (data.len(), data.len(), false)
+                        Incoming::UntilClose => {
+                            respond.body(BodyPart::Bytes(data));
+                            (data.len(), false)
                         }
-                        UpstreamBody::None => (0, 0, true),
                     };
-                    self.body_bytes += relayed as u64;
                     self.from_upstream.consume(used);
                     moved |= used > 0;
                     if done {
-                        if *client == ClientBody::Chunked {
-                            client_out.buffer().extend_from_slice(b"0\r\n\r\n");
-                        }
-                        self.download = Download::Done;
+                        respond.end();
+                        self.download = Download::Done { keep_alive };
                     }
                 }
-                Download::Tunnel { .. } | Download::Done => return Ok(moved),
+                Download::Tunnel { .. } | Download::Done { .. } => return Ok(moved),
             }
         }
     }
 
-    /// Writes the client's response head and sets up the body relay.
-    fn start_response(&mut self, head: UpstreamHead, client_out: &mut Output, env: &mut Env) {
+    /// Sends the client's response head and sets up the body relay.
+    fn start_response(&mut self, head: UpstreamHead, respond: &mut impl Respond, env: &mut Env) {
         let state = &mut env.upstreams.list[self.upstream];
         state.balancer.note_success(self.server);
         state
             .counters
             .observe(env.now.saturating_duration_since(self.started));
-        if head.status == 101 {
-            response::write_client_head(
-                self.from_upstream.data(),
-                &head,
-                ClientBody::None,
-                Persistence::Close,
-                env.date,
-                client_out.buffer(),
-            );
-            self.from_upstream.consume(head.len);
-            self.head = Some(head);
-            self.download = Download::Tunnel {
-                client_closed: false,
-                upstream_closed: false,
-            };
-            self.deadline = env.now + self.config(env).tunnel_timeout;
-            return;
-        }
-        let client = response::client_body(head.body, self.client_http11);
-        if client == ClientBody::UntilClose {
-            self.persistence = Persistence::Close;
-        }
-        response::write_client_head(
-            self.from_upstream.data(),
-            &head,
-            client,
-            self.persistence,
-            env.date,
-            client_out.buffer(),
-        );
+        response::relay_head(self.from_upstream.data(), &head, respond.head());
+        respond.send_head();
         self.from_upstream.consume(head.len);
-        self.head = Some(head);
+        let keep_alive = head.keep_alive;
         self.download = match head.body {
-            UpstreamBody::None => Download::Done,
-            UpstreamBody::Length(0) => Download::Done,
-            body => Download::Body {
-                upstream: body,
-                client,
-                decoder: (body == UpstreamBody::Chunked).then(Box::default),
-                left: if let UpstreamBody::Length(n) = body { n } else { 0 },
+            _ if head.status == 101 => {
+                self.since = env.now;
+                Download::Tunnel {
+                    client_closed: false,
+                    upstream_closed: false,
+                }
+            }
+            UpstreamBody::None | UpstreamBody::Length(0) => {
+                respond.end();
+                Download::Done { keep_alive }
+            }
+            UpstreamBody::Length(n) => Download::Body {
+                incoming: Incoming::Length(n),
+                keep_alive,
+            },
+            UpstreamBody::Chunked => Download::Body {
+                incoming: Incoming::Chunked(Box::default()),
+                keep_alive,
+            },
+            UpstreamBody::UntilClose => Download::Body {
+                incoming: Incoming::UntilClose,
+                keep_alive,
             },
         };
     }
 
     /// The upstream closed its side.
-    fn upstream_ended(&mut self, client_out: &mut Output, env: &mut Env) -> Step {
+    fn upstream_ended(&mut self, respond: &mut impl Respond, env: &mut Env) -> Step {
         match &self.download {
             Download::Head if self.from_upstream.is_empty() => self.lost_upstream(env),
             Download::Head => {
@@ -643,26 +610,22 @@ impl Exchange {
             }
             // Every byte read so far was relayed in the pump that read it.
             Download::Body {
-                upstream: UpstreamBody::UntilClose,
-                client,
+                incoming: Incoming::UntilClose,
                 ..
             } => {
-                if *client == ClientBody::Chunked {
-                    client_out.buffer().extend_from_slice(b"0\r\n\r\n");
-                }
-                self.download = Download::Done;
-                self.upload = Upload::Done;
+                respond.end();
+                self.download = Download::Done { keep_alive: false };
                 self.finish_without_reuse()
             }
             Download::Body { .. } => {
                 self.count(env, UpstreamError::Reset);
                 Step::Abort
             }
-            Download::Tunnel { .. } | Download::Done => self.finish_without_reuse(),
+            Download::Tunnel { .. } | Download::Done { .. } => self.finish_without_reuse(),
         }
     }
 
-    /// The upstream connection failed (reset, closed, write error) before a response.
+    /// The upstream connection failed (reset, closed, write error).
     fn lost_upstream(&mut self, env: &mut Env) -> Step {
         let pooled = matches!(self.link, Link::Open { pooled: true, .. });
         if !matches!(self.download, Download::Head) || !self.from_upstream.is_empty() {
@@ -680,7 +643,7 @@ impl Exchange {
         self.fail_server(env, self.server, UpstreamError::Reset);
         Step::Failed {
             failure: Failure::BadGateway,
-            request_read: matches!(self.upload, Upload::Done),
+            request_read: self.request_read(),
         }
     }
 
@@ -695,22 +658,16 @@ impl Exchange {
             let _ = env.registry.deregister(stream);
         }
         self.link = Link::Closed;
-        if self.trimmed {
+        if self.trimmed || self.connect_next(env).is_err() {
             return Step::Failed {
                 failure,
-                request_read: matches!(self.upload, Upload::Done),
+                request_read: self.request_read(),
             };
         }
-        match self.connect_next(env) {
-            Ok(()) => Step::Progress,
-            Err(_) => Step::Failed {
-                failure,
-                request_read: matches!(self.upload, Upload::Done),
-            },
-        }
+        Step::Progress
     }
 
-    /// A deadline passed.
+    /// A deadline passed (the one [`Exchange::deadline`] gave).
     pub fn time_out(&mut self, env: &mut Env) -> Step {
         match (&self.link, &self.download) {
             (Link::Connecting(_), _) => {
@@ -718,8 +675,7 @@ impl Exchange {
                 self.retry(Failure::Timeout, true, env)
             }
             (_, Download::Head) => {
-                let request_out = self.sent == self.to_upstream.len() && matches!(self.upload, Upload::Done);
-                let error = if request_out {
+                let error = if self.request_out() {
                     UpstreamError::ReadTimeout
                 } else {
                     UpstreamError::SendTimeout
@@ -737,12 +693,12 @@ impl Exchange {
 
     /// Before the client's response started, a failure is answered; after, the response is cut.
     fn fail_or_abort(&self, failure: Failure) -> Step {
-        if self.head.is_some() {
+        if !matches!(self.download, Download::Head) {
             return Step::Abort;
         }
         Step::Failed {
             failure,
-            request_read: matches!(self.upload, Upload::Done),
+            request_read: self.request_read(),
         }
     }
 
@@ -750,8 +706,7 @@ impl Exchange {
     fn tunnel(
         &mut self,
         client_in: &mut Input,
-        client_eof: bool,
-        client_out: &mut Output,
+        respond: &mut impl Respond,
         env: &mut Env,
         mut progress: bool,
     ) -> Step {
@@ -775,11 +730,16 @@ impl Exchange {
                 return Step::Abort;
             }
         }
-        if client_eof && client_in.is_empty() && !client_closed && self.sent == self.to_upstream.len() {
+        if client_in.is_ended()
+            && client_in.is_empty()
+            && !client_closed
+            && self.sent == self.to_upstream.len()
+        {
             client_closed = true;
             let _ = self.link.stream().shutdown_write();
         }
-        if client_out.backlog_bytes() < DOWNLOAD_HIGH_WATER_BYTES && !upstream_closed {
+        if respond.backlog_bytes() < DOWNLOAD_HIGH_WATER_BYTES && !upstream_closed {
+            self.waiting = Waiting::Upstream;
             match self.from_upstream.fill(self.link.stream(), UPSTREAM_INPUT_BYTES) {
                 Ok(Filled::Bytes(_)) => progress = true,
                 Ok(Filled::Eof) | Err(_) => upstream_closed = true,
@@ -787,35 +747,35 @@ impl Exchange {
             }
             let data = self.from_upstream.data();
             if !data.is_empty() {
-                client_out.buffer().extend_from_slice(data);
-                self.body_bytes += data.len() as u64;
+                respond.body(BodyPart::Bytes(data));
                 let n = data.len();
                 self.from_upstream.consume(n);
             }
+        } else if !upstream_closed {
+            self.waiting = Waiting::Client;
         }
         self.download = Download::Tunnel {
             client_closed,
             upstream_closed,
         };
         if progress {
-            self.deadline = env.now + self.config(env).tunnel_timeout;
+            self.since = env.now;
         }
         match (client_closed, upstream_closed) {
-            (true, true) => self.finish_without_reuse(),
             // The upstream is done talking: the client gets what is buffered, then EOF.
-            (_, true) => Step::Done {
-                persistence: Persistence::Close,
-                status: 101,
-                body_bytes: self.body_bytes,
-            },
+            (_, true) => {
+                respond.end();
+                self.download = Download::Done { keep_alive: false };
+                self.finish_without_reuse()
+            }
             _ if progress => Step::Progress,
             _ => Step::Wait,
         }
     }
 
     /// The exchange ended cleanly: pool the upstream connection if it can carry another.
-    fn finish(&mut self, env: &mut Env) -> Step {
-        let reusable = self.head.is_some_and(|h| h.keep_alive) && self.from_upstream.is_empty();
+    fn finish(&mut self, keep_alive: bool, env: &mut Env) -> Step {
+        let reusable = keep_alive && self.from_upstream.is_empty();
         if let (true, Link::Open { stream, .. }) = (reusable, std::mem::replace(&mut self.link, Link::Closed))
         {
             env.upstreams
@@ -826,9 +786,7 @@ impl Exchange {
 
     fn finish_without_reuse(&self) -> Step {
         Step::Done {
-            persistence: self.persistence,
-            status: self.head.map_or(502, |h| h.status),
-            body_bytes: self.body_bytes,
+            request_read: self.request_read(),
         }
     }
 }
@@ -858,43 +816,5 @@ fn connect_error(e: &io::Error) -> UpstreamError {
         UpstreamError::ConnectRefused
     } else {
         UpstreamError::ConnectError
-    }
-}
-
-/// Appends `data` as one chunk of the chunked transfer coding.
-fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 16];
-    let mut at = digits.len();
-    let mut n = data.len();
-    loop {
-        at -= 1;
-        digits[at] = HEX[n % 16];
-        n /= 16;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_carry_their_length_in_hex() {
-        for (data, framed) in [(&b"hello"[..], &b"5\r\nhello\r\n"[..]), (&[7u8; 26][..], &[])] {
-            let mut out = Vec::new();
-            push_chunk(&mut out, data);
-            if framed.is_empty() {
-                assert!(out.starts_with(b"1a\r\n") && out.ends_with(b"\r\n") && out.len() == 4 + 26 + 2);
-            } else {
-                assert_eq!(out, framed);
-            }
-        }
     }
 }

@@ -5,7 +5,7 @@ use std::mem::MaybeUninit;
 
 use crate::http::hop::{self, ConnectionOptions};
 use crate::http::request::{parse_length, tokens};
-use crate::http::response::{push_number, Persistence};
+use crate::http::response::{Length, ResponseHead};
 
 /// Largest upstream response head accepted; over it the response is a 502.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -19,15 +19,6 @@ pub enum UpstreamBody {
     Length(u64),
     Chunked,
     /// Everything until the upstream closes.
-    UntilClose,
-}
-
-/// How shoal delimits the body it relays to the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientBody {
-    None,
-    Length(u64),
-    Chunked,
     UntilClose,
 }
 
@@ -131,28 +122,13 @@ pub fn parse(buf: &[u8], request_was_head: bool) -> Result<Option<UpstreamHead>,
     }))
 }
 
-/// The framing shoal uses toward the client for an upstream body.
-pub fn client_body(upstream: UpstreamBody, client_speaks_http11: bool) -> ClientBody {
-    match upstream {
-        UpstreamBody::None => ClientBody::None,
-        UpstreamBody::Length(n) => ClientBody::Length(n),
-        UpstreamBody::Chunked | UpstreamBody::UntilClose if client_speaks_http11 => ClientBody::Chunked,
-        UpstreamBody::Chunked | UpstreamBody::UntilClose => ClientBody::UntilClose,
-    }
-}
-
 /// Headers shoal writes itself toward the client, besides the hop-by-hop ones.
 const REWRITTEN: &[&str] = &["content-length"];
 
-/// Writes the client's response head for `head` (parsed from `buf`).
-pub fn write_client_head(
-    buf: &[u8],
-    head: &UpstreamHead,
-    body: ClientBody,
-    persistence: Persistence,
-    date: &[u8],
-    out: &mut Vec<u8>,
-) {
+/// Fills `into` with what the client gets of the upstream's `head` (parsed from `buf`): its
+/// status and reason, every end-to-end header line in order, and the body's length as the
+/// upstream's framing tells it.
+pub fn relay_head(buf: &[u8], head: &UpstreamHead, into: &mut ResponseHead) {
     let mut headers: [MaybeUninit<httparse::Header>; MAX_HEADERS] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
@@ -161,61 +137,28 @@ pub fn write_client_head(
         &buf[..head.len],
         &mut headers,
     );
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_number(out, u64::from(head.status));
-    out.push(b' ');
-    out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    into.relayed(head.status, response.reason.unwrap_or("").as_bytes());
     let connection = ConnectionOptions::of(
         (response.headers.iter())
             .filter(|h| h.name.eq_ignore_ascii_case("connection"))
             .map(|h| h.value),
     );
     let switching = head.status == 101;
-    let mut has_date = false;
     for header in response.headers.iter() {
-        let name = header.name;
+        let name = header.name.as_bytes();
         // A protocol switch is end to end: its Upgrade header goes through.
-        let passes_upgrade = switching && name.eq_ignore_ascii_case("upgrade");
-        if !passes_upgrade
-            && (hop::is_dropped(name.as_bytes(), REWRITTEN) || connection.name(name.as_bytes()))
-        {
+        let passes_upgrade = switching && name.eq_ignore_ascii_case(b"upgrade");
+        if !passes_upgrade && (hop::is_dropped(name, REWRITTEN) || connection.name(name)) {
             continue;
         }
-        has_date |= name.eq_ignore_ascii_case("date");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(header.value);
-        out.extend_from_slice(b"\r\n");
+        into.add(name, header.value);
     }
-    if !has_date {
-        out.extend_from_slice(b"Date: ");
-        out.extend_from_slice(date);
-        out.extend_from_slice(b"\r\n");
-    }
-    match body {
-        ClientBody::Length(n) => content_length(out, n),
-        ClientBody::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        ClientBody::None if head.status != 204 && !switching => {
-            if let Some(n) = head.content_length {
-                content_length(out, n);
-            }
-        }
-        ClientBody::None | ClientBody::UntilClose => {}
-    }
-    out.extend_from_slice(match (switching, persistence) {
-        (true, _) => b"Connection: upgrade\r\n".as_slice(),
-        (false, Persistence::KeepAlive) => b"",
-        (false, Persistence::KeepAliveEcho) => b"Connection: keep-alive\r\n",
-        (false, Persistence::Close) => b"Connection: close\r\n",
-    });
-    out.extend_from_slice(b"\r\n");
-}
-
-fn content_length(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(b"Content-Length: ");
-    push_number(out, n);
-    out.extend_from_slice(b"\r\n");
+    into.length = match head.body {
+        // HEAD, 304: the length the upstream advertises, without a body.
+        UpstreamBody::None => head.content_length.map_or(Length::None, Length::Known),
+        UpstreamBody::Length(n) => Length::Known(n),
+        UpstreamBody::Chunked | UpstreamBody::UntilClose => Length::Unknown,
+    };
 }
 
 #[cfg(test)]
@@ -316,32 +259,47 @@ mod tests {
     }
 
     #[test]
-    fn client_head_keeps_repeats_and_drops_hop_by_hop() {
+    fn the_relayed_head_keeps_repeats_and_drops_hop_by_hop() {
         let text = "HTTP/1.1 200 Fine\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nTransfer-Encoding: chunked\r\nDate: D\r\n\r\n";
         let parsed = head(text).unwrap().unwrap();
-        let mut out = Vec::new();
-        let body = client_body(parsed.body, true);
-        write_client_head(
-            text.as_bytes(),
-            &parsed,
-            body,
-            Persistence::KeepAlive,
-            b"X",
-            &mut out,
-        );
+        let mut relayed = ResponseHead::default();
+        relay_head(text.as_bytes(), &parsed, &mut relayed);
+        assert_eq!((relayed.status, relayed.reason()), (200, &b"Fine"[..]));
+        assert_eq!(relayed.length, Length::Unknown);
+        let lines: Vec<(&[u8], &[u8])> = relayed.lines().collect();
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "HTTP/1.1 200 Fine\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nDate: D\r\nTransfer-Encoding: chunked\r\n\r\n"
+            lines,
+            [
+                (&b"Set-Cookie"[..], &b"a=1"[..]),
+                (b"Set-Cookie", b"b=2"),
+                (b"Date", b"D")
+            ]
         );
     }
 
     #[test]
-    fn until_close_becomes_chunked_for_http11_and_stays_for_http10() {
-        assert_eq!(client_body(UpstreamBody::UntilClose, true), ClientBody::Chunked);
+    fn lengths_follow_the_upstream_framing() {
+        let length = |text: &str, was_head: bool| {
+            let parsed = parse(text.as_bytes(), was_head).unwrap().unwrap();
+            let mut relayed = ResponseHead::default();
+            relay_head(text.as_bytes(), &parsed, &mut relayed);
+            relayed.length
+        };
         assert_eq!(
-            client_body(UpstreamBody::UntilClose, false),
-            ClientBody::UntilClose
+            length("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", false),
+            Length::Known(7)
         );
-        assert_eq!(client_body(UpstreamBody::Chunked, false), ClientBody::UntilClose);
+        assert_eq!(
+            length("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true),
+            Length::Known(7)
+        );
+        assert_eq!(length("HTTP/1.1 200 OK\r\n\r\n", false), Length::Unknown);
+        assert_eq!(length("HTTP/1.1 304 Not Modified\r\n\r\n", false), Length::None);
+        let upgrade = "HTTP/1.1 101 Switching\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let parsed = parse(upgrade.as_bytes(), false).unwrap().unwrap();
+        let mut relayed = ResponseHead::default();
+        relay_head(upgrade.as_bytes(), &parsed, &mut relayed);
+        assert_eq!(relayed.get("upgrade"), Some(&b"websocket"[..]));
+        assert_eq!(relayed.get("connection"), None);
     }
 }

@@ -1,27 +1,30 @@
-//! One client connection: reads requests, answers them in order, and decides when to close.
+//! One client connection: reads requests, has the pipeline answer them in order, and decides
+//! when to close.
 //!
-//! The connection is a state machine over [`Phase`]; [`Conn::drive`] runs it as far as
-//! the socket allows (edge-triggered: until reads or writes would block) within a bounded
-//! number of rounds, so no single client can hold the worker.
+//! The connection is a state machine over [`Phase`], changed only by [`Conn::set_phase`];
+//! each phase determines its own deadline ([`Conn::deadline`]), and while output is pending
+//! the client must keep taking it within `send_timeout`. [`Conn::drive`] runs the machine as
+//! far as the transport allows (edge-triggered: until reads or writes would block) within a
+//! bounded number of rounds, so no single client can hold the worker.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-use mio::{Registry, Token};
+use mio::Token;
 
 use super::access_log::{AccessLog, Entry};
 use super::clock::Clock;
-use super::request_id::{RequestId, RequestIds};
-use crate::config::{FileOptions, Limits, Route, Serve};
-use crate::files::{Answer, Body, FileRequest, Reply, Served, StaticFiles};
+use crate::config::Limits;
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::request::{self, Framing, Method, RequestHead};
-use crate::http::response::{self, Persistence};
-use crate::http::target;
+use crate::http::request::{self, Framing, HeadLimits, RequestHead};
+use crate::http::respond::respond_simple;
+use crate::http::response::{Persistence, ResponseHead};
 use crate::io::{Buffers, Filled, Flush, Input, Output, Transport};
-use crate::proxy::{Env, Exchange, Start, Step, Upstreams};
+use crate::pipeline::request_id::RequestId;
+use crate::pipeline::respond::{Responder, Response};
+use crate::pipeline::{Outcome, Pipeline, Request, Routed};
+use crate::proxy::{Exchange, Step};
 use crate::stats::{Counters, NO_ROUTE};
 
 /// Rounds of read/process/write per readiness event before yielding to other connections.
@@ -34,26 +37,60 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// Where the connection is in its request cycle.
 enum Phase {
-    /// Between requests.
+    /// Between requests (its keep-alive timer runs once the output is sent).
     Idle,
     /// Part of a request head has arrived.
     Head,
     /// The answered request's body is still arriving; it is read and discarded.
-    Body(BodyLeft),
+    Body { left: BodyLeft, last_read: Instant },
     /// An upstream is answering the request.
     Proxying(Box<Proxying>),
-    /// Send what is pending, then close; `linger` if the client may still be sending.
-    Closing { linger: bool },
+    /// Send what is pending, then close.
+    Closing(Close),
     /// Our side is shut; discarding input until the client closes or the linger ends.
     Lingering,
 }
 
-/// A request handed to an upstream, and what its log line and counters need once it ends.
+/// How a connection closes once its output is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// At once: nothing more will come from the client.
+    Now,
+    /// Lingering: the client may still be sending.
+    Linger,
+    /// Lingering, after refusing a request that could not be read; the client gets less time
+    /// to take the answer (the shorter of the send and header timeouts).
+    Refused,
+}
+
+/// A request handed to an upstream, and what its response and log line need until it ends.
 struct Proxying {
     exchange: Exchange,
+    response: Response,
+    routed: Routed,
     log: Option<LogCopy>,
-    /// The route's index in the response counters.
-    route: usize,
+}
+
+/// What an access log line needs of a request.
+struct LogLine<'l> {
+    request_line: &'l [u8],
+    referer: Option<&'l [u8]>,
+    user_agent: Option<&'l [u8]>,
+    request_id: Option<&'l [u8]>,
+    /// When the request's first bytes were processed.
+    started: Instant,
+}
+
+impl<'l> LogLine<'l> {
+    fn of(head: &RequestHead, buf: &'l [u8], request_id: Option<&'l RequestId>, started: Instant) -> Self {
+        LogLine {
+            request_line: head.request_line(buf),
+            referer: head.field(buf, "referer"),
+            user_agent: head.field(buf, "user-agent"),
+            request_id: request_id.map(RequestId::as_bytes),
+            started,
+        }
+    }
 }
 
 /// The parts of a request head its access log line needs, kept after the head is consumed.
@@ -61,30 +98,30 @@ struct LogCopy {
     request_line: Vec<u8>,
     referer: Option<Vec<u8>>,
     user_agent: Option<Vec<u8>>,
-    request_id: RequestId,
+    request_id: Option<RequestId>,
     started: Instant,
 }
 
 impl LogCopy {
-    fn of(head: &RequestHead, buf: &[u8], request_id: RequestId, started: Instant) -> LogCopy {
+    fn of(line: &LogLine, request_id: Option<RequestId>) -> LogCopy {
         LogCopy {
-            request_line: head.request_line(buf).to_vec(),
-            referer: head.field(buf, "referer").map(<[u8]>::to_vec),
-            user_agent: head.field(buf, "user-agent").map(<[u8]>::to_vec),
+            request_line: line.request_line.to_vec(),
+            referer: line.referer.map(<[u8]>::to_vec),
+            user_agent: line.user_agent.map(<[u8]>::to_vec),
             request_id,
-            started,
+            started: line.started,
         }
     }
-}
 
-/// Where a finished proxied response is counted and logged.
-struct Proxied<'l> {
-    /// What its access log line needs (none when the log is off).
-    log: Option<&'l LogCopy>,
-    /// The route's index in the response counters.
-    route: usize,
-    /// The upstream server that answered, if one was reached.
-    upstream: Option<SocketAddr>,
+    fn line(&self) -> LogLine<'_> {
+        LogLine {
+            request_line: &self.request_line,
+            referer: self.referer.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+            request_id: self.request_id.as_ref().map(RequestId::as_bytes),
+            started: self.started,
+        }
+    }
 }
 
 /// What remains of a request body.
@@ -104,84 +141,89 @@ pub enum Verdict {
     Close,
 }
 
-/// The worker state every connection uses: limits, routes, files, clock, log, counters.
-/// The worker owns it and lends it to one connection at a time.
+/// The worker state every connection uses: limits, the pipeline, clock, log, counters. The
+/// worker owns it and lends it to one connection at a time.
 pub struct Ctx<'a> {
     pub limits: &'a Limits,
-    /// Each server's routes (longest prefix first) with their ids in `files`.
-    pub routes: Vec<Vec<(usize, &'a Route)>>,
-    pub files: StaticFiles,
+    pub head_limits: HeadLimits,
+    pub pipeline: Pipeline<'a>,
     pub clock: Clock,
     pub log: AccessLog,
     /// The worker is shutting down: answer what is in flight, keep nothing alive.
     pub draining: bool,
     /// The worker's counters for its heartbeat.
     pub counters: Counters,
-    /// Per server: the index of its first route in `counters.responses`.
-    pub first_route: Vec<usize>,
-    /// Upstream balancers and keep-alive pools.
-    pub upstreams: Upstreams<'a>,
-    /// Where upstream sockets are registered (they drive their client's connection).
-    pub registry: Registry,
     /// Spare I/O buffers, lent to connections and exchanges while they hold bytes.
     pub buffers: Buffers,
-    /// Makes the ids of requests that come without a usable `X-Request-Id`.
-    pub ids: RequestIds,
+    /// The head every response is built in, one at a time.
+    pub head: ResponseHead,
 }
 
-impl<'a> Ctx<'a> {
-    fn env(&mut self) -> Env<'_, 'a> {
-        Env {
-            upstreams: &mut self.upstreams,
-            registry: &self.registry,
-            buffers: &mut self.buffers,
-            now: self.clock.now,
-            date: &self.clock.http_date,
-        }
-    }
-}
-
-/// A client connection.
-pub struct Conn {
+/// A client connection over a transport (TCP by default).
+pub struct Conn<T: Transport = TcpStream> {
     /// Slab key: the client socket's token is `2 * key`, its upstream's `2 * key + 1`.
     key: usize,
-    pub stream: TcpStream,
+    transport: T,
     peer: SocketAddr,
-    server: usize,
+    /// Index of the worker's listener it came in on.
+    listener: usize,
     phase: Phase,
     input: Input,
     output: Output,
-    /// When the current wait (idle, head, body, send, linger) runs out.
-    pub deadline: Instant,
-    /// When the connection last became idle.
-    idle_since: Instant,
-    /// When the current request's first bytes were processed (for the access log).
-    started: Instant,
+    /// When the current phase began.
+    since: Instant,
+    /// When the client last took output bytes (or connected).
+    last_sent: Instant,
     served: u32,
 }
 
-impl Conn {
-    /// A freshly accepted connection for virtual server `server`.
-    pub fn new(
-        key: usize,
-        stream: TcpStream,
-        peer: SocketAddr,
-        server: usize,
-        now: Instant,
-        limits: &Limits,
-    ) -> Conn {
+impl<T: Transport> Conn<T> {
+    /// A freshly accepted connection on listener `listener`.
+    pub fn new(key: usize, transport: T, peer: SocketAddr, listener: usize, now: Instant) -> Conn<T> {
         Conn {
             key,
-            stream,
+            transport,
             peer,
-            server,
+            listener,
             phase: Phase::Idle,
             input: Input::default(),
             output: Output::default(),
-            deadline: now + limits.header_timeout,
-            idle_since: now,
-            started: now,
+            since: now,
+            last_sent: now,
             served: 0,
+        }
+    }
+
+    /// The one way the phase changes; the new phase's timer starts now.
+    fn set_phase(&mut self, phase: Phase, now: Instant) {
+        self.phase = phase;
+        self.since = now;
+    }
+
+    /// When the connection's wait runs out: the client's send timer while output is pending,
+    /// and the phase's own timer (head, body, keep-alive, upstream, linger).
+    pub fn deadline(&self, ctx: &Ctx) -> Instant {
+        let limits = ctx.limits;
+        let send = (!self.output.is_empty()).then(|| self.last_sent + limits.send_timeout);
+        let phase = match &self.phase {
+            // Idle only once the last response is out.
+            Phase::Idle => send
+                .is_none()
+                .then(|| self.since.max(self.last_sent) + limits.keepalive_timeout),
+            Phase::Head => Some(self.since + limits.header_timeout),
+            Phase::Body { last_read, .. } => Some(*last_read + limits.header_timeout),
+            Phase::Proxying(proxying) => proxying.exchange.deadline(&ctx.pipeline.upstreams),
+            Phase::Closing(Close::Refused) => {
+                Some(self.since + limits.send_timeout.min(limits.header_timeout))
+            }
+            Phase::Closing(_) => None,
+            Phase::Lingering => return self.since + LINGER,
+        };
+        match (send, phase) {
+            (Some(send), Some(phase)) => send.min(phase),
+            (Some(only), None) | (None, Some(only)) => only,
+            // Nothing to wait for (it closes on its next drive); a bound all the same.
+            (None, None) => self.since + limits.send_timeout,
         }
     }
 
@@ -193,15 +235,14 @@ impl Conn {
     /// How long the connection has been idle, if it is.
     pub fn idle_for(&self, now: Instant) -> Option<Duration> {
         self.is_idle()
-            .then(|| now.saturating_duration_since(self.idle_since))
+            .then(|| now.saturating_duration_since(self.since.max(self.last_sent)))
     }
 
     /// Closes an idle connection with a lingering close: our FIN goes out, and whatever the
     /// client still sends is read and dropped until it closes too.
     pub fn linger_out(&mut self, now: Instant) {
-        let _ = self.stream.shutdown_write();
-        self.phase = Phase::Lingering;
-        self.deadline = now + LINGER;
+        let _ = self.transport.shutdown_write();
+        self.set_phase(Phase::Lingering, now);
     }
 
     /// Notes an event on the upstream socket (`read_closed`: it carried the FIN).
@@ -227,6 +268,30 @@ impl Conn {
         verdict
     }
 
+    /// Gives back everything the connection holds of the worker's (it is being closed), and
+    /// logs a proxied request it cuts short.
+    pub fn release(&mut self, ctx: &mut Ctx) {
+        if let Phase::Proxying(mut proxying) = std::mem::replace(&mut self.phase, Phase::Lingering) {
+            proxying.exchange.release(&mut ctx.buffers);
+            let upstream = proxying.exchange.server_addr(&ctx.pipeline.upstreams);
+            // nginx's 499: the client went away before the response started.
+            let status = proxying.response.status().unwrap_or(499);
+            if let Some(copy) = &proxying.log {
+                self.log(
+                    &copy.line(),
+                    &proxying.routed,
+                    status,
+                    &proxying.response,
+                    upstream,
+                    ctx,
+                );
+            }
+            ctx.counters.count_response(proxying.routed.counted_as, status);
+        }
+        self.input.discard(&mut ctx.buffers.input);
+        self.output.discard(&mut ctx.buffers.output);
+    }
+
     fn run(&mut self, ctx: &mut Ctx) -> Verdict {
         for _ in 0..ROUNDS_PER_EVENT {
             let mut progress = match self.read(ctx) {
@@ -235,8 +300,14 @@ impl Conn {
             };
             progress |= self.process(ctx);
             let sent_before = self.output.sent_bytes;
-            let fin_follows = matches!(self.phase, Phase::Closing { .. });
-            match self.output.flush(&mut self.stream, fin_follows) {
+            let fin_follows = matches!(self.phase, Phase::Closing(_));
+            let flushed = self.output.flush(&mut self.transport, fin_follows);
+            if self.output.sent_bytes > sent_before {
+                ctx.counters.bytes_out += self.output.sent_bytes - sent_before;
+                self.last_sent = ctx.clock.now;
+                progress = true;
+            }
+            match flushed {
                 Ok(Flush::Done) => {
                     if let Some(verdict) = self.after_flush(ctx.clock.now) {
                         return verdict;
@@ -246,11 +317,6 @@ impl Conn {
                 Ok(Flush::Yielded) => return Verdict::Again,
                 Err(_) => return Verdict::Close,
             }
-            if self.output.sent_bytes > sent_before {
-                ctx.counters.bytes_out += self.output.sent_bytes - sent_before;
-                progress = true;
-                self.after_write(ctx);
-            }
             if !progress {
                 return Verdict::Wait;
             }
@@ -258,19 +324,22 @@ impl Conn {
         Verdict::Again
     }
 
-    /// Handles a passed deadline: a late head gets 408, anything else is closed.
+    /// Handles a passed deadline: a late head gets 408; an upstream's passed deadline is
+    /// retried, answered or cut; anything else (a client too slow to send or take) is closed.
     pub fn time_out(&mut self, ctx: &mut Ctx) -> Verdict {
+        let now = ctx.clock.now;
+        let client_late = !self.output.is_empty() && self.last_sent + ctx.limits.send_timeout <= now;
         match &mut self.phase {
             Phase::Head if self.output.is_empty() => {
-                self.fail(408, ctx);
+                self.refuse(408, ctx);
                 self.drive(ctx)
             }
-            // Connect, send and read timeouts of the upstream: retry, 504, or cut.
-            Phase::Proxying(proxying)
-                if self.output.is_empty() || proxying.exchange.deadline <= ctx.clock.now =>
-            {
-                let step = proxying.exchange.time_out(&mut ctx.env());
-                self.proxy_step(step, ctx);
+            // The client takes its bytes: the deadline that passed is the upstream's.
+            Phase::Proxying(proxying) if !client_late => {
+                let step = ctx
+                    .pipeline
+                    .time_out(&mut proxying.exchange, now, &mut ctx.buffers);
+                self.after_step(step, ctx);
                 self.drive(ctx)
             }
             _ => Verdict::Close,
@@ -279,7 +348,7 @@ impl Conn {
 
     fn read(&mut self, ctx: &mut Ctx) -> Result<bool, ()> {
         let limit = ctx.limits.max_header_bytes.max(16 * 1024);
-        match self.input.fill(&mut self.stream, limit) {
+        match self.input.fill(&mut self.transport, limit) {
             Ok(Filled::Bytes(n)) => {
                 ctx.counters.bytes_in += n as u64;
                 Ok(true)
@@ -292,6 +361,7 @@ impl Conn {
 
     /// Consumes input: request heads, bodies, or bytes to discard. Returns true on progress.
     fn process(&mut self, ctx: &mut Ctx) -> bool {
+        let now = ctx.clock.now;
         let mut progress = false;
         loop {
             match &mut self.phase {
@@ -300,21 +370,19 @@ impl Conn {
                         break;
                     }
                     if matches!(self.phase, Phase::Idle) {
-                        self.phase = Phase::Head;
-                        self.started = ctx.clock.now;
-                        self.deadline = ctx.clock.now + ctx.limits.header_timeout;
+                        self.set_phase(Phase::Head, now);
                     }
-                    match request::parse(self.input.data(), &ctx.limits.head()) {
+                    match request::parse(self.input.data(), &ctx.head_limits) {
                         Ok(Some(head)) => self.answer(&head, ctx),
                         Ok(None) if self.input.len() >= ctx.limits.max_header_bytes => {
-                            self.fail(request::incomplete_error(self.input.data()).status(), ctx)
+                            self.refuse(request::incomplete_error(self.input.data()).status(), ctx)
                         }
                         Ok(None) => break,
-                        Err(e) => self.fail(e.status(), ctx),
+                        Err(e) => self.refuse(e.status(), ctx),
                     }
                     progress = true;
                 }
-                Phase::Body(left) => {
+                Phase::Body { left, last_read } => {
                     if self.input.is_empty() {
                         break;
                     }
@@ -322,41 +390,50 @@ impl Conn {
                     match discard_body(left, self.input.data(), ctx.limits.max_body_bytes) {
                         Ok((used, done)) => {
                             self.input.consume(used);
-                            self.deadline = ctx.clock.now + ctx.limits.header_timeout;
+                            *last_read = now;
                             if done {
-                                self.enter_idle(ctx);
+                                self.set_phase(Phase::Idle, now);
                             }
                         }
-                        Err(()) => self.phase = Phase::Closing { linger: false },
+                        Err(()) => self.set_phase(Phase::Closing(Close::Now), now),
                     }
                 }
                 Phase::Proxying(proxying) => {
-                    let client_eof = self.input.is_ended();
-                    let step =
-                        proxying
-                            .exchange
-                            .pump(&mut self.input, client_eof, &mut self.output, &mut ctx.env());
-                    if !self.proxy_step(step, ctx) {
+                    let mut responder = Responder {
+                        response: &mut proxying.response,
+                        output: &mut self.output,
+                        head: &mut ctx.head,
+                        date: &ctx.clock.http_date,
+                    };
+                    let step = (ctx.pipeline).pump(
+                        &mut proxying.exchange,
+                        &mut self.input,
+                        &mut responder,
+                        now,
+                        &mut ctx.buffers,
+                    );
+                    if !self.after_step(step, ctx) {
                         break;
                     }
                     progress = true;
                 }
-                Phase::Closing { .. } | Phase::Lingering => {
+                Phase::Closing(_) | Phase::Lingering => {
                     self.input.clear();
                     break;
                 }
             }
         }
-        if self.input.is_ended() && matches!(self.phase, Phase::Idle | Phase::Head | Phase::Body(_)) {
-            self.phase = Phase::Closing { linger: false };
+        if self.input.is_ended() && matches!(self.phase, Phase::Idle | Phase::Head | Phase::Body { .. }) {
+            self.set_phase(Phase::Closing(Close::Now), now);
         }
         progress
     }
 
-    /// Answers one complete request head and moves to the phase that follows it.
+    /// Has the pipeline answer one complete request head, and moves to the phase after it.
     fn answer(&mut self, head: &RequestHead, ctx: &mut Ctx) {
         self.served += 1;
         ctx.counters.requests += 1;
+        let now = ctx.clock.now;
         let persistence = if !head.wants_keep_alive()
             || ctx.draining
             || self.served >= ctx.limits.max_requests_per_connection
@@ -367,399 +444,197 @@ impl Conn {
         } else {
             Persistence::KeepAlive
         };
+        // The head phase began with the request's first bytes.
+        let started = self.since;
         let buf = self.input.data();
-        let with_body = head.method != Method::Head;
-        let date = &ctx.clock.http_date;
-        let first_route = ctx.first_route[self.server];
-        let (served, counted_as) = match destination(head, buf, &ctx.routes[self.server], first_route) {
-            Destination::Status(status) => {
-                let n =
-                    response::write_simple(self.output.buffer(), status, date, persistence, &[], with_body);
-                (Served::written(status, n), NO_ROUTE)
-            }
-            Destination::Proxy {
-                upstream,
-                target_start,
-                counted_as,
-            } => return self.start_proxy(head, upstream, target_start, counted_as, persistence, ctx),
-            Destination::Files {
-                id,
-                route,
-                options,
-                path,
-                counted_as,
-            } => {
-                let out = self.output.buffer();
-                if head.expect_continue && persistence.keeps_alive() {
-                    out.extend_from_slice(response::CONTINUE);
-                }
-                let request = FileRequest {
-                    head,
-                    buf,
-                    path: &path,
-                    route_id: id,
-                    route,
-                    options,
-                };
-                match ctx.files.serve(
-                    &request,
-                    Reply {
-                        out,
-                        date,
-                        persistence,
-                    },
-                    ctx.clock.now,
-                ) {
-                    Answer::Served(served) => (served, counted_as),
-                    Answer::Fallback(upstream) => {
-                        // The path goes as sent; an absolute-form target loses its scheme and
-                        // authority (it routed, so it has an origin form).
-                        let target_start = target::origin_start(head.target.of(buf)).unwrap_or(0);
-                        return self.start_proxy(head, upstream, target_start, counted_as, persistence, ctx);
-                    }
-                }
-            }
-        };
-        let request_id = ctx
-            .log
-            .wants_id(self.server)
-            .then(|| ctx.ids.pick(head.field(buf, "x-request-id")));
-        ctx.counters.count_response(counted_as, served.status);
-        let entry = Entry {
+        let request = Request {
+            head,
+            buf,
             peer: self.peer,
-            server: self.server,
-            request_line: head.request_line(buf),
-            status: served.status,
-            body_bytes: served.body_bytes,
-            referer: head.field(buf, "referer"),
-            user_agent: head.field(buf, "user-agent"),
-            request_id: request_id.as_ref().map(RequestId::as_bytes),
-            duration: ctx.clock.now.saturating_duration_since(self.started),
-            upstream: None,
+            listener: self.listener,
+            upstream_token: Token(self.key * 2 + 1),
         };
-        ctx.log.record(&entry, &ctx.clock);
-        match served.body {
-            Some(Body::File(file)) => self.output.push_file(file),
-            Some(Body::Shared(shared)) => self.output.push_shared(shared),
-            None => {}
+        let mut response = Response::to(head, persistence);
+        let mut responder = Responder {
+            response: &mut response,
+            output: &mut self.output,
+            head: &mut ctx.head,
+            date: &ctx.clock.http_date,
+        };
+        match ctx
+            .pipeline
+            .handle(&request, &mut responder, now, &mut ctx.buffers)
+        {
+            Outcome::Answered(mut routed) => {
+                if routed.request_id.is_none() && ctx.log.wants_id(routed.server) {
+                    routed.request_id = Some(ctx.pipeline.ids.pick(head.field(buf, "x-request-id")));
+                }
+                let line = LogLine::of(head, buf, routed.request_id.as_ref(), started);
+                let status = response.status().unwrap_or(500);
+                self.log(&line, &routed, status, &response, None, ctx);
+                ctx.counters.count_response(routed.counted_as, status);
+                self.input.consume(head.len);
+                self.after_answer(head.framing, &response, now);
+            }
+            Outcome::Proxying(routed, exchange) => {
+                let log = ctx.log.is_on().then(|| {
+                    let line = LogLine::of(head, buf, routed.request_id.as_ref(), started);
+                    LogCopy::of(&line, routed.request_id)
+                });
+                self.input.consume(head.len);
+                let proxying = Proxying {
+                    exchange,
+                    response,
+                    routed,
+                    log,
+                };
+                self.set_phase(Phase::Proxying(Box::new(proxying)), now);
+            }
         }
-        self.input.consume(head.len);
-        self.after_answer(head.framing, persistence, ctx);
     }
 
     /// Moves to the phase after a response: discard the request body, idle, or close.
-    fn after_answer(&mut self, framing: Framing, persistence: Persistence, ctx: &Ctx) {
-        let body = match framing {
+    fn after_answer(&mut self, framing: Framing, response: &Response, now: Instant) {
+        let left = match framing {
             Framing::Empty => None,
             Framing::Length(n) => Some(BodyLeft::Length(n)),
             Framing::Chunked => Some(BodyLeft::Chunked(Box::default())),
         };
-        match (persistence, body) {
-            (Persistence::Close, body) => {
-                self.phase = Phase::Closing {
-                    linger: body.is_some() || !self.input.is_empty(),
-                };
+        let next = match left {
+            _ if !response.keeps_alive() && (left.is_some() || !self.input.is_empty()) => {
+                Phase::Closing(Close::Linger)
             }
-            (_, Some(body)) => {
-                self.phase = Phase::Body(body);
-                self.deadline = ctx.clock.now + ctx.limits.header_timeout;
-            }
-            (_, None) => self.enter_idle(ctx),
-        }
-    }
-
-    /// Hands the request to `upstream`; answers 502 at once if no server can be tried.
-    /// `route` is the route's index in the response counters.
-    fn start_proxy(
-        &mut self,
-        head: &RequestHead,
-        upstream: usize,
-        target_start: usize,
-        route: usize,
-        persistence: Persistence,
-        ctx: &mut Ctx,
-    ) {
-        let buf = self.input.data();
-        if head.expect_continue {
-            self.output.buffer().extend_from_slice(response::CONTINUE);
-        }
-        let request_id = ctx.ids.pick(head.field(buf, "x-request-id"));
-        let log = ctx
-            .log
-            .is_on()
-            .then(|| LogCopy::of(head, buf, request_id, self.started));
-        let start = Start {
-            head,
-            buf,
-            request_id: request_id.as_bytes(),
-            peer: self.peer,
-            upstream,
-            target_start,
-            persistence,
-            token: Token(self.key * 2 + 1),
-            max_body_bytes: ctx.limits.max_body_bytes,
+            _ if !response.keeps_alive() => Phase::Closing(Close::Now),
+            Some(left) => Phase::Body { left, last_read: now },
+            None => Phase::Idle,
         };
-        match Exchange::begin(&start, &mut ctx.env()) {
-            Ok(exchange) => {
-                self.input.consume(head.len);
-                self.deadline = exchange.deadline;
-                self.phase = Phase::Proxying(Box::new(Proxying { exchange, log, route }));
-            }
-            Err(failure) => {
-                let with_body = head.method != Method::Head;
-                let status = failure.status();
-                let what = Proxied {
-                    log: log.as_ref(),
-                    route,
-                    upstream: None,
-                };
-                self.answer_failure(status, with_body, persistence, what, ctx);
-                self.input.consume(head.len);
-                self.after_answer(head.framing, persistence, ctx);
-            }
-        }
+        self.set_phase(next, now);
     }
 
     /// Acts on what a pump or timeout of the exchange said. Returns true on progress.
-    fn proxy_step(&mut self, step: Step, ctx: &mut Ctx) -> bool {
-        let Phase::Proxying(proxying) = &mut self.phase else {
+    fn after_step(&mut self, step: Step, ctx: &mut Ctx) -> bool {
+        if matches!(step, Step::Wait | Step::Progress) {
+            return step == Step::Progress;
+        }
+        let Phase::Proxying(mut proxying) = std::mem::replace(&mut self.phase, Phase::Closing(Close::Now))
+        else {
             return false;
         };
-        let mut upstream = None;
-        if matches!(step, Step::Done { .. } | Step::Failed { .. } | Step::Abort) {
-            proxying.exchange.release(&mut ctx.buffers);
-            upstream = proxying.exchange.server_addr(&ctx.upstreams);
-        }
-        match step {
-            Step::Wait => {
-                self.deadline = proxying.exchange.deadline;
-                false
+        proxying.exchange.release(&mut ctx.buffers);
+        let upstream = proxying.exchange.server_addr(&ctx.pipeline.upstreams);
+        let response = &mut proxying.response;
+        let next = match step {
+            Step::Done { request_read } if request_read && response.keeps_alive() => Phase::Idle,
+            Step::Done { request_read } if request_read && self.input.is_empty() => {
+                Phase::Closing(Close::Now)
             }
-            Step::Progress => {
-                self.deadline = proxying.exchange.deadline;
-                true
-            }
-            Step::Done {
-                persistence,
-                status,
-                body_bytes,
-            } => {
-                let (log, route) = (proxying.log.take(), proxying.route);
-                let what = Proxied {
-                    log: log.as_ref(),
-                    route,
-                    upstream,
-                };
-                self.record_proxied(what, status, body_bytes, ctx);
-                match persistence {
-                    Persistence::Close => {
-                        self.phase = Phase::Closing {
-                            linger: !self.input.is_empty(),
-                        }
-                    }
-                    _ => self.enter_idle(ctx),
-                }
-                true
-            }
+            Step::Done { .. } => Phase::Closing(Close::Linger),
             Step::Failed {
                 failure,
                 request_read,
             } => {
-                let persistence = if request_read {
-                    proxying.exchange.persistence()
-                } else {
-                    Persistence::Close
-                };
-                let with_body = proxying.exchange.method() != Method::Head;
-                let (log, route) = (proxying.log.take(), proxying.route);
-                let status = failure.status();
-                let what = Proxied {
-                    log: log.as_ref(),
-                    route,
-                    upstream,
-                };
-                self.answer_failure(status, with_body, persistence, what, ctx);
-                match persistence {
-                    Persistence::Close => self.phase = Phase::Closing { linger: true },
-                    _ => self.enter_idle(ctx),
+                if !request_read {
+                    response.close_after();
                 }
-                true
-            }
-            Step::Abort => {
-                let (log, route) = (proxying.log.take(), proxying.route);
-                let status = proxying.exchange.status().unwrap_or(502);
-                let what = Proxied {
-                    log: log.as_ref(),
-                    route,
-                    upstream,
+                let mut responder = Responder {
+                    response,
+                    output: &mut self.output,
+                    head: &mut ctx.head,
+                    date: &ctx.clock.http_date,
                 };
-                self.record_proxied(what, status, 0, ctx);
-                self.phase = Phase::Closing { linger: false };
-                true
+                respond_simple(&mut responder, failure.status(), &[]);
+                if response.keeps_alive() {
+                    Phase::Idle
+                } else {
+                    Phase::Closing(Close::Linger)
+                }
             }
+            Step::Abort | Step::Wait | Step::Progress => Phase::Closing(Close::Now),
+        };
+        let status = response.status().unwrap_or(502);
+        if let Some(copy) = &proxying.log {
+            self.log(&copy.line(), &proxying.routed, status, response, upstream, ctx);
         }
+        ctx.counters.count_response(proxying.routed.counted_as, status);
+        self.set_phase(next, ctx.clock.now);
+        true
     }
 
-    /// Answers a request the upstream could not (502/504), and logs it.
-    fn answer_failure(
-        &mut self,
+    /// Writes the access log line of a finished request.
+    fn log(
+        &self,
+        line: &LogLine,
+        routed: &Routed,
         status: u16,
-        with_body: bool,
-        persistence: Persistence,
-        what: Proxied,
+        response: &Response,
+        upstream: Option<SocketAddr>,
         ctx: &mut Ctx,
     ) {
-        let out = self.output.buffer();
-        let n = response::write_simple(out, status, &ctx.clock.http_date, persistence, &[], with_body);
-        self.record_proxied(what, status, n, ctx);
+        let entry = Entry {
+            peer: self.peer,
+            server: routed.server,
+            request_line: line.request_line,
+            status,
+            body_bytes: response.body_bytes(),
+            referer: line.referer,
+            user_agent: line.user_agent,
+            request_id: line.request_id,
+            duration: ctx.clock.now.saturating_duration_since(line.started),
+            upstream,
+        };
+        ctx.log.record(&entry, &ctx.clock);
     }
 
-    /// Counts a proxied response on its route and logs it.
-    fn record_proxied(&self, what: Proxied, status: u16, body_bytes: u64, ctx: &mut Ctx) {
-        let Proxied { log, route, upstream } = what;
-        ctx.counters.count_response(route, status);
-        if let Some(copy) = log {
-            let entry = Entry {
-                peer: self.peer,
-                server: self.server,
-                request_line: &copy.request_line,
-                status,
-                body_bytes,
-                referer: copy.referer.as_deref(),
-                user_agent: copy.user_agent.as_deref(),
-                request_id: Some(copy.request_id.as_bytes()),
-                duration: ctx.clock.now.saturating_duration_since(copy.started),
-                upstream,
-            };
-            ctx.log.record(&entry, &ctx.clock);
-        }
-    }
-
-    /// Sends an error for a request that cannot be parsed, then closes.
-    fn fail(&mut self, status: u16, ctx: &mut Ctx) {
-        let out = self.output.buffer();
-        response::write_simple(out, status, &ctx.clock.http_date, Persistence::Close, &[], true);
-        let line = self
+    /// Answers a request that cannot be read (or came too slowly) with `status`, then closes.
+    fn refuse(&mut self, status: u16, ctx: &mut Ctx) {
+        let mut response = Response::to_unreadable();
+        respond_simple(
+            &mut Responder {
+                response: &mut response,
+                output: &mut self.output,
+                head: &mut ctx.head,
+                date: &ctx.clock.http_date,
+            },
+            status,
+            &[],
+        );
+        let first_line = self
             .input
             .data()
             .split(|&b| b == b'\n')
             .next()
             .unwrap_or_default();
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let line = &line[..line.len().min(1024)];
-        let request_id = ctx.log.wants_id(self.server).then(|| ctx.ids.make());
-        let entry = Entry {
-            peer: self.peer,
-            server: self.server,
-            request_line: line,
-            status,
-            body_bytes: 0,
+        let first_line = first_line.strip_suffix(b"\r").unwrap_or(first_line);
+        let server = ctx.pipeline.sites.default_for(self.listener);
+        let request_id = ctx.log.wants_id(server).then(|| ctx.pipeline.ids.make());
+        let line = LogLine {
+            request_line: &first_line[..first_line.len().min(1024)],
             referer: None,
             user_agent: None,
             request_id: request_id.as_ref().map(RequestId::as_bytes),
-            duration: ctx.clock.now.saturating_duration_since(self.started),
-            upstream: None,
+            started: self.since,
         };
-        ctx.log.record(&entry, &ctx.clock);
+        let routed = Routed {
+            server,
+            counted_as: NO_ROUTE,
+            request_id,
+        };
+        self.log(&line, &routed, status, &response, None, ctx);
         ctx.counters.count_response(NO_ROUTE, status);
-        self.phase = Phase::Closing { linger: true };
-        self.deadline = ctx.clock.now + ctx.limits.send_timeout.min(ctx.limits.header_timeout);
-    }
-
-    /// Re-arms the deadline after bytes went out: a slow reader gets the send timeout while
-    /// output is pending; once it is all sent, an idle connection's keep-alive timer starts.
-    fn after_write(&mut self, ctx: &Ctx) {
-        if !self.output.is_empty() {
-            let send_by = ctx.clock.now + ctx.limits.send_timeout;
-            // An exchange keeps its own (upstream) deadline, which may be later. Elsewhere the
-            // send timeout alone decides: a longer keep-alive timer must not extend it.
-            self.deadline = match self.phase {
-                Phase::Proxying(_) => self.deadline.max(send_by),
-                _ => send_by,
-            };
-        } else if matches!(self.phase, Phase::Idle) {
-            self.enter_idle(ctx);
-        }
-    }
-
-    fn enter_idle(&mut self, ctx: &Ctx) {
-        self.phase = Phase::Idle;
-        self.idle_since = ctx.clock.now;
-        self.deadline = ctx.clock.now + ctx.limits.keepalive_timeout;
+        self.set_phase(Phase::Closing(Close::Refused), ctx.clock.now);
     }
 
     /// Called when all output is sent: closes or starts lingering if the phase says so.
     fn after_flush(&mut self, now: Instant) -> Option<Verdict> {
         match self.phase {
-            Phase::Closing { linger: true } if !self.input.is_ended() => {
-                let _ = self.stream.shutdown_write();
-                self.phase = Phase::Lingering;
-                self.deadline = now + LINGER;
+            Phase::Closing(Close::Linger | Close::Refused) if !self.input.is_ended() => {
+                let _ = self.transport.shutdown_write();
+                self.set_phase(Phase::Lingering, now);
                 None
             }
-            Phase::Closing { .. } => Some(Verdict::Close),
+            Phase::Closing(_) => Some(Verdict::Close),
             Phase::Lingering if self.input.is_ended() => Some(Verdict::Close),
             _ => None,
-        }
-    }
-}
-
-/// Where a request goes.
-enum Destination<'r, 'b> {
-    /// Answered before any route: the target is unusable (400) or no route matches (404).
-    Status(u16),
-    /// A static route; `id` is the route's root in `StaticFiles`.
-    Files {
-        id: usize,
-        route: &'r Route,
-        options: &'r FileOptions,
-        path: Cow<'b, str>,
-        /// The route's index in the response counters.
-        counted_as: usize,
-    },
-    /// An upstream; the target it is sent starts at `target_start` in the raw target.
-    Proxy {
-        upstream: usize,
-        target_start: usize,
-        counted_as: usize,
-    },
-}
-
-/// Matches the request's normalized path against the server's routes (whose first one is
-/// `first_route` in the response counters).
-fn destination<'r, 'b>(
-    head: &RequestHead,
-    buf: &'b [u8],
-    routes: &[(usize, &'r Route)],
-    first_route: usize,
-) -> Destination<'r, 'b> {
-    let target = head.target.of(buf);
-    let Ok(path) = target::resolve_target(target) else {
-        return Destination::Status(400);
-    };
-    let Some(at) = routes.iter().position(|(_, r)| r.matches(&path.path)) else {
-        return Destination::Status(404);
-    };
-    let (id, route) = routes[at];
-    let counted_as = first_route + at;
-    match &route.serve {
-        Serve::Files(options) => Destination::Files {
-            id,
-            route,
-            options,
-            path: path.path,
-            counted_as,
-        },
-        Serve::Proxy(upstream) => {
-            let strip = route.strip_prefix.then_some(route.prefix.as_str());
-            match target::upstream_target_start(target, &path.path, strip) {
-                Some(target_start) => Destination::Proxy {
-                    upstream: *upstream,
-                    target_start,
-                    counted_as,
-                },
-                None => Destination::Status(400),
-            }
         }
     }
 }

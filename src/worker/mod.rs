@@ -8,7 +8,6 @@
 mod access_log;
 mod clock;
 mod conn;
-mod request_id;
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -24,15 +23,15 @@ use nix::sys::signal::Signal;
 use slab::Slab;
 
 use crate::channel::{self, Command, Received, Report};
-use crate::config::{Config, Route, Serve};
-use crate::files::StaticFiles;
-use crate::proxy::{health, Upstreams};
-use crate::stats::{Counters, NO_ROUTE};
+use crate::config::Config;
+use crate::http::response::ResponseHead;
+use crate::pipeline::Pipeline;
+use crate::proxy::health;
+use crate::stats::Counters;
 use crate::sys::SignalReader;
 use access_log::AccessLog;
 use clock::Clock;
 use conn::{Conn, Ctx, Verdict};
-use request_id::RequestIds;
 
 /// Token of the signalfd.
 const SIGNALS: Token = Token(usize::MAX);
@@ -124,8 +123,6 @@ struct Worker<'a> {
     signals: SignalReader,
     channel: channel::End,
     listeners: Vec<TcpListener>,
-    /// Virtual server of each listener.
-    listener_server: Vec<usize>,
     accepting: Accepting,
     /// When accept() last started failing for want of descriptors (memory, fds), until one
     /// succeeds again: the episode is logged once at each end, not at every retry.
@@ -151,7 +148,7 @@ impl<'a> Worker<'a> {
         channel: channel::End,
         config: &'a Config,
     ) -> Result<Worker<'a>, (io::Error, channel::End)> {
-        let parts = match Worker::prepare(sockets, &channel, config) {
+        let parts = match Worker::prepare(slot, sockets, &channel, config) {
             Ok(parts) => parts,
             Err(e) => return Err((e, channel)),
         };
@@ -171,6 +168,7 @@ impl<'a> Worker<'a> {
     }
 
     fn prepare(
+        slot: usize,
         sockets: Vec<(std::net::TcpListener, usize)>,
         channel: &channel::End,
         config: &'a Config,
@@ -182,7 +180,7 @@ impl<'a> Worker<'a> {
         poll.registry()
             .register(&mut SourceFd(&channel.as_raw_fd()), CHANNEL, Interest::READABLE)?;
         let mut listeners = Vec::new();
-        let mut listener_server = Vec::new();
+        let mut listener_servers = Vec::new();
         for (i, (socket, server)) in sockets.into_iter().enumerate() {
             // Accepted sockets inherit TCP_NODELAY from their listener (Linux), which saves a
             // setsockopt per connection. Set here, it covers sockets bound by the master,
@@ -192,47 +190,24 @@ impl<'a> Worker<'a> {
             poll.registry()
                 .register(&mut listener, Token(LISTENER_BASE + i), Interest::READABLE)?;
             listeners.push(listener);
-            listener_server.push(server);
+            listener_servers.push(server);
         }
-        // Each static route's root gets an id in `files`; proxy routes carry their upstream.
-        let mut roots = Vec::new();
-        let routes = config
-            .servers
-            .iter()
-            .map(|server| {
-                server
-                    .routes
-                    .iter()
-                    .map(|route| match &route.serve {
-                        Serve::Files(options) => {
-                            roots.push(options);
-                            (roots.len() - 1, route)
-                        }
-                        Serve::Proxy(upstream) => (*upstream, route),
-                    })
-                    .collect()
-            })
-            .collect();
-        let files = StaticFiles::open(&roots)?;
+        let registry = poll.registry().try_clone()?;
+        let pipeline = Pipeline::new(config, &listener_servers, registry, slot, Instant::now())?;
         let formats = config.servers.iter().map(|s| s.access_log_format).collect();
         let log = AccessLog::open(&config.access_log, formats)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open access log: {e}")))?;
-        let registry = poll.registry().try_clone()?;
         Ok(Parts {
-            registry,
             poll,
             signals,
             listeners,
-            listener_server,
-            routes,
-            files,
+            pipeline,
             log,
         })
     }
 
     fn assemble(slot: usize, parts: Parts<'a>, channel: channel::End, config: &'a Config) -> Worker<'a> {
         let clock = Clock::new();
-        let clock_now = clock.now;
         Worker {
             slot,
             config,
@@ -240,7 +215,6 @@ impl<'a> Worker<'a> {
             signals: parts.signals,
             channel,
             listeners: parts.listeners,
-            listener_server: parts.listener_server,
             accepting: Accepting::Open,
             exhausted_since: None,
             conns: Slab::with_capacity(1024),
@@ -251,17 +225,14 @@ impl<'a> Worker<'a> {
             next_beat: clock.now,
             ctx: Ctx {
                 limits: &config.limits,
-                routes: parts.routes,
-                files: parts.files,
+                head_limits: config.limits.head(),
+                pipeline: parts.pipeline,
                 clock,
                 log: parts.log,
                 draining: false,
                 counters: Counters::new(config.servers.iter().map(|s| s.routes.len()).sum()),
-                first_route: first_routes(config),
-                upstreams: Upstreams::new(&config.upstreams, clock_now),
-                registry: parts.registry,
                 buffers: Default::default(),
-                ids: RequestIds::new(slot),
+                head: ResponseHead::default(),
             },
             drain_until: None,
             prober_stop: Arc::new(AtomicBool::new(false)),
@@ -304,7 +275,7 @@ impl<'a> Worker<'a> {
                     // Stale events from a socket since pooled or closed are harmless: a drive
                     // with nothing to do does nothing.
                     Source::Upstream(key) => {
-                        self.ctx.upstreams.note_event(event.token());
+                        self.ctx.pipeline.upstreams.note_event(event.token());
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.mark_upstream_ready(event.is_read_closed() || event.is_error());
                             self.drive(key);
@@ -356,6 +327,7 @@ impl<'a> Worker<'a> {
                 Ok(Received::Message(Command::ReopenLogs)) => self.reopen_logs(),
                 Ok(Received::Message(Command::Health { upstream, server, up })) => {
                     self.ctx
+                        .pipeline
                         .upstreams
                         .set_health(upstream as usize, server as usize, up);
                 }
@@ -386,7 +358,7 @@ impl<'a> Worker<'a> {
         self.next_beat = self.ctx.clock.now + self.config.supervisor.heartbeat_interval;
         self.ctx.counters.active = self.conns.len() as u32;
         let mut counters = Box::new(self.ctx.counters.clone());
-        counters.upstreams = self.ctx.upstreams.counters(self.ctx.clock.now);
+        counters.upstreams = self.ctx.pipeline.upstreams.counters(self.ctx.clock.now);
         let _ = self.channel.report(&Report::Beat(counters));
     }
 
@@ -439,7 +411,7 @@ impl<'a> Worker<'a> {
                         let paused = self.ctx.clock.now.saturating_duration_since(since);
                         info!("worker {} accepting again after {paused:?}", self.slot);
                     }
-                    self.admit(stream, peer, self.listener_server[index])
+                    self.admit(stream, peer, index)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_resource_exhaustion(&e) => {
@@ -464,7 +436,7 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr, server: usize) {
+    fn admit(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr, listener: usize) {
         if self.config.limits.send_buffer_bytes > 0 {
             let _ =
                 socket2::SockRef::from(&stream).set_send_buffer_size(self.config.limits.send_buffer_bytes);
@@ -483,14 +455,7 @@ impl<'a> Worker<'a> {
             warn!("epoll_ctl() failed while admitting a connection: {e}");
             return;
         }
-        entry.insert(Conn::new(
-            key,
-            stream,
-            peer,
-            server,
-            self.ctx.clock.now,
-            &self.config.limits,
-        ));
+        entry.insert(Conn::new(key, stream, peer, listener, self.ctx.clock.now));
         // The request often arrives with the handshake: read it now, saving a poll round.
         self.drive(key);
     }
@@ -527,7 +492,7 @@ impl<'a> Worker<'a> {
         let expired: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.deadline <= now)
+            .filter(|(_, c)| c.deadline(&self.ctx) <= now)
             .map(|(k, _)| k)
             .collect();
         for key in expired {
@@ -538,7 +503,7 @@ impl<'a> Worker<'a> {
                 Verdict::Wait => {}
             }
         }
-        self.ctx.upstreams.expire_idle(now);
+        self.ctx.pipeline.upstreams.expire_idle(now);
         if self.drain_until.is_some() {
             self.close_quiet_connections();
         }
@@ -546,7 +511,8 @@ impl<'a> Worker<'a> {
 
     fn close(&mut self, key: usize) {
         // Dropping the stream closes the fd, which also removes it from the epoll set.
-        self.conns.remove(key);
+        let mut conn = self.conns.remove(key);
+        conn.release(&mut self.ctx);
     }
 }
 
@@ -560,28 +526,10 @@ enum Stop {
 /// What booting prepares before the worker exists.
 struct Parts<'a> {
     poll: Poll,
-    registry: mio::Registry,
     signals: SignalReader,
     listeners: Vec<TcpListener>,
-    listener_server: Vec<usize>,
-    routes: Vec<Vec<(usize, &'a Route)>>,
-    files: StaticFiles,
+    pipeline: Pipeline<'a>,
     log: AccessLog,
-}
-
-/// Per server, the index of its first route in the response counters: routes are counted
-/// after [`NO_ROUTE`], server by server, in match order (the master names them the same way).
-fn first_routes(config: &Config) -> Vec<usize> {
-    let mut next = NO_ROUTE + 1;
-    config
-        .servers
-        .iter()
-        .map(|server| {
-            let first = next;
-            next += server.routes.len();
-            first
-        })
-        .collect()
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {

@@ -1,0 +1,198 @@
+//! The request pipeline: effective host → server → route → request filters → handler →
+//! response filters → the client's output. [`Pipeline::handle`] is the whole of it.
+//!
+//! Handlers (`files/`, `proxy/`) answer through a [`Respond`](crate::http::respond::Respond)
+//! sink with a head value and body parts; [`respond::Responder`] is that sink for the
+//! client: the response filters, then the framing this client gets, then its output queue.
+//! The connection (`worker/conn.rs`) owns the lifecycle around it: reading heads, keep-alive,
+//! deadlines, logging.
+
+mod filter;
+pub mod request_id;
+pub mod respond;
+pub mod sites;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::{Registry, Token};
+
+use crate::config::Config;
+use crate::files::{Answer, FileRequest, StaticFiles};
+use crate::http::request::RequestHead;
+use crate::http::respond::respond_simple;
+use crate::http::target;
+use crate::io::{Buffers, Input};
+use crate::proxy::{Env, Exchange, Start, Step, Upstreams};
+use crate::stats::NO_ROUTE;
+use filter::Verdict;
+use request_id::{RequestId, RequestIds};
+use respond::Responder;
+use sites::{Handler, Sites};
+
+/// One request as the connection hands it over.
+pub struct Request<'a> {
+    pub head: &'a RequestHead,
+    /// The buffer the head's slices point into.
+    pub buf: &'a [u8],
+    pub peer: SocketAddr,
+    /// Index of the worker's listener the connection came in on.
+    pub listener: usize,
+    /// The token an upstream socket of this connection is registered under.
+    pub upstream_token: Token,
+}
+
+/// Where a request went: what its access log line and counters need.
+#[derive(Debug, Clone, Copy)]
+pub struct Routed {
+    /// The server (index in the config) that took the request.
+    pub server: usize,
+    /// The route's index in the response counters ([`NO_ROUTE`] when none matched).
+    pub counted_as: usize,
+    /// The request's id, when one was needed on the way (it goes upstream).
+    pub request_id: Option<RequestId>,
+}
+
+/// What a request's trip through the pipeline came to.
+// Short-lived: the exchange moves straight into the connection's boxed phase (one
+// allocation per proxied request, not two).
+#[allow(clippy::large_enum_variant)]
+pub enum Outcome {
+    /// The response is whole in the client's output.
+    Answered(Routed),
+    /// An upstream answers: the connection pumps the exchange until it ends.
+    Proxying(Routed, Exchange),
+}
+
+/// A worker's handlers and what they need: servers and routes, static roots, upstreams.
+pub struct Pipeline<'c> {
+    pub sites: Sites<'c>,
+    pub files: StaticFiles,
+    pub upstreams: Upstreams<'c>,
+    /// Where upstream sockets are registered (they drive their client's connection).
+    pub registry: Registry,
+    /// Makes the ids of requests that come without a usable `X-Request-Id`.
+    pub ids: RequestIds,
+    max_body_bytes: u64,
+}
+
+impl<'c> Pipeline<'c> {
+    /// The pipeline of worker `slot`, whose listener `i` feeds server `listener_servers[i]`.
+    pub fn new(
+        config: &'c Config,
+        listener_servers: &[usize],
+        registry: Registry,
+        slot: usize,
+        now: Instant,
+    ) -> std::io::Result<Pipeline<'c>> {
+        let (sites, roots) = Sites::new(config, listener_servers);
+        Ok(Pipeline {
+            sites,
+            files: StaticFiles::open(&roots)?,
+            upstreams: Upstreams::new(&config.upstreams, now),
+            registry,
+            ids: RequestIds::new(slot),
+            max_body_bytes: config.limits.max_body_bytes,
+        })
+    }
+
+    /// Takes `request` from its host to its handler; the response goes to `respond`.
+    pub fn handle(
+        &mut self,
+        request: &Request,
+        respond: &mut Responder,
+        now: Instant,
+        buffers: &mut Buffers,
+    ) -> Outcome {
+        let (head, buf) = (request.head, request.buf);
+        let host = sites::effective_host(head, buf);
+        let site = self.sites.server_for(request.listener, host);
+        let mut routed = Routed {
+            server: site.index,
+            counted_as: NO_ROUTE,
+            request_id: None,
+        };
+        let target = head.target.of(buf);
+        let Ok(url) = target::resolve_target(target) else {
+            return refuse(400, respond, routed);
+        };
+        let Some(route) = site.route(&url.path) else {
+            return refuse(404, respond, routed);
+        };
+        routed.counted_as = route.counted_as;
+        for filter in &route.request_filters {
+            if let Verdict::Answered = filter.check(request, respond) {
+                return Outcome::Answered(routed);
+            }
+        }
+        let (upstream, target_start) = match &route.handler {
+            Handler::Files { root, options } => {
+                let file = FileRequest {
+                    head,
+                    buf,
+                    path: &url.path,
+                    relative: route.config.beneath(&url.path),
+                    root: *root,
+                    options,
+                };
+                match self.files.serve(&file, respond, now) {
+                    Answer::Served => return Outcome::Answered(routed),
+                    // The path goes as sent; an absolute-form target loses its scheme and
+                    // authority (it routed, so it has an origin form).
+                    Answer::Fallback(upstream) => (upstream, target::origin_start(target).unwrap_or(0)),
+                }
+            }
+            Handler::Proxy { upstream } => match route.upstream_target_start(target, &url.path) {
+                Some(start) => (*upstream, start),
+                None => return refuse(400, respond, routed),
+            },
+        };
+        routed.request_id = Some(self.ids.pick(head.field(buf, "x-request-id")));
+        let start = Start {
+            head,
+            buf,
+            request_id: routed.request_id.as_ref().map_or(b"", RequestId::as_bytes),
+            peer: request.peer,
+            upstream,
+            target_start,
+            token: request.upstream_token,
+            max_body_bytes: self.max_body_bytes,
+        };
+        match Exchange::begin(&start, &mut self.env(now, buffers)) {
+            Ok(exchange) => Outcome::Proxying(routed, exchange),
+            Err(failure) => refuse(failure.status(), respond, routed),
+        }
+    }
+
+    /// Moves an exchange's request and response along.
+    pub fn pump(
+        &mut self,
+        exchange: &mut Exchange,
+        client_in: &mut Input,
+        respond: &mut Responder,
+        now: Instant,
+        buffers: &mut Buffers,
+    ) -> Step {
+        exchange.pump(client_in, respond, &mut self.env(now, buffers))
+    }
+
+    /// Acts on an exchange's passed deadline: retry, fail or cut.
+    pub fn time_out(&mut self, exchange: &mut Exchange, now: Instant, buffers: &mut Buffers) -> Step {
+        exchange.time_out(&mut self.env(now, buffers))
+    }
+
+    fn env<'e>(&'e mut self, now: Instant, buffers: &'e mut Buffers) -> Env<'e, 'c> {
+        Env {
+            upstreams: &mut self.upstreams,
+            registry: &self.registry,
+            buffers,
+            now,
+        }
+    }
+}
+
+/// Answers with an error status before any handler did.
+fn refuse(status: u16, respond: &mut Responder, routed: Routed) -> Outcome {
+    respond_simple(respond, status, &[]);
+    Outcome::Answered(routed)
+}

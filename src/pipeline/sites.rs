@@ -1,0 +1,181 @@
+//! The servers and routes of the config, as a worker runs them: which server a request's
+//! host picks on its address, which route its path picks on that server, and what handles
+//! the route.
+//!
+//! Built once per worker from the config; each route knows its place in the response
+//! counters, so nothing about routing is recomputed per request.
+
+use crate::config::{Config, FileOptions, Route as RouteConfig, Serve};
+use crate::http::request::RequestHead;
+use crate::http::target;
+use crate::stats::NO_ROUTE;
+
+use super::filter::RequestFilter;
+
+/// What answers a route's requests.
+pub enum Handler<'c> {
+    /// Static files beneath a root (`root`: its index in the worker's `StaticFiles`).
+    Files { root: usize, options: &'c FileOptions },
+    /// The upstream at this index in the config.
+    Proxy { upstream: usize },
+}
+
+/// One route as the worker runs it.
+pub struct Route<'c> {
+    pub config: &'c RouteConfig,
+    /// The route's index in the response counters.
+    pub counted_as: usize,
+    pub handler: Handler<'c>,
+    /// Run after routing, before the handler (access rules, limits, auth).
+    pub request_filters: Vec<RequestFilter>,
+}
+
+impl Route<'_> {
+    /// Where the target sent upstream starts in the raw `target` (routed as `path`): past an
+    /// absolute-form target's authority and, when the route strips its prefix, past the raw
+    /// bytes that spell it. None when no cut of the raw bytes is faithful (400).
+    pub fn upstream_target_start(&self, target: &[u8], path: &str) -> Option<usize> {
+        let strip = self.config.strip_prefix.then_some(self.config.prefix.as_str());
+        target::upstream_target_start(target, path, strip)
+    }
+}
+
+/// One server: its index in the config and its routes, longest prefix first.
+pub struct Site<'c> {
+    pub index: usize,
+    pub routes: Vec<Route<'c>>,
+}
+
+impl<'c> Site<'c> {
+    /// The route for a normalized path: the first (longest) prefix that matches.
+    pub fn route(&self, path: &str) -> Option<&Route<'c>> {
+        self.routes.iter().find(|route| route.config.matches(path))
+    }
+}
+
+/// Every server, and the servers each listening socket of the worker feeds.
+pub struct Sites<'c> {
+    sites: Vec<Site<'c>>,
+    /// Per listener (in the worker's order): the servers sharing its address, the default
+    /// one first.
+    by_listener: Vec<Vec<usize>>,
+}
+
+impl<'c> Sites<'c> {
+    /// Compiles `config`'s servers for a worker whose listener `i` feeds server
+    /// `listener_servers[i]`. Static routes get root ids in order (the order `roots` lists
+    /// their options, for `StaticFiles::open`).
+    pub fn new(config: &'c Config, listener_servers: &[usize]) -> (Sites<'c>, Vec<&'c FileOptions>) {
+        let mut roots = Vec::new();
+        let mut counted_as = NO_ROUTE;
+        let sites = (config.servers.iter().enumerate())
+            .map(|(index, server)| Site {
+                index,
+                routes: (server.routes.iter())
+                    .map(|config| {
+                        counted_as += 1;
+                        let handler = match &config.serve {
+                            Serve::Files(options) => {
+                                roots.push(options);
+                                Handler::Files {
+                                    root: roots.len() - 1,
+                                    options,
+                                }
+                            }
+                            Serve::Proxy(upstream) => Handler::Proxy { upstream: *upstream },
+                        };
+                        Route {
+                            config,
+                            counted_as,
+                            handler,
+                            request_filters: Vec::new(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        // One server per address today (the config refuses two on one address); names that
+        // choose among several come with virtual hosts.
+        let by_listener = listener_servers.iter().map(|&server| vec![server]).collect();
+        (Sites { sites, by_listener }, roots)
+    }
+
+    /// The server for a request that came in on `listener` naming `host` (its effective
+    /// host, if any): the address's default server unless a name picks another.
+    pub fn server_for(&self, listener: usize, _host: Option<&[u8]>) -> &Site<'c> {
+        &self.sites[self.by_listener[listener][0]]
+    }
+
+    /// The default server of `listener`'s address (for requests that never got a head).
+    pub fn default_for(&self, listener: usize) -> usize {
+        self.by_listener[listener][0]
+    }
+}
+
+/// The host a request names: the authority of an absolute-form target, which takes
+/// precedence (RFC 9112 §3.2.2), else the Host header; without its port.
+pub fn effective_host<'b>(head: &RequestHead, buf: &'b [u8]) -> Option<&'b [u8]> {
+    let target = head.target.of(buf);
+    let host = target::authority(target).or_else(|| head.host.map(|h| h.of(buf)))?;
+    Some(without_port(host))
+}
+
+/// `host` without a `:port` suffix (an IPv6 literal keeps its brackets).
+fn without_port(host: &[u8]) -> &[u8] {
+    let colon = match host.iter().rposition(|&b| b == b':') {
+        Some(at) if !host[at..].contains(&b']') => at,
+        _ => return host,
+    };
+    &host[..colon]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::request::{self, HeadLimits};
+
+    fn host_of(text: &str) -> Option<String> {
+        let head = request::parse(text.as_bytes(), &HeadLimits::default())
+            .unwrap()
+            .unwrap();
+        effective_host(&head, text.as_bytes()).map(|h| String::from_utf8(h.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn the_effective_host_comes_from_the_target_then_the_host_header() {
+        assert_eq!(
+            host_of("GET / HTTP/1.1\r\nHost: a.example:8080\r\n\r\n").as_deref(),
+            Some("a.example")
+        );
+        assert_eq!(
+            host_of("GET http://b.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n").as_deref(),
+            Some("b.example")
+        );
+        assert_eq!(
+            host_of("GET / HTTP/1.1\r\nHost: [::1]:81\r\n\r\n").as_deref(),
+            Some("[::1]")
+        );
+        assert_eq!(
+            host_of("GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n").as_deref(),
+            Some("[::1]")
+        );
+        assert_eq!(host_of("GET / HTTP/1.0\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn routes_are_counted_after_no_route_server_by_server() {
+        let text = "[[server]]\nlisten = [\"127.0.0.1:1\"]\n[[server.route]]\nprefix = \"/\"\nupstream = \"a\"\n[[server.route]]\nprefix = \"/api/\"\nupstream = \"a\"\n[[server]]\nlisten = [\"127.0.0.1:2\"]\n[[server.route]]\nprefix = \"/\"\nupstream = \"a\"\n[upstream.a]\nservers = [\"127.0.0.1:3\"]\n";
+        let config = crate::config::load_text(std::path::Path::new("t.toml"), text).unwrap();
+        let (sites, roots) = Sites::new(&config, &[1, 0]);
+        assert!(roots.is_empty());
+        let first = sites.server_for(1, None);
+        assert_eq!(first.index, 0);
+        assert_eq!(first.route("/api/x").unwrap().counted_as, NO_ROUTE + 1);
+        assert_eq!(first.route("/x").unwrap().counted_as, NO_ROUTE + 2);
+        assert_eq!(
+            sites.server_for(0, Some(b"any")).route("/").unwrap().counted_as,
+            NO_ROUTE + 3
+        );
+        assert_eq!(sites.default_for(0), 1);
+    }
+}
