@@ -6,6 +6,8 @@
 pub mod buffers;
 pub mod input;
 #[cfg(test)]
+pub mod loopback;
+#[cfg(test)]
 pub mod memory;
 pub mod output;
 pub mod transport;

@@ -818,3 +818,6 @@ fn connect_error(e: &io::Error) -> UpstreamError {
         UpstreamError::ConnectError
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -194,6 +194,12 @@ impl<T: Transport> Conn<T> {
         }
     }
 
+    /// The client's transport (tests put requests in and take responses out).
+    #[cfg(test)]
+    pub fn client(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
     /// The one way the phase changes; the new phase's timer starts now.
     fn set_phase(&mut self, phase: Phase, now: Instant) {
         self.phase = phase;
@@ -656,3 +662,6 @@ fn discard_body(left: &mut BodyLeft, data: &[u8], max_body_bytes: u64) -> Result
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

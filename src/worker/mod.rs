@@ -8,6 +8,8 @@
 mod access_log;
 mod clock;
 mod conn;
+#[cfg(test)]
+mod driver;
 
 use std::io;
 use std::os::fd::AsRawFd;

@@ -367,3 +367,35 @@ fn a_trickling_response_reaches_the_client_byte_by_byte() {
         "bytes after the announced body"
     );
 }
+
+#[test]
+fn a_client_that_pauses_reading_is_not_cut_by_the_upstream_read_timeout() {
+    const BODY_BYTES: usize = 1 << 20;
+    let body: Vec<u8> = (0..BODY_BYTES).map(|i| (i % 251) as u8).collect();
+    let upstream = Upstream::start(Behaviour::Reply(Reply::new(200).body(&body)));
+    // Small socket buffers on both sides of the client connection, so that shoal's own
+    // backlog fills and it has to wait for the client.
+    let (_site, server) = proxy_with(
+        &upstream,
+        "[limits]\nsend_buffer_bytes = \"16KiB\"\nsend_timeout = \"10s\"",
+        "read_timeout = \"500ms\"",
+    );
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(request("GET", "/big", &[]).as_bytes())
+        .expect("write request");
+    let head = read_head_response(&mut stream);
+    assert_eq!(head.status, 200, "{head}");
+    // The client stops reading for three read timeouts of the upstream: the upstream has
+    // sent everything and is not at fault; only the client's send_timeout (10 s) may cut.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let received = Body::new(Framing::Length(BODY_BYTES)).read_all(&mut stream);
+    assert_eq!(received.len(), BODY_BYTES, "the response was cut");
+    assert!(received == body, "the body arrived changed");
+}

@@ -1,0 +1,251 @@
+//! `Conn` driven in process (`worker::driver`): a client in memory, real upstream sockets on
+//! loopback, a clock the test moves.
+
+use std::time::Duration;
+
+use super::Verdict;
+use crate::io::loopback::Listener as Upstream;
+use crate::stats::UpstreamError;
+use crate::worker::driver::{site_and_api, Driver};
+
+const FILES: &[(&str, &[u8])] = &[("site/a.txt", b"alpha"), ("site/b.txt", b"bravo")];
+
+fn driver(upstream: &Upstream, limits: &str, upstream_keys: &str) -> Driver {
+    Driver::new(&site_and_api(upstream.addr(), limits, upstream_keys), FILES)
+}
+
+/// Splits what a client received into responses by their status lines.
+fn statuses(received: &str) -> Vec<&str> {
+    received
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &received[at + 9..at + 12])
+        .collect()
+}
+
+#[test]
+fn keep_alive_serves_requests_in_turn_then_times_out_when_idle() {
+    let up = Upstream::bind();
+    let mut d = driver(&up, "keepalive_timeout = \"5s\"", "");
+    for _ in 0..2 {
+        assert_eq!(d.send(b"GET /a.txt HTTP/1.1\r\nHost: h\r\n\r\n"), Verdict::Wait);
+        let response = d.received();
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(response.ends_with("Content-Length: 5\r\n\r\nalpha"), "{response}");
+        assert!(!response.contains("Connection:"), "{response}");
+    }
+    assert_eq!(d.time_left(), Duration::from_secs(5));
+    assert_eq!(d.advance(Duration::from_secs(4)), None);
+    assert_eq!(d.advance(Duration::from_secs(1)), Some(Verdict::Close));
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_in_any_split() {
+    let up = Upstream::bind();
+    let requests = b"GET /a.txt HTTP/1.1\r\nHost: h\r\n\r\nGET /nope HTTP/1.1\r\nHost: h\r\n\r\nHEAD /b.txt HTTP/1.1\r\nHost: h\r\n\r\nGET /b.txt HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    let mut whole = driver(&up, "", "");
+    assert_eq!(whole.send(requests), Verdict::Close);
+    let expected = whole.received();
+    assert_eq!(statuses(&expected), ["200", "404", "200", "200"]);
+    let alpha = expected.find("alpha").unwrap();
+    let missing = expected.find("404 Not Found\n").unwrap();
+    let bravo = expected.find("bravo").unwrap();
+    assert!(alpha < missing && missing < bravo, "{expected}");
+    assert_eq!(
+        expected.matches("bravo").count(),
+        1,
+        "HEAD sends no body: {expected}"
+    );
+    assert!(expected.ends_with("Connection: close\r\n\r\nbravo"), "{expected}");
+    let mut bytewise = driver(&up, "", "");
+    let mut received = String::new();
+    for (i, byte) in requests.iter().enumerate() {
+        let verdict = bytewise.send(&[*byte]);
+        received.push_str(&bytewise.received());
+        let last = i == requests.len() - 1;
+        assert_eq!(
+            verdict,
+            if last { Verdict::Close } else { Verdict::Wait },
+            "at byte {i}"
+        );
+    }
+    // The same responses, aside from dates and validators (each driver wrote its own files).
+    let steady = |text: &str| -> String {
+        let varies = ["Date:", "ETag:", "Last-Modified:"];
+        text.lines()
+            .filter(|l| !varies.iter().any(|v| l.starts_with(v)))
+            .collect()
+    };
+    assert_eq!(steady(&received), steady(&expected));
+}
+
+#[test]
+fn continue_is_sent_once_where_the_body_will_be_read() {
+    let up = Upstream::bind();
+    let mut d = driver(&up, "", "");
+    // Proxied: the upstream needs the body.
+    d.send(b"POST /api/x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    let (interim, _) = d.run_until("100 Continue", |_, r| r.contains("\r\n\r\n"));
+    assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    let mut upstream = up.accept();
+    let head = upstream.read_until("\r\n\r\n");
+    assert!(
+        head.starts_with("POST /x HTTP/1.1\r\n") && !head.contains("Expect"),
+        "{head}"
+    );
+    d.send(b"hello");
+    assert_eq!(upstream.read_until("hello"), "hello");
+    upstream.send(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok");
+    let (response, verdict) = d.run_until("the 201", |_, r| r.ends_with("ok"));
+    assert!(response.starts_with("HTTP/1.1 201 Created\r\n"), "{response}");
+    assert_eq!(verdict, Verdict::Wait);
+    // Static, kept alive: the body must be read (and is discarded) to find the next request.
+    d.send(b"POST /a.txt HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    let refused = d.received();
+    assert!(
+        refused.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 405 "),
+        "{refused}"
+    );
+    d.send(b"hello");
+    d.send(b"GET /a.txt HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(d.received().ends_with("alpha"));
+    // Static, closing: the body is not asked for.
+    assert_eq!(
+        d.send(b"POST /a.txt HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"),
+        Verdict::Wait,
+        "lingers for the body it did not ask for"
+    );
+    let closing = d.received();
+    assert!(
+        closing.starts_with("HTTP/1.1 405 ") && closing.contains("Connection: close"),
+        "{closing}"
+    );
+}
+
+#[test]
+fn an_upstream_that_ends_mid_body_cuts_the_client() {
+    let up = Upstream::bind();
+    let mut d = driver(&up, "", "");
+    d.send(b"GET /api/big HTTP/1.1\r\nHost: h\r\nUser-Agent: t\r\n\r\n");
+    let mut upstream = up.accept();
+    upstream.read_until("\r\n\r\n");
+    upstream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+    drop(upstream);
+    let (received, verdict) = d.run_until("the cut", |_, _| false);
+    assert_eq!(verdict, Verdict::Close);
+    assert!(received.starts_with("HTTP/1.1 200 OK\r\n") && received.ends_with("\r\n\r\n0123456789"));
+    assert_eq!(d.upstream_errors(UpstreamError::Reset), 1);
+    let log = d.log_lines();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(log[0].contains("\"status\":200,\"bytes_sent\":10,"), "{}", log[0]);
+}
+
+#[test]
+fn a_slow_client_is_timed_by_its_send_timeout_not_by_the_upstream() {
+    let up = Upstream::bind();
+    let mut d = driver(&up, "send_timeout = \"5s\"", "read_timeout = \"1s\"");
+    d.conn.client().set_room(0);
+    d.send(b"GET /api/big HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut upstream = up.accept();
+    upstream.read_until("\r\n\r\n");
+    const BODY_BYTES: usize = 512 * 1024;
+    let writer = std::thread::spawn(move || {
+        upstream.send(format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY_BYTES}\r\n\r\n").as_bytes());
+        upstream.send(&vec![b'x'; BODY_BYTES]);
+        upstream
+    });
+    // Waiting for the upstream, its read timeout runs; once the client's backlog is full,
+    // only the client's send timer does.
+    let full = |d: &Driver, _: &str| d.time_left() == Duration::from_secs(5);
+    let mut received = d.run_until("the exchange to wait for the client", full).0;
+    for _ in 0..3 {
+        assert_eq!(
+            d.advance(Duration::from_secs(2)),
+            None,
+            "cut while the client reads"
+        );
+        // The client takes a little; the exchange refills the backlog and waits again.
+        d.conn.client().set_room(40 * 1024);
+        received += &d.run_until("the backlog to refill", full).0;
+    }
+    d.conn.client().set_room(usize::MAX);
+    let head_bytes = received.find("\r\n\r\n").unwrap() + 4;
+    let so_far = received.len();
+    received += &d
+        .run_until("the whole body", |_, r| {
+            so_far + r.len() == head_bytes + BODY_BYTES
+        })
+        .0;
+    assert!(received[head_bytes..].bytes().all(|b| b == b'x'));
+    assert_eq!(d.upstream_errors(UpstreamError::ReadTimeout), 0);
+    let _upstream = writer.join().unwrap();
+
+    // A client that stops taking bytes is cut after its send timeout, as its own fault.
+    let mut d = driver(&up, "send_timeout = \"5s\"", "read_timeout = \"1s\"");
+    d.conn.client().set_room(0);
+    d.send(b"GET /api/big HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut upstream = up.accept();
+    upstream.read_until("\r\n\r\n");
+    let writer = std::thread::spawn(move || {
+        upstream.send(format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY_BYTES}\r\n\r\n").as_bytes());
+        let _ = std::io::Write::write_all(&mut upstream.0, &vec![b'x'; BODY_BYTES]);
+    });
+    d.run_until("the backlog to fill", |d, _| {
+        d.time_left() == Duration::from_secs(5)
+    });
+    assert_eq!(d.advance(Duration::from_secs(4)), None);
+    assert_eq!(d.advance(Duration::from_secs(1)), Some(Verdict::Close));
+    d.conn.release(&mut d.ctx);
+    assert_eq!(d.upstream_errors(UpstreamError::ReadTimeout), 0);
+    let log = d.log_lines();
+    assert!(log.len() == 1 && log[0].contains("\"status\":200,"), "{log:?}");
+    drop(d);
+    writer.join().unwrap();
+}
+
+#[test]
+fn each_phase_times_out_after_its_own_timer() {
+    let up = Upstream::bind();
+    // A head that does not complete: 408, then a lingering close.
+    let mut d = driver(&up, "header_timeout = \"3s\"", "read_timeout = \"7s\"");
+    d.send(b"GET /a.txt HTTP/1.1\r\nHo");
+    assert_eq!(d.time_left(), Duration::from_secs(3));
+    assert_eq!(d.advance(Duration::from_secs(3)), Some(Verdict::Wait));
+    let refused = d.received();
+    assert!(
+        refused.starts_with("HTTP/1.1 408 ") && refused.contains("Connection: close"),
+        "{refused}"
+    );
+    assert_eq!(
+        d.advance(Duration::from_secs(2)),
+        Some(Verdict::Close),
+        "linger ends"
+    );
+
+    // A body the static route does not want, arriving too slowly.
+    let mut d = driver(&up, "header_timeout = \"3s\"", "read_timeout = \"7s\"");
+    d.send(b"POST /a.txt HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nhello");
+    assert!(d.received().starts_with("HTTP/1.1 405 "));
+    assert_eq!(d.advance(Duration::from_secs(2)), None);
+    d.send(b"wor");
+    assert_eq!(
+        d.advance(Duration::from_secs(2)),
+        None,
+        "each body read re-arms it"
+    );
+    assert_eq!(d.advance(Duration::from_secs(1)), Some(Verdict::Close));
+
+    // An upstream that does not answer: 504, and the connection goes on.
+    let mut d = driver(&up, "header_timeout = \"3s\"", "read_timeout = \"7s\"");
+    d.send(b"GET /api/slow HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut upstream = up.accept();
+    upstream.read_until("\r\n\r\n");
+    d.run_until("the request to be out", |d, _| {
+        d.time_left() == Duration::from_secs(7)
+    });
+    assert_eq!(d.advance(Duration::from_secs(6)), None);
+    assert_eq!(d.advance(Duration::from_secs(1)), Some(Verdict::Wait));
+    assert!(d.received().starts_with("HTTP/1.1 504 Gateway Timeout\r\n"));
+    assert_eq!(d.upstream_errors(UpstreamError::ReadTimeout), 1);
+    d.send(b"GET /b.txt HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(d.received().ends_with("bravo"));
+}
