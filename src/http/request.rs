@@ -40,7 +40,7 @@ pub struct Slice {
 }
 
 impl Slice {
-    pub(crate) fn within(buf: &[u8], part: &[u8]) -> Slice {
+    fn within(buf: &[u8], part: &[u8]) -> Slice {
         let start = part.as_ptr() as usize - buf.as_ptr() as usize;
         Slice {
             start: start as u32,

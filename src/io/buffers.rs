@@ -26,6 +26,11 @@ impl BufferPool {
         self.spare.pop().unwrap_or_default()
     }
 
+    /// How many spare buffers the pool holds.
+    pub fn spare(&self) -> usize {
+        self.spare.len()
+    }
+
     /// Keeps `buf` for the next taker, unless the pool is full or `buf` is too big.
     pub fn give(&mut self, buf: Vec<u8>) {
         let capacity = buf.capacity();

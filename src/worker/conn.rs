@@ -506,13 +506,16 @@ impl<T: Transport> Conn<T> {
             Framing::Length(n) => Some(BodyLeft::Length(n)),
             Framing::Chunked => Some(BodyLeft::Chunked(Box::default())),
         };
-        let next = match left {
-            _ if !response.keeps_alive() && (left.is_some() || !self.input.is_empty()) => {
-                Phase::Closing(Close::Linger)
+        let next = if response.keeps_alive() {
+            match left {
+                Some(left) => Phase::Body { left, last_read: now },
+                None => Phase::Idle,
             }
-            _ if !response.keeps_alive() => Phase::Closing(Close::Now),
-            Some(left) => Phase::Body { left, last_read: now },
-            None => Phase::Idle,
+        } else if left.is_some() || !self.input.is_empty() {
+            // The client may still be sending: linger so it does not reset our answer.
+            Phase::Closing(Close::Linger)
+        } else {
+            Phase::Closing(Close::Now)
         };
         self.set_phase(next, now);
     }

@@ -249,3 +249,33 @@ fn each_phase_times_out_after_its_own_timer() {
     d.send(b"GET /b.txt HTTP/1.1\r\nHost: h\r\n\r\n");
     assert!(d.received().ends_with("bravo"));
 }
+
+#[test]
+fn a_connection_closed_mid_exchange_gives_its_buffers_back_and_logs_the_request() {
+    let up = Upstream::bind();
+    let mut d = driver(&up, "", "");
+    // Warm the pools: a proxied request that completes leaves its buffers there.
+    d.send(b"GET /api/warm HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut upstream = up.accept();
+    upstream.read_until("\r\n\r\n");
+    upstream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+    d.run_until("the warm-up", |_, r| r.ends_with("ok"));
+    let spare = (d.ctx.buffers.input.spare(), d.ctx.buffers.output.spare());
+    assert!(spare.0 >= 1 && spare.1 >= 1, "{spare:?}");
+    // The next one is cut before its answer: the exchange holds two buffers, the connection
+    // its input; closing gives every one back.
+    d.send(b"GET /api/cut HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut upstream = up.accept();
+    d.run_until("the request to be out", |d, _| {
+        d.time_left() > std::time::Duration::from_secs(30)
+    });
+    upstream.read_until("\r\n\r\n");
+    assert!(d.ctx.buffers.input.spare() < spare.0, "the exchange borrowed one");
+    d.conn.release(&mut d.ctx);
+    assert_eq!((d.ctx.buffers.input.spare(), d.ctx.buffers.output.spare()), spare);
+    let log = d.log_lines();
+    assert!(
+        log[1].contains("\"target\":\"/api/cut\"") && log[1].contains("\"status\":499,"),
+        "{log:?}"
+    );
+}
