@@ -6,9 +6,8 @@
 //! with no moment without one. At exit the file is removed only if it is still ours: after an
 //! upgrade it belongs to the new master.
 
-use std::fs::Permissions;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -79,18 +78,25 @@ impl ControlSocket {
     }
 }
 
-/// Sets the bound socket's mode and renames it to its final name; returns its identity.
+/// Renames the bound socket to its final name; returns its identity. Nothing here follows a
+/// symlink (the mode came from the umask at bind), so a link planted under either name in a
+/// writable directory changes no other file.
 fn place(listener: &UnixListener, temporary: &Path, path: &Path) -> io::Result<(u64, u64)> {
     listener.set_nonblocking(true)?;
-    std::fs::set_permissions(temporary, Permissions::from_mode(0o600))?;
-    let meta = std::fs::metadata(temporary)?;
+    let meta = std::fs::symlink_metadata(temporary)?;
+    if !meta.file_type().is_socket() || meta.permissions().mode() & 0o777 != 0o600 {
+        return Err(io::Error::other(format!(
+            "{} is not the socket just bound",
+            temporary.display()
+        )));
+    }
     std::fs::rename(temporary, path)?;
     Ok((meta.dev(), meta.ino()))
 }
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
-        let ours = std::fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        let ours = std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }

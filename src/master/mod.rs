@@ -52,8 +52,10 @@ pub enum MasterError {
     Activation(activation::ActivationError),
     /// Opening the signalfd failed.
     Signals(nix::Error),
-    /// Writing the pid file, binding the control socket or opening the error log failed.
+    /// Binding the control socket or opening the error log failed.
     File(std::io::Error, std::path::PathBuf),
+    /// The pid file names a running master, or cannot be written.
+    PidFile(pidfile::PidFileError),
     /// Binding the admin endpoint's address failed.
     Admin(std::io::Error, SocketAddr),
     /// A worker could not start (it exited with code 2): respawning cannot help.
@@ -81,6 +83,7 @@ impl fmt::Display for MasterError {
             MasterError::Activation(e) => write!(f, "{e}"),
             MasterError::Signals(e) => write!(f, "signalfd() failed while starting the master: {e}"),
             MasterError::File(e, path) => write!(f, "cannot write {}: {e}", path.display()),
+            MasterError::PidFile(e) => write!(f, "{e}"),
             MasterError::Admin(e, addr) => write!(f, "cannot listen on {addr} ([admin] listen): {e}"),
             MasterError::Privileges(why) => write!(f, "{why}"),
             MasterError::WorkerBoot { slot, message } => {
@@ -129,6 +132,8 @@ struct Reloads {
 
 /// Runs the master until a stop signal and every worker has exited.
 pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
+    // Named first, so that another instance reading our pid file knows us at once.
+    sys::name_process(pidfile::MASTER_NAME);
     privileges::adopt_worker_identity(&mut config).map_err(MasterError::Privileges)?;
     privileges::hand_over_logs(&config).map_err(|(e, path)| MasterError::File(e, path))?;
     if let Some(path) = &config.error_log {
@@ -140,6 +145,13 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
     let mut spare = Spare::inherited();
     let inherited_admin = admin::inherited();
     let handoff = Handoff::inherited();
+    // A fresh start claims the pid file before binding anything: a live master named there
+    // means this config already runs. A new master in a binary upgrade takes the file over
+    // only once it serves (`announce_ready`).
+    let pid_file = match (&config.pid_file, &handoff) {
+        (Some(path), None) => Some(PidFile::claim(path).map_err(MasterError::PidFile)?),
+        _ => None,
+    };
     let now = Instant::now();
     let mut slots = Vec::with_capacity(config.workers);
     for index in 0..config.workers {
@@ -152,14 +164,11 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
         None => None,
     };
     let signals = SignalReader::open().map_err(MasterError::Signals)?;
-    let (pid_file, control) = match (&config.pid_file, &handoff) {
-        (Some(path), None) => {
-            let pid_file = PidFile::write(path).map_err(|e| MasterError::File(e, path.clone()))?;
-            let control = ControlSocket::bind(path)
-                .map_err(|e| MasterError::File(e, crate::status::socket_path(path)))?;
-            (Some(pid_file), Some(control))
-        }
-        _ => (None, None),
+    let control = match (&config.pid_file, &handoff) {
+        (Some(path), None) => Some(
+            ControlSocket::bind(path).map_err(|e| MasterError::File(e, crate::status::socket_path(path)))?,
+        ),
+        _ => None,
     };
     for (addr, _) in &addresses {
         let sockets = if shared.contains(addr) {
@@ -173,7 +182,6 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
         );
     }
     privileges::check_open_files(&config, nofile);
-    sys::name_process("shoal: master");
     let notifier = sys::Notifier::from_env();
     let now = Instant::now();
     let mut master = Master {
@@ -349,7 +357,7 @@ impl Master {
         if let Some(path) = &self.config.pid_file {
             match PidFile::write(path) {
                 Ok(file) => self.pid_file = Some(file),
-                Err(e) => log::error!("cannot write pid file {}: {e}", path.display()),
+                Err(e) => log::error!("{e}"),
             }
             match ControlSocket::bind(path) {
                 Ok(control) => self.control = Some(control),

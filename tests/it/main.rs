@@ -15,6 +15,7 @@ mod limits;
 mod master;
 mod metrics;
 mod path_safety;
+mod pid_file;
 mod privileges;
 mod procfs;
 mod proxy;
