@@ -69,6 +69,17 @@ impl Master {
         }
         privileges::check_open_files(&config, sys::raise_nofile_limit());
         let addresses = config.listeners();
+        // Addresses none of our sockets is on yet must be free: a taken one refuses the reload.
+        let fresh = addresses.iter().map(|(addr, _)| *addr).filter(|addr| {
+            !self.shared.contains(addr)
+                && !self
+                    .slots
+                    .iter()
+                    .any(|s| s.listeners.iter().any(|l| l.addr == *addr))
+        });
+        if let Err(e) = listeners::refuse_taken(fresh) {
+            return self.refuse_reload(e);
+        }
         let active = self.slots.iter().filter(|s| s.role == Role::Active).count();
         let mut sockets = Vec::with_capacity(config.workers);
         for index in 0..config.workers {
@@ -95,7 +106,8 @@ impl Master {
             (Some(addr), _) => match Admin::open(addr, None) {
                 Ok(admin) => Some(Some(admin)),
                 Err(e) => {
-                    return self.refuse_reload(format!("cannot listen on {addr} ([admin] listen): {e}"))
+                    let e = listeners::BindError::of(addr, e);
+                    return self.refuse_reload(format!("{e} ([admin] listen)"));
                 }
             },
             (None, _) => Some(None),

@@ -12,6 +12,7 @@ mod ledger;
 mod lifecycle;
 mod listeners;
 mod observe;
+mod owner;
 mod pidfile;
 mod privileges;
 mod slots;
@@ -57,7 +58,7 @@ pub enum MasterError {
     /// The pid file names a running master, or cannot be written.
     PidFile(pidfile::PidFileError),
     /// Binding the admin endpoint's address failed.
-    Admin(std::io::Error, SocketAddr),
+    Admin(listeners::BindError),
     /// A worker could not start (it exited with code 2): respawning cannot help.
     WorkerBoot { slot: usize, message: String },
     /// Too many unexpected worker deaths in the restart window.
@@ -84,7 +85,7 @@ impl fmt::Display for MasterError {
             MasterError::Signals(e) => write!(f, "signalfd() failed while starting the master: {e}"),
             MasterError::File(e, path) => write!(f, "cannot write {}: {e}", path.display()),
             MasterError::PidFile(e) => write!(f, "{e}"),
-            MasterError::Admin(e, addr) => write!(f, "cannot listen on {addr} ([admin] listen): {e}"),
+            MasterError::Admin(e) => write!(f, "{e} ([admin] listen)"),
             MasterError::Privileges(why) => write!(f, "{why}"),
             MasterError::WorkerBoot { slot, message } => {
                 write!(f, "worker {slot} cannot start: {message}")
@@ -152,6 +153,11 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
         (Some(path), None) => Some(PidFile::claim(path).map_err(MasterError::PidFile)?),
         _ => None,
     };
+    let fresh = addresses
+        .iter()
+        .map(|(addr, _)| *addr)
+        .filter(|addr| !spare.holds(addr) && !shared.contains(addr));
+    listeners::refuse_taken(fresh).map_err(MasterError::Bind)?;
     let now = Instant::now();
     let mut slots = Vec::with_capacity(config.workers);
     for index in 0..config.workers {
@@ -160,7 +166,10 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
     }
     drop(spare.into_leftovers());
     let admin = match config.admin {
-        Some(addr) => Some(Admin::open(addr, inherited_admin).map_err(|e| MasterError::Admin(e, addr))?),
+        Some(addr) => Some(
+            Admin::open(addr, inherited_admin)
+                .map_err(|e| MasterError::Admin(listeners::BindError::of(addr, e)))?,
+        ),
         None => None,
     };
     let signals = SignalReader::open().map_err(MasterError::Signals)?;
