@@ -2,9 +2,11 @@
 //! listener): one request per connection, answered, then closed.
 //!
 //! The master must never block, so everything here is non-blocking and bounded: request
-//! bytes, simultaneous clients, and a deadline per client. A client that is slow or silent
-//! is dropped at its deadline; while the endpoint is full, new connections wait in the
-//! kernel's backlog.
+//! bytes, simultaneous clients, accepts per turn, and a deadline per client. A client that
+//! is slow or silent is dropped at its deadline. When the endpoint is full, a newcomer
+//! evicts the oldest client whose request is still incomplete, so connections that send a
+//! byte and wait can never starve a probe (they churn among themselves); only while every
+//! client has a complete request do new connections wait in the kernel's backlog.
 
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
@@ -38,6 +40,9 @@ impl Listen for TcpListener {
         Ok(stream)
     }
 }
+
+/// Connections accepted in one turn at most, so a connect flood cannot hold the master.
+const MAX_ACCEPTS_PER_TURN: usize = 64;
 
 /// Bounds on an endpoint's clients.
 #[derive(Debug, Clone, Copy)]
@@ -99,9 +104,17 @@ impl<L: Listen> Endpoint<L> {
         &self.listener
     }
 
-    /// What to wait for: new clients (unless full), requests arriving, answers draining.
+    /// True when a newcomer can be taken: room, or an incomplete request to evict.
+    fn can_take(&self) -> bool {
+        self.clients.len() < self.bounds.max_clients
+            || self.clients.iter().any(|c| matches!(c.stage, Stage::Reading))
+    }
+
+    /// What to wait for: new clients (while one can be taken), requests arriving, answers
+    /// draining.
     pub fn poll_fds(&self) -> impl Iterator<Item = PollFd<'_>> {
-        let accept = (self.clients.len() < self.bounds.max_clients)
+        let accept = self
+            .can_take()
             .then(|| PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
         let clients = self.clients.iter().map(|c| {
             let flags = match c.stage {
@@ -117,14 +130,22 @@ impl<L: Listen> Endpoint<L> {
     /// clients that are done, failed, or past their deadline. `answer` turns a request into
     /// the bytes to send back.
     pub fn serve(&mut self, now: Instant, mut answer: impl FnMut(&[u8]) -> Vec<u8>) {
-        while self.clients.len() < self.bounds.max_clients {
+        for _ in 0..MAX_ACCEPTS_PER_TURN {
+            if !self.can_take() {
+                break;
+            }
             match self.listener.accept_client() {
-                Ok(stream) => self.clients.push(Client {
-                    stream,
-                    buf: Vec::new(),
-                    stage: Stage::Reading,
-                    deadline: now + self.bounds.deadline,
-                }),
+                Ok(stream) => {
+                    if self.clients.len() >= self.bounds.max_clients {
+                        self.evict_oldest_incomplete();
+                    }
+                    self.clients.push(Client {
+                        stream,
+                        buf: Vec::new(),
+                        stage: Stage::Reading,
+                        deadline: now + self.bounds.deadline,
+                    });
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // WouldBlock: nobody waits. Anything else (a client that gave up, EMFILE):
                 // try again next turn rather than spin here.
@@ -134,6 +155,17 @@ impl<L: Listen> Endpoint<L> {
         let (bounds, complete) = (self.bounds, self.complete);
         self.clients
             .retain_mut(|client| client.advance(now, &bounds, complete, &mut answer));
+    }
+
+    /// Drops (closes) the client accepted first among those still reading their request.
+    fn evict_oldest_incomplete(&mut self) {
+        if let Some(oldest) = self
+            .clients
+            .iter()
+            .position(|c| matches!(c.stage, Stage::Reading))
+        {
+            self.clients.remove(oldest);
+        }
     }
 }
 
@@ -256,22 +288,67 @@ mod tests {
     fn clients_past_their_deadline_are_dropped_and_the_cap_holds() {
         let dir = tempfile::tempdir().unwrap();
         let mut endpoint = endpoint(dir.path(), BOUNDS);
-        let _silent: Vec<UnixStream> = (0..3)
+        let _silent: Vec<UnixStream> = (0..2)
             .map(|_| UnixStream::connect(dir.path().join("s")).unwrap())
             .collect();
         let now = Instant::now();
         endpoint.serve(now, |_| Vec::new());
+        assert_eq!(endpoint.clients.len(), 2);
+        endpoint.serve(now + Duration::from_secs(2), |_| Vec::new());
+        assert_eq!(endpoint.clients.len(), 0, "dropped at the deadline");
+    }
+
+    #[test]
+    fn a_newcomer_evicts_the_oldest_incomplete_request_when_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut endpoint = endpoint(dir.path(), BOUNDS);
+        let connect = || UnixStream::connect(dir.path().join("s")).unwrap();
+        let mut silent: Vec<UnixStream> = (0..5).map(|_| connect()).collect();
+        for stream in &mut silent {
+            stream.write_all(b"p").unwrap();
+        }
+        let now = Instant::now();
+        endpoint.serve(now, |_| b"late\n".to_vec());
         assert_eq!(endpoint.clients.len(), 2, "at most max_clients at once");
+        let mut buf = [0u8; 8];
+        let closed = match silent[0].read(&mut buf) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+        };
+        assert!(closed, "the oldest were closed");
+        let mut probe = connect();
+        probe.write_all(b"ping\n").unwrap();
+        endpoint.serve(now, |request| [b"got ", request].concat());
+        let mut answer = String::new();
+        probe.read_to_string(&mut answer).unwrap();
+        assert_eq!(
+            answer, "got ping\n",
+            "the probe is served despite the silent ones"
+        );
+    }
+
+    #[test]
+    fn a_full_endpoint_of_complete_requests_leaves_newcomers_in_the_backlog() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut endpoint = endpoint(dir.path(), BOUNDS);
+        // Clients that never read: their answers stay pending (a huge answer fills the socket).
+        let streams: Vec<UnixStream> = (0..2)
+            .map(|_| {
+                let mut s = UnixStream::connect(dir.path().join("s")).unwrap();
+                s.write_all(b"big\n").unwrap();
+                s
+            })
+            .collect();
+        endpoint.serve(Instant::now(), |_| vec![b'x'; 4 << 20]);
+        assert_eq!(endpoint.clients.len(), 2);
         assert_eq!(
             endpoint.poll_fds().count(),
             2,
-            "a full endpoint does not poll its listener"
+            "nothing to evict: the listener is not polled"
         );
-        endpoint.serve(now + Duration::from_secs(2), |_| Vec::new());
-        assert_eq!(
-            endpoint.clients.len(),
-            0,
-            "dropped at the deadline; the third waits in the backlog"
-        );
+        let _waiting = UnixStream::connect(dir.path().join("s")).unwrap();
+        endpoint.serve(Instant::now(), |_| Vec::new());
+        assert_eq!(endpoint.clients.len(), 2, "the newcomer waits in the backlog");
+        drop(streams);
     }
 }
