@@ -32,9 +32,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
 use crate::config::{Config, Source};
+use crate::control::{Outcome, Verdict};
 use crate::sys::{self, SignalReader};
 use admin::Admin;
-use control_socket::ControlSocket;
+use control_socket::{ControlSocket, Reply, Request};
 use ledger::Ledgers;
 use listeners::Spare;
 use pidfile::PidFile;
@@ -121,6 +122,11 @@ enum Readiness {
     /// A reload is under way (RELOADING=1 sent); READY=1 follows once it settles.
     Reloading,
 }
+
+/// One reload or binary upgrade, as an operator asked for it (a signal or the control
+/// socket); the control socket's clients wait for their attempt's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt(u64);
 
 /// Reloads since the master started, by outcome.
 #[derive(Debug, Default, Clone, Copy)]
@@ -213,6 +219,9 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
         control,
         admin,
         reloads: Reloads::default(),
+        attempts: 0,
+        reloading: Vec::new(),
+        verdicts: Vec::new(),
         started: now,
         generation: 0,
         ledgers: Ledgers::default(),
@@ -251,6 +260,12 @@ struct Master {
     /// `/metrics` and `/healthz`, when `[admin] listen` is set.
     admin: Option<Admin>,
     reloads: Reloads,
+    /// Reload and upgrade attempts numbered so far.
+    attempts: u64,
+    /// Reload attempts under way (new workers booting); one outcome settles them all.
+    reloading: Vec<Attempt>,
+    /// Verdicts reached and not yet given to the operators waiting for them.
+    verdicts: Vec<(Attempt, Verdict)>,
     started: Instant,
     /// Reloads adopted so far (a reload rolled back is taken back).
     generation: u64,
@@ -274,6 +289,7 @@ impl Master {
             self.prune_removed_slots();
             self.watch_upgrade();
             self.announce_ready();
+            self.deliver_verdicts();
             self.notify_service_manager();
             if self.finished() {
                 info!("all workers stopped; bye");
@@ -323,9 +339,13 @@ impl Master {
                     self.begin_stop(&format!("{signal} received"), again && *signal == Signal::SIGTERM);
                 }
                 Signal::SIGINT => self.begin_stop("SIGINT received", true),
-                Signal::SIGHUP => self.reload(),
+                Signal::SIGHUP => {
+                    self.reload();
+                }
                 Signal::SIGUSR1 => self.reopen_logs(),
-                Signal::SIGUSR2 => self.start_upgrade(),
+                Signal::SIGUSR2 => {
+                    self.start_upgrade();
+                }
                 Signal::SIGTTIN => self.scale_up(),
                 Signal::SIGTTOU => self.scale_down(),
                 _ => {}
@@ -375,16 +395,53 @@ impl Master {
         }
     }
 
-    /// Answers `shoal status` (and, with `[admin]`, metrics and health) without blocking.
+    /// Answers `shoal status` (and, with `[admin]`, metrics and health) without blocking;
+    /// starts the reloads and upgrades asked on the control socket (their askers wait for
+    /// the verdict, given by `deliver_verdicts`).
     fn answer_operators(&mut self) {
         let now = Instant::now();
         if let Some(mut control) = self.control.take() {
-            control.serve(now, || self.status());
+            control.serve(now, |request| {
+                info!("{request:?} asked on the control socket");
+                match request {
+                    Request::Status => Reply::Status(Box::new(self.status())),
+                    Request::Reload => Reply::Await(self.reload()),
+                    Request::Upgrade => Reply::Await(self.start_upgrade()),
+                }
+            });
             self.control = Some(control);
         }
         if let Some(mut admin) = self.admin.take() {
             admin.serve(now, self.health(), || self.metrics());
             self.admin = Some(admin);
+        }
+    }
+
+    /// A new reload or upgrade attempt.
+    fn next_attempt(&mut self) -> Attempt {
+        self.attempts += 1;
+        Attempt(self.attempts)
+    }
+
+    /// Records the verdict of `attempt`, for whoever waits for it.
+    fn decide(&mut self, attempt: Attempt, outcome: Outcome, message: impl fmt::Display) {
+        self.verdicts.push((attempt, Verdict::new(outcome, message)));
+    }
+
+    /// Decides every reload attempt under way.
+    fn decide_reloads(&mut self, outcome: Outcome, message: impl fmt::Display) {
+        let message = message.to_string();
+        for attempt in std::mem::take(&mut self.reloading) {
+            self.decide(attempt, outcome, &message);
+        }
+    }
+
+    /// Gives each verdict reached to the operators waiting for it on the control socket.
+    fn deliver_verdicts(&mut self) {
+        for (attempt, verdict) in std::mem::take(&mut self.verdicts) {
+            if let Some(control) = &mut self.control {
+                control.settle(attempt, &verdict);
+            }
         }
     }
 

@@ -26,3 +26,4 @@ mod status;
 mod supervision;
 mod systemd;
 mod upstream;
+mod verdicts;
