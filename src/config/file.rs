@@ -369,6 +369,7 @@ impl Builder<'_> {
         }
         if let Some(n) = &raw.max_connections {
             limits.max_connections = self.count(n, "max_connections", 1..1_000_001)? as usize;
+            limits.max_connections_explicit = true;
         }
         Ok(limits)
     }

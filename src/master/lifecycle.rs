@@ -83,7 +83,7 @@ impl Master {
         if let Err(e) = handed_over {
             return self.refuse_reload(attempt, e);
         }
-        privileges::check_open_files(&config, sys::raise_nofile_limit());
+        privileges::fit_open_files(&mut config, sys::raise_nofile_limit());
         let addresses = config.listeners();
         // Addresses none of our sockets is on yet must be free: a taken one refuses the reload.
         let fresh = addresses.iter().map(|(addr, _)| *addr).filter(|addr| {

@@ -196,7 +196,7 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
             config.workers
         );
     }
-    privileges::check_open_files(&config, nofile);
+    privileges::fit_open_files(&mut config, nofile);
     let notifier = sys::Notifier::from_env();
     let now = Instant::now();
     let mut master = Master {
