@@ -73,3 +73,47 @@ fn a_missing_root_names_the_root_line() {
 fn a_bad_listen_address_names_its_line() {
     assert_error_at(&GOOD.replace("127.0.0.1:8080", "127.0.0.1:http"), 5, "listen");
 }
+
+#[test]
+fn a_top_level_key_below_a_table_gets_a_hint() {
+    // `user` after `[limits]` is, in TOML, a key of [limits].
+    let text = GOOD.replacen(
+        "max_body_bytes = \"10MiB\"\n",
+        "max_body_bytes = \"10MiB\"\npid_file = \"shoal.pid\"\n",
+        1,
+    );
+    assert_error_at(
+        &text,
+        4,
+        "`pid_file` is a top-level key, but here it falls into [limits]: top-level keys must come before the first [table]",
+    );
+}
+
+#[test]
+fn compound_durations_and_every_spelling_of_a_size_unit_are_accepted() {
+    for (duration, size) in [("1m30s", "10m"), ("1h 30m", "10M"), ("1s500ms", "10MB")] {
+        let text = GOOD.replacen(
+            "max_body_bytes = \"10MiB\"\n",
+            &format!("max_body_bytes = \"{size}\"\nheader_timeout = \"{duration}\"\n"),
+            1,
+        );
+        let (_, exited) = check(&text);
+        assert_eq!(exited.code, Some(0), "{duration}, {size}: {exited:?}");
+    }
+    let fraction = GOOD.replacen(
+        "max_body_bytes = \"10MiB\"\n",
+        "max_body_bytes = \"10MiB\"\nheader_timeout = \"1.5s\"\n",
+        1,
+    );
+    assert_error_at(
+        &fraction,
+        4,
+        "whole numbers only (`1.5s` is `1s500ms` or `1500ms`)",
+    );
+    let backwards = GOOD.replacen(
+        "max_body_bytes = \"10MiB\"\n",
+        "max_body_bytes = \"10MiB\"\nheader_timeout = \"30s1m\"\n",
+        1,
+    );
+    assert_error_at(&backwards, 4, "from the largest down (like `1h30m` or `1m30s`)");
+}
