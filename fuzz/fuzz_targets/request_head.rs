@@ -43,6 +43,8 @@ fuzz_target!(|data: &[u8]| {
 fn slices(head: &RequestHead) -> impl Iterator<Item = request::Slice> {
     let optional = [
         head.host,
+        head.if_match,
+        head.if_unmodified_since,
         head.if_none_match,
         head.if_modified_since,
         head.range,

@@ -1,9 +1,10 @@
-//! Answering a request from one representation: validators, ranges, head and body.
+//! Answering a request from one representation: preconditions (412, 304), ranges, head and
+//! body.
 
 use std::fs::File;
 use std::rc::Rc;
 
-use super::conditional;
+use super::conditional::{self, Precondition};
 use super::range::{parse_range, RangeRequest};
 use super::representation::{Content, Representation};
 use crate::http::request::{Method, RequestHead};
@@ -66,16 +67,27 @@ pub fn respond(
     persistence: Persistence,
 ) -> Served {
     let header = |slice: Option<crate::http::request::Slice>| slice.map(|s| s.of(buf));
-    let not_modified = match (header(head.if_none_match), header(head.if_modified_since)) {
-        (Some(tags), _) => conditional::none_match(tags, &rep.etag),
-        (None, Some(date)) => conditional::not_modified_since(date, rep.identity.mtime),
-        (None, None) => false,
-    };
-    if not_modified {
-        response::start(out, 304, date, persistence);
-        out.extend_from_slice(&rep.headers);
-        out.extend_from_slice(b"\r\n");
-        return Served::written(304, 0);
+    let precondition = conditional::precondition(
+        header(head.if_match),
+        header(head.if_unmodified_since),
+        header(head.if_none_match),
+        header(head.if_modified_since),
+        &rep.etag,
+        rep.identity.mtime,
+    );
+    match precondition {
+        Precondition::Proceed => {}
+        Precondition::NotModified => {
+            response::start(out, 304, date, persistence);
+            out.extend_from_slice(&rep.headers);
+            out.extend_from_slice(b"\r\n");
+            return Served::written(304, 0);
+        }
+        Precondition::Failed => {
+            let with_body = head.method != Method::Head;
+            let n = response::write_simple(out, 412, date, persistence, &[], with_body);
+            return Served::written(412, n);
+        }
     }
     let size = rep.identity.size;
     let range = match header(head.range) {

@@ -102,6 +102,8 @@ pub struct RequestHead {
     /// HTTP/1.1 `Connection: upgrade` with an `Upgrade` header: a protocol switch (WebSocket).
     pub upgrade: bool,
     pub host: Option<Slice>,
+    pub if_match: Option<Slice>,
+    pub if_unmodified_since: Option<Slice>,
     pub if_none_match: Option<Slice>,
     pub if_modified_since: Option<Slice>,
     pub range: Option<Slice>,
@@ -208,6 +210,8 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadErr
         expect_continue: false,
         upgrade: false,
         host: None,
+        if_match: None,
+        if_unmodified_since: None,
         if_none_match: None,
         if_modified_since: None,
         range: None,
@@ -312,11 +316,13 @@ impl Fields {
                 5 if name.eq_ignore_ascii_case("range") => &mut head.range,
                 7 if name.eq_ignore_ascii_case("referer") => &mut head.referer,
                 8 if name.eq_ignore_ascii_case("if-range") => &mut head.if_range,
+                8 if name.eq_ignore_ascii_case("if-match") => &mut head.if_match,
                 10 if name.eq_ignore_ascii_case("user-agent") => &mut head.user_agent,
                 12 if name.eq_ignore_ascii_case("x-request-id") => &mut head.request_id,
                 13 if name.eq_ignore_ascii_case("if-none-match") => &mut head.if_none_match,
                 15 if name.eq_ignore_ascii_case("accept-encoding") => &mut head.accept_encoding,
                 17 if name.eq_ignore_ascii_case("if-modified-since") => &mut head.if_modified_since,
+                19 if name.eq_ignore_ascii_case("if-unmodified-since") => &mut head.if_unmodified_since,
                 _ => return Ok(()),
             };
             *field = Some(slice);
@@ -395,6 +401,19 @@ mod tests {
         for cut in 0..head.len {
             assert!(parse_all(&text[..cut]).unwrap().is_none(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn every_conditional_header_is_indexed() {
+        let text = "GET / HTTP/1.1\r\nHost: x\r\nif-match: \"a\"\r\nIf-Unmodified-Since: d1\r\n\
+                    If-None-Match: \"b\"\r\nIf-Modified-Since: d2\r\nIf-Range: \"c\"\r\n\r\n";
+        let head = parse_all(text).unwrap().unwrap();
+        let of = |slice: Option<Slice>| slice.map(|s| s.of(text.as_bytes()).to_vec());
+        assert_eq!(of(head.if_match).as_deref(), Some(&b"\"a\""[..]));
+        assert_eq!(of(head.if_unmodified_since).as_deref(), Some(&b"d1"[..]));
+        assert_eq!(of(head.if_none_match).as_deref(), Some(&b"\"b\""[..]));
+        assert_eq!(of(head.if_modified_since).as_deref(), Some(&b"d2"[..]));
+        assert_eq!(of(head.if_range).as_deref(), Some(&b"\"c\""[..]));
     }
 
     #[test]
