@@ -149,7 +149,14 @@ enum Command {
         #[arg(short = 'n', long = "iterations", value_name = "N")]
         iterations: Option<u64>,
     },
-    /// Validate a config file: exit 0, or print FILE:LINE:COL: message and exit 2.
+    /// Validate a config file and what starting with it needs: exit 0, or print the first
+    /// problem and exit 2
+    ///
+    /// Besides the file itself (FILE:LINE:COL: message), checks what start-up checks, as
+    /// this user: who the workers run as (started as root, `user` is needed), that the pid
+    /// file and log files can be created, that every listen address is free (or held by the
+    /// instance this config runs), and that the workers' user can open every root and the
+    /// access log. Run it as the user, and with the -U, that start shoal.
     #[command(after_help = "Example:
   shoal check -c /etc/shoal.toml         prints `/etc/shoal.toml: ok` or the first error")]
     Check {
@@ -161,6 +168,12 @@ enum Command {
             default_value = "shoal.toml"
         )]
         config: PathBuf,
+        /// The pid file start-up would be given (overrides the config's pid_file).
+        #[arg(long = "pid-file", value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+        /// The -U start-up would be given (overrides the config's user and group).
+        #[arg(short = 'U', long = "user", value_name = "USER[:GROUP]")]
+        user: Option<String>,
     },
 }
 
@@ -193,7 +206,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Some(Command::Check { config }) => check(&config),
+        Some(Command::Check {
+            config,
+            pid_file,
+            user,
+        }) => check(config, pid_file, user),
         Some(Command::Stop(target)) => control(Action::Stop, &target, VERDICT_TIMEOUT),
         Some(Command::Quit(target)) => control(Action::Quit, &target, VERDICT_TIMEOUT),
         Some(Command::Reload(v)) => control(Action::Reload, &v.target, v.timeout),
@@ -313,14 +330,29 @@ fn init_logging() {
         .init();
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match config::load_file(path) {
-        Ok(_) => {
+/// `shoal check`: the config as start-up would load it (same overrides), then what start-up
+/// will check before it serves.
+fn check(path: PathBuf, pid_file: Option<PathBuf>, user: Option<String>) -> ExitCode {
+    let source = Source {
+        file: Some(path.clone()),
+        pid_file,
+        user,
+        ..Source::default()
+    };
+    let mut config = match source.load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match shoal::master::preflight(&mut config) {
+        Ok(()) => {
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}: {e}", path.display());
             ExitCode::from(2)
         }
     }

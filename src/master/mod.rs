@@ -14,6 +14,7 @@ mod listeners;
 mod observe;
 mod owner;
 mod pidfile;
+mod preflight;
 mod privileges;
 mod slots;
 mod spawn;
@@ -41,6 +42,8 @@ use listeners::Spare;
 use pidfile::PidFile;
 use slots::Slot;
 use upgrade::{Handoff, Upgrade};
+
+pub use preflight::{preflight, PreflightError};
 
 /// The master wakes at least this often even when nothing happens.
 const TICK: Duration = Duration::from_millis(200);

@@ -29,6 +29,21 @@ impl fmt::Display for Owner {
 /// The process listening on (or over) `addr`, if /proc shows one to us. Among several
 /// holders of the socket (a master and its workers), the one whose parent is not a holder.
 pub fn owner_of(addr: SocketAddr) -> Option<Owner> {
+    let holders = holders(addr);
+    let top = holders
+        .iter()
+        .copied()
+        .find(|pid| parent_of(*pid).is_none_or(|parent| !holders.contains(&parent)))?;
+    let name = std::fs::read_to_string(format!("/proc/{top}/comm")).ok()?;
+    Some(Owner {
+        pid: top,
+        name: name.trim_end().to_string(),
+    })
+}
+
+/// Every process /proc shows us holding a socket that listens on (or over) `addr`,
+/// ascending.
+pub fn holders(addr: SocketAddr) -> Vec<u32> {
     let mut inodes = Vec::new();
     for (table, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
         let text = std::fs::read_to_string(table).unwrap_or_default();
@@ -40,18 +55,9 @@ pub fn owner_of(addr: SocketAddr) -> Option<Owner> {
         );
     }
     if inodes.is_empty() {
-        return None;
+        return Vec::new();
     }
-    let holders = holders_of(&inodes);
-    let top = holders
-        .iter()
-        .copied()
-        .find(|pid| parent_of(*pid).is_none_or(|parent| !holders.contains(&parent)))?;
-    let name = std::fs::read_to_string(format!("/proc/{top}/comm")).ok()?;
-    Some(Owner {
-        pid: top,
-        name: name.trim_end().to_string(),
-    })
+    holders_of(&inodes)
 }
 
 /// Listening sockets in a /proc/net/tcp{,6} table: address and inode.
