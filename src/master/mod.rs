@@ -404,12 +404,15 @@ impl Master {
     fn answer_operators(&mut self) {
         let now = Instant::now();
         if let Some(mut control) = self.control.take() {
-            control.serve(now, |request| {
-                info!("{request:?} asked on the control socket");
-                match request {
-                    Request::Status => Reply::Status(Box::new(self.status())),
-                    Request::Reload => Reply::Await(self.reload()),
-                    Request::Upgrade => Reply::Await(self.start_upgrade()),
+            control.serve(now, |request| match request {
+                Request::Status => Reply::Status(Box::new(self.status())),
+                Request::Reload => {
+                    info!("reload asked on the control socket");
+                    Reply::Await(self.reload())
+                }
+                Request::Upgrade => {
+                    info!("binary upgrade asked on the control socket");
+                    Reply::Await(self.start_upgrade())
                 }
             });
             self.control = Some(control);
