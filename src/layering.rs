@@ -9,7 +9,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("sys", &[]),
     ("stats", &[]),
     ("status", &[]),
-    ("control", &[]),
+    ("control", &["status"]),
     ("prometheus", &[]),
     ("io", &["sys"]),
     ("http", &["io"]),
@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "channel",
             "config",
+            "control",
             "prometheus",
             "stats",
             "status",

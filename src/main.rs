@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use shoal::config::{self, QuickOptions, Source};
-use shoal::control::{self, Action};
+use shoal::control::{self, Action, Delivery, Outcome, VERDICT_TIMEOUT};
 use shoal::status;
 
 /// A prefork static file server and reverse proxy.
@@ -70,7 +70,8 @@ const REFERENCE: &str = "Examples:
   shoal status --pid-file /run/shoal.pid    the master and every worker, as a table
   shoal top -c /etc/shoal.toml              the same table, redrawn every second
 
-Signals to the master (stop, quit, reload, reopen and upgrade send them via the pid file):
+Signals to the master (stop, quit and reopen send them via the pid file; reload and upgrade ask
+through the control socket beside it and wait for the master's verdict):
   TERM, QUIT   graceful stop: finish in-flight requests within shutdown_timeout, exit 0
   INT          fast stop (also a second TERM)
   HUP          reload the config; a bad one is logged and the running one kept
@@ -98,23 +99,30 @@ enum Command {
     #[command(after_help = "Example:
   shoal quit --pid-file /run/shoal/shoal.pid")]
     Quit(Target),
-    /// Re-read the config; a bad one is logged and the old one keeps serving (SIGHUP).
-    #[command(
-        after_help = "Example (check first: a refused config only shows in the error log):
-  shoal check -c /etc/shoal.toml && shoal reload -c /etc/shoal.toml"
-    )]
-    Reload(Target),
+    /// Re-read the config and wait for the master's verdict
+    ///
+    /// Asks through the control socket beside the pid file (SIGHUP when there is none) and
+    /// exits 0 once the new workers serve; 2 with the master's FILE:LINE:COL: message when it
+    /// refused the config or rolled it back (the running config keeps serving); 1 when no
+    /// verdict came within --timeout.
+    #[command(after_help = "Example:
+  shoal reload -c /etc/shoal.toml        prints `reload: generation 2 serves with 4 workers ...`")]
+    Reload(Verdicted),
     /// Reopen log files after rotation (SIGUSR1).
     #[command(after_help = "Example (what deploy/logrotate.conf does):
   mv access.log access.log.1 && shoal reopen --pid-file /run/shoal/shoal.pid")]
     Reopen(Target),
-    /// Replace the running binary with the one on disk, without dropping a connection (SIGUSR2).
+    /// Replace the running binary with the one on disk, without dropping a connection
+    ///
+    /// Asks through the control socket beside the pid file (SIGUSR2 when there is none) and
+    /// exits 0 once the new master serves; 2 when it could not start or failed (the running
+    /// master keeps serving); 1 when no verdict came within --timeout.
     #[command(
         after_help = "Example (replace the file by rename, then upgrade; the pid file names the new \
                       master once it serves):
   install -m 755 shoal-new /usr/local/bin/shoal && shoal upgrade --pid-file /run/shoal/shoal.pid"
     )]
-    Upgrade(Target),
+    Upgrade(Verdicted),
     /// Show the master and every worker: pid, state, uptime, memory, requests, restarts
     ///
     /// Asks the running master over its control socket, which sits beside the pid file
@@ -143,7 +151,14 @@ enum Command {
         #[arg(short = 'n', long = "iterations", value_name = "N")]
         iterations: Option<u64>,
     },
-    /// Validate a config file: exit 0, or print FILE:LINE:COL: message and exit 2.
+    /// Validate a config file and what starting with it needs: exit 0, or print the first
+    /// problem and exit 2
+    ///
+    /// Besides the file itself (FILE:LINE:COL: message), checks what start-up checks, as
+    /// this user: who the workers run as (started as root, `user` is needed), that the pid
+    /// file and log files can be created, that every listen address is free (or held by the
+    /// instance this config runs), and that the workers' user can open every root and the
+    /// access log. Run it as the user, and with the -U, that start shoal.
     #[command(after_help = "Example:
   shoal check -c /etc/shoal.toml         prints `/etc/shoal.toml: ok` or the first error")]
     Check {
@@ -155,7 +170,27 @@ enum Command {
             default_value = "shoal.toml"
         )]
         config: PathBuf,
+        /// The pid file start-up would be given (overrides the config's pid_file).
+        #[arg(long = "pid-file", value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+        /// The -U start-up would be given (overrides the config's user and group).
+        #[arg(short = 'U', long = "user", value_name = "USER[:GROUP]")]
+        user: Option<String>,
     },
+}
+
+/// A control command that waits for the master's verdict.
+#[derive(clap::Args)]
+struct Verdicted {
+    #[command(flatten)]
+    target: Target,
+    /// How long to wait for the verdict (500ms, 30s, 2m).
+    #[arg(long = "timeout", value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    timeout: std::time::Duration,
+}
+
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    config::units::parse_duration(text)
 }
 
 /// Which running shoal a control command talks to.
@@ -173,12 +208,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Some(Command::Check { config }) => check(&config),
-        Some(Command::Stop(target)) => control(Action::Stop, &target),
-        Some(Command::Quit(target)) => control(Action::Quit, &target),
-        Some(Command::Reload(target)) => control(Action::Reload, &target),
-        Some(Command::Reopen(target)) => control(Action::Reopen, &target),
-        Some(Command::Upgrade(target)) => control(Action::Upgrade, &target),
+        Some(Command::Check {
+            config,
+            pid_file,
+            user,
+        }) => check(config, pid_file, user),
+        Some(Command::Stop(target)) => control(Action::Stop, &target, VERDICT_TIMEOUT),
+        Some(Command::Quit(target)) => control(Action::Quit, &target, VERDICT_TIMEOUT),
+        Some(Command::Reload(v)) => control(Action::Reload, &v.target, v.timeout),
+        Some(Command::Reopen(target)) => control(Action::Reopen, &target, VERDICT_TIMEOUT),
+        Some(Command::Upgrade(v)) => control(Action::Upgrade, &v.target, v.timeout),
         Some(Command::Status { target, json }) => status(&target, json),
         Some(Command::Top { target, iterations }) => top(&target, iterations),
         None => run(cli),
@@ -199,11 +238,32 @@ impl Target {
     }
 }
 
-fn control(action: Action, target: &Target) -> ExitCode {
+fn control(action: Action, target: &Target, timeout: std::time::Duration) -> ExitCode {
     let pid_file = target.pid_file();
-    match control::send(action, &pid_file) {
-        Ok(pid) => {
+    match control::ask(action, &pid_file, timeout) {
+        Ok(Delivery::Verdict(pid, verdict)) => {
+            let name = action.name();
+            match verdict.outcome {
+                Outcome::Serving => println!("{name}: {} (master {pid})", verdict.message),
+                Outcome::Refused => eprintln!(
+                    "shoal: {name} refused, still serving as before: {}",
+                    verdict.message
+                ),
+                Outcome::RolledBack => {
+                    eprintln!(
+                        "shoal: {name} rolled back, still serving as before: {}",
+                        verdict.message
+                    )
+                }
+                Outcome::Abandoned => eprintln!("shoal: {name} abandoned: {}", verdict.message),
+            }
+            ExitCode::from(verdict.exit_code())
+        }
+        Ok(Delivery::Signalled(pid, unverified)) => {
             println!("sent {} to shoal master {pid}", action.signal());
+            if let Some(why) = unverified {
+                eprintln!("shoal: no verdict ({why}): the master's error log says how it went");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -272,14 +332,29 @@ fn init_logging() {
         .init();
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match config::load_file(path) {
-        Ok(_) => {
+/// `shoal check`: the config as start-up would load it (same overrides), then what start-up
+/// will check before it serves.
+fn check(path: PathBuf, pid_file: Option<PathBuf>, user: Option<String>) -> ExitCode {
+    let source = Source {
+        file: Some(path.clone()),
+        pid_file,
+        user,
+        ..Source::default()
+    };
+    let mut config = match source.load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match shoal::master::preflight(&mut config) {
+        Ok(()) => {
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}: {e}", path.display());
             ExitCode::from(2)
         }
     }

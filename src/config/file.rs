@@ -188,13 +188,52 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates `text` as if read from the file at `path` (which locates errors and
 /// anchors relative paths); the file itself is not read.
 pub fn load_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let raw: RawConfig =
-        toml::from_str(text).map_err(|e| ConfigError::at(path, text, e.span(), e.message().to_string()))?;
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let message = hint_misplaced_key(text, e.span(), e.message());
+        ConfigError::at(path, text, e.span(), message)
+    })?;
     let base = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     Builder { path, text, base }.build(raw)
+}
+
+/// Keys that exist only at the top level of the file.
+const TOP_LEVEL_KEYS: [&str; 7] = [
+    "workers",
+    "pid_file",
+    "access_log",
+    "access_log_format",
+    "error_log",
+    "user",
+    "group",
+];
+
+/// TOML puts every key after a `[table]` header into that table, so a top-level key written
+/// below `[limits]` is an unknown field of `[limits]`: say so, and where it belongs.
+fn hint_misplaced_key(text: &str, span: Option<Range<usize>>, message: &str) -> String {
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key);
+    let (Some(key), Some(span)) = (unknown, span) else {
+        return message.to_string();
+    };
+    if !TOP_LEVEL_KEYS.contains(&key) {
+        return message.to_string();
+    }
+    let before = &text[..span.start.min(text.len())];
+    let table = before
+        .lines()
+        .map(str::trim)
+        .rfind(|line| line.starts_with('['))
+        .map(|header| header.split('#').next().unwrap_or(header).trim())
+        .unwrap_or("a table");
+    format!(
+        "`{key}` is a top-level key, but here it falls into {table}: top-level keys must come \
+         before the first [table] (move it above)"
+    )
 }
 
 /// Converts raw values into a [`Config`], locating each error in the file.
@@ -369,6 +408,7 @@ impl Builder<'_> {
         }
         if let Some(n) = &raw.max_connections {
             limits.max_connections = self.count(n, "max_connections", 1..1_000_001)? as usize;
+            limits.max_connections_explicit = true;
         }
         Ok(limits)
     }
@@ -821,6 +861,15 @@ mod tests {
             ),
             ("workers = 0\n", "FILE:1:11: workers must be between 1 and 1024"),
             ("[limits]\nbogus = 1\n", "FILE:2:1: unknown field `bogus`"),
+            (
+                "[limits]\nmax_connections = 100\nuser = \"root\"\n",
+                "FILE:3:1: `user` is a top-level key, but here it falls into [limits]: top-level keys \
+                 must come before the first [table] (move it above)",
+            ),
+            (
+                "[supervisor] # watchdog\nmax_requests = 5\n\nworkers = 2\n",
+                "FILE:4:1: `workers` is a top-level key, but here it falls into [supervisor]: ",
+            ),
             ("workers = \"two\"\n", "FILE:1:11: invalid type"),
             ("", "FILE: no [[server]] section"),
             // Found by fuzzing: toml gives no message for a key without a value at the end.
@@ -874,6 +923,13 @@ pid_file =",
         assert!(load(&unknown_route_key)
             .unwrap_err()
             .starts_with("FILE:6:3: unknown field `colour`"));
+        let misplaced = load(&format!("{MINIMAL}pid_file = \"shoal.pid\"\n")).unwrap_err();
+        assert!(
+            misplaced.starts_with(
+                "FILE:6:1: `pid_file` is a top-level key, but here it falls into [[server.route]]"
+            ),
+            "{misplaced}"
+        );
         let two_servers_one_port = format!("{MINIMAL}{MINIMAL}");
         assert!(load(&two_servers_one_port)
             .unwrap_err()

@@ -85,9 +85,15 @@ pub struct Limits {
     pub max_requests_per_connection: u32,
     /// Open client connections per worker; when reached the worker stops accepting.
     pub max_connections: usize,
+    /// True when the config sets `max_connections`; otherwise the master fits the default to
+    /// the open-files limit (at most [`DEFAULT_MAX_CONNECTIONS`]) before the workers start.
+    pub max_connections_explicit: bool,
 }
 
 pub use crate::http::request::MAX_HEADERS_CEILING;
+
+/// `max_connections` when the config does not set it and the open-files limit allows it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 impl Limits {
     /// What the request parser needs of these limits.
@@ -111,7 +117,8 @@ impl Default for Limits {
             send_timeout: Duration::from_secs(60),
             send_buffer_bytes: 0,
             max_requests_per_connection: 1000,
-            max_connections: 10_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_explicit: false,
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Validators and content negotiation for static files (RFC 9110 §8.8, §12.5.3, §13).
 //!
-//! Owns entity-tag generation and the evaluation of `If-None-Match`, `If-Modified-Since`,
-//! `If-Range` and `Accept-Encoding`. Invariant: every malformed header degrades to the answer
-//! that sends the full, correct representation; none of them can make the server send a 304 or a
-//! partial body it should not.
+//! Owns entity-tag generation and the evaluation of `If-Match`, `If-Unmodified-Since`,
+//! `If-None-Match`, `If-Modified-Since`, `If-Range` and `Accept-Encoding`, and their order
+//! ([`precondition`], §13.2.2). Invariant: every malformed header degrades to the answer that
+//! sends the full, correct representation; none of them can make the server send a 304, a 412
+//! or a partial body it should not (If-Match is the exception the RFC makes: a list with no
+//! valid member matches nothing, so it fails).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,6 +23,67 @@ pub fn etag_for(mtime: SystemTime, size: u64) -> String {
         offset.as_secs(),
         offset.subsec_nanos()
     )
+}
+
+/// What the preconditions of a GET or HEAD decide, before any Range is looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// None failed: answer normally (200, or 206 for a range).
+    Proceed,
+    /// 304: the client's copy is current (If-None-Match, else If-Modified-Since).
+    NotModified,
+    /// 412: If-Match matched no current entity-tag, or (without If-Match) the file changed
+    /// after the If-Unmodified-Since date.
+    Failed,
+}
+
+/// The request's preconditions as they apply to a GET or HEAD of a representation with
+/// `etag` and `mtime`, in RFC 9110 §13.2.2's order: If-Match, else If-Unmodified-Since (412 when
+/// false); then If-None-Match, else If-Modified-Since (304 when false).
+pub fn precondition(
+    if_match: Option<&[u8]>,
+    if_unmodified_since: Option<&[u8]>,
+    if_none_match: Option<&[u8]>,
+    if_modified_since: Option<&[u8]>,
+    etag: &str,
+    mtime: SystemTime,
+) -> Precondition {
+    let unchanged = match (if_match, if_unmodified_since) {
+        (Some(tags), _) => match_any(tags, etag),
+        (None, Some(date)) => unmodified_since(date, mtime),
+        (None, None) => true,
+    };
+    if !unchanged {
+        return Precondition::Failed;
+    }
+    let not_modified = match (if_none_match, if_modified_since) {
+        (Some(tags), _) => none_match(tags, etag),
+        (None, Some(date)) => not_modified_since(date, mtime),
+        (None, None) => false,
+    };
+    if not_modified {
+        Precondition::NotModified
+    } else {
+        Precondition::Proceed
+    }
+}
+
+/// If-Match (§13.1.1): true when the header lists `*` (the file exists) or an entity-tag that
+/// strongly matches `etag`: both strong and the same opaque tag. A weak tag never matches, on
+/// either side; malformed members match nothing.
+pub fn match_any(if_match: &[u8], etag: &str) -> bool {
+    let (etag_is_weak, ours) = split_weak(etag.as_bytes());
+    EntityTagList::new(if_match).any(|member| match member {
+        ListMember::Any => true,
+        ListMember::Tag { weak, opaque } => !weak && !etag_is_weak && opaque == ours,
+        ListMember::Malformed => false,
+    })
+}
+
+/// If-Unmodified-Since (§13.1.4): false when the file was modified after the given HTTP-date
+/// (whole seconds); an unparsable date is ignored (true), as the RFC asks.
+pub fn unmodified_since(if_unmodified_since: &[u8], mtime: SystemTime) -> bool {
+    parse_date(if_unmodified_since).is_none_or(|since| unix_seconds(mtime) <= unix_seconds(since))
 }
 
 /// If-None-Match: true when the header lists `*` or an entity-tag that weakly matches `etag`
@@ -335,6 +398,98 @@ mod tests {
             assert_eq!(got, *expected, "{header:?} {mtime:?}");
         }
         assert!(!not_modified_since(b"\xff", UNIX_EPOCH));
+    }
+
+    #[test]
+    fn if_match_uses_strong_comparison() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("*", ETAG, true),
+            (ETAG, ETAG, true),
+            ("\"a\", \"2ebc98a1-0-400\"", ETAG, true),
+            (" \"a,b\" ,\"2ebc98a1-0-400\" ", ETAG, true),
+            ("junk, \"2ebc98a1-0-400\"", ETAG, true),
+            ("W/\"2ebc98a1-0-400\"", ETAG, false),
+            ("\"2ebc98a1-0-400\"", "W/\"2ebc98a1-0-400\"", false),
+            ("\"other\"", ETAG, false),
+            ("\"2EBC98A1-0-400\"", ETAG, false),
+            ("", ETAG, false),
+            ("junk", ETAG, false),
+            ("\"2ebc98a1-0-400", ETAG, false),
+        ];
+        for (header, etag, expected) in cases {
+            assert_eq!(
+                match_any(header.as_bytes(), etag),
+                *expected,
+                "{header:?} vs {etag:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn if_unmodified_since_fails_only_for_a_later_change() {
+        let cases: &[(&str, SystemTime, bool)] = &[
+            (RFC_EXAMPLE_DATE, at(RFC_EXAMPLE_SECS, 0), true),
+            (RFC_EXAMPLE_DATE, at(RFC_EXAMPLE_SECS, 999_999_999), true),
+            (RFC_EXAMPLE_DATE, at(RFC_EXAMPLE_SECS - 1, 0), true),
+            (RFC_EXAMPLE_DATE, at(RFC_EXAMPLE_SECS + 1, 0), false),
+            ("Sun, 06 Nov 1994 08:49:36 GMT", at(RFC_EXAMPLE_SECS, 0), false),
+            ("not a date", at(RFC_EXAMPLE_SECS + 1, 0), true),
+            ("", at(RFC_EXAMPLE_SECS + 1, 0), true),
+        ];
+        for (header, mtime, expected) in cases {
+            let got = unmodified_since(header.as_bytes(), *mtime);
+            assert_eq!(got, *expected, "{header:?} {mtime:?}");
+        }
+    }
+
+    #[test]
+    fn preconditions_are_evaluated_in_the_rfc_order() {
+        let mtime = at(RFC_EXAMPLE_SECS, 0);
+        let earlier = "Sun, 06 Nov 1994 08:49:36 GMT";
+        let later = "Sun, 06 Nov 1994 08:49:38 GMT";
+        use Precondition::*;
+        /// (If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since, decision)
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Precondition,
+        );
+        let cases: &[Case] = &[
+            (None, None, None, None, Proceed),
+            (Some(ETAG), None, None, None, Proceed),
+            (Some("\"other\""), None, None, None, Failed),
+            (Some("*"), None, None, None, Proceed),
+            (None, Some(earlier), None, None, Failed),
+            (None, Some(later), None, None, Proceed),
+            (None, Some("garbage"), None, None, Proceed),
+            // If-Unmodified-Since is ignored when If-Match is present (§13.2.2 step 2).
+            (Some(ETAG), Some(earlier), None, None, Proceed),
+            (Some("\"other\""), Some(later), None, None, Failed),
+            // 412 comes before 304.
+            (Some("\"other\""), None, Some(ETAG), None, Failed),
+            (None, Some(earlier), None, Some(later), Failed),
+            (Some(ETAG), None, Some(ETAG), None, NotModified),
+            (None, Some(later), None, Some(later), NotModified),
+            (None, None, Some("\"other\""), Some(later), Proceed),
+            (None, None, None, Some(later), NotModified),
+            (None, None, None, Some(earlier), Proceed),
+        ];
+        for (im, ius, inm, ims, want) in cases {
+            let got = precondition(
+                im.map(str::as_bytes),
+                ius.map(str::as_bytes),
+                inm.map(str::as_bytes),
+                ims.map(str::as_bytes),
+                ETAG,
+                mtime,
+            );
+            assert_eq!(
+                got, *want,
+                "If-Match {im:?}, IUS {ius:?}, INM {inm:?}, IMS {ims:?}"
+            );
+        }
     }
 
     #[test]

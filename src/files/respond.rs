@@ -1,8 +1,9 @@
-//! Answering a request from one representation: validators, ranges, head and body.
+//! Answering a request from one representation: preconditions (412, 304), ranges, head and
+//! body.
 
 use std::rc::Rc;
 
-use super::conditional;
+use super::conditional::{self, Precondition};
 use super::range::{parse_range, RangeRequest};
 use super::representation::{Content, Representation};
 use crate::http::request::{Method, RequestHead};
@@ -14,20 +15,30 @@ use crate::io::{FileBody, SharedBody};
 /// larger ones are shared with the cache, so a client that reads slowly pins no copy.
 const COPY_LIMIT_BYTES: usize = 16 * 1024;
 
-/// Answers from `rep` through `respond`, honouring conditional and range headers.
+/// Answers from `rep` through `respond`, honouring preconditions and range headers.
 pub fn respond(rep: &Representation, head: &RequestHead, buf: &[u8], respond: &mut impl Respond) {
     let header = |name: &str| head.field(buf, name);
-    let not_modified = match (header("if-none-match"), header("if-modified-since")) {
-        (Some(tags), _) => conditional::none_match(tags, &rep.etag),
-        (None, Some(date)) => conditional::not_modified_since(date, rep.identity.mtime),
-        (None, None) => false,
-    };
-    if not_modified {
-        let out = respond.head();
-        out.local(304).add_lines(&rep.headers);
-        respond.send_head();
-        respond.end();
-        return;
+    let precondition = conditional::precondition(
+        header("if-match"),
+        header("if-unmodified-since"),
+        header("if-none-match"),
+        header("if-modified-since"),
+        &rep.etag,
+        rep.identity.mtime,
+    );
+    match precondition {
+        Precondition::Proceed => {}
+        Precondition::NotModified => {
+            let out = respond.head();
+            out.local(304).add_lines(&rep.headers);
+            respond.send_head();
+            respond.end();
+            return;
+        }
+        Precondition::Failed => {
+            respond_simple(respond, 412, &[]);
+            return;
+        }
     }
     let size = rep.identity.size;
     let range = match header("range") {

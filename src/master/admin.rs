@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::PollFd;
 
-use super::endpoint::{Bounds, Endpoint};
+use super::endpoint::{Answer, Bounds, Endpoint};
 use crate::prometheus;
 use crate::sys;
 
@@ -23,6 +23,8 @@ const BOUNDS: Bounds = Bounds {
     max_request_bytes: 8 * 1024,
     max_clients: 16,
     deadline: Duration::from_secs(5),
+    // Every request is answered at once.
+    await_deadline: Duration::ZERO,
 };
 
 /// Whether the instance takes traffic, as `/healthz` says it.
@@ -69,7 +71,7 @@ impl Admin {
     /// Answers what can be answered now; `metrics` renders the exposition when asked.
     pub fn serve(&mut self, now: Instant, health: Health, mut metrics: impl FnMut() -> String) {
         self.endpoint
-            .serve(now, |request| answer(request, health, &mut metrics));
+            .serve(now, |request| Answer::Now(answer(request, health, &mut metrics)));
     }
 }
 

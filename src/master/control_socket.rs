@@ -1,14 +1,15 @@
-//! The control socket `shoal status` talks to: a unix stream socket beside the pid file
-//! (`shoal.pid` → `shoal.sock`), mode 0600, answering `status\n` with the status as JSON.
+//! The control socket `shoal status`, `shoal reload` and `shoal upgrade` talk to: a unix
+//! stream socket beside the pid file (`shoal.pid` → `shoal.sock`), mode 0600. It answers
+//! `status\n` at once with the status as JSON; `reload\n` and `upgrade\n` start the action and
+//! park the client until the master settles the attempt, then answer with its [`Verdict`].
 //!
 //! The name is taken over atomically (bound under a temporary name, then renamed), so a stale
 //! socket left by a killed master, or the old master's during a binary upgrade, is replaced
 //! with no moment without one. At exit the file is removed only if it is still ours: after an
 //! upgrade it belongs to the new master.
 
-use std::fs::Permissions;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,7 +17,9 @@ use std::time::{Duration, Instant};
 use nix::poll::PollFd;
 use nix::sys::stat::{umask, Mode};
 
-use super::endpoint::{Bounds, Endpoint};
+use super::endpoint::{Answer, Bounds, Endpoint};
+use super::Attempt;
+use crate::control::{Verdict, RELOAD_REQUEST, UPGRADE_REQUEST};
 use crate::status::{self, Status, STATUS_REQUEST};
 
 /// Operator requests are tiny, rare and local.
@@ -24,11 +27,30 @@ const BOUNDS: Bounds = Bounds {
     max_request_bytes: 64,
     max_clients: 8,
     deadline: Duration::from_secs(2),
+    // Longer than `--timeout` is sensibly set: the master does not hang up on a client still
+    // waiting (one that gives up is dropped as soon as it hangs up).
+    await_deadline: Duration::from_secs(3600),
 };
+
+/// What an operator asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Status,
+    Reload,
+    Upgrade,
+}
+
+/// How the master takes a request.
+pub enum Reply {
+    /// The status, answered at once.
+    Status(Box<Status>),
+    /// The client waits for this attempt's verdict ([`ControlSocket::settle`]).
+    Await(Attempt),
+}
 
 /// The bound control socket.
 pub struct ControlSocket {
-    endpoint: Endpoint<UnixListener>,
+    endpoint: Endpoint<UnixListener, Attempt>,
     path: PathBuf,
     /// Device and inode of the socket file we bound, to recognise it at exit.
     identity: (u64, u64),
@@ -65,32 +87,55 @@ impl ControlSocket {
         self.endpoint.poll_fds()
     }
 
-    /// Answers whatever requests can be answered now; `status` is called per request.
-    pub fn serve(&mut self, now: Instant, mut status: impl FnMut() -> Status) {
-        self.endpoint.serve(now, |request| {
-            if request == STATUS_REQUEST {
-                let mut json = serde_json::to_vec(&status()).unwrap_or_default();
-                json.push(b'\n');
-                json
-            } else {
-                b"unknown request; the only one is `status`\n".to_vec()
+    /// Moves every client along; `handle` is called per whole request.
+    pub fn serve(&mut self, now: Instant, mut handle: impl FnMut(Request) -> Reply) {
+        self.endpoint.serve(now, |bytes| {
+            let request = match bytes {
+                STATUS_REQUEST => Request::Status,
+                RELOAD_REQUEST => Request::Reload,
+                UPGRADE_REQUEST => Request::Upgrade,
+                _ => {
+                    return Answer::Now(
+                        b"unknown request; the requests are `status`, `reload` and `upgrade`\n".to_vec(),
+                    )
+                }
+            };
+            match handle(request) {
+                Reply::Status(status) => {
+                    let mut json = serde_json::to_vec(&status).unwrap_or_default();
+                    json.push(b'\n');
+                    Answer::Now(json)
+                }
+                Reply::Await(attempt) => Answer::Later(attempt),
             }
         });
     }
+
+    /// Answers the clients waiting for `attempt` with its verdict.
+    pub fn settle(&mut self, attempt: Attempt, verdict: &Verdict) {
+        self.endpoint.settle(attempt, &verdict.to_line());
+    }
 }
 
-/// Sets the bound socket's mode and renames it to its final name; returns its identity.
+/// Renames the bound socket to its final name; returns its identity. Nothing here follows a
+/// symlink (the mode came from the umask at bind), so a link planted under either name in a
+/// writable directory changes no other file.
 fn place(listener: &UnixListener, temporary: &Path, path: &Path) -> io::Result<(u64, u64)> {
     listener.set_nonblocking(true)?;
-    std::fs::set_permissions(temporary, Permissions::from_mode(0o600))?;
-    let meta = std::fs::metadata(temporary)?;
+    let meta = std::fs::symlink_metadata(temporary)?;
+    if !meta.file_type().is_socket() || meta.permissions().mode() & 0o777 != 0o600 {
+        return Err(io::Error::other(format!(
+            "{} is not the socket just bound",
+            temporary.display()
+        )));
+    }
     std::fs::rename(temporary, path)?;
     Ok((meta.dev(), meta.ino()))
 }
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
-        let ours = std::fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        let ours = std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }

@@ -8,8 +8,9 @@ use nix::sys::signal::{kill, Signal};
 use super::admin::Admin;
 use super::listeners::{self, Listener, Spare};
 use super::slots::{Life, Role, Slot};
-use super::{privileges, Master, Phase, Readiness};
+use super::{privileges, Attempt, Master, Phase, Readiness};
 use crate::channel::Command;
+use crate::control::Outcome;
 use crate::status::RestartReason;
 use crate::sys;
 
@@ -32,6 +33,15 @@ impl Master {
             (Signal::SIGTERM, now + grace, "graceful stop")
         };
         info!("{why}: {how}");
+        self.decide_reloads(Outcome::Abandoned, format!("the master is stopping ({why})"));
+        if let Some(upgrade) = &self.upgrade {
+            let attempt = upgrade.attempt;
+            self.decide(
+                attempt,
+                Outcome::Abandoned,
+                format!("the master is stopping ({why})"),
+            );
+        }
         self.notifier.notify("STOPPING=1");
         self.phase = Phase::Stopping { fast, kill_at };
         for slot in &mut self.slots {
@@ -43,15 +53,21 @@ impl Master {
     }
 
     /// A reload that cannot go ahead: the running config stays.
-    fn refuse_reload(&mut self, why: impl std::fmt::Display) {
+    fn refuse_reload(&mut self, attempt: Attempt, why: impl std::fmt::Display) -> Attempt {
         error!("reload failed, keeping the running config: {why}");
         self.reloads.failed += 1;
+        self.decide(attempt, Outcome::Refused, why);
+        attempt
     }
 
-    /// HUP: re-read the config; if valid, start new workers with it and drain the old ones.
-    pub(super) fn reload(&mut self) {
+    /// HUP (or `reload` on the control socket): re-read the config; if valid, start new
+    /// workers with it and drain the old ones. The attempt is decided at once when refused,
+    /// else once the new workers all serve or are rolled back.
+    pub(super) fn reload(&mut self) -> Attempt {
+        let attempt = self.next_attempt();
         if self.phase != Phase::Running {
-            return;
+            self.decide(attempt, Outcome::Abandoned, "the master is stopping");
+            return attempt;
         }
         // systemd hears RELOADING=1 for every HUP, and READY=1 once it is settled (at once
         // when the new config is refused).
@@ -59,16 +75,27 @@ impl Master {
         self.readiness = Readiness::Reloading;
         let mut config = match self.source.load() {
             Ok(config) => config,
-            Err(e) => return self.refuse_reload(e),
+            Err(e) => return self.refuse_reload(attempt, e),
         };
         let handed_over = privileges::adopt_worker_identity(&mut config).and_then(|()| {
             privileges::hand_over_logs(&config).map_err(|(e, path)| format!("{}: {e}", path.display()))
         });
         if let Err(e) = handed_over {
-            return self.refuse_reload(e);
+            return self.refuse_reload(attempt, e);
         }
-        privileges::check_open_files(&config, sys::raise_nofile_limit());
+        privileges::fit_open_files(&mut config, sys::raise_nofile_limit());
         let addresses = config.listeners();
+        // Addresses none of our sockets is on yet must be free: a taken one refuses the reload.
+        let fresh = addresses.iter().map(|(addr, _)| *addr).filter(|addr| {
+            !self.shared.contains(addr)
+                && !self
+                    .slots
+                    .iter()
+                    .any(|s| s.listeners.iter().any(|l| l.addr == *addr))
+        });
+        if let Err(e) = listeners::refuse_taken(fresh) {
+            return self.refuse_reload(attempt, e);
+        }
         let active = self.slots.iter().filter(|s| s.role == Role::Active).count();
         let mut sockets = Vec::with_capacity(config.workers);
         for index in 0..config.workers {
@@ -85,7 +112,7 @@ impl Master {
             }
             match listeners::slot_sockets(&addresses, &mut spare, &self.shared) {
                 Ok(bound) => sockets.push(bound),
-                Err(e) => return self.refuse_reload(e),
+                Err(e) => return self.refuse_reload(attempt, e),
             }
         }
         // `[admin] listen` may have changed: `Some` is the endpoint to switch to, bound
@@ -95,7 +122,8 @@ impl Master {
             (Some(addr), _) => match Admin::open(addr, None) {
                 Ok(admin) => Some(Some(admin)),
                 Err(e) => {
-                    return self.refuse_reload(format!("cannot listen on {addr} ([admin] listen): {e}"))
+                    let e = listeners::BindError::of(addr, e);
+                    return self.refuse_reload(attempt, format!("{e} ([admin] listen)"));
                 }
             },
             (None, _) => Some(None),
@@ -136,6 +164,8 @@ impl Master {
         for index in self.config.workers..self.slots.len() {
             self.remove_slot(index);
         }
+        self.reloading.push(attempt);
+        attempt
     }
 
     /// A reload's new workers cannot boot: kill them and put the old ones back.

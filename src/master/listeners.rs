@@ -3,6 +3,8 @@
 //! The master binds them once and keeps them open for the life of the slot: a socket's
 //! accept queue dies with its last fd, so a worker that dies must never own the only one.
 //! On a binary upgrade they are passed to the new executable instead of being bound again.
+//! An address none of our sockets is on yet is probed first: SO_REUSEPORT would let us join
+//! another process's group on it silently, so a taken address is refused instead.
 
 use std::collections::HashMap;
 use std::io;
@@ -12,6 +14,7 @@ use std::os::fd::AsRawFd;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::activation::Shared;
+use super::owner::{self, Owner};
 use crate::sys;
 
 /// Kernel accept-queue length requested for every listening socket (capped by somaxconn).
@@ -30,17 +33,65 @@ pub struct Listener {
     pub server: usize,
 }
 
-/// A bind failure, naming the address.
+/// Why an address could not be listened on.
 #[derive(Debug)]
-pub struct BindError {
-    pub addr: SocketAddr,
-    pub source: io::Error,
+pub enum BindError {
+    /// The probe found another socket listening there: SO_REUSEPORT would have quietly put
+    /// us in its group (when both run as the same user) and split its traffic with us.
+    Taken { addr: SocketAddr, owner: Option<Owner> },
+    /// Creating, binding or listening failed (EACCES below port 1024, EADDRNOTAVAIL...).
+    Bind { addr: SocketAddr, source: io::Error },
 }
 
 impl std::fmt::Display for BindError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot listen on {}: {}", self.addr, self.source)
+        match self {
+            BindError::Taken {
+                addr,
+                owner: Some(owner),
+            } => {
+                write!(f, "{addr} is already in use (by {owner})")
+            }
+            BindError::Taken { addr, owner: None } => write!(f, "{addr} is already in use"),
+            BindError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+        }
     }
+}
+
+impl BindError {
+    /// The error for a failed bind of `addr`: `Taken` (with its owner) for EADDRINUSE.
+    pub fn of(addr: SocketAddr, source: io::Error) -> BindError {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            BindError::Taken {
+                addr,
+                owner: owner::owner_of(addr),
+            }
+        } else {
+            BindError::Bind { addr, source }
+        }
+    }
+}
+
+/// Refuses any of `fresh` (addresses none of our sockets is on yet) that another socket
+/// listens on. Each is probed with a bind *without* SO_REUSEPORT, which the kernel refuses
+/// while anything listens there, whoever owns it; the probe socket is closed at once. Our own
+/// sockets (kept on reload, inherited on upgrade, passed by systemd) are never probed.
+pub fn refuse_taken(fresh: impl IntoIterator<Item = SocketAddr>) -> Result<(), BindError> {
+    for addr in fresh {
+        probe(addr).map_err(|source| BindError::of(addr, source))?;
+    }
+    Ok(())
+}
+
+fn probe(addr: SocketAddr) -> io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // SO_REUSEADDR: a port with only TIME_WAIT connections left is free, as for the real bind.
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_cloexec(true)?;
+    socket.bind(&addr.into())
 }
 
 /// Sockets available for reuse, by address, in slot order (from a previous config or an
@@ -79,6 +130,11 @@ impl Spare {
             .push(listener.socket);
     }
 
+    /// True when a socket for `addr` is kept here.
+    pub fn holds(&self, addr: &SocketAddr) -> bool {
+        self.by_addr.get(addr).is_some_and(|sockets| !sockets.is_empty())
+    }
+
     fn take(&mut self, addr: SocketAddr) -> Option<TcpListener> {
         let sockets = self.by_addr.get_mut(&addr)?;
         (!sockets.is_empty()).then(|| sockets.remove(0))
@@ -102,9 +158,9 @@ pub fn slot_sockets(
         .iter()
         .map(|&(addr, server)| {
             let socket = match (shared.duplicate(&addr), spare.take(addr)) {
-                (Some(duplicate), _) => duplicate.map_err(|source| BindError { addr, source })?,
+                (Some(duplicate), _) => duplicate.map_err(|source| BindError::Bind { addr, source })?,
                 (None, Some(socket)) => socket,
-                (None, None) => bind(addr).map_err(|source| BindError { addr, source })?,
+                (None, None) => bind(addr).map_err(|source| BindError::of(addr, source))?,
             };
             Ok(Listener { socket, addr, server })
         })

@@ -12,7 +12,9 @@ mod ledger;
 mod lifecycle;
 mod listeners;
 mod observe;
+mod owner;
 mod pidfile;
+mod preflight;
 mod privileges;
 mod slots;
 mod spawn;
@@ -31,14 +33,17 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
 use crate::config::{Config, Source};
+use crate::control::{Outcome, Verdict};
 use crate::sys::{self, SignalReader};
 use admin::Admin;
-use control_socket::ControlSocket;
+use control_socket::{ControlSocket, Reply, Request};
 use ledger::Ledgers;
 use listeners::Spare;
 use pidfile::PidFile;
 use slots::Slot;
 use upgrade::{Handoff, Upgrade};
+
+pub use preflight::{preflight, PreflightError};
 
 /// The master wakes at least this often even when nothing happens.
 const TICK: Duration = Duration::from_millis(200);
@@ -52,10 +57,12 @@ pub enum MasterError {
     Activation(activation::ActivationError),
     /// Opening the signalfd failed.
     Signals(nix::Error),
-    /// Writing the pid file, binding the control socket or opening the error log failed.
+    /// Binding the control socket or opening the error log failed.
     File(std::io::Error, std::path::PathBuf),
+    /// The pid file names a running master, or cannot be written.
+    PidFile(pidfile::PidFileError),
     /// Binding the admin endpoint's address failed.
-    Admin(std::io::Error, SocketAddr),
+    Admin(listeners::BindError),
     /// A worker could not start (it exited with code 2): respawning cannot help.
     WorkerBoot { slot: usize, message: String },
     /// Too many unexpected worker deaths in the restart window.
@@ -81,7 +88,8 @@ impl fmt::Display for MasterError {
             MasterError::Activation(e) => write!(f, "{e}"),
             MasterError::Signals(e) => write!(f, "signalfd() failed while starting the master: {e}"),
             MasterError::File(e, path) => write!(f, "cannot write {}: {e}", path.display()),
-            MasterError::Admin(e, addr) => write!(f, "cannot listen on {addr} ([admin] listen): {e}"),
+            MasterError::PidFile(e) => write!(f, "{e}"),
+            MasterError::Admin(e) => write!(f, "{e} ([admin] listen)"),
             MasterError::Privileges(why) => write!(f, "{why}"),
             MasterError::WorkerBoot { slot, message } => {
                 write!(f, "worker {slot} cannot start: {message}")
@@ -118,6 +126,11 @@ enum Readiness {
     Reloading,
 }
 
+/// One reload or binary upgrade, as an operator asked for it (a signal or the control
+/// socket); the control socket's clients wait for their attempt's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt(u64);
+
 /// Reloads since the master started, by outcome.
 #[derive(Debug, Default, Clone, Copy)]
 struct Reloads {
@@ -129,6 +142,8 @@ struct Reloads {
 
 /// Runs the master until a stop signal and every worker has exited.
 pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
+    // Named first, so that another instance reading our pid file knows us at once.
+    sys::name_process(pidfile::MASTER_NAME);
     privileges::adopt_worker_identity(&mut config).map_err(MasterError::Privileges)?;
     privileges::hand_over_logs(&config).map_err(|(e, path)| MasterError::File(e, path))?;
     if let Some(path) = &config.error_log {
@@ -140,6 +155,18 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
     let mut spare = Spare::inherited();
     let inherited_admin = admin::inherited();
     let handoff = Handoff::inherited();
+    // A fresh start claims the pid file before binding anything: a live master named there
+    // means this config already runs. A new master in a binary upgrade takes the file over
+    // only once it serves (`announce_ready`).
+    let pid_file = match (&config.pid_file, &handoff) {
+        (Some(path), None) => Some(PidFile::claim(path).map_err(MasterError::PidFile)?),
+        _ => None,
+    };
+    let fresh = addresses
+        .iter()
+        .map(|(addr, _)| *addr)
+        .filter(|addr| !spare.holds(addr) && !shared.contains(addr));
+    listeners::refuse_taken(fresh).map_err(MasterError::Bind)?;
     let now = Instant::now();
     let mut slots = Vec::with_capacity(config.workers);
     for index in 0..config.workers {
@@ -148,18 +175,18 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
     }
     drop(spare.into_leftovers());
     let admin = match config.admin {
-        Some(addr) => Some(Admin::open(addr, inherited_admin).map_err(|e| MasterError::Admin(e, addr))?),
+        Some(addr) => Some(
+            Admin::open(addr, inherited_admin)
+                .map_err(|e| MasterError::Admin(listeners::BindError::of(addr, e)))?,
+        ),
         None => None,
     };
     let signals = SignalReader::open().map_err(MasterError::Signals)?;
-    let (pid_file, control) = match (&config.pid_file, &handoff) {
-        (Some(path), None) => {
-            let pid_file = PidFile::write(path).map_err(|e| MasterError::File(e, path.clone()))?;
-            let control = ControlSocket::bind(path)
-                .map_err(|e| MasterError::File(e, crate::status::socket_path(path)))?;
-            (Some(pid_file), Some(control))
-        }
-        _ => (None, None),
+    let control = match (&config.pid_file, &handoff) {
+        (Some(path), None) => Some(
+            ControlSocket::bind(path).map_err(|e| MasterError::File(e, crate::status::socket_path(path)))?,
+        ),
+        _ => None,
     };
     for (addr, _) in &addresses {
         let sockets = if shared.contains(addr) {
@@ -172,8 +199,7 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
             config.workers
         );
     }
-    privileges::check_open_files(&config, nofile);
-    sys::name_process("shoal: master");
+    privileges::fit_open_files(&mut config, nofile);
     let notifier = sys::Notifier::from_env();
     let now = Instant::now();
     let mut master = Master {
@@ -196,6 +222,9 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
         control,
         admin,
         reloads: Reloads::default(),
+        attempts: 0,
+        reloading: Vec::new(),
+        verdicts: Vec::new(),
         started: now,
         generation: 0,
         ledgers: Ledgers::default(),
@@ -234,6 +263,12 @@ struct Master {
     /// `/metrics` and `/healthz`, when `[admin] listen` is set.
     admin: Option<Admin>,
     reloads: Reloads,
+    /// Reload and upgrade attempts numbered so far.
+    attempts: u64,
+    /// Reload attempts under way (new workers booting); one outcome settles them all.
+    reloading: Vec<Attempt>,
+    /// Verdicts reached and not yet given to the operators waiting for them.
+    verdicts: Vec<(Attempt, Verdict)>,
     started: Instant,
     /// Reloads adopted so far (a reload rolled back is taken back).
     generation: u64,
@@ -257,6 +292,7 @@ impl Master {
             self.prune_removed_slots();
             self.watch_upgrade();
             self.announce_ready();
+            self.deliver_verdicts();
             self.notify_service_manager();
             if self.finished() {
                 info!("all workers stopped; bye");
@@ -306,9 +342,13 @@ impl Master {
                     self.begin_stop(&format!("{signal} received"), again && *signal == Signal::SIGTERM);
                 }
                 Signal::SIGINT => self.begin_stop("SIGINT received", true),
-                Signal::SIGHUP => self.reload(),
+                Signal::SIGHUP => {
+                    self.reload();
+                }
                 Signal::SIGUSR1 => self.reopen_logs(),
-                Signal::SIGUSR2 => self.start_upgrade(),
+                Signal::SIGUSR2 => {
+                    self.start_upgrade();
+                }
                 Signal::SIGTTIN => self.scale_up(),
                 Signal::SIGTTOU => self.scale_down(),
                 _ => {}
@@ -349,7 +389,7 @@ impl Master {
         if let Some(path) = &self.config.pid_file {
             match PidFile::write(path) {
                 Ok(file) => self.pid_file = Some(file),
-                Err(e) => log::error!("cannot write pid file {}: {e}", path.display()),
+                Err(e) => log::error!("{e}"),
             }
             match ControlSocket::bind(path) {
                 Ok(control) => self.control = Some(control),
@@ -358,16 +398,56 @@ impl Master {
         }
     }
 
-    /// Answers `shoal status` (and, with `[admin]`, metrics and health) without blocking.
+    /// Answers `shoal status` (and, with `[admin]`, metrics and health) without blocking;
+    /// starts the reloads and upgrades asked on the control socket (their askers wait for
+    /// the verdict, given by `deliver_verdicts`).
     fn answer_operators(&mut self) {
         let now = Instant::now();
         if let Some(mut control) = self.control.take() {
-            control.serve(now, || self.status());
+            control.serve(now, |request| match request {
+                Request::Status => Reply::Status(Box::new(self.status())),
+                Request::Reload => {
+                    info!("reload asked on the control socket");
+                    Reply::Await(self.reload())
+                }
+                Request::Upgrade => {
+                    info!("binary upgrade asked on the control socket");
+                    Reply::Await(self.start_upgrade())
+                }
+            });
             self.control = Some(control);
         }
         if let Some(mut admin) = self.admin.take() {
             admin.serve(now, self.health(), || self.metrics());
             self.admin = Some(admin);
+        }
+    }
+
+    /// A new reload or upgrade attempt.
+    fn next_attempt(&mut self) -> Attempt {
+        self.attempts += 1;
+        Attempt(self.attempts)
+    }
+
+    /// Records the verdict of `attempt`, for whoever waits for it.
+    fn decide(&mut self, attempt: Attempt, outcome: Outcome, message: impl fmt::Display) {
+        self.verdicts.push((attempt, Verdict::new(outcome, message)));
+    }
+
+    /// Decides every reload attempt under way.
+    fn decide_reloads(&mut self, outcome: Outcome, message: impl fmt::Display) {
+        let message = message.to_string();
+        for attempt in std::mem::take(&mut self.reloading) {
+            self.decide(attempt, outcome, &message);
+        }
+    }
+
+    /// Gives each verdict reached to the operators waiting for it on the control socket.
+    fn deliver_verdicts(&mut self) {
+        for (attempt, verdict) in std::mem::take(&mut self.verdicts) {
+            if let Some(control) = &mut self.control {
+                control.settle(attempt, &verdict);
+            }
         }
     }
 

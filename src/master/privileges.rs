@@ -1,6 +1,7 @@
 //! What the master decides about privileges and resources before it forks: who the workers
-//! run as, handing them the log files they must reopen, and whether the open-files limit fits
-//! `max_connections`.
+//! run as, handing them the log files they must reopen, and fitting `max_connections` to the
+//! open-files limit (the default is derived from it; an explicit value it cannot cover is
+//! reported).
 //!
 //! The master keeps running as whoever started it (root binds low ports, reloads, upgrades and
 //! signals workers); each worker drops to the configured user right after fork (spawn.rs).
@@ -8,14 +9,18 @@
 use std::fs::OpenOptions;
 use std::path::PathBuf;
 
-use log::warn;
+use log::{info, warn};
 
-use crate::config::{AccessLog, Config, RunAs};
+use crate::config::{AccessLog, Config, RunAs, DEFAULT_MAX_CONNECTIONS};
 use crate::sys;
 
 /// Descriptors a worker needs besides its connections: listeners, epoll, signalfd, channel,
 /// logs, cached large files.
 const BASE_DESCRIPTORS: u64 = 256;
+/// The default `max_connections` never goes below this, even under a tiny open-files limit
+/// (the 256 above is generous): a worker that runs out of descriptors pauses accepting, which
+/// serves better than one that takes a single connection at a time.
+const MIN_DEFAULT_CONNECTIONS: u64 = 16;
 
 /// Settles `config.user` for this master's effective ids (see [`worker_identity`]).
 pub fn adopt_worker_identity(config: &mut Config) -> Result<(), String> {
@@ -71,15 +76,40 @@ pub fn hand_over_logs(config: &Config) -> Result<(), (std::io::Error, PathBuf)> 
     Ok(())
 }
 
+/// Idle upstream connections one worker may keep, all upstreams together.
+fn pooled(config: &Config) -> u64 {
+    config.upstreams.iter().map(|u| u.keepalive as u64).sum()
+}
+
 /// Descriptors one worker may need: a client and an upstream socket per connection, the idle
 /// upstream pool, and the rest.
 pub fn open_files_needed(config: &Config) -> u64 {
-    let pooled: usize = config.upstreams.iter().map(|u| u.keepalive).sum();
-    2 * config.limits.max_connections as u64 + pooled as u64 + BASE_DESCRIPTORS
+    2 * config.limits.max_connections as u64 + pooled(config) + BASE_DESCRIPTORS
 }
 
-/// Logs one line when the open-files limit cannot cover what `config` needs per worker.
-pub fn check_open_files(config: &Config, limit: sys::NofileLimit) {
+/// The default `max_connections` for a worker allowed `open_files` descriptors: what they
+/// cover by [`open_files_needed`]'s count, `(open_files − pooled − 256) / 2`, at most
+/// [`DEFAULT_MAX_CONNECTIONS`] and at least [`MIN_DEFAULT_CONNECTIONS`].
+pub fn default_max_connections(open_files: u64, pooled: u64) -> usize {
+    let covered = open_files.saturating_sub(pooled + BASE_DESCRIPTORS) / 2;
+    covered.clamp(MIN_DEFAULT_CONNECTIONS, DEFAULT_MAX_CONNECTIONS as u64) as usize
+}
+
+/// Fits `max_connections` to the open-files limit: the default is derived from it (one line
+/// when that is below [`DEFAULT_MAX_CONNECTIONS`]); an explicit value it cannot cover gets a
+/// warning.
+pub fn fit_open_files(config: &mut Config, limit: sys::NofileLimit) {
+    if !config.limits.max_connections_explicit {
+        let fitted = default_max_connections(limit.soft, pooled(config));
+        config.limits.max_connections = fitted;
+        if fitted < DEFAULT_MAX_CONNECTIONS {
+            info!(
+                "max_connections defaults to {fitted} per worker: what the open-files limit ({}) covers",
+                limit.soft
+            );
+        }
+        return;
+    }
     let needed = open_files_needed(config);
     if limit.soft < needed {
         warn!(
@@ -136,6 +166,43 @@ mod tests {
                 (got, want) => panic!("{euid}:{egid}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_default_max_connections_fits_the_open_files_limit() {
+        let cases: &[(u64, u64, usize)] = &[
+            (1_048_576, 0, 10_000),
+            (20_256, 0, 10_000),
+            (20_000, 0, 9_872),
+            (20_000, 64, 9_840),
+            (1_024, 0, 384),
+            (1_024, 32, 368),
+            (300, 0, 22),
+            (256, 0, 16),
+            (0, 1_000, 16),
+        ];
+        for &(open_files, pooled, want) in cases {
+            assert_eq!(
+                default_max_connections(open_files, pooled),
+                want,
+                "{open_files} files, {pooled} pooled"
+            );
+        }
+        let mut config = Config::quick(&Default::default()).unwrap();
+        let limit = sys::NofileLimit {
+            soft: 20_000,
+            hard: 20_000,
+        };
+        fit_open_files(&mut config, limit);
+        assert_eq!(config.limits.max_connections, 9_872);
+        assert!(
+            open_files_needed(&config) <= limit.soft,
+            "the default always fits"
+        );
+        config.limits.max_connections = 10_000;
+        config.limits.max_connections_explicit = true;
+        fit_open_files(&mut config, limit);
+        assert_eq!(config.limits.max_connections, 10_000, "an explicit value is kept");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::slots::{self, Life, Role, Verdict, WorkerProc};
 use super::tally::Labels;
 use super::{spawn, Master, MasterError, Phase};
 use crate::channel::{Command, Received, Report};
+use crate::control::Outcome;
 use crate::status::RestartReason;
 use crate::sys;
 
@@ -108,7 +109,13 @@ impl Master {
                 }
             };
             if self.upgrade.as_ref().is_some_and(|u| u.pid == pid) {
-                self.upgrade_failed(&format!("the new master (pid {pid}) exited before it was ready"));
+                let how = match ending {
+                    Ending::Exited(code) => format!("exit code {code}"),
+                    Ending::Signaled(signal) => format!("killed by {signal}"),
+                };
+                let why =
+                    format!("the new master (pid {pid}) exited before it was ready ({how}; see its log)");
+                self.upgrade_failed(&why);
                 continue;
             }
             let Some(index) = self.slots.iter().position(|s| s.workers().any(|w| w.pid == pid)) else {
@@ -172,6 +179,10 @@ impl Master {
     fn boot_failed(&mut self, index: usize, message: String) -> Result<(), MasterError> {
         if let Some(previous) = self.previous.take() {
             error!("reload failed: worker {index} cannot start with the new config: {message}; keeping the old workers");
+            self.decide_reloads(
+                Outcome::RolledBack,
+                format!("worker {index} cannot start with the new config: {message}; the old workers keep serving"),
+            );
             self.config = previous;
             self.generation = self.generation.saturating_sub(1);
             self.reloads.failed += 1;
@@ -294,6 +305,12 @@ impl Master {
             info!("reload complete: every worker runs the new config");
             self.previous = None;
             self.reloads.ok += 1;
+            let workers = match self.config.workers {
+                1 => "1 worker".to_string(),
+                n => format!("{n} workers"),
+            };
+            let message = format!("generation {} serves with {workers}", self.generation);
+            self.decide_reloads(Outcome::Serving, message);
         }
     }
 

@@ -18,7 +18,8 @@ use super::activation::SHARED_FDS_VAR;
 use super::admin::INHERITED_ADMIN_VAR;
 use super::listeners::{self, INHERITED_FDS_VAR};
 use super::slots::{Life, Role};
-use super::{Master, Phase};
+use super::{Attempt, Master, Phase};
+use crate::control::Outcome;
 use crate::sys;
 
 /// Environment variable with the fd the new master writes one byte to when it is ready.
@@ -29,6 +30,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// An upgrade in progress, seen from the old master.
 pub struct Upgrade {
     pub pid: Pid,
+    /// The attempt whose verdict this upgrade decides.
+    pub attempt: Attempt,
     /// Read end of the readiness pipe.
     pub ready: File,
     deadline: Instant,
@@ -52,13 +55,19 @@ impl Handoff {
 }
 
 impl Master {
-    /// USR2: start the executable on disk with our sockets.
-    pub(super) fn start_upgrade(&mut self) {
+    /// USR2 (or `upgrade` on the control socket): start the executable on disk with our
+    /// sockets. The attempt is decided at once when refused, else once the new master is
+    /// ready or has failed.
+    pub(super) fn start_upgrade(&mut self) -> Attempt {
+        let attempt = self.next_attempt();
         if self.upgrade.is_some() || self.phase != Phase::Running || self.handoff.is_some() {
-            warn!("binary upgrade refused: one is already in progress or we are stopping");
-            return;
+            let why = "binary upgrade refused: one is already in progress, this master is not yet \
+                       serving as a new one, or it is stopping";
+            warn!("{why}");
+            self.decide(attempt, Outcome::Refused, why);
+            return attempt;
         }
-        match self.spawn_new_master() {
+        match self.spawn_new_master(attempt) {
             Ok(upgrade) => {
                 info!(
                     "binary upgrade: new master started (pid {}); waiting for it to be ready",
@@ -66,11 +75,16 @@ impl Master {
                 );
                 self.upgrade = Some(upgrade);
             }
-            Err(e) => error!("binary upgrade failed, still serving: {e}"),
+            Err(e) => {
+                error!("binary upgrade failed, still serving: {e}");
+                let why = format!("cannot start the new binary: {e}; the old master keeps serving");
+                self.decide(attempt, Outcome::Refused, why);
+            }
         }
+        attempt
     }
 
-    fn spawn_new_master(&self) -> std::io::Result<Upgrade> {
+    fn spawn_new_master(&self, attempt: Attempt) -> std::io::Result<Upgrade> {
         let exe = std::env::current_exe()?;
         // /proc/self/exe names a replaced binary "<path> (deleted)"; the path is what we want.
         let exe = exe.to_string_lossy().trim_end_matches(" (deleted)").to_string();
@@ -111,6 +125,7 @@ impl Master {
         )?;
         Ok(Upgrade {
             pid: Pid::from_raw(child.id() as i32),
+            attempt,
             ready,
             deadline: Instant::now() + READY_TIMEOUT,
         })
@@ -127,7 +142,10 @@ impl Master {
                     upgrade.pid
                 );
                 self.notifier.hand_over(upgrade.pid.as_raw() as u32);
+                let (pid, attempt) = (upgrade.pid, upgrade.attempt);
                 self.upgrade = None;
+                let message = format!("the new master (pid {pid}) serves; the old one drains and exits");
+                self.decide(attempt, Outcome::Serving, message);
                 // The new master answers scrapes and probes from here on (it has the socket).
                 self.admin = None;
                 self.begin_stop("binary upgrade complete", false);
@@ -146,7 +164,10 @@ impl Master {
 
     pub(super) fn upgrade_failed(&mut self, why: &str) {
         error!("binary upgrade failed, still serving: {why}");
-        self.upgrade = None;
+        if let Some(upgrade) = self.upgrade.take() {
+            let message = format!("{why}; the old master keeps serving");
+            self.decide(upgrade.attempt, Outcome::RolledBack, message);
+        }
     }
 
     /// New master: tell the old one we are ready once every worker has beaten.

@@ -3,12 +3,11 @@
 //! test upstream), its `/healthz` says 200 while serving and 503 once SIGTERM arrived, while
 //! the request in flight still completes (the drain the Deployment relies on).
 
-use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::harness::{free_addr, request, run_shoal, wait_until, Launch, Site, IO_TIMEOUT};
+use crate::harness::{check_config, free_addr, request, wait_until, Launch, Site, IO_TIMEOUT};
 use crate::proxy::support::exchange;
 use crate::upstream::{Behaviour, Upstream};
 
@@ -72,7 +71,7 @@ fn the_kubernetes_config_passes_check() {
     let text = local_config(&site, free_addr(), free_addr()).replace("{listen}", &free_addr().to_string());
     let path = site.base().join("pod.toml");
     std::fs::write(&path, text).expect("write pod.toml");
-    let exited = run_shoal(&[OsStr::new("check"), OsStr::new("-c"), path.as_os_str()]);
+    let exited = check_config(&path);
     assert_eq!(exited.code, Some(0), "{exited:?}");
 }
 

@@ -24,7 +24,10 @@ fn a_worker_out_of_descriptors_idles_and_serves_again_once_they_free_up() {
     let site = Site::new();
     site.file("small.txt", "still here\n");
     // Idle connections must stay open for the whole test: long head and keep-alive timers.
-    let top = "access_log = \"off\"\n[limits]\nheader_timeout = \"5m\"\nkeepalive_timeout = \"5m\"";
+    // max_connections is set, far above what 64 descriptors allow, so that descriptors run
+    // out first (the default would be fitted to the limit).
+    let top = "access_log = \"off\"\n[limits]\nheader_timeout = \"5m\"\nkeepalive_timeout = \"5m\"\n\
+               max_connections = 1000";
     let server = Launch::config(&site, top, "")
         .open_files_limit(LIMIT as u32)
         .start();

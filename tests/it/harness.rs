@@ -400,6 +400,16 @@ pub struct Exited {
     pub stderr: String,
 }
 
+/// `shoal check -c PATH`, plus `-U root` when the tests run as root, as [`Launch`] adds it
+/// to servers (started as root, shoal needs a user, and check says so like start-up does).
+pub fn check_config(path: &Path) -> Exited {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["check".as_ref(), "-c".as_ref(), path.as_os_str()];
+    if nix::unistd::geteuid().is_root() {
+        args.extend([std::ffi::OsStr::new("-U"), std::ffi::OsStr::new("root")]);
+    }
+    run_shoal(&args)
+}
+
 /// Runs `shoal ARGS...` (nothing added) to completion.
 pub fn run_shoal(args: &[&std::ffi::OsStr]) -> Exited {
     let mut launch = Launch::new(Mode::Args);

@@ -135,10 +135,36 @@ fn a_port_already_in_use_exits_2_with_one_line() {
     let lines = non_empty_lines(&exited.stderr);
     assert_eq!(lines.len(), 1, "stderr: {:?}", exited.stderr);
     assert!(
-        lines[0].contains(&format!("cannot listen on {addr}")),
+        lines[0].contains(&format!(
+            "{addr} is already in use (by pid {}, ",
+            std::process::id()
+        )),
         "stderr: {:?}",
         exited.stderr
     );
+}
+
+#[test]
+fn a_second_shoal_on_a_served_address_exits_2_instead_of_joining_its_reuseport_group() {
+    let first_site = site_with("a.txt", "first");
+    let first = Launch::quick(&first_site).workers(2).start();
+    first.wait_for_workers(2);
+    let second_site = site_with("a.txt", "second");
+    let top = "access_log = \"off\"";
+    let exited = Launch::config(&second_site, top, "").listen_on(first.addr).exit();
+    assert_eq!(exited.code, Some(2), "{exited:?}");
+    let lines = non_empty_lines(&exited.stderr);
+    assert_eq!(lines.len(), 1, "stderr: {:?}", exited.stderr);
+    let want = format!(
+        "{} is already in use (by pid {}, shoal: master)",
+        first.addr,
+        first.pid()
+    );
+    assert!(lines[0].contains(&want), "want {want:?} in {:?}", exited.stderr);
+    assert!(!exited.stderr.contains("listening on"), "{:?}", exited.stderr);
+    for _ in 0..20 {
+        assert_eq!(first.get("/a.txt").assert_status(200).text(), "first");
+    }
 }
 
 #[test]
@@ -152,4 +178,33 @@ fn quick_mode_upstream_that_refuses_gets_a_502_and_a_missing_file_falls_back_to_
     );
     let missing = server.get("/missing.txt");
     assert_eq!(missing.status, 502, "{missing}");
+}
+
+#[test]
+fn a_reload_that_adds_an_address_another_shoal_serves_is_refused_and_the_old_config_stays() {
+    let other_site = site_with("a.txt", "other");
+    let other = Launch::quick(&other_site).start();
+    let site = site_with("a.txt", "ours");
+    let top = "access_log = \"off\"";
+    let server = Launch::config(&site, top, "").start();
+    let workers = server.wait_for_workers(1);
+    let config = site.base().join("shoal.toml");
+    let text = std::fs::read_to_string(&config).expect("read shoal.toml");
+    let both = format!("listen = [\"{}\", \"{}\"]", server.addr, other.addr);
+    let added = text.replace(&format!("listen = [\"{}\"]", server.addr), &both);
+    assert_ne!(added, text, "the listen line was rewritten");
+    std::fs::write(&config, added).expect("rewrite shoal.toml");
+    server.send_signal("HUP");
+    let line = server.wait_for_log("reload failed", Duration::from_secs(10));
+    let want = format!(
+        "{} is already in use (by pid {}, shoal: master)",
+        other.addr,
+        other.pid()
+    );
+    assert!(line.contains(&want), "want {want:?} in {line}");
+    assert_eq!(server.workers(), workers, "the old workers keep serving");
+    for _ in 0..20 {
+        assert_eq!(server.get("/a.txt").assert_status(200).text(), "ours");
+        assert_eq!(other.get("/a.txt").assert_status(200).text(), "other");
+    }
 }

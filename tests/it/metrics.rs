@@ -450,3 +450,36 @@ fn healthz_is_200_while_serving_and_503_while_draining() {
     read_response(&mut slow).assert_status(200);
     assert_eq!(server.wait_exit(WAIT).code(), Some(0));
 }
+
+#[test]
+fn clients_that_send_one_byte_and_wait_cannot_starve_the_admin_endpoint() {
+    let site = site();
+    let app = Upstream::start(Behaviour::Echo);
+    let dead = Refusing::new();
+    let (_server, admin) = start(&site, app.addr, dead.addr, 1, "");
+    wait_until("/healthz to say 200", WAIT, || {
+        Some(admin_get(admin, "/healthz")).filter(|r| r.status == 200)
+    });
+    // Far more than the endpoint serves at once, each one byte into a request, then silent.
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&admin, WAIT).expect("connect a stalled client");
+        stream.write_all(b"G").expect("send one byte");
+        stalled.push(stream);
+    }
+    for round in 0..5 {
+        let health = admin_get(admin, "/healthz");
+        assert_eq!(health.status, 200, "round {round}: {health}");
+        assert_eq!(health.text(), "ok\n");
+        let metrics = admin_get(admin, "/metrics");
+        assert_eq!(metrics.status, 200, "round {round}: {metrics}");
+        // More stalled clients between the probes.
+        for _ in 0..20 {
+            let mut stream =
+                std::net::TcpStream::connect_timeout(&admin, WAIT).expect("connect a stalled client");
+            stream.write_all(b"G").expect("send one byte");
+            stalled.push(stream);
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! Privileges: started as root, the master keeps root (it binds, reloads, signals) and the
 //! workers switch to `user`/`group` (or `-U`) with no supplementary groups; without a user,
 //! root refuses to run workers as root; not root, shoal cannot switch users. Log files are
-//! handed to the workers' user so they can reopen them after rotation. The open-files limit is
-//! reported when it cannot cover max_connections.
+//! handed to the workers' user so they can reopen them after rotation. The default
+//! max_connections is fitted to the open-files limit; an explicit one it cannot cover is
+//! reported.
 //!
 //! These tests run as root (they switch users); elsewhere they say so and pass.
 
@@ -225,6 +226,25 @@ fn an_open_files_limit_below_max_connections_is_reported_at_start() {
     assert!(
         line.contains("each worker may have 512") && line.contains("max_connections = 1000 needs about 2"),
         "{line}"
+    );
+    server.get("/index.html").assert_status(200);
+}
+
+#[test]
+fn the_default_max_connections_fits_the_open_files_limit_without_a_warning() {
+    let site = world_readable_site();
+    // 20,000 files cover (20000 - 256) / 2 = 9,872 connections, not the ceiling of 10,000.
+    let server = Launch::quick(&site).open_files_limit(20_000).start();
+    let line = server.wait_for_log("max_connections defaults to", WAIT);
+    assert!(
+        line.contains("max_connections defaults to 9872 per worker") && line.contains("(20000)"),
+        "{line}"
+    );
+    assert!(!line.contains("WARN"), "{line}");
+    assert!(
+        !server.stderr().contains("open files:"),
+        "no warning for the default:\n{}",
+        server.stderr()
     );
     server.get("/index.html").assert_status(200);
 }

@@ -1,5 +1,5 @@
 //! Static files: Content-Type, validators and length; HEAD and other methods; conditional
-//! requests (ETag, dates); byte ranges and If-Range; directories, index files and redirects;
+//! requests (ETag, dates; 304 and 412 in RFC 9110's order); byte ranges and If-Range; directories, index files and redirects;
 //! large files sent with sendfile; precompressed `.gz`/`.br` siblings; `cache_control`.
 
 use std::io::Write;
@@ -139,6 +139,61 @@ fn if_modified_since_last_modified_is_304_and_an_older_date_is_200() {
         &["If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT"],
     );
     assert_eq!(older.assert_status(200).text(), DIGITS);
+}
+
+#[test]
+fn if_match_without_the_current_etag_is_412_and_with_it_the_file() {
+    let (_site, server) = digits_server();
+    let etag = server.get("/digits.txt").expect_header("ETag").to_string();
+    for tag in ["\"not-it\"".to_string(), format!("W/{etag}")] {
+        // A 412 keeps the connection in step: the next request on it gets its own answer.
+        let mut stream = server.connect();
+        let conditional = request("GET", "/digits.txt", &[&format!("If-Match: {tag}")]);
+        stream
+            .write_all(format!("{conditional}{}", request("GET", "/digits.txt", &[])).as_bytes())
+            .expect("write");
+        let failed = read_response(&mut stream);
+        failed.assert_status(412);
+        assert_eq!(failed.status_line, "HTTP/1.1 412 Precondition Failed");
+        assert_eq!(failed.header("ETag"), None, "{failed}");
+        assert_eq!(read_response(&mut stream).assert_status(200).text(), DIGITS);
+    }
+    for tag in [etag.as_str(), "*", &format!("\"x\", {etag}")] {
+        let response = server.get_with("/digits.txt", &[&format!("If-Match: {tag}")]);
+        assert_eq!(response.assert_status(200).text(), DIGITS, "If-Match: {tag}");
+    }
+    let mut stream = server.connect();
+    stream
+        .write_all(request("HEAD", "/digits.txt", &["If-Match: \"not-it\""]).as_bytes())
+        .expect("write");
+    read_head_response(&mut stream).assert_status(412);
+}
+
+#[test]
+fn if_unmodified_since_before_the_last_change_is_412_and_if_match_takes_precedence() {
+    let (_site, server) = digits_server();
+    let first = server.get("/digits.txt");
+    let (etag, last_modified) = (first.expect_header("ETag"), first.expect_header("Last-Modified"));
+    let old = "If-Unmodified-Since: Sat, 01 Jan 2000 00:00:00 GMT";
+    server.get_with("/digits.txt", &[old]).assert_status(412);
+    let unchanged = server.get_with("/digits.txt", &[&format!("If-Unmodified-Since: {last_modified}")]);
+    assert_eq!(unchanged.assert_status(200).text(), DIGITS);
+    server
+        .get_with("/digits.txt", &["If-Unmodified-Since: yesterday"])
+        .assert_status(200);
+    // With If-Match present, If-Unmodified-Since is not evaluated (RFC 9110 §13.2.2).
+    let matched = server.get_with("/digits.txt", &[&format!("If-Match: {etag}"), old]);
+    assert_eq!(matched.assert_status(200).text(), DIGITS);
+    // A precondition that fails wins over a range and over If-None-Match.
+    server
+        .get_with("/digits.txt", &[old, "Range: bytes=0-4"])
+        .assert_status(412);
+    server
+        .get_with(
+            "/digits.txt",
+            &["If-Match: \"not-it\"", &format!("If-None-Match: {etag}")],
+        )
+        .assert_status(412);
 }
 
 #[test]

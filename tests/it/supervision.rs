@@ -865,7 +865,10 @@ fn shoal_reload_and_stop_reach_the_master_through_the_pid_file() {
     assert_eq!(reload.code, Some(0), "{reload:?}");
     assert_eq!(
         reload.stdout.trim(),
-        format!("sent SIGHUP to shoal master {}", server.pid()),
+        format!(
+            "reload: generation 1 serves with 1 worker (master {})",
+            server.pid()
+        ),
         "{reload:?}"
     );
     let line = server.wait_for_log("reloading: 1 workers with the new config", WAIT);
