@@ -224,9 +224,24 @@ impl HeadError {
     }
 }
 
+/// A head refused, with the head itself when it was complete and well-formed enough to index
+/// (an ambiguous framing, a body over the limit): its answer is logged with its headers.
+/// Boxed: refusals are rare, and the head's index is large.
+#[derive(Debug)]
+pub struct Rejected {
+    pub error: HeadError,
+    pub head: Option<Box<RequestHead>>,
+}
+
+impl From<HeadError> for Rejected {
+    fn from(error: HeadError) -> Rejected {
+        Rejected { error, head: None }
+    }
+}
+
 /// Parses a request head at the start of `buf`. `Ok(None)` means more bytes are needed
 /// (the caller enforces the size limit on incomplete heads with [`incomplete_error`]).
-pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHead>, HeadError> {
+pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHead>, Rejected> {
     let mut headers: [MaybeUninit<httparse::Header>; MAX_HEADERS_CEILING] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS_CEILING];
     let mut req = httparse::Request::new(&mut []);
@@ -234,15 +249,15 @@ pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHead>, Hea
     let len = match status {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadTooLarge),
-        Err(httparse::Error::Version) => return Err(version_error(buf)),
-        Err(_) => return Err(HeadError::Malformed),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadTooLarge.into()),
+        Err(httparse::Error::Version) => return Err(version_error(buf).into()),
+        Err(_) => return Err(HeadError::Malformed.into()),
     };
     if len > limits.max_header_bytes {
-        return Err(incomplete_error(buf));
+        return Err(incomplete_error(buf).into());
     }
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
-        return Err(HeadError::Malformed);
+        return Err(HeadError::Malformed.into());
     };
     let mut head = RequestHead {
         method: Method::from_bytes(method),
@@ -262,18 +277,24 @@ pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHead>, Hea
         fields: [Field::default(); MAX_HEADERS_CEILING],
         field_count: 0,
     };
-    let mut facts = Facts::default();
     for (index, header) in req.headers.iter().enumerate() {
-        let value = trim(header.value);
         head.fields[index] = Field {
             name: Slice::within(buf, header.name.as_bytes()),
-            value: Slice::within(buf, value),
+            value: Slice::within(buf, trim(header.value)),
         };
-        head.field_count = index as u16 + 1;
-        facts.note(&mut head, header.name, value)?;
     }
-    facts.finish(&mut head, limits)?;
-    Ok(Some(head))
+    head.field_count = req.headers.len() as u16;
+    let mut facts = Facts::default();
+    let decided = (0..req.headers.len())
+        .try_for_each(|index| facts.note(&mut head, buf, index))
+        .and_then(|()| facts.finish(&mut head, limits));
+    match decided {
+        Ok(()) => Ok(Some(head)),
+        Err(error) => Err(Rejected {
+            error,
+            head: Some(Box::new(head)),
+        }),
+    }
 }
 
 /// The error for a head that has not completed within `max_header_bytes`.
@@ -315,17 +336,20 @@ struct Facts {
 }
 
 impl Facts {
-    fn note(&mut self, head: &mut RequestHead, name: &str, value: &[u8]) -> Result<(), HeadError> {
-        if name.eq_ignore_ascii_case("host") {
+    /// Notes what header line `index` says about framing and persistence.
+    fn note(&mut self, head: &mut RequestHead, buf: &[u8], index: usize) -> Result<(), HeadError> {
+        let field = head.fields[index];
+        let (name, value) = (field.name.of(buf), field.value.of(buf));
+        if name.eq_ignore_ascii_case(b"host") {
             self.hosts += 1;
-            head.host = Some(head.fields[usize::from(head.field_count) - 1].value);
-        } else if name.eq_ignore_ascii_case("content-length") {
+            head.host = Some(field.value);
+        } else if name.eq_ignore_ascii_case(b"content-length") {
             let length = parse_length(value).ok_or(HeadError::BadContentLength)?;
             if self.content_length.is_some_and(|seen| seen != length) {
                 return Err(HeadError::BadContentLength);
             }
             self.content_length = Some(length);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             self.transfer_encoding = true;
             for coding in tokens(value) {
                 self.chunked_last = coding.eq_ignore_ascii_case(b"chunked") && !self.chunked_last;
@@ -334,7 +358,7 @@ impl Facts {
                     return Err(HeadError::UnsupportedTransferCoding);
                 }
             }
-        } else if name.eq_ignore_ascii_case("connection") {
+        } else if name.eq_ignore_ascii_case(b"connection") {
             for token in tokens(value) {
                 self.connection_upgrade |= token.eq_ignore_ascii_case(b"upgrade");
                 if token.eq_ignore_ascii_case(b"close") {
@@ -343,9 +367,9 @@ impl Facts {
                     head.wish = ClientWish::KeepAlive;
                 }
             }
-        } else if name.eq_ignore_ascii_case("upgrade") {
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
             self.upgrade_header = !value.is_empty();
-        } else if name.eq_ignore_ascii_case("expect") {
+        } else if name.eq_ignore_ascii_case(b"expect") {
             if !value.eq_ignore_ascii_case(b"100-continue") {
                 return Err(HeadError::UnsupportedExpectation);
             }
@@ -410,7 +434,7 @@ mod tests {
     use super::*;
 
     fn parse_all(text: &str) -> Result<Option<RequestHead>, HeadError> {
-        parse(text.as_bytes(), &HeadLimits::default())
+        parse(text.as_bytes(), &HeadLimits::default()).map_err(|rejected| rejected.error)
     }
 
     #[test]
@@ -452,6 +476,19 @@ mod tests {
         assert_eq!(all, [&b"1.1.1.1"[..], b"2.2.2.2"]);
         assert_eq!(head.field(buf, "referer"), None);
         assert_eq!(head.host.unwrap().of(buf), b"x");
+    }
+
+    #[test]
+    fn a_head_refused_for_what_it_says_comes_back_with_the_refusal() {
+        let text =
+            "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\nReferer: r\r\nUser-Agent: u\r\n\r\n";
+        let rejected = parse(text.as_bytes(), &HeadLimits::default()).unwrap_err();
+        assert_eq!(rejected.error, HeadError::BodyTooLarge);
+        let head = rejected.head.expect("complete and indexed");
+        assert_eq!(head.request_line(text.as_bytes()), b"POST /up HTTP/1.1");
+        assert_eq!(head.field(text.as_bytes(), "user-agent"), Some(&b"u"[..]));
+        let garbage = parse(b"GET / HTTP/1.1\r\nHost x\r\n\r\n", &HeadLimits::default()).unwrap_err();
+        assert!(garbage.head.is_none());
     }
 
     #[test]
@@ -580,12 +617,12 @@ mod tests {
         };
         let many = "GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
         assert_eq!(
-            parse(many.as_bytes(), &limits).unwrap_err(),
+            parse(many.as_bytes(), &limits).unwrap_err().error,
             HeadError::HeadTooLarge
         );
         let big = format!("GET / HTTP/1.1\r\nHost: x\r\nA: {}\r\n\r\n", "a".repeat(1100));
         assert_eq!(
-            parse(big.as_bytes(), &limits).unwrap_err(),
+            parse(big.as_bytes(), &limits).unwrap_err().error,
             HeadError::HeadTooLarge
         );
         assert_eq!(incomplete_error(b"GET /aaaaaaaa"), HeadError::TargetTooLong);

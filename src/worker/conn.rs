@@ -337,7 +337,7 @@ impl<T: Transport> Conn<T> {
         let client_late = !self.output.is_empty() && self.last_sent + ctx.limits.send_timeout <= now;
         match &mut self.phase {
             Phase::Head if self.output.is_empty() => {
-                self.refuse(408, ctx);
+                self.refuse(408, None, ctx);
                 self.drive(ctx)
             }
             // The client takes its bytes: the deadline that passed is the upstream's.
@@ -381,10 +381,10 @@ impl<T: Transport> Conn<T> {
                     match request::parse(self.input.data(), &ctx.head_limits) {
                         Ok(Some(head)) => self.answer(&head, ctx),
                         Ok(None) if self.input.len() >= ctx.limits.max_header_bytes => {
-                            self.refuse(request::incomplete_error(self.input.data()).status(), ctx)
+                            self.refuse(request::incomplete_error(self.input.data()).status(), None, ctx)
                         }
                         Ok(None) => break,
-                        Err(e) => self.refuse(e.status(), ctx),
+                        Err(rejected) => self.refuse(rejected.error.status(), rejected.head.as_deref(), ctx),
                     }
                     progress = true;
                 }
@@ -595,7 +595,9 @@ impl<T: Transport> Conn<T> {
     }
 
     /// Answers a request that cannot be read (or came too slowly) with `status`, then closes.
-    fn refuse(&mut self, status: u16, ctx: &mut Ctx) {
+    /// `head`: the request's head when it was complete (refused for what it says), whose
+    /// headers its log line carries; else the log has the first line received.
+    fn refuse(&mut self, status: u16, head: Option<&RequestHead>, ctx: &mut Ctx) {
         let mut response = Response::to_unreadable();
         respond_simple(
             &mut Responder {
@@ -607,21 +609,22 @@ impl<T: Transport> Conn<T> {
             status,
             &[],
         );
-        let first_line = self
-            .input
-            .data()
-            .split(|&b| b == b'\n')
-            .next()
-            .unwrap_or_default();
-        let first_line = first_line.strip_suffix(b"\r").unwrap_or(first_line);
         let server = ctx.pipeline.sites.default_for(self.listener);
         let request_id = ctx.log.wants_id(server).then(|| ctx.pipeline.ids.make());
-        let line = LogLine {
-            request_line: &first_line[..first_line.len().min(1024)],
-            referer: None,
-            user_agent: None,
-            request_id: request_id.as_ref().map(RequestId::as_bytes),
-            started: self.since,
+        let buf = self.input.data();
+        let line = match head {
+            Some(head) => LogLine::of(head, buf, request_id.as_ref(), self.since),
+            None => {
+                let first_line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+                let first_line = first_line.strip_suffix(b"\r").unwrap_or(first_line);
+                LogLine {
+                    request_line: &first_line[..first_line.len().min(1024)],
+                    referer: None,
+                    user_agent: None,
+                    request_id: request_id.as_ref().map(RequestId::as_bytes),
+                    started: self.since,
+                }
+            }
         };
         let routed = Routed {
             server,

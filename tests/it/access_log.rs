@@ -154,3 +154,31 @@ fn hostile_bytes_cannot_break_a_json_line() {
     assert_eq!(lines[1]["target"], "/\u{0}\u{7f}\\xC3(");
     assert_eq!(lines[1]["protocol"], "HTTP/1.1");
 }
+
+#[test]
+fn a_request_refused_for_its_headers_is_logged_with_its_referer_and_user_agent() {
+    let site = Site::new();
+    std::fs::create_dir(site.base().join("logs")).expect("create logs dir");
+    let mut server = Server::with_config(
+        &site,
+        "access_log = \"logs/access.log\"\n[limits]\nmax_body_bytes = \"1KiB\"",
+        "",
+    );
+    let mut stream = server.connect();
+    std::io::Write::write_all(
+        &mut stream,
+        b"POST /up HTTP/1.1\r\nHost: test\r\nReferer: http://ref/\r\nUser-Agent: UA-413\r\nContent-Length: 4096\r\n\r\n",
+    )
+    .expect("write request");
+    crate::harness::read_response(&mut stream).assert_status(413);
+    server.stop();
+    let log = std::fs::read_to_string(site.base().join("logs/access.log")).expect("read access log");
+    let line = log
+        .lines()
+        .find(|line| line.contains("\"POST /up HTTP/1.1\""))
+        .unwrap_or_else(|| panic!("no line for the 413 in the access log:\n{log}"));
+    assert!(
+        line.ends_with(" 413 22 \"http://ref/\" \"UA-413\""),
+        "line {line:?}"
+    );
+}
