@@ -16,7 +16,7 @@ use shoal::http::request::{self, HeadLimits};
 use shoal::http::respond::Respond;
 use shoal::http::response::{Persistence, ResponseHead};
 use shoal::io::{Output, Transport};
-use shoal::pipeline::respond::{Responder, Response};
+use shoal::pipeline::respond::{Reply, Responder, Response};
 use shoal::proxy::response::{self, UpstreamBody};
 
 /// Takes every byte written.
@@ -74,12 +74,12 @@ fuzz_target!(|input: &[u8]| {
         let mut response = Response::to(&request, Persistence::KeepAlive);
         let mut output = Output::default();
         let mut scratch = ResponseHead::default();
-        let mut responder = Responder {
+        let mut responder = Responder::local(Reply {
             response: &mut response,
             output: &mut output,
             head: &mut scratch,
             date: b"Thu, 01 Jan 1970 00:00:00 GMT",
-        };
+        });
         response::relay_head(data, &head, responder.head());
         responder.send_head();
         let mut client = Collect::default();

@@ -27,6 +27,7 @@ fuzz_target!(|input: &[u8]| {
     let route = Route {
         prefix: format!("/{prefix}"),
         strip_prefix: flags & 1 == 1,
+        rewrite_location: true,
         serve: Serve::Proxy(0),
     };
     let Ok(url) = target::resolve_target(target) else {

@@ -169,6 +169,7 @@ struct RawRoute {
     fallback: Option<Spanned<String>>,
     #[serde(default)]
     strip_prefix: bool,
+    rewrite_location: Option<bool>,
     index: Option<Vec<Spanned<String>>>,
     cache_control: Option<String>,
     dotfiles: Option<Dotfiles>,
@@ -551,6 +552,7 @@ impl Builder<'_> {
         Ok(Route {
             prefix: prefix.clone(),
             strip_prefix: route.strip_prefix,
+            rewrite_location: route.rewrite_location.unwrap_or(true),
             serve,
         })
     }

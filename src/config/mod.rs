@@ -177,6 +177,9 @@ pub struct Route {
     /// Remove `prefix` from the path before serving it (like nginx's `alias`, or a proxied
     /// `/api/users` reaching the upstream as `/users`).
     pub strip_prefix: bool,
+    /// An upstream's `Location` naming the upstream's own address is made relative to the
+    /// client's (nginx's `proxy_redirect default`).
+    pub rewrite_location: bool,
     /// What answers requests on this route.
     pub serve: Serve,
 }
@@ -415,6 +418,7 @@ impl Config {
                 routes: vec![Route {
                     prefix: "/".to_string(),
                     strip_prefix: false,
+                    rewrite_location: true,
                     serve,
                 }],
             }],
@@ -487,6 +491,7 @@ mod tests {
         let route = |prefix: &str, strip_prefix: bool| Route {
             prefix: prefix.to_string(),
             strip_prefix,
+            rewrite_location: true,
             serve: Serve::Proxy(0),
         };
         // (prefix, strip, path, what is opened beneath the root, or None: the route does not match)

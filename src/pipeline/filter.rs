@@ -2,12 +2,15 @@
 //! rules, rate limits, auth); response filters see every response's head and body on the
 //! way to the client (header rules, compression).
 //!
-//! None exists yet. The lists are in place (on each route, on each response) and the types
-//! have no variants, so the first filter added makes the compiler point at every place that
-//! must run it.
+//! Request filters: none exists yet; the list is in place on each route and the type has no
+//! variant, so the first one added makes the compiler point at every place that must run it.
+//! Response filters are a route's: they see each head before it goes out (body filters, such
+//! as compression, come with their per-response state).
 
+use crate::config::UpstreamServer;
 use crate::http::respond::Respond;
 use crate::http::response::ResponseHead;
+use crate::http::target;
 
 use super::Request;
 
@@ -29,12 +32,117 @@ impl RequestFilter {
     }
 }
 
-/// A change a route makes to its responses on their way out.
-pub enum ResponseFilter {}
+/// A change a route makes to its responses' heads on their way out.
+#[derive(Debug)]
+pub enum ResponseFilter<'c> {
+    /// nginx's `proxy_redirect default`: a `Location` naming one of the upstream's servers
+    /// (`http://127.0.0.1:4010/login`, as an app that knows its own address writes it)
+    /// becomes a path on the host the client asked (`/login`), with the route's prefix in
+    /// front when the route strips it (`/api/login`).
+    RewriteLocation {
+        servers: &'c [UpstreamServer],
+        prefix: Option<&'c str>,
+    },
+}
 
-impl ResponseFilter {
+impl ResponseFilter<'_> {
     /// Sees (and may change) the head before it is sent.
-    pub fn head(&mut self, _head: &mut ResponseHead) {
-        match *self {}
+    pub fn head(&self, head: &mut ResponseHead) {
+        match self {
+            ResponseFilter::RewriteLocation { servers, prefix } => {
+                let rewritten = head
+                    .get("location")
+                    .and_then(|v| relative_location(v, servers, *prefix));
+                if let Some(location) = rewritten {
+                    head.remove("location");
+                    head.add(b"Location", &location);
+                }
+            }
+        }
+    }
+}
+
+/// `location` as a path on the client's host, when it is an absolute http(s) URL naming one of
+/// `servers` (`127.0.0.1:4010`, or `127.0.0.1` for port 80); `prefix` goes back in front.
+fn relative_location(location: &[u8], servers: &[UpstreamServer], prefix: Option<&str>) -> Option<Vec<u8>> {
+    let authority = target::authority(location)?;
+    let ours = servers.iter().any(|server| {
+        let addr = server.addr.to_string();
+        let bare = (server.addr.port() == 80).then(|| server.addr.ip().to_string());
+        authority.eq_ignore_ascii_case(addr.as_bytes())
+            || bare.is_some_and(|ip| authority.eq_ignore_ascii_case(ip.as_bytes()))
+    });
+    if !ours {
+        return None;
+    }
+    let rest = &location[target::origin_start(location)?..];
+    let mut relative = prefix.unwrap_or("").trim_end_matches('/').as_bytes().to_vec();
+    if !rest.starts_with(b"/") {
+        relative.push(b'/');
+    }
+    relative.extend_from_slice(rest);
+    Some(relative)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn servers(addrs: &[&str]) -> Vec<UpstreamServer> {
+        (addrs.iter())
+            .map(|a| UpstreamServer {
+                addr: a.parse().unwrap(),
+                weight: 1,
+            })
+            .collect()
+    }
+
+    fn rewritten(location: &str, prefix: Option<&str>) -> Option<String> {
+        let servers = servers(&["127.0.0.1:4010", "[::1]:4011", "10.0.0.2:80"]);
+        relative_location(location.as_bytes(), &servers, prefix).map(|l| String::from_utf8(l).unwrap())
+    }
+
+    #[test]
+    fn a_location_naming_an_upstream_server_becomes_relative() {
+        assert_eq!(
+            rewritten("http://127.0.0.1:4010/login?next=/a", None).as_deref(),
+            Some("/login?next=/a")
+        );
+        assert_eq!(rewritten("HTTPS://[::1]:4011", None).as_deref(), Some("/"));
+        assert_eq!(rewritten("http://10.0.0.2/x", None).as_deref(), Some("/x"));
+        assert_eq!(rewritten("http://10.0.0.2:80/x", None).as_deref(), Some("/x"));
+        assert_eq!(
+            rewritten("http://127.0.0.1:4010/login", Some("/api/")).as_deref(),
+            Some("/api/login")
+        );
+        assert_eq!(
+            rewritten("http://127.0.0.1:4010?q", Some("/api")).as_deref(),
+            Some("/api/?q")
+        );
+    }
+
+    #[test]
+    fn other_locations_are_left_alone() {
+        for location in [
+            "http://example.com/login",
+            "/login",
+            "http://127.0.0.1:4012/",
+            "http://127.0.0.1/",
+            "ftp://127.0.0.1:4010/",
+        ] {
+            assert_eq!(rewritten(location, None), None, "{location}");
+        }
+        let mut head = ResponseHead::default();
+        head.relayed(302, b"Found");
+        head.add(b"Location", b"http://127.0.0.1:4010/in");
+        head.add(b"X-Other", b"1");
+        let servers = servers(&["127.0.0.1:4010"]);
+        let filter = ResponseFilter::RewriteLocation {
+            servers: &servers,
+            prefix: Some("/app/"),
+        };
+        filter.head(&mut head);
+        assert_eq!(head.get("location"), Some(&b"/app/in"[..]));
+        assert_eq!(head.lines().count(), 2);
     }
 }

@@ -27,7 +27,7 @@ use crate::proxy::{Env, Exchange, Start, Step, Upstreams};
 use crate::stats::NO_ROUTE;
 use filter::Verdict;
 use request_id::{RequestId, RequestIds};
-use respond::Responder;
+use respond::{Reply, Responder};
 use sites::{Handler, Sites};
 
 /// One request as the connection hands it over.
@@ -96,11 +96,11 @@ impl<'c> Pipeline<'c> {
         })
     }
 
-    /// Takes `request` from its host to its handler; the response goes to `respond`.
+    /// Takes `request` from its host to its handler, which answers through `reply`.
     pub fn handle(
         &mut self,
         request: &Request,
-        respond: &mut Responder,
+        reply: Reply,
         now: Instant,
         buffers: &mut Buffers,
     ) -> Outcome {
@@ -113,15 +113,15 @@ impl<'c> Pipeline<'c> {
             request_id: None,
         };
         let target = head.target.of(buf);
-        let Ok(url) = target::resolve_target(target) else {
-            return refuse(400, respond, routed);
-        };
-        let Some(route) = site.route(&url.path) else {
-            return refuse(404, respond, routed);
+        let url = target::resolve_target(target);
+        let route = url.as_ref().ok().and_then(|url| site.route(&url.path));
+        let mut respond = Responder::new(reply, route.map_or(&[], |r| &r.response_filters));
+        let (Ok(url), Some(route)) = (&url, route) else {
+            return refuse(if url.is_err() { 400 } else { 404 }, &mut respond, routed);
         };
         routed.counted_as = route.counted_as;
         for filter in &route.request_filters {
-            if let Verdict::Answered = filter.check(request, respond) {
+            if let Verdict::Answered = filter.check(request, &mut respond) {
                 return Outcome::Answered(routed);
             }
         }
@@ -135,7 +135,7 @@ impl<'c> Pipeline<'c> {
                     root: *root,
                     options,
                 };
-                match self.files.serve(&file, respond, now) {
+                match self.files.serve(&file, &mut respond, now) {
                     Answer::Served => return Outcome::Answered(routed),
                     // The path goes as sent; an absolute-form target loses its scheme and
                     // authority (it routed, so it has an origin form).
@@ -144,7 +144,7 @@ impl<'c> Pipeline<'c> {
             }
             Handler::Proxy { upstream } => match route.upstream_target_start(target, &url.path) {
                 Some(start) => (*upstream, start),
-                None => return refuse(400, respond, routed),
+                None => return refuse(400, &mut respond, routed),
             },
         };
         routed.request_id = Some(self.ids.pick(head.field(buf, "x-request-id")));
@@ -158,36 +158,50 @@ impl<'c> Pipeline<'c> {
             token: request.upstream_token,
             max_body_bytes: self.max_body_bytes,
         };
-        match Exchange::begin(&start, &mut self.env(now, buffers)) {
-            Ok(exchange) => Outcome::Proxying(routed, exchange),
-            Err(failure) => refuse(failure.status(), respond, routed),
-        }
-    }
-
-    /// Moves an exchange's request and response along.
-    pub fn pump(
-        &mut self,
-        exchange: &mut Exchange,
-        client_in: &mut Input,
-        respond: &mut Responder,
-        now: Instant,
-        buffers: &mut Buffers,
-    ) -> Step {
-        exchange.pump(client_in, respond, &mut self.env(now, buffers))
-    }
-
-    /// Acts on an exchange's passed deadline: retry, fail or cut.
-    pub fn time_out(&mut self, exchange: &mut Exchange, now: Instant, buffers: &mut Buffers) -> Step {
-        exchange.time_out(&mut self.env(now, buffers))
-    }
-
-    fn env<'e>(&'e mut self, now: Instant, buffers: &'e mut Buffers) -> Env<'e, 'c> {
-        Env {
+        let mut env = Env {
             upstreams: &mut self.upstreams,
             registry: &self.registry,
             buffers,
             now,
+        };
+        match Exchange::begin(&start, &mut env) {
+            Ok(exchange) => Outcome::Proxying(routed, exchange),
+            Err(failure) => refuse(failure.status(), &mut respond, routed),
         }
+    }
+
+    /// Moves the exchange of the request `routed` along; its response goes through `reply`.
+    pub fn pump(
+        &mut self,
+        exchange: &mut Exchange,
+        routed: &Routed,
+        client_in: &mut Input,
+        reply: Reply,
+        now: Instant,
+        buffers: &mut Buffers,
+    ) -> Step {
+        let filters = self
+            .sites
+            .counted_as(routed.counted_as)
+            .map_or(&[][..], |r| &r.response_filters);
+        let mut env = Env {
+            upstreams: &mut self.upstreams,
+            registry: &self.registry,
+            buffers,
+            now,
+        };
+        exchange.pump(client_in, &mut Responder::new(reply, filters), &mut env)
+    }
+
+    /// Acts on an exchange's passed deadline: retry, fail or cut.
+    pub fn time_out(&mut self, exchange: &mut Exchange, now: Instant, buffers: &mut Buffers) -> Step {
+        let mut env = Env {
+            upstreams: &mut self.upstreams,
+            registry: &self.registry,
+            buffers,
+            now,
+        };
+        exchange.time_out(&mut env)
     }
 }
 

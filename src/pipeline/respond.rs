@@ -2,8 +2,8 @@
 //! filters, then gets the framing this client understands, then joins its output queue.
 //!
 //! [`Response`] is one response's progress (kept by the connection for as long as the
-//! response runs); [`Responder`] lends it the output and the head buffer for one step and
-//! is what handlers see, as a [`Respond`].
+//! response runs); a [`Reply`] lends it the output and the head buffer for one step, and a
+//! [`Responder`] adds the route's filters: it is what handlers see, as a [`Respond`].
 
 use super::filter::ResponseFilter;
 use crate::http::request::{Method, RequestHead, Version};
@@ -57,8 +57,6 @@ pub struct Response {
     expect: Continue,
     progress: Progress,
     body_bytes: u64,
-    /// The route's response filters, as this response runs them.
-    filters: Vec<ResponseFilter>,
 }
 
 impl Response {
@@ -75,7 +73,6 @@ impl Response {
             },
             progress: Progress::Waiting,
             body_bytes: 0,
-            filters: Vec::new(),
         }
     }
 
@@ -88,7 +85,6 @@ impl Response {
             expect: Continue::NotExpected,
             progress: Progress::Waiting,
             body_bytes: 0,
-            filters: Vec::new(),
         }
     }
 
@@ -162,16 +158,41 @@ impl Response {
     }
 }
 
-/// A response's way to the client for one step: the response, the connection's output, the
-/// worker's head buffer and today's date.
-pub struct Responder<'r> {
+/// What a connection lends a response for one step: the response, the connection's output,
+/// the worker's head buffer and today's date.
+pub struct Reply<'r> {
     pub response: &'r mut Response,
     pub output: &'r mut Output,
     pub head: &'r mut ResponseHead,
     pub date: &'r [u8],
 }
 
-impl Responder<'_> {
+/// A response's way to the client for one step: a [`Reply`] and its route's filters.
+pub struct Responder<'r> {
+    response: &'r mut Response,
+    output: &'r mut Output,
+    head: &'r mut ResponseHead,
+    date: &'r [u8],
+    filters: &'r [ResponseFilter<'r>],
+}
+
+impl<'r> Responder<'r> {
+    /// The way for a response of a route with `filters`.
+    pub fn new(reply: Reply<'r>, filters: &'r [ResponseFilter<'r>]) -> Responder<'r> {
+        Responder {
+            response: reply.response,
+            output: reply.output,
+            head: reply.head,
+            date: reply.date,
+            filters,
+        }
+    }
+
+    /// The way for a response shoal makes itself before or without a route (errors).
+    pub fn local(reply: Reply<'r>) -> Responder<'r> {
+        Responder::new(reply, &[])
+    }
+
     /// Queues a body part as the framing says.
     fn frame(&mut self, part: BodyPart<'_>) {
         let Progress::Body { framing, .. } = &mut self.response.progress else {
@@ -212,7 +233,7 @@ impl Respond for Responder<'_> {
     }
 
     fn send_head(&mut self) {
-        for filter in &mut self.response.filters {
+        for filter in self.filters {
             filter.head(self.head);
         }
         // A client holding its body back on a connection that stays open must send it, or
@@ -227,10 +248,6 @@ impl Respond for Responder<'_> {
     }
 
     fn body(&mut self, part: BodyPart<'_>) {
-        if let Some(filter) = self.response.filters.first_mut() {
-            // No filter exists yet (filter.rs): the first one defines how parts pass along.
-            match *filter {}
-        }
         self.frame(part);
     }
 
@@ -280,12 +297,12 @@ mod tests {
         let mut response = Response::to(&head, persistence);
         let mut output = Output::default();
         let mut scratch = ResponseHead::default();
-        answer(&mut Responder {
+        answer(&mut Responder::local(Reply {
             response: &mut response,
             output: &mut output,
             head: &mut scratch,
             date: DATE,
-        });
+        }));
         let mut client = MemoryTransport::default();
         output.flush(&mut client, false).unwrap();
         (String::from_utf8(client.take_written()).unwrap(), response)

@@ -10,7 +10,7 @@ use crate::http::request::RequestHead;
 use crate::http::target;
 use crate::stats::NO_ROUTE;
 
-use super::filter::RequestFilter;
+use super::filter::{RequestFilter, ResponseFilter};
 
 /// What answers a route's requests.
 pub enum Handler<'c> {
@@ -28,6 +28,8 @@ pub struct Route<'c> {
     pub handler: Handler<'c>,
     /// Run after routing, before the handler (access rules, limits, auth).
     pub request_filters: Vec<RequestFilter>,
+    /// Run on every response's head before it goes out (header rules).
+    pub response_filters: Vec<ResponseFilter<'c>>,
 }
 
 impl Route<'_> {
@@ -59,6 +61,8 @@ pub struct Sites<'c> {
     /// Per listener (in the worker's order): the servers sharing its address, the default
     /// one first.
     by_listener: Vec<Vec<usize>>,
+    /// Each route's (server, position), in the order of its `counted_as`.
+    by_count: Vec<(usize, usize)>,
 }
 
 impl<'c> Sites<'c> {
@@ -67,14 +71,16 @@ impl<'c> Sites<'c> {
     /// their options, for `StaticFiles::open`).
     pub fn new(config: &'c Config, listener_servers: &[usize]) -> (Sites<'c>, Vec<&'c FileOptions>) {
         let mut roots = Vec::new();
-        let mut counted_as = NO_ROUTE;
+        let mut by_count = Vec::new();
         let sites = (config.servers.iter().enumerate())
             .map(|(index, server)| Site {
                 index,
-                routes: (server.routes.iter())
-                    .map(|config| {
-                        counted_as += 1;
-                        let handler = match &config.serve {
+                routes: (server.routes.iter().enumerate())
+                    .map(|(position, route)| {
+                        by_count.push((index, position));
+                        let counted_as = NO_ROUTE + by_count.len();
+                        let response_filters = location_rewrite(config, route).into_iter().collect();
+                        let handler = match &route.serve {
                             Serve::Files(options) => {
                                 roots.push(options);
                                 Handler::Files {
@@ -85,10 +91,11 @@ impl<'c> Sites<'c> {
                             Serve::Proxy(upstream) => Handler::Proxy { upstream: *upstream },
                         };
                         Route {
-                            config,
+                            config: route,
                             counted_as,
                             handler,
                             request_filters: Vec::new(),
+                            response_filters,
                         }
                     })
                     .collect(),
@@ -97,7 +104,18 @@ impl<'c> Sites<'c> {
         // One server per address today (the config refuses two on one address); names that
         // choose among several come with virtual hosts.
         let by_listener = listener_servers.iter().map(|&server| vec![server]).collect();
-        (Sites { sites, by_listener }, roots)
+        let sites = Sites {
+            sites,
+            by_listener,
+            by_count,
+        };
+        (sites, roots)
+    }
+
+    /// The route counted as `counted_as` in the response counters.
+    pub fn counted_as(&self, counted_as: usize) -> Option<&Route<'c>> {
+        let &(site, position) = self.by_count.get(counted_as.checked_sub(NO_ROUTE + 1)?)?;
+        Some(&self.sites[site].routes[position])
     }
 
     /// The server for a request that came in on `listener` naming `host` (its effective
@@ -110,6 +128,19 @@ impl<'c> Sites<'c> {
     pub fn default_for(&self, listener: usize) -> usize {
         self.by_listener[listener][0]
     }
+}
+
+/// A route's `rewrite_location` as a filter, when the route has an upstream (its own, or a
+/// static route's fallback, which gets the path as sent).
+fn location_rewrite<'c>(config: &'c Config, route: &'c RouteConfig) -> Option<ResponseFilter<'c>> {
+    let (upstream, prefix) = match &route.serve {
+        Serve::Proxy(upstream) => (*upstream, route.strip_prefix.then_some(route.prefix.as_str())),
+        Serve::Files(options) => (options.fallback?, None),
+    };
+    route.rewrite_location.then(|| ResponseFilter::RewriteLocation {
+        servers: &config.upstreams[upstream].servers,
+        prefix,
+    })
 }
 
 /// The host a request names: the authority of an absolute-form target, which takes

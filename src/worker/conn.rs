@@ -22,7 +22,7 @@ use crate::http::respond::respond_simple;
 use crate::http::response::{Persistence, ResponseHead};
 use crate::io::{Buffers, Filled, Flush, Input, Output, Transport};
 use crate::pipeline::request_id::RequestId;
-use crate::pipeline::respond::{Responder, Response};
+use crate::pipeline::respond::{Reply, Responder, Response};
 use crate::pipeline::{Outcome, Pipeline, Request, Routed};
 use crate::proxy::{Exchange, Step};
 use crate::stats::{Counters, NO_ROUTE};
@@ -405,7 +405,7 @@ impl<T: Transport> Conn<T> {
                     }
                 }
                 Phase::Proxying(proxying) => {
-                    let mut responder = Responder {
+                    let reply = Reply {
                         response: &mut proxying.response,
                         output: &mut self.output,
                         head: &mut ctx.head,
@@ -413,8 +413,9 @@ impl<T: Transport> Conn<T> {
                     };
                     let step = (ctx.pipeline).pump(
                         &mut proxying.exchange,
+                        &proxying.routed,
                         &mut self.input,
-                        &mut responder,
+                        reply,
                         now,
                         &mut ctx.buffers,
                     );
@@ -461,16 +462,13 @@ impl<T: Transport> Conn<T> {
             upstream_token: Token(self.key * 2 + 1),
         };
         let mut response = Response::to(head, persistence);
-        let mut responder = Responder {
+        let reply = Reply {
             response: &mut response,
             output: &mut self.output,
             head: &mut ctx.head,
             date: &ctx.clock.http_date,
         };
-        match ctx
-            .pipeline
-            .handle(&request, &mut responder, now, &mut ctx.buffers)
-        {
+        match ctx.pipeline.handle(&request, reply, now, &mut ctx.buffers) {
             Outcome::Answered(mut routed) => {
                 if routed.request_id.is_none() && ctx.log.wants_id(routed.server) {
                     routed.request_id = Some(ctx.pipeline.ids.pick(head.field(buf, "x-request-id")));
@@ -545,12 +543,12 @@ impl<T: Transport> Conn<T> {
                 if !request_read {
                     response.close_after();
                 }
-                let mut responder = Responder {
+                let mut responder = Responder::local(Reply {
                     response,
                     output: &mut self.output,
                     head: &mut ctx.head,
                     date: &ctx.clock.http_date,
-                };
+                });
                 respond_simple(&mut responder, failure.status(), &[]);
                 if response.keeps_alive() {
                     Phase::Idle
@@ -599,16 +597,13 @@ impl<T: Transport> Conn<T> {
     /// headers its log line carries; else the log has the first line received.
     fn refuse(&mut self, status: u16, head: Option<&RequestHead>, ctx: &mut Ctx) {
         let mut response = Response::to_unreadable();
-        respond_simple(
-            &mut Responder {
-                response: &mut response,
-                output: &mut self.output,
-                head: &mut ctx.head,
-                date: &ctx.clock.http_date,
-            },
-            status,
-            &[],
-        );
+        let reply = Reply {
+            response: &mut response,
+            output: &mut self.output,
+            head: &mut ctx.head,
+            date: &ctx.clock.http_date,
+        };
+        respond_simple(&mut Responder::local(reply), status, &[]);
         let server = ctx.pipeline.sites.default_for(self.listener);
         let request_id = ctx.log.wants_id(server).then(|| ctx.pipeline.ids.make());
         let buf = self.input.data();

@@ -346,6 +346,14 @@ impl Upstream {
         Upstream::serve(listener, behaviour)
     }
 
+    /// Starts an upstream whose behaviour depends on its own address (an app that names
+    /// itself in its redirects).
+    pub fn start_at(behaviour: impl FnOnce(SocketAddr) -> Behaviour) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test upstream");
+        let addr = listener.local_addr().expect("upstream local_addr");
+        Upstream::serve(listener, behaviour(addr))
+    }
+
     /// Serves `behaviour` on an existing listener.
     fn serve(listener: TcpListener, behaviour: Behaviour) -> Upstream {
         let addr = listener.local_addr().expect("upstream local_addr");

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use super::support::{
-    addrs, api_and_files, exchange, launch, proxy, read_final, read_message, values, PROXY_ALL,
+    addrs, api_and_files, exchange, launch, proxy, read_final, read_message, values, API_AND_FILES, PROXY_ALL,
 };
 use crate::harness::{request, Launch, Site};
 use crate::upstream::{describe, Behaviour, Reply, Upstream};
@@ -266,5 +266,62 @@ fn the_access_log_records_proxied_requests_with_the_upstream_status() {
     assert!(
         line.contains("\"GET /teapot HTTP/1.1\" 418 "),
         "the upstream's status is not in {line:?}"
+    );
+}
+
+#[test]
+fn a_location_naming_the_upstream_is_made_relative_to_the_client_unless_the_route_opts_out() {
+    let redirect = |addr| {
+        Behaviour::Reply(
+            Reply::new(302)
+                .header("Location", &format!("http://{addr}/login?next=%2F"))
+                .header("Content-Location", &format!("http://{addr}/kept")),
+        )
+    };
+    let upstream = Upstream::start_at(redirect);
+    let elsewhere = Upstream::start(Behaviour::Reply(
+        Reply::new(301).header("Location", "http://example.com/moved"),
+    ));
+    let site = Site::new();
+    let routes = format!(
+        "{API_AND_FILES}  [[server.route]]\n  prefix = \"/raw/\"\n  upstream = \"app\"\n  rewrite_location = false\n\
+         [[server.route]]\n  prefix = \"/other/\"\n  upstream = \"other\"\n"
+    );
+    let other = format!("[upstream.other]\nservers = [\"{}\"]", elsewhere.addr);
+    let server = launch(
+        &site,
+        &format!("access_log = \"off\"\n{other}"),
+        &addrs(&[&upstream]),
+        "",
+        &routes,
+    )
+    .start();
+    let location = |path: &str| {
+        let response = exchange(&server, request("GET", path, &[]).as_bytes());
+        values(&response, "Location").join(",")
+    };
+    assert_eq!(
+        location("/api/x"),
+        "/api/login?next=%2F",
+        "stripped prefix restored"
+    );
+    assert_eq!(
+        location("/missing"),
+        "/login?next=%2F",
+        "a static route's fallback"
+    );
+    assert_eq!(
+        location("/raw/x"),
+        format!("http://{}/login?next=%2F", upstream.addr)
+    );
+    assert_eq!(
+        location("/other/x"),
+        "http://example.com/moved",
+        "not the upstream's own"
+    );
+    let response = exchange(&server, request("GET", "/api/x", &[]).as_bytes());
+    assert_eq!(
+        values(&response, "Content-Location"),
+        [format!("http://{}/kept", upstream.addr)]
     );
 }
