@@ -1,5 +1,5 @@
-//! Socket calls `std` lacks: a send that holds a partial segment back for the FIN, and the
-//! count of queued bytes no segment has carried yet (for tests of exactly that).
+//! Socket calls `std` lacks: a send that holds a partial segment back for the FIN, and (for
+//! tests of exactly that) the count of queued bytes no segment has carried yet.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -24,11 +24,13 @@ pub fn send_more(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// Bytes queued on a TCP socket that no segment has carried yet (`SIOCOUTQNSD`).
+/// Bytes queued on a TCP socket that no segment has carried yet (`SIOCOUTQNSD`), for tests
+/// of what `send_more` holds back.
+#[cfg(test)]
 pub fn unsent_bytes(socket: BorrowedFd<'_>) -> io::Result<usize> {
     let mut unsent: libc::c_int = 0;
     // SAFETY: SIOCOUTQNSD writes one int through the pointer, which outlives the call.
-    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCOUTQNSD, &mut unsent) };
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCOUTQNSD as _, &mut unsent) };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
