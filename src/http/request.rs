@@ -395,7 +395,9 @@ impl Facts {
             (false, Some(n)) if n > limits.max_body_bytes => return Err(HeadError::BodyTooLarge),
             (false, Some(n)) => Framing::Length(n),
         };
-        if head.framing == Framing::Empty {
+        // No body to wait for; and an HTTP/1.0 client's expectation is ignored (RFC 9110
+        // §10.1.1: it cannot know what a 100 response means).
+        if head.framing == Framing::Empty || head.version == Version::Http10 {
             head.expect_continue = false;
         }
         head.upgrade = self.connection_upgrade && self.upgrade_header && head.version == Version::Http11;
@@ -489,6 +491,20 @@ mod tests {
         assert_eq!(head.field(text.as_bytes(), "user-agent"), Some(&b"u"[..]));
         let garbage = parse(b"GET / HTTP/1.1\r\nHost x\r\n\r\n", &HeadLimits::default()).unwrap_err();
         assert!(garbage.head.is_none());
+    }
+
+    #[test]
+    fn continue_is_expected_only_of_http11_requests_with_a_body() {
+        let expects = |text: &str| parse_all(text).unwrap().unwrap().expect_continue;
+        assert!(expects(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n"
+        ));
+        assert!(!expects(
+            "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n"
+        ));
+        assert!(!expects(
+            "POST / HTTP/1.0\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n"
+        ));
     }
 
     #[test]

@@ -161,6 +161,11 @@ impl<L: Listen, P: Copy + PartialEq> Endpoint<L, P> {
     /// clients that are done, failed, or past their deadline. `answer` turns a request into
     /// the bytes to send back, or parks the client.
     pub fn serve(&mut self, now: Instant, mut answer: impl FnMut(&[u8]) -> Answer<P>) {
+        let (bounds, complete) = (self.bounds, self.complete);
+        // Clients already here move first, so a request that has arrived is read before any
+        // client can be taken for an idle one and evicted.
+        self.clients
+            .retain_mut(|client| client.advance(now, &bounds, complete, &mut answer));
         for _ in 0..MAX_ACCEPTS_PER_TURN {
             if !self.can_take() {
                 break;
@@ -170,12 +175,17 @@ impl<L: Listen, P: Copy + PartialEq> Endpoint<L, P> {
                     if self.clients.len() >= self.bounds.max_clients {
                         self.evict_oldest_incomplete();
                     }
-                    self.clients.push(Client {
+                    let mut client = Client {
                         stream,
                         buf: Vec::new(),
                         stage: Stage::Reading,
                         deadline: now + self.bounds.deadline,
-                    });
+                    };
+                    // The request often comes with the connection: read it now, for the same
+                    // reason.
+                    if client.advance(now, &bounds, complete, &mut answer) {
+                        self.clients.push(client);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // WouldBlock: nobody waits. Anything else (a client that gave up, EMFILE):
@@ -183,9 +193,6 @@ impl<L: Listen, P: Copy + PartialEq> Endpoint<L, P> {
                 Err(_) => break,
             }
         }
-        let (bounds, complete) = (self.bounds, self.complete);
-        self.clients
-            .retain_mut(|client| client.advance(now, &bounds, complete, &mut answer));
     }
 
     /// Drops (closes) the client accepted first among those still reading their request.

@@ -75,6 +75,8 @@ pub enum Failure {
     Timeout,
     /// The client's chunked body grew past `max_body_bytes` (the client's fault).
     BodyTooLarge,
+    /// The client stopped sending the request body (the client's fault).
+    ClientTimeout,
 }
 
 impl Failure {
@@ -83,6 +85,7 @@ impl Failure {
             Failure::BadGateway => 502,
             Failure::Timeout => 504,
             Failure::BodyTooLarge => 413,
+            Failure::ClientTimeout => 408,
         }
     }
 }
@@ -283,11 +286,21 @@ impl Exchange {
             (Link::Closed, _) | (_, Download::Done { .. }) => return None,
             (Link::Connecting(_), _) => config.connect_timeout,
             _ if self.waiting == Waiting::Client => return None,
+            // Nothing for the upstream to take: the client's body timer runs instead.
+            (_, Download::Head) if self.awaits_client_body() => return None,
             (_, Download::Head) if !self.request_out() => config.send_timeout,
             (_, Download::Head | Download::Body { .. }) => config.read_timeout,
             (_, Download::Tunnel { .. }) => config.tunnel_timeout,
         };
         Some(self.since + timeout)
+    }
+
+    /// True when everything the client sent went upstream and more of its body is due: the
+    /// exchange waits for the client, whose body timer runs (not the upstream's).
+    pub fn awaits_client_body(&self) -> bool {
+        !self.request_read()
+            && self.sent == self.to_upstream.len()
+            && !matches!(self.link, Link::Connecting(_))
     }
 
     /// The whole request went out (head and body).

@@ -20,11 +20,11 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{self, Framing, HeadLimits, RequestHead};
 use crate::http::respond::respond_simple;
 use crate::http::response::{Persistence, ResponseHead};
-use crate::io::{Buffers, Filled, Flush, Input, Output, Transport};
+use crate::io::{Buffers, Filled, Flush, Input, Output, ReadSide, Transport};
 use crate::pipeline::request_id::RequestId;
 use crate::pipeline::respond::{Reply, Responder, Response};
 use crate::pipeline::{Outcome, Pipeline, Request, Routed};
-use crate::proxy::{Exchange, Step};
+use crate::proxy::{Exchange, Failure, Step};
 use crate::stats::{Counters, NO_ROUTE};
 
 /// Rounds of read/process/write per readiness event before yielding to other connections.
@@ -42,7 +42,7 @@ enum Phase {
     /// Part of a request head has arrived.
     Head,
     /// The answered request's body is still arriving; it is read and discarded.
-    Body { left: BodyLeft, last_read: Instant },
+    Body(BodyLeft),
     /// An upstream is answering the request.
     Proxying(Box<Proxying>),
     /// Send what is pending, then close.
@@ -54,13 +54,17 @@ enum Phase {
 /// How a connection closes once its output is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Close {
-    /// At once: nothing more will come from the client.
+    /// At once if the client's side is proven quiet (ended, or read empty), else lingering:
+    /// closing on unread bytes would reset the connection and lose the last response.
     Now,
     /// Lingering: the client may still be sending.
     Linger,
     /// Lingering, after refusing a request that could not be read; the client gets less time
     /// to take the answer (the shorter of the send and header timeouts).
     Refused,
+    /// At once, whatever the client still sends: it is flooding (a body over the limit or
+    /// malformed), and reading on would take it all.
+    Cut,
 }
 
 /// A request handed to an upstream, and what its response and log line need until it ends.
@@ -174,6 +178,8 @@ pub struct Conn<T: Transport = TcpStream> {
     since: Instant,
     /// When the client last took output bytes (or connected).
     last_sent: Instant,
+    /// When bytes last came from the client (or it connected): the timer of a request body.
+    last_received: Instant,
     served: u32,
 }
 
@@ -190,6 +196,7 @@ impl<T: Transport> Conn<T> {
             output: Output::default(),
             since: now,
             last_sent: now,
+            last_received: now,
             served: 0,
         }
     }
@@ -217,8 +224,13 @@ impl<T: Transport> Conn<T> {
                 .is_none()
                 .then(|| self.since.max(self.last_sent) + limits.keepalive_timeout),
             Phase::Head => Some(self.since + limits.header_timeout),
-            Phase::Body { last_read, .. } => Some(*last_read + limits.header_timeout),
-            Phase::Proxying(proxying) => proxying.exchange.deadline(&ctx.pipeline.upstreams),
+            Phase::Body(_) => Some(self.last_received + limits.header_timeout),
+            Phase::Proxying(proxying) => {
+                let body = (proxying.exchange.awaits_client_body())
+                    .then(|| self.last_received + limits.header_timeout);
+                let upstream = proxying.exchange.deadline(&ctx.pipeline.upstreams);
+                body.into_iter().chain(upstream).min()
+            }
             Phase::Closing(Close::Refused) => {
                 Some(self.since + limits.send_timeout.min(limits.header_timeout))
             }
@@ -335,9 +347,26 @@ impl<T: Transport> Conn<T> {
     pub fn time_out(&mut self, ctx: &mut Ctx) -> Verdict {
         let now = ctx.clock.now;
         let client_late = !self.output.is_empty() && self.last_sent + ctx.limits.send_timeout <= now;
+        let body_late = self.last_received + ctx.limits.header_timeout <= now;
         match &mut self.phase {
             Phase::Head if self.output.is_empty() => {
                 self.refuse(408, None, ctx);
+                self.drive(ctx)
+            }
+            // The client stopped sending the body the upstream waits for: its fault, not the
+            // upstream's (which is neither counted nor held against).
+            Phase::Proxying(proxying)
+                if !client_late && body_late && proxying.exchange.awaits_client_body() =>
+            {
+                let step = if proxying.response.started() {
+                    Step::Abort
+                } else {
+                    Step::Failed {
+                        failure: Failure::ClientTimeout,
+                        request_read: false,
+                    }
+                };
+                self.after_step(step, ctx);
                 self.drive(ctx)
             }
             // The client takes its bytes: the deadline that passed is the upstream's.
@@ -357,6 +386,7 @@ impl<T: Transport> Conn<T> {
         match self.input.fill(&mut self.transport, limit) {
             Ok(Filled::Bytes(n)) => {
                 ctx.counters.bytes_in += n as u64;
+                self.last_received = ctx.clock.now;
                 Ok(true)
             }
             Ok(Filled::Eof) => Ok(true),
@@ -388,7 +418,7 @@ impl<T: Transport> Conn<T> {
                     }
                     progress = true;
                 }
-                Phase::Body { left, last_read } => {
+                Phase::Body(left) => {
                     if self.input.is_empty() {
                         break;
                     }
@@ -396,12 +426,11 @@ impl<T: Transport> Conn<T> {
                     match discard_body(left, self.input.data(), ctx.limits.max_body_bytes) {
                         Ok((used, done)) => {
                             self.input.consume(used);
-                            *last_read = now;
                             if done {
                                 self.set_phase(Phase::Idle, now);
                             }
                         }
-                        Err(()) => self.set_phase(Phase::Closing(Close::Now), now),
+                        Err(()) => self.set_phase(Phase::Closing(Close::Cut), now),
                     }
                 }
                 Phase::Proxying(proxying) => {
@@ -430,7 +459,15 @@ impl<T: Transport> Conn<T> {
                 }
             }
         }
-        if self.input.is_ended() && matches!(self.phase, Phase::Idle | Phase::Head | Phase::Body { .. }) {
+        // The client is done sending: close once what it sent is answered (complete
+        // requests still in the buffer wait for the output to drain); a head or a body it
+        // left unfinished never will be.
+        let finished = match self.phase {
+            Phase::Idle => self.input.is_empty(),
+            Phase::Head | Phase::Body(_) => true,
+            _ => false,
+        };
+        if self.input.is_ended() && finished {
             self.set_phase(Phase::Closing(Close::Now), now);
         }
         progress
@@ -506,7 +543,7 @@ impl<T: Transport> Conn<T> {
         };
         let next = if response.keeps_alive() {
             match left {
-                Some(left) => Phase::Body { left, last_read: now },
+                Some(left) => Phase::Body(left),
                 None => Phase::Idle,
             }
         } else if left.is_some() || !self.input.is_empty() {
@@ -634,7 +671,7 @@ impl<T: Transport> Conn<T> {
     /// Called when all output is sent: closes or starts lingering if the phase says so.
     fn after_flush(&mut self, now: Instant) -> Option<Verdict> {
         match self.phase {
-            Phase::Closing(Close::Linger | Close::Refused) if !self.input.is_ended() => {
+            Phase::Closing(close) if self.lingers(close) => {
                 let _ = self.transport.shutdown_write();
                 self.set_phase(Phase::Lingering, now);
                 None
@@ -642,6 +679,19 @@ impl<T: Transport> Conn<T> {
             Phase::Closing(_) => Some(Verdict::Close),
             Phase::Lingering if self.input.is_ended() => Some(Verdict::Close),
             _ => None,
+        }
+    }
+
+    /// Whether closing as `close` says waits for the client's FIN (see [`Close`]).
+    fn lingers(&self, close: Close) -> bool {
+        if self.input.is_ended() {
+            return false;
+        }
+        match close {
+            // Unread bytes may be waiting unless the last read proved the socket empty.
+            Close::Now => self.input.side() == ReadSide::Ready,
+            Close::Linger | Close::Refused => true,
+            Close::Cut => false,
         }
     }
 }

@@ -87,6 +87,13 @@ impl Driver {
         self.drive()
     }
 
+    /// The client closes its sending side (the event carries the FIN).
+    pub fn close_client(&mut self) -> Verdict {
+        self.conn.client().close();
+        self.conn.mark_readable(true);
+        self.drive()
+    }
+
     /// Drives the connection (as the worker does on an event), again while it asks to be.
     pub fn drive(&mut self) -> Verdict {
         loop {

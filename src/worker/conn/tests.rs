@@ -279,3 +279,49 @@ fn a_connection_closed_mid_exchange_gives_its_buffers_back_and_logs_the_request(
         "{log:?}"
     );
 }
+
+#[test]
+fn a_client_that_stops_sending_a_proxied_body_is_timed_out_as_its_own_fault() {
+    let up = Upstream::bind();
+    let mut d = driver(&up, "header_timeout = \"3s\"", "send_timeout = \"60s\"");
+    d.send(b"POST /api/up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n01234");
+    let mut upstream = up.accept();
+    d.run_until("the first half upstream", |d, _| {
+        d.time_left() == Duration::from_secs(3)
+    });
+    assert!(upstream.read_until("01234").ends_with("\r\n\r\n01234"));
+    assert_eq!(d.advance(Duration::from_secs(2)), None);
+    assert_eq!(
+        d.advance(Duration::from_secs(1)),
+        Some(Verdict::Wait),
+        "lingers for the rest"
+    );
+    let answer = d.received();
+    assert!(
+        answer.starts_with("HTTP/1.1 408 ") && answer.contains("Connection: close"),
+        "{answer}"
+    );
+    assert_eq!(d.upstream_errors(UpstreamError::SendTimeout), 0);
+    let up_now = d.ctx.pipeline.upstreams.counters(d.ctx.clock.now);
+    assert_eq!(up_now[0].servers_up, [true], "not held against the upstream");
+}
+
+#[test]
+fn pipelined_requests_before_a_half_close_are_all_answered() {
+    let up = Upstream::bind();
+    let big = vec![b'z'; 100 * 1024];
+    let files: &[(&str, &[u8])] = &[("site/a.txt", b"alpha"), ("site/big.bin", &big)];
+    let mut d = Driver::new(&site_and_api(up.addr(), "", ""), files);
+    d.conn.client().set_room(0);
+    let mut requests = b"GET /big.bin HTTP/1.1\r\nHost: h\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        requests.extend_from_slice(b"GET /a.txt HTTP/1.1\r\nHost: h\r\n\r\n");
+    }
+    d.send(&requests);
+    assert_eq!(d.close_client(), Verdict::Wait, "answers are owed");
+    d.conn.client().set_room(usize::MAX);
+    assert_eq!(d.drive(), Verdict::Close);
+    let received = d.received();
+    assert_eq!(statuses(&received), ["200"; 4]);
+    assert!(received.ends_with("alpha"));
+}
