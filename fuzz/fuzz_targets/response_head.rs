@@ -8,7 +8,6 @@
 //! framing shoal chose for it (one of Content-Length, chunked or close, never two).
 #![no_main]
 
-use std::fs::File;
 use std::io::{self, IoSlice};
 
 use libfuzzer_sys::fuzz_target;
@@ -36,15 +35,6 @@ impl Transport for Collect {
     }
     fn shutdown_write(&mut self) -> io::Result<()> {
         Ok(())
-    }
-    fn can_sendfile(&self) -> bool {
-        false
-    }
-    fn sendfile(&mut self, _: &File, _: u64, _: usize) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn holds_input(&self) -> bool {
-        false
     }
 }
 

@@ -67,7 +67,11 @@ pub fn respond(rep: &Representation, head: &RequestHead, buf: &[u8], respond: &m
     out.local(status).add_lines(&rep.headers);
     if status == 206 {
         let mut value = [0u8; 64];
-        out.add(b"Content-Range", content_range(&mut value, offset, len, size));
+        let last = offset + len - 1;
+        out.add(
+            b"Content-Range",
+            response::format_into(&mut value, format_args!("bytes {offset}-{last}/{size}")),
+        );
     }
     out.length = Length::Known(len);
     respond.send_head();
@@ -88,13 +92,4 @@ pub fn respond(rep: &Representation, head: &RequestHead, buf: &[u8], respond: &m
         });
     }
     respond.end();
-}
-
-/// `bytes FIRST-LAST/SIZE`, written into `into` without allocating.
-fn content_range(into: &mut [u8; 64], offset: u64, len: u64, size: u64) -> &[u8] {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut into[..]);
-    let _ = write!(cursor, "bytes {offset}-{}/{size}", offset + len - 1);
-    let written = cursor.position() as usize;
-    &into[..written]
 }

@@ -3,9 +3,7 @@
 //! between it and the client (response filters, the client's framing, later a cache or a
 //! compressor) lives behind the sink.
 
-use std::io::Write;
-
-use super::response::{reason, Length, ResponseHead};
+use super::response::{format_into, reason, Length, ResponseHead};
 use crate::io::{FileBody, SharedBody};
 
 /// One piece of a response body.
@@ -46,18 +44,16 @@ pub trait Respond {
 /// Answers `status` with a short plain-text body naming it, and `extra` headers: for errors
 /// and redirects.
 pub fn respond_simple(respond: &mut (impl Respond + ?Sized), status: u16, extra: &[(&str, &[u8])]) {
-    let mut text = [0u8; 64];
-    let mut cursor = std::io::Cursor::new(&mut text[..]);
-    let _ = writeln!(cursor, "{status} {}", reason(status));
-    let len = cursor.position() as usize;
+    let mut buf = [0u8; 64];
+    let text = format_into(&mut buf, format_args!("{status} {}\n", reason(status)));
     let head = respond.head();
     head.local(status);
     for (name, value) in extra {
         head.add(name.as_bytes(), value);
     }
     head.add(b"Content-Type", b"text/plain; charset=utf-8");
-    head.length = Length::Known(len as u64);
+    head.length = Length::Known(text.len() as u64);
     respond.send_head();
-    respond.body(BodyPart::Bytes(&text[..len]));
+    respond.body(BodyPart::Bytes(text));
     respond.end();
 }

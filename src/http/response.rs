@@ -122,10 +122,7 @@ impl ResponseHead {
 
     /// Appends the header line `name: value`.
     pub fn add(&mut self, name: &[u8], value: &[u8]) {
-        self.bytes.extend_from_slice(name);
-        self.bytes.extend_from_slice(b": ");
-        self.bytes.extend_from_slice(value);
-        self.bytes.extend_from_slice(b"\r\n");
+        header(&mut self.bytes, name, value);
     }
 
     /// Appends header lines already in wire form (each `Name: value\r\n`, no empty line).
@@ -237,8 +234,8 @@ pub fn write_head(
 }
 
 /// Appends `name: value\r\n`.
-pub fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
+pub fn header(out: &mut Vec<u8>, name: impl AsRef<[u8]>, value: &[u8]) {
+    out.extend_from_slice(name.as_ref());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
@@ -249,6 +246,15 @@ pub fn content_length(out: &mut Vec<u8>, length: u64) {
     out.extend_from_slice(b"Content-Length: ");
     push_number(out, length);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Formats `args` into `buf` without allocating; what does not fit is cut off.
+pub fn format_into<'b>(buf: &'b mut [u8], args: std::fmt::Arguments) -> &'b [u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = cursor.write_fmt(args);
+    let len = cursor.position() as usize;
+    &buf[..len]
 }
 
 /// Appends a decimal number without going through the formatting machinery.

@@ -1,9 +1,9 @@
 //! A connection's input: bytes received and not yet consumed, and what the transport's read
 //! side last told us.
 //!
-//! The buffer starts small and grows only while a request head needs room (up to the head
-//! limit). It is borrowed from the worker's pool and given back whenever it is empty, so idle
-//! connections own none. Reads follow edge-triggered polling: once a read proves the socket
+//! The buffer starts small and grows, up to the limit its owner gives each read (a client's:
+//! the head limit, at least 16 KiB). It is borrowed from the worker's pool and given back
+//! whenever it is empty, so idle connections own none. Reads follow edge-triggered polling: once a read proves the socket
 //! empty, the next one waits for a readable event ([`Input::mark_readable`]).
 
 use std::io;

@@ -2,7 +2,6 @@
 //! out, and decides how much the peer reads, so a slow client is one number.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{self, IoSlice};
 
 use super::transport::Transport;
@@ -109,17 +108,5 @@ impl Transport for MemoryTransport {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.write_shut = true;
         Ok(())
-    }
-
-    fn can_sendfile(&self) -> bool {
-        false
-    }
-
-    fn sendfile(&mut self, _: &File, _: u64, _: usize) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-
-    fn holds_input(&self) -> bool {
-        false
     }
 }

@@ -34,15 +34,21 @@ pub trait Transport {
     fn shutdown_write(&mut self) -> io::Result<()>;
 
     /// True when files may be sent to this transport with [`sendfile`](Transport::sendfile).
-    fn can_sendfile(&self) -> bool;
+    fn can_sendfile(&self) -> bool {
+        false
+    }
 
     /// Sends up to `len` bytes of `file` from `offset` with `sendfile(2)`. Only called when
     /// [`can_sendfile`](Transport::can_sendfile) said yes.
-    fn sendfile(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize>;
+    fn sendfile(&mut self, _file: &File, _offset: u64, _len: usize) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 
     /// True when bytes were already taken off the socket (and decrypted) that no readiness
     /// event will announce: the owner must read again without waiting for one.
-    fn holds_input(&self) -> bool;
+    fn holds_input(&self) -> bool {
+        false
+    }
 }
 
 impl Transport for TcpStream {
@@ -74,9 +80,5 @@ impl Transport for TcpStream {
         let mut offset = offset as libc::off_t;
         nix::sys::sendfile::sendfile(self.as_fd(), file.as_fd(), Some(&mut offset), len)
             .map_err(io::Error::from)
-    }
-
-    fn holds_input(&self) -> bool {
-        false
     }
 }

@@ -15,7 +15,7 @@ use crate::http::target;
 use super::Request;
 
 /// What a request filter decided.
-pub enum Verdict {
+pub enum Check {
     /// The request goes on to the next filter, then the handler.
     Pass,
     /// The filter answered the request itself.
@@ -27,7 +27,7 @@ pub enum RequestFilter {}
 
 impl RequestFilter {
     /// Lets `request` through, or answers it through `respond`.
-    pub fn check(&self, _request: &Request, _respond: &mut impl Respond) -> Verdict {
+    pub fn check(&self, _request: &Request, _respond: &mut impl Respond) -> Check {
         match *self {}
     }
 }
@@ -40,19 +40,33 @@ pub enum ResponseFilter<'c> {
     /// becomes a path on the host the client asked (`/login`), with the route's prefix in
     /// front when the route strips it (`/api/login`).
     RewriteLocation {
-        servers: &'c [UpstreamServer],
+        /// How a `Location` may name the upstream's servers (`127.0.0.1:4010`; also
+        /// `10.0.0.2` for a server on port 80).
+        authorities: Vec<String>,
         prefix: Option<&'c str>,
     },
+}
+
+impl<'c> ResponseFilter<'c> {
+    /// Rewrites `Location`s naming one of `servers` (see [`ResponseFilter::RewriteLocation`]).
+    pub fn rewrite_location(servers: &[UpstreamServer], prefix: Option<&'c str>) -> ResponseFilter<'c> {
+        let authorities = (servers.iter())
+            .flat_map(|server| {
+                let bare = (server.addr.port() == 80).then(|| server.addr.ip().to_string());
+                [Some(server.addr.to_string()), bare].into_iter().flatten()
+            })
+            .collect();
+        ResponseFilter::RewriteLocation { authorities, prefix }
+    }
 }
 
 impl ResponseFilter<'_> {
     /// Sees (and may change) the head before it is sent.
     pub fn head(&self, head: &mut ResponseHead) {
         match self {
-            ResponseFilter::RewriteLocation { servers, prefix } => {
-                let rewritten = head
-                    .get("location")
-                    .and_then(|v| relative_location(v, servers, *prefix));
+            ResponseFilter::RewriteLocation { authorities, prefix } => {
+                let rewritten =
+                    (head.get("location")).and_then(|v| relative_location(v, authorities, *prefix));
                 if let Some(location) = rewritten {
                     head.remove("location");
                     head.add(b"Location", &location);
@@ -62,17 +76,14 @@ impl ResponseFilter<'_> {
     }
 }
 
-/// `location` as a path on the client's host, when it is an absolute http(s) URL naming one of
-/// `servers` (`127.0.0.1:4010`, or `127.0.0.1` for port 80); `prefix` goes back in front.
-fn relative_location(location: &[u8], servers: &[UpstreamServer], prefix: Option<&str>) -> Option<Vec<u8>> {
+/// `location` as a path on the client's host, when it is an absolute http(s) URL whose
+/// authority is one of `authorities`; `prefix` goes back in front.
+fn relative_location(location: &[u8], authorities: &[String], prefix: Option<&str>) -> Option<Vec<u8>> {
     let authority = target::authority(location)?;
-    let ours = servers.iter().any(|server| {
-        let addr = server.addr.to_string();
-        let bare = (server.addr.port() == 80).then(|| server.addr.ip().to_string());
-        authority.eq_ignore_ascii_case(addr.as_bytes())
-            || bare.is_some_and(|ip| authority.eq_ignore_ascii_case(ip.as_bytes()))
-    });
-    if !ours {
+    if !authorities
+        .iter()
+        .any(|ours| authority.eq_ignore_ascii_case(ours.as_bytes()))
+    {
         return None;
     }
     let rest = &location[target::origin_start(location)?..];
@@ -99,7 +110,9 @@ mod tests {
 
     fn rewritten(location: &str, prefix: Option<&str>) -> Option<String> {
         let servers = servers(&["127.0.0.1:4010", "[::1]:4011", "10.0.0.2:80"]);
-        relative_location(location.as_bytes(), &servers, prefix).map(|l| String::from_utf8(l).unwrap())
+        let ResponseFilter::RewriteLocation { authorities, .. } =
+            ResponseFilter::rewrite_location(&servers, prefix);
+        relative_location(location.as_bytes(), &authorities, prefix).map(|l| String::from_utf8(l).unwrap())
     }
 
     #[test]
@@ -137,10 +150,7 @@ mod tests {
         head.add(b"Location", b"http://127.0.0.1:4010/in");
         head.add(b"X-Other", b"1");
         let servers = servers(&["127.0.0.1:4010"]);
-        let filter = ResponseFilter::RewriteLocation {
-            servers: &servers,
-            prefix: Some("/app/"),
-        };
+        let filter = ResponseFilter::rewrite_location(&servers, Some("/app/"));
         filter.head(&mut head);
         assert_eq!(head.get("location"), Some(&b"/app/in"[..]));
         assert_eq!(head.lines().count(), 2);

@@ -25,7 +25,7 @@ use crate::http::target;
 use crate::io::{Buffers, Input};
 use crate::proxy::{Env, Exchange, Start, Step, Upstreams};
 use crate::stats::NO_ROUTE;
-use filter::Verdict;
+use filter::Check;
 use request_id::{RequestId, RequestIds};
 use respond::{Reply, Responder};
 use sites::{Handler, Sites};
@@ -121,7 +121,7 @@ impl<'c> Pipeline<'c> {
         };
         routed.counted_as = route.counted_as;
         for filter in &route.request_filters {
-            if let Verdict::Answered = filter.check(request, &mut respond) {
+            if let Check::Answered = filter.check(request, &mut respond) {
                 return Outcome::Answered(routed);
             }
         }

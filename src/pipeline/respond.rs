@@ -51,8 +51,8 @@ enum Progress {
 
 /// One response to one request: what the request allows of it, and how far it is.
 pub struct Response {
-    head_request: bool,
-    http11: bool,
+    method: Method,
+    version: Version,
     persistence: Persistence,
     expect: Continue,
     progress: Progress,
@@ -63,8 +63,8 @@ impl Response {
     /// The response to `head`, on a connection that continues as `persistence` says.
     pub fn to(head: &RequestHead, persistence: Persistence) -> Response {
         Response {
-            head_request: head.method == Method::Head,
-            http11: head.version == Version::Http11,
+            method: head.method,
+            version: head.version,
             persistence,
             expect: if head.expect_continue {
                 Continue::Awaited
@@ -79,8 +79,8 @@ impl Response {
     /// The response to a request that could not be read: HTTP/1.1, then close.
     pub fn to_unreadable() -> Response {
         Response {
-            head_request: false,
-            http11: true,
+            method: Method::Get,
+            version: Version::Http11,
             persistence: Persistence::Close,
             expect: Continue::NotExpected,
             progress: Progress::Waiting,
@@ -108,6 +108,7 @@ impl Response {
     }
 
     /// True once the whole body went out.
+    #[cfg(test)]
     pub fn ended(&self) -> bool {
         matches!(self.progress, Progress::Ended { .. })
     }
@@ -138,7 +139,7 @@ impl Response {
     fn frame(&mut self, head: &ResponseHead) -> (LengthHeader, Framing, ConnectionHeader) {
         let status = head.status;
         let status_has_no_body = (100..200).contains(&status) || status == 204 || status == 304;
-        let bodiless = status_has_no_body || self.head_request;
+        let bodiless = status_has_no_body || self.method == Method::Head;
         let (length, framing) = match head.length {
             _ if status == 101 => return (LengthHeader::Absent, Framing::Raw, ConnectionHeader::Upgrade),
             // A response that can carry a body must say it has none, or it would run to close.
@@ -148,7 +149,7 @@ impl Response {
             Length::Known(n) if bodiless => (LengthHeader::ContentLength(n), Framing::Nothing),
             Length::Known(n) => (LengthHeader::ContentLength(n), Framing::Length(n)),
             Length::Unknown if bodiless => (LengthHeader::Absent, Framing::Nothing),
-            Length::Unknown if self.http11 => (LengthHeader::Chunked, Framing::Chunked),
+            Length::Unknown if self.version == Version::Http11 => (LengthHeader::Chunked, Framing::Chunked),
             Length::Unknown => {
                 self.persistence = Persistence::Close;
                 (LengthHeader::Absent, Framing::Raw)

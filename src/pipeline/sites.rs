@@ -137,10 +137,8 @@ fn location_rewrite<'c>(config: &'c Config, route: &'c RouteConfig) -> Option<Re
         Serve::Proxy(upstream) => (*upstream, route.strip_prefix.then_some(route.prefix.as_str())),
         Serve::Files(options) => (options.fallback?, None),
     };
-    route.rewrite_location.then(|| ResponseFilter::RewriteLocation {
-        servers: &config.upstreams[upstream].servers,
-        prefix,
-    })
+    (route.rewrite_location)
+        .then(|| ResponseFilter::rewrite_location(&config.upstreams[upstream].servers, prefix))
 }
 
 /// The host a request names: the authority of an absolute-form target, which takes

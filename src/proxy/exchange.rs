@@ -217,9 +217,7 @@ impl Exchange {
         forward::write_head(&forward, &mut to_upstream);
         let hash_key = match &env.upstreams.list[start.upstream].config.balance {
             Balance::Hash(HashKey::Header(name)) => hash_key(head.field(start.buf, name).unwrap_or_default()),
-            Balance::Hash(HashKey::ClientIp) => {
-                hash_key(forward::client_ip_text(start.peer.ip(), &mut [0; 48]))
-            }
+            Balance::Hash(HashKey::ClientIp) => hash_key(forward::format_ip(start.peer.ip(), &mut [0; 48])),
             Balance::RoundRobin | Balance::LeastConn => 0,
         };
         let mut exchange = Exchange {

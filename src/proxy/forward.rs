@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use crate::http::hop::{self, ConnectionOptions};
 use crate::http::request::{Framing, RequestHead};
-use crate::http::response::push_number;
+use crate::http::response::{content_length, format_into, header};
 
 /// Besides the hop-by-hop headers (`hop::is_dropped`), what the upstream never gets as the
 /// client sent it: Proxy-Authorization (meant for a proxy) and the headers shoal writes
@@ -87,23 +87,15 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     }
     match head.framing {
         Framing::Empty => {}
-        Framing::Length(n) => {
-            out.extend_from_slice(b"Content-Length: ");
-            push_number(out, n);
-            out.extend_from_slice(b"\r\n");
-        }
+        Framing::Length(n) => content_length(out, n),
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
 }
 
-/// Formats an IP address without allocating.
-fn format_ip(ip: IpAddr, into: &mut [u8; 48]) -> &[u8] {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut into[..]);
-    let _ = write!(cursor, "{ip}");
-    let len = cursor.position() as usize;
-    &into[..len]
+/// Formats an IP address without allocating (for X-Forwarded-For, and the hash of a client).
+pub fn format_ip(ip: IpAddr, into: &mut [u8; 48]) -> &[u8] {
+    format_into(into, format_args!("{ip}"))
 }
 
 /// Writes what the upstream gets of the target (origin-form, bytes untouched), with a '/'
@@ -113,18 +105,6 @@ fn write_target(rest: &[u8], out: &mut Vec<u8>) {
         out.push(b'/');
     }
     out.extend_from_slice(rest);
-}
-
-fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Formats `ip` as text into `into` without allocating (for a hash of the client address).
-pub fn client_ip_text(ip: IpAddr, into: &mut [u8; 48]) -> &[u8] {
-    format_ip(ip, into)
 }
 
 #[cfg(test)]

@@ -290,21 +290,8 @@ impl<T: Transport> Conn<T> {
     /// logs a proxied request it cuts short.
     pub fn release(&mut self, ctx: &mut Ctx) {
         if let Phase::Proxying(mut proxying) = std::mem::replace(&mut self.phase, Phase::Lingering) {
-            proxying.exchange.release(&mut ctx.buffers);
-            let upstream = proxying.exchange.server_addr(&ctx.pipeline.upstreams);
             // nginx's 499: the client went away before the response started.
-            let status = proxying.response.status().unwrap_or(499);
-            if let Some(copy) = &proxying.log {
-                self.log(
-                    &copy.line(),
-                    &proxying.routed,
-                    status,
-                    &proxying.response,
-                    upstream,
-                    ctx,
-                );
-            }
-            ctx.counters.count_response(proxying.routed.counted_as, status);
+            self.end_proxying(&mut proxying, 499, ctx);
         }
         self.input.discard(&mut ctx.buffers.input);
         self.output.discard(&mut ctx.buffers.output);
@@ -564,8 +551,6 @@ impl<T: Transport> Conn<T> {
         else {
             return false;
         };
-        proxying.exchange.release(&mut ctx.buffers);
-        let upstream = proxying.exchange.server_addr(&ctx.pipeline.upstreams);
         let response = &mut proxying.response;
         let next = match step {
             Step::Done { request_read } if request_read && response.keeps_alive() => Phase::Idle,
@@ -595,13 +580,28 @@ impl<T: Transport> Conn<T> {
             }
             Step::Abort | Step::Wait | Step::Progress => Phase::Closing(Close::Now),
         };
-        let status = response.status().unwrap_or(502);
-        if let Some(copy) = &proxying.log {
-            self.log(&copy.line(), &proxying.routed, status, response, upstream, ctx);
-        }
-        ctx.counters.count_response(proxying.routed.counted_as, status);
+        self.end_proxying(&mut proxying, 502, ctx);
         self.set_phase(next, ctx.clock.now);
         true
+    }
+
+    /// Ends an exchange: its buffers go back, its response is counted and logged (with
+    /// `unanswered` as the status when no head went out).
+    fn end_proxying(&self, proxying: &mut Proxying, unanswered: u16, ctx: &mut Ctx) {
+        proxying.exchange.release(&mut ctx.buffers);
+        let upstream = proxying.exchange.server_addr(&ctx.pipeline.upstreams);
+        let status = proxying.response.status().unwrap_or(unanswered);
+        if let Some(copy) = &proxying.log {
+            self.log(
+                &copy.line(),
+                &proxying.routed,
+                status,
+                &proxying.response,
+                upstream,
+                ctx,
+            );
+        }
+        ctx.counters.count_response(proxying.routed.counted_as, status);
     }
 
     /// Writes the access log line of a finished request.
