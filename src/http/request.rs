@@ -4,7 +4,8 @@
 //! A parsed [`RequestHead`] holds no borrowed data: it indexes every header line once, as
 //! [`Slice`]s into the buffer the head was parsed from, which the caller keeps until the
 //! request is answered. Lookups by name and walks in order read that index; nothing parses
-//! the head a second time.
+//! the head a second time. A connection parses into one head it keeps ([`parse_into`]), so
+//! the index costs no allocation once its capacity is there.
 
 use std::mem::MaybeUninit;
 
@@ -55,8 +56,9 @@ impl Slice {
 }
 
 /// Request methods shoal tells apart; the rest are `Other`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Method {
+    #[default]
     Get,
     Head,
     Post,
@@ -83,16 +85,18 @@ impl Method {
 }
 
 /// HTTP versions shoal speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Version {
     Http10,
+    #[default]
     Http11,
 }
 
 /// How the request body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Framing {
     /// No body.
+    #[default]
     Empty,
     /// Exactly this many bytes.
     Length(u64),
@@ -101,9 +105,10 @@ pub enum Framing {
 }
 
 /// What the client asked about the connection's future.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ClientWish {
     /// Nothing said: the version's default applies.
+    #[default]
     Default,
     /// `Connection: close`.
     Close,
@@ -119,7 +124,7 @@ pub struct Field {
 }
 
 /// A complete, validated request head.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RequestHead {
     pub method: Method,
     pub method_name: Slice,
@@ -134,9 +139,8 @@ pub struct RequestHead {
     pub upgrade: bool,
     /// The Host header (at most one is accepted).
     pub host: Option<Slice>,
-    /// Every header line, in order: `fields[..field_count]`.
-    fields: [Field; MAX_HEADERS_CEILING],
-    field_count: u16,
+    /// Every header line, in order.
+    fields: Vec<Field>,
 }
 
 impl RequestHead {
@@ -151,7 +155,7 @@ impl RequestHead {
 
     /// Every header line, in the order received.
     pub fn fields(&self) -> &[Field] {
-        &self.fields[..usize::from(self.field_count)]
+        &self.fields
     }
 
     /// The value of the header `name` (any case), the last line's if it is repeated.
@@ -224,31 +228,42 @@ impl HeadError {
     }
 }
 
-/// A head refused, with the head itself when it was complete and well-formed enough to index
-/// (an ambiguous framing, a body over the limit): its answer is logged with its headers.
-/// Boxed: refusals are rare, and the head's index is large.
-#[derive(Debug)]
+/// A head refused. `indexed`: the head was complete and well-formed enough to index (an
+/// ambiguous framing, a body over the limit), and the head parsed into holds it, so its
+/// answer can be logged with its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rejected {
     pub error: HeadError,
-    pub head: Option<Box<RequestHead>>,
+    pub indexed: bool,
 }
 
 impl From<HeadError> for Rejected {
     fn from(error: HeadError) -> Rejected {
-        Rejected { error, head: None }
+        Rejected {
+            error,
+            indexed: false,
+        }
     }
 }
 
-/// Parses a request head at the start of `buf`. `Ok(None)` means more bytes are needed
-/// (the caller enforces the size limit on incomplete heads with [`incomplete_error`]).
+/// Parses a request head at the start of `buf` into a new [`RequestHead`]. `Ok(None)` means
+/// more bytes are needed (the caller enforces the size limit on incomplete heads with
+/// [`incomplete_error`]).
 pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHead>, Rejected> {
+    let mut head = RequestHead::default();
+    Ok(parse_into(buf, limits, &mut head)?.then_some(head))
+}
+
+/// Parses a request head at the start of `buf` into `head`, reusing its index's capacity.
+/// `Ok(false)` means more bytes are needed; on `Ok(true)` `head` is the request's.
+pub fn parse_into(buf: &[u8], limits: &HeadLimits, head: &mut RequestHead) -> Result<bool, Rejected> {
     let mut headers: [MaybeUninit<httparse::Header>; MAX_HEADERS_CEILING] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS_CEILING];
     let mut req = httparse::Request::new(&mut []);
     let status = req.parse_with_uninit_headers(buf, &mut headers[..limits.max_headers]);
     let len = match status {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Partial) => return Ok(false),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadTooLarge.into()),
         Err(httparse::Error::Version) => return Err(version_error(buf).into()),
         Err(_) => return Err(HeadError::Malformed.into()),
@@ -259,7 +274,13 @@ pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHead>, Rej
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed.into());
     };
-    let mut head = RequestHead {
+    let mut fields = std::mem::take(&mut head.fields);
+    fields.clear();
+    fields.extend(req.headers.iter().map(|header| Field {
+        name: Slice::within(buf, header.name.as_bytes()),
+        value: Slice::within(buf, trim(header.value)),
+    }));
+    *head = RequestHead {
         method: Method::from_bytes(method),
         method_name: Slice::within(buf, method.as_bytes()),
         target: Slice::within(buf, path.as_bytes()),
@@ -274,27 +295,15 @@ pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHead>, Rej
         expect_continue: false,
         upgrade: false,
         host: None,
-        fields: [Field::default(); MAX_HEADERS_CEILING],
-        field_count: 0,
+        fields,
     };
-    for (index, header) in req.headers.iter().enumerate() {
-        head.fields[index] = Field {
-            name: Slice::within(buf, header.name.as_bytes()),
-            value: Slice::within(buf, trim(header.value)),
-        };
-    }
-    head.field_count = req.headers.len() as u16;
     let mut facts = Facts::default();
-    let decided = (0..req.headers.len())
-        .try_for_each(|index| facts.note(&mut head, buf, index))
-        .and_then(|()| facts.finish(&mut head, limits));
-    match decided {
-        Ok(()) => Ok(Some(head)),
-        Err(error) => Err(Rejected {
-            error,
-            head: Some(Box::new(head)),
-        }),
-    }
+    let decided = (0..head.fields.len())
+        .try_for_each(|index| facts.note(head, buf, index))
+        .and_then(|()| facts.finish(head, limits));
+    decided
+        .map(|()| true)
+        .map_err(|error| Rejected { error, indexed: true })
 }
 
 /// The error for a head that has not completed within `max_header_bytes`.
@@ -484,13 +493,19 @@ mod tests {
     fn a_head_refused_for_what_it_says_comes_back_with_the_refusal() {
         let text =
             "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\nReferer: r\r\nUser-Agent: u\r\n\r\n";
-        let rejected = parse(text.as_bytes(), &HeadLimits::default()).unwrap_err();
-        assert_eq!(rejected.error, HeadError::BodyTooLarge);
-        let head = rejected.head.expect("complete and indexed");
+        let mut head = RequestHead::default();
+        let rejected = parse_into(text.as_bytes(), &HeadLimits::default(), &mut head).unwrap_err();
+        assert_eq!(
+            rejected,
+            Rejected {
+                error: HeadError::BodyTooLarge,
+                indexed: true
+            }
+        );
         assert_eq!(head.request_line(text.as_bytes()), b"POST /up HTTP/1.1");
         assert_eq!(head.field(text.as_bytes(), "user-agent"), Some(&b"u"[..]));
         let garbage = parse(b"GET / HTTP/1.1\r\nHost x\r\n\r\n", &HeadLimits::default()).unwrap_err();
-        assert!(garbage.head.is_none());
+        assert!(!garbage.indexed);
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub struct ResponseHead {
     /// lines, each `Name: value\r\n`.
     bytes: Vec<u8>,
     reason_len: usize,
+    /// A `Date` line is among them (kept as lines are added and removed, so serialising
+    /// needs no scan).
+    has_date: bool,
 }
 
 impl Default for ResponseHead {
@@ -88,8 +91,16 @@ impl Default for ResponseHead {
             length: Length::None,
             bytes: Vec::new(),
             reason_len: 0,
+            has_date: false,
         }
     }
+}
+
+/// True when the header line (or name) `line` starts with the name `name` and a colon.
+fn names(line: &[u8], name: &str) -> bool {
+    line.len() > name.len()
+        && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+        && line[name.len()] == b':'
 }
 
 impl ResponseHead {
@@ -109,6 +120,7 @@ impl ResponseHead {
         self.bytes.clear();
         self.bytes.extend_from_slice(reason);
         self.reason_len = reason.len();
+        self.has_date = false;
         self
     }
 
@@ -122,12 +134,14 @@ impl ResponseHead {
 
     /// Appends the header line `name: value`.
     pub fn add(&mut self, name: &[u8], value: &[u8]) {
+        self.has_date |= name.eq_ignore_ascii_case(b"date");
         header(&mut self.bytes, name, value);
     }
 
     /// Appends header lines already in wire form (each `Name: value\r\n`, no empty line).
     pub fn add_lines(&mut self, lines: &[u8]) {
         debug_assert!(lines.is_empty() || lines.ends_with(b"\r\n"));
+        self.has_date |= lines.split(|&b| b == b'\n').any(|line| names(line, "date"));
         self.bytes.extend_from_slice(lines);
     }
 
@@ -157,15 +171,14 @@ impl ResponseHead {
                 .iter()
                 .position(|&b| b == b'\n')
                 .map_or(self.bytes.len(), |i| at + i + 1);
-            let line = &self.bytes[at..end];
-            let named = line.len() > name.len()
-                && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
-                && line[name.len()] == b':';
-            if named {
+            if names(&self.bytes[at..end], name) {
                 self.bytes.drain(at..end);
             } else {
                 at = end;
             }
+        }
+        if name.eq_ignore_ascii_case("date") {
+            self.has_date = false;
         }
     }
 }
@@ -216,7 +229,7 @@ pub fn write_head(
     out.extend_from_slice(head.reason());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&head.bytes[head.reason_len..]);
-    if head.get("date").is_none() {
+    if !head.has_date {
         header(out, "Date", date);
     }
     match length {
@@ -342,6 +355,10 @@ mod tests {
         head.add(b"Vary", b"Cookie");
         head.add(b"vary", b"Accept");
         head.add(b"Varyx", b"no");
+        head.add_lines(b"dAtE: D\r\n");
+        assert!(head.has_date);
+        head.remove("date");
+        assert!(!head.has_date && head.get("date").is_none());
         assert_eq!(head.get("etag"), Some(&b"\"1\""[..]));
         assert_eq!(head.get("VARY"), Some(&b"Cookie"[..]));
         head.remove("Vary");

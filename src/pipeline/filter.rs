@@ -64,6 +64,9 @@ impl ResponseFilter<'_> {
     /// Sees (and may change) the head before it is sent.
     pub fn head(&self, head: &mut ResponseHead) {
         match self {
+            // Location means something in a 201 and a redirect only: other heads are not read.
+            ResponseFilter::RewriteLocation { .. }
+                if head.status != 201 && !(300..400).contains(&head.status) => {}
             ResponseFilter::RewriteLocation { authorities, prefix } => {
                 let rewritten =
                     (head.get("location")).and_then(|v| relative_location(v, authorities, *prefix));

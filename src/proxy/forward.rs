@@ -94,8 +94,26 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
 }
 
 /// Formats an IP address without allocating (for X-Forwarded-For, and the hash of a client).
+/// IPv4, the usual client, is written by hand: the formatting machinery costs about a
+/// thousand instructions per request.
 pub fn format_ip(ip: IpAddr, into: &mut [u8; 48]) -> &[u8] {
-    format_into(into, format_args!("{ip}"))
+    let IpAddr::V4(v4) = ip else {
+        return format_into(into, format_args!("{ip}"));
+    };
+    let mut at = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            into[at] = b'.';
+            at += 1;
+        }
+        for (digit, place) in [100, 10, 1].into_iter().enumerate() {
+            if octet >= place || digit == 2 {
+                into[at] = b'0' + octet / place % 10;
+                at += 1;
+            }
+        }
+    }
+    &into[..at]
 }
 
 /// Writes what the upstream gets of the target (origin-form, bytes untouched), with a '/'
@@ -229,6 +247,22 @@ mod tests {
             out.contains("X-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9\r\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.9",
+            "127.0.0.1",
+            "192.168.100.255",
+            "1.20.3.40",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(format_ip(ip, &mut [0; 48]), ip.to_string().as_bytes());
+        }
     }
 
     #[test]

@@ -161,6 +161,8 @@ pub struct Ctx<'a> {
     pub buffers: Buffers,
     /// The head every response is built in, one at a time.
     pub head: ResponseHead,
+    /// The head every request is parsed into, one at a time.
+    pub request: RequestHead,
 }
 
 /// A client connection over a transport (TCP by default).
@@ -395,13 +397,24 @@ impl<T: Transport> Conn<T> {
                     if matches!(self.phase, Phase::Idle) {
                         self.set_phase(Phase::Head, now);
                     }
-                    match request::parse(self.input.data(), &ctx.head_limits) {
-                        Ok(Some(head)) => self.answer(&head, ctx),
-                        Ok(None) if self.input.len() >= ctx.limits.max_header_bytes => {
+                    // The worker's one request head, lent for this parse (its index keeps
+                    // its capacity: no allocation per request).
+                    let mut head = std::mem::take(&mut ctx.request);
+                    let parsed = request::parse_into(self.input.data(), &ctx.head_limits, &mut head);
+                    match parsed {
+                        Ok(true) => self.answer(&head, ctx),
+                        Ok(false) if self.input.len() >= ctx.limits.max_header_bytes => {
                             self.refuse(request::incomplete_error(self.input.data()).status(), None, ctx)
                         }
-                        Ok(None) => break,
-                        Err(rejected) => self.refuse(rejected.error.status(), rejected.head.as_deref(), ctx),
+                        Ok(false) => {}
+                        Err(rejected) => {
+                            let indexed = rejected.indexed.then_some(&head);
+                            self.refuse(rejected.error.status(), indexed, ctx)
+                        }
+                    }
+                    ctx.request = head;
+                    if parsed == Ok(false) && !matches!(self.phase, Phase::Closing(_)) {
+                        break;
                     }
                     progress = true;
                 }

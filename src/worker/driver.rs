@@ -14,6 +14,7 @@ use super::access_log::AccessLog;
 use super::clock::Clock;
 use super::conn::{Conn, Ctx, Verdict};
 use crate::config::{AccessLog as Destination, Config};
+use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
 use crate::io::memory::MemoryTransport;
 use crate::pipeline::Pipeline;
@@ -67,6 +68,7 @@ impl Driver {
             counters: Counters::new(config.servers.iter().map(|s| s.routes.len()).sum()),
             buffers: Default::default(),
             head: ResponseHead::default(),
+            request: RequestHead::default(),
         };
         let peer: SocketAddr = "10.0.0.9:4000".parse().unwrap();
         let conn = Conn::new(0, MemoryTransport::default(), peer, 0, ctx.clock.now);

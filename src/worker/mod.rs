@@ -26,6 +26,7 @@ use slab::Slab;
 
 use crate::channel::{self, Command, Received, Report};
 use crate::config::Config;
+use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
 use crate::pipeline::Pipeline;
 use crate::proxy::health;
@@ -235,6 +236,7 @@ impl<'a> Worker<'a> {
                 counters: Counters::new(config.servers.iter().map(|s| s.routes.len()).sum()),
                 buffers: Default::default(),
                 head: ResponseHead::default(),
+                request: RequestHead::default(),
             },
             drain_until: None,
             prober_stop: Arc::new(AtomicBool::new(false)),
