@@ -17,10 +17,11 @@ use crate::harness::{run_shoal, signal, wait_until, Exited, Launch, Server, Site
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A config with a pid file (so a control socket), a fast heartbeat and no access log.
-const TOP: &str =
+pub const TOP: &str =
     "access_log = \"off\"\npid_file = \"shoal.pid\"\n[supervisor]\nheartbeat_interval = \"200ms\"\n";
 
-fn start(workers: u16) -> (Site, Server) {
+/// A shoal with [`TOP`] and `workers` workers serving `a.txt`.
+pub fn start(workers: u16) -> (Site, Server) {
     let site = Site::new();
     site.file("a.txt", "alpha");
     let server = Launch::config(&site, TOP, "").workers(workers).start();

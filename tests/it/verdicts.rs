@@ -8,20 +8,11 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{run_shoal, signal, wait_until, Exited, Launch, Server, Site};
+use crate::harness::{run_shoal, signal, wait_until, Exited, Server, Site};
+use crate::status::{start, TOP};
 use crate::supervision::{dead, read_pid_file, Leftovers};
 
 const WAIT: Duration = Duration::from_secs(20);
-/// A pid file (so a control socket), a fast heartbeat, no access log.
-const TOP: &str =
-    "access_log = \"off\"\npid_file = \"shoal.pid\"\n[supervisor]\nheartbeat_interval = \"200ms\"\n";
-
-fn start(workers: u16) -> (Site, Server) {
-    let site = Site::new();
-    site.file("a.txt", "alpha");
-    let server = Launch::config(&site, TOP, "").workers(workers).start();
-    (site, server)
-}
 
 /// `shoal ACTION --pid-file <base>/shoal.pid EXTRA...`.
 fn command(site: &Site, action: &str, extra: &[&str]) -> Exited {
