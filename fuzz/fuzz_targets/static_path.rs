@@ -28,6 +28,7 @@ fuzz_target!(|input: &[u8]| {
         prefix: format!("/{prefix}"),
         strip_prefix: flags & 1 == 1,
         rewrite_location: true,
+        response_buffering: true,
         serve: Serve::Proxy(0),
     };
     let Ok(url) = target::resolve_target(target) else {

@@ -14,8 +14,8 @@ use toml::Spanned;
 use super::run_as::{self, RunAs};
 use super::units::{Size, Span};
 use super::{
-    default_workers, AccessLog, Balance, Config, Dotfiles, FileOptions, HashKey, HealthCheck, Limits,
-    LogFormat, Route, Serve, Server, Supervisor, Upstream, UpstreamServer, MAX_HEADERS_CEILING,
+    default_workers, AccessLog, Balance, Buffering, Config, Dotfiles, FileOptions, HashKey, HealthCheck,
+    Limits, LogFormat, Route, Serve, Server, Supervisor, Upstream, UpstreamServer, MAX_HEADERS_CEILING,
 };
 
 /// A config that cannot be used, located as precisely as we can.
@@ -89,6 +89,15 @@ struct RawConfig {
     upstream: std::collections::BTreeMap<String, Spanned<RawUpstream>>,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    buffering: RawBuffering,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBuffering {
+    temp_dir: Option<Spanned<String>>,
+    max_temp_file_bytes: Option<Spanned<Size>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -170,6 +179,7 @@ struct RawRoute {
     #[serde(default)]
     strip_prefix: bool,
     rewrite_location: Option<bool>,
+    response_buffering: Option<bool>,
     index: Option<Vec<Spanned<String>>>,
     cache_control: Option<String>,
     dotfiles: Option<Dotfiles>,
@@ -311,6 +321,7 @@ impl Builder<'_> {
             .map(|text| self.admin(text, &seen))
             .transpose()?;
         let user = self.run_as(raw.user.as_ref(), raw.group.as_ref())?;
+        let buffering = self.buffering(&raw.buffering)?;
         Ok(Config {
             workers,
             pid_file: raw.pid_file.map(|p| self.base.join(p)),
@@ -322,7 +333,22 @@ impl Builder<'_> {
             upstreams,
             admin,
             user,
+            buffering,
         })
+    }
+
+    /// `[buffering]`: the temporary directory must exist (whether the workers may write
+    /// there, `shoal check` and the workers themselves tell).
+    fn buffering(&self, raw: &RawBuffering) -> Result<Buffering, ConfigError> {
+        let mut buffering = Buffering::default();
+        if let Some(dir) = &raw.temp_dir {
+            buffering.temp_dir = existing_dir(&self.base.join(dir.get_ref()))
+                .or_else(|why| self.fail(dir.span(), format!("temp_dir: {why}")))?;
+        }
+        if let Some(size) = &raw.max_temp_file_bytes {
+            buffering.max_temp_file_bytes = size.get_ref().0;
+        }
+        Ok(buffering)
     }
 
     /// `user` and `group`: resolved to ids now, so a typo fails `shoal check`.
@@ -553,6 +579,7 @@ impl Builder<'_> {
             prefix: prefix.clone(),
             strip_prefix: route.strip_prefix,
             rewrite_location: route.rewrite_location.unwrap_or(true),
+            response_buffering: route.response_buffering.unwrap_or(true),
             serve,
         })
     }

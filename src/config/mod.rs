@@ -39,6 +39,27 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// `user` / `group` (or `-U`): who the workers run as; `None`: as the master.
     pub user: Option<RunAs>,
+    /// Where and how much proxied bodies spill to disk (`[buffering]`).
+    pub buffering: Buffering,
+}
+
+/// Spilling proxied bodies to temporary files (the `[buffering]` section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buffering {
+    /// Directory of the temporary files (unlinked from birth: `O_TMPFILE`); the workers'
+    /// user must be able to write there.
+    pub temp_dir: PathBuf,
+    /// Most bytes one temporary file holds; past it, the upstream waits for the client.
+    pub max_temp_file_bytes: u64,
+}
+
+impl Default for Buffering {
+    fn default() -> Buffering {
+        Buffering {
+            temp_dir: std::env::temp_dir(),
+            max_temp_file_bytes: 1 << 30,
+        }
+    }
 }
 
 /// Access log destination.
@@ -180,6 +201,9 @@ pub struct Route {
     /// An upstream's `Location` naming the upstream's own address is made relative to the
     /// client's (nginx's `proxy_redirect default`).
     pub rewrite_location: bool,
+    /// An upstream's response is read at the upstream's pace, spilling to a temporary file
+    /// what a slow client has not taken yet (nginx's `proxy_buffering on`).
+    pub response_buffering: bool,
     /// What answers requests on this route.
     pub serve: Serve,
 }
@@ -419,12 +443,14 @@ impl Config {
                     prefix: "/".to_string(),
                     strip_prefix: false,
                     rewrite_location: true,
+                    response_buffering: true,
                     serve,
                 }],
             }],
             upstreams,
             admin: None,
             user: None,
+            buffering: Buffering::default(),
         })
     }
 
@@ -492,6 +518,7 @@ mod tests {
             prefix: prefix.to_string(),
             strip_prefix,
             rewrite_location: true,
+            response_buffering: true,
             serve: Serve::Proxy(0),
         };
         // (prefix, strip, path, what is opened beneath the root, or None: the route does not match)

@@ -285,21 +285,25 @@ pub fn push_number(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
-/// Appends `data`'s length in hex and CRLF: the line that opens a chunk.
-pub fn push_chunk_size(out: &mut Vec<u8>, mut n: usize) {
+/// The line that opens a chunk of `n` bytes (`n` in hex, then CRLF), written into `into`.
+pub fn chunk_size_line(mut n: usize, into: &mut [u8; 18]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 16];
-    let mut at = digits.len();
+    let mut at = 16;
+    into[16..].copy_from_slice(b"\r\n");
     loop {
         at -= 1;
-        digits[at] = HEX[n % 16];
+        into[at] = HEX[n % 16];
         n /= 16;
         if n == 0 {
             break;
         }
     }
-    out.extend_from_slice(&digits[at..]);
-    out.extend_from_slice(b"\r\n");
+    &into[at..]
+}
+
+/// Appends the line that opens a chunk of `n` bytes.
+pub fn push_chunk_size(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(chunk_size_line(n, &mut [0; 18]));
 }
 
 /// Appends `data` as one chunk of the chunked transfer coding.

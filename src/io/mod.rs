@@ -1,5 +1,6 @@
 //! Bytes in and out of sockets, below every HTTP concern: the transport a connection speaks
-//! through, its input buffer and output queue, and the worker's pools of spare buffers.
+//! through, its input buffer and output queue (which may spill to a temporary file), and the
+//! worker's pools of spare buffers.
 //!
 //! Nothing here knows HTTP; `http/`, the handlers and the worker build on it.
 
@@ -10,9 +11,11 @@ pub mod loopback;
 #[cfg(test)]
 pub mod memory;
 pub mod output;
+pub mod spill;
 pub mod transport;
 
 pub use buffers::{BufferPool, Buffers};
 pub use input::{Filled, Input, ReadSide};
 pub use output::{FileBody, Flush, Output, SharedBody};
+pub use spill::SpillDir;
 pub use transport::Transport;

@@ -22,7 +22,7 @@ use crate::files::{Answer, FileRequest, StaticFiles};
 use crate::http::request::RequestHead;
 use crate::http::respond::respond_simple;
 use crate::http::target;
-use crate::io::{Buffers, Input};
+use crate::io::{Buffers, Input, SpillDir};
 use crate::proxy::{Env, Exchange, Start, Step, Upstreams};
 use crate::stats::NO_ROUTE;
 use filter::Check;
@@ -73,6 +73,9 @@ pub struct Pipeline<'c> {
     pub registry: Registry,
     /// Makes the ids of requests that come without a usable `X-Request-Id`.
     pub ids: RequestIds,
+    /// Where responses spill for routes that buffer them (none: the directory is unusable,
+    /// and every response waits for its client, as with `response_buffering = false`).
+    spill: Option<SpillDir>,
     max_body_bytes: u64,
 }
 
@@ -86,12 +89,25 @@ impl<'c> Pipeline<'c> {
         now: Instant,
     ) -> std::io::Result<Pipeline<'c>> {
         let (sites, roots) = Sites::new(config, listener_servers);
+        let buffering = &config.buffering;
+        let spill = match SpillDir::open(&buffering.temp_dir, buffering.max_temp_file_bytes) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                log::warn!(
+                    "worker {slot} cannot make temporary files in {} ({e}): proxied responses \
+                     wait for their clients instead of spilling",
+                    buffering.temp_dir.display()
+                );
+                None
+            }
+        };
         Ok(Pipeline {
             sites,
             files: StaticFiles::open(&roots)?,
             upstreams: Upstreams::new(&config.upstreams, now),
             registry,
             ids: RequestIds::new(slot),
+            spill,
             max_body_bytes: config.limits.max_body_bytes,
         })
     }
@@ -115,7 +131,9 @@ impl<'c> Pipeline<'c> {
         let target = head.target.of(buf);
         let url = target::resolve_target(target);
         let route = url.as_ref().ok().and_then(|url| site.route(&url.path));
-        let mut respond = Responder::new(reply, route.map_or(&[], |r| &r.response_filters));
+        let filters = route.map_or(&[][..], |r| &r.response_filters);
+        let spill = route.filter(|r| r.buffers_responses).and(self.spill.as_ref());
+        let mut respond = Responder::new(reply, filters, spill);
         let (Ok(url), Some(route)) = (&url, route) else {
             return refuse(if url.is_err() { 400 } else { 404 }, &mut respond, routed);
         };
@@ -180,17 +198,16 @@ impl<'c> Pipeline<'c> {
         now: Instant,
         buffers: &mut Buffers,
     ) -> Step {
-        let filters = self
-            .sites
-            .counted_as(routed.counted_as)
-            .map_or(&[][..], |r| &r.response_filters);
+        let route = self.sites.counted_as(routed.counted_as);
+        let filters = route.map_or(&[][..], |r| &r.response_filters);
+        let spill = route.filter(|r| r.buffers_responses).and(self.spill.as_ref());
         let mut env = Env {
             upstreams: &mut self.upstreams,
             registry: &self.registry,
             buffers,
             now,
         };
-        exchange.pump(client_in, &mut Responder::new(reply, filters), &mut env)
+        exchange.pump(client_in, &mut Responder::new(reply, filters, spill), &mut env)
     }
 
     /// Acts on an exchange's passed deadline: retry, fail or cut.

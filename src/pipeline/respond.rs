@@ -11,7 +11,7 @@ use crate::http::respond::{BodyPart, Respond};
 use crate::http::response::{
     self, ConnectionHeader, Length, LengthHeader, Persistence, ResponseHead, CONTINUE,
 };
-use crate::io::Output;
+use crate::io::{Output, SpillDir};
 
 /// Where a request's `Expect: 100-continue` stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,23 +175,30 @@ pub struct Responder<'r> {
     head: &'r mut ResponseHead,
     date: &'r [u8],
     filters: &'r [ResponseFilter<'r>],
+    /// Where body bytes the client has not taken spill (a route that buffers responses).
+    spill: Option<&'r SpillDir>,
 }
 
 impl<'r> Responder<'r> {
-    /// The way for a response of a route with `filters`.
-    pub fn new(reply: Reply<'r>, filters: &'r [ResponseFilter<'r>]) -> Responder<'r> {
+    /// The way for a response of a route with `filters`, spilling to `spill` if given.
+    pub fn new(
+        reply: Reply<'r>,
+        filters: &'r [ResponseFilter<'r>],
+        spill: Option<&'r SpillDir>,
+    ) -> Responder<'r> {
         Responder {
             response: reply.response,
             output: reply.output,
             head: reply.head,
             date: reply.date,
             filters,
+            spill,
         }
     }
 
     /// The way for a response shoal makes itself before or without a route (errors).
     pub fn local(reply: Reply<'r>) -> Responder<'r> {
-        Responder::new(reply, &[])
+        Responder::new(reply, &[], None)
     }
 
     /// Queues a body part as the framing says.
@@ -212,17 +219,21 @@ impl<'r> Responder<'r> {
                 *left -= len as u64;
             }
             Framing::Chunked if len == 0 => return,
-            Framing::Chunked => response::push_chunk_size(self.output.buffer(), len),
+            Framing::Chunked => {
+                let mut line = [0; 18];
+                let line = response::chunk_size_line(len, &mut line);
+                self.output.append(line, self.spill);
+            }
             Framing::Raw => {}
         }
         let chunked = *framing == Framing::Chunked;
         match part {
-            BodyPart::Bytes(bytes) => self.output.buffer().extend_from_slice(bytes),
+            BodyPart::Bytes(bytes) => self.output.append(bytes, self.spill),
             BodyPart::Shared(shared) => self.output.push_shared(shared),
             BodyPart::File(file) => self.output.push_file(file),
         }
         if chunked {
-            self.output.buffer().extend_from_slice(b"\r\n");
+            self.output.append(b"\r\n", self.spill);
         }
         self.response.body_bytes += len as u64;
     }
@@ -255,7 +266,7 @@ impl Respond for Responder<'_> {
     fn end(&mut self) {
         if let Progress::Body { status, framing } = self.response.progress {
             if framing == Framing::Chunked {
-                self.output.buffer().extend_from_slice(b"0\r\n\r\n");
+                self.output.append(b"0\r\n\r\n", self.spill);
             }
             debug_assert!(
                 !matches!(framing, Framing::Length(n) if n > 0),

@@ -30,6 +30,9 @@ pub struct Route<'c> {
     pub request_filters: Vec<RequestFilter>,
     /// Run on every response's head before it goes out (header rules).
     pub response_filters: Vec<ResponseFilter<'c>>,
+    /// Its upstream's responses are read at the upstream's pace, what the client has not
+    /// taken spilling to a temporary file.
+    pub buffers_responses: bool,
 }
 
 impl Route<'_> {
@@ -80,6 +83,10 @@ impl<'c> Sites<'c> {
                         by_count.push((index, position));
                         let counted_as = NO_ROUTE + by_count.len();
                         let response_filters = location_rewrite(config, route).into_iter().collect();
+                        let has_upstream = match &route.serve {
+                            Serve::Proxy(_) => true,
+                            Serve::Files(options) => options.fallback.is_some(),
+                        };
                         let handler = match &route.serve {
                             Serve::Files(options) => {
                                 roots.push(options);
@@ -96,6 +103,7 @@ impl<'c> Sites<'c> {
                             handler,
                             request_filters: Vec::new(),
                             response_filters,
+                            buffers_responses: has_upstream && route.response_buffering,
                         }
                     })
                     .collect(),

@@ -33,7 +33,8 @@ use crate::stats::UpstreamError;
 
 /// Request bytes buffered toward the upstream before the client is read further.
 const UPLOAD_BUFFER_BYTES: usize = 64 * 1024;
-/// Bytes not yet taken by the client before the upstream is read further.
+/// Bytes not yet taken by the client before the upstream is read further (a response that
+/// spills keeps its memory backlog below this: `io::output::SPILL_AFTER_BYTES`).
 const DOWNLOAD_HIGH_WATER_BYTES: usize = 64 * 1024;
 /// The upstream input buffer's size.
 const UPSTREAM_INPUT_BYTES: usize = response::MAX_HEAD_BYTES + 16 * 1024;

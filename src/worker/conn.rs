@@ -247,6 +247,12 @@ impl<T: Transport> Conn<T> {
         }
     }
 
+    /// True while an upstream answers the connection's request.
+    #[cfg(test)]
+    pub fn is_proxying(&self) -> bool {
+        matches!(self.phase, Phase::Proxying(_))
+    }
+
     /// True when the connection waits between requests with nothing pending.
     pub fn is_idle(&self) -> bool {
         matches!(self.phase, Phase::Idle) && self.input.is_empty() && self.output.is_empty()

@@ -31,7 +31,7 @@ pub struct Driver {
     events: Events,
     log_path: PathBuf,
     /// Holds the roots and the access log until the test ends.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Driver {
@@ -39,6 +39,7 @@ impl Driver {
     /// temporary directory that relative roots are also resolved against), logging as JSON.
     pub fn new(config: &str, files: &[(&str, &[u8])]) -> Driver {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("spill")).unwrap();
         for (name, contents) in files {
             let path = dir.path().join(name);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -78,7 +79,7 @@ impl Driver {
             poll,
             events: Events::with_capacity(64),
             log_path,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -164,6 +165,16 @@ impl Driver {
         counters[0].errors[at]
     }
 
+    /// True when the connection has no exchange running (none began, or it ended).
+    pub fn exchange_done(&self) -> bool {
+        !self.conn.is_proxying()
+    }
+
+    /// The directory responses spill into.
+    pub fn spill_dir(&self) -> PathBuf {
+        self.dir.path().join("spill")
+    }
+
     /// The access log's lines so far.
     pub fn log_lines(&mut self) -> Vec<String> {
         self.ctx.log.flush();
@@ -172,13 +183,17 @@ impl Driver {
     }
 }
 
-/// A config with one server, a static route on `{dir}/site` at `/` and a proxy route at
-/// `/api/` to `upstream`, and `extra` appended to `[limits]`.
+/// A config with one server: a static route on `{dir}/site` at `/`, and two proxy routes to
+/// `upstream`: `/api/` (prefix stripped, responses spilling to `{dir}/spill` for slow clients)
+/// and `/stream/` (`response_buffering = false`: the upstream waits for the client); `limits`
+/// and `upstream_keys` are added to `[limits]` and `[upstream.app]`.
 pub fn site_and_api(upstream: SocketAddr, limits: &str, upstream_keys: &str) -> String {
     format!(
-        "access_log = \"off\"\n[limits]\n{limits}\n[[server]]\nlisten = [\"127.0.0.1:1\"]\n\
+        "access_log = \"off\"\n[buffering]\ntemp_dir = \"{{dir}}/spill\"\n[limits]\n{limits}\n\
+         [[server]]\nlisten = [\"127.0.0.1:1\"]\n\
          [[server.route]]\nprefix = \"/\"\nroot = \"{{dir}}/site\"\n\
          [[server.route]]\nprefix = \"/api/\"\nupstream = \"app\"\nstrip_prefix = true\n\
+         [[server.route]]\nprefix = \"/stream/\"\nupstream = \"app\"\nresponse_buffering = false\n\
          [upstream.app]\nservers = [\"{upstream}\"]\n{upstream_keys}\n"
     )
 }

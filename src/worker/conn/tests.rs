@@ -139,12 +139,14 @@ fn an_upstream_that_ends_mid_body_cuts_the_client() {
     assert!(log[0].contains("\"status\":200,\"bytes_sent\":10,"), "{}", log[0]);
 }
 
+/// On a route that does not buffer responses the upstream waits for a slow client; the
+/// client's timer, not the upstream's, decides.
 #[test]
 fn a_slow_client_is_timed_by_its_send_timeout_not_by_the_upstream() {
     let up = Upstream::bind();
     let mut d = driver(&up, "send_timeout = \"5s\"", "read_timeout = \"1s\"");
     d.conn.client().set_room(0);
-    d.send(b"GET /api/big HTTP/1.1\r\nHost: h\r\n\r\n");
+    d.send(b"GET /stream/big HTTP/1.1\r\nHost: h\r\n\r\n");
     let mut upstream = up.accept();
     upstream.read_until("\r\n\r\n");
     const BODY_BYTES: usize = 512 * 1024;
@@ -182,7 +184,7 @@ fn a_slow_client_is_timed_by_its_send_timeout_not_by_the_upstream() {
     // A client that stops taking bytes is cut after its send timeout, as its own fault.
     let mut d = driver(&up, "send_timeout = \"5s\"", "read_timeout = \"1s\"");
     d.conn.client().set_room(0);
-    d.send(b"GET /api/big HTTP/1.1\r\nHost: h\r\n\r\n");
+    d.send(b"GET /stream/big HTTP/1.1\r\nHost: h\r\n\r\n");
     let mut upstream = up.accept();
     upstream.read_until("\r\n\r\n");
     let writer = std::thread::spawn(move || {
@@ -324,4 +326,47 @@ fn pipelined_requests_before_a_half_close_are_all_answered() {
     let received = d.received();
     assert_eq!(statuses(&received), ["200"; 4]);
     assert!(received.ends_with("alpha"));
+}
+
+#[test]
+fn a_buffered_response_is_taken_off_the_upstream_whatever_the_client_takes() {
+    let up = Upstream::bind();
+    let mut d = driver(&up, "send_timeout = \"5s\"", "read_timeout = \"1s\"");
+    d.conn.client().set_room(0);
+    d.send(b"GET /api/big HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut upstream = up.accept();
+    upstream.read_until("\r\n\r\n");
+    const BODY_BYTES: usize = 2 << 20;
+    let body: Vec<u8> = (0..BODY_BYTES).map(|i| b'a' + (i % 26) as u8).collect();
+    let sent = body.clone();
+    let writer = std::thread::spawn(move || {
+        upstream.send(format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY_BYTES}\r\n\r\n").as_bytes());
+        upstream.send(&sent);
+        upstream
+    });
+    // The client takes nothing, yet the whole response leaves the upstream: the exchange ends
+    // and its connection is pooled, the body waiting in memory and a temporary file.
+    d.run_until("the exchange to end", |d, _| d.exchange_done());
+    let _upstream = writer.join().unwrap();
+    let now = d.ctx.clock.now;
+    assert!(
+        d.ctx
+            .pipeline
+            .upstreams
+            .checkout(0, 0, mio::Token(1), now)
+            .is_some(),
+        "pooled at once"
+    );
+    d.conn.client().set_room(usize::MAX);
+    let (received, _) = d.run_until("the whole body", |_, r| r.len() >= BODY_BYTES);
+    let head_end = received.find("\r\n\r\n").unwrap() + 4;
+    assert!(
+        received.as_bytes()[head_end..] == body[..],
+        "the body arrived changed"
+    );
+    assert_eq!(
+        std::fs::read_dir(d.spill_dir()).unwrap().count(),
+        0,
+        "no file is left named"
+    );
 }

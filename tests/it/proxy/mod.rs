@@ -1,6 +1,6 @@
 //! The reverse proxy against scripted test upstreams ([`crate::upstream`]): forwarding,
-//! bodies, failures, broken upstreams, the keep-alive pool, balancing, health checks, upgrades, smuggling and
-//! try_files.
+//! bodies, failures, broken upstreams, the keep-alive pool, balancing, health checks, upgrades, smuggling,
+//! try_files and the shield a slow client needs.
 
 mod balance;
 mod bodies;
@@ -9,6 +9,7 @@ mod errors;
 mod forwarding;
 mod health;
 mod pool;
+mod shield;
 mod smuggling;
 pub mod support;
 mod try_files;
