@@ -51,6 +51,9 @@ pub struct Routed {
     pub counted_as: usize,
     /// The request's id, when one was needed on the way (it goes upstream).
     pub request_id: Option<RequestId>,
+    /// A proxied request whose client leaves before the response starts is still answered
+    /// by its upstream (the route's `ignore_client_abort`).
+    pub ignore_client_abort: bool,
 }
 
 /// What a request's trip through the pipeline came to.
@@ -127,6 +130,7 @@ impl<'c> Pipeline<'c> {
             server: site.index,
             counted_as: NO_ROUTE,
             request_id: None,
+            ignore_client_abort: false,
         };
         let target = head.target.of(buf);
         let url = target::resolve_target(target);
@@ -138,6 +142,7 @@ impl<'c> Pipeline<'c> {
             return refuse(if url.is_err() { 400 } else { 404 }, &mut respond, routed);
         };
         routed.counted_as = route.counted_as;
+        routed.ignore_client_abort = route.config.ignore_client_abort;
         for filter in &route.request_filters {
             if let Check::Answered = filter.check(request, &mut respond) {
                 return Outcome::Answered(routed);

@@ -308,7 +308,7 @@ impl Exchange {
     }
 
     /// Whether the client's request body was read to its end.
-    fn request_read(&self) -> bool {
+    pub fn request_read(&self) -> bool {
         matches!(self.upload, Upload::Done)
     }
 

@@ -439,6 +439,12 @@ impl<T: Transport> Conn<T> {
                         Err(()) => self.set_phase(Phase::Closing(Close::Cut), now),
                     }
                 }
+                Phase::Proxying(proxying)
+                    if self.input.is_ended() && self.input.is_empty() && left(proxying) =>
+                {
+                    self.cancel(ctx);
+                    progress = true;
+                }
                 Phase::Proxying(proxying) => {
                     let reply = Reply {
                         response: &mut proxying.response,
@@ -604,6 +610,16 @@ impl<T: Transport> Conn<T> {
         true
     }
 
+    /// The client left before its response started: the upstream request is cancelled (its
+    /// connection closed, the upstream freed) and logged as nginx does, 499.
+    fn cancel(&mut self, ctx: &mut Ctx) {
+        if let Phase::Proxying(mut proxying) = std::mem::replace(&mut self.phase, Phase::Closing(Close::Now))
+        {
+            self.end_proxying(&mut proxying, 499, ctx);
+        }
+        self.set_phase(Phase::Closing(Close::Now), ctx.clock.now);
+    }
+
     /// Ends an exchange: its buffers go back, its response is counted and logged (with
     /// `unanswered` as the status when no head went out).
     fn end_proxying(&self, proxying: &mut Proxying, unanswered: u16, ctx: &mut Ctx) {
@@ -681,6 +697,7 @@ impl<T: Transport> Conn<T> {
             server,
             counted_as: NO_ROUTE,
             request_id,
+            ignore_client_abort: false,
         };
         self.log(&line, &routed, status, &response, None, ctx);
         ctx.counters.count_response(NO_ROUTE, status);
@@ -713,6 +730,17 @@ impl<T: Transport> Conn<T> {
             Close::Cut => false,
         }
     }
+}
+
+/// Whether a client that closed its side has left `proxying`'s request, rather than only
+/// ended it: its request was read whole and its response has not started, and it asked to keep
+/// the connection (a FIN then cannot be a half-close that still waits for the answer, as from
+/// an HTTP/1.0 tool or a `Connection: close` request), unless the route ignores client aborts.
+fn left(proxying: &Proxying) -> bool {
+    !proxying.routed.ignore_client_abort
+        && proxying.exchange.request_read()
+        && !proxying.response.started()
+        && proxying.response.keeps_alive()
 }
 
 /// Consumes body bytes from `data`; returns how many were used and whether the body ended.

@@ -194,6 +194,7 @@ pub fn site_and_api(upstream: SocketAddr, limits: &str, upstream_keys: &str) -> 
          [[server.route]]\nprefix = \"/\"\nroot = \"{{dir}}/site\"\n\
          [[server.route]]\nprefix = \"/api/\"\nupstream = \"app\"\nstrip_prefix = true\n\
          [[server.route]]\nprefix = \"/stream/\"\nupstream = \"app\"\nresponse_buffering = false\n\
+         [[server.route]]\nprefix = \"/patient/\"\nupstream = \"app\"\nignore_client_abort = true\n\
          [upstream.app]\nservers = [\"{upstream}\"]\n{upstream_keys}\n"
     )
 }

@@ -876,11 +876,12 @@ impl Conn {
     }
 
     /// Blocks until the peer closes (or the upstream is stopped).
+    /// Reads (and drops) until the peer closes (event "held-closed") or the read fails.
     fn hold_until_closed(&mut self) {
         let mut chunk = [0u8; 4096];
         loop {
             match self.stream.read(&mut chunk) {
-                Ok(0) => return,
+                Ok(0) => return self.shared.event("held-closed"),
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return,

@@ -370,3 +370,42 @@ fn a_buffered_response_is_taken_off_the_upstream_whatever_the_client_takes() {
         "no file is left named"
     );
 }
+
+#[test]
+fn a_client_that_leaves_before_its_answer_cancels_the_upstream_request() {
+    let up = Upstream::bind();
+    let mut d = driver(&up, "", "");
+    d.send(b"GET /api/slow HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut upstream = up.accept();
+    upstream.read_until("\r\n\r\n");
+    assert_eq!(d.close_client(), Verdict::Close);
+    // The upstream sees its connection closed: the request no longer holds it.
+    assert_eq!(upstream.read_until("never sent"), "");
+    let log = d.log_lines();
+    assert!(log[0].contains("\"status\":499,"), "{log:?}");
+}
+
+#[test]
+fn a_client_that_only_ended_its_request_or_a_patient_route_is_still_answered() {
+    let up = Upstream::bind();
+    for request in [
+        &b"GET /api/close HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"[..],
+        b"GET /api/old HTTP/1.0\r\n\r\n",
+        b"GET /patient/x HTTP/1.1\r\nHost: h\r\n\r\n",
+    ] {
+        let mut d = driver(&up, "", "");
+        d.send(request);
+        let mut upstream = up.accept();
+        upstream.read_until("\r\n\r\n");
+        assert_eq!(
+            d.close_client(),
+            Verdict::Wait,
+            "{}",
+            String::from_utf8_lossy(request)
+        );
+        upstream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let (answer, verdict) = d.run_until("the answer", |_, r| r.ends_with("ok"));
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert_eq!(verdict, Verdict::Close, "then the connection closes");
+    }
+}

@@ -126,3 +126,24 @@ fn a_slow_reader_does_not_hold_a_one_request_upstream() {
         .count();
     assert_eq!(left, 0, "a temporary file was left with a name");
 }
+
+#[test]
+fn clients_that_leave_before_their_answer_free_the_upstream() {
+    const CLIENTS: usize = 50;
+    let upstream = crate::upstream::Upstream::start(crate::upstream::Behaviour::Stall);
+    let (_site, server) = crate::proxy::support::proxy(&upstream);
+    let clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|i| {
+            let mut stream = server.connect();
+            stream
+                .write_all(request("GET", &format!("/wait/{i}"), &[]).as_bytes())
+                .expect("write");
+            stream
+        })
+        .collect();
+    upstream.wait_for_requests(CLIENTS);
+    drop(clients);
+    // Every upstream connection is closed by shoal (the stalling upstream would otherwise
+    // hold each until read_timeout, a minute).
+    upstream.wait_for_event("held-closed", CLIENTS);
+}
