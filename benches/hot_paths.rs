@@ -86,6 +86,7 @@ fn relay(c: &mut Criterion) {
             target_start: "/assets".len(),
             upgrade: false,
             request_id: b"0f3a9c2e-17-1-42",
+            framing: head.framing,
         };
         b.iter(|| {
             out.clear();

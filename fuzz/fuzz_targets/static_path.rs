@@ -29,6 +29,7 @@ fuzz_target!(|input: &[u8]| {
         strip_prefix: flags & 1 == 1,
         rewrite_location: true,
         response_buffering: true,
+        request_buffering: true,
         ignore_client_abort: false,
         serve: Serve::Proxy(0),
     };

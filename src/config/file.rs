@@ -180,6 +180,7 @@ struct RawRoute {
     strip_prefix: bool,
     rewrite_location: Option<bool>,
     response_buffering: Option<bool>,
+    request_buffering: Option<bool>,
     #[serde(default)]
     ignore_client_abort: bool,
     index: Option<Vec<Spanned<String>>>,
@@ -582,6 +583,7 @@ impl Builder<'_> {
             strip_prefix: route.strip_prefix,
             rewrite_location: route.rewrite_location.unwrap_or(true),
             response_buffering: route.response_buffering.unwrap_or(true),
+            request_buffering: route.request_buffering.unwrap_or(true),
             ignore_client_abort: route.ignore_client_abort,
             serve,
         })

@@ -204,6 +204,9 @@ pub struct Route {
     /// An upstream's response is read at the upstream's pace, spilling to a temporary file
     /// what a slow client has not taken yet (nginx's `proxy_buffering on`).
     pub response_buffering: bool,
+    /// A request body is read whole (memory, then a temporary file) before an upstream is
+    /// picked, and sent with a Content-Length (nginx's `proxy_request_buffering on`).
+    pub request_buffering: bool,
     /// A client that leaves before its response starts does not cancel the upstream request
     /// (nginx's `proxy_ignore_client_abort`): for requests whose side effects must complete.
     pub ignore_client_abort: bool,
@@ -447,6 +450,7 @@ impl Config {
                     strip_prefix: false,
                     rewrite_location: true,
                     response_buffering: true,
+                    request_buffering: true,
                     ignore_client_abort: false,
                     serve,
                 }],
@@ -523,6 +527,7 @@ mod tests {
             strip_prefix,
             rewrite_location: true,
             response_buffering: true,
+            request_buffering: true,
             ignore_client_abort: false,
             serve: Serve::Proxy(0),
         };

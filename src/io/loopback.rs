@@ -27,6 +27,19 @@ impl Listener {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         Peer(stream)
     }
+
+    /// The next connection if one is waiting now (the code under test opened one), without
+    /// waiting for it.
+    pub fn try_accept(&self) -> Option<Peer> {
+        self.0.set_nonblocking(true).unwrap();
+        let accepted = self.0.accept().ok();
+        self.0.set_nonblocking(false).unwrap();
+        accepted.map(|(stream, _)| {
+            stream.set_nonblocking(false).unwrap();
+            stream.set_read_timeout(Some(PATIENCE)).unwrap();
+            Peer(stream)
+        })
+    }
 }
 
 /// One accepted connection.

@@ -148,6 +148,7 @@ impl<'c> Pipeline<'c> {
                 return Outcome::Answered(routed);
             }
         }
+        let collect_body = route.buffers_requests && self.spill.is_some();
         let (upstream, target_start) = match &route.handler {
             Handler::Files { root, options } => {
                 let file = FileRequest {
@@ -180,11 +181,13 @@ impl<'c> Pipeline<'c> {
             target_start,
             token: request.upstream_token,
             max_body_bytes: self.max_body_bytes,
+            collect_body,
         };
         let mut env = Env {
             upstreams: &mut self.upstreams,
             registry: &self.registry,
             buffers,
+            spill: self.spill.as_ref(),
             now,
         };
         match Exchange::begin(&start, &mut env) {
@@ -210,6 +213,7 @@ impl<'c> Pipeline<'c> {
             upstreams: &mut self.upstreams,
             registry: &self.registry,
             buffers,
+            spill: self.spill.as_ref(),
             now,
         };
         exchange.pump(client_in, &mut Responder::new(reply, filters, spill), &mut env)
@@ -221,6 +225,7 @@ impl<'c> Pipeline<'c> {
             upstreams: &mut self.upstreams,
             registry: &self.registry,
             buffers,
+            spill: self.spill.as_ref(),
             now,
         };
         exchange.time_out(&mut env)

@@ -33,6 +33,8 @@ pub struct Route<'c> {
     /// Its upstream's responses are read at the upstream's pace, what the client has not
     /// taken spilling to a temporary file.
     pub buffers_responses: bool,
+    /// Its requests' bodies are read whole before an upstream is picked.
+    pub buffers_requests: bool,
 }
 
 impl Route<'_> {
@@ -104,6 +106,7 @@ impl<'c> Sites<'c> {
                             request_filters: Vec::new(),
                             response_filters,
                             buffers_responses: has_upstream && route.response_buffering,
+                            buffers_requests: has_upstream && route.request_buffering,
                         }
                     })
                     .collect(),

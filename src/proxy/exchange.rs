@@ -7,6 +7,11 @@
 //! The response leaves as a head value and body parts through a [`Respond`] sink; how the
 //! client gets them framed is not the exchange's business.
 //!
+//! A request body is either streamed as it comes or, with request buffering, read whole
+//! first (memory, then a temporary file) and only then sent, with a Content-Length, to an
+//! upstream picked once it is complete: a slow uploader never holds an app's worker, and the
+//! app never sees a partial or chunked body.
+//!
 //! The link, the upload and the download move independently (an upstream may answer before
 //! it read the whole body). The deadline follows from where they are and from when bytes
 //! last moved ([`Exchange::deadline`]); while the exchange waits for the client to take its
@@ -28,10 +33,12 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Framing, Method, RequestHead};
 use crate::http::respond::{BodyPart, Respond};
 use crate::http::response::push_chunk;
-use crate::io::{Buffers, Filled, Input, Transport};
+use crate::io::spill::Spill;
+use crate::io::{Buffers, Filled, Input, SpillDir, Transport};
 use crate::stats::UpstreamError;
 
-/// Request bytes buffered toward the upstream before the client is read further.
+/// Request bytes buffered toward the upstream before the client is read further; also what a
+/// collected request body keeps in memory before the rest goes to a temporary file.
 const UPLOAD_BUFFER_BYTES: usize = 64 * 1024;
 /// Bytes not yet taken by the client before the upstream is read further (a response that
 /// spills keeps its memory backlog below this: `io::output::SPILL_AFTER_BYTES`).
@@ -56,6 +63,9 @@ pub struct Start<'a> {
     pub token: Token,
     /// A chunked request body over this is cut off (Content-Length was checked already).
     pub max_body_bytes: u64,
+    /// Read the request body whole before picking an upstream (the route buffers requests
+    /// and temporary files can be made).
+    pub collect_body: bool,
 }
 
 /// The worker services an exchange uses.
@@ -64,6 +74,8 @@ pub struct Env<'e, 'a> {
     pub registry: &'e Registry,
     /// The worker's spare buffers: an exchange borrows two and gives them back when it ends.
     pub buffers: &'e mut Buffers,
+    /// Where a collected request body spills past its memory part.
+    pub spill: Option<&'e SpillDir>,
     pub now: Instant,
 }
 
@@ -78,6 +90,8 @@ pub enum Failure {
     BodyTooLarge,
     /// The client stopped sending the request body (the client's fault).
     ClientTimeout,
+    /// A collected request body could not be written to its temporary file.
+    Storage,
 }
 
 impl Failure {
@@ -87,6 +101,7 @@ impl Failure {
             Failure::Timeout => 504,
             Failure::BodyTooLarge => 413,
             Failure::ClientTimeout => 408,
+            Failure::Storage => 500,
         }
     }
 }
@@ -130,10 +145,49 @@ impl Link {
     }
 }
 
-/// What is left of the request body to move upstream.
-enum Upload {
+/// What is left of a request body to read from the client.
+enum BodyLeft {
     Length(u64),
     Chunked(Box<ChunkedDecoder>),
+}
+
+/// A request body read whole before it goes upstream: its first bytes in memory, the rest
+/// in a temporary file.
+struct Collected {
+    memory: Vec<u8>,
+    spill: Option<Spill>,
+}
+
+impl Collected {
+    fn len(&self) -> u64 {
+        self.memory.len() as u64 + self.spill.as_ref().map_or(0, |s| s.written)
+    }
+
+    /// Keeps `bytes`: in memory up to [`UPLOAD_BUFFER_BYTES`], then in the spill.
+    fn push(&mut self, bytes: &[u8], dir: Option<&SpillDir>) -> io::Result<()> {
+        if self.spill.is_none() && self.memory.len() + bytes.len() <= UPLOAD_BUFFER_BYTES {
+            self.memory.extend_from_slice(bytes);
+            return Ok(());
+        }
+        if self.spill.is_none() {
+            let dir = dir.ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))?;
+            self.spill = Some(Spill::create(dir)?);
+        }
+        self.spill.as_mut().map_or(Ok(()), |spill| spill.write(bytes))
+    }
+}
+
+/// Where the request body is.
+enum Upload {
+    /// Being read whole before any upstream is picked.
+    Collecting {
+        left: BodyLeft,
+        body: Collected,
+    },
+    /// Streamed upstream as it comes.
+    Streaming(BodyLeft),
+    /// Read whole; its spilled part still goes upstream after the head and the memory part.
+    Spilled(Spill),
     Done,
 }
 
@@ -207,6 +261,7 @@ impl Exchange {
         let head = start.head;
         let mut to_upstream = env.buffers.output.take();
         to_upstream.clear();
+        let collect = start.collect_body && head.framing != Framing::Empty;
         let forward = Forward {
             head,
             buf: start.buf,
@@ -214,6 +269,8 @@ impl Exchange {
             target_start: start.target_start,
             upgrade: head.upgrade,
             request_id: start.request_id,
+            // A collected body's length is known once it is whole (see `seal`).
+            framing: if collect { Framing::Empty } else { head.framing },
         };
         forward::write_head(&forward, &mut to_upstream);
         let hash_key = match &env.upstreams.list[start.upstream].config.balance {
@@ -241,8 +298,19 @@ impl Exchange {
             trimmed: false,
             upload: match head.framing {
                 Framing::Empty => Upload::Done,
-                Framing::Length(n) => Upload::Length(n),
-                Framing::Chunked => Upload::Chunked(Box::default()),
+                framing => {
+                    let left = match framing {
+                        Framing::Length(n) => BodyLeft::Length(n),
+                        _ => BodyLeft::Chunked(Box::default()),
+                    };
+                    if collect {
+                        let memory = env.buffers.output.take();
+                        let body = Collected { memory, spill: None };
+                        Upload::Collecting { left, body }
+                    } else {
+                        Upload::Streaming(left)
+                    }
+                }
             },
             from_upstream: Input::default(),
             download: Download::Head,
@@ -252,9 +320,12 @@ impl Exchange {
             started: env.now,
         };
         exchange.from_upstream.lend(&mut env.buffers.input);
-        if let Err(failure) = exchange.connect_next(env) {
-            exchange.release(env.buffers);
-            return Err(failure);
+        // A body to collect comes first; the upstream is picked once it is whole.
+        if !collect {
+            if let Err(failure) = exchange.connect_next(env) {
+                exchange.release(env.buffers);
+                return Err(failure);
+            }
         }
         Ok(exchange)
     }
@@ -265,6 +336,10 @@ impl Exchange {
         self.from_upstream.discard(&mut buffers.input);
         self.to_upstream.clear();
         buffers.output.give(std::mem::take(&mut self.to_upstream));
+        if let Upload::Collecting { body, .. } = &mut self.upload {
+            body.memory.clear();
+            buffers.output.give(std::mem::take(&mut body.memory));
+        }
     }
 
     /// Notes a readiness event on the upstream socket (`read_closed`: it carried the FIN).
@@ -297,9 +372,13 @@ impl Exchange {
     /// True when everything the client sent went upstream and more of its body is due: the
     /// exchange waits for the client, whose body timer runs (not the upstream's).
     pub fn awaits_client_body(&self) -> bool {
-        !self.request_read()
-            && self.sent == self.to_upstream.len()
-            && !matches!(self.link, Link::Connecting(_))
+        match self.upload {
+            Upload::Collecting { .. } => true,
+            Upload::Streaming(_) => {
+                self.sent == self.to_upstream.len() && !matches!(self.link, Link::Connecting(_))
+            }
+            Upload::Spilled(_) | Upload::Done => false,
+        }
     }
 
     /// The whole request went out (head and body).
@@ -309,7 +388,7 @@ impl Exchange {
 
     /// Whether the client's request body was read to its end.
     pub fn request_read(&self) -> bool {
-        matches!(self.upload, Upload::Done)
+        matches!(self.upload, Upload::Spilled(_) | Upload::Done)
     }
 
     /// Picks the next untried server and connects to it (or takes a pooled connection).
@@ -358,6 +437,22 @@ impl Exchange {
 
     /// Moves everything that can move now, in both directions.
     pub fn pump(&mut self, client_in: &mut Input, respond: &mut impl Respond, env: &mut Env) -> Step {
+        if let Upload::Collecting { .. } = self.upload {
+            respond.send_continue();
+            match self.collect(client_in, env) {
+                Err(step) => return step,
+                Ok(false) if client_in.is_ended() && client_in.is_empty() => return Step::Abort,
+                Ok(false) => return Step::Wait,
+                Ok(true) => {
+                    if let Err(failure) = self.connect_next(env) {
+                        return Step::Failed {
+                            failure,
+                            request_read: true,
+                        };
+                    }
+                }
+            }
+        }
         match &self.link {
             Link::Connecting(stream) => match connect_state(stream) {
                 Connect::Pending => return Step::Wait,
@@ -445,34 +540,99 @@ impl Exchange {
         if self.to_upstream.len() - self.sent >= UPLOAD_BUFFER_BYTES || client_in.is_empty() {
             return Ok(false);
         }
+        let Upload::Streaming(left) = &mut self.upload else {
+            return Ok(false);
+        };
         let data = client_in.data();
-        let used = match &mut self.upload {
-            Upload::Done => return Ok(false),
-            Upload::Length(left) => {
+        let out = &mut self.to_upstream;
+        let (used, done) = match left {
+            BodyLeft::Length(left) => {
                 let n = (*left).min(data.len() as u64) as usize;
-                self.to_upstream.extend_from_slice(&data[..n]);
+                out.extend_from_slice(&data[..n]);
                 *left -= n as u64;
-                if *left == 0 {
-                    self.upload = Upload::Done;
-                }
-                n
+                (n, *left == 0)
             }
-            Upload::Chunked(decoder) => {
-                let out = &mut self.to_upstream;
-                let fed = decoder.feed(data, |run| push_chunk(out, run));
-                let feed = fed.map_err(|_| Step::Abort)?;
+            BodyLeft::Chunked(decoder) => {
+                let feed = decoder
+                    .feed(data, |run| push_chunk(out, run))
+                    .map_err(|_| Step::Abort)?;
                 if decoder.body_bytes() > self.max_body_bytes {
                     return Err(self.fail_or_abort(Failure::BodyTooLarge));
                 }
                 if feed.done {
-                    self.to_upstream.extend_from_slice(b"0\r\n\r\n");
-                    self.upload = Upload::Done;
+                    out.extend_from_slice(b"0\r\n\r\n");
                 }
-                feed.consumed
+                (feed.consumed, feed.done)
+            }
+        };
+        if done {
+            self.upload = Upload::Done;
+        }
+        client_in.consume(used);
+        Ok(used > 0)
+    }
+
+    /// Reads what the client sent of a body to collect; true once it is whole and sealed into
+    /// the request (a Content-Length, the memory part after the head, the spilled part to
+    /// follow). A malformed chunked body cuts the exchange; an oversized one is a 413, one
+    /// that cannot be stored a 500.
+    fn collect(&mut self, client_in: &mut Input, env: &mut Env) -> Result<bool, Step> {
+        let Upload::Collecting { left, body } = &mut self.upload else {
+            return Ok(true);
+        };
+        let data = client_in.data();
+        let mut stored = Ok(());
+        let (used, done) = match left {
+            BodyLeft::Length(left) => {
+                let n = (*left).min(data.len() as u64) as usize;
+                stored = body.push(&data[..n], env.spill);
+                *left -= n as u64;
+                (n, *left == 0)
+            }
+            BodyLeft::Chunked(decoder) => {
+                let feed = decoder
+                    .feed(data, |run| {
+                        if stored.is_ok() {
+                            stored = body.push(run, env.spill);
+                        }
+                    })
+                    .map_err(|_| Step::Abort)?;
+                if decoder.body_bytes() > self.max_body_bytes {
+                    return Err(Step::Failed {
+                        failure: Failure::BodyTooLarge,
+                        request_read: false,
+                    });
+                }
+                (feed.consumed, feed.done)
             }
         };
         client_in.consume(used);
-        Ok(used > 0)
+        if let Err(e) = stored {
+            log::warn!("cannot store a request body in a temporary file ({e}): answered 500");
+            return Err(Step::Failed {
+                failure: Failure::Storage,
+                request_read: false,
+            });
+        }
+        if done {
+            self.seal(env);
+        }
+        Ok(done)
+    }
+
+    /// The collected body is whole: its length goes into the head, its memory part after it.
+    fn seal(&mut self, env: &mut Env) {
+        let Upload::Collecting { body, .. } = std::mem::replace(&mut self.upload, Upload::Done) else {
+            return;
+        };
+        forward::seal_with_length(&mut self.to_upstream, body.len());
+        self.to_upstream.extend_from_slice(&body.memory);
+        let mut memory = body.memory;
+        memory.clear();
+        env.buffers.output.give(memory);
+        if let Some(spill) = body.spill {
+            self.upload = Upload::Spilled(spill);
+        }
     }
 
     /// Writes pending request bytes to the upstream.
@@ -490,11 +650,32 @@ impl Exchange {
                 Err(_) => return Err(()),
             }
         }
+        // Then the spilled part of a collected body, file to socket.
+        if let (true, Upload::Spilled(spill)) = (self.sent == self.to_upstream.len(), &mut self.upload) {
+            while spill.pending() > 0 {
+                let step = spill.pending().min(1 << 20) as usize;
+                match self.link.stream().sendfile(&spill.file, spill.sent, step) {
+                    Ok(0) => return Err(()),
+                    Ok(n) => {
+                        spill.sent += n as u64;
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Err(()),
+                }
+            }
+            if spill.pending() == 0 {
+                // The file goes: a retry could no longer replay the request.
+                self.upload = Upload::Done;
+                self.trimmed = true;
+            }
+        }
         if moved {
             self.since = env.now;
         }
-        // Body bytes that went out need not be kept; a request without a body keeps its head
-        // so a stale pooled connection can be retried with it.
+        // Streamed body bytes that went out need not be kept; a request without a body (or
+        // with a collected one) keeps its bytes so a stale pooled connection can be retried.
         if self.sent == self.to_upstream.len() && !self.request_read() {
             self.to_upstream.clear();
             self.sent = 0;

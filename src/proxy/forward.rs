@@ -39,6 +39,9 @@ pub struct Forward<'a> {
     /// The request's id, sent as `X-Request-Id` (the client's own one is dropped: this is
     /// either a copy of it, when sane, or a replacement).
     pub request_id: &'a [u8],
+    /// The body framing the upstream is told: the client's, or `Empty` for a body collected
+    /// first, whose length [`seal_with_length`] adds once it is known.
+    pub framing: Framing,
 }
 
 /// Writes the upstream request head (through the empty line) into `out`.
@@ -85,12 +88,21 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     if forward.upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
     }
-    match head.framing {
+    match forward.framing {
         Framing::Empty => {}
         Framing::Length(n) => content_length(out, n),
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Adds `Content-Length: length` to a head [`write_head`] wrote without framing (the body was
+/// collected first: its length is known now).
+pub fn seal_with_length(head: &mut Vec<u8>, length: u64) {
+    debug_assert!(head.ends_with(b"\r\n\r\n"));
+    head.truncate(head.len() - 2);
+    content_length(head, length);
+    head.extend_from_slice(b"\r\n");
 }
 
 /// Formats an IP address without allocating (for X-Forwarded-For, and the hash of a client).
@@ -148,6 +160,7 @@ mod tests {
             target_start,
             upgrade,
             request_id: b"rid-1",
+            framing: head.framing,
         };
         let mut out = Vec::new();
         write_head(&forward, &mut out);
@@ -263,6 +276,32 @@ mod tests {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(format_ip(ip, &mut [0; 48]), ip.to_string().as_bytes());
         }
+    }
+
+    #[test]
+    fn a_collected_body_is_announced_by_its_length() {
+        let text = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let head = request::parse(text.as_bytes(), &HeadLimits::default())
+            .unwrap()
+            .unwrap();
+        let forward = Forward {
+            head: &head,
+            buf: text.as_bytes(),
+            client_ip: "10.0.0.9".parse().unwrap(),
+            target_start: 0,
+            upgrade: false,
+            request_id: b"rid-1",
+            framing: Framing::Empty,
+        };
+        let mut out = Vec::new();
+        write_head(&forward, &mut out);
+        seal_with_length(&mut out, 42);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.ends_with("X-Request-Id: rid-1\r\nContent-Length: 42\r\n\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("Transfer-Encoding"), "{out}");
     }
 
     #[test]

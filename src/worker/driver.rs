@@ -183,17 +183,18 @@ impl Driver {
     }
 }
 
-/// A config with one server: a static route on `{dir}/site` at `/`, and two proxy routes to
-/// `upstream`: `/api/` (prefix stripped, responses spilling to `{dir}/spill` for slow clients)
-/// and `/stream/` (`response_buffering = false`: the upstream waits for the client); `limits`
-/// and `upstream_keys` are added to `[limits]` and `[upstream.app]`.
+/// A config with one server: a static route on `{dir}/site` at `/`, and proxy routes to
+/// `upstream`: `/api/` (prefix stripped, request bodies collected and responses spilling to
+/// `{dir}/spill`), `/stream/` (`response_buffering` and `request_buffering` off: bodies stream
+/// both ways at the slower side's pace) and `/patient/` (`ignore_client_abort = true`);
+/// `limits` and `upstream_keys` are added to `[limits]` and `[upstream.app]`.
 pub fn site_and_api(upstream: SocketAddr, limits: &str, upstream_keys: &str) -> String {
     format!(
         "access_log = \"off\"\n[buffering]\ntemp_dir = \"{{dir}}/spill\"\n[limits]\n{limits}\n\
          [[server]]\nlisten = [\"127.0.0.1:1\"]\n\
          [[server.route]]\nprefix = \"/\"\nroot = \"{{dir}}/site\"\n\
          [[server.route]]\nprefix = \"/api/\"\nupstream = \"app\"\nstrip_prefix = true\n\
-         [[server.route]]\nprefix = \"/stream/\"\nupstream = \"app\"\nresponse_buffering = false\n\
+         [[server.route]]\nprefix = \"/stream/\"\nupstream = \"app\"\nresponse_buffering = false\nrequest_buffering = false\n\
          [[server.route]]\nprefix = \"/patient/\"\nupstream = \"app\"\nignore_client_abort = true\n\
          [upstream.app]\nservers = [\"{upstream}\"]\n{upstream_keys}\n"
     )

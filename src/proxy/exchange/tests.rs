@@ -12,6 +12,7 @@ use crate::http::request::{self, HeadLimits};
 use crate::http::response::{Length, ResponseHead};
 use crate::io::loopback::Listener;
 use crate::io::memory::MemoryTransport;
+use crate::io::SpillDir;
 
 /// What a client would be sent, as the handler gave it.
 #[derive(Default)]
@@ -59,6 +60,8 @@ struct Bench {
     client: MemoryTransport,
     client_in: Input,
     now: Instant,
+    spill_dir: tempfile::TempDir,
+    spill: SpillDir,
 }
 
 impl Bench {
@@ -72,6 +75,7 @@ impl Bench {
         let config = crate::config::load_text(std::path::Path::new("t.toml"), &text).unwrap();
         let config: &'static Config = Box::leak(Box::new(config));
         let now = Instant::now();
+        let spill_dir = tempfile::tempdir().unwrap();
         Bench {
             poll: Poll::new().unwrap(),
             events: Events::with_capacity(16),
@@ -80,6 +84,8 @@ impl Bench {
             client: MemoryTransport::default(),
             client_in: Input::default(),
             now,
+            spill: SpillDir::open(spill_dir.path(), 1 << 30).unwrap(),
+            spill_dir,
         }
     }
 
@@ -88,13 +94,23 @@ impl Bench {
             upstreams: &mut self.upstreams,
             registry: self.poll.registry(),
             buffers: &mut self.buffers,
+            spill: Some(&self.spill),
             now: self.now,
         }
     }
 
     /// Starts the exchange for `request` (its head; any body bytes after it are what the
-    /// client has sent so far).
+    /// client has sent so far), streaming its body.
     fn begin(&mut self, request: &[u8]) -> Exchange {
+        self.start(request, false)
+    }
+
+    /// The same, collecting the body whole before picking an upstream.
+    fn begin_collecting(&mut self, request: &[u8]) -> Exchange {
+        self.start(request, true)
+    }
+
+    fn start(&mut self, request: &[u8], collect_body: bool) -> Exchange {
         let head = request::parse(request, &HeadLimits::default()).unwrap().unwrap();
         self.client.receive(&request[head.len..]);
         self.client_in.lend(&mut self.buffers.input);
@@ -106,7 +122,8 @@ impl Bench {
             upstream: 0,
             target_start: 0,
             token: TOKEN,
-            max_body_bytes: 1 << 20,
+            max_body_bytes: 4 << 20,
+            collect_body,
         };
         Exchange::begin(&start, &mut self.env()).unwrap()
     }
@@ -126,6 +143,7 @@ impl Bench {
                     upstreams: &mut self.upstreams,
                     registry: self.poll.registry(),
                     buffers: &mut self.buffers,
+                    spill: Some(&self.spill),
                     now: self.now,
                 };
                 exchange.pump(&mut self.client_in, sink, &mut env)
@@ -278,4 +296,77 @@ fn the_deadline_follows_what_the_exchange_waits_for() {
     );
     assert_eq!(sink.body, b"abcdefgh");
     assert_eq!(deadline(&bench, &exchange), None, "done");
+}
+
+#[test]
+fn a_collected_body_reaches_no_upstream_until_it_is_whole() {
+    let (upstream, addr) = listener();
+    let mut bench = Bench::new(&[addr], "");
+    let mut exchange =
+        bench.begin_collecting(b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n01234");
+    let mut sink = Recorder::default();
+    assert_eq!(
+        bench.pump_until(&mut exchange, &mut sink, |_, sink| sink.continued),
+        Step::Wait
+    );
+    assert!(exchange.awaits_client_body() && exchange.deadline(&bench.upstreams).is_none());
+    assert!(
+        upstream.try_accept().is_none(),
+        "no upstream is picked before the body is whole"
+    );
+    bench.client.receive(b"56789");
+    bench.client_in.mark_readable(false);
+    bench.pump_until(&mut exchange, &mut sink, |exchange, _| exchange.request_out());
+    let mut conn = upstream.accept();
+    let request = conn.read_until("56789");
+    assert!(
+        request.contains("\r\nContent-Length: 10\r\n\r\n0123456789"),
+        "{request}"
+    );
+    conn.send(b"HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(
+        bench.pump_until(&mut exchange, &mut sink, |_, _| false),
+        Step::Done { request_read: true }
+    );
+}
+
+#[test]
+fn a_collected_chunked_body_goes_up_with_its_length_from_memory_and_a_file() {
+    let (upstream, addr) = listener();
+    let mut bench = Bench::new(&[addr], "");
+    let body: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut request = b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for piece in body.chunks(7_000) {
+        request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        request.extend_from_slice(piece);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\nX-Trailer: dropped\r\n\r\n");
+    let mut exchange = bench.begin_collecting(&request);
+    let mut sink = Recorder::default();
+    bench.pump_until(&mut exchange, &mut sink, |exchange, _| exchange.request_out());
+    let mut conn = upstream.accept();
+    let head = conn.read_until("\r\n\r\n");
+    assert!(
+        head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())),
+        "{head}"
+    );
+    assert!(
+        !head.contains("Transfer-Encoding") && !head.contains("X-Trailer"),
+        "{head}"
+    );
+    let mut received = head.split_once("\r\n\r\n").unwrap().1.as_bytes().to_vec();
+    while received.len() < body.len() {
+        let mut more = vec![0u8; 65536];
+        let n = std::io::Read::read(&mut conn.0, &mut more).unwrap();
+        assert!(
+            n > 0,
+            "the upstream got {} of {} bytes",
+            received.len(),
+            body.len()
+        );
+        received.extend_from_slice(&more[..n]);
+    }
+    assert!(received == body, "the body arrived changed");
+    assert_eq!(std::fs::read_dir(bench.spill_dir.path()).unwrap().count(), 0);
 }

@@ -82,18 +82,18 @@ fn pipelined_requests_are_answered_in_order_in_any_split() {
 fn continue_is_sent_once_where_the_body_will_be_read() {
     let up = Upstream::bind();
     let mut d = driver(&up, "", "");
-    // Proxied: the upstream needs the body.
+    // Proxied: the upstream needs the body (collected whole before an upstream is picked).
     d.send(b"POST /api/x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
     let (interim, _) = d.run_until("100 Continue", |_, r| r.contains("\r\n\r\n"));
     assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
-    let mut upstream = up.accept();
-    let head = upstream.read_until("\r\n\r\n");
-    assert!(
-        head.starts_with("POST /x HTTP/1.1\r\n") && !head.contains("Expect"),
-        "{head}"
-    );
     d.send(b"hello");
-    assert_eq!(upstream.read_until("hello"), "hello");
+    let mut upstream = up.accept();
+    let request = upstream.read_until("hello");
+    assert!(
+        request.starts_with("POST /x HTTP/1.1\r\n") && !request.contains("Expect"),
+        "{request}"
+    );
+    assert!(request.ends_with("Content-Length: 5\r\n\r\nhello"), "{request}");
     upstream.send(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok");
     let (response, verdict) = d.run_until("the 201", |_, r| r.ends_with("ok"));
     assert!(response.starts_with("HTTP/1.1 201 Created\r\n"), "{response}");
@@ -286,7 +286,8 @@ fn a_connection_closed_mid_exchange_gives_its_buffers_back_and_logs_the_request(
 fn a_client_that_stops_sending_a_proxied_body_is_timed_out_as_its_own_fault() {
     let up = Upstream::bind();
     let mut d = driver(&up, "header_timeout = \"3s\"", "send_timeout = \"60s\"");
-    d.send(b"POST /api/up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n01234");
+    // Streamed: the first half is upstream already.
+    d.send(b"POST /stream/up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n01234");
     let mut upstream = up.accept();
     d.run_until("the first half upstream", |d, _| {
         d.time_left() == Duration::from_secs(3)
@@ -306,6 +307,14 @@ fn a_client_that_stops_sending_a_proxied_body_is_timed_out_as_its_own_fault() {
     assert_eq!(d.upstream_errors(UpstreamError::SendTimeout), 0);
     let up_now = d.ctx.pipeline.upstreams.counters(d.ctx.clock.now);
     assert_eq!(up_now[0].servers_up, [true], "not held against the upstream");
+
+    // Collected (request buffering): no upstream was even picked.
+    let mut d = driver(&up, "header_timeout = \"3s\"", "");
+    d.send(b"POST /api/up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n01234");
+    assert_eq!(d.time_left(), Duration::from_secs(3));
+    assert_eq!(d.advance(Duration::from_secs(3)), Some(Verdict::Wait));
+    assert!(d.received().starts_with("HTTP/1.1 408 "));
+    assert!(up.try_accept().is_none(), "the upstream never heard of it");
 }
 
 #[test]

@@ -96,11 +96,17 @@ fn no_answer_within_read_timeout_is_504() {
 #[test]
 fn an_upstream_taking_no_body_bytes_is_504_after_send_timeout() {
     let upstream = Upstream::start(Behaviour::IgnoreBody);
-    let (_site, server) = proxy_with(
-        &upstream,
-        "[limits]\nmax_body_bytes = \"1GiB\"",
+    // A streamed body: a collected one would be taken whole before the upstream is asked.
+    let site = Site::new();
+    let streamed = format!("{PROXY_ALL}  request_buffering = false\n");
+    let server = launch(
+        &site,
+        "access_log = \"off\"\n[limits]\nmax_body_bytes = \"1GiB\"",
+        &[upstream.addr.to_string()],
         "send_timeout = \"1s\"",
-    );
+        &streamed,
+    )
+    .start();
     let mut stream = server.connect();
     let total = 256 * 1024 * 1024;
     let head = request("PUT", "/upload", &[&format!("Content-Length: {total}")]);

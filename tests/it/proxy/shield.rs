@@ -1,23 +1,26 @@
 //! Shielding a legacy upstream that serves one request at a time (a gunicorn sync worker, a
-//! single PHP-FPM child): a slow client must not hold it. shoal takes the response at the
-//! upstream's pace, keeping what the client has not taken in memory and then in a temporary
-//! file, so the upstream is free for the next request at once.
+//! single PHP-FPM child): a slow client must not hold it. shoal reads a request body whole
+//! before it picks the upstream, and takes the response at the upstream's pace, keeping what
+//! the client has not taken in memory and then in a temporary file, so the upstream is free
+//! for the next request at once; a client that leaves cancels its request.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::harness::{read_head_response, request, Launch, Site};
 
-/// An upstream with one worker: it accepts a connection, reads one request, writes the whole
-/// response (blocking while its reader is slow), closes, and only then accepts the next.
-/// `/big` answers `big_bytes` of a pattern; anything else answers `ok`.
+/// An upstream with one worker: it accepts a connection, reads one request (and its
+/// Content-Length body), writes the whole response (blocking while its reader is slow),
+/// closes, and only then accepts the next. `/big` answers `big_bytes` of a pattern; anything
+/// else answers `ok`. It records each request's target and body, in the order served.
 struct SyncWorker {
     addr: SocketAddr,
     answered: Arc<AtomicUsize>,
+    served: Arc<Mutex<Vec<Served>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -26,45 +29,60 @@ impl SyncWorker {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let answered = Arc::new(AtomicUsize::new(0));
-        let count = answered.clone();
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let (count, record) = (answered.clone(), served.clone());
         let thread = std::thread::spawn(move || {
             for _ in 0..requests {
                 let Ok((mut stream, _)) = listener.accept() else {
                     return;
                 };
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(30)))
-                    .expect("timeout");
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
-                    head.push(byte[0]);
-                }
-                let target = String::from_utf8_lossy(&head)
-                    .split(' ')
-                    .nth(1)
-                    .unwrap_or("")
-                    .to_string();
-                let body = if target == "/big" {
+                let (target, body) = read_request(&mut stream);
+                record.lock().expect("served").push((target.clone(), body));
+                let answer = if target == "/big" {
                     pattern(big_bytes)
                 } else {
                     b"ok".to_vec()
                 };
-                let response = format!(
+                let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
+                    answer.len()
                 );
-                let _ = stream.write_all(response.as_bytes());
-                let _ = stream.write_all(&body);
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&answer);
                 count.fetch_add(1, Ordering::SeqCst);
             }
         });
         SyncWorker {
             addr,
             answered,
+            served,
             thread: Some(thread),
         }
     }
+}
+
+/// A request the upstream served: its target and its body.
+type Served = (String, Vec<u8>);
+
+/// One request's target and its Content-Length body (a chunked one is not read).
+fn read_request(stream: &mut TcpStream) -> Served {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let target = head.split(' ').nth(1).unwrap_or("").to_string();
+    let length = (head.lines())
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, value)| value.trim().parse().unwrap_or(0));
+    let mut body = vec![0u8; length];
+    let _ = stream.read_exact(&mut body);
+    (target, body)
 }
 
 impl Drop for SyncWorker {
@@ -146,4 +164,58 @@ fn clients_that_leave_before_their_answer_free_the_upstream() {
     // Every upstream connection is closed by shoal (the stalling upstream would otherwise
     // hold each until read_timeout, a minute).
     upstream.wait_for_event("held-closed", CLIENTS);
+}
+
+#[test]
+fn a_slow_uploader_does_not_hold_a_one_request_upstream() {
+    const BODY_BYTES: usize = 512 * 1024;
+    let worker = SyncWorker::start(0, 2);
+    let site = Site::new();
+    std::fs::create_dir(site.base().join("spill")).expect("spill dir");
+    let text = format!(
+        "access_log = \"off\"\n[buffering]\ntemp_dir = \"spill\"\n[upstream.app]\nservers = [\"{}\"]\n\
+         [[server]]\nlisten = [\"{{listen}}\"]\n  [[server.route]]\n  prefix = \"/harness-ready-probe\"\n  \
+         root = \"site\"\n  [[server.route]]\n  prefix = \"/\"\n  upstream = \"app\"\n",
+        worker.addr
+    );
+    let server = Launch::config_file(&site, &text).start();
+    let body = pattern(BODY_BYTES);
+    let send_chunk = |stream: &mut TcpStream, piece: &[u8]| {
+        stream
+            .write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+            .expect("size line");
+        stream.write_all(piece).expect("chunk");
+        stream.write_all(b"\r\n").expect("chunk end");
+    };
+
+    // The uploader sends half its body, chunked, and pauses.
+    let mut uploader = server.connect();
+    uploader
+        .write_all(request("POST", "/upload", &["Transfer-Encoding: chunked"]).as_bytes())
+        .expect("write head");
+    send_chunk(&mut uploader, &body[..BODY_BYTES / 2]);
+    // Meanwhile another client is answered: the upstream is not held by the upload.
+    let mut other = server.connect();
+    other
+        .write_all(request("GET", "/small", &[]).as_bytes())
+        .expect("write");
+    let answer = crate::proxy::support::read_message(&mut other, false).0;
+    assert_eq!(answer.status, 200, "{answer}");
+    // The rest: the upstream gets the body whole, with a length, after the other request.
+    send_chunk(&mut uploader, &body[BODY_BYTES / 2..]);
+    uploader.write_all(b"0\r\n\r\n").expect("last chunk");
+    let answer = crate::proxy::support::read_message(&mut uploader, false).0;
+    assert_eq!(answer.status, 200, "{answer}");
+    let served = worker.served.lock().expect("served").clone();
+    let targets: Vec<&str> = served.iter().map(|(target, _)| target.as_str()).collect();
+    assert_eq!(targets, ["/small", "/upload"]);
+    assert!(
+        served[1].1 == body,
+        "the upstream got {} bytes, not the body",
+        served[1].1.len()
+    );
+    let left = std::fs::read_dir(site.base().join("spill"))
+        .expect("spill dir")
+        .count();
+    assert_eq!(left, 0, "a temporary file was left with a name");
 }
