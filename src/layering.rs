@@ -12,16 +12,20 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("control", &["status"]),
     ("prometheus", &[]),
     ("io", &["sys"]),
+    ("shared", &["sys"]),
     ("http", &["io"]),
-    ("config", &["http"]),
+    ("config", &["http", "shared"]),
     ("channel", &["stats"]),
     ("files", &["config", "http", "io", "sys"]),
-    ("proxy", &["channel", "config", "http", "io", "stats"]),
-    ("pipeline", &["config", "files", "http", "io", "proxy", "stats"]),
+    ("proxy", &["channel", "config", "http", "io", "shared", "stats"]),
+    (
+        "pipeline",
+        &["config", "files", "http", "io", "proxy", "shared", "stats"],
+    ),
     (
         "worker",
         &[
-            "channel", "config", "files", "http", "io", "pipeline", "proxy", "stats", "sys",
+            "channel", "config", "files", "http", "io", "pipeline", "proxy", "shared", "stats", "sys",
         ],
     ),
     (
@@ -31,6 +35,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "config",
             "control",
             "prometheus",
+            "shared",
             "stats",
             "status",
             "sys",

@@ -18,6 +18,7 @@ pub mod master;
 pub mod pipeline;
 pub mod prometheus;
 pub mod proxy;
+pub mod shared;
 pub mod stats;
 pub mod status;
 #[allow(unsafe_code)]

@@ -50,16 +50,65 @@ pub struct Counters {
 /// What a worker saw of one upstream.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UpstreamCounters {
-    /// Responses by latency bucket (not cumulative): bucket `i` counts latencies up to
-    /// bound `i` and above bound `i - 1`; the last one, those above every bound.
-    pub latency: [u64; LATENCY_BUCKETS],
-    /// Sum of every latency counted, in microseconds.
-    pub latency_sum_micros: u64,
+    /// Time from routing a request until its response head arrived.
+    pub latency: Histogram,
+    /// Time requests waited in the queue for a slot under `max_conns`.
+    pub queue_wait: Histogram,
     /// Failures by kind, in [`UpstreamError::ALL`] order.
     pub errors: [u64; UpstreamError::ALL.len()],
+    /// Requests answered 503 after waiting `queue_timeout`.
+    pub queue_timeouts: u64,
     /// Per server: whether this worker would send it requests now (health checks and
     /// passive health agree it is up).
     pub servers_up: Vec<bool>,
+}
+
+/// Durations counted by bucket (not cumulative): bucket `i` counts those up to bound `i` of
+/// [`LATENCY_BOUNDS_SECONDS`] and above bound `i - 1`; the last one, those above every bound.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Histogram {
+    pub buckets: [u64; LATENCY_BUCKETS],
+    /// Sum of every duration counted, in microseconds.
+    pub sum_micros: u64,
+}
+
+impl Histogram {
+    /// Counts one duration.
+    #[inline]
+    pub fn observe(&mut self, duration: Duration) {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BOUNDS_MICROS
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(LATENCY_BOUNDS_MICROS.len());
+        self.buckets[bucket] += 1;
+        self.sum_micros = self.sum_micros.saturating_add(micros);
+    }
+
+    /// Adds another histogram's counts.
+    pub fn add(&mut self, other: &Histogram) {
+        add_each(&mut self.buckets, &other.buckets);
+        self.sum_micros = self.sum_micros.saturating_add(other.sum_micros);
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_array(out, &self.buckets);
+        put(out, self.sum_micros);
+    }
+
+    fn decode(r: &mut Reader) -> Option<Histogram> {
+        Some(Histogram {
+            buckets: r.array()?,
+            sum_micros: r.number()?,
+        })
+    }
+}
+
+/// Adds `more` to `sum`, item by item.
+pub fn add_each<const N: usize>(sum: &mut [u64; N], more: &[u64; N]) {
+    for (s, m) in sum.iter_mut().zip(more) {
+        *s += m;
+    }
 }
 
 /// Why an attempt to get a response from an upstream server failed.
@@ -135,9 +184,10 @@ impl Counters {
         }
         put(out, self.upstreams.len() as u64);
         for upstream in &self.upstreams {
-            put_array(out, &upstream.latency);
-            put(out, upstream.latency_sum_micros);
+            upstream.latency.encode(out);
+            upstream.queue_wait.encode(out);
             put_array(out, &upstream.errors);
+            put(out, upstream.queue_timeouts);
             put(out, upstream.servers_up.len() as u64);
             out.extend(upstream.servers_up.iter().map(|&up| u8::from(up)));
         }
@@ -158,11 +208,12 @@ impl Counters {
         for _ in 0..routes {
             counters.responses.push(r.array()?);
         }
-        let upstreams = r.length(LATENCY_BUCKETS + UpstreamError::ALL.len() + 4)?;
+        let upstreams = r.length(2 * LATENCY_BUCKETS + UpstreamError::ALL.len() + 7)?;
         for _ in 0..upstreams {
-            let latency = r.array()?;
-            let latency_sum_micros = r.number()?;
+            let latency = Histogram::decode(&mut r)?;
+            let queue_wait = Histogram::decode(&mut r)?;
             let errors = r.array()?;
+            let queue_timeouts = r.number()?;
             let servers = r.length(1)?;
             let mut servers_up = Vec::with_capacity(servers);
             for _ in 0..servers {
@@ -174,8 +225,9 @@ impl Counters {
             }
             counters.upstreams.push(UpstreamCounters {
                 latency,
-                latency_sum_micros,
+                queue_wait,
                 errors,
+                queue_timeouts,
                 servers_up,
             });
         }
@@ -197,13 +249,20 @@ impl UpstreamCounters {
     /// Counts one response whose head arrived `latency` after the request was routed.
     #[inline]
     pub fn observe(&mut self, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let bucket = LATENCY_BOUNDS_MICROS
-            .iter()
-            .position(|&bound| micros <= bound)
-            .unwrap_or(LATENCY_BOUNDS_MICROS.len());
-        self.latency[bucket] += 1;
-        self.latency_sum_micros = self.latency_sum_micros.saturating_add(micros);
+        self.latency.observe(latency);
+    }
+
+    /// Counts one request that waited `waited` in the queue before it got a slot.
+    pub fn observe_queue_wait(&mut self, waited: Duration) {
+        self.queue_wait.observe(waited);
+    }
+
+    /// Adds another's sums (every counter but `servers_up`, which is a view, not a sum).
+    pub fn add(&mut self, other: &UpstreamCounters) {
+        self.latency.add(&other.latency);
+        self.queue_wait.add(&other.queue_wait);
+        add_each(&mut self.errors, &other.errors);
+        self.queue_timeouts += other.queue_timeouts;
     }
 
     /// Counts one failure.
@@ -300,6 +359,8 @@ mod tests {
         upstream.observe(Duration::from_millis(3));
         upstream.observe(Duration::from_secs(60));
         upstream.count_error(UpstreamError::Reset);
+        upstream.observe_queue_wait(Duration::from_millis(20));
+        upstream.queue_timeouts = 3;
         upstream.servers_up = vec![true, false];
         counters.upstreams = vec![upstream, UpstreamCounters::default()];
         counters
@@ -352,16 +413,22 @@ mod tests {
         assert_eq!(status_class(101), 0);
         assert_eq!(status_class(999), 4);
         let upstream = &counters.upstreams[0];
-        assert_eq!(upstream.latency[0], 1, "3 ms is in the first bucket (<= 5 ms)");
         assert_eq!(
-            upstream.latency[LATENCY_BUCKETS - 1],
+            upstream.latency.buckets[0], 1,
+            "3 ms is in the first bucket (<= 5 ms)"
+        );
+        assert_eq!(
+            upstream.latency.buckets[LATENCY_BUCKETS - 1],
             1,
             "60 s is above every bound"
         );
-        assert_eq!(upstream.latency_sum_micros, 60_003_000);
+        assert_eq!(upstream.latency.sum_micros, 60_003_000);
         let mut edge = UpstreamCounters::default();
         edge.observe(Duration::from_millis(5));
-        assert_eq!(edge.latency[0], 1, "a bound is inclusive (Prometheus' `le`)");
+        assert_eq!(
+            edge.latency.buckets[0], 1,
+            "a bound is inclusive (Prometheus' `le`)"
+        );
         assert_eq!(
             LATENCY_BOUNDS_MICROS.map(|m| m as f64 / 1e6),
             LATENCY_BOUNDS_SECONDS

@@ -37,6 +37,35 @@ pub struct Status {
     pub master: MasterStatus,
     /// One entry per worker slot, in slot order.
     pub workers: Vec<SlotStatus>,
+    /// The upstreams of the current config, in config order.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamStatus>,
+}
+
+/// One upstream: the requests waiting for a slot under its servers' `max_conns`, how long
+/// they waited, and its servers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamStatus {
+    pub name: String,
+    /// Requests waiting for a slot now, in every worker together.
+    pub queued: u64,
+    /// Upper bounds of the queue wait buckets, in seconds (a last bucket is past them all).
+    pub queue_wait_bounds_seconds: Vec<f64>,
+    /// Requests that got a slot after waiting, by wait (not cumulative).
+    pub queue_waits: Vec<u64>,
+    /// Requests answered 503 after waiting `queue_timeout`.
+    pub queue_timeouts: u64,
+    pub servers: Vec<ServerStatus>,
+}
+
+/// One upstream server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub addr: String,
+    /// Its cap (0: none).
+    pub max_conns: u32,
+    /// Requests in flight to it from the whole instance (counted only when it has a cap).
+    pub in_flight: Option<u32>,
 }
 
 /// The master process.
@@ -69,6 +98,9 @@ pub struct SlotStatus {
     pub last_restart: Option<RestartReason>,
     /// Replaced workers of this slot still finishing their requests.
     pub retiring: Vec<RetiringWorker>,
+    /// Slots under `max_conns` the current worker's requests hold now.
+    #[serde(default)]
+    pub upstream_slots: u32,
 }
 
 /// A replaced worker that is still draining.
@@ -80,6 +112,8 @@ pub struct RetiringWorker {
     pub rss_bytes: u64,
     pub requests: u64,
     pub active_connections: u32,
+    #[serde(default)]
+    pub upstream_slots: u32,
 }
 
 /// A worker as `status` names it.
@@ -227,6 +261,7 @@ pub fn table(status: &Status) -> String {
         "rss",
         "requests",
         "active",
+        "slots",
         "restarts",
         "last restart",
     ]
@@ -240,6 +275,7 @@ pub fn table(status: &Status) -> String {
             slot.pid.map_or("-".into(), |_| bytes(slot.rss_bytes)),
             slot.requests.to_string(),
             slot.active_connections.to_string(),
+            slot.upstream_slots.to_string(),
             slot.restarts.to_string(),
             slot.last_restart.map_or("-", RestartReason::name).into(),
         ]);
@@ -252,10 +288,18 @@ pub fn table(status: &Status) -> String {
                 bytes(old.rss_bytes),
                 old.requests.to_string(),
                 old.active_connections.to_string(),
+                old.upstream_slots.to_string(),
                 String::new(),
                 String::new(),
             ]);
         }
+    }
+    // The slots column only matters with a `max_conns` somewhere.
+    let capped = (status.upstreams.iter()).any(|u| u.servers.iter().any(|s| s.max_conns > 0));
+    const SLOTS_COLUMN: usize = 7;
+    let mut rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+    if !capped {
+        rows.iter_mut().for_each(|row| drop(row.remove(SLOTS_COLUMN)));
     }
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|col| rows.iter().map(|r| r[col].len()).max().unwrap_or(0))
@@ -268,7 +312,61 @@ pub fn table(status: &Status) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
+    for upstream in &status.upstreams {
+        upstream_lines(upstream, &mut out);
+    }
     out
+}
+
+/// `upstream app  queued 3  waited 120 (median <= 10ms, p99 <= 1s)  timed out 2`, then a
+/// line per server with its requests in flight and its cap.
+fn upstream_lines(upstream: &UpstreamStatus, out: &mut String) {
+    let waited: u64 = upstream.queue_waits.iter().sum();
+    let _ = write!(
+        out,
+        "upstream {}  queued {}  waited {waited}",
+        upstream.name, upstream.queued
+    );
+    if waited > 0 {
+        let at = |q| quantile(&upstream.queue_wait_bounds_seconds, &upstream.queue_waits, q);
+        let _ = write!(out, " (median {}, p99 {})", at(0.5), at(0.99));
+    }
+    let _ = writeln!(out, "  timed out {}", upstream.queue_timeouts);
+    for server in &upstream.servers {
+        let in_flight = server.in_flight.map_or("-".to_string(), |n| n.to_string());
+        let cap = match server.max_conns {
+            0 => "no max_conns".to_string(),
+            n => format!("max_conns {n}"),
+        };
+        let _ = writeln!(out, "  {}  in flight {in_flight}  {cap}", server.addr);
+    }
+}
+
+/// The bound of the bucket that holds quantile `q` of a histogram: `<= 10ms`, or `> 10s`
+/// past the last bound.
+fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> String {
+    let total: u64 = counts.iter().sum();
+    let rank = (q * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, count) in counts.iter().enumerate() {
+        seen += count;
+        if seen >= rank {
+            return match bounds.get(i) {
+                Some(bound) => format!("<= {}", seconds(*bound)),
+                None => format!("> {}", seconds(bounds.last().copied().unwrap_or(0.0))),
+            };
+        }
+    }
+    "-".into()
+}
+
+/// `5ms`, `250ms`, `1s`, `2.5s`.
+fn seconds(value: f64) -> String {
+    if value < 1.0 {
+        format!("{}ms", (value * 1000.0).round())
+    } else {
+        format!("{value}s")
+    }
 }
 
 /// `59s`, `3m12s`, `2h05m`, `4d03h`.
@@ -324,7 +422,28 @@ mod tests {
                     rss_bytes: 800 << 10,
                     requests: 5,
                     active_connections: 1,
+                    upstream_slots: 0,
                 }],
+                upstream_slots: 2,
+            }],
+            upstreams: vec![UpstreamStatus {
+                name: "app".into(),
+                queued: 3,
+                queue_wait_bounds_seconds: vec![0.005, 0.01, 1.0],
+                queue_waits: vec![10, 80, 9, 1],
+                queue_timeouts: 1,
+                servers: vec![
+                    ServerStatus {
+                        addr: "127.0.0.1:3000".into(),
+                        max_conns: 4,
+                        in_flight: Some(4),
+                    },
+                    ServerStatus {
+                        addr: "127.0.0.1:3001".into(),
+                        max_conns: 0,
+                        in_flight: None,
+                    },
+                ],
             }],
         }
     }
@@ -354,12 +473,28 @@ mod tests {
         assert_eq!(cells(lines[1])[0], "slot");
         assert_eq!(
             cells(lines[2]),
-            ["0", "101", "running", "2h01m", "5.0 MiB", "1234", "3", "1", "crash"]
+            ["0", "101", "running", "2h01m", "5.0 MiB", "1234", "3", "2", "1", "crash"]
         );
         assert_eq!(
             cells(lines[3]),
-            ["0", "99", "draining", "30s", "800 KiB", "5", "1"]
+            ["0", "99", "draining", "30s", "800 KiB", "5", "1", "0"]
         );
+        assert_eq!(
+            lines[4],
+            "upstream app  queued 3  waited 100 (median <= 10ms, p99 <= 1s)  timed out 1"
+        );
+        assert_eq!(lines[5], "  127.0.0.1:3000  in flight 4  max_conns 4");
+        assert_eq!(lines[6], "  127.0.0.1:3001  in flight -  no max_conns");
+    }
+
+    #[test]
+    fn the_slots_column_shows_only_with_a_cap() {
+        let mut status = sample();
+        assert!(table(&status).lines().nth(1).unwrap().contains("slots"));
+        status.upstreams[0].servers[0].max_conns = 0;
+        let text = table(&status);
+        assert!(!text.lines().nth(1).unwrap().contains("slots"), "{text}");
+        assert_eq!(cells(text.lines().nth(2).unwrap())[6..], ["3", "1", "crash"]);
     }
 
     #[test]

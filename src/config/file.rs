@@ -17,6 +17,7 @@ use super::{
     default_workers, AccessLog, Balance, Buffering, Config, Dotfiles, FileOptions, HashKey, HealthCheck,
     Limits, LogFormat, Route, Serve, Server, Supervisor, Upstream, UpstreamServer, MAX_HEADERS_CEILING,
 };
+use crate::shared::MAX_CONNS;
 
 /// A config that cannot be used, located as precisely as we can.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +122,8 @@ struct RawUpstream {
     max_fails: Option<Spanned<i64>>,
     fail_timeout: Option<Span>,
     health_check: Option<Spanned<RawHealthCheck>>,
+    max_conns: Option<Spanned<i64>>,
+    queue_timeout: Option<Spanned<Span>>,
 }
 
 #[derive(Deserialize)]
@@ -610,9 +613,14 @@ impl Builder<'_> {
 
     fn upstream(&self, name: &str, raw: &Spanned<RawUpstream>) -> Result<Upstream, ConfigError> {
         let spec = raw.get_ref();
+        let max_conns = match &spec.max_conns {
+            Some(n) => self.count(n, "max_conns", 0..i64::from(MAX_CONNS) + 1)? as u32,
+            None => 0,
+        };
         let mut servers = Vec::new();
         for text in &spec.servers {
-            let resolved = resolve_server(text.get_ref()).or_else(|why| self.fail(text.span(), why))?;
+            let resolved =
+                resolve_server(text.get_ref(), max_conns).or_else(|why| self.fail(text.span(), why))?;
             servers.extend(resolved);
         }
         if servers.is_empty() {
@@ -658,6 +666,7 @@ impl Builder<'_> {
                 "tunnel_timeout",
                 &mut upstream.tunnel_timeout,
             ),
+            (&spec.queue_timeout, "queue_timeout", &mut upstream.queue_timeout),
         ] {
             if let Some(value) = raw {
                 *slot = positive(value, key)?;
@@ -719,17 +728,26 @@ impl Builder<'_> {
     }
 }
 
-/// Reads `host:port [weight=N]` into servers (a host name may resolve to several addresses).
-pub(super) fn resolve_server(text: &str) -> Result<Vec<UpstreamServer>, String> {
+/// Reads `host:port [weight=N] [max_conns=N]` into servers (a host name may resolve to
+/// several addresses); `max_conns` is the upstream's unless the line says otherwise.
+pub(super) fn resolve_server(text: &str, max_conns: u32) -> Result<Vec<UpstreamServer>, String> {
     let mut words = text.split_whitespace();
     let address = words
         .next()
         .ok_or_else(|| "an upstream server cannot be empty".to_string())?;
     let mut weight = 1;
+    let mut max_conns = max_conns;
     for option in words {
-        match option.strip_prefix("weight=").map(str::parse::<u32>) {
-            Some(Ok(n)) if (1..=1000).contains(&n) => weight = n,
-            _ => return Err(format!("`{option}`: the only server option is weight=1..1000")),
+        let (name, value) = option.split_once('=').unwrap_or((option, ""));
+        let number = value.parse::<u32>();
+        match (name, number) {
+            ("weight", Ok(n)) if (1..=1000).contains(&n) => weight = n,
+            ("max_conns", Ok(n)) if n <= MAX_CONNS => max_conns = n,
+            _ => {
+                return Err(format!(
+                    "`{option}`: server options are weight=1..1000 and max_conns=0..{MAX_CONNS}"
+                ))
+            }
         }
     }
     let addrs = lookup(address).map_err(|e| format!("`{address}` is not a reachable host:port ({e})"))?;
@@ -738,7 +756,11 @@ pub(super) fn resolve_server(text: &str) -> Result<Vec<UpstreamServer>, String> 
     }
     Ok(addrs
         .into_iter()
-        .map(|addr| UpstreamServer { addr, weight })
+        .map(|addr| UpstreamServer {
+            addr,
+            weight,
+            max_conns,
+        })
         .collect())
 }
 
@@ -854,9 +876,36 @@ mod tests {
         assert_eq!(app.keepalive, 8);
         assert_eq!(app.read_timeout.as_secs(), 5);
         assert_eq!(app.health_check.as_ref().unwrap().fall, 2);
+        assert_eq!((app.servers[0].max_conns, app.queue_timeout.as_secs()), (0, 30));
         let routes = &config.servers[0].routes;
         assert!(matches!(routes[0].serve, Serve::Proxy(0)) && routes[0].strip_prefix);
         assert!(matches!(&routes[1].serve, Serve::Files(f) if f.fallback == Some(0)));
+    }
+
+    #[test]
+    fn max_conns_per_upstream_is_each_servers_default() {
+        let text = format!(
+            "{PROXIED}[upstream.app]\nservers = [\"127.0.0.1:3000\", \"127.0.0.1:3001 max_conns=2\", \"127.0.0.1:3002 max_conns=0\"]\nmax_conns = 8\nqueue_timeout = \"5s\"\n"
+        );
+        let config = load(&text).unwrap();
+        let app = &config.upstreams[0];
+        let caps: Vec<u32> = app.servers.iter().map(|s| s.max_conns).collect();
+        assert_eq!(caps, [8, 2, 0]);
+        assert_eq!(app.queue_timeout.as_secs(), 5);
+        assert!(app.is_capped());
+        let zero = load(&format!(
+            "{PROXIED}[upstream.app]\nservers = [\"127.0.0.1:3000\"]\nqueue_timeout = \"0s\"\n"
+        ))
+        .unwrap_err();
+        assert!(zero.contains("queue_timeout must be more than 0"), "{zero}");
+        let over = load(&format!(
+            "{PROXIED}[upstream.app]\nservers = [\"127.0.0.1:3000\"]\nmax_conns = 4097\n"
+        ))
+        .unwrap_err();
+        assert!(
+            over.contains("max_conns must be between 0 and 4096, not 4097"),
+            "{over}"
+        );
     }
 
     #[test]
@@ -869,6 +918,11 @@ mod tests {
         let servers = |list: &str| format!("{PROXIED}[upstream.app]\nservers = [{list}]\n");
         let bad_weight = load(&servers("\"127.0.0.1:3000 weight=0\"")).unwrap_err();
         assert!(bad_weight.starts_with("FILE:12:12: `weight=0`"), "{bad_weight}");
+        let bad_cap = load(&servers("\"127.0.0.1:3000 max_conns=5000\"")).unwrap_err();
+        assert!(
+            bad_cap.starts_with("FILE:12:12: `max_conns=5000`: server options are"),
+            "{bad_cap}"
+        );
         let bad_addr = load(&servers("\"127.0.0.1:port\"")).unwrap_err();
         assert!(
             bad_addr.starts_with("FILE:12:12: `127.0.0.1:port` is not a reachable"),

@@ -278,6 +278,8 @@ pub struct Upstream {
     pub fail_timeout: Duration,
     /// Active health checks, run once per shoal instance.
     pub health_check: Option<HealthCheck>,
+    /// How long a request waits for a server under its `max_conns` before a 503.
+    pub queue_timeout: Duration,
 }
 
 /// One server of an upstream.
@@ -286,6 +288,19 @@ pub struct UpstreamServer {
     pub addr: SocketAddr,
     /// Share of requests relative to the other servers (round robin).
     pub weight: u32,
+    /// Requests in flight to it from the whole instance, at most (0: no cap).
+    pub max_conns: u32,
+}
+
+impl UpstreamServer {
+    /// A server with weight 1 and no cap.
+    pub fn new(addr: SocketAddr) -> UpstreamServer {
+        UpstreamServer {
+            addr,
+            weight: 1,
+            max_conns: 0,
+        }
+    }
 }
 
 /// How an upstream's server is chosen for a request.
@@ -336,7 +351,13 @@ impl Upstream {
             max_fails: 1,
             fail_timeout: Duration::from_secs(10),
             health_check: None,
+            queue_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// True when a server of it has a `max_conns`: its requests may queue.
+    pub fn is_capped(&self) -> bool {
+        self.servers.iter().any(|s| s.max_conns > 0)
     }
 }
 
@@ -417,7 +438,8 @@ impl Config {
         };
         let mut servers = Vec::new();
         for text in &options.upstreams {
-            let resolved = file::resolve_server(text).map_err(|why| ConfigError::flag("--upstream", &why))?;
+            let resolved =
+                file::resolve_server(text, 0).map_err(|why| ConfigError::flag("--upstream", &why))?;
             servers.extend(resolved);
         }
         let upstreams = if servers.is_empty() {

@@ -8,7 +8,7 @@ use nix::sys::signal::{kill, Signal};
 use super::admin::Admin;
 use super::listeners::{self, Listener, Spare};
 use super::slots::{Life, Role, Slot};
-use super::{privileges, Attempt, Master, Phase, Readiness};
+use super::{caps, privileges, Attempt, Master, Phase, Readiness};
 use crate::channel::Command;
 use crate::control::Outcome;
 use crate::status::RestartReason;
@@ -145,6 +145,10 @@ impl Master {
             "reloading: {} workers with the new config (was {active})",
             config.workers
         );
+        // Last, as it changes the caps the running workers share: a refusal leaves them.
+        if let Err(e) = caps::prepare(self.shared_state, &config) {
+            return self.refuse_reload(attempt, e);
+        }
         self.previous = Some(std::mem::replace(&mut self.config, config));
         self.generation += 1;
         // Upstream indices may mean other servers now; the new worker 0 probes afresh.
@@ -186,6 +190,10 @@ impl Master {
             slot.role = Role::Active;
         }
         self.steering.clear();
+        // The old config's caps again (its rows still exist: its workers use them).
+        if let Err(e) = caps::prepare(self.shared_state, &self.config) {
+            error!("rolling back a reload: {e}");
+        }
     }
 
     /// USR1: reopen the error log here and every log in the workers.

@@ -6,6 +6,7 @@
 
 mod activation;
 mod admin;
+mod caps;
 mod control_socket;
 mod endpoint;
 mod ledger;
@@ -69,6 +70,8 @@ pub enum MasterError {
     CrashLoop { deaths: usize, window: Duration },
     /// Root without `user`, or a `user` the master cannot switch to.
     Privileges(String),
+    /// The shared state (concurrency caps) cannot be made, or the config needs too much of it.
+    SharedState(String),
 }
 
 impl MasterError {
@@ -91,6 +94,7 @@ impl fmt::Display for MasterError {
             MasterError::PidFile(e) => write!(f, "{e}"),
             MasterError::Admin(e) => write!(f, "{e} ([admin] listen)"),
             MasterError::Privileges(why) => write!(f, "{why}"),
+            MasterError::SharedState(why) => write!(f, "{why}"),
             MasterError::WorkerBoot { slot, message } => {
                 write!(f, "worker {slot} cannot start: {message}")
             }
@@ -150,6 +154,10 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
         sys::redirect_stderr(path).map_err(|e| MasterError::File(e, path.clone()))?;
     }
     let nofile = sys::raise_nofile_limit();
+    let shared_state = caps::open().map_err(|e| {
+        MasterError::SharedState(format!("cannot make the shared state (memfd, eventfd): {e}"))
+    })?;
+    caps::prepare(shared_state, &config).map_err(MasterError::SharedState)?;
     let addresses = config.listeners();
     let shared = activation::take_from_env(&addresses).map_err(MasterError::Activation)?;
     let mut spare = Spare::inherited();
@@ -228,6 +236,8 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
         started: now,
         generation: 0,
         ledgers: Ledgers::default(),
+        shared_state,
+        next_shared_sweep: now,
     };
     master.supervise()
 }
@@ -274,6 +284,9 @@ struct Master {
     generation: u64,
     /// Each slot's restarts, by slot number.
     ledgers: Ledgers,
+    /// What all workers of the instance share: upstream servers' caps and queues.
+    shared_state: &'static crate::shared::Shared,
+    next_shared_sweep: Instant,
 }
 
 impl Master {
@@ -291,6 +304,7 @@ impl Master {
             self.retire_replaced();
             self.prune_removed_slots();
             self.watch_upgrade();
+            self.sweep_shared_state();
             self.announce_ready();
             self.deliver_verdicts();
             self.notify_service_manager();

@@ -7,9 +7,14 @@ use std::time::Instant;
 use super::slots::{self, Life, Role, WorkerProc};
 use super::tally::{Labels, Tally};
 use super::{Master, Phase};
+use crate::config::UpstreamServer;
 use crate::prometheus::{Exposition, Kind};
+use crate::shared::RowKey;
 use crate::stats::{UpstreamError, LATENCY_BOUNDS_SECONDS};
-use crate::status::{MasterStatus, RestartReason, RetiringWorker, SlotStatus, Status, WorkerState};
+use crate::status::{
+    MasterStatus, RestartReason, RetiringWorker, ServerStatus, SlotStatus, Status, UpstreamStatus,
+    WorkerState,
+};
 
 impl Master {
     /// The master and every slot as they are now (reads each worker's RSS from /proc).
@@ -38,7 +43,45 @@ impl Master {
                 .iter()
                 .map(|slot| self.slot_status(slot, now))
                 .collect(),
+            upstreams: self.upstream_status(&self.tallies().1),
         }
+    }
+
+    /// The current config's upstreams: queues and waits (from the shared state and the
+    /// workers' counters), and each server's requests in flight when it has a cap.
+    fn upstream_status(&self, total: &Tally) -> Vec<UpstreamStatus> {
+        let shared = self.shared_state;
+        let in_flight = |name: &str, server: &UpstreamServer| {
+            let row = shared
+                .find(RowKey::cap(name, server.addr))
+                .filter(|_| server.max_conns > 0)?;
+            Some(shared.cap(row).in_flight())
+        };
+        (self.config.upstreams.iter())
+            .map(|upstream| {
+                let counted = total.upstreams.get(&upstream.name).cloned().unwrap_or_default();
+                let line = shared.find(RowKey::line(&upstream.name));
+                UpstreamStatus {
+                    name: upstream.name.clone(),
+                    queued: line.map_or(0, |row| shared.line(row).queued()),
+                    queue_wait_bounds_seconds: LATENCY_BOUNDS_SECONDS.to_vec(),
+                    queue_waits: counted.queue_wait.buckets.to_vec(),
+                    queue_timeouts: counted.queue_timeouts,
+                    servers: (upstream.servers.iter())
+                        .map(|server| ServerStatus {
+                            addr: server.addr.to_string(),
+                            max_conns: server.max_conns,
+                            in_flight: in_flight(&upstream.name, server),
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Slots under `max_conns` that `worker`'s requests hold now.
+    fn upstream_slots(&self, worker: &WorkerProc) -> u32 {
+        self.shared_state.held_by(worker.pid.as_raw() as u32)
     }
 
     fn slot_status(&self, slot: &slots::Slot, now: Instant) -> SlotStatus {
@@ -59,6 +102,7 @@ impl Master {
             active_connections: current.map_or(0, |w| w.counters.active),
             restarts: ledger.map_or(0, |l| l.restart_count()),
             last_restart: ledger.and_then(|l| l.last_restart),
+            upstream_slots: current.map_or(0, |w| self.upstream_slots(w)),
             retiring: slot
                 .retiring
                 .iter()
@@ -69,6 +113,7 @@ impl Master {
                     rss_bytes: slots::rss_bytes(w.pid),
                     requests: w.counters.requests,
                     active_connections: w.counters.active,
+                    upstream_slots: self.upstream_slots(w),
                 })
                 .collect(),
         }
@@ -97,19 +142,7 @@ impl Master {
     /// workers had counted, so they never go backwards.
     pub(super) fn metrics(&self) -> String {
         let labels = Labels::of(&self.config);
-        let mut per_slot: BTreeMap<usize, Tally> = BTreeMap::new();
-        for (index, ledger) in self.ledgers.iter() {
-            let tally = per_slot.entry(index).or_insert_with(|| Tally::zero(&labels));
-            tally.merge(&ledger.counted);
-        }
-        for slot in &self.slots {
-            let tally = per_slot.entry(slot.index).or_insert_with(|| Tally::zero(&labels));
-            for worker in slot.workers() {
-                tally.add(&worker.counters, &worker.labels);
-            }
-        }
-        let mut total = Tally::zero(&labels);
-        per_slot.values().for_each(|t| total.merge(t));
+        let (per_slot, total) = self.tallies();
         let mut out = Exposition::default();
         let counter = Kind::Counter;
         let help = "Responses sent, by route prefix (\"none\": no route matched) and status class.";
@@ -167,6 +200,7 @@ impl Master {
             errors,
         );
         self.server_gauges(&mut out, &labels);
+        self.queue_metrics(&mut out, &total);
         self.restart_counters(&mut out);
         out.family("shoal_reloads_total", Kind::Counter, "Reloads (HUP), by result.");
         out.sample("shoal_reloads_total", &[("result", "ok")], self.reloads.ok);
@@ -176,6 +210,91 @@ impl Master {
             self.reloads.failed,
         );
         out.finish()
+    }
+
+    /// What every worker counted (the living and the exited), per slot and in total.
+    fn tallies(&self) -> (BTreeMap<usize, Tally>, Tally) {
+        let labels = Labels::of(&self.config);
+        let mut per_slot: BTreeMap<usize, Tally> = BTreeMap::new();
+        for (index, ledger) in self.ledgers.iter() {
+            let tally = per_slot.entry(index).or_insert_with(|| Tally::zero(&labels));
+            tally.merge(&ledger.counted);
+        }
+        for slot in &self.slots {
+            let tally = per_slot.entry(slot.index).or_insert_with(|| Tally::zero(&labels));
+            for worker in slot.workers() {
+                tally.add(&worker.counters, &worker.labels);
+            }
+        }
+        let mut total = Tally::zero(&labels);
+        per_slot.values().for_each(|t| total.merge(t));
+        (per_slot, total)
+    }
+
+    /// Per capped server: requests in flight and the cap; per upstream: requests queued, how
+    /// long they waited, and how many waited in vain.
+    fn queue_metrics(&self, out: &mut Exposition, total: &Tally) {
+        let upstreams = self.upstream_status(total);
+        // (labels, in flight, cap) of every capped server.
+        type Capped<'s> = ([(&'static str, &'s str); 2], u32, u32);
+        let capped: Vec<Capped> = (upstreams.iter())
+            .flat_map(|u| {
+                (u.servers.iter()).filter_map(|s| {
+                    let pairs = [("upstream", u.name.as_str()), ("server", s.addr.as_str())];
+                    Some((pairs, s.in_flight?, s.max_conns))
+                })
+            })
+            .collect();
+        let help = "Requests in flight to the server from the whole instance (servers with max_conns).";
+        out.family("shoal_upstream_server_in_flight", Kind::Gauge, help);
+        for (pairs, in_flight, _) in &capped {
+            out.sample("shoal_upstream_server_in_flight", pairs, u64::from(*in_flight));
+        }
+        out.family(
+            "shoal_upstream_server_max_conns",
+            Kind::Gauge,
+            "The server's max_conns.",
+        );
+        for (pairs, _, max_conns) in &capped {
+            out.sample("shoal_upstream_server_max_conns", pairs, u64::from(*max_conns));
+        }
+        out.family(
+            "shoal_upstream_queued",
+            Kind::Gauge,
+            "Requests waiting for a slot under the upstream's max_conns, in every worker.",
+        );
+        for upstream in &upstreams {
+            out.sample(
+                "shoal_upstream_queued",
+                &[("upstream", &upstream.name)],
+                upstream.queued,
+            );
+        }
+        let help = "Time requests waited in the queue for a slot under max_conns.";
+        out.family("shoal_upstream_queue_wait_seconds", Kind::Histogram, help);
+        for (name, sums) in &total.upstreams {
+            let sum = sums.queue_wait.sum_micros as f64 / 1e6;
+            let buckets = &sums.queue_wait.buckets;
+            out.histogram(
+                "shoal_upstream_queue_wait_seconds",
+                &[("upstream", name)],
+                &LATENCY_BOUNDS_SECONDS,
+                buckets,
+                sum,
+            );
+        }
+        out.family(
+            "shoal_upstream_queue_timeouts_total",
+            Kind::Counter,
+            "Requests answered 503 after waiting queue_timeout for a slot.",
+        );
+        for (name, sums) in &total.upstreams {
+            out.sample(
+                "shoal_upstream_queue_timeouts_total",
+                &[("upstream", name)],
+                sums.queue_timeouts,
+            );
+        }
     }
 
     fn connection_gauges(&self, out: &mut Exposition) {
@@ -347,7 +466,7 @@ fn latency(out: &mut Exposition, name: &str, tally: &Tally, slot: Option<usize>)
             pairs.push(("worker", worker.as_str()));
         }
         pairs.push(("upstream", upstream.as_str()));
-        let sum = sums.latency_sum_micros as f64 / 1e6;
-        out.histogram(name, &pairs, &LATENCY_BOUNDS_SECONDS, &sums.latency, sum);
+        let sum = sums.latency.sum_micros as f64 / 1e6;
+        out.histogram(name, &pairs, &LATENCY_BOUNDS_SECONDS, &sums.latency.buckets, sum);
     }
 }

@@ -9,12 +9,13 @@ use nix::unistd::{getppid, Pid};
 use super::slots::{Slot, WorkerProc};
 use crate::channel::{self, Report};
 use crate::config::Config;
+use crate::shared::Shared;
 use crate::sys::{self, Forked};
 use crate::worker;
 
-/// Forks a worker for `slot`. Returns its record in the master; never returns in the child,
+/// Forks a worker for `slot`, sharing `shared`. Returns its record in the master; never returns in the child,
 /// which runs the worker and exits with its code.
-pub fn spawn_worker(slot: &Slot, config: &Config) -> std::io::Result<WorkerProc> {
+pub fn spawn_worker(slot: &Slot, config: &Config, shared: &'static Shared) -> std::io::Result<WorkerProc> {
     let (master_end, worker_end) = channel::pair()?;
     let master = Pid::this();
     match sys::fork()? {
@@ -30,6 +31,8 @@ pub fn spawn_worker(slot: &Slot, config: &Config) -> std::io::Result<WorkerProc>
             // master's structures are never dropped: the child leaves through process::exit.
             let mut keep: Vec<_> = listeners.iter().map(|(s, _)| s.as_raw_fd()).collect();
             keep.push(worker_end.as_raw_fd());
+            // The shared memory stays mapped without its fd; the bell is polled.
+            keep.push(shared.bell.as_fd().as_raw_fd());
             sys::close_fds_except(&keep);
             // Before the death signal: the kernel clears it whenever the credentials change.
             if let Some(run_as) = &config.user {
@@ -44,7 +47,7 @@ pub fn spawn_worker(slot: &Slot, config: &Config) -> std::io::Result<WorkerProc>
                 std::process::exit(1);
             }
             sys::name_process(&format!("shoal: worker {}", slot.index));
-            let code = worker::run(slot.index, listeners, worker_end, config);
+            let code = worker::run(slot.index, listeners, worker_end, config, shared);
             std::process::exit(code)
         }
     }

@@ -40,7 +40,7 @@ impl Master {
     /// Forks a worker with the current config into slot `index` (as its current worker).
     pub(super) fn spawn_into(&mut self, index: usize) -> bool {
         let now = Instant::now();
-        match spawn::spawn_worker(&self.slots[index], &self.config) {
+        match spawn::spawn_worker(&self.slots[index], &self.config, self.shared_state) {
             Ok(mut worker) => {
                 info!("worker {index} started (pid {})", worker.pid);
                 worker.labels = Rc::new(Labels::of(&self.config));
@@ -122,6 +122,7 @@ impl Master {
                 continue;
             };
             let mut worker = self.slots[index].take(pid).expect("found above");
+            self.reclaim_from(pid);
             // What it said just before exiting (a last beat, why it cannot boot) is still queued.
             let mut verdicts = Vec::new();
             absorb_reports(index, &mut worker, Instant::now(), &mut verdicts);

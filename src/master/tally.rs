@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::Config;
-use crate::stats::{Counters, UpstreamError, LATENCY_BUCKETS, NO_ROUTE, STATUS_CLASSES};
+use crate::stats::{add_each, Counters, UpstreamCounters, NO_ROUTE, STATUS_CLASSES};
 
 /// The route label of responses that reached no route.
 pub const NO_ROUTE_LABEL: &str = "none";
@@ -57,26 +57,8 @@ pub struct Tally {
     pub upstreams: BTreeMap<String, UpstreamTally>,
 }
 
-/// One upstream's latency histogram and failures, summed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct UpstreamTally {
-    pub latency: [u64; LATENCY_BUCKETS],
-    pub latency_sum_micros: u64,
-    pub errors: [u64; UpstreamError::ALL.len()],
-}
-
-impl UpstreamTally {
-    fn add(
-        &mut self,
-        latency: &[u64; LATENCY_BUCKETS],
-        latency_sum_micros: u64,
-        errors: &[u64; UpstreamError::ALL.len()],
-    ) {
-        add_each(&mut self.latency, latency);
-        self.latency_sum_micros += latency_sum_micros;
-        add_each(&mut self.errors, errors);
-    }
-}
+/// One upstream's histograms and failures, summed (its `servers_up` stays empty).
+pub type UpstreamTally = UpstreamCounters;
 
 impl Tally {
     /// A tally with a zero for every route and upstream of `labels` (so every series
@@ -99,8 +81,7 @@ impl Tally {
             self.add_responses(route, row);
         }
         for (upstream, (name, _)) in counters.upstreams.iter().zip(&labels.upstreams) {
-            let sum = self.upstreams.entry(name.clone()).or_default();
-            sum.add(&upstream.latency, upstream.latency_sum_micros, &upstream.errors);
+            self.upstreams.entry(name.clone()).or_default().add(upstream);
         }
     }
 
@@ -111,8 +92,7 @@ impl Tally {
             self.add_responses(route, row);
         }
         for (name, upstream) in &other.upstreams {
-            let sum = self.upstreams.entry(name.clone()).or_default();
-            sum.add(&upstream.latency, upstream.latency_sum_micros, &upstream.errors);
+            self.upstreams.entry(name.clone()).or_default().add(upstream);
         }
     }
 
@@ -127,16 +107,10 @@ impl Tally {
     }
 }
 
-fn add_each<const N: usize>(sum: &mut [u64; N], more: &[u64; N]) {
-    for (s, m) in sum.iter_mut().zip(more) {
-        *s += m;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::UpstreamCounters;
+    use crate::stats::UpstreamError;
 
     fn labels(routes: &[&str], upstreams: &[&str]) -> Labels {
         let mut all = vec![NO_ROUTE_LABEL.to_string()];

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 
 use super::activation::SHARED_FDS_VAR;
 use super::admin::INHERITED_ADMIN_VAR;
+use super::caps::{self, SHARED_STATE_VAR};
 use super::listeners::{self, INHERITED_FDS_VAR};
 use super::slots::{Life, Role};
 use super::{Attempt, Master, Phase};
@@ -100,6 +101,7 @@ impl Master {
             .args(std::env::args_os().skip(1))
             .env(INHERITED_FDS_VAR, fds)
             .env(SHARED_FDS_VAR, self.shared.describe_for_upgrade())
+            .env(SHARED_STATE_VAR, caps::describe_for_upgrade(self.shared_state))
             .env(READY_FD_VAR, ready_write.as_raw_fd().to_string())
             .envs(self.notifier.successor_env());
         // The admin endpoint's socket goes along, so scrapes are never refused meanwhile.
@@ -109,12 +111,14 @@ impl Master {
             sockets.push(admin.listener());
         }
         // The master is single-threaded, so clearing close-on-exec for the spawn races nobody.
-        for socket in &sockets {
-            sys::set_cloexec(*socket, false)?;
+        let mut fds: Vec<BorrowedFd> = sockets.iter().map(|s| s.as_fd()).collect();
+        fds.extend(self.shared_state.fds());
+        for fd in &fds {
+            sys::set_cloexec(fd, false)?;
         }
         let child = command.spawn();
-        for socket in &sockets {
-            let _ = sys::set_cloexec(*socket, true);
+        for fd in &fds {
+            let _ = sys::set_cloexec(fd, true);
         }
         drop(ready_write);
         let child = child?;

@@ -104,10 +104,7 @@ mod tests {
 
     fn servers(addrs: &[&str]) -> Vec<UpstreamServer> {
         (addrs.iter())
-            .map(|a| UpstreamServer {
-                addr: a.parse().unwrap(),
-                weight: 1,
-            })
+            .map(|a| UpstreamServer::new(a.parse().unwrap()))
             .collect()
     }
 

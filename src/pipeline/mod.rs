@@ -24,6 +24,7 @@ use crate::http::respond::respond_simple;
 use crate::http::target;
 use crate::io::{Buffers, Input, SpillDir};
 use crate::proxy::{Env, Exchange, Start, Step, Upstreams};
+use crate::shared::Shared;
 use crate::stats::NO_ROUTE;
 use filter::Check;
 use request_id::{RequestId, RequestIds};
@@ -84,11 +85,14 @@ pub struct Pipeline<'c> {
 
 impl<'c> Pipeline<'c> {
     /// The pipeline of worker `slot`, whose listener `i` feeds server `listener_servers[i]`.
+    /// The pipeline of `config` for worker `slot`; `shared`: the instance's shared state and
+    /// this worker's seat in it, which capped upstreams need.
     pub fn new(
         config: &'c Config,
         listener_servers: &[usize],
         registry: Registry,
         slot: usize,
+        shared: Option<(&'static Shared, usize)>,
         now: Instant,
     ) -> std::io::Result<Pipeline<'c>> {
         let (sites, roots) = Sites::new(config, listener_servers);
@@ -107,7 +111,7 @@ impl<'c> Pipeline<'c> {
         Ok(Pipeline {
             sites,
             files: StaticFiles::open(&roots)?,
-            upstreams: Upstreams::new(&config.upstreams, now),
+            upstreams: Upstreams::new(&config.upstreams, now, shared).map_err(std::io::Error::other)?,
             registry,
             ids: RequestIds::new(slot),
             spill,

@@ -123,22 +123,28 @@ impl Balancer {
     /// hash policy. When every untried server is down, the one that comes back soonest is
     /// tried rather than none.
     pub fn pick(&mut self, key: u64, tried: &Tried, now: Instant) -> Option<usize> {
-        let all = 0..self.servers.len();
+        self.pick_up(key, tried, now).or_else(|| self.soonest_back(tried))
+    }
+
+    /// Picks a server not in `tried` that is up, by the policy.
+    pub fn pick_up(&mut self, key: u64, tried: &Tried, now: Instant) -> Option<usize> {
         let mut live = std::mem::take(&mut self.live);
         live.clear();
-        live.extend(all.clone().filter(|&i| !tried.contains(i) && self.usable(i, now)));
-        let picked = if live.is_empty() {
-            all.filter(|&i| !tried.contains(i))
-                .min_by_key(|&i| self.servers[i].down_until)
-        } else {
-            Some(match &self.policy {
-                Balance::RoundRobin => self.round_robin(&live),
-                Balance::LeastConn => self.least_conn(&mut live),
-                Balance::Hash(_) => self.hashed(key, &live),
-            })
-        };
+        live.extend((0..self.servers.len()).filter(|&i| !tried.contains(i) && self.usable(i, now)));
+        let picked = (!live.is_empty()).then(|| match &self.policy {
+            Balance::RoundRobin => self.round_robin(&live),
+            Balance::LeastConn => self.least_conn(&mut live),
+            Balance::Hash(_) => self.hashed(key, &live),
+        });
         self.live = live;
         picked
+    }
+
+    /// The server not in `tried` that comes back up soonest.
+    pub fn soonest_back(&self, tried: &Tried) -> Option<usize> {
+        (0..self.servers.len())
+            .filter(|&i| !tried.contains(i))
+            .min_by_key(|&i| self.servers[i].down_until)
     }
 
     fn round_robin(&mut self, live: &[usize]) -> usize {
@@ -237,8 +243,8 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &weight)| UpstreamServer {
-                addr: format!("127.0.0.1:{}", 3000 + i).parse().unwrap(),
                 weight,
+                ..UpstreamServer::new(format!("127.0.0.1:{}", 3000 + i).parse().unwrap())
             })
             .collect();
         let mut upstream = Upstream::new("app", servers);

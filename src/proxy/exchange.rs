@@ -26,8 +26,9 @@ use mio::{Interest, Registry, Token};
 
 use super::balance::{hash_key, InFlight, Tried};
 use super::forward::{self, Forward};
+use super::gate::Permit;
 use super::response::{self, UpstreamBody, UpstreamHead};
-use super::Upstreams;
+use super::{Admission, Upstreams};
 use crate::config::{Balance, HashKey};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Framing, Method, RequestHead};
@@ -92,6 +93,8 @@ pub enum Failure {
     ClientTimeout,
     /// A collected request body could not be written to its temporary file.
     Storage,
+    /// Every server was at its `max_conns` for the whole `queue_timeout`.
+    QueueTimeout { retry_after_secs: u64 },
 }
 
 impl Failure {
@@ -102,6 +105,15 @@ impl Failure {
             Failure::BodyTooLarge => 413,
             Failure::ClientTimeout => 408,
             Failure::Storage => 500,
+            Failure::QueueTimeout { .. } => 503,
+        }
+    }
+
+    /// The seconds a client is told to wait before it tries again (`Retry-After`).
+    pub fn retry_after_secs(self) -> Option<u64> {
+        match self {
+            Failure::QueueTimeout { retry_after_secs } => Some(retry_after_secs),
+            _ => None,
         }
     }
 }
@@ -125,6 +137,11 @@ pub enum Step {
 
 /// Where the upstream socket is.
 enum Link {
+    /// None yet: the request waits for a slot on a capped server, with its place in the queue.
+    Queued {
+        ticket: u64,
+        since: Instant,
+    },
     Connecting(TcpStream),
     Open {
         stream: TcpStream,
@@ -135,12 +152,12 @@ enum Link {
 }
 
 impl Link {
-    /// The upstream socket. Exchanges stop pumping once the link is closed, so the closed
-    /// case is never reached; an empty read or write there would only end the exchange.
+    /// The upstream socket. Exchanges use it only once connecting started and stop pumping
+    /// once the link is closed, so the other cases are never reached.
     fn stream(&mut self) -> &mut TcpStream {
         match self {
             Link::Connecting(stream) | Link::Open { stream, .. } => stream,
-            Link::Closed => unreachable!("pumped after the exchange ended"),
+            Link::Queued { .. } | Link::Closed => unreachable!("no upstream socket to use"),
         }
     }
 }
@@ -229,6 +246,8 @@ pub struct Exchange {
     server: usize,
     /// Counts this request against `server` for least_conn until the exchange ends.
     in_flight: Option<InFlight>,
+    /// Its slot on `server`, when the server is capped.
+    permit: Option<Permit>,
     tried: Tried,
     token: Token,
     link: Link,
@@ -282,6 +301,7 @@ impl Exchange {
             upstream: start.upstream,
             server: 0,
             in_flight: None,
+            permit: None,
             tried: Tried::default(),
             token: start.token,
             link: Link::Closed,
@@ -323,16 +343,17 @@ impl Exchange {
         // A body to collect comes first; the upstream is picked once it is whole.
         if !collect {
             if let Err(failure) = exchange.connect_next(env) {
-                exchange.release(env.buffers);
+                exchange.release(env.buffers, env.upstreams);
                 return Err(failure);
             }
         }
         Ok(exchange)
     }
 
-    /// Gives the exchange's buffers back to the worker's pools (when it ended, or its client
-    /// connection is closing).
-    pub fn release(&mut self, buffers: &mut Buffers) {
+    /// Gives the exchange's buffers back to the worker's pools and its place in a queue up
+    /// (when it ended, or its client connection is closing).
+    pub fn release(&mut self, buffers: &mut Buffers, upstreams: &mut Upstreams) {
+        self.leave_queue(upstreams);
         self.from_upstream.discard(&mut buffers.input);
         self.to_upstream.clear();
         buffers.output.give(std::mem::take(&mut self.to_upstream));
@@ -357,6 +378,7 @@ impl Exchange {
     pub fn deadline(&self, upstreams: &Upstreams) -> Option<Instant> {
         let config = upstreams.list[self.upstream].config;
         let timeout = match (&self.link, &self.download) {
+            (Link::Queued { since, .. }, _) => return Some(*since + config.queue_timeout),
             (Link::Closed, _) | (_, Download::Done { .. }) => return None,
             (Link::Connecting(_), _) => config.connect_timeout,
             _ if self.waiting == Waiting::Client => return None,
@@ -375,7 +397,7 @@ impl Exchange {
         match self.upload {
             Upload::Collecting { .. } => true,
             Upload::Streaming(_) => {
-                self.sent == self.to_upstream.len() && !matches!(self.link, Link::Connecting(_))
+                self.sent == self.to_upstream.len() && matches!(self.link, Link::Open { .. })
             }
             Upload::Spilled(_) | Upload::Done => false,
         }
@@ -391,16 +413,48 @@ impl Exchange {
         matches!(self.upload, Upload::Spilled(_) | Upload::Done)
     }
 
-    /// Picks the next untried server and connects to it (or takes a pooled connection).
+    /// Picks the next untried server and connects to it (or takes a pooled connection). When
+    /// every server it may use is at its cap, a first attempt waits in the queue instead
+    /// (the link is then [`Link::Queued`]); a retry does not, and fails.
     fn connect_next(&mut self, env: &mut Env) -> Result<(), Failure> {
         loop {
+            let queued = match self.link {
+                Link::Queued { ticket, since } => Some((ticket, since)),
+                _ => None,
+            };
             let state = &mut env.upstreams.list[self.upstream];
-            let server = state
-                .balancer
-                .pick(self.hash_key, &self.tried, env.now)
-                .ok_or(Failure::BadGateway)?;
+            let held = self.permit.take();
+            let admission = state.admit(self.hash_key, &self.tried, queued.map(|q| q.0), held, env.now);
+            let (server, permit) = match admission {
+                Admission::Go { server, permit } => (server, permit),
+                Admission::Queue if self.tried.is_empty() => {
+                    if queued.is_none() {
+                        let gate = state.gate.as_mut().expect("only a capped upstream queues");
+                        let ticket = gate.join(self.token);
+                        self.link = Link::Queued {
+                            ticket,
+                            since: env.now,
+                        };
+                    }
+                    return Ok(());
+                }
+                Admission::Queue | Admission::NoServer => {
+                    self.leave_queue(env.upstreams);
+                    return Err(Failure::BadGateway);
+                }
+            };
+            if let Some((_, since)) = queued {
+                self.leave_queue(env.upstreams);
+                let waited = env.now.saturating_duration_since(since);
+                env.upstreams.list[self.upstream]
+                    .counters
+                    .observe_queue_wait(waited);
+                self.link = Link::Closed;
+            }
+            let state = &mut env.upstreams.list[self.upstream];
             self.tried.insert(server);
             self.server = server;
+            self.permit = permit;
             self.in_flight = Some(state.balancer.occupy(server));
             self.sent = 0;
             self.since = env.now;
@@ -427,6 +481,21 @@ impl Exchange {
         }
     }
 
+    /// True while the request waits for a slot.
+    fn is_queued(&self) -> bool {
+        matches!(self.link, Link::Queued { .. })
+    }
+
+    /// Takes the request out of its upstream's queue, if it waits there.
+    fn leave_queue(&mut self, upstreams: &mut Upstreams) {
+        if let Link::Queued { ticket, .. } = self.link {
+            if let Some(gate) = upstreams.list[self.upstream].gate.as_mut() {
+                gate.leave(ticket);
+            }
+            self.link = Link::Closed;
+        }
+    }
+
     fn open(&self, addr: SocketAddr, env: &Env) -> io::Result<TcpStream> {
         let mut stream = TcpStream::connect(addr)?;
         let _ = stream.set_nodelay(true);
@@ -450,10 +519,27 @@ impl Exchange {
                             request_read: true,
                         };
                     }
+                    if self.is_queued() {
+                        return Step::Wait;
+                    }
                 }
             }
         }
         match &self.link {
+            // The worker pumps a queued request when a slot may be free for it.
+            Link::Queued { .. } => {
+                if let Err(failure) = self.connect_next(env) {
+                    return Step::Failed {
+                        failure,
+                        request_read: self.request_read(),
+                    };
+                }
+                return if self.is_queued() {
+                    Step::Wait
+                } else {
+                    Step::Progress
+                };
+            }
             Link::Connecting(stream) => match connect_state(stream) {
                 Connect::Pending => return Step::Wait,
                 Connect::Failed(error) => {
@@ -863,6 +949,17 @@ impl Exchange {
     /// A deadline passed (the one [`Exchange::deadline`] gave).
     pub fn time_out(&mut self, env: &mut Env) -> Step {
         match (&self.link, &self.download) {
+            (Link::Queued { .. }, _) => {
+                self.leave_queue(env.upstreams);
+                let state = &mut env.upstreams.list[self.upstream];
+                state.counters.queue_timeouts += 1;
+                // Slots freed no sooner than this while it waited: ask for at least as long.
+                let retry_after_secs = state.config.queue_timeout.as_secs().clamp(1, 60);
+                Step::Failed {
+                    failure: Failure::QueueTimeout { retry_after_secs },
+                    request_read: self.request_read(),
+                }
+            }
             (Link::Connecting(_), _) => {
                 self.count(env, UpstreamError::ConnectTimeout);
                 self.retry(Failure::Timeout, true, env)

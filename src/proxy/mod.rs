@@ -4,6 +4,7 @@
 mod balance;
 mod exchange;
 pub mod forward;
+mod gate;
 pub mod health;
 mod pool;
 pub mod response;
@@ -14,9 +15,12 @@ use mio::net::TcpStream;
 use mio::Token;
 
 use crate::config::Upstream;
+use crate::shared::Shared;
 use crate::stats::UpstreamCounters;
 pub use balance::Balancer;
+use balance::Tried;
 pub use exchange::{Env, Exchange, Failure, Start, Step};
+use gate::{Gate, Permit};
 use pool::{Idle, Pool};
 
 /// One upstream as a worker runs it.
@@ -24,8 +28,68 @@ pub struct UpstreamState<'a> {
     pub config: &'a Upstream,
     pub balancer: Balancer,
     pool: Pool,
+    /// The shared caps and this worker's queue, when a server of it has `max_conns`.
+    gate: Option<Gate>,
     /// Latencies and failures, for the heartbeat.
     pub counters: UpstreamCounters,
+}
+
+/// What admission decided for a request.
+enum Admission {
+    /// To `server`, holding `permit` when the server is capped.
+    Go { server: usize, permit: Option<Permit> },
+    /// Every server it may use is at its cap, or older requests wait: it waits too.
+    Queue,
+    /// No server it has not tried is left.
+    NoServer,
+}
+
+impl UpstreamState<'_> {
+    /// Picks a server for a request and takes a slot on it when it is capped: servers at
+    /// their cap are skipped, and a request takes a slot only in its turn (see `gate`).
+    /// `ticket`: the request's place in the queue, if it waits; `held`: the slot it holds
+    /// from an attempt that failed (kept when the same server is picked again).
+    fn admit(
+        &mut self,
+        key: u64,
+        tried: &Tried,
+        ticket: Option<u64>,
+        held: Option<Permit>,
+        now: Instant,
+    ) -> Admission {
+        let Some(gate) = &mut self.gate else {
+            return match self.balancer.pick(key, tried, now) {
+                Some(server) => Admission::Go { server, permit: None },
+                None => Admission::NoServer,
+            };
+        };
+        if !gate.turn(ticket, now) {
+            return Admission::Queue;
+        }
+        let mut skip = tried.clone();
+        let mut full = false;
+        loop {
+            // Servers that are up first; when none is, the one back soonest, as without caps.
+            let server = match self.balancer.pick_up(key, &skip, now) {
+                Some(server) => server,
+                None if full => return Admission::Queue,
+                None => match self.balancer.soonest_back(&skip) {
+                    Some(server) => server,
+                    None => return Admission::NoServer,
+                },
+            };
+            if held.as_ref().is_some_and(|permit| permit.server() == server) {
+                return Admission::Go { server, permit: held };
+            }
+            match gate.take(server) {
+                Ok(permit) => return Admission::Go { server, permit },
+                Err(()) => {
+                    skip.insert(server);
+                    full = true;
+                }
+            }
+        }
+    }
 }
 
 /// Every upstream of the config, as this worker runs them.
@@ -34,17 +98,51 @@ pub struct Upstreams<'a> {
 }
 
 impl<'a> Upstreams<'a> {
-    pub fn new(configs: &'a [Upstream], now: Instant) -> Upstreams<'a> {
-        let list = configs
-            .iter()
-            .map(|config| UpstreamState {
+    /// The worker's upstreams; `shared` (with this process's `seat` in it) holds the caps of
+    /// capped ones. Fails when an upstream is capped and there is no shared state for it.
+    pub fn new(
+        configs: &'a [Upstream],
+        now: Instant,
+        shared: Option<(&'static Shared, usize)>,
+    ) -> Result<Upstreams<'a>, String> {
+        let mut list = Vec::with_capacity(configs.len());
+        for config in configs {
+            let gate = match shared {
+                Some((shared, seat)) => Gate::open(config, shared, std::process::id(), seat)?,
+                None if config.is_capped() => {
+                    return Err(format!(
+                        "upstream {} has max_conns but no shared state",
+                        config.name
+                    ))
+                }
+                None => None,
+            };
+            list.push(UpstreamState {
                 config,
                 balancer: Balancer::new(config, now),
                 pool: Pool::default(),
+                gate,
                 counters: UpstreamCounters::default(),
-            })
-            .collect();
-        Upstreams { list }
+            });
+        }
+        Ok(Upstreams { list })
+    }
+
+    /// The connection whose request is next in `upstream`'s queue here, when it is its turn
+    /// and a server has room (its pump then takes the slot, or queues on).
+    pub fn next_admitted(&mut self, upstream: usize, now: Instant) -> Option<Token> {
+        let state = &mut self.list[upstream];
+        let gate = state.gate.as_mut()?;
+        let (token, ticket) = gate.first_waiting()?;
+        let room = (0..state.config.servers.len()).any(|s| gate.has_room(s));
+        (room && gate.turn(Some(ticket), now)).then_some(token)
+    }
+
+    /// True when a request waits here for a slot.
+    pub fn any_waiting(&self) -> bool {
+        self.list
+            .iter()
+            .any(|u| u.gate.as_ref().is_some_and(|g| g.waiting() > 0))
     }
 
     /// An idle connection to `server` of `upstream`, if one is pooled and still open;
@@ -101,4 +199,16 @@ impl<'a> Upstreams<'a> {
             state.healthy = healthy;
         }
     }
+}
+
+/// Shared state with the rows the capped ones of `upstreams` need (as the master makes them),
+/// and a seat for this process.
+#[cfg(test)]
+pub fn shared_for_tests(upstreams: &[Upstream]) -> (&'static Shared, usize) {
+    crate::shared::for_tests(
+        upstreams
+            .iter()
+            .filter(|u| u.is_capped())
+            .flat_map(|u| u.servers.iter().map(|s| (u.name.as_str(), s.addr, s.max_conns))),
+    )
 }

@@ -6,6 +6,7 @@ mod fs;
 mod net;
 mod notify;
 mod process;
+mod shm;
 mod signals;
 mod steer;
 
@@ -18,5 +19,6 @@ pub use process::{
     adopt_listener, adopt_pipe, close_fds_except, drop_privileges, fork, hand_over, name_process,
     raise_nofile_limit, redirect_stderr, set_cloexec, DropError, Forked, NofileLimit,
 };
+pub use shm::{adopt_eventfd, eventfd, SharedMemory};
 pub use signals::{SignalReader, HANDLED};
 pub use steer::steer;

@@ -19,7 +19,7 @@ use crate::config::Limits;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{self, Framing, HeadLimits, RequestHead};
 use crate::http::respond::respond_simple;
-use crate::http::response::{Persistence, ResponseHead};
+use crate::http::response::{format_into, Persistence, ResponseHead};
 use crate::io::{Buffers, Filled, Flush, Input, Output, ReadSide, Transport};
 use crate::pipeline::request_id::RequestId;
 use crate::pipeline::respond::{Reply, Responder, Response};
@@ -596,7 +596,10 @@ impl<T: Transport> Conn<T> {
                     head: &mut ctx.head,
                     date: &ctx.clock.http_date,
                 });
-                respond_simple(&mut responder, failure.status(), &[]);
+                let mut digits = [0u8; 20];
+                let retry_after = (failure.retry_after_secs())
+                    .map(|secs| ("Retry-After", format_into(&mut digits, format_args!("{secs}"))));
+                respond_simple(&mut responder, failure.status(), retry_after.as_slice());
                 if response.keeps_alive() {
                     Phase::Idle
                 } else {
@@ -623,7 +626,9 @@ impl<T: Transport> Conn<T> {
     /// Ends an exchange: its buffers go back, its response is counted and logged (with
     /// `unanswered` as the status when no head went out).
     fn end_proxying(&self, proxying: &mut Proxying, unanswered: u16, ctx: &mut Ctx) {
-        proxying.exchange.release(&mut ctx.buffers);
+        proxying
+            .exchange
+            .release(&mut ctx.buffers, &mut ctx.pipeline.upstreams);
         let upstream = proxying.exchange.server_addr(&ctx.pipeline.upstreams);
         let status = proxying.response.status().unwrap_or(unanswered);
         if let Some(copy) = &proxying.log {

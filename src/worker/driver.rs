@@ -62,7 +62,15 @@ impl Driver {
         let ctx = Ctx {
             limits: &config.limits,
             head_limits: config.limits.head(),
-            pipeline: Pipeline::new(config, &listener_servers, registry, 0, clock.now).unwrap(),
+            pipeline: Pipeline::new(
+                config,
+                &listener_servers,
+                registry,
+                0,
+                Some(crate::proxy::shared_for_tests(&config.upstreams)),
+                clock.now,
+            )
+            .unwrap(),
             log: AccessLog::open(&Destination::File(log_path.clone()), formats).unwrap(),
             clock,
             draining: false,

@@ -30,6 +30,7 @@ use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
 use crate::pipeline::Pipeline;
 use crate::proxy::health;
+use crate::shared::Shared;
 use crate::stats::Counters;
 use crate::sys::SignalReader;
 use access_log::AccessLog;
@@ -40,6 +41,8 @@ use conn::{Conn, Ctx, Verdict};
 const SIGNALS: Token = Token(usize::MAX);
 /// Token of the channel to the master.
 const CHANNEL: Token = Token(usize::MAX - 1);
+/// Token of the bell another worker rings when it frees a slot a request here may wait for.
+const BELL: Token = Token(usize::MAX - 2);
 /// Listener `i` has token `LISTENER_BASE + i`. Below it, connection `k` (its slab key) has
 /// token `2k` for its client socket and `2k + 1` for its upstream socket, if it has one.
 const LISTENER_BASE: usize = usize::MAX - 4096;
@@ -62,6 +65,7 @@ pub const EXIT_FATAL: i32 = 2;
 enum Source {
     Signals,
     Channel,
+    Bell,
     Listener(usize),
     /// The client socket of connection `k`.
     Client(usize),
@@ -73,6 +77,7 @@ fn source(token: Token) -> Source {
     match token.0 {
         usize::MAX => Source::Signals,
         n if n == CHANNEL.0 => Source::Channel,
+        n if n == BELL.0 => Source::Bell,
         n if n >= LISTENER_BASE => Source::Listener(n - LISTENER_BASE),
         n if n % 2 == 0 => Source::Client(n / 2),
         n => Source::Upstream(n / 2),
@@ -93,17 +98,19 @@ enum Accepting {
     Stopped,
 }
 
-/// Runs worker `slot` on its listeners until told to stop. Returns the exit code.
+/// Runs worker `slot` on its listeners until told to stop, with the instance's `shared`
+/// state. Returns the exit code.
 pub fn run(
     slot: usize,
     listeners: Vec<(std::net::TcpListener, usize)>,
     channel: channel::End,
     config: &Config,
+    shared: &'static Shared,
 ) -> i32 {
     if let Some(path) = &config.error_log {
         let _ = crate::sys::redirect_stderr(path);
     }
-    match Worker::boot(slot, listeners, channel, config) {
+    match Worker::boot(slot, listeners, channel, config, shared) {
         Ok(mut worker) => match worker.serve() {
             Ok(()) => 0,
             Err(e) => {
@@ -150,8 +157,9 @@ impl<'a> Worker<'a> {
         sockets: Vec<(std::net::TcpListener, usize)>,
         channel: channel::End,
         config: &'a Config,
+        shared: &'static Shared,
     ) -> Result<Worker<'a>, (io::Error, channel::End)> {
-        let parts = match Worker::prepare(slot, sockets, &channel, config) {
+        let parts = match Worker::prepare(slot, sockets, &channel, config, shared) {
             Ok(parts) => parts,
             Err(e) => return Err((e, channel)),
         };
@@ -175,8 +183,26 @@ impl<'a> Worker<'a> {
         sockets: Vec<(std::net::TcpListener, usize)>,
         channel: &channel::End,
         config: &'a Config,
+        shared: &'static Shared,
     ) -> io::Result<Parts<'a>> {
         let poll = Poll::new()?;
+        // Requests to capped upstreams may queue: this worker takes a seat in the queues,
+        // and listens for the bell other workers ring when they free a slot.
+        let seat = match config.upstreams.iter().any(|u| u.is_capped()) {
+            true => {
+                let seat = shared.take_seat(std::process::id()).ok_or_else(|| {
+                    io::Error::other(format!(
+                        "no free seat in the shared queues ({} workers)",
+                        crate::shared::SEATS
+                    ))
+                })?;
+                let bell = shared.bell.as_fd().as_raw_fd();
+                poll.registry()
+                    .register(&mut SourceFd(&bell), BELL, Interest::READABLE)?;
+                Some((shared, seat))
+            }
+            false => None,
+        };
         let signals = SignalReader::open().map_err(io::Error::from)?;
         poll.registry()
             .register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)?;
@@ -196,7 +222,7 @@ impl<'a> Worker<'a> {
             listener_servers.push(server);
         }
         let registry = poll.registry().try_clone()?;
-        let pipeline = Pipeline::new(config, &listener_servers, registry, slot, Instant::now())?;
+        let pipeline = Pipeline::new(config, &listener_servers, registry, slot, seat, Instant::now())?;
         let formats = config.servers.iter().map(|s| s.access_log_format).collect();
         let log = AccessLog::open(&config.access_log, formats)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open access log: {e}")))?;
@@ -269,6 +295,8 @@ impl<'a> Worker<'a> {
                         }
                     }
                     Source::Channel => self.handle_commands(),
+                    // Another worker freed a slot: `admit_waiting` below looks.
+                    Source::Bell => {}
                     Source::Listener(i) => self.accept_from(i),
                     Source::Client(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
@@ -290,6 +318,7 @@ impl<'a> Worker<'a> {
             for key in std::mem::take(&mut self.again) {
                 self.drive(key);
             }
+            self.admit_waiting();
             for index in std::mem::take(&mut self.backlogged) {
                 self.accept_from(index);
             }
@@ -486,6 +515,34 @@ impl<'a> Worker<'a> {
             Verdict::Wait => {}
             Verdict::Again => self.again.push(key),
             Verdict::Close => self.close(key),
+        }
+    }
+
+    /// Lets queued requests take the slots freed since the last turn, oldest first per
+    /// upstream, for as long as it is their turn and a server has room.
+    fn admit_waiting(&mut self) {
+        if !self.ctx.pipeline.upstreams.any_waiting() {
+            return;
+        }
+        for upstream in 0..self.ctx.pipeline.upstreams.list.len() {
+            while let Some(token) = self
+                .ctx
+                .pipeline
+                .upstreams
+                .next_admitted(upstream, self.ctx.clock.now)
+            {
+                self.drive(token.0 / 2);
+                // Still first: it found no slot after all (another worker was quicker).
+                if self
+                    .ctx
+                    .pipeline
+                    .upstreams
+                    .next_admitted(upstream, self.ctx.clock.now)
+                    == Some(token)
+                {
+                    break;
+                }
+            }
         }
     }
 

@@ -271,6 +271,11 @@ fn wait_for_metrics(admin: SocketAddr, what: &str, check: impl Fn(&Metrics) -> b
 /// A shoal with `workers` workers and the admin endpoint: `/api/` proxied to `app`,
 /// `/dead/` to `dead`, everything else from the site.
 fn start(site: &Site, app: SocketAddr, dead: SocketAddr, workers: u16, top: &str) -> (Server, SocketAddr) {
+    start_with(site, &app.to_string(), dead, workers, top)
+}
+
+/// Like [`start`], with `app` the whole server line of `[upstream.app]` (`ADDR OPTIONS`).
+fn start_with(site: &Site, app: &str, dead: SocketAddr, workers: u16, top: &str) -> (Server, SocketAddr) {
     let admin = free_addr();
     let text = format!(
         "access_log = \"off\"\n{top}\n[supervisor]\nheartbeat_interval = \"200ms\"\n[admin]\nlisten = \"{admin}\"\n\
@@ -422,6 +427,56 @@ fn totals_never_go_backwards_across_a_crash_and_reloads() {
         m.value("shoal_reloads_total", &[("result", "failed")]) == 1.0
     });
     assert_eq!(refused.value("shoal_reloads_total", &[("result", "ok")]), 1.0);
+}
+
+#[test]
+fn queue_metrics_show_each_capped_server_and_the_waits() {
+    let site = site();
+    let (gate, behaviour) = Behaviour::gate("/api/slow");
+    let app = Upstream::start(behaviour);
+    let dead = Refusing::new();
+    let (server, admin) = start_with(&site, &format!("{} max_conns=1", app.addr), dead.addr, 1, "");
+    let mut first = server.connect();
+    first
+        .write_all(b"GET /api/slow HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    app.wait_for_requests(1);
+    let mut second = server.connect();
+    second
+        .write_all(b"GET /api/x HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let app_server = app.addr.to_string();
+    let server_labels = [("upstream", "app"), ("server", app_server.as_str())];
+    let metrics = wait_for_metrics(admin, "one request queued", |m| {
+        m.value("shoal_upstream_queued", &[("upstream", "app")]) == 1.0
+    });
+    assert_eq!(
+        metrics.value("shoal_upstream_server_in_flight", &server_labels),
+        1.0
+    );
+    assert_eq!(
+        metrics.value("shoal_upstream_server_max_conns", &server_labels),
+        1.0
+    );
+    gate.open();
+    read_response(&mut first).assert_status(200);
+    read_response(&mut second).assert_status(200);
+    let metrics = wait_for_metrics(admin, "the wait counted", |m| {
+        m.value("shoal_upstream_queue_wait_seconds_count", &[("upstream", "app")]) == 1.0
+    });
+    assert_eq!(
+        metrics.value("shoal_upstream_server_in_flight", &server_labels),
+        0.0
+    );
+    assert_eq!(
+        metrics.value("shoal_upstream_queued", &[("upstream", "app")]),
+        0.0
+    );
+    assert_eq!(
+        metrics.value("shoal_upstream_queue_timeouts_total", &[("upstream", "app")]),
+        0.0
+    );
+    assert_eq!(metrics.types["shoal_upstream_queue_wait_seconds"], "histogram");
 }
 
 #[test]

@@ -40,14 +40,14 @@ fn status_command(pid_file: &Path, extra: &[&str]) -> Exited {
 }
 
 /// The status as JSON, failing the test if the command fails.
-fn status_json(site: &Site) -> Value {
+pub fn status_json(site: &Site) -> Value {
     let run = status_command(&pid_file(site), &["--json"]);
     assert_eq!(run.code, Some(0), "{run:?}");
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {run:?}"))
 }
 
 /// Polls the JSON status until `check` accepts it; returns that status.
-fn wait_for_status(site: &Site, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub fn wait_for_status(site: &Site, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     wait_until(what, WAIT, || Some(status_json(site)).filter(|s| check(s)))
 }
 

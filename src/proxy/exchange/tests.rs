@@ -79,7 +79,12 @@ impl Bench {
         Bench {
             poll: Poll::new().unwrap(),
             events: Events::with_capacity(16),
-            upstreams: Upstreams::new(&config.upstreams, now),
+            upstreams: Upstreams::new(
+                &config.upstreams,
+                now,
+                Some(super::super::shared_for_tests(&config.upstreams)),
+            )
+            .unwrap(),
             buffers: Buffers::default(),
             client: MemoryTransport::default(),
             client_in: Input::default(),
@@ -206,7 +211,7 @@ fn a_chunked_response_is_decoded_and_its_connection_pooled() {
         bench.upstreams.checkout(0, 0, TOKEN, now).is_some(),
         "pooled for the next request"
     );
-    exchange.release(&mut bench.buffers);
+    exchange.release(&mut bench.buffers, &mut bench.upstreams);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 mod balance;
 mod bodies;
 mod broken;
+mod caps;
 mod errors;
 mod forwarding;
 mod health;

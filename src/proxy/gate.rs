@@ -1,0 +1,185 @@
+//! A capped upstream as one worker runs it: the shared caps of its servers, and this
+//! worker's queue of requests waiting for a slot on one of them.
+//!
+//! A request takes a slot ([`Permit`]) only when it is its turn: nothing waits anywhere in the
+//! instance, or it is this worker's oldest and no other worker shows an older ticket (see
+//! `shared::line`). An older ticket that is not taken within [`PATIENCE`] (its worker hung)
+//! is passed over, so one stuck worker cannot stall the others' queues.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use mio::Token;
+
+use crate::config::Upstream;
+use crate::shared::{Bell, Cap, Line, RowKey, Shared};
+
+/// How long a request lets an older one waiting in another worker take a free slot first.
+const PATIENCE: Duration = Duration::from_millis(500);
+
+/// A slot on a server, held for one request; dropping it gives the slot back (and wakes
+/// whichever worker has a request waiting for it).
+#[derive(Debug)]
+pub struct Permit {
+    server: usize,
+    cap: Cap,
+    cell: usize,
+    pid: u32,
+    line: Line,
+    seat: usize,
+    bell: &'static Bell,
+}
+
+impl Permit {
+    /// The server the slot is on.
+    pub fn server(&self) -> usize {
+        self.server
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.cap.give_back(self.cell, self.pid);
+        // Requests waiting here are looked at after every loop turn; others need waking.
+        if self.line.oldest_elsewhere(self.seat).is_some() {
+            self.bell.ring();
+        }
+    }
+}
+
+/// A request waiting in this worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Waiter {
+    ticket: u64,
+    /// The token of the connection whose request it is.
+    token: Token,
+}
+
+/// One capped upstream in this worker.
+#[derive(Debug)]
+pub struct Gate {
+    line: Line,
+    /// Per server of the upstream: its cap, if it has one.
+    caps: Vec<Option<Cap>>,
+    pid: u32,
+    seat: usize,
+    bell: &'static Bell,
+    /// Requests waiting here, oldest first.
+    waiting: VecDeque<Waiter>,
+    /// An older ticket of another worker our oldest request let go first, and since when.
+    deferred_to: Option<(u64, Instant)>,
+}
+
+impl Gate {
+    /// The gate of `upstream` for worker process `pid` in seat `seat`; `None` when none of
+    /// its servers is capped. Fails when the master did not make the rows it needs.
+    pub fn open(
+        upstream: &Upstream,
+        shared: &'static Shared,
+        pid: u32,
+        seat: usize,
+    ) -> Result<Option<Gate>, String> {
+        if !upstream.is_capped() {
+            return Ok(None);
+        }
+        let row = |key: RowKey| {
+            let missing = || format!("no shared row for upstream {}", upstream.name);
+            shared.find(key).ok_or_else(missing)
+        };
+        let line = shared.line(row(RowKey::line(&upstream.name))?);
+        let mut caps = Vec::with_capacity(upstream.servers.len());
+        for server in &upstream.servers {
+            caps.push(match server.max_conns {
+                0 => None,
+                _ => Some(shared.cap(row(RowKey::cap(&upstream.name, server.addr))?)),
+            });
+        }
+        Ok(Some(Gate {
+            line,
+            caps,
+            pid,
+            seat,
+            bell: &shared.bell,
+            waiting: VecDeque::new(),
+            deferred_to: None,
+        }))
+    }
+
+    /// Whether `server` has room for one more request now (always, without a cap).
+    pub fn has_room(&self, server: usize) -> bool {
+        self.caps[server].is_none_or(|cap| cap.has_room())
+    }
+
+    /// A slot on `server`, if it has room; `Ok(None)` when it has no cap.
+    pub fn take(&self, server: usize) -> Result<Option<Permit>, ()> {
+        let Some(cap) = self.caps[server] else {
+            return Ok(None);
+        };
+        // Workers look from different cells, so they rarely race for one.
+        let cell = cap.take(self.pid, self.seat).ok_or(())?;
+        Ok(Some(Permit {
+            server,
+            cap,
+            cell,
+            pid: self.pid,
+            line: self.line,
+            seat: self.seat,
+            bell: self.bell,
+        }))
+    }
+
+    /// Whether a request may take a slot now: one not yet queued (`ticket` none) when no
+    /// request waits anywhere; a queued one when it is the oldest, or older ones elsewhere
+    /// were given their [`PATIENCE`].
+    pub fn turn(&mut self, ticket: Option<u64>, now: Instant) -> bool {
+        let oldest_here = self.waiting.front().map(|w| w.ticket);
+        if oldest_here != ticket {
+            return false;
+        }
+        let Some(older) = self.line.oldest_elsewhere(self.seat) else {
+            return true;
+        };
+        match ticket {
+            Some(ticket) if older > ticket => true,
+            None => false,
+            Some(_) => match self.deferred_to {
+                Some((deferred, since)) if deferred == older => {
+                    now.saturating_duration_since(since) >= PATIENCE
+                }
+                _ => {
+                    self.deferred_to = Some((older, now));
+                    false
+                }
+            },
+        }
+    }
+
+    /// Queues the request of connection `token`; returns its ticket.
+    pub fn join(&mut self, token: Token) -> u64 {
+        let ticket = self.line.ticket();
+        self.waiting.push_back(Waiter { ticket, token });
+        self.publish();
+        ticket
+    }
+
+    /// Takes `ticket` out of the queue (its request got a slot, timed out or was cancelled).
+    pub fn leave(&mut self, ticket: u64) {
+        self.waiting.retain(|w| w.ticket != ticket);
+        self.publish();
+    }
+
+    /// The connection whose request is the oldest waiting here, and its ticket.
+    pub fn first_waiting(&self) -> Option<(Token, u64)> {
+        self.waiting.front().map(|w| (w.token, w.ticket))
+    }
+
+    /// Requests waiting here.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    fn publish(&self) {
+        let head = self.waiting.front().map(|w| w.ticket);
+        self.line.publish(self.seat, head, self.waiting.len());
+    }
+}
