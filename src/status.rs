@@ -42,16 +42,16 @@ pub struct Status {
     pub upstreams: Vec<UpstreamStatus>,
 }
 
-/// One upstream: the requests waiting for a slot under its servers' `max_conns`, how long
+/// One upstream: the requests waiting for a permit under its servers' `max_conns`, how long
 /// they waited, and its servers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamStatus {
     pub name: String,
-    /// Requests waiting for a slot now, in every worker together.
+    /// Requests waiting for a permit now, in every worker together.
     pub queued: u64,
     /// Upper bounds of the queue wait buckets, in seconds (a last bucket is past them all).
     pub queue_wait_bounds_seconds: Vec<f64>,
-    /// Requests that got a slot after waiting, by wait (not cumulative).
+    /// Requests that got a permit after waiting, by wait (not cumulative).
     pub queue_waits: Vec<u64>,
     /// Requests answered 503 after waiting `queue_timeout`.
     pub queue_timeouts: u64,
@@ -98,9 +98,9 @@ pub struct SlotStatus {
     pub last_restart: Option<RestartReason>,
     /// Replaced workers of this slot still finishing their requests.
     pub retiring: Vec<RetiringWorker>,
-    /// Slots under `max_conns` the current worker's requests hold now.
+    /// Permits under `max_conns` the current worker's requests hold now.
     #[serde(default)]
-    pub upstream_slots: u32,
+    pub upstream_permits: u32,
 }
 
 /// A replaced worker that is still draining.
@@ -113,7 +113,7 @@ pub struct RetiringWorker {
     pub requests: u64,
     pub active_connections: u32,
     #[serde(default)]
-    pub upstream_slots: u32,
+    pub upstream_permits: u32,
 }
 
 /// A worker as `status` names it.
@@ -261,7 +261,7 @@ pub fn table(status: &Status) -> String {
         "rss",
         "requests",
         "active",
-        "slots",
+        "permits",
         "restarts",
         "last restart",
     ]
@@ -275,7 +275,7 @@ pub fn table(status: &Status) -> String {
             slot.pid.map_or("-".into(), |_| bytes(slot.rss_bytes)),
             slot.requests.to_string(),
             slot.active_connections.to_string(),
-            slot.upstream_slots.to_string(),
+            slot.upstream_permits.to_string(),
             slot.restarts.to_string(),
             slot.last_restart.map_or("-", RestartReason::name).into(),
         ]);
@@ -288,18 +288,18 @@ pub fn table(status: &Status) -> String {
                 bytes(old.rss_bytes),
                 old.requests.to_string(),
                 old.active_connections.to_string(),
-                old.upstream_slots.to_string(),
+                old.upstream_permits.to_string(),
                 String::new(),
                 String::new(),
             ]);
         }
     }
-    // The slots column only matters with a `max_conns` somewhere.
+    // The permits column only matters with a `max_conns` somewhere.
     let capped = (status.upstreams.iter()).any(|u| u.servers.iter().any(|s| s.max_conns > 0));
-    const SLOTS_COLUMN: usize = 7;
+    const PERMITS_COLUMN: usize = 7;
     let mut rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
     if !capped {
-        rows.iter_mut().for_each(|row| drop(row.remove(SLOTS_COLUMN)));
+        rows.iter_mut().for_each(|row| drop(row.remove(PERMITS_COLUMN)));
     }
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|col| rows.iter().map(|r| r[col].len()).max().unwrap_or(0))
@@ -422,9 +422,9 @@ mod tests {
                     rss_bytes: 800 << 10,
                     requests: 5,
                     active_connections: 1,
-                    upstream_slots: 0,
+                    upstream_permits: 0,
                 }],
-                upstream_slots: 2,
+                upstream_permits: 2,
             }],
             upstreams: vec![UpstreamStatus {
                 name: "app".into(),
@@ -488,12 +488,12 @@ mod tests {
     }
 
     #[test]
-    fn the_slots_column_shows_only_with_a_cap() {
+    fn the_permits_column_shows_only_with_a_cap() {
         let mut status = sample();
-        assert!(table(&status).lines().nth(1).unwrap().contains("slots"));
+        assert!(table(&status).lines().nth(1).unwrap().contains("permits"));
         status.upstreams[0].servers[0].max_conns = 0;
         let text = table(&status);
-        assert!(!text.lines().nth(1).unwrap().contains("slots"), "{text}");
+        assert!(!text.lines().nth(1).unwrap().contains("permits"), "{text}");
         assert_eq!(cells(text.lines().nth(2).unwrap())[6..], ["3", "1", "crash"]);
     }
 

@@ -21,7 +21,7 @@ use crate::shared::{RowKey, Shared, ROWS};
 /// Environment variable with the memfd and eventfd of the shared state, `MEMFD,EVENTFD`, for
 /// the new master of a binary upgrade.
 pub const SHARED_STATE_VAR: &str = "SHOAL_SHARED_STATE";
-/// How often the master looks for rows and slots nobody uses any more.
+/// How often the master looks for rows and permits nobody uses any more.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The shared state of the master this one upgrades, if it passed one, else a new one.
@@ -90,7 +90,7 @@ impl Master {
         let pid = pid.as_raw() as u32;
         let freed = self.shared_state.reclaim(|holder| holder == pid);
         if freed > 0 {
-            info!("worker pid {pid} held {freed} upstream slots; they are free again");
+            info!("worker pid {pid} held {freed} upstream permits; they are free again");
         }
     }
 

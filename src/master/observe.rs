@@ -79,8 +79,8 @@ impl Master {
             .collect()
     }
 
-    /// Slots under `max_conns` that `worker`'s requests hold now.
-    fn upstream_slots(&self, worker: &WorkerProc) -> u32 {
+    /// Permits under `max_conns` that `worker`'s requests hold now.
+    fn upstream_permits(&self, worker: &WorkerProc) -> u32 {
         self.shared_state.held_by(worker.pid.as_raw() as u32)
     }
 
@@ -102,7 +102,7 @@ impl Master {
             active_connections: current.map_or(0, |w| w.counters.active),
             restarts: ledger.map_or(0, |l| l.restart_count()),
             last_restart: ledger.and_then(|l| l.last_restart),
-            upstream_slots: current.map_or(0, |w| self.upstream_slots(w)),
+            upstream_permits: current.map_or(0, |w| self.upstream_permits(w)),
             retiring: slot
                 .retiring
                 .iter()
@@ -113,7 +113,7 @@ impl Master {
                     rss_bytes: slots::rss_bytes(w.pid),
                     requests: w.counters.requests,
                     active_connections: w.counters.active,
-                    upstream_slots: self.upstream_slots(w),
+                    upstream_permits: self.upstream_permits(w),
                 })
                 .collect(),
         }
@@ -261,7 +261,7 @@ impl Master {
         out.family(
             "shoal_upstream_queued",
             Kind::Gauge,
-            "Requests waiting for a slot under the upstream's max_conns, in every worker.",
+            "Requests waiting for a permit under the upstream's max_conns, in every worker.",
         );
         for upstream in &upstreams {
             out.sample(
@@ -270,7 +270,7 @@ impl Master {
                 upstream.queued,
             );
         }
-        let help = "Time requests waited in the queue for a slot under max_conns.";
+        let help = "Time requests waited in the queue for a permit under max_conns.";
         out.family("shoal_upstream_queue_wait_seconds", Kind::Histogram, help);
         for (name, sums) in &total.upstreams {
             let sum = sums.queue_wait.sum_micros as f64 / 1e6;

@@ -137,7 +137,7 @@ pub enum Step {
 
 /// Where the upstream socket is.
 enum Link {
-    /// None yet: the request waits for a slot on a capped server, with its place in the queue.
+    /// None yet: the request waits for a permit for a capped server, with its place in the queue.
     Queued {
         ticket: u64,
         since: Instant,
@@ -246,7 +246,7 @@ pub struct Exchange {
     server: usize,
     /// Counts this request against `server` for least_conn until the exchange ends.
     in_flight: Option<InFlight>,
-    /// Its slot on `server`, when the server is capped.
+    /// Its permit for `server`, when the server is capped.
     permit: Option<Permit>,
     tried: Tried,
     token: Token,
@@ -481,7 +481,7 @@ impl Exchange {
         }
     }
 
-    /// True while the request waits for a slot.
+    /// True while the request waits for a permit.
     fn is_queued(&self) -> bool {
         matches!(self.link, Link::Queued { .. })
     }
@@ -526,7 +526,7 @@ impl Exchange {
             }
         }
         match &self.link {
-            // The worker pumps a queued request when a slot may be free for it.
+            // The worker pumps a queued request when a permit may be free for it.
             Link::Queued { .. } => {
                 if let Err(failure) = self.connect_next(env) {
                     return Step::Failed {
@@ -953,7 +953,7 @@ impl Exchange {
                 self.leave_queue(env.upstreams);
                 let state = &mut env.upstreams.list[self.upstream];
                 state.counters.queue_timeouts += 1;
-                // Slots freed no sooner than this while it waited: ask for at least as long.
+                // Permits freed no sooner than this while it waited: ask for at least as long.
                 let retry_after_secs = state.config.queue_timeout.as_secs().clamp(1, 60);
                 Step::Failed {
                     failure: Failure::QueueTimeout { retry_after_secs },

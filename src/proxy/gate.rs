@@ -1,7 +1,7 @@
 //! A capped upstream as one worker runs it: the shared caps of its servers, and this
-//! worker's queue of requests waiting for a slot on one of them.
+//! worker's queue of requests waiting for a permit on one of them.
 //!
-//! A request takes a slot ([`Permit`]) only when it is its turn: nothing waits anywhere in the
+//! A request takes a permit ([`Permit`]) only when it is its turn: nothing waits anywhere in the
 //! instance, or it is this worker's oldest and no other worker shows an older ticket (see
 //! `shared::line`). An older ticket that is not taken within [`PATIENCE`] (its worker hung)
 //! is passed over, so one stuck worker cannot stall the others' queues.
@@ -14,10 +14,10 @@ use mio::Token;
 use crate::config::Upstream;
 use crate::shared::{Bell, Cap, Line, RowKey, Shared};
 
-/// How long a request lets an older one waiting in another worker take a free slot first.
+/// How long a request lets an older one waiting in another worker take a free permit first.
 const PATIENCE: Duration = Duration::from_millis(500);
 
-/// A slot on a server, held for one request; dropping it gives the slot back (and wakes
+/// A permit to send one request to a server; dropping it gives the permit back (and wakes
 /// whichever worker has a request waiting for it).
 #[derive(Debug)]
 pub struct Permit {
@@ -31,7 +31,7 @@ pub struct Permit {
 }
 
 impl Permit {
-    /// The server the slot is on.
+    /// The server it is for.
     pub fn server(&self) -> usize {
         self.server
     }
@@ -110,7 +110,7 @@ impl Gate {
         self.caps[server].is_none_or(|cap| cap.has_room())
     }
 
-    /// A slot on `server`, if it has room; `Ok(None)` when it has no cap.
+    /// A permit for `server`, if it has room; `Ok(None)` when it has no cap.
     pub fn take(&self, server: usize) -> Result<Option<Permit>, ()> {
         let Some(cap) = self.caps[server] else {
             return Ok(None);
@@ -128,7 +128,7 @@ impl Gate {
         }))
     }
 
-    /// Whether a request may take a slot now: one not yet queued (`ticket` none) when no
+    /// Whether a request may take a permit now: one not yet queued (`ticket` none) when no
     /// request waits anywhere; a queued one when it is the oldest, or older ones elsewhere
     /// were given their [`PATIENCE`].
     pub fn turn(&mut self, ticket: Option<u64>, now: Instant) -> bool {
@@ -162,7 +162,7 @@ impl Gate {
         ticket
     }
 
-    /// Takes `ticket` out of the queue (its request got a slot, timed out or was cancelled).
+    /// Takes `ticket` out of the queue (its request got a permit, timed out or was cancelled).
     pub fn leave(&mut self, ticket: u64) {
         self.waiting.retain(|w| w.ticket != ticket);
         self.publish();

@@ -45,9 +45,9 @@ enum Admission {
 }
 
 impl UpstreamState<'_> {
-    /// Picks a server for a request and takes a slot on it when it is capped: servers at
-    /// their cap are skipped, and a request takes a slot only in its turn (see `gate`).
-    /// `ticket`: the request's place in the queue, if it waits; `held`: the slot it holds
+    /// Picks a server for a request and takes a permit for it when it is capped: servers at
+    /// their cap are skipped, and a request takes a permit only in its turn (see `gate`).
+    /// `ticket`: the request's place in the queue, if it waits; `held`: the permit it holds
     /// from an attempt that failed (kept when the same server is picked again).
     fn admit(
         &mut self,
@@ -129,7 +129,7 @@ impl<'a> Upstreams<'a> {
     }
 
     /// The connection whose request is next in `upstream`'s queue here, when it is its turn
-    /// and a server has room (its pump then takes the slot, or queues on).
+    /// and a server has room (its pump then takes the permit, or queues on).
     pub fn next_admitted(&mut self, upstream: usize, now: Instant) -> Option<Token> {
         let state = &mut self.list[upstream];
         let gate = state.gate.as_mut()?;
@@ -138,7 +138,7 @@ impl<'a> Upstreams<'a> {
         (room && gate.turn(Some(ticket), now)).then_some(token)
     }
 
-    /// True when a request waits here for a slot.
+    /// True when a request waits here for a permit.
     pub fn any_waiting(&self) -> bool {
         self.list
             .iter()

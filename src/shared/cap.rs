@@ -2,7 +2,7 @@
 //! request allowed in flight.
 //!
 //! A cell is free, blocked (not part of the cap now), or held by the pid of the worker whose
-//! request uses it. Taking a slot is one compare-and-swap of a free cell to the worker's pid,
+//! request uses it. Taking a permit is one compare-and-swap of a free cell to the worker's pid,
 //! so the count and its owner change together: the cap can never be overshot, and when a
 //! worker dies the master frees exactly the cells that name it. When a reload lowers the cap
 //! below what is held, held cells are marked surplus: they become blocked when given back,

@@ -3,8 +3,8 @@
 //!
 //! Requests wait in their own worker (a worker cannot hand a client socket to another), in
 //! ticket order. A worker publishes the ticket at the head of its queue in its seat's column;
-//! a freed slot goes to the oldest ticket anywhere, because a worker lets a request go only
-//! when no other seat shows an older one. A worker that gives back a slot rings the bell
+//! a freed permit goes to the oldest ticket anywhere, because a worker lets a request go only
+//! when no other seat shows an older one. A worker that gives back a permit rings the bell
 //! when any other seat has a request waiting, so that worker wakes and takes its turn.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};

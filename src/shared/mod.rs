@@ -1,4 +1,4 @@
-//! State every process of one shoal instance shares: each capped upstream server's slots
+//! State every process of one shoal instance shares: each capped upstream server's permits
 //! ([`Cap`]), each capped upstream's queue order ([`Line`]), the workers' seats in it, and
 //! the bell they ring each other with. docs/decisions/0004 says why it is built this way.
 //!
@@ -72,7 +72,7 @@ fn fnv(parts: &[&[u8]]) -> u64 {
         })
 }
 
-/// The eventfd a worker writes to when it gives back a slot another worker's request waits
+/// The eventfd a worker writes to when it gives back a permit another worker's request waits
 /// for. Every worker polls it (edge-triggered: each write wakes every poller, and nobody
 /// needs to read it).
 #[derive(Debug)]
@@ -225,7 +225,7 @@ impl Shared {
         freed
     }
 
-    /// Slots held by process `pid`, over every server.
+    /// Permits held by process `pid`, over every server.
     pub fn held_by(&self, pid: u32) -> u32 {
         self.rows()
             .filter(|(_, key)| !key.is_line())

@@ -41,7 +41,7 @@ use conn::{Conn, Ctx, Verdict};
 const SIGNALS: Token = Token(usize::MAX);
 /// Token of the channel to the master.
 const CHANNEL: Token = Token(usize::MAX - 1);
-/// Token of the bell another worker rings when it frees a slot a request here may wait for.
+/// Token of the bell another worker rings when it frees a permit a request here may wait for.
 const BELL: Token = Token(usize::MAX - 2);
 /// Listener `i` has token `LISTENER_BASE + i`. Below it, connection `k` (its slab key) has
 /// token `2k` for its client socket and `2k + 1` for its upstream socket, if it has one.
@@ -187,7 +187,7 @@ impl<'a> Worker<'a> {
     ) -> io::Result<Parts<'a>> {
         let poll = Poll::new()?;
         // Requests to capped upstreams may queue: this worker takes a seat in the queues,
-        // and listens for the bell other workers ring when they free a slot.
+        // and listens for the bell other workers ring when they free a permit.
         let seat = match config.upstreams.iter().any(|u| u.is_capped()) {
             true => {
                 let seat = shared.take_seat(std::process::id()).ok_or_else(|| {
@@ -295,7 +295,7 @@ impl<'a> Worker<'a> {
                         }
                     }
                     Source::Channel => self.handle_commands(),
-                    // Another worker freed a slot: `admit_waiting` below looks.
+                    // Another worker freed a permit: `admit_waiting` below looks.
                     Source::Bell => {}
                     Source::Listener(i) => self.accept_from(i),
                     Source::Client(key) => {
@@ -518,7 +518,7 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Lets queued requests take the slots freed since the last turn, oldest first per
+    /// Lets queued requests take the permits freed since the last turn, oldest first per
     /// upstream, for as long as it is their turn and a server has room.
     fn admit_waiting(&mut self) {
         if !self.ctx.pipeline.upstreams.any_waiting() {
@@ -532,7 +532,7 @@ impl<'a> Worker<'a> {
                 .next_admitted(upstream, self.ctx.clock.now)
             {
                 self.drive(token.0 / 2);
-                // Still first: it found no slot after all (another worker was quicker).
+                // Still first: it found no permit after all (another worker was quicker).
                 if self
                     .ctx
                     .pipeline

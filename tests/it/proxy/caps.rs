@@ -244,7 +244,7 @@ fn a_request_waiting_past_queue_timeout_gets_503_with_retry_after() {
         ["holder"],
         "the late request never reached the app"
     );
-    // The holder leaves: its slot is free again for the next request.
+    // The holder leaves: its permit is free again for the next request.
     drop(holder);
     wait_until("the app sees the holder go", WAIT, || {
         (app.current() == 0).then_some(())
@@ -318,7 +318,7 @@ fn a_full_server_is_skipped_while_another_has_room() {
 }
 
 #[test]
-fn a_killed_worker_gives_its_slots_back_and_the_cap_holds() {
+fn a_killed_worker_gives_its_permits_back_and_the_cap_holds() {
     let app = Counting::start();
     let (site, server) = shoal(2, &[format!("{} max_conns=2", app.addr)], "");
     let holders: Vec<TcpStream> = (0..4)
@@ -332,13 +332,13 @@ fn a_killed_worker_gives_its_slots_back_and_the_cap_holds() {
         .as_array()
         .expect("workers")
         .iter()
-        .find(|w| w["upstream_slots"].as_u64() > Some(0))
-        .expect("a worker holds slots");
+        .find(|w| w["upstream_permits"].as_u64() > Some(0))
+        .expect("a worker holds permits");
     let pid = holding["pid"].as_u64().expect("pid") as u32;
     assert!(signal(pid, "KILL"));
-    // Its slots come back: the requests queued in the other worker (if any) take them, and
+    // Its permits come back: the requests queued in the other worker (if any) take them, and
     // once every client is gone nothing is held.
-    wait_for_status(&site, "a new worker, and the slots of the dead one back", |s| {
+    wait_for_status(&site, "a new worker, and the permits of the dead one back", |s| {
         let pids: Vec<u64> = s["workers"]
             .as_array()
             .expect("workers")
@@ -348,7 +348,9 @@ fn a_killed_worker_gives_its_slots_back_and_the_cap_holds() {
         pids.len() == 2 && !pids.contains(&u64::from(pid)) && in_flight(s) <= 2
     });
     drop(holders);
-    wait_for_status(&site, "every slot free", |s| in_flight(s) == 0 && queued(s) == 0);
+    wait_for_status(&site, "every permit free", |s| {
+        in_flight(s) == 0 && queued(s) == 0
+    });
     let fresh: Vec<TcpStream> = (0..3).map(|i| send(&server, &format!("/hold/50?f{i}"))).collect();
     for stream in fresh {
         assert_eq!(answer(stream).status, 200);
@@ -370,7 +372,7 @@ fn old_and_new_workers_count_together_through_a_reload() {
         let now = server.workers();
         (now.iter().any(|pid| !old.contains(pid))).then_some(())
     });
-    // The new worker's request waits for the old worker's slot.
+    // The new worker's request waits for the old worker's permit.
     let next = send(&server, "/hold/0?next");
     wait_for_status(&site, "the new request to queue", |s| {
         queued(s) == 1 && in_flight(s) == 1
@@ -400,14 +402,14 @@ fn old_and_new_workers_count_together_through_a_binary_upgrade() {
     });
     leftovers.0.push(new_master);
     server.wait_for_log("draining the old workers", WAIT);
-    // The old worker keeps the holder's request and its slot while it drains; the new
-    // master's worker takes the next request, which waits for that slot.
+    // The old worker keeps the holder's request and its permit while it drains; the new
+    // master's worker takes the next request, which waits for that permit.
     let next = send(&server, "/hold/0?next");
     let status = wait_for_status(&site, "the next request to queue", |s| queued(s) == 1);
     assert_eq!(in_flight(&status), 1, "{status}");
     assert_eq!(
         status["master"]["pid"], new_master,
-        "the new master counts the old worker's slot"
+        "the new master counts the old worker's permit"
     );
     assert_eq!(app.arrivals(), ["holder"]);
     drop(holder);
