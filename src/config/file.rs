@@ -626,6 +626,9 @@ impl Builder<'_> {
         if servers.is_empty() {
             return self.fail(raw.span(), format!("[upstream.{name}] has no servers"));
         }
+        if servers.iter().all(|s| s.backup) {
+            return self.fail(raw.span(), format!("[upstream.{name}] has only backup servers"));
+        }
         let mut upstream = Upstream::new(name, servers);
         if let Some(balance) = &spec.balance {
             upstream.balance = match balance.get_ref().as_str() {
@@ -728,24 +731,26 @@ impl Builder<'_> {
     }
 }
 
-/// Reads `host:port [weight=N] [max_conns=N]` into servers (a host name may resolve to
-/// several addresses); `max_conns` is the upstream's unless the line says otherwise.
+/// Reads `host:port [weight=N] [max_conns=N] [backup]` into servers (a host name may resolve
+/// to several addresses); `max_conns` is the upstream's unless the line says otherwise.
 pub(super) fn resolve_server(text: &str, max_conns: u32) -> Result<Vec<UpstreamServer>, String> {
     let mut words = text.split_whitespace();
     let address = words
         .next()
         .ok_or_else(|| "an upstream server cannot be empty".to_string())?;
-    let mut weight = 1;
-    let mut max_conns = max_conns;
+    let mut server = UpstreamServer {
+        max_conns,
+        ..UpstreamServer::new(SocketAddr::from(([0, 0, 0, 0], 0)))
+    };
     for option in words {
         let (name, value) = option.split_once('=').unwrap_or((option, ""));
-        let number = value.parse::<u32>();
-        match (name, number) {
-            ("weight", Ok(n)) if (1..=1000).contains(&n) => weight = n,
-            ("max_conns", Ok(n)) if n <= MAX_CONNS => max_conns = n,
+        match (name, value.parse::<u32>()) {
+            ("weight", Ok(n)) if (1..=1000).contains(&n) => server.weight = n,
+            ("max_conns", Ok(n)) if n <= MAX_CONNS => server.max_conns = n,
+            ("backup", _) if value.is_empty() => server.backup = true,
             _ => {
                 return Err(format!(
-                    "`{option}`: server options are weight=1..1000 and max_conns=0..{MAX_CONNS}"
+                    "`{option}`: server options are weight=1..1000, max_conns=0..{MAX_CONNS} and backup"
                 ))
             }
         }
@@ -758,8 +763,7 @@ pub(super) fn resolve_server(text: &str, max_conns: u32) -> Result<Vec<UpstreamS
         .into_iter()
         .map(|addr| UpstreamServer {
             addr,
-            weight,
-            max_conns,
+            ..server.clone()
         })
         .collect())
 }
@@ -891,6 +895,7 @@ mod tests {
         let app = &config.upstreams[0];
         let caps: Vec<u32> = app.servers.iter().map(|s| s.max_conns).collect();
         assert_eq!(caps, [8, 2, 0]);
+        assert!(app.servers.iter().all(|s| !s.backup));
         assert_eq!(app.queue_timeout.as_secs(), 5);
         assert!(app.is_capped());
         let zero = load(&format!(
@@ -918,6 +923,19 @@ mod tests {
         let servers = |list: &str| format!("{PROXIED}[upstream.app]\nservers = [{list}]\n");
         let bad_weight = load(&servers("\"127.0.0.1:3000 weight=0\"")).unwrap_err();
         assert!(bad_weight.starts_with("FILE:12:12: `weight=0`"), "{bad_weight}");
+        let backups = load(&servers("\"127.0.0.1:3000\", \"127.0.0.1:3001 backup weight=3\"")).unwrap();
+        let second = &backups.upstreams[0].servers[1];
+        assert!(second.backup && second.weight == 3 && !backups.upstreams[0].servers[0].backup);
+        let only_backups = load(&servers("\"127.0.0.1:3001 backup\"")).unwrap_err();
+        assert!(
+            only_backups.contains("[upstream.app] has only backup servers"),
+            "{only_backups}"
+        );
+        let bad_backup = load(&servers("\"127.0.0.1:3001 backup=yes\"")).unwrap_err();
+        assert!(
+            bad_backup.contains("`backup=yes`: server options are"),
+            "{bad_backup}"
+        );
         let bad_cap = load(&servers("\"127.0.0.1:3000 max_conns=5000\"")).unwrap_err();
         assert!(
             bad_cap.starts_with("FILE:12:12: `max_conns=5000`: server options are"),

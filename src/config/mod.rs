@@ -290,15 +290,18 @@ pub struct UpstreamServer {
     pub weight: u32,
     /// Requests in flight to it from the whole instance, at most (0: no cap).
     pub max_conns: u32,
+    /// Gets requests only while no other (primary) server is up.
+    pub backup: bool,
 }
 
 impl UpstreamServer {
-    /// A server with weight 1 and no cap.
+    /// A primary server with weight 1 and no cap.
     pub fn new(addr: SocketAddr) -> UpstreamServer {
         UpstreamServer {
             addr,
             weight: 1,
             max_conns: 0,
+            backup: false,
         }
     }
 }

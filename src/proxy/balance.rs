@@ -25,6 +25,8 @@ pub struct ServerState {
     down_until: Option<Instant>,
     /// Active health verdict (true until a health check says otherwise).
     pub healthy: bool,
+    /// Chosen only while no primary server the request may try is up.
+    backup: bool,
 }
 
 /// The servers of one upstream and how to pick among them.
@@ -101,6 +103,7 @@ impl Balancer {
                 window_start: now,
                 down_until: None,
                 healthy: true,
+                backup: s.backup,
             })
             .collect();
         Balancer {
@@ -123,18 +126,26 @@ impl Balancer {
     /// hash policy. When every untried server is down, the one that comes back soonest is
     /// tried rather than none.
     pub fn pick(&mut self, key: u64, tried: &Tried, now: Instant) -> Option<usize> {
-        self.pick_up(key, tried, now).or_else(|| self.soonest_back(tried))
+        self.pick_up(key, tried, &Tried::default(), now)
+            .or_else(|| self.soonest_back(tried))
     }
 
-    /// Picks a server not in `tried` that is up, by the policy.
-    pub fn pick_up(&mut self, key: u64, tried: &Tried, now: Instant) -> Option<usize> {
+    /// Picks, by the policy, a server that is up and in neither `tried` nor `full` (those at
+    /// their cap). Backup servers are candidates only while no primary one not in `tried` is
+    /// up (a primary at its cap is up: its requests wait rather than go to a backup).
+    pub fn pick_up(&mut self, key: u64, tried: &Tried, full: &Tried, now: Instant) -> Option<usize> {
         let mut live = std::mem::take(&mut self.live);
         live.clear();
-        live.extend((0..self.servers.len()).filter(|&i| !tried.contains(i) && self.usable(i, now)));
+        let up = |i: usize| !tried.contains(i) && self.usable(i, now);
+        let backup = !(0..self.servers.len()).any(|i| !self.servers[i].backup && up(i));
+        live.extend(
+            (0..self.servers.len())
+                .filter(|&i| self.servers[i].backup == backup && up(i) && !full.contains(i)),
+        );
         let picked = (!live.is_empty()).then(|| match &self.policy {
             Balance::RoundRobin => self.round_robin(&live),
             Balance::LeastConn => self.least_conn(&mut live),
-            Balance::Hash(_) => self.hashed(key, &live),
+            Balance::Hash(_) => self.hashed(key, &live, backup),
         });
         self.live = live;
         picked
@@ -169,15 +180,17 @@ impl Balancer {
         self.round_robin(live)
     }
 
-    fn hashed(&self, hash: u64, live: &[usize]) -> usize {
-        let total: u64 = self.servers.iter().map(|s| s.weight as u64).sum();
-        let mut point = hash % total;
-        let chosen = self
-            .servers
-            .iter()
-            .position(|s| {
-                let hit = point < s.weight as u64;
-                point = point.saturating_sub(s.weight as u64);
+    /// The server `hash` lands on among the primaries (or the backups), or when that one
+    /// cannot be used, one of `live` by the hash.
+    fn hashed(&self, hash: u64, live: &[usize], backup: bool) -> usize {
+        let group = || (0..self.servers.len()).filter(|&i| self.servers[i].backup == backup);
+        let total: u64 = group().map(|i| self.servers[i].weight as u64).sum();
+        let mut point = hash % total.max(1);
+        let chosen = group()
+            .find(|&i| {
+                let weight = self.servers[i].weight as u64;
+                let hit = point < weight;
+                point = point.saturating_sub(weight);
                 hit
             })
             .unwrap_or(0);
@@ -308,6 +321,34 @@ mod tests {
         drop(busy);
         let _busy = b.occupy(1);
         assert_eq!(b.pick(0, &none(), Instant::now()), Some(0));
+    }
+
+    #[test]
+    fn backups_take_over_only_while_no_primary_is_up() {
+        let mut b = balancer(&[1, 1, 1], Balance::RoundRobin);
+        b.servers[2].backup = true;
+        let now = Instant::now();
+        assert!((0..6).all(|_| b.pick(0, &none(), now) != Some(2)));
+        let mut full = none();
+        full.insert(0);
+        full.insert(1);
+        assert_eq!(
+            b.pick_up(0, &none(), &full, now),
+            None,
+            "primaries at their cap: wait, no backup"
+        );
+        b.servers[0].healthy = false;
+        let mut tried = none();
+        tried.insert(1);
+        assert_eq!(
+            b.pick(0, &tried, now),
+            Some(2),
+            "one primary down, the other tried"
+        );
+        b.servers[1].healthy = false;
+        assert!((0..4).all(|_| b.pick(0, &none(), now) == Some(2)));
+        b.servers[1].healthy = true;
+        assert!((0..4).all(|_| b.pick(0, &none(), now) == Some(1)), "given back");
     }
 
     #[test]

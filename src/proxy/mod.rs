@@ -66,14 +66,13 @@ impl UpstreamState<'_> {
         if !gate.turn(ticket, now) {
             return Admission::Queue;
         }
-        let mut skip = tried.clone();
-        let mut full = false;
+        let mut full = Tried::default();
         loop {
             // Servers that are up first; when none is, the one back soonest, as without caps.
-            let server = match self.balancer.pick_up(key, &skip, now) {
+            let server = match self.balancer.pick_up(key, tried, &full, now) {
                 Some(server) => server,
-                None if full => return Admission::Queue,
-                None => match self.balancer.soonest_back(&skip) {
+                None if !full.is_empty() => return Admission::Queue,
+                None => match self.balancer.soonest_back(tried) {
                     Some(server) => server,
                     None => return Admission::NoServer,
                 },
@@ -83,10 +82,7 @@ impl UpstreamState<'_> {
             }
             match gate.take(server) {
                 Ok(permit) => return Admission::Go { server, permit },
-                Err(()) => {
-                    skip.insert(server);
-                    full = true;
-                }
+                Err(()) => full.insert(server),
             }
         }
     }

@@ -33,6 +33,27 @@ fn a_dead_server_is_skipped_and_every_request_succeeds() {
     assert_eq!(live.requests().len(), 6);
 }
 
+#[test]
+fn a_backup_answers_when_the_primaries_refuse() {
+    let (first, second) = (Refusing::new(), Refusing::new());
+    let backup = Upstream::start(Behaviour::Echo);
+    let site = Site::new();
+    let servers = [
+        first.addr.to_string(),
+        format!("{} backup", backup.addr),
+        second.addr.to_string(),
+    ];
+    let server = start(&site, &servers, "max_fails = 1\nfail_timeout = \"10s\"");
+    for i in 0..4 {
+        assert_eq!(
+            get_with(&server, &format!("/{i}"), &[]),
+            backup.addr,
+            "request {i}"
+        );
+    }
+    assert_eq!(backup.requests().len(), 4);
+}
+
 /// Round robin over [blackhole, live] twice, so the blackhole fails exactly once (a connect
 /// timeout, then the live server answers); then the blackhole starts serving.
 fn fail_once_then_revive(fail_timeout: &str) -> (Site, Server, Upstream, Upstream) {

@@ -115,3 +115,47 @@ fn health_is_probed_once_per_instance_not_once_per_worker() {
     );
     assert!(inside >= 2, "only {inside} probes in {window:?}");
 }
+
+#[test]
+fn a_backup_takes_over_while_the_primary_is_down_and_gives_back() {
+    let (primary_status, primary_behaviour) = Behaviour::health("/health", 200);
+    let (_, backup_behaviour) = Behaviour::health("/health", 200);
+    let primary = Upstream::start(primary_behaviour);
+    let backup = Upstream::start(backup_behaviour);
+    let site = Site::new();
+    let servers = [primary.addr.to_string(), format!("{} backup", backup.addr)];
+    let server = launch(&site, "access_log = \"off\"", &servers, CHECK, PROXY_ALL)
+        .workers(2)
+        .start();
+    server.wait_for_workers(2);
+    let answered = spread(&server, 10);
+    assert!(answered.iter().all(|addr| *addr == primary.addr), "{answered:?}");
+    assert_eq!(
+        traffic(&backup),
+        0,
+        "the backup got requests while the primary was up"
+    );
+
+    primary_status.store(503, Ordering::SeqCst);
+    wait_until(
+        "every worker to send to the backup",
+        Duration::from_secs(10),
+        || {
+            spread(&server, 10)
+                .iter()
+                .all(|addr| *addr == backup.addr)
+                .then_some(())
+        },
+    );
+    primary_status.store(200, Ordering::SeqCst);
+    wait_until(
+        "every worker to give back to the primary",
+        Duration::from_secs(10),
+        || {
+            spread(&server, 10)
+                .iter()
+                .all(|addr| *addr == primary.addr)
+                .then_some(())
+        },
+    );
+}
