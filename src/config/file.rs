@@ -186,6 +186,10 @@ struct RawRoute {
     request_buffering: Option<bool>,
     #[serde(default)]
     ignore_client_abort: bool,
+    internal: Option<Spanned<bool>>,
+    x_accel_redirect: Option<bool>,
+    #[serde(default)]
+    x_sendfile: bool,
     index: Option<Vec<Spanned<String>>>,
     cache_control: Option<String>,
     dotfiles: Option<Dotfiles>,
@@ -581,14 +585,29 @@ impl Builder<'_> {
             }
             (None, None) => return self.fail(raw.span(), "route needs `root` (files) or `upstream` (proxy)"),
         };
+        let internal = route.internal.as_ref().is_some_and(|i| *i.get_ref());
+        if let (true, Some(span)) = (internal, route.internal.as_ref().map(Spanned::span)) {
+            match &serve {
+                Serve::Files(options) if options.fallback.is_none() => {}
+                Serve::Files(_) => return self.fail(span, "an internal route cannot have a `fallback`"),
+                Serve::Proxy(_) => {
+                    return self.fail(
+                        span,
+                        "an internal route serves files: it needs `root`, not `upstream`",
+                    )
+                }
+            }
+        }
         Ok(Route {
-            prefix: prefix.clone(),
             strip_prefix: route.strip_prefix,
             rewrite_location: route.rewrite_location.unwrap_or(true),
             response_buffering: route.response_buffering.unwrap_or(true),
             request_buffering: route.request_buffering.unwrap_or(true),
             ignore_client_abort: route.ignore_client_abort,
-            serve,
+            internal,
+            x_accel_redirect: route.x_accel_redirect.unwrap_or(true),
+            x_sendfile: route.x_sendfile,
+            ..Route::new(prefix, serve)
         })
     }
 
@@ -910,6 +929,36 @@ mod tests {
         assert!(
             over.contains("max_conns must be between 0 and 4096, not 4097"),
             "{over}"
+        );
+    }
+
+    #[test]
+    fn internal_routes_serve_files_only() {
+        let text = format!("{PROXIED}[upstream.app]\nservers = [\"127.0.0.1:3000\"]\n");
+        let with = |route: &str| {
+            text.replace(
+                "strip_prefix = true\n",
+                &format!("strip_prefix = true\n{route}\n"),
+            )
+        };
+        let on_proxy = load(&with("internal = true")).unwrap_err();
+        assert!(
+            on_proxy.contains("an internal route serves files: it needs `root`"),
+            "{on_proxy}"
+        );
+        let files = text.replace("fallback = \"app\"\n", "internal = true\n");
+        let config = load(&files).unwrap();
+        let internal = config.servers[0]
+            .routes
+            .iter()
+            .find(|r| r.internal)
+            .expect("an internal route");
+        assert!(internal.x_accel_redirect && !internal.x_sendfile);
+        let with_fallback = text.replace("fallback = \"app\"\n", "fallback = \"app\"\ninternal = true\n");
+        let refused = load(&with_fallback).unwrap_err();
+        assert!(
+            refused.contains("an internal route cannot have a `fallback`"),
+            "{refused}"
         );
     }
 

@@ -210,8 +210,34 @@ pub struct Route {
     /// A client that leaves before its response starts does not cancel the upstream request
     /// (nginx's `proxy_ignore_client_abort`): for requests whose side effects must complete.
     pub ignore_client_abort: bool,
+    /// Reached only by an upstream's `X-Accel-Redirect` or `X-Sendfile`, never by a client
+    /// (nginx's `internal`).
+    pub internal: bool,
+    /// An upstream's `X-Accel-Redirect: /path` is served from an internal route.
+    pub x_accel_redirect: bool,
+    /// An upstream's `X-Sendfile: /absolute/file` is served from the internal route whose
+    /// root holds it.
+    pub x_sendfile: bool,
     /// What answers requests on this route.
     pub serve: Serve,
+}
+
+impl Route {
+    /// A route for `prefix` served by `serve`, with every option at its default.
+    pub fn new(prefix: &str, serve: Serve) -> Route {
+        Route {
+            prefix: prefix.to_string(),
+            strip_prefix: false,
+            rewrite_location: true,
+            response_buffering: true,
+            request_buffering: true,
+            ignore_client_abort: false,
+            internal: false,
+            x_accel_redirect: true,
+            x_sendfile: false,
+            serve,
+        }
+    }
 }
 
 /// What answers a route's requests.
@@ -470,15 +496,7 @@ impl Config {
             servers: vec![Server {
                 listen,
                 access_log_format: LogFormat::Combined,
-                routes: vec![Route {
-                    prefix: "/".to_string(),
-                    strip_prefix: false,
-                    rewrite_location: true,
-                    response_buffering: true,
-                    request_buffering: true,
-                    ignore_client_abort: false,
-                    serve,
-                }],
+                routes: vec![Route::new("/", serve)],
             }],
             upstreams,
             admin: None,
@@ -548,13 +566,8 @@ mod tests {
     #[test]
     fn stripping_a_prefix_never_leaves_a_parent_segment() {
         let route = |prefix: &str, strip_prefix: bool| Route {
-            prefix: prefix.to_string(),
             strip_prefix,
-            rewrite_location: true,
-            response_buffering: true,
-            request_buffering: true,
-            ignore_client_abort: false,
-            serve: Serve::Proxy(0),
+            ..Route::new(prefix, Serve::Proxy(0))
         };
         // (prefix, strip, path, what is opened beneath the root, or None: the route does not match)
         let cases: &[(&str, bool, &str, Option<&str>)] = &[

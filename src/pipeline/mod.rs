@@ -8,6 +8,7 @@
 //! deadlines, logging.
 
 mod filter;
+mod offload;
 pub mod request_id;
 pub mod respond;
 pub mod sites;
@@ -23,10 +24,11 @@ use crate::http::request::RequestHead;
 use crate::http::respond::respond_simple;
 use crate::http::target;
 use crate::io::{Buffers, Input, SpillDir};
-use crate::proxy::{Env, Exchange, Start, Step, Upstreams};
+use crate::proxy::{Env, Exchange, Offloads, Start, Step, Upstreams};
 use crate::shared::Shared;
 use crate::stats::NO_ROUTE;
 use filter::Check;
+use offload::Replay;
 use request_id::{RequestId, RequestIds};
 use respond::{Reply, Responder};
 use sites::{Handler, Sites};
@@ -44,7 +46,7 @@ pub struct Request<'a> {
 }
 
 /// Where a request went: what its access log line and counters need.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Routed {
     /// The server (index in the config) that took the request.
     pub server: usize,
@@ -55,6 +57,9 @@ pub struct Routed {
     /// A proxied request whose client leaves before the response starts is still answered
     /// by its upstream (the route's `ignore_client_abort`).
     pub ignore_client_abort: bool,
+    /// What an upstream's offloaded file needs of the request, kept on servers with internal
+    /// routes.
+    pub replay: Option<Box<Replay>>,
 }
 
 /// What a request's trip through the pipeline came to.
@@ -135,6 +140,7 @@ impl<'c> Pipeline<'c> {
             counted_as: NO_ROUTE,
             request_id: None,
             ignore_client_abort: false,
+            replay: None,
         };
         let target = head.target.of(buf);
         let url = target::resolve_target(target);
@@ -176,6 +182,13 @@ impl<'c> Pipeline<'c> {
             },
         };
         routed.request_id = Some(self.ids.pick(head.field(buf, "x-request-id")));
+        let offloads = Offloads {
+            accel_redirect: route.config.x_accel_redirect,
+            sendfile: route.config.x_sendfile,
+        };
+        if offloads != Offloads::default() && site.has_internal_routes() {
+            routed.replay = Some(Box::new(Replay::of(head, buf)));
+        }
         let start = Start {
             head,
             buf,
@@ -186,6 +199,7 @@ impl<'c> Pipeline<'c> {
             token: request.upstream_token,
             max_body_bytes: self.max_body_bytes,
             collect_body,
+            offloads,
         };
         let mut env = Env {
             upstreams: &mut self.upstreams,
@@ -220,7 +234,24 @@ impl<'c> Pipeline<'c> {
             spill: self.spill.as_ref(),
             now,
         };
-        exchange.pump(client_in, &mut Responder::new(reply, filters, spill), &mut env)
+        let mut respond = Responder::new(reply, filters, spill);
+        match exchange.pump(client_in, &mut respond, &mut env) {
+            // The app asked for a file to be sent in its place: its answer is that file's.
+            Step::Offloaded { request_read } => {
+                if let Some(offload) = exchange.take_offload() {
+                    offload::serve(
+                        &self.sites,
+                        &mut self.files,
+                        routed,
+                        &offload,
+                        respond.into_reply(),
+                        now,
+                    );
+                }
+                Step::Done { request_read }
+            }
+            step => step,
+        }
     }
 
     /// Acts on an exchange's passed deadline: retry, fail or cut.

@@ -201,6 +201,16 @@ impl<'r> Responder<'r> {
         Responder::new(reply, &[], None)
     }
 
+    /// The reply back, for another responder (another route's filters).
+    pub fn into_reply(self) -> Reply<'r> {
+        Reply {
+            response: self.response,
+            output: self.output,
+            head: self.head,
+            date: self.date,
+        }
+    }
+
     /// Queues a body part as the framing says.
     fn frame(&mut self, part: BodyPart<'_>) {
         let Progress::Body { framing, .. } = &mut self.response.progress else {

@@ -54,9 +54,40 @@ pub struct Site<'c> {
 }
 
 impl<'c> Site<'c> {
-    /// The route for a normalized path: the first (longest) prefix that matches.
+    /// The route a client's request for a normalized path takes: the first (longest) prefix
+    /// that matches, internal routes aside.
     pub fn route(&self, path: &str) -> Option<&Route<'c>> {
-        self.routes.iter().find(|route| route.config.matches(path))
+        (self.routes.iter()).find(|route| !route.config.internal && route.config.matches(path))
+    }
+
+    /// The internal route for a normalized path an upstream offloaded (`X-Accel-Redirect`).
+    pub fn internal_route(&self, path: &str) -> Option<&Route<'c>> {
+        (self.routes.iter()).find(|route| route.config.internal && route.config.matches(path))
+    }
+
+    /// The internal route whose root holds the absolute `file` an upstream offloaded
+    /// (`X-Sendfile`), and the file's path beneath that root. `None` for a path with `.`,
+    /// `..` or empty segments, or beneath no internal root.
+    pub fn internal_root_of<'f>(&self, file: &'f str) -> Option<(&Route<'c>, &'f str)> {
+        self.routes
+            .iter()
+            .filter(|route| route.config.internal)
+            .find_map(|route| {
+                let Handler::Files { options, .. } = &route.handler else {
+                    return None;
+                };
+                let root = options.root.to_str()?.trim_end_matches('/');
+                let relative = file.strip_prefix(root)?.strip_prefix('/')?;
+                let plain = relative
+                    .split('/')
+                    .all(|segment| !matches!(segment, "" | "." | ".."));
+                plain.then_some((route, relative))
+            })
+    }
+
+    /// True when an upstream's offload can land somewhere on this server.
+    pub fn has_internal_routes(&self) -> bool {
+        self.routes.iter().any(|route| route.config.internal)
     }
 }
 
@@ -121,6 +152,11 @@ impl<'c> Sites<'c> {
             by_count,
         };
         (sites, roots)
+    }
+
+    /// Server `index` of the config.
+    pub fn site(&self, index: usize) -> &Site<'c> {
+        &self.sites[index]
     }
 
     /// The route counted as `counted_as` in the response counters.

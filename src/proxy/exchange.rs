@@ -33,7 +33,7 @@ use crate::config::{Balance, HashKey};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Framing, Method, RequestHead};
 use crate::http::respond::{BodyPart, Respond};
-use crate::http::response::push_chunk;
+use crate::http::response::{header as push_header, push_chunk, ResponseHead};
 use crate::io::spill::Spill;
 use crate::io::{Buffers, Filled, Input, SpillDir, Transport};
 use crate::stats::UpstreamError;
@@ -67,7 +67,46 @@ pub struct Start<'a> {
     /// Read the request body whole before picking an upstream (the route buffers requests
     /// and temporary files can be made).
     pub collect_body: bool,
+    /// Which of the upstream's offload headers the route honors.
+    pub offloads: Offloads,
 }
+
+/// Which offload headers a route honors: an app's answer that carries one is not relayed;
+/// shoal sends the file it names instead (see `pipeline::offload`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offloads {
+    /// `X-Accel-Redirect: /uri`, served by an internal route.
+    pub accel_redirect: bool,
+    /// `X-Sendfile: /absolute/path`, served by the internal route whose root holds it.
+    pub sendfile: bool,
+}
+
+/// A file the app asked shoal to send in its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offload {
+    pub kind: OffloadKind,
+    /// The header's value: a URI, or an absolute file path.
+    pub target: Vec<u8>,
+    /// The app's header lines the client still gets (`Name: value\r\n` each), for the
+    /// names in [`KEPT_ON_OFFLOAD`].
+    pub headers: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffloadKind {
+    AccelRedirect,
+    Sendfile,
+}
+
+/// What of the app's head survives an offload (as nginx keeps them): the type and name it
+/// gives the file, its caching, its cookies.
+pub const KEPT_ON_OFFLOAD: [&str; 5] = [
+    "content-type",
+    "content-disposition",
+    "cache-control",
+    "expires",
+    "set-cookie",
+];
 
 /// The worker services an exchange uses.
 pub struct Env<'e, 'a> {
@@ -128,6 +167,9 @@ pub enum Step {
     /// The response went out whole. `request_read`: the client's request body was read to
     /// its end (otherwise the client connection cannot carry another request).
     Done { request_read: bool },
+    /// The upstream is done, and asked for a file to be sent in its place
+    /// ([`Exchange::take_offload`]); nothing went to the client yet.
+    Offloaded { request_read: bool },
     /// Failed before the response started: answer the client with this, then continue
     /// (keep-alive only when the client's request body was fully read).
     Failed { failure: Failure, request_read: bool },
@@ -248,6 +290,9 @@ pub struct Exchange {
     in_flight: Option<InFlight>,
     /// Its permit for `server`, when the server is capped.
     permit: Option<Permit>,
+    offloads: Offloads,
+    /// What the upstream asked to send in its place, once its head said so.
+    offload: Option<Box<Offload>>,
     tried: Tried,
     token: Token,
     link: Link,
@@ -302,6 +347,8 @@ impl Exchange {
             server: 0,
             in_flight: None,
             permit: None,
+            offloads: start.offloads,
+            offload: None,
             tried: Tried::default(),
             token: start.token,
             link: Link::Closed,
@@ -841,7 +888,8 @@ impl Exchange {
         }
     }
 
-    /// Sends the client's response head and sets up the body relay.
+    /// Sends the client's response head and sets up the body relay; or, for a head that
+    /// offloads a file, takes what the client will need of it and drops the body.
     fn start_response(&mut self, head: UpstreamHead, respond: &mut impl Respond, env: &mut Env) {
         let state = &mut env.upstreams.list[self.upstream];
         state.balancer.note_success(self.server);
@@ -849,6 +897,16 @@ impl Exchange {
             .counters
             .observe(env.now.saturating_duration_since(self.started));
         response::relay_head(self.from_upstream.data(), &head, respond.head());
+        if let Some(offload) = self.offload_of(&head, respond.head()) {
+            self.offload = Some(Box::new(offload));
+            self.from_upstream.consume(head.len);
+            // A body the app sent along is not read: the connection goes with it.
+            let no_body = matches!(head.body, UpstreamBody::None | UpstreamBody::Length(0));
+            self.download = Download::Done {
+                keep_alive: head.keep_alive && no_body,
+            };
+            return;
+        }
         respond.send_head();
         self.from_upstream.consume(head.len);
         let keep_alive = head.keep_alive;
@@ -877,6 +935,35 @@ impl Exchange {
                 keep_alive,
             },
         };
+    }
+
+    /// The offload `head` asks for, if the route honors it; `relayed`: the head as the client
+    /// would have got it, whose kept lines go along.
+    fn offload_of(&self, head: &UpstreamHead, relayed: &ResponseHead) -> Option<Offload> {
+        let (kind, (start, end)) = match (head.accel_redirect, head.sendfile) {
+            (Some(place), _) if self.offloads.accel_redirect => (OffloadKind::AccelRedirect, place),
+            (_, Some(place)) if self.offloads.sendfile => (OffloadKind::Sendfile, place),
+            _ => return None,
+        };
+        let mut headers = Vec::new();
+        for (name, value) in relayed.lines() {
+            if KEPT_ON_OFFLOAD
+                .iter()
+                .any(|kept| name.eq_ignore_ascii_case(kept.as_bytes()))
+            {
+                push_header(&mut headers, name, value);
+            }
+        }
+        Some(Offload {
+            kind,
+            target: self.from_upstream.data()[start..end].trim_ascii().to_vec(),
+            headers,
+        })
+    }
+
+    /// What the upstream asked to send in its place, after [`Step::Offloaded`].
+    pub fn take_offload(&mut self) -> Option<Offload> {
+        self.offload.take().map(|offload| *offload)
     }
 
     /// The upstream closed its side.
@@ -1075,8 +1162,10 @@ impl Exchange {
     }
 
     fn finish_without_reuse(&self) -> Step {
-        Step::Done {
-            request_read: self.request_read(),
+        let request_read = self.request_read();
+        match self.offload {
+            Some(_) => Step::Offloaded { request_read },
+            None => Step::Done { request_read },
         }
     }
 }

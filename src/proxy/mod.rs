@@ -19,7 +19,7 @@ use crate::shared::Shared;
 use crate::stats::UpstreamCounters;
 pub use balance::Balancer;
 use balance::Tried;
-pub use exchange::{Env, Exchange, Failure, Start, Step};
+pub use exchange::{Env, Exchange, Failure, Offload, OffloadKind, Offloads, Start, Step, KEPT_ON_OFFLOAD};
 use gate::{Gate, Permit};
 use pool::{Idle, Pool};
 

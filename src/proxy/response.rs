@@ -33,6 +33,10 @@ pub struct UpstreamHead {
     pub keep_alive: bool,
     /// Content-Length as sent (kept for HEAD and 304 answers).
     pub content_length: Option<u64>,
+    /// Where the values of `X-Accel-Redirect` and `X-Sendfile` are in the head (start and
+    /// end), if sent.
+    pub accel_redirect: Option<(usize, usize)>,
+    pub sendfile: Option<(usize, usize)>,
 }
 
 /// Why an upstream response head is refused (each is a 502).
@@ -75,9 +79,18 @@ pub fn parse(buf: &[u8], request_was_head: bool) -> Result<Option<UpstreamHead>,
     let mut chunked = false;
     let mut transfer_encoding = false;
     let mut close = minor == 0;
+    let (mut accel_redirect, mut sendfile) = (None, None);
+    let place = |value: &[u8]| {
+        let start = value.as_ptr() as usize - buf.as_ptr() as usize;
+        (start, start + value.len())
+    };
     for header in response.headers.iter() {
         let value = header.value;
-        if header.name.eq_ignore_ascii_case("content-length") {
+        if header.name.eq_ignore_ascii_case("x-accel-redirect") {
+            accel_redirect = Some(place(value));
+        } else if header.name.eq_ignore_ascii_case("x-sendfile") {
+            sendfile = Some(place(value));
+        } else if header.name.eq_ignore_ascii_case("content-length") {
             let n = parse_length(value.trim_ascii()).ok_or(ResponseError::ConflictingLength)?;
             if content_length.is_some_and(|seen| seen != n) {
                 return Err(ResponseError::ConflictingLength);
@@ -119,11 +132,14 @@ pub fn parse(buf: &[u8], request_was_head: bool) -> Result<Option<UpstreamHead>,
         body,
         keep_alive,
         content_length,
+        accel_redirect,
+        sendfile,
     }))
 }
 
-/// Headers shoal writes itself toward the client, besides the hop-by-hop ones.
-const REWRITTEN: &[&str] = &["content-length"];
+/// Headers shoal writes itself toward the client, besides the hop-by-hop ones; and
+/// `X-Accel-Redirect`, which is for shoal, never for the client (nginx hides it too).
+const REWRITTEN: &[&str] = &["content-length", "x-accel-redirect"];
 
 /// Fills `into` with what the client gets of the upstream's `head` (parsed from `buf`): its
 /// status and reason, every end-to-end header line in order, and the body's length as the
@@ -167,6 +183,19 @@ mod tests {
 
     fn head(text: &str) -> Result<Option<UpstreamHead>, ResponseError> {
         parse(text.as_bytes(), false)
+    }
+
+    #[test]
+    fn offload_headers_are_found_and_x_accel_redirect_is_never_relayed() {
+        let text = "HTTP/1.1 200 OK\r\nX-Accel-Redirect: /protected/a.pdf\r\nX-Sendfile: /srv/a.pdf\r\nContent-Length: 0\r\n\r\n";
+        let parsed = head(text).unwrap().unwrap();
+        let value = |(start, end): (usize, usize)| &text[start..end];
+        assert_eq!(parsed.accel_redirect.map(value), Some("/protected/a.pdf"));
+        assert_eq!(parsed.sendfile.map(value), Some("/srv/a.pdf"));
+        let mut relayed = ResponseHead::default();
+        relay_head(text.as_bytes(), &parsed, &mut relayed);
+        assert_eq!(relayed.get("x-accel-redirect"), None);
+        assert_eq!(relayed.get("x-sendfile"), Some(&b"/srv/a.pdf"[..]));
     }
 
     #[test]

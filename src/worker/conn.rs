@@ -606,7 +606,8 @@ impl<T: Transport> Conn<T> {
                     Phase::Closing(Close::Linger)
                 }
             }
-            Step::Abort | Step::Wait | Step::Progress => Phase::Closing(Close::Now),
+            // (The pipeline answers an offload itself and says Done.)
+            Step::Abort | Step::Wait | Step::Progress | Step::Offloaded { .. } => Phase::Closing(Close::Now),
         };
         self.end_proxying(&mut proxying, 502, ctx);
         self.set_phase(next, ctx.clock.now);
@@ -703,6 +704,7 @@ impl<T: Transport> Conn<T> {
             counted_as: NO_ROUTE,
             request_id,
             ignore_client_abort: false,
+            replay: None,
         };
         self.log(&line, &routed, status, &response, None, ctx);
         ctx.counters.count_response(NO_ROUTE, status);

@@ -129,6 +129,7 @@ impl Bench {
             token: TOKEN,
             max_body_bytes: 4 << 20,
             collect_body,
+            offloads: Offloads::default(),
         };
         Exchange::begin(&start, &mut self.env()).unwrap()
     }

@@ -9,6 +9,7 @@ mod caps;
 mod errors;
 mod forwarding;
 mod health;
+mod offload;
 mod pool;
 mod shield;
 mod smuggling;
