@@ -101,8 +101,14 @@ impl Output {
     /// to wait).
     pub fn append(&mut self, bytes: &[u8], spill: Option<&SpillDir>) {
         if let (Some(_), Some(Chunk::Spill(open))) = (spill, self.rest.back_mut()) {
-            if open.write(bytes).is_ok() {
-                return;
+            let was_full = open.full;
+            match open.write(bytes) {
+                Ok(()) => return,
+                Err(e) if !was_full => log::warn!(
+                    "a temporary file stopped taking a response at {} bytes ({e}); the upstream waits for the client for the rest",
+                    open.written
+                ),
+                Err(_) => {}
             }
         }
         let spilling = self.rest.iter().any(|chunk| matches!(chunk, Chunk::Spill(_)));

@@ -89,7 +89,10 @@ impl Spill {
         }
         if self.written + bytes.len() as u64 > self.max_file_bytes {
             self.full = true;
-            return Err(io::ErrorKind::StorageFull.into());
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "max_temp_file_bytes reached",
+            ));
         }
         if let Err(e) = self.file.write_all_at(bytes, self.written) {
             self.full = true;
