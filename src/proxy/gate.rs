@@ -40,8 +40,10 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.cap.give_back(self.cell, self.pid);
-        // Requests waiting here are looked at after every loop turn; others need waking.
-        if self.line.oldest_elsewhere(self.seat).is_some() {
+        // The oldest request waiting gets the permit. This worker looks at its own after
+        // every loop turn; another worker's needs waking.
+        let elsewhere = self.line.oldest_elsewhere(self.seat);
+        if elsewhere.is_some_and(|other| self.line.head(self.seat).is_none_or(|mine| other < mine)) {
             self.bell.ring();
         }
     }
@@ -164,7 +166,12 @@ impl Gate {
 
     /// Takes `ticket` out of the queue (its request got a permit, timed out or was cancelled).
     pub fn leave(&mut self, ticket: u64) {
-        self.waiting.retain(|w| w.ticket != ticket);
+        // A request that gets its permit is almost always the first; cancelled ones are rare.
+        if self.waiting.front().is_some_and(|w| w.ticket == ticket) {
+            self.waiting.pop_front();
+        } else if let Some(at) = self.waiting.iter().position(|w| w.ticket == ticket) {
+            self.waiting.remove(at);
+        }
         self.publish();
     }
 

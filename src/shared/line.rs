@@ -36,6 +36,12 @@ impl Line {
         self.heads[seat].store(head.unwrap_or(NOBODY), SeqCst);
     }
 
+    /// The ticket at the head of seat `seat`'s queue.
+    pub fn head(&self, seat: usize) -> Option<u64> {
+        let head = self.heads[seat].load(SeqCst);
+        (head != NOBODY).then_some(head)
+    }
+
     /// The oldest ticket waiting in a seat other than `seat`.
     pub fn oldest_elsewhere(&self, seat: usize) -> Option<u64> {
         let seats = self.seats_high.load(SeqCst) as usize;
@@ -92,6 +98,7 @@ mod tests {
         line.publish(2, Some(a), 1);
         assert_eq!(line.oldest_elsewhere(0), Some(a));
         assert_eq!(line.oldest_elsewhere(2), Some(b));
+        assert_eq!((line.head(0), line.head(1)), (Some(b), None));
         assert_eq!(line.queued(), 3);
         line.clear_seat(2);
         assert_eq!(line.oldest_elsewhere(0), None);

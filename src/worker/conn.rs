@@ -460,10 +460,16 @@ impl<T: Transport> Conn<T> {
                         now,
                         &mut ctx.buffers,
                     );
+                    let pumping = step == Step::Progress;
                     if !self.after_step(step, ctx) {
                         break;
                     }
                     progress = true;
+                    // One pump per round: an upstream that never runs dry must not keep the
+                    // worker from its other connections (`run` bounds the rounds).
+                    if pumping {
+                        break;
+                    }
                 }
                 Phase::Closing(_) | Phase::Lingering => {
                     self.input.clear();
