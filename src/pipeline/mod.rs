@@ -16,7 +16,7 @@ pub mod sites;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use mio::{Registry, Token};
+use mio::Registry;
 
 use crate::config::Config;
 use crate::files::{Answer, FileRequest, StaticFiles};
@@ -41,8 +41,8 @@ pub struct Request<'a> {
     pub peer: SocketAddr,
     /// Index of the worker's listener the connection came in on.
     pub listener: usize,
-    /// The token an upstream socket of this connection is registered under.
-    pub upstream_token: Token,
+    /// The connection's key in its worker (an upstream socket's events drive it).
+    pub conn: usize,
 }
 
 /// Where a request went: what its access log line and counters need.
@@ -196,7 +196,7 @@ impl<'c> Pipeline<'c> {
             peer: request.peer,
             upstream,
             target_start,
-            token: request.upstream_token,
+            conn: request.conn,
             max_body_bytes: self.max_body_bytes,
             collect_body,
             offloads,

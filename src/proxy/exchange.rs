@@ -22,13 +22,13 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
+use mio::{Interest, Registry};
 
 use super::balance::{hash_key, InFlight, Tried};
 use super::forward::{self, Forward};
 use super::gate::Permit;
 use super::response::{self, UpstreamBody, UpstreamHead};
-use super::{Admission, Upstreams};
+use super::{socket_token, Admission, Upstreams};
 use crate::config::{Balance, HashKey};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Framing, Method, RequestHead};
@@ -60,8 +60,9 @@ pub struct Start<'a> {
     pub upstream: usize,
     /// Where the target the upstream sees starts in the raw target (see `Forward`).
     pub target_start: usize,
-    /// Token the upstream socket is registered under (it drives the client connection).
-    pub token: Token,
+    /// The client connection's key: events on its upstream socket drive it, and it is the
+    /// one admitted when its queued request's turn comes.
+    pub conn: usize,
     /// A chunked request body over this is cut off (Content-Length was checked already).
     pub max_body_bytes: u64,
     /// Read the request body whole before picking an upstream (the route buffers requests
@@ -294,7 +295,7 @@ pub struct Exchange {
     /// What the upstream asked to send in its place, once its head said so.
     offload: Option<Box<Offload>>,
     tried: Tried,
-    token: Token,
+    conn: usize,
     link: Link,
     method: Method,
     idempotent: bool,
@@ -350,7 +351,7 @@ impl Exchange {
             offloads: start.offloads,
             offload: None,
             tried: Tried::default(),
-            token: start.token,
+            conn: start.conn,
             link: Link::Closed,
             method: head.method,
             idempotent: matches!(
@@ -477,7 +478,7 @@ impl Exchange {
                 Admission::Queue if self.tried.is_empty() => {
                     if queued.is_none() {
                         let gate = state.gate.as_mut().expect("only a capped upstream queues");
-                        let ticket = gate.join(self.token);
+                        let ticket = gate.join(self.conn);
                         self.link = Link::Queued {
                             ticket,
                             since: env.now,
@@ -505,16 +506,10 @@ impl Exchange {
             self.in_flight = Some(state.balancer.occupy(server));
             self.sent = 0;
             self.since = env.now;
-            if let Some(idle) = env.upstreams.checkout(self.upstream, server, self.token, env.now) {
-                let mut stream = idle.stream;
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                if idle.token == self.token
-                    || env.registry.reregister(&mut stream, self.token, interest).is_ok()
-                {
-                    self.from_upstream.await_event();
-                    self.link = Link::Open { stream, pooled: true };
-                    return Ok(());
-                }
+            if let Some(stream) = env.upstreams.checkout(self.upstream, server, self.conn, env.now) {
+                self.from_upstream.await_event();
+                self.link = Link::Open { stream, pooled: true };
+                return Ok(());
             }
             let addr = env.upstreams.list[self.upstream].config.servers[server].addr;
             match self.open(addr, env) {
@@ -543,11 +538,13 @@ impl Exchange {
         }
     }
 
-    fn open(&self, addr: SocketAddr, env: &Env) -> io::Result<TcpStream> {
+    fn open(&self, addr: SocketAddr, env: &mut Env) -> io::Result<TcpStream> {
         let mut stream = TcpStream::connect(addr)?;
         let _ = stream.set_nodelay(true);
+        let token = socket_token(&stream);
         env.registry
-            .register(&mut stream, self.token, Interest::READABLE | Interest::WRITABLE)?;
+            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        env.upstreams.opened(&stream, self.conn);
         Ok(stream)
     }
 
@@ -1155,8 +1152,7 @@ impl Exchange {
         let reusable = keep_alive && self.from_upstream.is_empty();
         if let (true, Link::Open { stream, .. }) = (reusable, std::mem::replace(&mut self.link, Link::Closed))
         {
-            env.upstreams
-                .checkin(self.upstream, self.server, stream, self.token, env.now);
+            env.upstreams.checkin(self.upstream, self.server, stream, env.now);
         }
         self.finish_without_reuse()
     }

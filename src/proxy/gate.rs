@@ -9,8 +9,6 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use mio::Token;
-
 use crate::config::Upstream;
 use crate::shared::{Bell, Cap, Line, RowKey, Shared};
 
@@ -53,8 +51,8 @@ impl Drop for Permit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Waiter {
     ticket: u64,
-    /// The token of the connection whose request it is.
-    token: Token,
+    /// The client connection whose request it is.
+    conn: usize,
 }
 
 /// One capped upstream in this worker.
@@ -156,10 +154,10 @@ impl Gate {
         }
     }
 
-    /// Queues the request of connection `token`; returns its ticket.
-    pub fn join(&mut self, token: Token) -> u64 {
+    /// Queues the request of client connection `conn`; returns its ticket.
+    pub fn join(&mut self, conn: usize) -> u64 {
         let ticket = self.line.ticket();
-        self.waiting.push_back(Waiter { ticket, token });
+        self.waiting.push_back(Waiter { ticket, conn });
         self.publish();
         ticket
     }
@@ -176,8 +174,8 @@ impl Gate {
     }
 
     /// The connection whose request is the oldest waiting here, and its ticket.
-    pub fn first_waiting(&self) -> Option<(Token, u64)> {
-        self.waiting.front().map(|w| (w.token, w.ticket))
+    pub fn first_waiting(&self) -> Option<(usize, u64)> {
+        self.waiting.front().map(|w| (w.conn, w.ticket))
     }
 
     /// Requests waiting here.

@@ -9,6 +9,7 @@ pub mod health;
 mod pool;
 pub mod response;
 
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -21,7 +22,7 @@ pub use balance::Balancer;
 use balance::Tried;
 pub use exchange::{Env, Exchange, Failure, Offload, OffloadKind, Offloads, Start, Step, KEPT_ON_OFFLOAD};
 use gate::{Gate, Permit};
-use pool::{Idle, Pool};
+use pool::Pool;
 
 /// One upstream as a worker runs it.
 pub struct UpstreamState<'a> {
@@ -91,6 +92,17 @@ impl UpstreamState<'_> {
 /// Every upstream of the config, as this worker runs them.
 pub struct Upstreams<'a> {
     pub list: Vec<UpstreamState<'a>>,
+    /// The client connection each open upstream socket works for, by descriptor; `None`
+    /// while the socket idles in a pool.
+    owners: Vec<Option<usize>>,
+}
+
+/// The poll token of an upstream socket: odd (clients' are even, see `worker`) and made of
+/// its descriptor, which no other open socket has. A socket keeps it for its whole life, so
+/// handing a pooled one to another client costs no `epoll_ctl`, and an event on an idle
+/// socket reaches only that socket.
+pub fn socket_token(stream: &TcpStream) -> Token {
+    Token(2 * stream.as_raw_fd() as usize + 1)
 }
 
 impl<'a> Upstreams<'a> {
@@ -121,17 +133,42 @@ impl<'a> Upstreams<'a> {
                 counters: UpstreamCounters::default(),
             });
         }
-        Ok(Upstreams { list })
+        Ok(Upstreams {
+            list,
+            owners: Vec::new(),
+        })
+    }
+
+    /// Notes that `stream` works for client connection `conn` (`None`: it idles in a pool).
+    fn own(&mut self, stream: &TcpStream, conn: Option<usize>) {
+        let fd = stream.as_raw_fd() as usize;
+        if self.owners.len() <= fd {
+            self.owners.resize(fd + 1, None);
+        }
+        self.owners[fd] = conn;
+    }
+
+    /// The client connection an event on the upstream socket with token `token` is for.
+    /// None for a pooled socket, which the event marks suspect (typically the upstream's FIN).
+    pub fn event_for(&mut self, token: Token) -> Option<usize> {
+        let fd = token.0 / 2;
+        let owner = self.owners.get(fd).copied().flatten();
+        if owner.is_none() {
+            for state in &mut self.list {
+                state.pool.suspect(fd);
+            }
+        }
+        owner
     }
 
     /// The connection whose request is next in `upstream`'s queue here, when it is its turn
     /// and a server has room (its pump then takes the permit, or queues on).
-    pub fn next_admitted(&mut self, upstream: usize, now: Instant) -> Option<Token> {
+    pub fn next_admitted(&mut self, upstream: usize, now: Instant) -> Option<usize> {
         let state = &mut self.list[upstream];
         let gate = state.gate.as_mut()?;
-        let (token, ticket) = gate.first_waiting()?;
+        let (conn, ticket) = gate.first_waiting()?;
         let room = (0..state.config.servers.len()).any(|s| gate.has_room(s));
-        (room && gate.turn(Some(ticket), now)).then_some(token)
+        (room && gate.turn(Some(ticket), now)).then_some(conn)
     }
 
     /// True when a request waits here for a permit.
@@ -141,28 +178,31 @@ impl<'a> Upstreams<'a> {
             .any(|u| u.gate.as_ref().is_some_and(|g| g.waiting() > 0))
     }
 
-    /// An idle connection to `server` of `upstream`, if one is pooled and still open;
-    /// preferably one registered under `token`.
-    pub fn checkout(&mut self, upstream: usize, server: usize, token: Token, now: Instant) -> Option<Idle> {
+    /// An idle connection to `server` of `upstream`, if one is pooled and still open; it works
+    /// for client connection `conn` from now on.
+    pub fn checkout(
+        &mut self,
+        upstream: usize,
+        server: usize,
+        conn: usize,
+        now: Instant,
+    ) -> Option<TcpStream> {
         let state = &mut self.list[upstream];
-        state
-            .pool
-            .checkout(server, token, now, state.config.keepalive_timeout)
+        let stream = state.pool.checkout(server, now, state.config.keepalive_timeout)?;
+        self.own(&stream, Some(conn));
+        Some(stream)
     }
 
-    /// Returns a connection whose last exchange ended cleanly (still registered under `token`).
-    pub fn checkin(&mut self, upstream: usize, server: usize, stream: TcpStream, token: Token, now: Instant) {
-        let state = &mut self.list[upstream];
-        state
-            .pool
-            .checkin(server, stream, token, now, state.config.keepalive);
+    /// Notes a new connection to an upstream server, working for client connection `conn`.
+    pub fn opened(&mut self, stream: &TcpStream, conn: usize) {
+        self.own(stream, Some(conn));
     }
 
-    /// Notes a poll event under an upstream token, which may come from an idle connection.
-    pub fn note_event(&mut self, token: Token) {
-        for state in &mut self.list {
-            state.pool.suspect(token);
-        }
+    /// Returns a connection whose last exchange ended cleanly.
+    pub fn checkin(&mut self, upstream: usize, server: usize, stream: TcpStream, now: Instant) {
+        self.own(&stream, None);
+        let state = &mut self.list[upstream];
+        state.pool.checkin(server, stream, now, state.config.keepalive);
     }
 
     /// Closes pooled connections idle past their upstream's keepalive_timeout.

@@ -3,21 +3,18 @@
 //! A pooled connection may have been closed by the upstream while it idled. Any poll event
 //! on an idle connection marks it suspect, and a suspect one is peeked before reuse; the
 //! exchange retries idempotent requests for the rare close that races the reuse.
-//! Connections stay registered with the poll under the token of the client connection that
-//! last used them; handing one back to that same client saves re-registering it.
+//! Connections stay registered with the poll under their own token (`socket_token`).
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-use mio::Token;
 
 /// An idle upstream connection.
-pub struct Idle {
-    pub server: usize,
-    pub stream: TcpStream,
-    /// The poll token it is still registered under.
-    pub token: Token,
+struct Idle {
+    server: usize,
+    stream: TcpStream,
     since: Instant,
     /// An event arrived while it idled (typically the upstream's FIN).
     suspect: bool,
@@ -30,29 +27,19 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A live idle connection to `server`, preferably one registered under `token`.
-    pub fn checkout(
-        &mut self,
-        server: usize,
-        token: Token,
-        now: Instant,
-        max_idle: Duration,
-    ) -> Option<Idle> {
+    /// A live idle connection to `server`, the one pooled last (its cache is warmest).
+    pub fn checkout(&mut self, server: usize, now: Instant, max_idle: Duration) -> Option<TcpStream> {
         loop {
-            let at = self
-                .idle
-                .iter()
-                .rposition(|c| c.server == server && c.token == token)
-                .or_else(|| self.idle.iter().rposition(|c| c.server == server))?;
+            let at = self.idle.iter().rposition(|c| c.server == server)?;
             let conn = self.idle.swap_remove(at);
             if now.duration_since(conn.since) < max_idle && (!conn.suspect || still_open(&conn.stream)) {
-                return Some(conn);
+                return Some(conn.stream);
             }
         }
     }
 
     /// Keeps `stream` for reuse, dropping the oldest beyond `capacity`.
-    pub fn checkin(&mut self, server: usize, stream: TcpStream, token: Token, now: Instant, capacity: usize) {
+    pub fn checkin(&mut self, server: usize, stream: TcpStream, now: Instant, capacity: usize) {
         if capacity == 0 {
             return;
         }
@@ -64,15 +51,14 @@ impl Pool {
         self.idle.push(Idle {
             server,
             stream,
-            token,
             since: now,
             suspect: false,
         });
     }
 
-    /// Notes a poll event under `token`: idle connections registered under it are suspect.
-    pub fn suspect(&mut self, token: Token) {
-        for conn in self.idle.iter_mut().filter(|c| c.token == token) {
+    /// Notes a poll event on the socket with descriptor `fd`: if it idles here, it is suspect.
+    pub fn suspect(&mut self, fd: usize) {
+        if let Some(conn) = self.idle.iter_mut().find(|c| c.stream.as_raw_fd() as usize == fd) {
             conn.suspect = true;
         }
     }

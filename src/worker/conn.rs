@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-use mio::Token;
 
 use super::access_log::{AccessLog, Entry};
 use super::clock::Clock;
@@ -514,7 +513,7 @@ impl<T: Transport> Conn<T> {
             buf,
             peer: self.peer,
             listener: self.listener,
-            upstream_token: Token(self.key * 2 + 1),
+            conn: self.key,
         };
         let mut response = Response::to(head, persistence);
         let reply = Reply {

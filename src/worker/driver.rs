@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll, Token};
+use mio::{Events, Poll};
 
 use super::access_log::AccessLog;
 use super::clock::Clock;
@@ -143,8 +143,9 @@ impl Driver {
             self.poll
                 .poll(&mut self.events, Some(Duration::from_millis(20)))
                 .unwrap();
+            // Every socket polled here is an upstream one.
             for event in self.events.iter() {
-                if event.token() == Token(1) {
+                if self.ctx.pipeline.upstreams.event_for(event.token()).is_some() {
                     self.conn
                         .mark_upstream_ready(event.is_read_closed() || event.is_error());
                 }

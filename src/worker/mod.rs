@@ -44,7 +44,7 @@ const CHANNEL: Token = Token(usize::MAX - 1);
 /// Token of the bell another worker rings when it frees a permit a request here may wait for.
 const BELL: Token = Token(usize::MAX - 2);
 /// Listener `i` has token `LISTENER_BASE + i`. Below it, connection `k` (its slab key) has
-/// token `2k` for its client socket and `2k + 1` for its upstream socket, if it has one.
+/// token `2k` for its client socket; odd tokens are upstream sockets' (`proxy::socket_token`).
 const LISTENER_BASE: usize = usize::MAX - 4096;
 /// How often deadlines are checked (the precision of every timeout).
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -69,8 +69,8 @@ enum Source {
     Listener(usize),
     /// The client socket of connection `k`.
     Client(usize),
-    /// The upstream socket of connection `k`.
-    Upstream(usize),
+    /// An upstream socket, working for a connection or idle in a pool.
+    Upstream(Token),
 }
 
 fn source(token: Token) -> Source {
@@ -80,7 +80,7 @@ fn source(token: Token) -> Source {
         n if n == BELL.0 => Source::Bell,
         n if n >= LISTENER_BASE => Source::Listener(n - LISTENER_BASE),
         n if n % 2 == 0 => Source::Client(n / 2),
-        n => Source::Upstream(n / 2),
+        _ => Source::Upstream(token),
     }
 }
 
@@ -304,10 +304,12 @@ impl<'a> Worker<'a> {
                             self.drive(key);
                         }
                     }
-                    // Stale events from a socket since pooled or closed are harmless: a drive
-                    // with nothing to do does nothing.
-                    Source::Upstream(key) => {
-                        self.ctx.pipeline.upstreams.note_event(event.token());
+                    // A stale event from a socket closed since is harmless: a drive with
+                    // nothing to do does nothing.
+                    Source::Upstream(token) => {
+                        let Some(key) = self.ctx.pipeline.upstreams.event_for(token) else {
+                            continue;
+                        };
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.mark_upstream_ready(event.is_read_closed() || event.is_error());
                             self.drive(key);
@@ -525,20 +527,20 @@ impl<'a> Worker<'a> {
             return;
         }
         for upstream in 0..self.ctx.pipeline.upstreams.list.len() {
-            while let Some(token) = self
+            while let Some(key) = self
                 .ctx
                 .pipeline
                 .upstreams
                 .next_admitted(upstream, self.ctx.clock.now)
             {
-                self.drive(token.0 / 2);
+                self.drive(key);
                 // Still first: it found no permit after all (another worker was quicker).
                 if self
                     .ctx
                     .pipeline
                     .upstreams
                     .next_admitted(upstream, self.ctx.clock.now)
-                    == Some(token)
+                    == Some(key)
                 {
                     break;
                 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll, Token};
+use mio::{Events, Poll};
 
 use super::*;
 use crate::config::Config;
@@ -49,7 +49,8 @@ impl Respond for Recorder {
     }
 }
 
-const TOKEN: Token = Token(1);
+/// The key of the client connection the exchange works for.
+const CONN: usize = 0;
 
 /// An upstream named `app` with `servers`, and what an exchange with it needs.
 struct Bench {
@@ -126,7 +127,7 @@ impl Bench {
             peer: "10.0.0.9:4000".parse().unwrap(),
             upstream: 0,
             target_start: 0,
-            token: TOKEN,
+            conn: CONN,
             max_body_bytes: 4 << 20,
             collect_body,
             offloads: Offloads::default(),
@@ -209,7 +210,7 @@ fn a_chunked_response_is_decoded_and_its_connection_pooled() {
     assert!(sink.ended && !sink.continued);
     let now = bench.now;
     assert!(
-        bench.upstreams.checkout(0, 0, TOKEN, now).is_some(),
+        bench.upstreams.checkout(0, 0, CONN, now).is_some(),
         "pooled for the next request"
     );
     exchange.release(&mut bench.buffers, &mut bench.upstreams);
