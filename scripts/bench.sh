@@ -9,6 +9,9 @@
 #   s5  s1's load during 18 HUP reloads (errors)
 #   s6  memory per idle keep-alive connection, 10,000 connections (scripts/bench/idle_conns.py)
 #   s7  start-up: exec to the first 200 (scripts/bench/startup_probe.py; shoal and nginx)
+#   s8  legacy shield: s4's proxies before an app with 4 sync workers while 200 slow clients
+#       pull big answers; wrk on small ones (req/s, p99; scripts/bench/shield.sh)
+#   s9  s4 at 64 and at 4,000 clients, shoal with max_conns = 64 (CPU µs/req, errors)
 # Every scenario runs ROUNDS rounds, each target once per round, alternating targets; the
 # report gives medians and min–max, the ratios shoal/nginx (the faster nginx configuration
 # where both run) and shoal/HAProxy against the issue's targets, pass or fail. Around every
@@ -21,7 +24,7 @@
 #        SCENARIOS="s1 s4" DURATION=5 ROUNDS=1 scripts/bench.sh
 #
 # Environment (all optional):
-#   SCENARIOS="s1 s2 s3 s4 s5 s6 s7"  which scenarios (run in this order; "static" = s1, "proxy" = s4)
+#   SCENARIOS="s1 s2 s3 s4 s5 s6 s7 s8 s9"  which scenarios (run in this order; "static" = s1, "proxy" = s4)
 #   DURATION=10        seconds per wrk / bulk_get run (s1, s3, s4)
 #   ROUNDS=3           rounds of s1-s6
 #   WORKERS=2          shoal workers, nginx worker_processes, HAProxy nbthread
@@ -32,6 +35,9 @@
 #                      seconds between reloads (a reload that takes longer delays the next)
 #   IDLE_CONNS=10000   s6's idle connections
 #   STARTS=10          s7's starts per target
+#   S8_READERS=200 S8_BIG_MIB=8 S8_READ_KIBS=64   s8's slow clients, their answers' size and
+#                      the pace each reads at
+#   S9_CONNS=4000      s9's flood of clients
 #   SHOAL_PORT=18080 NGINX_PORT=18081 NGINX_RP_PORT=18082                (s1-s3, s5-s7)
 #   SHOAL_PROXY_PORT=18083 NGINX_PROXY_PORT=18084 HAPROXY_PORT=18085 UPSTREAM_PORT=18086  (s4)
 #   SKIP_SHOAL=1       leave shoal out (tests the harness on nginx/HAProxy alone)
@@ -48,7 +54,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7}
+SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7 s8 s9}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 WORKERS=${WORKERS:-2}
@@ -62,6 +68,10 @@ S5_WARMUP=${S5_WARMUP:-2}
 S5_INTERVAL=${S5_INTERVAL:-1}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 STARTS=${STARTS:-10}
+S8_READERS=${S8_READERS:-200}
+S8_BIG_MIB=${S8_BIG_MIB:-8}
+S8_READ_KIBS=${S8_READ_KIBS:-64}
+S9_CONNS=${S9_CONNS:-4000}
 SHOAL_PORT=${SHOAL_PORT:-18080}
 NGINX_PORT=${NGINX_PORT:-18081}
 NGINX_RP_PORT=${NGINX_RP_PORT:-18082}
@@ -97,9 +107,11 @@ source "$REPO/scripts/bench/reload.sh"
 source "$REPO/scripts/bench/idle.sh"
 # shellcheck source=scripts/bench/startup.sh
 source "$REPO/scripts/bench/startup.sh"
+# shellcheck source=scripts/bench/shield.sh
+source "$REPO/scripts/bench/shield.sh"
 
 TMP=""
-ALL_SCENARIOS="s1 s2 s3 s4 s5 s6 s7"
+ALL_SCENARIOS="s1 s2 s3 s4 s5 s6 s7 s8 s9"
 
 # True if scenario $1 is selected in SCENARIOS.
 selected() { [[ " $SCENARIOS " == *" $1 "* ]]; }
@@ -112,7 +124,7 @@ check_settings() {
     done
     [[ -n ${SCENARIOS// /} ]] || die "SCENARIOS selects nothing ($ALL_SCENARIOS)"
     for var in DURATION ROUNDS WORKERS WRK_THREADS WRK_CONNS AB_REQUESTS AB_CONNS BIG_FILE_MIB HUPS \
-        S5_WARMUP S5_INTERVAL IDLE_CONNS STARTS; do
+        S5_WARMUP S5_INTERVAL IDLE_CONNS STARTS S8_READERS S8_BIG_MIB S8_READ_KIBS S9_CONNS; do
         [[ ${!var} =~ ^[1-9][0-9]{0,6}$ ]] || die "$var must be a positive integer, not '${!var}'"
     done
 }
@@ -147,6 +159,8 @@ estimate_seconds() {
     selected s5 && t=$((t + n * ROUNDS * (S5_WARMUP + HUPS * S5_INTERVAL + 2) + 5))
     selected s6 && t=$((t + n * ROUNDS * (IDLE_CONNS / 2000 + 3)))
     selected s7 && t=$((t + 2 * STARTS / 2 + 2))
+    selected s8 && t=$((t + 3 * ROUNDS * (DURATION + 4) + 5))
+    selected s9 && t=$((t + 6 * ROUNDS * (DURATION + 1) + 5))
     echo "$t"
 }
 
@@ -156,7 +170,8 @@ exact_command() {
     local cmd="DURATION=$DURATION ROUNDS=$ROUNDS" spec var def
     [[ $SCENARIOS == "$ALL_SCENARIOS" ]] || cmd="SCENARIOS=\"$SCENARIOS\" $cmd"
     for spec in WORKERS=2 WRK_THREADS=1 WRK_CONNS=64 AB_REQUESTS=30000 AB_CONNS=50 BIG_FILE_MIB=64 HUPS=18 \
-        S5_WARMUP=2 S5_INTERVAL=1 IDLE_CONNS=10000 STARTS=10 SKIP_SHOAL=0 SKIP_REUSEPORT=0; do
+        S5_WARMUP=2 S5_INTERVAL=1 IDLE_CONNS=10000 STARTS=10 S8_READERS=200 S8_BIG_MIB=8 S8_READ_KIBS=64 \
+        S9_CONNS=4000 SKIP_SHOAL=0 SKIP_REUSEPORT=0; do
         var=${spec%%=*} def=${spec#*=}
         [[ ${!var} == "$def" ]] || cmd+=" $var=${!var}"
     done
@@ -238,6 +253,8 @@ main() {
     if selected s5; then scenario_s5; fi
     if selected s6; then scenario_s6; fi
     if selected s7; then scenario_s7; fi
+    if selected s8; then scenario_s8; fi
+    if selected s9; then scenario_s9; fi
 
     write_report
     log "done in $((SECONDS - started)) s"

@@ -53,6 +53,17 @@ SCENARIOS = {
         ("established", "established at measurement", "int", "median")]),
     "s7": ("S7: start-up, exec to the first 200", ["shoal", "nginx"], [
         ("ms", "ms", "1f", "median")]),
+    "s8": ("S8: legacy shield, small requests to a 4-worker sync app while slow clients pull big answers",
+           ["shoal-shield", "nginx-shield"], [
+        ("rps", "req/s", "int", "median"), ("p50_ms", "p50 ms", "2f", "median"),
+        ("p99_ms", "p99 ms", "2f", "median"), ("errors", "errors", "int", "sum"),
+        ("cpu_us", "CPU µs/req", "1f", "median")]),
+    "s9-low": ("S9: reverse proxy at S4's 64 clients (shoal with max_conns = 64)", ["shoal-capped", "nginx-proxy", "haproxy"], [
+        ("rps", "req/s", "int", "median"), ("p99_ms", "p99 ms", "2f", "median"),
+        ("errors", "errors", "int", "sum"), ("cpu_us", "CPU µs/req", "1f", "median")]),
+    "s9-high": ("S9: reverse proxy at 4,000 clients (shoal with max_conns = 64)", ["shoal-capped", "nginx-proxy", "haproxy"], [
+        ("rps", "req/s", "int", "median"), ("p99_ms", "p99 ms", "2f", "median"),
+        ("errors", "errors", "int", "sum"), ("cpu_us", "CPU µs/req", "1f", "median")]),
 }
 
 
@@ -181,6 +192,32 @@ def s4_rows(d):
     return rows
 
 
+def s8_rows(d):
+    """shoal ≥ nginx in req/s and ≤ nginx in p99, both with default buffering."""
+    rows = []
+    for metric, figure, kind, higher in (("rps", "req/s", "int", True), ("p99_ms", "p99 ms", "2f", False)):
+        mine = d.get("s8", "shoal-shield", metric)
+        r = ratio(mine, d.get("s8", "nginx-shield", metric))
+        ok = meets(r, 1.0, higher)
+        comps = [("vs nginx", r)]
+        values = {"shoal": mine, "nginx": d.get("s8", "nginx-shield", metric)}
+        bars = [(f"S8 shield {figure} vs nginx ({'≥' if higher else '≤'} 1)", r, 1.0, higher, ok)]
+        rows.append(Row("S8 shield", figure, kind, values, comps, "≥ nginx" if higher else "≤ nginx", ok, bars))
+    return rows
+
+
+def s9_row(d):
+    """shoal's CPU per request at 4,000 clients within 1.5 x its own at 64, with no errors."""
+    targets = {"shoal": "shoal-capped", "nginx": "nginx-proxy", "HAProxy": "haproxy"}
+    values = {label: ratio(d.get("s9-high", t, "cpu_us"), d.get("s9-low", t, "cpu_us")) for label, t in targets.items()}
+    errors = d.get("s9-high", "shoal-capped", "errors", "sum")
+    mine = values["shoal"]
+    ok = None if mine is None else meets(mine, 1.5, False) and errors == 0
+    bars = [("S9 shoal CPU/req at 4,000 ÷ at 64 clients (≤ 1.5)", mine, 1.5, False, ok)]
+    return Row("S9 flood", "CPU µs/req at 4,000 ÷ at 64 clients", "2f", values, [], "shoal ≤ 1.5, 0 errors",
+               ok, bars)
+
+
 def s5_row(d, hups):
     values = static_values(d, "s5", "errors", "sum")
     reloads = d.values.get(("s5", "shoal", "reloads"), [])
@@ -215,6 +252,8 @@ def summary_rows(d):
         s5_row(d, hups),
         absolute_row(d, "S6 idle memory", "KiB per idle connection (Pss)", "s6", "kib_per_conn_pss", "2f", 0.5, "KiB"),
         absolute_row(d, "S7 start-up", "ms from exec to the first 200", "s7", "ms", "1f", 50, "ms"),
+        *s8_rows(d),
+        s9_row(d),
     ]
 
 

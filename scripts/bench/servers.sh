@@ -50,9 +50,11 @@ show_logs() { show_log "$TMP/$1.out"; show_log "$TMP/$1/error.log"; }
 # and 300 s of keep-alive idleness, so that S6's idle connections stay open and no scenario
 # reconnects because of a per-connection limit (nginx: the same in write_nginx_conf's args).
 
-# write_shoal_conf FILE PORT MODE: MODE static serves $TMP/site, proxy forwards to the upstream.
+# write_shoal_conf FILE PORT MODE [UPSTREAM_LINES]: MODE static serves $TMP/site, proxy
+# forwards to the upstream, keeping up to 64 idle connections to it unless UPSTREAM_LINES
+# (lines of the [upstream.app] table) say otherwise.
 write_shoal_conf() {
-    local conf=$1 port=$2 mode=$3
+    local conf=$1 port=$2 mode=$3 upstream_lines=${4:-keepalive = 64}
     cat > "$conf" <<EOF
 workers = $WORKERS
 access_log = "off"
@@ -70,9 +72,11 @@ EOF
     else
         cat >> "$conf" <<EOF
   upstream = "app"
+[buffering]
+temp_dir = "$TMP"
 [upstream.app]
 servers = ["127.0.0.1:$UPSTREAM_PORT"]
-keepalive = 64
+$upstream_lines
 EOF
     fi
 }
@@ -85,11 +89,12 @@ write_static_nginx_conf() {
 
 # --- starting ---------------------------------------------------------------
 
-# shoal as target $1 on port $2: $3 = static (serves $TMP/site) or proxy (to the upstream).
+# shoal as target $1 on port $2: $3 = static (serves $TMP/site) or proxy (to the upstream,
+# with the [upstream.app] lines $4 if given).
 start_shoal() {
     local name=$1 port=$2 mode=$3
     check_port_free "$port"
-    write_shoal_conf "$TMP/$name.toml" "$port" "$mode"
+    write_shoal_conf "$TMP/$name.toml" "$port" "$mode" "${@:4}"
     launch "$name" "$port" "$SHOAL_BIN" "${SHOAL_AS[@]}" -c "$TMP/$name.toml"
     TARGETS+=("$name")
 }
