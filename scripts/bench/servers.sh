@@ -54,7 +54,7 @@ show_logs() { show_log "$TMP/$1.out"; show_log "$TMP/$1/error.log"; }
 # forwards to the upstream, keeping up to 64 idle connections to it unless UPSTREAM_LINES
 # (lines of the [upstream.app] table) say otherwise.
 write_shoal_conf() {
-    local conf=$1 port=$2 mode=$3 upstream_lines=${4:-keepalive = 64}
+    local conf=$1 port=$2 mode=$3 upstream_lines=${4-keepalive = 64}
     cat > "$conf" <<EOF
 workers = $WORKERS
 access_log = "off"

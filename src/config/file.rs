@@ -662,9 +662,14 @@ impl Builder<'_> {
         } else if let Some(key) = &spec.hash_key {
             return self.fail(key.span(), "hash_key goes with balance = \"hash\"");
         }
-        if let Some(n) = &spec.keepalive {
-            upstream.keepalive = self.count(n, "keepalive", 0..100_001)? as usize;
-        }
+        upstream.keepalive = match &spec.keepalive {
+            Some(n) => self.count(n, "keepalive", 0..100_001)? as usize,
+            // One worker may hold every permit of the capped servers: it keeps their connections.
+            None => (upstream.servers.iter())
+                .map(|s| s.max_conns as usize)
+                .sum::<usize>()
+                .max(upstream.keepalive),
+        };
         if let Some(span) = spec.keepalive_timeout {
             upstream.keepalive_timeout = span.0;
         }
@@ -903,6 +908,19 @@ mod tests {
         let routes = &config.servers[0].routes;
         assert!(matches!(routes[0].serve, Serve::Proxy(0)) && routes[0].strip_prefix);
         assert!(matches!(&routes[1].serve, Serve::Files(f) if f.fallback == Some(0)));
+    }
+
+    #[test]
+    fn keepalive_defaults_to_what_the_caps_let_one_worker_use() {
+        let keepalive = |lines: &str| {
+            let text = format!("{PROXIED}[upstream.app]\n{lines}\n");
+            load(&text).unwrap().upstreams[0].keepalive
+        };
+        assert_eq!(keepalive("servers = [\"127.0.0.1:3000\"]"), 32);
+        assert_eq!(keepalive("servers = [\"127.0.0.1:3000 max_conns=4\"]"), 32);
+        let two_caps = "servers = [\"127.0.0.1:3000\", \"127.0.0.1:3001\"]\nmax_conns = 40";
+        assert_eq!(keepalive(two_caps), 80);
+        assert_eq!(keepalive(&format!("{two_caps}\nkeepalive = 8")), 8);
     }
 
     #[test]
