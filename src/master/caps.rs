@@ -91,6 +91,8 @@ impl Master {
         let freed = self.shared_state.reclaim(|holder| holder == pid);
         if freed > 0 {
             info!("worker pid {pid} held {freed} upstream permits; they are free again");
+            // Requests queued in the other workers may take them now.
+            self.shared_state.bell.ring();
         }
     }
 
@@ -107,7 +109,9 @@ impl Master {
             .map(|w| w.pid.as_raw() as u32)
             .collect();
         let shared = self.shared_state;
-        shared.reclaim(|pid| !ours.contains(&pid) && !alive(pid));
+        if shared.reclaim(|pid| !ours.contains(&pid) && !alive(pid)) > 0 {
+            shared.bell.ring();
+        }
         let foreign = shared.seat_holders().iter().any(|pid| !ours.contains(pid));
         if foreign || self.phase != super::Phase::Running {
             return;

@@ -5,8 +5,14 @@
 //! instance, or it is this worker's oldest and no other worker shows an older ticket (see
 //! `shared::line`). An older ticket that is not taken within [`PATIENCE`] (its worker hung)
 //! is passed over, so one stuck worker cannot stall the others' queues.
+//!
+//! Permits given back during a loop turn go first to this worker's own waiting requests, in
+//! their turn; what is still free at the end of the turn is passed on with one ring of the
+//! bell, when another worker has a request waiting ([`Gate::pass_on`]).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::config::Upstream;
@@ -15,17 +21,16 @@ use crate::shared::{Bell, Cap, Line, RowKey, Shared};
 /// How long a request lets an older one waiting in another worker take a free permit first.
 const PATIENCE: Duration = Duration::from_millis(500);
 
-/// A permit to send one request to a server; dropping it gives the permit back (and wakes
-/// whichever worker has a request waiting for it).
+/// A permit to send one request to a server; dropping it gives the permit back (and tells
+/// its gate, which passes it on at the end of the loop turn).
 #[derive(Debug)]
 pub struct Permit {
     server: usize,
     cap: Cap,
     cell: usize,
     pid: u32,
-    line: Line,
-    seat: usize,
-    bell: &'static Bell,
+    /// Its gate's "permits came back" flag.
+    returned: Rc<Cell<bool>>,
 }
 
 impl Permit {
@@ -38,12 +43,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.cap.give_back(self.cell, self.pid);
-        // The oldest request waiting gets the permit. This worker looks at its own after
-        // every loop turn; another worker's needs waking.
-        let elsewhere = self.line.oldest_elsewhere(self.seat);
-        if elsewhere.is_some_and(|other| self.line.head(self.seat).is_none_or(|mine| other < mine)) {
-            self.bell.ring();
-        }
+        self.returned.set(true);
     }
 }
 
@@ -68,6 +68,8 @@ pub struct Gate {
     waiting: VecDeque<Waiter>,
     /// An older ticket of another worker our oldest request let go first, and since when.
     deferred_to: Option<(u64, Instant)>,
+    /// A permit came back since the last [`Gate::pass_on`].
+    returned: Rc<Cell<bool>>,
 }
 
 impl Gate {
@@ -102,6 +104,7 @@ impl Gate {
             bell: &shared.bell,
             waiting: VecDeque::new(),
             deferred_to: None,
+            returned: Rc::default(),
         }))
     }
 
@@ -122,9 +125,7 @@ impl Gate {
             cap,
             cell,
             pid: self.pid,
-            line: self.line,
-            seat: self.seat,
-            bell: self.bell,
+            returned: Rc::clone(&self.returned),
         }))
     }
 
@@ -151,6 +152,18 @@ impl Gate {
                     false
                 }
             },
+        }
+    }
+
+    /// At the end of a loop turn, after this worker's own waiting requests took what was
+    /// theirs: wakes the other workers when permits came back during the turn, one is still
+    /// free and a request waits elsewhere. One ring per turn, however many came back.
+    pub fn pass_on(&self) {
+        if self.returned.replace(false)
+            && self.caps.iter().flatten().any(|cap| cap.has_room())
+            && self.line.oldest_elsewhere(self.seat).is_some()
+        {
+            self.bell.ring();
         }
     }
 

@@ -171,6 +171,14 @@ impl<'a> Upstreams<'a> {
         (room && gate.turn(Some(ticket), now)).then_some(conn)
     }
 
+    /// Ends a loop turn: permits given back during it and not taken by this worker's own
+    /// waiting requests wake the other workers' (see `gate`).
+    pub fn pass_on_permits(&self) {
+        for gate in self.list.iter().filter_map(|u| u.gate.as_ref()) {
+            gate.pass_on();
+        }
+    }
+
     /// True when a request waits here for a permit.
     pub fn any_waiting(&self) -> bool {
         self.list

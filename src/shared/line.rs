@@ -4,8 +4,9 @@
 //! Requests wait in their own worker (a worker cannot hand a client socket to another), in
 //! ticket order. A worker publishes the ticket at the head of its queue in its seat's column;
 //! a freed permit goes to the oldest ticket anywhere, because a worker lets a request go only
-//! when no other seat shows an older one. A worker that gives back a permit rings the bell
-//! when any other seat has a request waiting, so that worker wakes and takes its turn.
+//! when no other seat shows an older one. A worker left with a free permit at the end of its
+//! loop turn rings the bell when any other seat has a request waiting, so that worker wakes
+//! and takes its turn.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 
@@ -34,12 +35,6 @@ impl Line {
     pub fn publish(&self, seat: usize, head: Option<u64>, queued: usize) {
         self.queued[seat].store(queued as u32, SeqCst);
         self.heads[seat].store(head.unwrap_or(NOBODY), SeqCst);
-    }
-
-    /// The ticket at the head of seat `seat`'s queue.
-    pub fn head(&self, seat: usize) -> Option<u64> {
-        let head = self.heads[seat].load(SeqCst);
-        (head != NOBODY).then_some(head)
     }
 
     /// The oldest ticket waiting in a seat other than `seat`.
@@ -98,7 +93,6 @@ mod tests {
         line.publish(2, Some(a), 1);
         assert_eq!(line.oldest_elsewhere(0), Some(a));
         assert_eq!(line.oldest_elsewhere(2), Some(b));
-        assert_eq!((line.head(0), line.head(1)), (Some(b), None));
         assert_eq!(line.queued(), 3);
         line.clear_seat(2);
         assert_eq!(line.oldest_elsewhere(0), None);

@@ -166,7 +166,8 @@ pub struct Ctx<'a> {
 
 /// A client connection over a transport (TCP by default).
 pub struct Conn<T: Transport = TcpStream> {
-    /// Slab key: the client socket's token is `2 * key`, its upstream's `2 * key + 1`.
+    /// Slab key: the client socket's token is `2 * key` (an upstream socket's is its own,
+    /// see `proxy::socket_token`).
     key: usize,
     transport: T,
     peer: SocketAddr,

@@ -320,15 +320,18 @@ impl<'a> Worker<'a> {
             for key in std::mem::take(&mut self.again) {
                 self.drive(key);
             }
+            if self.ctx.clock.now >= self.next_sweep {
+                self.sweep();
+            }
+            // Permits given back this turn (timeouts in the sweep included) go to this
+            // worker's queue first, then to the others'.
             self.admit_waiting();
+            self.ctx.pipeline.upstreams.pass_on_permits();
             for index in std::mem::take(&mut self.backlogged) {
                 self.accept_from(index);
             }
             if self.ctx.clock.now >= self.next_beat {
                 self.beat();
-            }
-            if self.ctx.clock.now >= self.next_sweep {
-                self.sweep();
             }
             self.resume_accepting();
             if let Some(until) = self.drain_until {
