@@ -102,6 +102,11 @@ impl Input {
         self.side == ReadSide::Ended
     }
 
+    /// True once the peer's FIN was read or announced by an event.
+    pub fn fin_seen(&self) -> bool {
+        self.fin_signalled || self.is_ended()
+    }
+
     /// Notes a readable event (`fin`: it carried the peer's FIN, or an error).
     pub fn mark_readable(&mut self, fin: bool) {
         self.fin_signalled |= fin;

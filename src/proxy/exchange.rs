@@ -1149,7 +1149,9 @@ impl Exchange {
 
     /// The exchange ended cleanly: pool the upstream connection if it can carry another.
     fn finish(&mut self, keep_alive: bool, env: &mut Env) -> Step {
-        let reusable = keep_alive && self.from_upstream.is_empty();
+        // A FIN that came with the response's last bytes announces no later event: a pooled
+        // socket would not even be suspect, and a POST sent on it would fail.
+        let reusable = keep_alive && self.from_upstream.is_empty() && !self.from_upstream.fin_seen();
         if let (true, Link::Open { stream, .. }) = (reusable, std::mem::replace(&mut self.link, Link::Closed))
         {
             env.upstreams.checkin(self.upstream, self.server, stream, env.now);

@@ -70,6 +70,23 @@ fn an_idle_connection_closed_by_the_app_is_replaced() {
     );
 }
 
+/// An app that closes right after a keep-alive response: its FIN may come in the response's
+/// own event, and such a connection must not be pooled, or the next POST (which is never
+/// retried) would fail on it.
+#[test]
+fn a_connection_whose_fin_came_with_the_response_is_not_reused() {
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec();
+    let upstream = Upstream::start(Behaviour::RawThenClose(answer));
+    let (_site, server) = proxy(&upstream);
+    for round in 0..20 {
+        get(&server, "/first").assert_status(200);
+        // The FIN has arrived long before the POST is read, whichever event carried it.
+        std::thread::sleep(Duration::from_millis(20));
+        let response = post(&server, "/pay", "amount=100");
+        assert_eq!(response.status, 200, "round {round}: {response}");
+    }
+}
+
 #[test]
 fn an_idle_pooled_connection_is_closed_after_keepalive_timeout() {
     let upstream = Upstream::start(Behaviour::Echo);
