@@ -118,11 +118,13 @@ fn serve(mut stream: TcpStream, counts: &Counts) {
             let mut byte = [0u8; 1];
             open = !matches!(stream.peek(&mut byte), Ok(0));
         }
+        // Uncounted before the answer leaves: shoal may send the next request as soon as it
+        // has read this answer, before this thread would get to count down after writing.
+        counts.current.fetch_sub(1, SeqCst);
         let answered = open
             && stream
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 .is_ok();
-        counts.current.fetch_sub(1, SeqCst);
         if !answered {
             return;
         }
