@@ -17,6 +17,7 @@ use super::{
     default_workers, AccessLog, Balance, Buffering, Config, Dotfiles, FileOptions, HashKey, HealthCheck,
     Limits, LogFormat, Route, Serve, Server, Supervisor, Upstream, UpstreamServer, MAX_HEADERS_CEILING,
 };
+use crate::http::request::is_token_byte;
 use crate::shared::MAX_CONNS;
 
 /// A config that cannot be used, located as precisely as we can.
@@ -190,6 +191,7 @@ struct RawRoute {
     x_accel_redirect: Option<bool>,
     #[serde(default)]
     x_sendfile: bool,
+    upgrade: Option<Vec<Spanned<String>>>,
     index: Option<Vec<Spanned<String>>>,
     cache_control: Option<String>,
     dotfiles: Option<Dotfiles>,
@@ -598,7 +600,12 @@ impl Builder<'_> {
                 }
             }
         }
-        Ok(Route {
+        let upgrades = route
+            .upgrade
+            .as_ref()
+            .map(|list| self.protocols(list))
+            .transpose()?;
+        let built = Route {
             strip_prefix: route.strip_prefix,
             rewrite_location: route.rewrite_location.unwrap_or(true),
             response_buffering: route.response_buffering.unwrap_or(true),
@@ -608,7 +615,25 @@ impl Builder<'_> {
             x_accel_redirect: route.x_accel_redirect.unwrap_or(true),
             x_sendfile: route.x_sendfile,
             ..Route::new(prefix, serve)
+        };
+        Ok(Route {
+            upgrades: upgrades.unwrap_or(built.upgrades),
+            ..built
         })
+    }
+
+    /// A route's `upgrade` list: protocol names, lowercased.
+    fn protocols(&self, list: &[Spanned<String>]) -> Result<Vec<String>, ConfigError> {
+        let mut protocols = Vec::with_capacity(list.len());
+        for protocol in list {
+            let name = protocol.get_ref();
+            if name.is_empty() || !name.bytes().all(is_token_byte) {
+                let why = format!("upgrade: `{name}` is not a protocol name (e.g. \"websocket\")");
+                return self.fail(protocol.span(), why);
+            }
+            protocols.push(name.to_ascii_lowercase());
+        }
+        Ok(protocols)
     }
 
     fn file_options(&self, route: &RawRoute, options: &mut FileOptions) -> Result<(), ConfigError> {
@@ -908,6 +933,35 @@ mod tests {
         let routes = &config.servers[0].routes;
         assert!(matches!(routes[0].serve, Serve::Proxy(0)) && routes[0].strip_prefix);
         assert!(matches!(&routes[1].serve, Serve::Files(f) if f.fallback == Some(0)));
+    }
+
+    #[test]
+    fn a_route_lets_through_the_upgrades_it_names() {
+        let with = |extra: &str| {
+            let text = PROXIED.replacen(
+                "strip_prefix = true\n",
+                &format!("strip_prefix = true\n{extra}"),
+                1,
+            );
+            load(&format!("{text}[upstream.app]\nservers = [\"127.0.0.1:3000\"]\n"))
+        };
+        let allows = |extra: &str, upgrade: &[&str]| {
+            let config = with(extra).unwrap();
+            config.servers[0].routes[0].allows_upgrade(upgrade.iter().map(|v| v.as_bytes()))
+        };
+        assert!(allows("", &["websocket"]) && allows("", &["WebSocket/13"]));
+        assert!(!allows("", &["h2c"]) && !allows("", &["websocket, h2c"]) && !allows("", &[]));
+        assert!(!allows("", &["websocket", "h2c"]), "every Upgrade line counts");
+        assert!(!allows("upgrade = []\n", &["websocket"]));
+        assert!(allows(
+            "upgrade = [\"h2c\", \"WebSocket\"]\n",
+            &["h2c", "websocket"]
+        ));
+        let bad = with("upgrade = [\"web socket\"]\n").unwrap_err();
+        assert!(
+            bad.starts_with("FILE:7:12: upgrade: `web socket` is not a protocol name"),
+            "{bad}"
+        );
     }
 
     #[test]

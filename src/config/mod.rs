@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::http::request::HeadLimits;
+use crate::http::request::{tokens, HeadLimits};
 pub use file::{load_file, load_text, ConfigError};
 pub use run_as::RunAs;
 
@@ -218,6 +218,9 @@ pub struct Route {
     /// An upstream's `X-Sendfile: /absolute/file` is served from the internal route whose
     /// root holds it.
     pub x_sendfile: bool,
+    /// The protocols a client may switch to through this route (lowercase; WebSocket by
+    /// default). Any other upgrade goes upstream as a plain request.
+    pub upgrades: Vec<String>,
     /// What answers requests on this route.
     pub serve: Serve,
 }
@@ -235,8 +238,20 @@ impl Route {
             internal: false,
             x_accel_redirect: true,
             x_sendfile: false,
+            upgrades: vec!["websocket".to_string()],
             serve,
         }
+    }
+
+    /// Whether the values of a request's `Upgrade` header lines name only protocols this
+    /// route lets through (a version, as in `websocket/13`, aside), and at least one.
+    pub fn allows_upgrade<'a>(&self, values: impl Iterator<Item = &'a [u8]>) -> bool {
+        let mut named = values.flat_map(tokens).peekable();
+        named.peek().is_some()
+            && named.all(|protocol| {
+                let name = protocol.split(|&b| b == b'/').next().unwrap_or_default();
+                (self.upgrades.iter()).any(|allowed| name.eq_ignore_ascii_case(allowed.as_bytes()))
+            })
     }
 }
 

@@ -5,6 +5,8 @@
 //! any deviation from the grammar is an error rather than a guess, because lenient chunked
 //! parsing is how request smuggling happens.
 
+use super::request::is_token_byte;
+
 /// Longest accepted chunk-size line (size digits plus extensions, excluding the CRLF).
 const MAX_SIZE_LINE: usize = 4096;
 
@@ -297,11 +299,6 @@ fn expect(byte: u8, wanted: u8, next: State) -> Result<State, ChunkedError> {
 
 fn hex_value(byte: u8) -> Option<u64> {
     char::from(byte).to_digit(16).map(u64::from)
-}
-
-/// `tchar` from RFC 9110 §5.6.2.
-fn is_token_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 #[cfg(test)]

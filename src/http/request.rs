@@ -427,6 +427,11 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
 }
 
+/// `tchar` from RFC 9110 §5.6.2.
+pub fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
 /// `value` without leading and trailing whitespace.
 pub fn trim(value: &[u8]) -> &[u8] {
     let start = value

@@ -200,6 +200,7 @@ impl<'c> Pipeline<'c> {
             max_body_bytes: self.max_body_bytes,
             collect_body,
             offloads,
+            upgrade: head.upgrade && route.config.allows_upgrade(head.fields_named(buf, "upgrade")),
         };
         let mut env = Env {
             upstreams: &mut self.upstreams,

@@ -70,6 +70,9 @@ pub struct Start<'a> {
     pub collect_body: bool,
     /// Which of the upstream's offload headers the route honors.
     pub offloads: Offloads,
+    /// The client asked to switch to a protocol its route allows: the upgrade goes upstream
+    /// (otherwise the request goes as a plain one, and an upstream's 101 is a 502).
+    pub upgrade: bool,
 }
 
 /// Which offload headers a route honors: an app's answer that carries one is not relayed;
@@ -332,7 +335,7 @@ impl Exchange {
             buf: start.buf,
             client_ip: start.peer.ip(),
             target_start: start.target_start,
-            upgrade: head.upgrade,
+            upgrade: start.upgrade,
             request_id: start.request_id,
             // A collected body's length is known once it is whole (see `seal`).
             framing: if collect { Framing::Empty } else { head.framing },
@@ -358,7 +361,7 @@ impl Exchange {
                 head.method,
                 Method::Get | Method::Head | Method::Options | Method::Put | Method::Delete
             ),
-            upgrade: head.upgrade,
+            upgrade: start.upgrade,
             hash_key,
             max_body_bytes: start.max_body_bytes,
             to_upstream,

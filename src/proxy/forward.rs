@@ -22,7 +22,14 @@ const REWRITTEN: &[&str] = &[
     "x-forwarded-host",
     "x-real-ip",
     "x-request-id",
+    // Meaningful only with an upgrade to h2c; kept with an allowed one (`Forward::upgrade`).
+    "http2-settings",
 ];
+
+/// The headers an allowed upgrade keeps although they are dropped otherwise.
+fn kept_by_upgrade(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"http2-settings")
+}
 
 /// What the forwarded head needs besides the client's head.
 pub struct Forward<'a> {
@@ -34,7 +41,8 @@ pub struct Forward<'a> {
     /// target's scheme and authority, and past the route prefix when the route strips it
     /// (`http::target::upstream_target_start`).
     pub target_start: usize,
-    /// The client asked to switch protocols (WebSocket): the Upgrade header is kept.
+    /// The client asked to switch to a protocol its route allows: its Upgrade (and h2c's
+    /// HTTP2-Settings) header is kept. Otherwise neither ever reaches the upstream.
     pub upgrade: bool,
     /// The request's id, sent as `X-Request-Id` (the client's own one is dropped: this is
     /// either a copy of it, when sane, or a replacement).
@@ -53,14 +61,15 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     write_target(&head.target.of(buf)[forward.target_start..], out);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let connection = ConnectionOptions::of(head.fields_named(buf, "connection"));
-    let mut host_seen = false;
+    let (mut host_seen, mut settings_kept) = (false, false);
     for field in head.fields() {
         let name = field.name.of(buf);
-        let keep_upgrade = forward.upgrade && name.eq_ignore_ascii_case(b"upgrade");
+        let keep_upgrade = forward.upgrade && kept_by_upgrade(name);
         if !keep_upgrade && (hop::is_dropped(name, REWRITTEN) || connection.name(name)) {
             continue;
         }
         host_seen |= name.eq_ignore_ascii_case(b"host");
+        settings_kept |= keep_upgrade && name.eq_ignore_ascii_case(b"http2-settings");
         header(out, name, field.value.of(buf));
     }
     if !host_seen {
@@ -85,8 +94,11 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     }
     header(out, b"X-Real-IP", ip);
     header(out, b"X-Request-Id", forward.request_id);
-    if forward.upgrade {
-        out.extend_from_slice(b"Connection: upgrade\r\n");
+    match (forward.upgrade, settings_kept) {
+        (true, false) => out.extend_from_slice(b"Connection: upgrade\r\n"),
+        // HTTP2-Settings is hop-by-hop: h2c names it in Connection (RFC 7540 §3.2.1).
+        (true, true) => out.extend_from_slice(b"Connection: upgrade, HTTP2-Settings\r\n"),
+        (false, _) => {}
     }
     match forward.framing {
         Framing::Empty => {}

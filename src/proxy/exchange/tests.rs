@@ -131,6 +131,7 @@ impl Bench {
             max_body_bytes: 4 << 20,
             collect_body,
             offloads: Offloads::default(),
+            upgrade: head.upgrade,
         };
         Exchange::begin(&start, &mut self.env()).unwrap()
     }

@@ -4,9 +4,9 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 
-use super::support::{proxy, proxy_with, read_message, read_until_end, End};
-use crate::harness::{read_head_response, read_to_close, Server};
-use crate::upstream::{Behaviour, Upstream};
+use super::support::{addrs, launch, proxy, proxy_with, read_message, read_until_end, End};
+use crate::harness::{read_head_response, read_to_close, Response, Server, Site};
+use crate::upstream::{Behaviour, Reply, Upstream};
 
 const UPGRADE: &str = "GET /chat HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -130,4 +130,67 @@ fn an_idle_tunnel_is_closed_after_tunnel_timeout() {
     assert!(rest.is_empty(), "unexpected bytes: {rest:?}");
     assert_ne!(end, End::StillOpen, "the idle tunnel was not closed");
     upstream.wait_for_event("tunnel-closed", 1);
+}
+
+/// An h2c upgrade (the "h2c smuggling" bypass when it reaches an app that answers 101).
+const H2C: &str =
+    "GET /admin HTTP/1.1\r\nHost: test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+                   HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
+
+/// A shoal before `upstream` whose one route allows the upgrades `upgrade` (TOML), or the
+/// default when it is empty.
+fn with_upgrades(upstream: &Upstream, upgrade: &str) -> (Site, Server) {
+    let site = Site::new();
+    let routes = format!("  [[server.route]]\n  prefix = \"/\"\n  upstream = \"app\"\n{upgrade}");
+    let server = launch(&site, "access_log = \"off\"", &addrs(&[upstream]), "", &routes).start();
+    (site, server)
+}
+
+fn send(server: &Server, request: &str) -> Response {
+    let mut stream = server.connect();
+    stream.write_all(request.as_bytes()).expect("write request");
+    read_head_response(&mut stream)
+}
+
+#[test]
+fn an_upgrade_the_route_does_not_allow_goes_upstream_as_a_plain_request() {
+    let upstream = Upstream::start(Behaviour::Echo);
+    let (_site, server) = with_upgrades(&upstream, "");
+    send(&server, H2C).assert_status(200);
+    let seen = upstream.only_request();
+    assert!(seen.header_values("Upgrade").is_empty(), "{}", seen.head);
+    assert!(seen.header_values("HTTP2-Settings").is_empty(), "{}", seen.head);
+    let connection = seen.header_values("Connection").join(",").to_ascii_lowercase();
+    assert!(!connection.contains("upgrade"), "{}", seen.head);
+}
+
+#[test]
+fn an_app_switching_protocols_for_an_upgrade_not_allowed_is_a_502() {
+    let app = Reply::new(101)
+        .header("Upgrade", "h2c")
+        .header("Connection", "Upgrade");
+    let upstream = Upstream::start(Behaviour::Reply(app));
+    let (_site, server) = with_upgrades(&upstream, "");
+    send(&server, H2C).assert_status(502);
+    // The same with WebSocket on a route that allows no upgrade at all.
+    let websocket = Upstream::start(Behaviour::WebSocketEcho);
+    let (_site, server) = with_upgrades(&websocket, "  upgrade = []\n");
+    send(&server, UPGRADE).assert_status(200);
+    assert!(websocket.only_request().header_values("Upgrade").is_empty());
+}
+
+#[test]
+fn a_route_may_allow_h2c_with_its_settings() {
+    let upstream = Upstream::start(Behaviour::Echo);
+    let (_site, server) = with_upgrades(&upstream, "  upgrade = [\"websocket\", \"H2C\"]\n");
+    send(&server, H2C).assert_status(200);
+    let seen = upstream.only_request();
+    assert_eq!(seen.header_values("Upgrade"), ["h2c"], "{}", seen.head);
+    assert_eq!(seen.header_values("HTTP2-Settings"), ["AAMAAABkAARAAAAAAAIAAAAA"]);
+    let connection = seen.header_values("Connection").join(",").to_ascii_lowercase();
+    assert!(
+        connection.contains("upgrade") && connection.contains("http2-settings"),
+        "{}",
+        seen.head
+    );
 }
