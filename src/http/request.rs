@@ -9,6 +9,8 @@
 
 use std::mem::MaybeUninit;
 
+use super::target;
+
 /// Largest `max_headers` accepted: the parser and the index keep their tables inline.
 pub const MAX_HEADERS_CEILING: usize = 256;
 
@@ -196,7 +198,8 @@ pub enum HeadError {
     HeadTooLarge,
     /// A version other than HTTP/1.0 or 1.1.
     UnsupportedVersion,
-    /// HTTP/1.1 without Host, or Host more than once.
+    /// HTTP/1.1 without Host, Host more than once, or a Host (or absolute-form authority)
+    /// that is not a `uri-host[:port]`.
     BadHost,
     /// Content-Length not a plain number, or several that differ.
     BadContentLength,
@@ -297,6 +300,13 @@ pub fn parse_into(buf: &[u8], limits: &HeadLimits, head: &mut RequestHead) -> Re
         host: None,
         fields,
     };
+    // An absolute-form target's authority is the request's host (RFC 9112 §3.2.2).
+    if target::authority(path.as_bytes()).is_some_and(|authority| !target::valid_host(authority)) {
+        return Err(Rejected {
+            error: HeadError::BadHost,
+            indexed: true,
+        });
+    }
     let mut facts = Facts::default();
     let decided = (0..head.fields.len())
         .try_for_each(|index| facts.note(head, buf, index))
@@ -350,6 +360,9 @@ impl Facts {
         let field = head.fields[index];
         let (name, value) = (field.name.of(buf), field.value.of(buf));
         if name.eq_ignore_ascii_case(b"host") {
+            if !target::valid_host(value) {
+                return Err(HeadError::BadHost);
+            }
             self.hosts += 1;
             head.host = Some(field.value);
         } else if name.eq_ignore_ascii_case(b"content-length") {

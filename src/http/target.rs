@@ -107,6 +107,57 @@ pub fn origin_start(target: &[u8]) -> Option<usize> {
     (authority_len > 0).then(|| target.len() - after_scheme.len() + authority_len)
 }
 
+/// Whether `value` is a `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2), as a Host
+/// header or an absolute-form target's authority must be: an IP literal in brackets, or a
+/// registered name (letters, digits, `-._~`, sub-delims, `%HH`) without `..`, then an
+/// optional port of up to 5 digits. No userinfo, path, space or control byte.
+pub fn valid_host(value: &[u8]) -> bool {
+    let port = match value.first() {
+        Some(b'[') => {
+            let Some(end) = value.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let literal = &value[1..end];
+            let address = |b: &u8| b.is_ascii_hexdigit() || b":.".contains(b);
+            if literal.is_empty() || !literal.iter().all(address) {
+                return false;
+            }
+            &value[end + 1..]
+        }
+        _ => {
+            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            if !valid_reg_name(&value[..end]) {
+                return false;
+            }
+            &value[end..]
+        }
+    };
+    match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    }
+}
+
+fn valid_reg_name(name: &[u8]) -> bool {
+    let mut at = 0;
+    while at < name.len() {
+        match name[at] {
+            b'%' if name
+                .get(at + 1..at + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) =>
+            {
+                at += 2
+            }
+            b'.' if name.get(at + 1) == Some(&b'.') => return false,
+            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => {}
+            _ => return false,
+        }
+        at += 1;
+    }
+    true
+}
+
 /// The authority of an absolute-form target (`example.com:8080` in
 /// `http://example.com:8080/p`); None for an origin-form one.
 pub fn authority(target: &[u8]) -> Option<&[u8]> {
@@ -277,6 +328,51 @@ fn normalize(decoded: &str) -> Result<String, PathError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_uri_hosts_with_an_optional_port() {
+        let valid = [
+            "example.com",
+            "EXAMPLE.com:8080",
+            "a-b.c_d~e",
+            "192.0.2.1:80",
+            "[::1]",
+            "[::1]:443",
+            "[2001:db8::192.0.2.1]",
+            "xn--bcher-kva.example",
+            "a%2Eb",
+            "example.com.",
+            "",
+            "host:",
+            "h:65535",
+        ];
+        for host in valid {
+            assert!(valid_host(host.as_bytes()), "{host:?} is valid");
+        }
+        let invalid = [
+            "x y",
+            "a@b/c",
+            "a..b",
+            "user@host",
+            "a/b",
+            "a\\b",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "[zz]",
+            "h:123456",
+            "h:8o",
+            "h:80:81",
+            "a%2",
+            "a%zz",
+            "tab\there",
+            "\u{0}",
+            "h\u{7f}",
+        ];
+        for host in invalid {
+            assert!(!valid_host(host.as_bytes()), "{host:?} is invalid");
+        }
+    }
 
     fn resolved(target: &str) -> Result<String, PathError> {
         resolve_target(target.as_bytes()).map(|url| url.path.into_owned())

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use crate::http::hop::{self, ConnectionOptions};
 use crate::http::request::{Framing, RequestHead};
 use crate::http::response::{content_length, format_into, header};
+use crate::http::target;
 
 /// Besides the hop-by-hop headers (`hop::is_dropped`), what the upstream never gets as the
 /// client sent it: Proxy-Authorization (meant for a proxy) and the headers shoal writes
@@ -61,20 +62,27 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     write_target(&head.target.of(buf)[forward.target_start..], out);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let connection = ConnectionOptions::of(head.fields_named(buf, "connection"));
-    let (mut host_seen, mut settings_kept) = (false, false);
+    // An absolute-form target's authority is the host (RFC 9112 §3.2.2): it replaces Host.
+    let authority = target::authority(head.target.of(buf));
+    let host = authority.or(head.host.map(|h| h.of(buf)));
+    let mut settings_kept = false;
     for field in head.fields() {
         let name = field.name.of(buf);
         let keep_upgrade = forward.upgrade && kept_by_upgrade(name);
         if !keep_upgrade && (hop::is_dropped(name, REWRITTEN) || connection.name(name)) {
             continue;
         }
-        host_seen |= name.eq_ignore_ascii_case(b"host");
+        if authority.is_some() && name.eq_ignore_ascii_case(b"host") {
+            continue;
+        }
         settings_kept |= keep_upgrade && name.eq_ignore_ascii_case(b"http2-settings");
         header(out, name, field.value.of(buf));
     }
-    if !host_seen {
+    match (authority, head.host) {
+        (Some(authority), _) => header(out, b"Host", authority),
+        (None, Some(_)) => {}
         // An HTTP/1.0 client may omit Host; HTTP/1.1 upstreams require one.
-        header(out, b"Host", b"localhost");
+        (None, None) => header(out, b"Host", b"localhost"),
     }
     let mut ip_text = [0u8; 48];
     let ip = format_ip(forward.client_ip, &mut ip_text);
@@ -89,8 +97,8 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(ip);
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
-    if let Some(host) = head.host {
-        header(out, b"X-Forwarded-Host", host.of(buf));
+    if let Some(host) = host {
+        header(out, b"X-Forwarded-Host", host);
     }
     header(out, b"X-Real-IP", ip);
     header(out, b"X-Request-Id", forward.request_id);
@@ -249,6 +257,20 @@ mod tests {
         assert!(!out.contains("Expect"));
         let sized = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n";
         assert_eq!(forwarded(sized, None).matches("Content-Length: 5\r\n").count(), 1);
+    }
+
+    #[test]
+    fn an_absolute_form_targets_authority_is_the_host_upstream() {
+        let out = forwarded(
+            "GET http://b.example:81/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            None,
+        );
+        assert!(out.starts_with("GET /x HTTP/1.1\r\n"), "{out}");
+        assert!(
+            out.contains("\r\nHost: b.example:81\r\n") && !out.contains("a.example"),
+            "{out}"
+        );
+        assert!(out.contains("\r\nX-Forwarded-Host: b.example:81\r\n"), "{out}");
     }
 
     #[test]

@@ -48,6 +48,33 @@ fn duplicate_host_is_400() {
     assert_rejected(with_header("Host: other"), 400);
 }
 
+/// RFC 9112 §3.2: a Host that is not `uri-host[:port]` is a 400, as is an absolute-form
+/// target whose authority is not (it is the request's host).
+#[test]
+fn an_invalid_host_is_400_and_valid_ones_are_served() {
+    let site = Site::new();
+    site.file("index.html", "home");
+    let server = Server::quick(&site);
+    for host in ["x y", "a@b/c", "a..b", "a/b", "[::1", "h:80x", "h:123456", "a%zz"] {
+        let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        assert_rejected_by(&server, raw.as_bytes(), 400);
+    }
+    for target in ["http://user@test/", "http://a..b/", "http://h:123456/"] {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n");
+        assert_rejected_by(&server, raw.as_bytes(), 400);
+    }
+    for host in [
+        "test",
+        "Test.Example:8080",
+        "[::1]:80",
+        "192.0.2.7",
+        "example.com.",
+    ] {
+        let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        server.request(raw.as_bytes()).assert_status(200);
+    }
+}
+
 #[test]
 fn header_section_over_max_header_bytes_is_431() {
     assert_rejected(with_header(&format!("X-Big: {}", "a".repeat(20 * 1024))), 431);
