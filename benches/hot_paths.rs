@@ -85,6 +85,7 @@ fn relay(c: &mut Criterion) {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             target_start: "/assets".len(),
             upgrade: false,
+            underscores_in_headers: false,
             request_id: b"0f3a9c2e-17-1-42",
             framing: head.framing,
         };

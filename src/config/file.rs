@@ -170,6 +170,8 @@ struct RawServer {
     listen: Option<Vec<Spanned<String>>>,
     access_log_format: Option<LogFormat>,
     #[serde(default)]
+    underscores_in_headers: bool,
+    #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
 }
 
@@ -541,6 +543,7 @@ impl Builder<'_> {
             listen,
             access_log_format: LogFormat::default(),
             routes,
+            underscores_in_headers: server.underscores_in_headers,
         })
     }
 

@@ -188,6 +188,10 @@ pub struct Server {
     pub access_log_format: LogFormat,
     /// Routes, sorted longest prefix first so the first match is the longest.
     pub routes: Vec<Route>,
+    /// Request headers whose names hold `_` reach the upstream (nginx's
+    /// `underscores_in_headers`). Off by default: CGI-style apps read `X_Real_IP` as the
+    /// `X-Real-IP` shoal sets. Never for one that reads as a header shoal sets itself.
+    pub underscores_in_headers: bool,
 }
 
 /// A path prefix and what serves it.
@@ -512,6 +516,7 @@ impl Config {
                 listen,
                 access_log_format: LogFormat::Combined,
                 routes: vec![Route::new("/", serve)],
+                underscores_in_headers: false,
             }],
             upstreams,
             admin: None,

@@ -15,12 +15,21 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// True for a header that describes one connection, or one of `rewritten` (headers the
-/// caller writes itself), whatever the case of `name`.
+/// caller writes itself), whatever the case of `name`, and whether it spells `-` as `_`:
+/// CGI, WSGI and Rack read `X_Real_IP` as `X-Real-IP` (both become `HTTP_X_REAL_IP`).
 pub fn is_dropped(name: &[u8], rewritten: &[&str]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .chain(rewritten)
-        .any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
+    let mut known = HOP_BY_HOP.iter().chain(rewritten);
+    if name.contains(&b'_') {
+        known.any(|d| reads_as(name, d.as_bytes()))
+    } else {
+        known.any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
+    }
+}
+
+/// Whether `name` reads as the lowercase header name `known` with `_` taken for `-`.
+fn reads_as(name: &[u8], known: &[u8]) -> bool {
+    name.len() == known.len()
+        && (name.iter().zip(known)).all(|(&a, &b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
 }
 
 /// The options of a head's Connection header lines, checked once per head so the common
@@ -61,6 +70,14 @@ mod tests {
 
     fn options<'a>(values: &'a [&'a str]) -> ConnectionOptions<impl Iterator<Item = &'a [u8]> + Clone> {
         ConnectionOptions::of(values.iter().map(|v| v.as_bytes()))
+    }
+
+    #[test]
+    fn a_name_spelling_dashes_as_underscores_reads_as_the_dashed_one() {
+        assert!(is_dropped(b"Transfer_Encoding", &[]) && is_dropped(b"KEEP_ALIVE", &[]));
+        assert!(is_dropped(b"X_Real_IP", &["x-real-ip"]) && is_dropped(b"x-real-ip", &["x-real-ip"]));
+        assert!(!is_dropped(b"X_Custom", &["x-real-ip"]) && !is_dropped(b"X_Real_IPs", &["x-real-ip"]));
+        assert!(!is_dropped(b"Upgrade-", &[]) && !is_dropped(b"Te_", &[]));
     }
 
     #[test]

@@ -201,6 +201,7 @@ impl<'c> Pipeline<'c> {
             collect_body,
             offloads,
             upgrade: head.upgrade && route.config.allows_upgrade(head.fields_named(buf, "upgrade")),
+            underscores_in_headers: site.config.underscores_in_headers,
         };
         let mut env = Env {
             upstreams: &mut self.upstreams,

@@ -50,6 +50,7 @@ impl Route<'_> {
 /// One server: its index in the config and its routes, longest prefix first.
 pub struct Site<'c> {
     pub index: usize,
+    pub config: &'c crate::config::Server,
     pub routes: Vec<Route<'c>>,
 }
 
@@ -111,6 +112,7 @@ impl<'c> Sites<'c> {
         let sites = (config.servers.iter().enumerate())
             .map(|(index, server)| Site {
                 index,
+                config: server,
                 routes: (server.routes.iter().enumerate())
                     .map(|(position, route)| {
                         by_count.push((index, position));

@@ -73,6 +73,8 @@ pub struct Start<'a> {
     /// The client asked to switch to a protocol its route allows: the upgrade goes upstream
     /// (otherwise the request goes as a plain one, and an upstream's 101 is a 502).
     pub upgrade: bool,
+    /// Headers whose names hold `_` may go upstream (see `Forward`).
+    pub underscores_in_headers: bool,
 }
 
 /// Which offload headers a route honors: an app's answer that carries one is not relayed;
@@ -336,6 +338,7 @@ impl Exchange {
             client_ip: start.peer.ip(),
             target_start: start.target_start,
             upgrade: start.upgrade,
+            underscores_in_headers: start.underscores_in_headers,
             request_id: start.request_id,
             // A collected body's length is known once it is whole (see `seal`).
             framing: if collect { Framing::Empty } else { head.framing },

@@ -45,6 +45,9 @@ pub struct Forward<'a> {
     /// The client asked to switch to a protocol its route allows: its Upgrade (and h2c's
     /// HTTP2-Settings) header is kept. Otherwise neither ever reaches the upstream.
     pub upgrade: bool,
+    /// Headers whose names hold `_` go upstream (those that read as one of the headers
+    /// dropped or rewritten here never do, see `hop::is_dropped`).
+    pub underscores_in_headers: bool,
     /// The request's id, sent as `X-Request-Id` (the client's own one is dropped: this is
     /// either a copy of it, when sane, or a replacement).
     pub request_id: &'a [u8],
@@ -70,6 +73,9 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
         let name = field.name.of(buf);
         let keep_upgrade = forward.upgrade && kept_by_upgrade(name);
         if !keep_upgrade && (hop::is_dropped(name, REWRITTEN) || connection.name(name)) {
+            continue;
+        }
+        if !forward.underscores_in_headers && name.contains(&b'_') {
             continue;
         }
         if authority.is_some() && name.eq_ignore_ascii_case(b"host") {
@@ -179,6 +185,7 @@ mod tests {
             client_ip: "10.0.0.9".parse().unwrap(),
             target_start,
             upgrade,
+            underscores_in_headers: false,
             request_id: b"rid-1",
             framing: head.framing,
         };
@@ -260,6 +267,40 @@ mod tests {
     }
 
     #[test]
+    fn underscored_names_pass_only_when_allowed_and_never_as_a_header_shoal_sets() {
+        let text = "GET / HTTP/1.1\r\nHost: h\r\nX_Custom: 1\r\nX_Real_IP: 6.6.6.6\r\n\
+                    x_forwarded_for: 6.6.6.6\r\nTransfer_Encoding: chunked\r\n\r\n";
+        let head = request::parse(text.as_bytes(), &HeadLimits::default())
+            .unwrap()
+            .unwrap();
+        let forwarded = |underscores_in_headers| {
+            let forward = Forward {
+                head: &head,
+                buf: text.as_bytes(),
+                client_ip: "10.0.0.9".parse().unwrap(),
+                target_start: 0,
+                upgrade: false,
+                underscores_in_headers,
+                request_id: b"rid-1",
+                framing: head.framing,
+            };
+            let mut out = Vec::new();
+            write_head(&forward, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let (strict, allowing) = (forwarded(false), forwarded(true));
+        assert!(!strict.contains('_'), "{strict}");
+        assert!(allowing.contains("\r\nX_Custom: 1\r\n"), "{allowing}");
+        for out in [&strict, &allowing] {
+            assert!(
+                !out.contains("6.6.6.6") && !out.contains("Transfer_Encoding"),
+                "{out}"
+            );
+            assert!(out.contains("\r\nX-Real-IP: 10.0.0.9\r\n"), "{out}");
+        }
+    }
+
+    #[test]
     fn an_absolute_form_targets_authority_is_the_host_upstream() {
         let out = forwarded(
             "GET http://b.example:81/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
@@ -324,6 +365,7 @@ mod tests {
             client_ip: "10.0.0.9".parse().unwrap(),
             target_start: 0,
             upgrade: false,
+            underscores_in_headers: false,
             request_id: b"rid-1",
             framing: Framing::Empty,
         };

@@ -132,6 +132,7 @@ impl Bench {
             collect_body,
             offloads: Offloads::default(),
             upgrade: head.upgrade,
+            underscores_in_headers: false,
         };
         Exchange::begin(&start, &mut self.env()).unwrap()
     }

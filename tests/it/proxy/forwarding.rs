@@ -34,6 +34,33 @@ fn forwarded_headers_are_added_and_the_client_host_is_kept() {
     assert_eq!(seen.header_values("X-Real-IP"), ["127.0.0.1"], "{}", seen.head);
 }
 
+/// nginx's `underscores_in_headers off`: CGI-style apps read `X_Real_IP` as `X-Real-IP`, so
+/// a client could pass its own next to shoal's. With the switch on, only headers that do not
+/// read as one shoal sets pass.
+#[test]
+fn underscored_header_names_are_dropped_unless_the_server_allows_them() {
+    let upstream = Upstream::start(Behaviour::Echo);
+    let raw = "GET /u HTTP/1.1\r\nHost: test\r\nX_Custom: 1\r\nX_Real_IP: 6.6.6.6\r\n\
+               X_Forwarded_For: 6.6.6.6\r\n\r\n";
+    for allow in [false, true] {
+        let site = Site::new();
+        let text = format!(
+            "access_log = \"off\"\n[upstream.app]\nservers = [\"{}\"]\n[[server]]\nlisten = [\"{{listen}}\"]\n\
+             underscores_in_headers = {allow}\n  [[server.route]]\n  prefix = \"/harness-ready-probe\"\n  \
+             root = \"site\"\n{PROXY_ALL}",
+            upstream.addr
+        );
+        let server = Launch::config_file(&site, &text).start();
+        exchange(&server, raw.as_bytes()).assert_status(200);
+        let seen = upstream.requests().pop().expect("a request");
+        let custom = if allow { vec!["1"] } else { vec![] };
+        assert_eq!(seen.header_values("X_Custom"), custom, "{}", seen.head);
+        assert!(seen.header_values("X_Real_IP").is_empty(), "{}", seen.head);
+        assert!(!seen.head.contains("6.6.6.6"), "{}", seen.head);
+        assert_eq!(seen.header_values("X-Real-IP"), ["127.0.0.1"], "{}", seen.head);
+    }
+}
+
 #[test]
 fn x_forwarded_for_is_created_when_the_client_sent_none() {
     let upstream = Upstream::start(Behaviour::Echo);
