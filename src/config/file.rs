@@ -15,7 +15,8 @@ use super::run_as::{self, RunAs};
 use super::units::{Size, Span};
 use super::{
     default_workers, AccessLog, Balance, Buffering, Config, Dotfiles, FileOptions, HashKey, HealthCheck,
-    Limits, LogFormat, Route, Serve, Server, Supervisor, Upstream, UpstreamServer, MAX_HEADERS_CEILING,
+    Limits, LogFormat, Route, Serve, Server, ServerName, Supervisor, Upstream, UpstreamServer,
+    MAX_HEADERS_CEILING,
 };
 use crate::http::request::is_token_byte;
 use crate::shared::MAX_CONNS;
@@ -168,6 +169,8 @@ struct RawSupervisor {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<Vec<Spanned<String>>>,
+    names: Option<Vec<Spanned<String>>>,
+    default: Option<Spanned<bool>>,
     access_log_format: Option<LogFormat>,
     #[serde(default)]
     underscores_in_headers: bool,
@@ -328,6 +331,7 @@ impl Builder<'_> {
                 .unwrap_or_default();
             servers.push(built);
         }
+        self.check_shared_addresses(&raw.server, &servers)?;
         let admin = raw
             .admin
             .listen
@@ -514,13 +518,12 @@ impl Builder<'_> {
                     ),
                 );
             };
-            if seen.contains(&addr) {
-                return self.fail(
-                    text.span(),
-                    format!("listen: {addr} is already used by another server"),
-                );
+            if listen.contains(&addr) {
+                return self.fail(text.span(), format!("listen: {addr} is listed twice"));
             }
-            seen.push(addr);
+            if !seen.contains(&addr) {
+                seen.push(addr);
+            }
             listen.push(addr);
         }
         if listen.is_empty() {
@@ -539,12 +542,71 @@ impl Builder<'_> {
             routes.push(built);
         }
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+        let mut names = Vec::new();
+        for text in server.names.iter().flatten() {
+            let Some(name) = ServerName::parse(text.get_ref()) else {
+                let why = format!(
+                    "names: `{}` is not a host name (example.com, *.example.com or www.example.*)",
+                    text.get_ref()
+                );
+                return self.fail(text.span(), why);
+            };
+            if names.contains(&name) {
+                return self.fail(text.span(), format!("names: `{name}` is listed twice"));
+            }
+            names.push(name);
+        }
         Ok(Server {
             listen,
             access_log_format: LogFormat::default(),
             routes,
+            names,
+            default: server.default.as_ref().is_some_and(|d| *d.get_ref()),
             underscores_in_headers: server.underscores_in_headers,
         })
+    }
+
+    /// Servers sharing an address: one `default` at most, no name claimed twice, and none
+    /// that could get no request (no names, and not the default).
+    fn check_shared_addresses(
+        &self,
+        raw: &[Spanned<RawServer>],
+        servers: &[Server],
+    ) -> Result<(), ConfigError> {
+        for (i, server) in servers.iter().enumerate() {
+            for (j, earlier) in servers[..i].iter().enumerate() {
+                let Some(addr) = server.listen.iter().find(|a| earlier.listen.contains(a)) else {
+                    continue;
+                };
+                let line = line_col(self.text, raw[j].span().start).0;
+                if server.names.is_empty() && !server.default {
+                    let why = format!(
+                        "{addr} is shared with the server at line {line}: this one needs `names` (or `default = true`)"
+                    );
+                    return self.fail(raw[i].span(), why);
+                }
+                if let (true, Some(default)) = (server.default, &raw[i].get_ref().default) {
+                    if earlier.default {
+                        let why = format!("default: {addr} has a default server already, at line {line}");
+                        return self.fail(default.span(), why);
+                    }
+                    if earlier.names.is_empty() {
+                        let why = format!(
+                            "default: the server at line {line} on {addr} has no names: it would get nothing"
+                        );
+                        return self.fail(default.span(), why);
+                    }
+                }
+                let spans = raw[i].get_ref().names.iter().flatten().map(Spanned::span);
+                let mut named = server.names.iter().zip(spans);
+                if let Some((name, span)) = named.find(|(n, _)| earlier.names.contains(n)) {
+                    let why =
+                        format!("names: `{name}` on {addr} is claimed by the server at line {line} too");
+                    return self.fail(span, why);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn route(&self, raw: &Spanned<RawRoute>, upstreams: &[Upstream]) -> Result<Route, ConfigError> {
@@ -939,6 +1001,49 @@ mod tests {
     }
 
     #[test]
+    fn servers_share_an_address_by_name_with_one_default() {
+        let server = |extra: &str| {
+            format!("[[server]]\nlisten = [\"127.0.0.1:8080\"]\n{extra}[[server.route]]\nprefix = \"/\"\nroot = \"public\"\n")
+        };
+        let a = server("names = [\"A.example.com.\", \"*.example.com\"]\n");
+        let b = server("names = [\"www.example.*\"]\ndefault = true\n");
+        let config = load(&format!("{a}{b}")).unwrap();
+        assert_eq!(config.listeners(), [("127.0.0.1:8080".parse().unwrap(), 1)]);
+        assert_eq!(config.servers_on("127.0.0.1:8080".parse().unwrap()), [1, 0]);
+        let names: Vec<String> = config.servers[0].names.iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, ["a.example.com", "*.example.com"]);
+        let twice = load(&format!(
+            "{a}{}",
+            server("names = [\"b.test\", \"*.EXAMPLE.com\"]\n")
+        ))
+        .unwrap_err();
+        assert!(
+            twice.starts_with(
+                "FILE:9:20: names: `*.example.com` on 127.0.0.1:8080 is claimed by the server at line 1 too"
+            ),
+            "{twice}"
+        );
+        let defaults = load(&format!("{b}{b}")).unwrap_err();
+        assert!(
+            defaults
+                .starts_with("FILE:11:11: default: 127.0.0.1:8080 has a default server already, at line 1"),
+            "{defaults}"
+        );
+        let shadowed = load(&format!("{}{b}", server(""))).unwrap_err();
+        assert!(
+            shadowed.contains("the server at line 1 on 127.0.0.1:8080 has no names"),
+            "{shadowed}"
+        );
+        for bad in ["a b", "*.*.x", "a*.b", "x..y", "*", ".x", "a/b"] {
+            let error = load(&server(&format!("names = [\"{bad}\"]\n"))).unwrap_err();
+            assert!(
+                error.contains(&format!("names: `{bad}` is not a host name")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
     fn a_route_lets_through_the_upgrades_it_names() {
         let with = |extra: &str| {
             let text = PROXIED.replacen(
@@ -1161,8 +1266,10 @@ pid_file =",
             "{misplaced}"
         );
         let two_servers_one_port = format!("{MINIMAL}{MINIMAL}");
-        assert!(load(&two_servers_one_port)
-            .unwrap_err()
-            .contains("already used by another server"));
+        let nameless = load(&two_servers_one_port).unwrap_err();
+        assert!(
+            nameless.contains("127.0.0.1:8080 is shared with the server at line 1: this one needs `names`"),
+            "{nameless}"
+        );
     }
 }

@@ -188,10 +188,60 @@ pub struct Server {
     pub access_log_format: LogFormat,
     /// Routes, sorted longest prefix first so the first match is the longest.
     pub routes: Vec<Route>,
+    /// Host names it answers to on its addresses (none: only as an address's default).
+    pub names: Vec<ServerName>,
+    /// Takes its addresses' requests whose host no server names (else the first server
+    /// listed on the address does).
+    pub default: bool,
     /// Request headers whose names hold `_` reach the upstream (nginx's
     /// `underscores_in_headers`). Off by default: CGI-style apps read `X_Real_IP` as the
     /// `X-Real-IP` shoal sets. Never for one that reads as a header shoal sets itself.
     pub underscores_in_headers: bool,
+}
+
+/// A host name a server answers to, lowercase and without a trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerName {
+    /// `example.com`: that name.
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com` (held as `example.com`).
+    Suffix(String),
+    /// `www.example.*`: any name starting with `www.example.` (held as `www.example`).
+    Prefix(String),
+}
+
+impl ServerName {
+    /// Reads a name as written in `names`; None unless it is a host name, optionally with
+    /// one `*` label at its start or end.
+    pub fn parse(text: &str) -> Option<ServerName> {
+        let lower = text.to_ascii_lowercase();
+        let name = lower.strip_suffix('.').unwrap_or(&lower);
+        let plain = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && !s.ends_with('.')
+                && !s.contains("..")
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        };
+        if let Some(rest) = name.strip_prefix("*.") {
+            plain(rest).then(|| ServerName::Suffix(rest.to_string()))
+        } else if let Some(rest) = name.strip_suffix(".*") {
+            plain(rest).then(|| ServerName::Prefix(rest.to_string()))
+        } else {
+            plain(name).then(|| ServerName::Exact(name.to_string()))
+        }
+    }
+}
+
+impl std::fmt::Display for ServerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerName::Exact(name) => f.write_str(name),
+            ServerName::Suffix(rest) => write!(f, "*.{rest}"),
+            ServerName::Prefix(rest) => write!(f, "{rest}.*"),
+        }
+    }
 }
 
 /// A path prefix and what serves it.
@@ -516,6 +566,8 @@ impl Config {
                 listen,
                 access_log_format: LogFormat::Combined,
                 routes: vec![Route::new("/", serve)],
+                names: Vec::new(),
+                default: false,
                 underscores_in_headers: false,
             }],
             upstreams,
@@ -525,13 +577,32 @@ impl Config {
         })
     }
 
-    /// Every listen address with the index of the server it belongs to.
+    /// Every listen address, once, with the index of its default server: the one marked
+    /// `default`, else the first listed on it.
     pub fn listeners(&self) -> Vec<(SocketAddr, usize)> {
-        self.servers
-            .iter()
-            .enumerate()
-            .flat_map(|(index, server)| server.listen.iter().map(move |addr| (*addr, index)))
-            .collect()
+        let mut listeners: Vec<(SocketAddr, usize)> = Vec::new();
+        for (index, server) in self.servers.iter().enumerate() {
+            for addr in &server.listen {
+                match listeners.iter_mut().find(|(seen, _)| seen == addr) {
+                    Some(entry) if server.default => entry.1 = index,
+                    Some(_) => {}
+                    None => listeners.push((*addr, index)),
+                }
+            }
+        }
+        listeners
+    }
+
+    /// The servers listening on `addr`, its default first.
+    pub fn servers_on(&self, addr: SocketAddr) -> Vec<usize> {
+        let default = self
+            .listeners()
+            .into_iter()
+            .find(|(seen, _)| *seen == addr)
+            .map(|(_, s)| s);
+        let others =
+            (0..self.servers.len()).filter(|&i| Some(i) != default && self.servers[i].listen.contains(&addr));
+        default.into_iter().chain(others).collect()
     }
 }
 

@@ -8,6 +8,7 @@
 //! deadlines, logging.
 
 mod filter;
+mod names;
 mod offload;
 pub mod request_id;
 pub mod respond;
@@ -89,18 +90,17 @@ pub struct Pipeline<'c> {
 }
 
 impl<'c> Pipeline<'c> {
-    /// The pipeline of worker `slot`, whose listener `i` feeds server `listener_servers[i]`.
-    /// The pipeline of `config` for worker `slot`; `shared`: the instance's shared state and
-    /// this worker's seat in it, which capped upstreams need.
+    /// The pipeline of `config` for worker `slot`, whose listener `i` is the address
+    /// `config.listeners()[i]`; `shared`: the instance's shared state and this worker's seat
+    /// in it, which capped upstreams need.
     pub fn new(
         config: &'c Config,
-        listener_servers: &[usize],
         registry: Registry,
         slot: usize,
         shared: Option<(&'static Shared, usize)>,
         now: Instant,
     ) -> std::io::Result<Pipeline<'c>> {
-        let (sites, roots) = Sites::new(config, listener_servers);
+        let (sites, roots) = Sites::new(config);
         let buffering = &config.buffering;
         let spill = match SpillDir::open(&buffering.temp_dir, buffering.max_temp_file_bytes) {
             Ok(dir) => Some(dir),

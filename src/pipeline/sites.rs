@@ -11,6 +11,7 @@ use crate::http::target;
 use crate::stats::NO_ROUTE;
 
 use super::filter::{RequestFilter, ResponseFilter};
+use super::names::Names;
 
 /// What answers a route's requests.
 pub enum Handler<'c> {
@@ -95,18 +96,17 @@ impl<'c> Site<'c> {
 /// Every server, and the servers each listening socket of the worker feeds.
 pub struct Sites<'c> {
     sites: Vec<Site<'c>>,
-    /// Per listener (in the worker's order): the servers sharing its address, the default
-    /// one first.
-    by_listener: Vec<Vec<usize>>,
+    /// Per listener (in the order of `Config::listeners`): the servers sharing its address.
+    by_listener: Vec<Names>,
     /// Each route's (server, position), in the order of its `counted_as`.
     by_count: Vec<(usize, usize)>,
 }
 
 impl<'c> Sites<'c> {
-    /// Compiles `config`'s servers for a worker whose listener `i` feeds server
-    /// `listener_servers[i]`. Static routes get root ids in order (the order `roots` lists
-    /// their options, for `StaticFiles::open`).
-    pub fn new(config: &'c Config, listener_servers: &[usize]) -> (Sites<'c>, Vec<&'c FileOptions>) {
+    /// Compiles `config`'s servers for a worker whose listener `i` is the address
+    /// `config.listeners()[i]`. Static routes get root ids in order (the order `roots`
+    /// lists their options, for `StaticFiles::open`).
+    pub fn new(config: &'c Config) -> (Sites<'c>, Vec<&'c FileOptions>) {
         let mut roots = Vec::new();
         let mut by_count = Vec::new();
         let sites = (config.servers.iter().enumerate())
@@ -145,9 +145,9 @@ impl<'c> Sites<'c> {
                     .collect(),
             })
             .collect();
-        // One server per address today (the config refuses two on one address); names that
-        // choose among several come with virtual hosts.
-        let by_listener = listener_servers.iter().map(|&server| vec![server]).collect();
+        let by_listener = (config.listeners().into_iter())
+            .map(|(addr, _)| Names::new(config, &config.servers_on(addr)))
+            .collect();
         let sites = Sites {
             sites,
             by_listener,
@@ -169,13 +169,13 @@ impl<'c> Sites<'c> {
 
     /// The server for a request that came in on `listener` naming `host` (its effective
     /// host, if any): the address's default server unless a name picks another.
-    pub fn server_for(&self, listener: usize, _host: Option<&[u8]>) -> &Site<'c> {
-        &self.sites[self.by_listener[listener][0]]
+    pub fn server_for(&self, listener: usize, host: Option<&[u8]>) -> &Site<'c> {
+        &self.sites[self.by_listener[listener].server_for(host)]
     }
 
     /// The default server of `listener`'s address (for requests that never got a head).
     pub fn default_for(&self, listener: usize) -> usize {
-        self.by_listener[listener][0]
+        self.by_listener[listener].server_for(None)
     }
 }
 
@@ -244,16 +244,16 @@ mod tests {
     fn routes_are_counted_after_no_route_server_by_server() {
         let text = "[[server]]\nlisten = [\"127.0.0.1:1\"]\n[[server.route]]\nprefix = \"/\"\nupstream = \"a\"\n[[server.route]]\nprefix = \"/api/\"\nupstream = \"a\"\n[[server]]\nlisten = [\"127.0.0.1:2\"]\n[[server.route]]\nprefix = \"/\"\nupstream = \"a\"\n[upstream.a]\nservers = [\"127.0.0.1:3\"]\n";
         let config = crate::config::load_text(std::path::Path::new("t.toml"), text).unwrap();
-        let (sites, roots) = Sites::new(&config, &[1, 0]);
+        let (sites, roots) = Sites::new(&config);
         assert!(roots.is_empty());
-        let first = sites.server_for(1, None);
+        let first = sites.server_for(0, None);
         assert_eq!(first.index, 0);
         assert_eq!(first.route("/api/x").unwrap().counted_as, NO_ROUTE + 1);
         assert_eq!(first.route("/x").unwrap().counted_as, NO_ROUTE + 2);
         assert_eq!(
-            sites.server_for(0, Some(b"any")).route("/").unwrap().counted_as,
+            sites.server_for(1, Some(b"any")).route("/").unwrap().counted_as,
             NO_ROUTE + 3
         );
-        assert_eq!(sites.default_for(0), 1);
+        assert_eq!(sites.default_for(1), 1);
     }
 }

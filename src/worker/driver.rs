@@ -53,7 +53,6 @@ impl Driver {
         let poll = Poll::new().unwrap();
         let registry = poll.registry().try_clone().unwrap();
         let clock = Clock::new();
-        let listener_servers: Vec<usize> = config.listeners().iter().map(|(_, server)| *server).collect();
         let formats = config
             .servers
             .iter()
@@ -64,7 +63,6 @@ impl Driver {
             head_limits: config.limits.head(),
             pipeline: Pipeline::new(
                 config,
-                &listener_servers,
                 registry,
                 0,
                 Some(crate::proxy::shared_for_tests(&config.upstreams)),

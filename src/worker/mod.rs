@@ -209,8 +209,11 @@ impl<'a> Worker<'a> {
         poll.registry()
             .register(&mut SourceFd(&channel.as_raw_fd()), CHANNEL, Interest::READABLE)?;
         let mut listeners = Vec::new();
-        let mut listener_servers = Vec::new();
+        // The master binds `config.listeners()` in order: listener `i` is that list's `i`th
+        // address (the pipeline picks among its servers by name).
+        let addresses = config.listeners();
         for (i, (socket, server)) in sockets.into_iter().enumerate() {
+            debug_assert_eq!(addresses.get(i).map(|a| a.1), Some(server));
             // Accepted sockets inherit TCP_NODELAY from their listener (Linux), which saves a
             // setsockopt per connection. Set here, it covers sockets bound by the master,
             // inherited across an upgrade, or passed by systemd.
@@ -219,10 +222,9 @@ impl<'a> Worker<'a> {
             poll.registry()
                 .register(&mut listener, Token(LISTENER_BASE + i), Interest::READABLE)?;
             listeners.push(listener);
-            listener_servers.push(server);
         }
         let registry = poll.registry().try_clone()?;
-        let pipeline = Pipeline::new(config, &listener_servers, registry, slot, seat, Instant::now())?;
+        let pipeline = Pipeline::new(config, registry, slot, seat, Instant::now())?;
         let formats = config.servers.iter().map(|s| s.access_log_format).collect();
         let log = AccessLog::open(&config.access_log, formats)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open access log: {e}")))?;

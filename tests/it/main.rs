@@ -21,6 +21,7 @@ mod procfs;
 mod proxy;
 mod quick_mode;
 mod request_id;
+mod server_names;
 mod static_files;
 pub mod status;
 pub mod supervision;
