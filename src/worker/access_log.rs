@@ -38,17 +38,34 @@ pub struct Entry<'a> {
     pub upstream: Option<SocketAddr>,
 }
 
+/// How one virtual server's requests are logged.
+#[derive(Debug, Clone)]
+pub struct ServerLog {
+    pub format: LogFormat,
+    /// Its `server` in JSON lines: its first name, if it has any.
+    pub name: Option<String>,
+}
+
+impl ServerLog {
+    pub fn of(server: &crate::config::Server) -> ServerLog {
+        ServerLog {
+            format: server.access_log_format,
+            name: server.names.first().map(ToString::to_string),
+        }
+    }
+}
+
 /// A worker's access log writer.
 pub struct AccessLog {
     sink: Option<File>,
-    /// Each virtual server's format, by index.
-    formats: Vec<LogFormat>,
+    /// Each virtual server's format and name, by index.
+    servers: Vec<ServerLog>,
     buffer: Vec<u8>,
 }
 
 impl AccessLog {
-    /// Opens the destination (append mode for files); `formats` are the servers' formats.
-    pub fn open(destination: &Destination, formats: Vec<LogFormat>) -> io::Result<AccessLog> {
+    /// Opens the destination (append mode for files) for the lines of `servers`.
+    pub fn open(destination: &Destination, servers: Vec<ServerLog>) -> io::Result<AccessLog> {
         let sink = match destination {
             Destination::Off => None,
             Destination::Stdout => Some(File::from(io::stdout().as_fd().try_clone_to_owned()?)),
@@ -56,7 +73,7 @@ impl AccessLog {
         };
         Ok(AccessLog {
             sink,
-            formats,
+            servers,
             buffer: Vec::new(),
         })
     }
@@ -64,7 +81,7 @@ impl AccessLog {
     /// Flushes, then opens the destination again (after logrotate renamed the file).
     pub fn reopen(&mut self, destination: &Destination) -> io::Result<()> {
         self.flush();
-        *self = AccessLog::open(destination, std::mem::take(&mut self.formats))?;
+        *self = AccessLog::open(destination, std::mem::take(&mut self.servers))?;
         Ok(())
     }
 
@@ -75,7 +92,11 @@ impl AccessLog {
 
     /// True when `server`'s lines carry a request id (so a static request needs one).
     pub fn wants_id(&self, server: usize) -> bool {
-        self.sink.is_some() && self.formats.get(server) == Some(&LogFormat::Json)
+        self.sink.is_some()
+            && self
+                .servers
+                .get(server)
+                .is_some_and(|s| s.format == LogFormat::Json)
     }
 
     /// Appends one line (if the log is on).
@@ -83,9 +104,13 @@ impl AccessLog {
         if self.sink.is_none() {
             return;
         }
-        match self.formats.get(entry.server).copied().unwrap_or_default() {
+        let server = self.servers.get(entry.server);
+        match server.map(|s| s.format).unwrap_or_default() {
             LogFormat::Combined => combined(&mut self.buffer, entry, &clock.log_date),
-            LogFormat::Json => json(&mut self.buffer, entry, &clock.rfc3339),
+            LogFormat::Json => {
+                let name = server.and_then(|s| s.name.as_deref());
+                json(&mut self.buffer, entry, name, &clock.rfc3339)
+            }
         }
         if self.buffer.len() >= FLUSH_BYTES {
             self.flush();
@@ -118,7 +143,8 @@ fn combined(line: &mut Vec<u8>, entry: &Entry, date: &[u8]) {
 }
 
 /// One JSON object: every field always present, `null` when unknown.
-fn json(line: &mut Vec<u8>, entry: &Entry, time: &[u8]) {
+/// One JSON line; `server`: the name of the server that answered, if it has one.
+fn json(line: &mut Vec<u8>, entry: &Entry, server: Option<&str>, time: &[u8]) {
     let (method, target, protocol) = split_request_line(entry.request_line);
     line.extend_from_slice(b"{\"time\":\"");
     line.extend_from_slice(time);
@@ -151,6 +177,8 @@ fn json(line: &mut Vec<u8>, entry: &Entry, time: &[u8]) {
         }
         None => line.extend_from_slice(b"null"),
     }
+    line.extend_from_slice(b",\"server\":");
+    json_string(line, server.map(str::as_bytes));
     line.extend_from_slice(b"}\n");
 }
 
@@ -242,13 +270,13 @@ mod tests {
         let mut line = Vec::new();
         let mut proxied = entry(b"POST /api/x?y=1 HTTP/1.1", Some(b"curl/8"));
         proxied.upstream = Some("10.0.0.2:3000".parse().unwrap());
-        json(&mut line, &proxied, b"2026-11-21T20:00:00Z");
+        json(&mut line, &proxied, Some("shop.example"), b"2026-11-21T20:00:00Z");
         assert_eq!(
             String::from_utf8(line).unwrap(),
             "{\"time\":\"2026-11-21T20:00:00Z\",\"remote_addr\":\"127.0.0.1\",\"method\":\"POST\",\
              \"target\":\"/api/x?y=1\",\"protocol\":\"HTTP/1.1\",\"status\":200,\"bytes_sent\":1024,\
              \"referer\":null,\"user_agent\":\"curl/8\",\"request_id\":\"abc-1\",\"duration_ms\":12.345,\
-             \"upstream\":\"10.0.0.2:3000\"}\n"
+             \"upstream\":\"10.0.0.2:3000\",\"server\":\"shop.example\"}\n"
         );
     }
 
@@ -256,7 +284,12 @@ mod tests {
     fn hostile_bytes_stay_inside_their_json_string() {
         let hostile: &[u8] = b"a\"b\\c\x00\x1b[31m\x7f\n\r\t\xff\xc3\xa9 \xe2\x80\xa8}";
         let mut line = Vec::new();
-        json(&mut line, &entry(hostile, Some(hostile)), b"2026-11-21T20:00:00Z");
+        json(
+            &mut line,
+            &entry(hostile, Some(hostile)),
+            None,
+            b"2026-11-21T20:00:00Z",
+        );
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
         let text = String::from_utf8(line).expect("valid UTF-8");
         let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
 
-use super::access_log::AccessLog;
+use super::access_log::{AccessLog, ServerLog};
 use super::clock::Clock;
 use super::conn::{Conn, Ctx, Verdict};
 use crate::config::{AccessLog as Destination, Config};
@@ -53,10 +53,11 @@ impl Driver {
         let poll = Poll::new().unwrap();
         let registry = poll.registry().try_clone().unwrap();
         let clock = Clock::new();
-        let formats = config
-            .servers
-            .iter()
-            .map(|_| crate::config::LogFormat::Json)
+        let formats = (config.servers.iter())
+            .map(|server| ServerLog {
+                format: crate::config::LogFormat::Json,
+                ..ServerLog::of(server)
+            })
             .collect();
         let ctx = Ctx {
             limits: &config.limits,

@@ -33,7 +33,7 @@ use crate::proxy::health;
 use crate::shared::Shared;
 use crate::stats::Counters;
 use crate::sys::SignalReader;
-use access_log::AccessLog;
+use access_log::{AccessLog, ServerLog};
 use clock::Clock;
 use conn::{Conn, Ctx, Verdict};
 
@@ -225,8 +225,8 @@ impl<'a> Worker<'a> {
         }
         let registry = poll.registry().try_clone()?;
         let pipeline = Pipeline::new(config, registry, slot, seat, Instant::now())?;
-        let formats = config.servers.iter().map(|s| s.access_log_format).collect();
-        let log = AccessLog::open(&config.access_log, formats)
+        let servers = config.servers.iter().map(ServerLog::of).collect();
+        let log = AccessLog::open(&config.access_log, servers)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open access log: {e}")))?;
         Ok(Parts {
             poll,

@@ -90,6 +90,7 @@ fn json_lines_carry_every_field() {
         "request_id",
         "duration_ms",
         "upstream",
+        "server",
     ];
     expected.sort_unstable();
     let mut sorted = fields.clone();
@@ -118,6 +119,7 @@ fn json_lines_carry_every_field() {
     assert_eq!(line["request_id"], "req-42");
     assert!(line["duration_ms"].is_f64(), "{line}");
     assert!(line["upstream"].is_null(), "{line}");
+    assert!(line["server"].is_null(), "a server without names: {line}");
 }
 
 #[test]

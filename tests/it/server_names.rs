@@ -2,7 +2,9 @@
 //! wildcards, case, a trailing dot and the port ignored, the default server for everything
 //! else and for HTTP/1.0 without Host, and an absolute-form target's authority.
 
-use crate::harness::{Launch, Site};
+use std::time::Duration;
+
+use crate::harness::{wait_until, Launch, Site};
 
 #[test]
 fn the_host_picks_the_server_on_a_shared_address() {
@@ -20,8 +22,12 @@ fn the_host_picks_the_server_on_a_shared_address() {
             "[[server]]\nlisten = [\"{{listen}}\"]\nnames = [{names}]\n{extra}  [[server.route]]\n  prefix = \"/\"\n  root = \"site/{root}\"\n"
         )
     };
+    let log = site.base().join("access.log");
     let text = [
-        "access_log = \"off\"\n".to_string(),
+        format!(
+            "access_log = \"{}\"\naccess_log_format = \"json\"\n",
+            log.display()
+        ),
         server("\"a.test\", \"*.a.test\"", "a", ""),
         server("\"b.test\"", "b", ""),
         server("\"www.*\"", "www", ""),
@@ -55,4 +61,31 @@ fn the_host_picks_the_server_on_a_shared_address() {
         "site b",
         "an absolute-form target's authority picks the server"
     );
+    // Each JSON line names the server that answered (its first name; null for none).
+    let servers = wait_until("the access log to have 8 lines", Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| !l.contains("harness-ready-probe"))
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        (lines.len() == 8).then(|| {
+            lines
+                .iter()
+                .map(|l| l["server"].as_str().map(String::from))
+                .collect::<Vec<_>>()
+        })
+    });
+    let a = Some("a.test".to_string());
+    let expected = [
+        a.clone(),
+        a,
+        Some("b.test".into()),
+        Some("www.*".into()),
+        None,
+        None,
+        None,
+    ];
+    assert_eq!(servers[..7], expected);
+    assert_eq!(servers[7].as_deref(), Some("b.test"));
 }
