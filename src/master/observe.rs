@@ -145,7 +145,7 @@ impl Master {
         let (per_slot, total) = self.tallies();
         let mut out = Exposition::default();
         let counter = Kind::Counter;
-        let help = "Responses sent, by route prefix (\"none\": no route matched) and status class.";
+        let help = "Responses sent, by server name (none for a server without names), route prefix (\"none\": no route matched) and status class.";
         both(
             &mut out,
             "requests_total",
@@ -436,10 +436,15 @@ fn one(value: u64) -> Series {
 
 fn responses(tally: &Tally) -> Series {
     let mut series = Vec::new();
-    for (route, row) in &tally.responses {
+    for ((server, route), row) in &tally.responses {
         for (class, &count) in row.iter().enumerate() {
             let code = format!("{}xx", class + 1);
-            series.push((vec![("route", route.clone()), ("code", code)], count));
+            // A server without names has no `server` label (as an empty one would read).
+            let server = (!server.is_empty()).then(|| ("server", server.clone()));
+            let labels = server
+                .into_iter()
+                .chain([("route", route.clone()), ("code", code)]);
+            series.push((labels.collect(), count));
         }
     }
     series

@@ -1,5 +1,5 @@
-//! Worker counters summed by what they mean rather than by index: per route prefix and per
-//! upstream name. A worker's counters are indexed by its own config's routes and upstreams;
+//! Worker counters summed by what they mean rather than by index: per server name and route
+//! prefix, and per upstream name. A worker's counters are indexed by its own config's routes and upstreams;
 //! after a reload the same index may mean something else, so each worker carries the
 //! [`Labels`] of the config it was started with, and sums are kept by label.
 
@@ -11,11 +11,15 @@ use crate::stats::{add_each, Counters, UpstreamCounters, NO_ROUTE, STATUS_CLASSE
 /// The route label of responses that reached no route.
 pub const NO_ROUTE_LABEL: &str = "none";
 
+/// A route as the metrics name it: its server's first name (empty for a server without
+/// names) and its prefix.
+pub type RouteLabel = (String, String);
+
 /// What a worker's counter indices name, from the config it runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Labels {
-    /// Route prefixes by counter index ([`NO_ROUTE`] is [`NO_ROUTE_LABEL`]).
-    pub routes: Vec<String>,
+    /// Routes by counter index ([`NO_ROUTE`] is [`NO_ROUTE_LABEL`], on no server).
+    pub routes: Vec<RouteLabel>,
     /// Upstream names with their servers' addresses, in config order.
     pub upstreams: Vec<(String, Vec<String>)>,
 }
@@ -23,14 +27,15 @@ pub struct Labels {
 impl Labels {
     /// The labels of `config`, in the order workers count.
     pub fn of(config: &Config) -> Labels {
-        let mut routes = vec![String::new(); NO_ROUTE + 1];
-        routes[NO_ROUTE] = NO_ROUTE_LABEL.to_string();
-        routes.extend(
-            config
-                .servers
+        let mut routes = vec![RouteLabel::default(); NO_ROUTE + 1];
+        routes[NO_ROUTE].1 = NO_ROUTE_LABEL.to_string();
+        routes.extend(config.servers.iter().flat_map(|server| {
+            let name = server.names.first().map(ToString::to_string).unwrap_or_default();
+            server
+                .routes
                 .iter()
-                .flat_map(|server| server.routes.iter().map(|r| r.prefix.clone())),
-        );
+                .map(move |r| (name.clone(), r.prefix.clone()))
+        }));
         let upstreams = config
             .upstreams
             .iter()
@@ -51,8 +56,8 @@ pub struct Tally {
     pub requests: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// Responses by route prefix and status class.
-    pub responses: BTreeMap<String, [u64; STATUS_CLASSES]>,
+    /// Responses by route and status class.
+    pub responses: BTreeMap<RouteLabel, [u64; STATUS_CLASSES]>,
     /// By upstream name.
     pub upstreams: BTreeMap<String, UpstreamTally>,
 }
@@ -102,8 +107,8 @@ impl Tally {
         self.bytes_out += bytes_out;
     }
 
-    fn add_responses(&mut self, route: &str, row: &[u64; STATUS_CLASSES]) {
-        add_each(self.responses.entry(route.to_owned()).or_default(), row);
+    fn add_responses(&mut self, route: &RouteLabel, row: &[u64; STATUS_CLASSES]) {
+        add_each(self.responses.entry(route.clone()).or_default(), row);
     }
 }
 
@@ -112,9 +117,14 @@ mod tests {
     use super::*;
     use crate::stats::UpstreamError;
 
+    /// A route of a server without names.
+    fn route(prefix: &str) -> RouteLabel {
+        (String::new(), prefix.to_string())
+    }
+
     fn labels(routes: &[&str], upstreams: &[&str]) -> Labels {
-        let mut all = vec![NO_ROUTE_LABEL.to_string()];
-        all.extend(routes.iter().map(|r| r.to_string()));
+        let mut all = vec![route(NO_ROUTE_LABEL)];
+        all.extend(routes.iter().map(|r| route(r)));
         Labels {
             routes: all,
             upstreams: upstreams.iter().map(|u| (u.to_string(), Vec::new())).collect(),
@@ -139,13 +149,13 @@ mod tests {
         tally.add(&before, &old);
         tally.add(&after, &new);
         assert_eq!(tally.requests, 3);
-        assert_eq!(tally.responses["/api/"], [0, 1, 0, 0, 1]);
-        assert_eq!(tally.responses["none"], [0, 0, 0, 1, 0]);
-        assert_eq!(tally.responses["/static/"], [0; 5]);
+        assert_eq!(tally.responses[&route("/api/")], [0, 1, 0, 0, 1]);
+        assert_eq!(tally.responses[&route("none")], [0, 0, 0, 1, 0]);
+        assert_eq!(tally.responses[&route("/static/")], [0; 5]);
         assert_eq!(tally.upstreams["app"].errors[UpstreamError::Reset as usize], 1);
         let mut doubled = tally.clone();
         doubled.merge(&tally);
-        assert_eq!(doubled.responses["/api/"], [0, 2, 0, 0, 2]);
+        assert_eq!(doubled.responses[&route("/api/")], [0, 2, 0, 0, 2]);
         assert_eq!(doubled.requests, 6);
     }
 }

@@ -538,3 +538,37 @@ fn clients_that_send_one_byte_and_wait_cannot_starve_the_admin_endpoint() {
         }
     }
 }
+
+/// Servers sharing an address are told apart by a `server` label (their first name); a
+/// server without names has none.
+#[test]
+fn responses_are_counted_per_server_name() {
+    let site = site();
+    let admin = free_addr();
+    let text = format!(
+        "access_log = \"off\"\n[supervisor]\nheartbeat_interval = \"200ms\"\n[admin]\nlisten = \"{admin}\"\n\
+         [[server]]\nlisten = [\"{{listen}}\"]\nnames = [\"a.test\"]\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n\
+         [[server]]\nlisten = [\"{{listen}}\"]\ndefault = true\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
+    );
+    let server = Launch::config_file(&site, &text).start();
+    for _ in 0..2 {
+        server
+            .request(b"GET /a.txt HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .assert_status(200);
+    }
+    // Two requests to the default server: this one and the harness's readiness probe (404).
+    server.get("/a.txt").assert_status(200);
+    let metrics = wait_for_metrics(admin, "4 requests counted", |m| {
+        m.sum("shoal_requests_total", &[]) == 4.0
+    });
+    let named = &[("server", "a.test"), ("route", "/"), ("code", "2xx")];
+    assert_eq!(metrics.value("shoal_requests_total", named), 2.0);
+    assert_eq!(
+        metrics.value("shoal_requests_total", &[("route", "/"), ("code", "2xx")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.value("shoal_requests_total", &[("route", "/"), ("code", "4xx")]),
+        1.0
+    );
+}
