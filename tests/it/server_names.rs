@@ -89,3 +89,37 @@ fn the_host_picks_the_server_on_a_shared_address() {
     assert_eq!(servers[..7], expected);
     assert_eq!(servers[7].as_deref(), Some("b.test"));
 }
+
+/// A reload may add a named server on an address already served (no new socket), and one
+/// that claims a name twice is refused while the running config keeps serving.
+#[test]
+fn a_reload_adds_a_named_server_on_a_served_address() {
+    let site = Site::new();
+    site.file("a/index.html", "site a").file("b/index.html", "site b");
+    let server_block = |names: &str, root: &str| {
+        format!("[[server]]\nlisten = [\"{{listen}}\"]\n{names}  [[server.route]]\n  prefix = \"/\"\n  root = \"site/{root}\"\n")
+    };
+    let first = format!("access_log = \"off\"\n{}", server_block("", "a"));
+    let server = Launch::config_file(&site, &first).start();
+    let get_b = || server.request(b"GET / HTTP/1.1\r\nHost: b.test\r\n\r\n").text();
+    assert_eq!(get_b(), "site a");
+    let write = |text: &str| {
+        let text = text.replace("{listen}", &server.addr.to_string());
+        std::fs::write(site.base().join("shoal.toml"), text).expect("rewrite shoal.toml");
+    };
+    let both = format!("{first}{}", server_block("names = [\"b.test\"]\n", "b"));
+    write(&both);
+    server.send_signal("HUP");
+    wait_until("b.test to pick the new server", Duration::from_secs(20), || {
+        (get_b() == "site b").then_some(())
+    });
+    assert_eq!(
+        server.request(b"GET / HTTP/1.1\r\nHost: c.test\r\n\r\n").text(),
+        "site a"
+    );
+    write(&format!("{both}{}", server_block("names = [\"B.test\"]\n", "a")));
+    server.send_signal("HUP");
+    let refused = server.wait_for_log("is claimed by the server at line", Duration::from_secs(20));
+    assert!(refused.contains("shoal.toml:"), "{refused}");
+    assert_eq!(get_b(), "site b", "the running config keeps serving");
+}
