@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::answer::{Fixed, Piece, Redirect, REDIRECT_STATUSES};
 use super::run_as::{self, RunAs};
 use super::units::{Size, Span};
 use super::{
@@ -197,11 +198,29 @@ struct RawRoute {
     #[serde(default)]
     x_sendfile: bool,
     upgrade: Option<Vec<Spanned<String>>>,
+    redirect: Option<Spanned<RawRedirect>>,
+    respond: Option<Spanned<RawRespond>>,
     index: Option<Vec<Spanned<String>>>,
     cache_control: Option<String>,
     dotfiles: Option<Dotfiles>,
     #[serde(default)]
     follow_symlinks: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedirect {
+    to: Spanned<String>,
+    status: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRespond {
+    status: Option<Spanned<i64>>,
+    #[serde(default)]
+    body: String,
+    content_type: Option<Spanned<String>>,
 }
 
 /// Reads, parses and validates the config file at `path`.
@@ -626,7 +645,24 @@ impl Builder<'_> {
                     format!("no [upstream.{}] is defined", name.get_ref()),
                 ),
             };
+        let answers = [
+            route.redirect.as_ref().map(Spanned::span),
+            route.respond.as_ref().map(Spanned::span),
+        ];
+        let handlers = [&route.root, &route.upstream]
+            .iter()
+            .filter(|h| h.is_some())
+            .count()
+            + answers.iter().flatten().count();
+        if handlers > 1 {
+            let span = answers.into_iter().flatten().next().unwrap_or(raw.span());
+            return self.fail(
+                span,
+                "a route has one of `root`, `upstream`, `redirect` or `respond`",
+            );
+        }
         let serve = match (&route.root, &route.upstream) {
+            (None, None) if route.redirect.is_some() || route.respond.is_some() => self.answer(route)?,
             (Some(_), Some(upstream)) => {
                 return self.fail(
                     upstream.span(),
@@ -657,11 +693,8 @@ impl Builder<'_> {
             match &serve {
                 Serve::Files(options) if options.fallback.is_none() => {}
                 Serve::Files(_) => return self.fail(span, "an internal route cannot have a `fallback`"),
-                Serve::Proxy(_) => {
-                    return self.fail(
-                        span,
-                        "an internal route serves files: it needs `root`, not `upstream`",
-                    )
+                Serve::Proxy(_) | Serve::Redirect(_) | Serve::Fixed(_) => {
+                    return self.fail(span, "an internal route serves files: it needs `root`")
                 }
             }
         }
@@ -685,6 +718,51 @@ impl Builder<'_> {
             upgrades: upgrades.unwrap_or(built.upgrades),
             ..built
         })
+    }
+
+    /// A `redirect` or `respond` route's answer.
+    fn answer(&self, route: &RawRoute) -> Result<Serve, ConfigError> {
+        if let Some(redirect) = &route.redirect {
+            let redirect = redirect.get_ref();
+            let to = Piece::parse(redirect.to.get_ref())
+                .or_else(|why| self.fail(redirect.to.span(), format!("redirect: {why}")))?;
+            let status = match &redirect.status {
+                Some(status)
+                    if !REDIRECT_STATUSES.contains(&(*status.get_ref() as u16))
+                        || *status.get_ref() > 999 =>
+                {
+                    let why = format!(
+                        "redirect: status {} is not one of 301, 302, 303, 307, 308",
+                        status.get_ref()
+                    );
+                    return self.fail(status.span(), why);
+                }
+                Some(status) => *status.get_ref() as u16,
+                None => 302,
+            };
+            return Ok(Serve::Redirect(Redirect { to, status }));
+        }
+        let respond = route.respond.as_ref().expect("a respond route").get_ref();
+        let status = match &respond.status {
+            Some(status) => self.count(status, "respond: status", 200..600)? as u16,
+            None => 200,
+        };
+        if matches!(status, 204 | 304) && !respond.body.is_empty() {
+            let span = respond.status.as_ref().expect("a status").span();
+            return self.fail(span, format!("respond: a {status} has no body"));
+        }
+        let content_type = match &respond.content_type {
+            Some(value) if value.get_ref().bytes().any(|b| b.is_ascii_control()) => {
+                return self.fail(value.span(), "respond: content_type holds a control character");
+            }
+            Some(value) => value.get_ref().clone(),
+            None => "text/plain; charset=utf-8".to_string(),
+        };
+        Ok(Serve::Fixed(Fixed {
+            status,
+            body: respond.body.clone(),
+            content_type,
+        }))
     }
 
     /// A route's `upgrade` list: protocol names, lowercased.
@@ -1040,6 +1118,53 @@ mod tests {
                 error.contains(&format!("names: `{bad}` is not a host name")),
                 "{error}"
             );
+        }
+    }
+
+    #[test]
+    fn redirect_and_respond_routes_are_checked_at_their_values() {
+        let route = |line: &str| {
+            load(&format!(
+                "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n[[server.route]]\nprefix = \"/\"\n{line}\n"
+            ))
+        };
+        let config = route("redirect = { to = \"https://{host}{uri}\", status = 308 }").unwrap();
+        assert!(
+            matches!(&config.servers[0].routes[0].serve, Serve::Redirect(r) if r.status == 308 && r.to.len() == 3)
+        );
+        let config = route("respond = { status = 204 }").unwrap();
+        assert!(
+            matches!(&config.servers[0].routes[0].serve, Serve::Fixed(f) if f.status == 204 && f.body.is_empty())
+        );
+        let errors = [
+            (
+                "redirect = { to = \"https://{hots}/\" }",
+                "FILE:5:19: redirect: `{hots}` is not one of",
+            ),
+            (
+                "redirect = { to = \"/x\", status = 200 }",
+                "FILE:5:34: redirect: status 200 is not one of 301",
+            ),
+            (
+                "respond = { status = 99 }",
+                "FILE:5:22: respond: status must be between 200 and 599",
+            ),
+            (
+                "respond = { status = 304, body = \"x\" }",
+                "FILE:5:22: respond: a 304 has no body",
+            ),
+            (
+                "respond = { body = \"x\", content_type = \"a\\nb\" }",
+                "FILE:5:40: respond: content_type",
+            ),
+            (
+                "root = \"public\"\nrespond = { body = \"x\" }",
+                "FILE:6:11: a route has one of `root`, `upstream`",
+            ),
+        ];
+        for (line, expected) in errors {
+            let error = route(line).unwrap_err();
+            assert!(error.starts_with(expected), "{line}: {error}");
         }
     }
 

@@ -4,6 +4,7 @@
 //! ([`Config::quick`]); once built it is complete: every path is absolute, every root exists,
 //! every limit has a value. Nothing downstream re-validates.
 
+pub mod answer;
 mod file;
 mod run_as;
 pub mod units;
@@ -316,6 +317,10 @@ pub enum Serve {
     Files(FileOptions),
     /// The upstream at this index in `Config::upstreams`.
     Proxy(usize),
+    /// A redirect, answered at once.
+    Redirect(answer::Redirect),
+    /// A fixed response.
+    Fixed(answer::Fixed),
 }
 
 /// How a route serves static files.

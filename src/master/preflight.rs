@@ -175,7 +175,7 @@ fn worker_files(config: &Config) -> WorkerFiles {
         .flat_map(|server| &server.routes)
         .filter_map(|route| match &route.serve {
             Serve::Files(options) => Some((route.prefix.clone(), options.root.clone())),
-            Serve::Proxy(_) => None,
+            Serve::Proxy(_) | Serve::Redirect(_) | Serve::Fixed(_) => None,
         })
         .collect();
     let access_log = match &config.access_log {

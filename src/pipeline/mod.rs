@@ -7,6 +7,7 @@
 //! The connection (`worker/conn.rs`) owns the lifecycle around it: reading heads, keep-alive,
 //! deadlines, logging.
 
+mod answer;
 mod filter;
 mod names;
 mod offload;
@@ -160,6 +161,19 @@ impl<'c> Pipeline<'c> {
         }
         let collect_body = route.buffers_requests && self.spill.is_some();
         let (upstream, target_start) = match &route.handler {
+            Handler::Redirect(redirect) => {
+                let parts = answer::Parts {
+                    host,
+                    target,
+                    server: site.config,
+                };
+                answer::redirect(redirect, &parts, &mut respond);
+                return Outcome::Answered(routed);
+            }
+            Handler::Fixed(fixed) => {
+                answer::fixed(fixed, &mut respond);
+                return Outcome::Answered(routed);
+            }
             Handler::Files { root, options } => {
                 let file = FileRequest {
                     head,

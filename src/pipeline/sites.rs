@@ -5,6 +5,7 @@
 //! Built once per worker from the config; each route knows its place in the response
 //! counters, so nothing about routing is recomputed per request.
 
+use crate::config::answer::{Fixed, Redirect};
 use crate::config::{Config, FileOptions, Route as RouteConfig, Serve};
 use crate::http::request::RequestHead;
 use crate::http::target;
@@ -15,6 +16,10 @@ use super::names::Names;
 
 /// What answers a route's requests.
 pub enum Handler<'c> {
+    /// A redirect, answered at once.
+    Redirect(&'c Redirect),
+    /// A fixed response.
+    Fixed(&'c Fixed),
     /// Static files beneath a root (`root`: its index in the worker's `StaticFiles`).
     Files { root: usize, options: &'c FileOptions },
     /// The upstream at this index in the config.
@@ -121,6 +126,7 @@ impl<'c> Sites<'c> {
                         let has_upstream = match &route.serve {
                             Serve::Proxy(_) => true,
                             Serve::Files(options) => options.fallback.is_some(),
+                            Serve::Redirect(_) | Serve::Fixed(_) => false,
                         };
                         let handler = match &route.serve {
                             Serve::Files(options) => {
@@ -131,6 +137,8 @@ impl<'c> Sites<'c> {
                                 }
                             }
                             Serve::Proxy(upstream) => Handler::Proxy { upstream: *upstream },
+                            Serve::Redirect(redirect) => Handler::Redirect(redirect),
+                            Serve::Fixed(fixed) => Handler::Fixed(fixed),
                         };
                         Route {
                             config: route,
@@ -185,6 +193,7 @@ fn location_rewrite<'c>(config: &'c Config, route: &'c RouteConfig) -> Option<Re
     let (upstream, prefix) = match &route.serve {
         Serve::Proxy(upstream) => (*upstream, route.strip_prefix.then_some(route.prefix.as_str())),
         Serve::Files(options) => (options.fallback?, None),
+        Serve::Redirect(_) | Serve::Fixed(_) => return None,
     };
     (route.rewrite_location)
         .then(|| ResponseFilter::rewrite_location(&config.upstreams[upstream].servers, prefix))

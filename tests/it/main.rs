@@ -21,6 +21,7 @@ mod procfs;
 mod proxy;
 mod quick_mode;
 mod request_id;
+mod route_answers;
 mod server_names;
 mod static_files;
 pub mod status;
