@@ -200,6 +200,7 @@ struct RawRoute {
     upgrade: Option<Vec<Spanned<String>>>,
     redirect: Option<Spanned<RawRedirect>>,
     respond: Option<Spanned<RawRespond>>,
+    max_body_bytes: Option<Size>,
     index: Option<Vec<Spanned<String>>>,
     cache_control: Option<String>,
     dotfiles: Option<Dotfiles>,
@@ -716,6 +717,7 @@ impl Builder<'_> {
         };
         Ok(Route {
             upgrades: upgrades.unwrap_or(built.upgrades),
+            max_body_bytes: route.max_body_bytes.map(|size| size.0),
             ..built
         })
     }

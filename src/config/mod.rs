@@ -276,6 +276,8 @@ pub struct Route {
     /// The protocols a client may switch to through this route (lowercase; WebSocket by
     /// default). Any other upgrade goes upstream as a plain request.
     pub upgrades: Vec<String>,
+    /// The largest request body this route takes, in place of `[limits] max_body_bytes`.
+    pub max_body_bytes: Option<u64>,
     /// What answers requests on this route.
     pub serve: Serve,
 }
@@ -294,6 +296,7 @@ impl Route {
             x_accel_redirect: true,
             x_sendfile: false,
             upgrades: vec!["websocket".to_string()],
+            max_body_bytes: None,
             serve,
         }
     }
@@ -580,6 +583,17 @@ impl Config {
             user: None,
             buffering: Buffering::default(),
         })
+    }
+
+    /// What the request parser needs: `[limits]`, with the largest body any route takes
+    /// (each route holds its requests to its own limit once routed).
+    pub fn head_limits(&self) -> HeadLimits {
+        let routes = self.servers.iter().flat_map(|s| &s.routes);
+        HeadLimits {
+            max_body_bytes: (routes.filter_map(|r| r.max_body_bytes))
+                .fold(self.limits.max_body_bytes, u64::max),
+            ..self.limits.head()
+        }
     }
 
     /// Every listen address, once, with the index of its default server: the one marked

@@ -22,7 +22,7 @@ use mio::Registry;
 
 use crate::config::Config;
 use crate::files::{Answer, FileRequest, StaticFiles};
-use crate::http::request::RequestHead;
+use crate::http::request::{self, RequestHead};
 use crate::http::respond::respond_simple;
 use crate::http::target;
 use crate::io::{Buffers, Input, SpillDir};
@@ -154,6 +154,10 @@ impl<'c> Pipeline<'c> {
         };
         routed.counted_as = route.counted_as;
         routed.ignore_client_abort = route.config.ignore_client_abort;
+        let max_body_bytes = route.config.max_body_bytes.unwrap_or(self.max_body_bytes);
+        if matches!(head.framing, request::Framing::Length(n) if n > max_body_bytes) {
+            return refuse(413, &mut respond, routed);
+        }
         for filter in &route.request_filters {
             if let Check::Answered = filter.check(request, &mut respond) {
                 return Outcome::Answered(routed);
@@ -211,7 +215,7 @@ impl<'c> Pipeline<'c> {
             upstream,
             target_start,
             conn: request.conn,
-            max_body_bytes: self.max_body_bytes,
+            max_body_bytes,
             collect_body,
             offloads,
             upgrade: head.upgrade && route.config.allows_upgrade(head.fields_named(buf, "upgrade")),

@@ -61,7 +61,7 @@ impl Driver {
             .collect();
         let ctx = Ctx {
             limits: &config.limits,
-            head_limits: config.limits.head(),
+            head_limits: config.head_limits(),
             pipeline: Pipeline::new(
                 config,
                 registry,

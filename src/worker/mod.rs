@@ -256,7 +256,7 @@ impl<'a> Worker<'a> {
             next_beat: clock.now,
             ctx: Ctx {
                 limits: &config.limits,
-                head_limits: config.limits.head(),
+                head_limits: config.head_limits(),
                 pipeline: parts.pipeline,
                 clock,
                 log: parts.log,

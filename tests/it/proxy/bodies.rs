@@ -152,6 +152,36 @@ fn content_length_over_max_body_bytes_is_413_and_the_upstream_is_never_contacted
     assert_eq!(upstream.accepts(), 0, "the upstream got a connection");
 }
 
+/// `max_body_bytes` on a route overrides `[limits]` for its requests, both ways: uploads
+/// allowed on `/upload/` only.
+#[test]
+fn a_routes_max_body_bytes_overrides_the_limit() {
+    let upstream = Upstream::start(Behaviour::Echo);
+    let site = crate::harness::Site::new();
+    let routes = format!(
+        "  [[server.route]]\n  prefix = \"/upload/\"\n  upstream = \"app\"\n  max_body_bytes = \"64KiB\"\n{}",
+        super::support::PROXY_ALL
+    );
+    let top = "access_log = \"off\"\n[limits]\nmax_body_bytes = \"1KiB\"";
+    let server =
+        super::support::launch(&site, top, &super::support::addrs(&[&upstream]), "", &routes).start();
+    let post = |path: &str, length: usize| {
+        let mut raw = request("POST", path, &[&format!("Content-Length: {length}")]).into_bytes();
+        raw.extend(std::iter::repeat_n(b'x', length));
+        exchange(&server, &raw)
+    };
+    post("/upload/a", 10 * 1024).assert_status(200);
+    post("/elsewhere", 10 * 1024).assert_status(413);
+    post("/upload/b", 100 * 1024).assert_status(413);
+    post("/elsewhere", 512).assert_status(200);
+    assert_eq!(
+        upstream.targets(),
+        ["/upload/a", "/elsewhere"],
+        "{}",
+        describe(&upstream.requests())
+    );
+}
+
 #[test]
 fn a_chunked_body_over_max_body_bytes_never_reaches_the_upstream_whole() {
     let upstream = Upstream::start(Behaviour::Echo);
