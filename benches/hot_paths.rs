@@ -83,6 +83,8 @@ fn relay(c: &mut Criterion) {
             head: &head,
             buf: BROWSER_REQUEST,
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            trusted_peer: false,
             target_start: "/assets".len(),
             upgrade: false,
             underscores_in_headers: false,

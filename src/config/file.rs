@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::answer::{Fixed, Piece, Redirect, REDIRECT_STATUSES};
+use super::cidr::Cidr;
 use super::run_as::{self, RunAs};
 use super::units::{Size, Span};
 use super::{
@@ -95,6 +96,7 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     buffering: RawBuffering,
+    trusted_proxies: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -248,8 +250,9 @@ pub fn load_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
 }
 
 /// Keys that exist only at the top level of the file.
-const TOP_LEVEL_KEYS: [&str; 7] = [
+const TOP_LEVEL_KEYS: [&str; 8] = [
     "workers",
+    "trusted_proxies",
     "pid_file",
     "access_log",
     "access_log_format",
@@ -360,6 +363,12 @@ impl Builder<'_> {
             .transpose()?;
         let user = self.run_as(raw.user.as_ref(), raw.group.as_ref())?;
         let buffering = self.buffering(&raw.buffering)?;
+        let mut trusted_proxies = Vec::new();
+        for text in raw.trusted_proxies.iter().flatten() {
+            let cidr = Cidr::parse(text.get_ref())
+                .or_else(|why| self.fail(text.span(), format!("trusted_proxies: {why}")))?;
+            trusted_proxies.push(cidr);
+        }
         Ok(Config {
             workers,
             pid_file: raw.pid_file.map(|p| self.base.join(p)),
@@ -372,6 +381,7 @@ impl Builder<'_> {
             admin,
             user,
             buffering,
+            trusted_proxies,
         })
     }
 

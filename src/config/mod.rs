@@ -5,6 +5,7 @@
 //! every limit has a value. Nothing downstream re-validates.
 
 pub mod answer;
+pub mod cidr;
 mod file;
 mod run_as;
 pub mod units;
@@ -42,6 +43,8 @@ pub struct Config {
     pub user: Option<RunAs>,
     /// Where and how much proxied bodies spill to disk (`[buffering]`).
     pub buffering: Buffering,
+    /// Peers whose `X-Forwarded-For`, `-Proto` and `-Host` are believed (load balancers).
+    pub trusted_proxies: Vec<cidr::Cidr>,
 }
 
 /// Spilling proxied bodies to temporary files (the `[buffering]` section).
@@ -582,6 +585,7 @@ impl Config {
             admin: None,
             user: None,
             buffering: Buffering::default(),
+            trusted_proxies: Vec::new(),
         })
     }
 

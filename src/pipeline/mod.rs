@@ -8,6 +8,7 @@
 //! deadlines, logging.
 
 mod answer;
+mod client;
 mod filter;
 mod names;
 mod offload;
@@ -15,11 +16,12 @@ pub mod request_id;
 pub mod respond;
 pub mod sites;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use mio::Registry;
 
+use crate::config::cidr::Cidr;
 use crate::config::Config;
 use crate::files::{Answer, FileRequest, StaticFiles};
 use crate::http::request::{self, RequestHead};
@@ -52,6 +54,8 @@ pub struct Request<'a> {
 pub struct Routed {
     /// The server (index in the config) that took the request.
     pub server: usize,
+    /// The client's address: the peer's, or the one a trusted proxy forwarded for.
+    pub client: IpAddr,
     /// The route's index in the response counters ([`NO_ROUTE`] when none matched).
     pub counted_as: usize,
     /// The request's id, when one was needed on the way (it goes upstream).
@@ -88,6 +92,8 @@ pub struct Pipeline<'c> {
     /// and every response waits for its client, as with `response_buffering = false`).
     spill: Option<SpillDir>,
     max_body_bytes: u64,
+    /// Peers whose forwarded client address is believed.
+    trusted_proxies: &'c [Cidr],
 }
 
 impl<'c> Pipeline<'c> {
@@ -122,7 +128,12 @@ impl<'c> Pipeline<'c> {
             ids: RequestIds::new(slot),
             spill,
             max_body_bytes: config.limits.max_body_bytes,
+            trusted_proxies: &config.trusted_proxies,
         })
+    }
+
+    fn trusts(&self, peer: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|range| range.contains(peer))
     }
 
     /// Takes `request` from its host to its handler, which answers through `reply`.
@@ -138,6 +149,7 @@ impl<'c> Pipeline<'c> {
         let site = self.sites.server_for(request.listener, host);
         let mut routed = Routed {
             server: site.index,
+            client: client::client_ip(request.peer.ip(), head, buf, self.trusted_proxies),
             counted_as: NO_ROUTE,
             request_id: None,
             ignore_client_abort: false,
@@ -212,6 +224,8 @@ impl<'c> Pipeline<'c> {
             buf,
             request_id: routed.request_id.as_ref().map_or(b"", RequestId::as_bytes),
             peer: request.peer,
+            client: routed.client,
+            trusted_peer: self.trusts(request.peer.ip()),
             upstream,
             target_start,
             conn: request.conn,

@@ -18,7 +18,7 @@
 //! backlog it has none: the client's own send timer applies.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -57,6 +57,10 @@ pub struct Start<'a> {
     /// Sent upstream as `X-Request-Id` (the client's own, if sane, or one made by the worker).
     pub request_id: &'a [u8],
     pub peer: SocketAddr,
+    /// The client's address (the peer's, or the one a trusted proxy forwarded for).
+    pub client: IpAddr,
+    /// The peer is a trusted proxy: its X-Forwarded-Proto and -Host are kept.
+    pub trusted_peer: bool,
     pub upstream: usize,
     /// Where the target the upstream sees starts in the raw target (see `Forward`).
     pub target_start: usize,
@@ -335,7 +339,9 @@ impl Exchange {
         let forward = Forward {
             head,
             buf: start.buf,
-            client_ip: start.peer.ip(),
+            client_ip: start.client,
+            peer_ip: start.peer.ip(),
+            trusted_peer: start.trusted_peer,
             target_start: start.target_start,
             upgrade: start.upgrade,
             underscores_in_headers: start.underscores_in_headers,
@@ -346,7 +352,7 @@ impl Exchange {
         forward::write_head(&forward, &mut to_upstream);
         let hash_key = match &env.upstreams.list[start.upstream].config.balance {
             Balance::Hash(HashKey::Header(name)) => hash_key(head.field(start.buf, name).unwrap_or_default()),
-            Balance::Hash(HashKey::ClientIp) => hash_key(forward::format_ip(start.peer.ip(), &mut [0; 48])),
+            Balance::Hash(HashKey::ClientIp) => hash_key(forward::format_ip(start.client, &mut [0; 48])),
             Balance::RoundRobin | Balance::LeastConn => 0,
         };
         let mut exchange = Exchange {

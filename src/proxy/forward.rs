@@ -37,7 +37,12 @@ pub struct Forward<'a> {
     pub head: &'a RequestHead,
     /// The buffer the head was parsed from.
     pub buf: &'a [u8],
+    /// The client's address (`X-Real-IP`): the peer's, or the one a trusted proxy forwarded.
     pub client_ip: IpAddr,
+    /// The connection's peer, appended to `X-Forwarded-For`.
+    pub peer_ip: IpAddr,
+    /// The peer is a trusted proxy: the X-Forwarded-Proto and -Host it sent are kept.
+    pub trusted_peer: bool,
     /// Where the target the upstream sees starts in the raw target: past an absolute-form
     /// target's scheme and authority, and past the route prefix when the route strips it
     /// (`http::target::upstream_target_start`).
@@ -68,9 +73,20 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     // An absolute-form target's authority is the host (RFC 9112 §3.2.2): it replaces Host.
     let authority = target::authority(head.target.of(buf));
     let host = authority.or(head.host.map(|h| h.of(buf)));
-    let mut settings_kept = false;
+    let (mut settings_kept, mut proto_kept, mut host_kept) = (false, false, false);
     for field in head.fields() {
         let name = field.name.of(buf);
+        // A trusted load balancer knows how the client reached it (TLS, its host name).
+        if forward.trusted_peer && !(proto_kept && host_kept) {
+            let proto = name.eq_ignore_ascii_case(b"x-forwarded-proto");
+            let forwarded_host = name.eq_ignore_ascii_case(b"x-forwarded-host");
+            if (proto && !proto_kept) || (forwarded_host && !host_kept) {
+                header(out, name, field.value.of(buf));
+                proto_kept |= proto;
+                host_kept |= forwarded_host;
+                continue;
+            }
+        }
         let keep_upgrade = forward.upgrade && kept_by_upgrade(name);
         if !keep_upgrade && (hop::is_dropped(name, REWRITTEN) || connection.name(name)) {
             continue;
@@ -91,7 +107,7 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
         (None, None) => header(out, b"Host", b"localhost"),
     }
     let mut ip_text = [0u8; 48];
-    let ip = format_ip(forward.client_ip, &mut ip_text);
+    let peer = format_ip(forward.peer_ip, &mut ip_text);
     // Every X-Forwarded-For line the client sent, in order, then the client itself.
     out.extend_from_slice(b"X-Forwarded-For: ");
     for earlier in head
@@ -101,12 +117,16 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
         out.extend_from_slice(earlier);
         out.extend_from_slice(b", ");
     }
-    out.extend_from_slice(ip);
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
-    if let Some(host) = host {
+    out.extend_from_slice(peer);
+    out.extend_from_slice(b"\r\n");
+    if !proto_kept {
+        out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+    }
+    if let (Some(host), false) = (host, host_kept) {
         header(out, b"X-Forwarded-Host", host);
     }
-    header(out, b"X-Real-IP", ip);
+    let mut client_text = [0u8; 48];
+    header(out, b"X-Real-IP", format_ip(forward.client_ip, &mut client_text));
     header(out, b"X-Request-Id", forward.request_id);
     match (forward.upgrade, settings_kept) {
         (true, false) => out.extend_from_slice(b"Connection: upgrade\r\n"),
@@ -183,6 +203,8 @@ mod tests {
             head: &head,
             buf: text.as_bytes(),
             client_ip: "10.0.0.9".parse().unwrap(),
+            peer_ip: "10.0.0.9".parse().unwrap(),
+            trusted_peer: false,
             target_start,
             upgrade,
             underscores_in_headers: false,
@@ -278,6 +300,8 @@ mod tests {
                 head: &head,
                 buf: text.as_bytes(),
                 client_ip: "10.0.0.9".parse().unwrap(),
+                peer_ip: "10.0.0.9".parse().unwrap(),
+                trusted_peer: false,
                 target_start: 0,
                 upgrade: false,
                 underscores_in_headers,
@@ -363,6 +387,8 @@ mod tests {
             head: &head,
             buf: text.as_bytes(),
             client_ip: "10.0.0.9".parse().unwrap(),
+            peer_ip: "10.0.0.9".parse().unwrap(),
+            trusted_peer: false,
             target_start: 0,
             upgrade: false,
             underscores_in_headers: false,

@@ -10,7 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
@@ -22,7 +22,8 @@ const FLUSH_BYTES: usize = 64 * 1024;
 
 /// What one access log line records.
 pub struct Entry<'a> {
-    pub peer: SocketAddr,
+    /// The client's address (behind trusted proxies, the one they forwarded for).
+    pub client: IpAddr,
     /// Index of the virtual server (it decides the format).
     pub server: usize,
     pub request_line: &'a [u8],
@@ -131,7 +132,7 @@ impl AccessLog {
 /// `ADDR - - [DATE] "REQUEST" STATUS BYTES "REFERER" "USER-AGENT"`: nginx's combined, exactly
 /// (log tools parse it), so without the request id.
 fn combined(line: &mut Vec<u8>, entry: &Entry, date: &[u8]) {
-    let _ = write!(line, "{} - - ", entry.peer.ip());
+    let _ = write!(line, "{} - - ", entry.client);
     line.extend_from_slice(date);
     line.extend_from_slice(b" \"");
     escape_into(line, entry.request_line);
@@ -148,7 +149,7 @@ fn json(line: &mut Vec<u8>, entry: &Entry, server: Option<&str>, time: &[u8]) {
     let (method, target, protocol) = split_request_line(entry.request_line);
     line.extend_from_slice(b"{\"time\":\"");
     line.extend_from_slice(time);
-    let _ = write!(line, "\",\"remote_addr\":\"{}\",\"method\":", entry.peer.ip());
+    let _ = write!(line, "\",\"remote_addr\":\"{}\",\"method\":", entry.client);
     json_string(line, Some(method));
     line.extend_from_slice(b",\"target\":");
     json_string(line, Some(target));
@@ -241,7 +242,7 @@ mod tests {
 
     fn entry<'a>(request_line: &'a [u8], user_agent: Option<&'a [u8]>) -> Entry<'a> {
         Entry {
-            peer: "127.0.0.1:5000".parse().unwrap(),
+            client: "127.0.0.1".parse().unwrap(),
             server: 0,
             request_line,
             status: 200,

@@ -662,7 +662,7 @@ impl<T: Transport> Conn<T> {
         ctx: &mut Ctx,
     ) {
         let entry = Entry {
-            peer: self.peer,
+            client: routed.client,
             server: routed.server,
             request_line: line.request_line,
             status,
@@ -707,6 +707,7 @@ impl<T: Transport> Conn<T> {
         };
         let routed = Routed {
             server,
+            client: self.peer.ip(),
             counted_as: NO_ROUTE,
             request_id,
             ignore_client_abort: false,

@@ -184,3 +184,20 @@ fn a_request_refused_for_its_headers_is_logged_with_its_referer_and_user_agent()
         "line {line:?}"
     );
 }
+
+/// Behind a trusted proxy the logged address is the client it forwarded for.
+#[test]
+fn a_trusted_proxys_client_is_the_logged_address() {
+    let site = Site::new();
+    site.file("x", "hello");
+    let top = "access_log = \"access.log\"\naccess_log_format = \"json\"\ntrusted_proxies = [\"127.0.0.1\"]";
+    let mut server = Server::with_config(&site, top, "");
+    server
+        .get_with("/x", &["X-Forwarded-For: 198.51.100.7"])
+        .assert_status(200);
+    server.get("/x").assert_status(200);
+    assert!(server.stop().success());
+    let lines = json_lines(&site.base().join("access.log"));
+    let addresses: Vec<&str> = lines.iter().filter_map(|l| l["remote_addr"].as_str()).collect();
+    assert_eq!(addresses, ["198.51.100.7", "127.0.0.1"], "{lines:?}");
+}

@@ -125,6 +125,8 @@ impl Bench {
             buf: request,
             request_id: b"rid",
             peer: "10.0.0.9:4000".parse().unwrap(),
+            client: "10.0.0.9".parse().unwrap(),
+            trusted_peer: false,
             upstream: 0,
             target_start: 0,
             conn: CONN,

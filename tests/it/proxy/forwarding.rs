@@ -61,6 +61,40 @@ fn underscored_header_names_are_dropped_unless_the_server_allows_them() {
     }
 }
 
+/// Behind a trusted load balancer the client is the rightmost untrusted X-Forwarded-For
+/// entry, and the balancer's X-Forwarded-Proto and -Host are kept (Rails' `force_ssl` would
+/// loop on redirects if `https` became `http`); from any other peer they are replaced.
+#[test]
+fn a_trusted_proxys_forwarded_headers_are_believed_and_no_one_elses() {
+    let upstream = Upstream::start(Behaviour::Echo);
+    let raw = "GET /t HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 6.6.6.6, 198.51.100.7\r\n\
+               X-Forwarded-Proto: https\r\nX-Forwarded-Host: www.shop.example\r\n\r\n";
+    for (trusted, client, proto, host) in [
+        ("[\"10.0.0.0/8\"]", "127.0.0.1", "http", "shop.example"),
+        (
+            "[\"10.0.0.0/8\", \"127.0.0.1\"]",
+            "198.51.100.7",
+            "https",
+            "www.shop.example",
+        ),
+    ] {
+        let site = Site::new();
+        let top = format!("access_log = \"off\"\ntrusted_proxies = {trusted}");
+        let server = launch(&site, &top, &addrs(&[&upstream]), "", PROXY_ALL).start();
+        exchange(&server, raw.as_bytes()).assert_status(200);
+        let seen = upstream.requests().pop().expect("a request");
+        assert_eq!(seen.header_values("X-Real-IP"), [client], "{}", seen.head);
+        assert_eq!(seen.header_values("X-Forwarded-Proto"), [proto], "{}", seen.head);
+        assert_eq!(seen.header_values("X-Forwarded-Host"), [host], "{}", seen.head);
+        assert_eq!(
+            seen.header_values("X-Forwarded-For"),
+            ["6.6.6.6, 198.51.100.7, 127.0.0.1"],
+            "{}",
+            seen.head
+        );
+    }
+}
+
 #[test]
 fn x_forwarded_for_is_created_when_the_client_sent_none() {
     let upstream = Upstream::start(Behaviour::Echo);
