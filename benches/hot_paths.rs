@@ -138,5 +138,41 @@ fn relay(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse_requests, write_responses, relay);
+/// Route lookup with 1,000 prefix routes, 20 exact and 20 regex ones (the index), against a
+/// three-route server (the scan): a prefix hit, an exact hit, a regex hit, a miss to `/`.
+fn route_lookup(c: &mut Criterion) {
+    let config = |prefixes: usize, others: usize| {
+        let mut text = String::from("[[server]]\nlisten = [\"127.0.0.1:1\"]\n");
+        let mut route = |key: &str, path: String| {
+            text.push_str(&format!("[[server.route]]\n{key} = '{path}'\nupstream = \"a\"\n"));
+        };
+        route("prefix", "/".into());
+        for i in 0..prefixes {
+            route("prefix", format!("/section/{i}/"));
+        }
+        for i in 0..others {
+            route("exact", format!("/exact/{i}.txt"));
+            route("regex", format!("^/legacy/{i}/.*\\.php$"));
+        }
+        text.push_str("[upstream.a]\nservers = [\"127.0.0.1:3\"]\n");
+        shoal::config::load_text(std::path::Path::new("bench.toml"), &text).expect("bench config")
+    };
+    for (name, config) in [("1000 routes", config(1000, 20)), ("3 routes", config(1, 1))] {
+        let (sites, _) = shoal::pipeline::sites::Sites::new(&config);
+        let site = sites.site(0);
+        for path in [
+            "/section/0/page.html",
+            "/exact/0.txt",
+            "/legacy/0/index.php",
+            "/elsewhere",
+        ] {
+            assert!(site.route(path).is_some(), "{path}");
+            c.bench_function(&format!("route lookup, {name}: {path}"), |b| {
+                b.iter(|| site.route(black_box(path)).map(|r| r.counted_as))
+            });
+        }
+    }
+}
+
+criterion_group!(benches, parse_requests, write_responses, relay, route_lookup);
 criterion_main!(benches);

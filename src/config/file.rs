@@ -3,6 +3,7 @@
 //! The raw structs mirror the file exactly (unknown keys are rejected by serde); `build`
 //! turns them into the typed config, resolving relative paths against the file's directory.
 
+use std::cmp::Reverse;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -17,7 +18,7 @@ use super::run_as::{self, RunAs};
 use super::units::{Size, Span};
 use super::{
     default_workers, AccessLog, Balance, Buffering, Config, Dotfiles, FileOptions, HashKey, HealthCheck,
-    Limits, LogFormat, Route, Serve, Server, ServerName, Supervisor, Upstream, UpstreamServer,
+    Limits, LogFormat, Matching, Route, Serve, Server, ServerName, Supervisor, Upstream, UpstreamServer,
     MAX_HEADERS_CEILING,
 };
 use crate::http::request::is_token_byte;
@@ -184,7 +185,9 @@ struct RawServer {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
-    prefix: Spanned<String>,
+    prefix: Option<Spanned<String>>,
+    exact: Option<Spanned<String>>,
+    regex: Option<Spanned<String>>,
     root: Option<Spanned<String>>,
     upstream: Option<Spanned<String>>,
     fallback: Option<Spanned<String>>,
@@ -208,6 +211,31 @@ struct RawRoute {
     dotfiles: Option<Dotfiles>,
     #[serde(default)]
     follow_symlinks: bool,
+}
+
+impl RawRoute {
+    /// Which of `prefix`, `exact` and `regex` the route has, and its text; when not exactly
+    /// one, the keys it has.
+    fn path(&self) -> Result<(&'static str, &Spanned<String>), String> {
+        let keys = [
+            ("prefix", &self.prefix),
+            ("exact", &self.exact),
+            ("regex", &self.regex),
+        ];
+        let given: Vec<(&'static str, &Spanned<String>)> = keys
+            .iter()
+            .filter_map(|(key, text)| text.as_ref().map(|t| (*key, t)))
+            .collect();
+        match given.as_slice() {
+            [one] => Ok(*one),
+            [] => Err("none".to_string()),
+            many => Err(many
+                .iter()
+                .map(|(key, _)| format!("`{key}`"))
+                .collect::<Vec<_>>()
+                .join(" and ")),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -565,13 +593,20 @@ impl Builder<'_> {
         let mut routes: Vec<Route> = Vec::new();
         for route in &server.route {
             let built = self.route(route, upstreams)?;
-            if routes.iter().any(|r| r.prefix == built.prefix) {
-                let span = route.get_ref().prefix.span();
-                return self.fail(span, format!("prefix `{}` is routed twice", built.prefix));
+            let same = |r: &Route| r.prefix == built.prefix && r.matching.key() == built.matching.key();
+            if routes.iter().any(same) {
+                let (key, path) = route.get_ref().path().expect("a built route has its path");
+                return self.fail(path.span(), format!("{key} `{}` is routed twice", built.prefix));
             }
             routes.push(built);
         }
-        routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+        // Exact routes, then regexes in file order (a stable sort), then the longest prefix
+        // first: the first route that matches is the one to take.
+        routes.sort_by_key(|route| match route.matching {
+            Matching::Exact => (0, Reverse(0)),
+            Matching::Regex(_) => (1, Reverse(0)),
+            Matching::Prefix => (2, Reverse(route.prefix.len())),
+        });
         let mut names = Vec::new();
         for text in server.names.iter().flatten() {
             let Some(name) = ServerName::parse(text.get_ref()) else {
@@ -641,11 +676,35 @@ impl Builder<'_> {
 
     fn route(&self, raw: &Spanned<RawRoute>, upstreams: &[Upstream]) -> Result<Route, ConfigError> {
         let route = raw.get_ref();
-        let prefix = route.prefix.get_ref();
-        if !prefix.starts_with('/') {
+        let (key, text) = match route.path() {
+            Ok(found) => found,
+            Err(keys) => {
+                let why = format!("a route has one of `prefix`, `exact` and `regex` (it has {keys})");
+                return self.fail(raw.span(), why);
+            }
+        };
+        let prefix = text.get_ref();
+        let matching = match key {
+            "regex" => Matching::Regex(regex::Regex::new(prefix).or_else(|e| {
+                let why = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                self.fail(text.span(), format!("regex `{prefix}`: {why}"))
+            })?),
+            _ if !prefix.starts_with('/') => {
+                return self.fail(text.span(), format!("{key} `{prefix}` must start with '/'"));
+            }
+            "exact" => Matching::Exact,
+            _ => Matching::Prefix,
+        };
+        if let (true, false) = (route.strip_prefix, matches!(matching, Matching::Prefix)) {
             return self.fail(
-                route.prefix.span(),
-                format!("prefix `{prefix}` must start with '/'"),
+                text.span(),
+                format!("strip_prefix goes with `prefix`, not `{key}`"),
             );
         }
         let upstream_index =
@@ -708,6 +767,9 @@ impl Builder<'_> {
                     return self.fail(span, "an internal route serves files: it needs `root`")
                 }
             }
+            if !matches!(matching, Matching::Prefix) {
+                return self.fail(span, "an internal route is a `prefix` route");
+            }
         }
         let upgrades = route
             .upgrade
@@ -728,6 +790,7 @@ impl Builder<'_> {
         Ok(Route {
             upgrades: upgrades.unwrap_or(built.upgrades),
             max_body_bytes: route.max_body_bytes.map(|size| size.0),
+            matching,
             ..built
         })
     }
@@ -1131,6 +1194,53 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn exact_and_regex_routes_are_checked_at_their_values() {
+        let route = |lines: &str| {
+            load(&format!(
+                "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n[[server.route]]\n{lines}\nroot = \"public\"\n"
+            ))
+        };
+        let config = route("regex = \"\\\\.php$\"").unwrap();
+        assert!(config.servers[0].routes[0].matches("/a/b.php"));
+        assert!(!config.servers[0].routes[0].matches("/a/b.phps"));
+        let errors = [
+            (
+                "regex = \"(unclosed\"",
+                "FILE:4:9: regex `(unclosed`: error: unclosed group",
+            ),
+            (
+                "exact = \"favicon.ico\"",
+                "FILE:4:9: exact `favicon.ico` must start with '/'",
+            ),
+            (
+                "prefix = \"/\"\nexact = \"/x\"",
+                "FILE:3:1: a route has one of `prefix`, `exact` and `regex` (it has `prefix` and `exact`)",
+            ),
+            (
+                "index = [\"i.html\"]",
+                "FILE:3:1: a route has one of `prefix`, `exact` and `regex` (it has none)",
+            ),
+            (
+                "exact = \"/x\"\nstrip_prefix = true",
+                "FILE:4:9: strip_prefix goes with `prefix`, not `exact`",
+            ),
+        ];
+        for (lines, expected) in errors {
+            let error = route(lines).unwrap_err();
+            assert!(error.starts_with(expected), "{lines}: {error}");
+        }
+        let twice = load(
+            "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n[[server.route]]\nexact = \"/a\"\nroot = \"public\"\n\
+             [[server.route]]\nprefix = \"/a\"\nroot = \"public\"\n[[server.route]]\nexact = \"/a\"\nroot = \"public\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            twice.starts_with("FILE:10:9: exact `/a` is routed twice"),
+            "{twice}"
+        );
     }
 
     #[test]

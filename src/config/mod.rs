@@ -248,11 +248,37 @@ impl std::fmt::Display for ServerName {
     }
 }
 
-/// A path prefix and what serves it.
+/// How a route matches a path: precedence is exact, then regex in file order, then the
+/// longest prefix (as nginx's `location =`, `~`, and prefix locations).
+#[derive(Debug, Clone)]
+pub enum Matching {
+    /// `prefix = "/api/"`: paths that start with it.
+    Prefix,
+    /// `exact = "/favicon.ico"`: that path only.
+    Exact,
+    /// `regex = "\\.php$"`: paths the pattern finds.
+    Regex(regex::Regex),
+}
+
+impl Matching {
+    /// Which kind of matching it is (two routes of one kind may not share a path).
+    pub fn key(&self) -> &'static str {
+        match self {
+            Matching::Prefix => "prefix",
+            Matching::Exact => "exact",
+            Matching::Regex(_) => "regex",
+        }
+    }
+}
+
+/// A path (prefix, exact path or pattern) and what serves it.
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// Path prefix this route matches (always starts with '/').
+    /// The prefix or exact path this route matches (starts with '/'), or its pattern; its
+    /// label in the metrics either way.
     pub prefix: String,
+    /// How `prefix` matches.
+    pub matching: Matching,
     /// Remove `prefix` from the path before serving it (like nginx's `alias`, or a proxied
     /// `/api/users` reaching the upstream as `/users`).
     pub strip_prefix: bool,
@@ -290,6 +316,7 @@ impl Route {
     pub fn new(prefix: &str, serve: Serve) -> Route {
         Route {
             prefix: prefix.to_string(),
+            matching: Matching::Prefix,
             strip_prefix: false,
             rewrite_location: true,
             response_buffering: true,
@@ -487,10 +514,25 @@ impl Route {
     /// strips its prefix matches only at a segment boundary: `/img` takes `/img` and `/img/a`
     /// but not `/img../secret`, which would leave `../secret` (nginx's `alias` traversal).
     pub fn matches(&self, path: &str) -> bool {
+        match &self.matching {
+            Matching::Prefix => {}
+            Matching::Exact => return path == self.prefix,
+            Matching::Regex(pattern) => return pattern.is_match(path),
+        }
         let Some(rest) = path.strip_prefix(self.prefix.as_str()) else {
             return false;
         };
         !self.strip_prefix || self.prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')
+    }
+
+    /// How the metrics name this route: its prefix, `= PATH` for an exact route, `~ PATTERN`
+    /// for a regex one (as nginx writes its locations).
+    pub fn label(&self) -> String {
+        match self.matching {
+            Matching::Prefix => self.prefix.clone(),
+            Matching::Exact => format!("= {}", self.prefix),
+            Matching::Regex(_) => format!("~ {}", self.prefix),
+        }
     }
 
     /// The part of `path` (normalized, matched by this route) a handler works beneath: the

@@ -31,10 +31,7 @@ impl Labels {
         routes[NO_ROUTE].1 = NO_ROUTE_LABEL.to_string();
         routes.extend(config.servers.iter().flat_map(|server| {
             let name = server.names.first().map(ToString::to_string).unwrap_or_default();
-            server
-                .routes
-                .iter()
-                .map(move |r| (name.clone(), r.prefix.clone()))
+            server.routes.iter().map(move |r| (name.clone(), r.label()))
         }));
         let upstreams = config
             .upstreams

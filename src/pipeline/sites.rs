@@ -6,7 +6,11 @@
 //! counters, so nothing about routing is recomputed per request.
 
 use crate::config::answer::{Fixed, Redirect};
-use crate::config::{Config, FileOptions, Route as RouteConfig, Serve};
+use std::collections::HashMap;
+
+use regex::RegexSet;
+
+use crate::config::{Config, FileOptions, Matching, Route as RouteConfig, Serve};
 use crate::http::request::RequestHead;
 use crate::http::target;
 use crate::stats::NO_ROUTE;
@@ -53,18 +57,99 @@ impl Route<'_> {
     }
 }
 
-/// One server: its index in the config and its routes, longest prefix first.
+/// One server: its index in the config and its routes in precedence order (exact, regex in
+/// file order, longest prefix first: the first that matches is the one).
 pub struct Site<'c> {
     pub index: usize,
     pub config: &'c crate::config::Server,
     pub routes: Vec<Route<'c>>,
+    /// Lookup tables, for servers with more routes than a scan handles well.
+    index_of: Option<RouteIndex>,
+}
+
+/// Routes up to this many are scanned in order (a few string compares beat hashing).
+const SCANNED_ROUTES: usize = 16;
+
+/// A server's routes by kind, so that lookup costs a hash per prefix length and one pass of
+/// a `RegexSet`, however many routes there are.
+struct RouteIndex {
+    exact: HashMap<String, usize>,
+    /// All regex routes as one automaton, and their positions (in file order).
+    regexes: Option<(RegexSet, Vec<usize>)>,
+    /// Prefix routes by prefix, grouped by length, longest first.
+    prefixes: Vec<(usize, HashMap<String, usize>)>,
+}
+
+impl RouteIndex {
+    fn new(routes: &[Route]) -> RouteIndex {
+        let mut index = RouteIndex {
+            exact: HashMap::new(),
+            regexes: None,
+            prefixes: Vec::new(),
+        };
+        let (mut patterns, mut positions) = (Vec::new(), Vec::new());
+        for (position, route) in routes.iter().enumerate() {
+            let prefix = route.config.prefix.clone();
+            match route.config.matching {
+                Matching::Exact => {
+                    index.exact.insert(prefix, position);
+                }
+                Matching::Regex(_) => {
+                    patterns.push(prefix);
+                    positions.push(position);
+                }
+                Matching::Prefix => match index.prefixes.iter_mut().find(|(len, _)| *len == prefix.len()) {
+                    Some((_, by_prefix)) => drop(by_prefix.insert(prefix, position)),
+                    None => index
+                        .prefixes
+                        .push((prefix.len(), HashMap::from([(prefix, position)]))),
+                },
+            }
+        }
+        index.prefixes.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
+        // The patterns compiled once at load already: this cannot fail.
+        index.regexes =
+            (!patterns.is_empty()).then(|| (RegexSet::new(&patterns).expect("valid patterns"), positions));
+        index
+    }
+
+    /// The position of the route `path` takes, among those `usable`.
+    fn route(&self, path: &str, routes: &[Route], usable: impl Fn(&Route) -> bool) -> Option<usize> {
+        let usable_at = |position: &usize| usable(&routes[*position]);
+        if let Some(position) = self.exact.get(path).copied().filter(usable_at) {
+            return Some(position);
+        }
+        if let Some((set, positions)) = &self.regexes {
+            let found = set
+                .matches(path)
+                .into_iter()
+                .map(|i| positions[i])
+                .find(usable_at);
+            if found.is_some() {
+                return found;
+            }
+        }
+        self.prefixes.iter().find_map(|(len, by_prefix)| {
+            let candidate = path.get(..*len)?;
+            by_prefix
+                .get(candidate)
+                .filter(|&&position| usable_at(&position) && routes[position].config.matches(path))
+                .copied()
+        })
+    }
 }
 
 impl<'c> Site<'c> {
-    /// The route a client's request for a normalized path takes: the first (longest) prefix
-    /// that matches, internal routes aside.
+    /// The route a client's request for a normalized path takes: an exact one, else the
+    /// first regex one that matches, else the longest prefix, internal routes aside.
     pub fn route(&self, path: &str) -> Option<&Route<'c>> {
-        (self.routes.iter()).find(|route| !route.config.internal && route.config.matches(path))
+        let client_route = |route: &Route| !route.config.internal;
+        match &self.index_of {
+            None => (self.routes.iter()).find(|route| client_route(route) && route.config.matches(path)),
+            Some(index) => index
+                .route(path, &self.routes, client_route)
+                .map(|p| &self.routes[p]),
+        }
     }
 
     /// The internal route for a normalized path an upstream offloaded (`X-Accel-Redirect`).
@@ -118,6 +203,7 @@ impl<'c> Sites<'c> {
             .map(|(index, server)| Site {
                 index,
                 config: server,
+                index_of: None,
                 routes: (server.routes.iter().enumerate())
                     .map(|(position, route)| {
                         by_count.push((index, position));
@@ -151,6 +237,10 @@ impl<'c> Sites<'c> {
                         }
                     })
                     .collect(),
+            })
+            .map(|mut site: Site<'c>| {
+                site.index_of = (site.routes.len() > SCANNED_ROUTES).then(|| RouteIndex::new(&site.routes));
+                site
             })
             .collect();
         let by_listener = (config.listeners().into_iter())
@@ -247,6 +337,66 @@ mod tests {
             Some("[::1]")
         );
         assert_eq!(host_of("GET / HTTP/1.0\r\n\r\n"), None);
+    }
+
+    /// nginx's precedence: exact, then the first regex in file order, then the longest
+    /// prefix; the same whether the routes are scanned or looked up in the index.
+    #[test]
+    fn exact_then_regex_in_file_order_then_longest_prefix() {
+        let routes = [
+            ("prefix", "/"),
+            ("regex", "\\\\.php$"),
+            ("prefix", "/api/"),
+            ("exact", "/favicon.ico"),
+            ("regex", "^/api/v[0-9]+/"),
+            ("prefix", "/static/"),
+            ("prefix", "/static/img/"),
+            ("exact", "/api/"),
+        ];
+        let table = [
+            ("/favicon.ico", "= /favicon.ico"),
+            ("/api/", "= /api/"),
+            ("/index.php", "~ \\.php$"),
+            ("/api/v2/x.php", "~ \\.php$"),
+            ("/api/v2/users", "~ ^/api/v[0-9]+/"),
+            ("/api/users", "/api/"),
+            ("/static/img/a.png", "/static/img/"),
+            ("/static/a.css", "/static/"),
+            ("/favicon.ico.bak", "/"),
+            ("/other", "/"),
+        ];
+        // The same routes alone (scanned) and among 40 more (indexed).
+        for filler in [0, 40] {
+            let mut text = String::from("[[server]]\nlisten = [\"127.0.0.1:1\"]\n");
+            for (key, path) in routes {
+                text.push_str(&format!(
+                    "[[server.route]]\n{key} = \"{path}\"\nupstream = \"a\"\n"
+                ));
+            }
+            for i in 0..filler {
+                text.push_str(&format!(
+                    "[[server.route]]\nprefix = \"/filler/{i}/\"\nupstream = \"a\"\n"
+                ));
+            }
+            text.push_str("[upstream.a]\nservers = [\"127.0.0.1:3\"]\n");
+            let config = crate::config::load_text(std::path::Path::new("t.toml"), &text).unwrap();
+            let (sites, _) = Sites::new(&config);
+            let site = sites.site(0);
+            assert_eq!(site.index_of.is_some(), filler > 0);
+            for (path, expected) in table {
+                let route = site.route(path).map(|r| r.config.label());
+                assert_eq!(
+                    route.as_deref(),
+                    Some(expected),
+                    "{path} with {filler} more routes"
+                );
+            }
+            let filler_route = site.route("/filler/7/x").map(|r| r.config.label());
+            assert_eq!(
+                filler_route.as_deref(),
+                Some(if filler > 7 { "/filler/7/" } else { "/" })
+            );
+        }
     }
 
     #[test]

@@ -63,3 +63,19 @@ fn a_fixed_response_has_its_status_body_and_type() {
     admin.assert_status(403);
     assert_eq!(admin.text(), "no");
 }
+
+/// Exact and regex routes beside prefixes, with nginx's precedence.
+#[test]
+fn exact_and_regex_routes_take_precedence_over_prefixes() {
+    let site = Site::new();
+    site.file("x.txt", "file x").file("favicon.ico", "icon");
+    let text = "access_log = \"off\"\n[[server]]\nlisten = [\"{listen}\"]\n\
+        [[server.route]]\nprefix = \"/\"\nroot = \"site\"\n\
+        [[server.route]]\nregex = '\\.php$'\nrespond = { body = \"php\" }\n\
+        [[server.route]]\nexact = \"/favicon.ico\"\nrespond = { status = 204 }\n";
+    let server = Launch::config_file(&site, text).start();
+    assert_eq!(server.get("/a/b.php").text(), "php");
+    server.get("/favicon.ico").assert_status(204);
+    assert_eq!(server.get("/x.txt").text(), "file x");
+    server.get("/a/b.phps").assert_status(404);
+}
