@@ -10,7 +10,7 @@ use crate::http::request::{trim, RequestHead};
 /// `X-Forwarded-For` entry that is not one (the leftmost when all are). An entry that is no
 /// address ends the walk at the last one that was.
 pub fn client_ip(peer: IpAddr, head: &RequestHead, buf: &[u8], trusted: &[Cidr]) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|range| range.contains(ip));
+    let is_trusted = |ip: IpAddr| is_trusted(ip, trusted);
     if !is_trusted(peer) {
         return peer;
     }
@@ -25,6 +25,11 @@ pub fn client_ip(peer: IpAddr, head: &RequestHead, buf: &[u8], trusted: &[Cidr])
         }
     }
     client
+}
+
+/// Whether `ip` is one of the `trusted` proxies.
+pub fn is_trusted(ip: IpAddr, trusted: &[Cidr]) -> bool {
+    trusted.iter().any(|range| range.contains(ip))
 }
 
 /// An X-Forwarded-For entry: an address, maybe with a port (`1.2.3.4:80`, `[::1]:80`).

@@ -132,10 +132,6 @@ impl<'c> Pipeline<'c> {
         })
     }
 
-    fn trusts(&self, peer: IpAddr) -> bool {
-        self.trusted_proxies.iter().any(|range| range.contains(peer))
-    }
-
     /// Takes `request` from its host to its handler, which answers through `reply`.
     pub fn handle(
         &mut self,
@@ -225,7 +221,7 @@ impl<'c> Pipeline<'c> {
             request_id: routed.request_id.as_ref().map_or(b"", RequestId::as_bytes),
             peer: request.peer,
             client: routed.client,
-            trusted_peer: self.trusts(request.peer.ip()),
+            trusted_peer: client::is_trusted(request.peer.ip(), self.trusted_proxies),
             upstream,
             target_start,
             conn: request.conn,

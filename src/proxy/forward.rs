@@ -190,6 +190,22 @@ mod tests {
     use crate::http::request::HeadLimits;
     use crate::http::target;
 
+    /// A forward of `head` (parsed from `buf`) for a client at 10.0.0.9, every option off.
+    fn plain<'a>(head: &'a RequestHead, buf: &'a [u8]) -> Forward<'a> {
+        Forward {
+            head,
+            buf,
+            client_ip: "10.0.0.9".parse().unwrap(),
+            peer_ip: "10.0.0.9".parse().unwrap(),
+            trusted_peer: false,
+            target_start: 0,
+            upgrade: false,
+            underscores_in_headers: false,
+            request_id: b"rid-1",
+            framing: head.framing,
+        }
+    }
+
     /// The head sent upstream for the request `text` on a route that strips `strip`.
     fn forwarded(text: &str, strip: Option<&str>) -> String {
         let head = request::parse(text.as_bytes(), &HeadLimits::default())
@@ -198,18 +214,10 @@ mod tests {
         let target = head.target.of(text.as_bytes());
         let routed = target::resolve_target(target).unwrap().path;
         let target_start = target::upstream_target_start(target, &routed, strip).unwrap();
-        let upgrade = head.upgrade;
         let forward = Forward {
-            head: &head,
-            buf: text.as_bytes(),
-            client_ip: "10.0.0.9".parse().unwrap(),
-            peer_ip: "10.0.0.9".parse().unwrap(),
-            trusted_peer: false,
             target_start,
-            upgrade,
-            underscores_in_headers: false,
-            request_id: b"rid-1",
-            framing: head.framing,
+            upgrade: head.upgrade,
+            ..plain(&head, text.as_bytes())
         };
         let mut out = Vec::new();
         write_head(&forward, &mut out);
@@ -297,16 +305,8 @@ mod tests {
             .unwrap();
         let forwarded = |underscores_in_headers| {
             let forward = Forward {
-                head: &head,
-                buf: text.as_bytes(),
-                client_ip: "10.0.0.9".parse().unwrap(),
-                peer_ip: "10.0.0.9".parse().unwrap(),
-                trusted_peer: false,
-                target_start: 0,
-                upgrade: false,
                 underscores_in_headers,
-                request_id: b"rid-1",
-                framing: head.framing,
+                ..plain(&head, text.as_bytes())
             };
             let mut out = Vec::new();
             write_head(&forward, &mut out);
@@ -384,16 +384,8 @@ mod tests {
             .unwrap()
             .unwrap();
         let forward = Forward {
-            head: &head,
-            buf: text.as_bytes(),
-            client_ip: "10.0.0.9".parse().unwrap(),
-            peer_ip: "10.0.0.9".parse().unwrap(),
-            trusted_peer: false,
-            target_start: 0,
-            upgrade: false,
-            underscores_in_headers: false,
-            request_id: b"rid-1",
             framing: Framing::Empty,
+            ..plain(&head, text.as_bytes())
         };
         let mut out = Vec::new();
         write_head(&forward, &mut out);
