@@ -10,7 +10,9 @@
 #   e.g. git worktree add /tmp/old <commit> && (cd /tmp/old && cargo build --release)
 #        scripts/bench/compare.sh /tmp/old/target/release/shoal target/release/shoal
 # Environment: DURATION=8 (s per wrk run), ROUNDS=5, WORKERS=2, WRK_THREADS=1, WRK_CONNS=64,
-#   SCENARIOS="s1 s4", COMPARE_PORT=18090 (uses this port and the next three).
+#   SCENARIOS="s1 s4", COMPARE_PORT=18090 (uses this port and the next three),
+#   NEW_EXTRA_CONF=FILE: config text appended to the new binary's config only (e.g. 200 names
+#   and 1,000 routes from scripts/bench/many_sites.py, the same binary on both sides).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -40,7 +42,7 @@ start_both() {
     local mode=$1
     TARGETS=()
     SHOAL_BIN=$OLD_BIN start_shoal old "$BASE_PORT" "$mode"
-    SHOAL_BIN=$NEW_BIN start_shoal new "$((BASE_PORT + 1))" "$mode"
+    SHOAL_BIN=$NEW_BIN SHOAL_EXTRA_CONF=${NEW_EXTRA_CONF:-} start_shoal new "$((BASE_PORT + 1))" "$mode"
     wait_ready old
     wait_ready new
     check_body old

@@ -79,6 +79,10 @@ servers = ["127.0.0.1:$UPSTREAM_PORT"]
 $upstream_lines
 EOF
     fi
+    # More routes and servers (scripts/bench/many_sites.py) for the target being started.
+    if [[ -n ${SHOAL_EXTRA_CONF:-} ]]; then
+        sed "s/{listen}/127.0.0.1:$port/g" "$SHOAL_EXTRA_CONF" >> "$conf"
+    fi
 }
 
 # write_static_nginx_conf NAME PORT [LISTEN_OPTS]: the nginx twin of write_shoal_conf static,
