@@ -600,6 +600,18 @@ impl Builder<'_> {
             }
             routes.push(built);
         }
+        // Workers match a server's patterns together (one RegexSet): they must fit one.
+        let patterns = routes.iter().filter(|r| matches!(r.matching, Matching::Regex(_)));
+        if let Err(e) = regex::RegexSet::new(patterns.map(|r| r.prefix.as_str())) {
+            let why = e
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            return self.fail(raw.span(), format!("this server's regex routes together: {why}"));
+        }
         // Exact routes, then regexes in file order (a stable sort), then the longest prefix
         // first: the first route that matches is the one to take.
         routes.sort_by_key(|route| match route.matching {
@@ -803,8 +815,7 @@ impl Builder<'_> {
                 .or_else(|why| self.fail(redirect.to.span(), format!("redirect: {why}")))?;
             let status = match &redirect.status {
                 Some(status)
-                    if !REDIRECT_STATUSES.contains(&(*status.get_ref() as u16))
-                        || *status.get_ref() > 999 =>
+                    if !u16::try_from(*status.get_ref()).is_ok_and(|s| REDIRECT_STATUSES.contains(&s)) =>
                 {
                     let why = format!(
                         "redirect: status {} is not one of 301, 302, 303, 307, 308",
@@ -1266,6 +1277,10 @@ mod tests {
             (
                 "redirect = { to = \"/x\", status = 200 }",
                 "FILE:5:34: redirect: status 200 is not one of 301",
+            ),
+            (
+                "redirect = { to = \"/x\", status = -65235 }",
+                "FILE:5:34: redirect: status -65235 is not one of 301",
             ),
             (
                 "respond = { status = 99 }",

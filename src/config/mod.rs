@@ -658,6 +658,11 @@ impl Config {
         listeners
     }
 
+    /// Every listen address, once, in the order the master binds them.
+    pub fn listen_addresses(&self) -> Vec<SocketAddr> {
+        self.listeners().into_iter().map(|(addr, _)| addr).collect()
+    }
+
     /// The servers listening on `addr`, its default first.
     pub fn servers_on(&self, addr: SocketAddr) -> Vec<usize> {
         let default = self

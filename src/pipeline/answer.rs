@@ -1,5 +1,7 @@
 //! Answers a route gives by itself: a redirect, or a fixed response.
 
+use std::net::IpAddr;
+
 use crate::config::answer::{Fixed, Piece, Redirect};
 use crate::config::{Server, ServerName};
 use crate::http::respond::{respond_simple, BodyPart, Respond};
@@ -31,8 +33,8 @@ pub fn redirect(redirect: &Redirect, parts: &Parts, respond: &mut impl Respond) 
             Piece::Text(text) => location.extend_from_slice(text.as_bytes()),
             Piece::Scheme => location.extend_from_slice(b"http"),
             Piece::Host => match parts.host {
-                Some(host) => location.extend_from_slice(host),
-                None => location.extend_from_slice(stand_in_host(parts.server).as_bytes()),
+                Some(host) if !host.is_empty() => location.extend_from_slice(host),
+                _ => location.extend_from_slice(stand_in_host(parts.server).as_bytes()),
             },
             Piece::Path => location.extend_from_slice(path),
             Piece::Query => location.extend_from_slice(query),
@@ -45,14 +47,17 @@ pub fn redirect(redirect: &Redirect, parts: &Parts, respond: &mut impl Respond) 
     respond_simple(respond, redirect.status, &[("Location", &location)]);
 }
 
-/// The host of a request that named none (HTTP/1.0 without Host): the server's first exact
-/// name, else its first address.
+/// The host of a request that named none (HTTP/1.0 without Host, an empty Host): the
+/// server's first exact name, else the address of its first listen address.
 fn stand_in_host(server: &Server) -> String {
     let exact = server.names.iter().find_map(|name| match name {
         ServerName::Exact(name) => Some(name.clone()),
         _ => None,
     });
-    exact.unwrap_or_else(|| server.listen[0].to_string())
+    exact.unwrap_or_else(|| match server.listen[0].ip() {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    })
 }
 
 /// Answers `fixed`.

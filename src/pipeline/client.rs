@@ -17,8 +17,8 @@ pub fn client_ip(peer: IpAddr, head: &RequestHead, buf: &[u8], trusted: &[Cidr])
     let lines: Vec<&[u8]> = head.fields_named(buf, "x-forwarded-for").collect();
     let entries = lines.iter().rev().flat_map(|line| line.rsplit(|&b| b == b','));
     let mut client = peer;
-    for entry in entries {
-        let Some(ip) = address(trim(entry)) else { break };
+    for entry in entries.map(trim).filter(|entry| !entry.is_empty()) {
+        let Some(ip) = address(entry) else { break };
         client = ip;
         if !is_trusted(ip) {
             break;
@@ -89,5 +89,7 @@ mod tests {
             "10.0.0.7",
             "the walk ends at junk"
         );
+        let skipped = client("10.0.0.2", &["198.51.100.7, , 10.0.0.5,"]);
+        assert_eq!(skipped, "198.51.100.7", "empty entries are skipped");
     }
 }

@@ -97,17 +97,18 @@ pub struct Pipeline<'c> {
 }
 
 impl<'c> Pipeline<'c> {
-    /// The pipeline of `config` for worker `slot`, whose listener `i` is the address
-    /// `config.listeners()[i]`; `shared`: the instance's shared state and this worker's seat
-    /// in it, which capped upstreams need.
+    /// The pipeline of `config` for worker `slot`, whose listener `i` listens on
+    /// `listeners[i]`; `shared`: the instance's shared state and this worker's seat in it,
+    /// which capped upstreams need.
     pub fn new(
         config: &'c Config,
+        listeners: &[SocketAddr],
         registry: Registry,
         slot: usize,
         shared: Option<(&'static Shared, usize)>,
         now: Instant,
     ) -> std::io::Result<Pipeline<'c>> {
-        let (sites, roots) = Sites::new(config);
+        let (sites, roots) = Sites::new(config, listeners).map_err(std::io::Error::other)?;
         let buffering = &config.buffering;
         let spill = match SpillDir::open(&buffering.temp_dir, buffering.max_temp_file_bytes) {
             Ok(dir) => Some(dir),
@@ -158,7 +159,14 @@ impl<'c> Pipeline<'c> {
         let spill = route.filter(|r| r.buffers_responses).and(self.spill.as_ref());
         let mut respond = Responder::new(reply, filters, spill);
         let (Ok(url), Some(route)) = (&url, route) else {
-            return refuse(if url.is_err() { 400 } else { 404 }, &mut respond, routed);
+            // A body over `[limits]` is refused as the parser used to (a route may allow more).
+            let too_large = matches!(head.framing, request::Framing::Length(n) if n > self.max_body_bytes);
+            let status = match (too_large, url.is_err()) {
+                (true, _) => 413,
+                (false, true) => 400,
+                (false, false) => 404,
+            };
+            return refuse(status, &mut respond, routed);
         };
         routed.counted_as = route.counted_as;
         routed.ignore_client_abort = route.config.ignore_client_abort;

@@ -7,6 +7,7 @@
 
 use crate::config::answer::{Fixed, Redirect};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use regex::RegexSet;
 
@@ -107,7 +108,7 @@ impl RouteIndex {
             }
         }
         index.prefixes.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
-        // The patterns compiled once at load already: this cannot fail.
+        // The config loaded only if these patterns make one set.
         index.regexes =
             (!patterns.is_empty()).then(|| (RegexSet::new(&patterns).expect("valid patterns"), positions));
         index
@@ -193,10 +194,13 @@ pub struct Sites<'c> {
 }
 
 impl<'c> Sites<'c> {
-    /// Compiles `config`'s servers for a worker whose listener `i` is the address
-    /// `config.listeners()[i]`. Static routes get root ids in order (the order `roots`
-    /// lists their options, for `StaticFiles::open`).
-    pub fn new(config: &'c Config) -> (Sites<'c>, Vec<&'c FileOptions>) {
+    /// Compiles `config`'s servers for a worker whose listener `i` listens on `listeners[i]`.
+    /// Static routes get root ids in order (the order `roots` lists their options, for
+    /// `StaticFiles::open`). Fails for an address no server of `config` listens on.
+    pub fn new(
+        config: &'c Config,
+        listeners: &[SocketAddr],
+    ) -> Result<(Sites<'c>, Vec<&'c FileOptions>), String> {
         let mut roots = Vec::new();
         let mut by_count = Vec::new();
         let sites = (config.servers.iter().enumerate())
@@ -243,15 +247,20 @@ impl<'c> Sites<'c> {
                 site
             })
             .collect();
-        let by_listener = (config.listeners().into_iter())
-            .map(|(addr, _)| Names::new(config, &config.servers_on(addr)))
-            .collect();
+        let mut by_listener = Vec::with_capacity(listeners.len());
+        for &addr in listeners {
+            let servers = config.servers_on(addr);
+            if servers.is_empty() {
+                return Err(format!("no server of the config listens on {addr}"));
+            }
+            by_listener.push(Names::new(config, &servers));
+        }
         let sites = Sites {
             sites,
             by_listener,
             by_count,
         };
-        (sites, roots)
+        Ok((sites, roots))
     }
 
     /// Server `index` of the config.
@@ -380,7 +389,7 @@ mod tests {
             }
             text.push_str("[upstream.a]\nservers = [\"127.0.0.1:3\"]\n");
             let config = crate::config::load_text(std::path::Path::new("t.toml"), &text).unwrap();
-            let (sites, _) = Sites::new(&config);
+            let (sites, _) = Sites::new(&config, &config.listen_addresses()).unwrap();
             let site = sites.site(0);
             assert_eq!(site.index_of.is_some(), filler > 0);
             for (path, expected) in table {
@@ -403,7 +412,7 @@ mod tests {
     fn routes_are_counted_after_no_route_server_by_server() {
         let text = "[[server]]\nlisten = [\"127.0.0.1:1\"]\n[[server.route]]\nprefix = \"/\"\nupstream = \"a\"\n[[server.route]]\nprefix = \"/api/\"\nupstream = \"a\"\n[[server]]\nlisten = [\"127.0.0.1:2\"]\n[[server.route]]\nprefix = \"/\"\nupstream = \"a\"\n[upstream.a]\nservers = [\"127.0.0.1:3\"]\n";
         let config = crate::config::load_text(std::path::Path::new("t.toml"), text).unwrap();
-        let (sites, roots) = Sites::new(&config);
+        let (sites, roots) = Sites::new(&config, &config.listen_addresses()).unwrap();
         assert!(roots.is_empty());
         let first = sites.server_for(0, None);
         assert_eq!(first.index, 0);

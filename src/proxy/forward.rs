@@ -73,20 +73,9 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     // An absolute-form target's authority is the host (RFC 9112 §3.2.2): it replaces Host.
     let authority = target::authority(head.target.of(buf));
     let host = authority.or(head.host.map(|h| h.of(buf)));
-    let (mut settings_kept, mut proto_kept, mut host_kept) = (false, false, false);
+    let mut settings_kept = false;
     for field in head.fields() {
         let name = field.name.of(buf);
-        // A trusted load balancer knows how the client reached it (TLS, its host name).
-        if forward.trusted_peer && !(proto_kept && host_kept) {
-            let proto = name.eq_ignore_ascii_case(b"x-forwarded-proto");
-            let forwarded_host = name.eq_ignore_ascii_case(b"x-forwarded-host");
-            if (proto && !proto_kept) || (forwarded_host && !host_kept) {
-                header(out, name, field.value.of(buf));
-                proto_kept |= proto;
-                host_kept |= forwarded_host;
-                continue;
-            }
-        }
         let keep_upgrade = forward.upgrade && kept_by_upgrade(name);
         if !keep_upgrade && (hop::is_dropped(name, REWRITTEN) || connection.name(name)) {
             continue;
@@ -119,10 +108,20 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(peer);
     out.extend_from_slice(b"\r\n");
-    if !proto_kept {
-        out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
-    }
-    if let (Some(host), false) = (host, host_kept) {
+    // A trusted load balancer knows how the client reached it (TLS, its host name): its
+    // line is the last one (one a client sent comes before it).
+    let from_proxy = |name| {
+        forward
+            .trusted_peer
+            .then(|| head.fields_named(buf, name).last())
+            .flatten()
+    };
+    header(
+        out,
+        b"X-Forwarded-Proto",
+        from_proxy("x-forwarded-proto").unwrap_or(b"http"),
+    );
+    if let Some(host) = from_proxy("x-forwarded-host").or(host) {
         header(out, b"X-Forwarded-Host", host);
     }
     let mut client_text = [0u8; 48];

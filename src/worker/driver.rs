@@ -64,6 +64,7 @@ impl Driver {
             head_limits: config.head_limits(),
             pipeline: Pipeline::new(
                 config,
+                &config.listen_addresses(),
                 registry,
                 0,
                 Some(crate::proxy::shared_for_tests(&config.upstreams)),

@@ -12,6 +12,7 @@ mod conn;
 mod driver;
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -102,7 +103,7 @@ enum Accepting {
 /// state. Returns the exit code.
 pub fn run(
     slot: usize,
-    listeners: Vec<(std::net::TcpListener, usize)>,
+    listeners: Vec<(std::net::TcpListener, SocketAddr)>,
     channel: channel::End,
     config: &Config,
     shared: &'static Shared,
@@ -154,7 +155,7 @@ struct Worker<'a> {
 impl<'a> Worker<'a> {
     fn boot(
         slot: usize,
-        sockets: Vec<(std::net::TcpListener, usize)>,
+        sockets: Vec<(std::net::TcpListener, SocketAddr)>,
         channel: channel::End,
         config: &'a Config,
         shared: &'static Shared,
@@ -180,7 +181,7 @@ impl<'a> Worker<'a> {
 
     fn prepare(
         slot: usize,
-        sockets: Vec<(std::net::TcpListener, usize)>,
+        sockets: Vec<(std::net::TcpListener, SocketAddr)>,
         channel: &channel::End,
         config: &'a Config,
         shared: &'static Shared,
@@ -209,11 +210,10 @@ impl<'a> Worker<'a> {
         poll.registry()
             .register(&mut SourceFd(&channel.as_raw_fd()), CHANNEL, Interest::READABLE)?;
         let mut listeners = Vec::new();
-        // The master binds `config.listeners()` in order: listener `i` is that list's `i`th
-        // address (the pipeline picks among its servers by name).
-        let addresses = config.listeners();
-        for (i, (socket, server)) in sockets.into_iter().enumerate() {
-            debug_assert_eq!(addresses.get(i).map(|a| a.1), Some(server));
+        // Each socket comes with the address it was bound for: the pipeline picks among the
+        // servers listening there.
+        let addresses: Vec<SocketAddr> = sockets.iter().map(|(_, addr)| *addr).collect();
+        for (i, (socket, _)) in sockets.into_iter().enumerate() {
             // Accepted sockets inherit TCP_NODELAY from their listener (Linux), which saves a
             // setsockopt per connection. Set here, it covers sockets bound by the master,
             // inherited across an upgrade, or passed by systemd.
@@ -224,7 +224,7 @@ impl<'a> Worker<'a> {
             listeners.push(listener);
         }
         let registry = poll.registry().try_clone()?;
-        let pipeline = Pipeline::new(config, registry, slot, seat, Instant::now())?;
+        let pipeline = Pipeline::new(config, &addresses, registry, slot, seat, Instant::now())?;
         let servers = config.servers.iter().map(ServerLog::of).collect();
         let log = AccessLog::open(&config.access_log, servers)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open access log: {e}")))?;

@@ -67,8 +67,11 @@ fn underscored_header_names_are_dropped_unless_the_server_allows_them() {
 #[test]
 fn a_trusted_proxys_forwarded_headers_are_believed_and_no_one_elses() {
     let upstream = Upstream::start(Behaviour::Echo);
-    let raw = "GET /t HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 6.6.6.6, 198.51.100.7\r\n\
-               X-Forwarded-Proto: https\r\nX-Forwarded-Host: www.shop.example\r\n\r\n";
+    // The client's own lines come first; the balancer adds its own last.
+    let raw =
+        "GET /t HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-Proto: gopher\r\nX-Forwarded-Host: evil\r\n\
+               X-Forwarded-For: 6.6.6.6, 198.51.100.7\r\nX-Forwarded-Proto: https\r\n\
+               X-Forwarded-Host: www.shop.example\r\n\r\n";
     for (trusted, client, proto, host) in [
         ("[\"10.0.0.0/8\"]", "127.0.0.1", "http", "shop.example"),
         (
