@@ -88,6 +88,7 @@ fn relay(c: &mut Criterion) {
             target_start: "/assets".len(),
             upgrade: false,
             underscores_in_headers: false,
+            rules: &shoal::config::HeaderRules::default(),
             request_id: b"0f3a9c2e-17-1-42",
             framing: head.framing,
         };

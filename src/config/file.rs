@@ -17,9 +17,9 @@ use super::cidr::Cidr;
 use super::run_as::{self, RunAs};
 use super::units::{Size, Span};
 use super::{
-    default_workers, AccessLog, Balance, Buffering, Config, Dotfiles, FileOptions, HashKey, HealthCheck,
-    Limits, LogFormat, Matching, Route, Serve, Server, ServerName, Supervisor, Upstream, UpstreamServer,
-    MAX_HEADERS_CEILING,
+    default_workers, AccessLog, Balance, Buffering, Config, Dotfiles, FileOptions, HashKey, HeaderRules,
+    HealthCheck, Limits, LogFormat, Matching, Route, Serve, Server, ServerName, Supervisor, Upstream,
+    UpstreamServer, MAX_HEADERS_CEILING,
 };
 use crate::http::request::is_token_byte;
 use crate::shared::MAX_CONNS;
@@ -178,8 +178,28 @@ struct RawServer {
     access_log_format: Option<LogFormat>,
     #[serde(default)]
     underscores_in_headers: bool,
+    request_headers: Option<Spanned<RawHeaderRules>>,
+    response_headers: Option<Spanned<RawHeaderRules>>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderRules {
+    #[serde(default)]
+    set: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    add: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+/// Which way header rules go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Toward {
+    Upstream,
+    Client,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +226,8 @@ struct RawRoute {
     redirect: Option<Spanned<RawRedirect>>,
     respond: Option<Spanned<RawRespond>>,
     max_body_bytes: Option<Size>,
+    request_headers: Option<Spanned<RawHeaderRules>>,
+    response_headers: Option<Spanned<RawHeaderRules>>,
     index: Option<Vec<Spanned<String>>>,
     cache_control: Option<String>,
     dotfiles: Option<Dotfiles>,
@@ -565,6 +587,8 @@ impl Builder<'_> {
         upstreams: &[Upstream],
     ) -> Result<Server, ConfigError> {
         let server = raw.get_ref();
+        let request_headers = self.header_rules(server.request_headers.as_ref(), Toward::Upstream)?;
+        let response_headers = self.header_rules(server.response_headers.as_ref(), Toward::Client)?;
         let mut listen = Vec::new();
         for text in server.listen.iter().flatten() {
             let Ok(addr) = text.get_ref().parse::<SocketAddr>() else {
@@ -592,7 +616,9 @@ impl Builder<'_> {
         }
         let mut routes: Vec<Route> = Vec::new();
         for route in &server.route {
-            let built = self.route(route, upstreams)?;
+            let mut built = self.route(route, upstreams)?;
+            built.request_headers = request_headers.with(&built.request_headers);
+            built.response_headers = response_headers.with(&built.response_headers);
             let same = |r: &Route| r.prefix == built.prefix && r.matching.key() == built.matching.key();
             if routes.iter().any(same) {
                 let (key, path) = route.get_ref().path().expect("a built route has its path");
@@ -639,6 +665,8 @@ impl Builder<'_> {
             routes,
             names,
             default: server.default.as_ref().is_some_and(|d| *d.get_ref()),
+            request_headers,
+            response_headers,
             underscores_in_headers: server.underscores_in_headers,
         })
     }
@@ -802,8 +830,77 @@ impl Builder<'_> {
         Ok(Route {
             upgrades: upgrades.unwrap_or(built.upgrades),
             max_body_bytes: route.max_body_bytes.map(|size| size.0),
+            request_headers: self.header_rules(route.request_headers.as_ref(), Toward::Upstream)?,
+            response_headers: self.header_rules(route.response_headers.as_ref(), Toward::Client)?,
             matching,
             ..built
+        })
+    }
+
+    /// `request_headers` (toward the upstream) or `response_headers` (toward the client):
+    /// names that are tokens and not shoal's to write, values without control characters.
+    fn header_rules(
+        &self,
+        raw: Option<&Spanned<RawHeaderRules>>,
+        toward: Toward,
+    ) -> Result<HeaderRules, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(HeaderRules::default());
+        };
+        let key = if toward == Toward::Upstream {
+            "request_headers"
+        } else {
+            "response_headers"
+        };
+        let rules = raw.get_ref();
+        if toward == Toward::Upstream && !rules.add.is_empty() {
+            return self.fail(
+                raw.span(),
+                format!("{key} has `set` and `remove` (a request header is set, not added)"),
+            );
+        }
+        // Framing and hop-by-hop headers are shoal's to write, and so are the forwarding
+        // headers on requests and the Host a request names.
+        let reserved: &[&str] = match toward {
+            Toward::Upstream => &[
+                "content-length",
+                "expect",
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "x-real-ip",
+                "x-request-id",
+            ],
+            Toward::Client => &["content-length"],
+        };
+        let names = rules.set.keys().chain(rules.add.keys()).chain(&rules.remove);
+        for name in names {
+            if name.is_empty() || !name.bytes().all(is_token_byte) {
+                return self.fail(raw.span(), format!("{key}: `{name}` is not a header name"));
+            }
+            if crate::http::hop::is_dropped(name.as_bytes(), reserved) {
+                return self.fail(
+                    raw.span(),
+                    format!("{key}: `{name}` is shoal's to write (framing, hop-by-hop or forwarding)"),
+                );
+            }
+        }
+        for (name, value) in rules.set.iter().chain(&rules.add) {
+            if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                return self.fail(
+                    raw.span(),
+                    format!("{key}: the value of `{name}` holds a control character"),
+                );
+            }
+        }
+        let pairs = |map: &std::collections::BTreeMap<String, String>| {
+            map.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
+        };
+        Ok(HeaderRules {
+            set: pairs(&rules.set),
+            add: pairs(&rules.add),
+            remove: rules.remove.iter().map(|n| n.to_ascii_lowercase()).collect(),
         })
     }
 
@@ -1204,6 +1301,49 @@ mod tests {
                 error.contains(&format!("names: `{bad}` is not a host name")),
                 "{error}"
             );
+        }
+    }
+
+    #[test]
+    fn header_rules_refuse_what_shoal_writes_itself() {
+        let route = |line: &str| {
+            load(&format!(
+                "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n[[server.route]]\nprefix = \"/\"\nroot = \"public\"\n{line}\n"
+            ))
+        };
+        let errors = [
+            (
+                "response_headers = { set = { Connection = \"close\" } }",
+                "FILE:6:20: response_headers: `Connection` is shoal's to write",
+            ),
+            (
+                "response_headers = { remove = [\"Content-Length\"] }",
+                "FILE:6:20: response_headers: `Content-Length` is shoal's",
+            ),
+            (
+                "request_headers = { set = { \"X-Real-IP\" = \"1.2.3.4\" } }",
+                "FILE:6:19: request_headers: `X-Real-IP` is shoal's",
+            ),
+            (
+                "request_headers = { set = { \"X_Forwarded_For\" = \"1.2.3.4\" } }",
+                "FILE:6:19: request_headers: `X_Forwarded_For` is shoal's",
+            ),
+            (
+                "request_headers = { add = { \"X-A\" = \"1\" } }",
+                "FILE:6:19: request_headers has `set` and `remove`",
+            ),
+            (
+                "response_headers = { set = { \"X-A\" = \"a\\nb\" } }",
+                "FILE:6:20: response_headers: the value of `X-A` holds a control character",
+            ),
+            (
+                "response_headers = { set = { \"X A\" = \"1\" } }",
+                "FILE:6:20: response_headers: `X A` is not a header name",
+            ),
+        ];
+        for (line, expected) in errors {
+            let error = route(line).unwrap_err();
+            assert!(error.starts_with(expected), "{line}: {error}");
         }
     }
 

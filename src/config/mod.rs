@@ -197,10 +197,59 @@ pub struct Server {
     /// Takes its addresses' requests whose host no server names (else the first server
     /// listed on the address does).
     pub default: bool,
+    /// Header rules for its requests going upstream and its responses (a route's add to and
+    /// override these; these alone apply to a response no route made, such as a 404).
+    pub request_headers: HeaderRules,
+    pub response_headers: HeaderRules,
     /// Request headers whose names hold `_` reach the upstream (nginx's
     /// `underscores_in_headers`). Off by default: CGI-style apps read `X_Real_IP` as the
     /// `X-Real-IP` shoal sets. Never for one that reads as a header shoal sets itself.
     pub underscores_in_headers: bool,
+}
+
+/// `request_headers` / `response_headers`: header lines set (replacing any of that name),
+/// added, or removed (`remove` holds lowercase names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderRules {
+    pub set: Vec<(String, String)>,
+    pub add: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+impl HeaderRules {
+    /// These rules with `over`'s on top (a route's over its server's): its `set` replaces a
+    /// `set` of the same name; its `add` and `remove` come in addition.
+    pub fn with(&self, over: &HeaderRules) -> HeaderRules {
+        let mut rules = self.clone();
+        for (name, value) in &over.set {
+            rules.set.retain(|(kept, _)| !kept.eq_ignore_ascii_case(name));
+            rules.set.push((name.clone(), value.clone()));
+        }
+        rules.add.extend(over.add.iter().cloned());
+        rules.remove.extend(
+            over.remove
+                .iter()
+                .filter(|n| !rules.remove.contains(n))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        rules
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// Whether lines named `name` go (they are removed, or `set` replaces them).
+    pub fn drops(&self, name: &[u8]) -> bool {
+        self.remove
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+            || self
+                .set
+                .iter()
+                .any(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()))
+    }
 }
 
 /// A host name a server answers to, lowercase and without a trailing dot.
@@ -307,6 +356,9 @@ pub struct Route {
     pub upgrades: Vec<String>,
     /// The largest request body this route takes, in place of `[limits] max_body_bytes`.
     pub max_body_bytes: Option<u64>,
+    /// Its server's header rules with its own on top.
+    pub request_headers: HeaderRules,
+    pub response_headers: HeaderRules,
     /// What answers requests on this route.
     pub serve: Serve,
 }
@@ -327,6 +379,8 @@ impl Route {
             x_sendfile: false,
             upgrades: vec!["websocket".to_string()],
             max_body_bytes: None,
+            request_headers: HeaderRules::default(),
+            response_headers: HeaderRules::default(),
             serve,
         }
     }
@@ -621,6 +675,8 @@ impl Config {
                 routes: vec![Route::new("/", serve)],
                 names: Vec::new(),
                 default: false,
+                request_headers: HeaderRules::default(),
+                response_headers: HeaderRules::default(),
                 underscores_in_headers: false,
             }],
             upstreams,

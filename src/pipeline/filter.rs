@@ -7,7 +7,7 @@
 //! Response filters are a route's: they see each head before it goes out (body filters, such
 //! as compression, come with their per-response state).
 
-use crate::config::UpstreamServer;
+use crate::config::{HeaderRules, UpstreamServer};
 use crate::http::respond::Respond;
 use crate::http::response::ResponseHead;
 use crate::http::target;
@@ -45,6 +45,8 @@ pub enum ResponseFilter<'c> {
         authorities: Vec<String>,
         prefix: Option<&'c str>,
     },
+    /// `response_headers`: lines removed, set (replacing any of the name) and added.
+    Headers(&'c HeaderRules),
 }
 
 impl<'c> ResponseFilter<'c> {
@@ -64,6 +66,19 @@ impl ResponseFilter<'_> {
     /// Sees (and may change) the head before it is sent.
     pub fn head(&self, head: &mut ResponseHead) {
         match self {
+            ResponseFilter::Headers(rules) => {
+                for name in rules
+                    .remove
+                    .iter()
+                    .map(String::as_str)
+                    .chain(rules.set.iter().map(|(n, _)| n.as_str()))
+                {
+                    head.remove(name);
+                }
+                for (name, value) in rules.set.iter().chain(&rules.add) {
+                    head.add(name.as_bytes(), value.as_bytes());
+                }
+            }
             // Location means something in a 201 and a redirect only: other heads are not read.
             ResponseFilter::RewriteLocation { .. }
                 if head.status != 201 && !(300..400).contains(&head.status) => {}
@@ -111,7 +126,10 @@ mod tests {
     fn rewritten(location: &str, prefix: Option<&str>) -> Option<String> {
         let servers = servers(&["127.0.0.1:4010", "[::1]:4011", "10.0.0.2:80"]);
         let ResponseFilter::RewriteLocation { authorities, .. } =
-            ResponseFilter::rewrite_location(&servers, prefix);
+            ResponseFilter::rewrite_location(&servers, prefix)
+        else {
+            unreachable!("rewrite_location makes a RewriteLocation");
+        };
         relative_location(location.as_bytes(), &authorities, prefix).map(|l| String::from_utf8(l).unwrap())
     }
 

@@ -155,7 +155,7 @@ impl<'c> Pipeline<'c> {
         let target = head.target.of(buf);
         let url = target::resolve_target(target);
         let route = url.as_ref().ok().and_then(|url| site.route(&url.path));
-        let filters = route.map_or(&[][..], |r| &r.response_filters);
+        let filters = route.map_or(&site.response_filters[..], |r| &r.response_filters);
         let spill = route.filter(|r| r.buffers_responses).and(self.spill.as_ref());
         let mut respond = Responder::new(reply, filters, spill);
         let (Ok(url), Some(route)) = (&url, route) else {
@@ -238,6 +238,7 @@ impl<'c> Pipeline<'c> {
             offloads,
             upgrade: head.upgrade && route.config.allows_upgrade(head.fields_named(buf, "upgrade")),
             underscores_in_headers: site.config.underscores_in_headers,
+            request_headers: &route.config.request_headers,
         };
         let mut env = Env {
             upstreams: &mut self.upstreams,

@@ -64,6 +64,8 @@ pub struct Site<'c> {
     pub index: usize,
     pub config: &'c crate::config::Server,
     pub routes: Vec<Route<'c>>,
+    /// What a response no route made (a 404) goes through: the server's header rules.
+    pub response_filters: Vec<ResponseFilter<'c>>,
     /// Lookup tables, for servers with more routes than a scan handles well.
     index_of: Option<RouteIndex>,
 }
@@ -208,11 +210,18 @@ impl<'c> Sites<'c> {
                 index,
                 config: server,
                 index_of: None,
+                response_filters: (!server.response_headers.is_empty())
+                    .then_some(ResponseFilter::Headers(&server.response_headers))
+                    .into_iter()
+                    .collect(),
                 routes: (server.routes.iter().enumerate())
                     .map(|(position, route)| {
                         by_count.push((index, position));
                         let counted_as = NO_ROUTE + by_count.len();
-                        let response_filters = location_rewrite(config, route).into_iter().collect();
+                        let rules = (!route.response_headers.is_empty())
+                            .then_some(ResponseFilter::Headers(&route.response_headers));
+                        let response_filters =
+                            location_rewrite(config, route).into_iter().chain(rules).collect();
                         let has_upstream = match &route.serve {
                             Serve::Proxy(_) => true,
                             Serve::Files(options) => options.fallback.is_some(),

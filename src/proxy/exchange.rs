@@ -29,7 +29,7 @@ use super::forward::{self, Forward};
 use super::gate::Permit;
 use super::response::{self, UpstreamBody, UpstreamHead};
 use super::{socket_token, Admission, Upstreams};
-use crate::config::{Balance, HashKey};
+use crate::config::{Balance, HashKey, HeaderRules};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Framing, Method, RequestHead};
 use crate::http::respond::{BodyPart, Respond};
@@ -79,6 +79,8 @@ pub struct Start<'a> {
     pub upgrade: bool,
     /// Headers whose names hold `_` may go upstream (see `Forward`).
     pub underscores_in_headers: bool,
+    /// The route's `request_headers`.
+    pub request_headers: &'a HeaderRules,
 }
 
 /// Which offload headers a route honors: an app's answer that carries one is not relayed;
@@ -345,6 +347,7 @@ impl Exchange {
             target_start: start.target_start,
             upgrade: start.upgrade,
             underscores_in_headers: start.underscores_in_headers,
+            rules: start.request_headers,
             request_id: start.request_id,
             // A collected body's length is known once it is whole (see `seal`).
             framing: if collect { Framing::Empty } else { head.framing },

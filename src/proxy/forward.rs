@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 
+use crate::config::HeaderRules;
 use crate::http::hop::{self, ConnectionOptions};
 use crate::http::request::{Framing, RequestHead};
 use crate::http::response::{content_length, format_into, header};
@@ -53,6 +54,8 @@ pub struct Forward<'a> {
     /// Headers whose names hold `_` go upstream (those that read as one of the headers
     /// dropped or rewritten here never do, see `hop::is_dropped`).
     pub underscores_in_headers: bool,
+    /// The route's `request_headers`: lines set (replacing the client's) and removed.
+    pub rules: &'a HeaderRules,
     /// The request's id, sent as `X-Request-Id` (the client's own one is dropped: this is
     /// either a copy of it, when sane, or a replacement).
     pub request_id: &'a [u8],
@@ -80,7 +83,7 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
         if !keep_upgrade && (hop::is_dropped(name, REWRITTEN) || connection.name(name)) {
             continue;
         }
-        if !forward.underscores_in_headers && name.contains(&b'_') {
+        if (!forward.underscores_in_headers && name.contains(&b'_')) || forward.rules.drops(name) {
             continue;
         }
         if authority.is_some() && name.eq_ignore_ascii_case(b"host") {
@@ -88,6 +91,9 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
         }
         settings_kept |= keep_upgrade && name.eq_ignore_ascii_case(b"http2-settings");
         header(out, name, field.value.of(buf));
+    }
+    for (name, value) in &forward.rules.set {
+        header(out, name, value.as_bytes());
     }
     match (authority, head.host) {
         (Some(authority), _) => header(out, b"Host", authority),
@@ -189,6 +195,12 @@ mod tests {
     use crate::http::request::HeadLimits;
     use crate::http::target;
 
+    static NO_RULES: HeaderRules = HeaderRules {
+        set: Vec::new(),
+        add: Vec::new(),
+        remove: Vec::new(),
+    };
+
     /// A forward of `head` (parsed from `buf`) for a client at 10.0.0.9, every option off.
     fn plain<'a>(head: &'a RequestHead, buf: &'a [u8]) -> Forward<'a> {
         Forward {
@@ -200,6 +212,7 @@ mod tests {
             target_start: 0,
             upgrade: false,
             underscores_in_headers: false,
+            rules: &NO_RULES,
             request_id: b"rid-1",
             framing: head.framing,
         }

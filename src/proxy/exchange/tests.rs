@@ -49,6 +49,12 @@ impl Respond for Recorder {
     }
 }
 
+static NO_RULES: crate::config::HeaderRules = crate::config::HeaderRules {
+    set: Vec::new(),
+    add: Vec::new(),
+    remove: Vec::new(),
+};
+
 /// The key of the client connection the exchange works for.
 const CONN: usize = 0;
 
@@ -135,6 +141,7 @@ impl Bench {
             offloads: Offloads::default(),
             upgrade: head.upgrade,
             underscores_in_headers: false,
+            request_headers: &NO_RULES,
         };
         Exchange::begin(&start, &mut self.env()).unwrap()
     }

@@ -8,6 +8,7 @@ mod broken;
 mod caps;
 mod errors;
 mod forwarding;
+mod header_rules;
 mod health;
 mod offload;
 mod pool;
