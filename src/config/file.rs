@@ -626,18 +626,6 @@ impl Builder<'_> {
             }
             routes.push(built);
         }
-        // Workers match a server's patterns together (one RegexSet): they must fit one.
-        let patterns = routes.iter().filter(|r| matches!(r.matching, Matching::Regex(_)));
-        if let Err(e) = regex::RegexSet::new(patterns.map(|r| r.prefix.as_str())) {
-            let why = e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            return self.fail(raw.span(), format!("this server's regex routes together: {why}"));
-        }
         // Exact routes, then regexes in file order (a stable sort), then the longest prefix
         // first: the first route that matches is the one to take.
         routes.sort_by_key(|route| match route.matching {
@@ -645,6 +633,24 @@ impl Builder<'_> {
             Matching::Regex(_) => (1, Reverse(0)),
             Matching::Prefix => (2, Reverse(route.prefix.len())),
         });
+        // Workers match a server's patterns together: they must fit one RegexSet.
+        let patterns: Vec<&str> = (routes.iter())
+            .filter(|r| matches!(r.matching, Matching::Regex(_)))
+            .map(|r| r.prefix.as_str())
+            .collect();
+        let patterns = match patterns.is_empty() {
+            true => None,
+            false => Some(regex::RegexSet::new(patterns).or_else(|e| {
+                let why = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                self.fail(raw.span(), format!("this server's regex routes together: {why}"))
+            })?),
+        };
         let mut names = Vec::new();
         for text in server.names.iter().flatten() {
             let Some(name) = ServerName::parse(text.get_ref()) else {
@@ -663,6 +669,7 @@ impl Builder<'_> {
             listen,
             access_log_format: LogFormat::default(),
             routes,
+            patterns,
             names,
             default: server.default.as_ref().is_some_and(|d| *d.get_ref()),
             request_headers,
@@ -1304,6 +1311,15 @@ mod tests {
         }
     }
 
+    /// Each config text `load` makes of `cases`' first halves is refused with an error that
+    /// starts with the second.
+    fn assert_refused(load: impl Fn(&str) -> Result<Config, String>, cases: &[(&str, &str)]) {
+        for (text, expected) in cases {
+            let error = load(text).unwrap_err();
+            assert!(error.starts_with(expected), "{text}: {error}");
+        }
+    }
+
     #[test]
     fn header_rules_refuse_what_shoal_writes_itself() {
         let route = |line: &str| {
@@ -1341,10 +1357,7 @@ mod tests {
                 "FILE:6:20: response_headers: `X A` is not a header name",
             ),
         ];
-        for (line, expected) in errors {
-            let error = route(line).unwrap_err();
-            assert!(error.starts_with(expected), "{line}: {error}");
-        }
+        assert_refused(route, &errors);
     }
 
     #[test]
@@ -1379,10 +1392,7 @@ mod tests {
                 "FILE:4:9: strip_prefix goes with `prefix`, not `exact`",
             ),
         ];
-        for (lines, expected) in errors {
-            let error = route(lines).unwrap_err();
-            assert!(error.starts_with(expected), "{lines}: {error}");
-        }
+        assert_refused(route, &errors);
         let twice = load(
             "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n[[server.route]]\nexact = \"/a\"\nroot = \"public\"\n\
              [[server.route]]\nprefix = \"/a\"\nroot = \"public\"\n[[server.route]]\nexact = \"/a\"\nroot = \"public\"\n",
@@ -1439,10 +1449,7 @@ mod tests {
                 "FILE:6:11: a route has one of `root`, `upstream`",
             ),
         ];
-        for (line, expected) in errors {
-            let error = route(line).unwrap_err();
-            assert!(error.starts_with(expected), "{line}: {error}");
-        }
+        assert_refused(route, &errors);
     }
 
     #[test]

@@ -190,8 +190,11 @@ pub struct Server {
     pub listen: Vec<SocketAddr>,
     /// How its requests are written to the access log.
     pub access_log_format: LogFormat,
-    /// Routes, sorted longest prefix first so the first match is the longest.
+    /// Routes in precedence order (exact, regex in file order, longest prefix first), so
+    /// the first that matches is the one.
     pub routes: Vec<Route>,
+    /// Its regex routes' patterns as one set, in route order (none without regex routes).
+    pub patterns: Option<regex::RegexSet>,
     /// Host names it answers to on its addresses (none: only as an address's default).
     pub names: Vec<ServerName>,
     /// Takes its addresses' requests whose host no server names (else the first server
@@ -214,6 +217,13 @@ pub struct HeaderRules {
     pub set: Vec<(String, String)>,
     pub add: Vec<(String, String)>,
     pub remove: Vec<String>,
+}
+
+impl Server {
+    /// How logs and metrics name it: its first name, if it has any.
+    pub fn label(&self) -> Option<String> {
+        self.names.first().map(ToString::to_string)
+    }
 }
 
 impl HeaderRules {
@@ -673,6 +683,7 @@ impl Config {
                 listen,
                 access_log_format: LogFormat::Combined,
                 routes: vec![Route::new("/", serve)],
+                patterns: None,
                 names: Vec::new(),
                 default: false,
                 request_headers: HeaderRules::default(),

@@ -30,7 +30,7 @@ impl Labels {
         let mut routes = vec![RouteLabel::default(); NO_ROUTE + 1];
         routes[NO_ROUTE].1 = NO_ROUTE_LABEL.to_string();
         routes.extend(config.servers.iter().flat_map(|server| {
-            let name = server.names.first().map(ToString::to_string).unwrap_or_default();
+            let name = server.label().unwrap_or_default();
             server.routes.iter().map(move |r| (name.clone(), r.label()))
         }));
         let upstreams = config

@@ -160,7 +160,7 @@ impl<'c> Pipeline<'c> {
         let mut respond = Responder::new(reply, filters, spill);
         let (Ok(url), Some(route)) = (&url, route) else {
             // A body over `[limits]` is refused as the parser used to (a route may allow more).
-            let too_large = matches!(head.framing, request::Framing::Length(n) if n > self.max_body_bytes);
+            let too_large = body_over(head, self.max_body_bytes);
             let status = match (too_large, url.is_err()) {
                 (true, _) => 413,
                 (false, true) => 400,
@@ -171,7 +171,7 @@ impl<'c> Pipeline<'c> {
         routed.counted_as = route.counted_as;
         routed.ignore_client_abort = route.config.ignore_client_abort;
         let max_body_bytes = route.config.max_body_bytes.unwrap_or(self.max_body_bytes);
-        if matches!(head.framing, request::Framing::Length(n) if n > max_body_bytes) {
+        if body_over(head, max_body_bytes) {
             return refuse(413, &mut respond, routed);
         }
         for filter in &route.request_filters {
@@ -307,6 +307,11 @@ impl<'c> Pipeline<'c> {
 }
 
 /// Answers with an error status before any handler did.
+/// Whether `head` announces a body longer than `limit`.
+fn body_over(head: &RequestHead, limit: u64) -> bool {
+    matches!(head.framing, request::Framing::Length(n) if n > limit)
+}
+
 fn refuse(status: u16, respond: &mut Responder, routed: Routed) -> Outcome {
     respond_simple(respond, status, &[]);
     Outcome::Answered(routed)

@@ -47,7 +47,9 @@ impl Names {
 
     /// The server for `host` (without its port), the default one when no name matches.
     pub fn server_for(&self, host: Option<&[u8]>) -> usize {
-        let Some(host) = host else {
+        // An address with one server (the usual case) has no names to look through.
+        let named = !(self.exact.is_empty() && self.suffixes.is_empty() && self.prefixes.is_empty());
+        let Some(host) = host.filter(|_| named) else {
             return self.default;
         };
         let host = host.strip_suffix(b".").unwrap_or(host);

@@ -84,23 +84,21 @@ struct RouteIndex {
 }
 
 impl RouteIndex {
-    fn new(routes: &[Route]) -> RouteIndex {
+    /// The index of `routes`, whose regex routes' patterns make `patterns` (in route order).
+    fn new(routes: &[Route], patterns: Option<&RegexSet>) -> RouteIndex {
         let mut index = RouteIndex {
             exact: HashMap::new(),
             regexes: None,
             prefixes: Vec::new(),
         };
-        let (mut patterns, mut positions) = (Vec::new(), Vec::new());
+        let mut positions = Vec::new();
         for (position, route) in routes.iter().enumerate() {
             let prefix = route.config.prefix.clone();
             match route.config.matching {
                 Matching::Exact => {
                     index.exact.insert(prefix, position);
                 }
-                Matching::Regex(_) => {
-                    patterns.push(prefix);
-                    positions.push(position);
-                }
+                Matching::Regex(_) => positions.push(position),
                 Matching::Prefix => match index.prefixes.iter_mut().find(|(len, _)| *len == prefix.len()) {
                     Some((_, by_prefix)) => drop(by_prefix.insert(prefix, position)),
                     None => index
@@ -110,9 +108,7 @@ impl RouteIndex {
             }
         }
         index.prefixes.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
-        // The config loaded only if these patterns make one set.
-        index.regexes =
-            (!patterns.is_empty()).then(|| (RegexSet::new(&patterns).expect("valid patterns"), positions));
+        index.regexes = patterns.map(|set| (set.clone(), positions));
         index
     }
 
@@ -252,7 +248,8 @@ impl<'c> Sites<'c> {
                     .collect(),
             })
             .map(|mut site: Site<'c>| {
-                site.index_of = (site.routes.len() > SCANNED_ROUTES).then(|| RouteIndex::new(&site.routes));
+                site.index_of = (site.routes.len() > SCANNED_ROUTES)
+                    .then(|| RouteIndex::new(&site.routes, site.config.patterns.as_ref()));
                 site
             })
             .collect();

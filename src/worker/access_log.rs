@@ -51,7 +51,7 @@ impl ServerLog {
     pub fn of(server: &crate::config::Server) -> ServerLog {
         ServerLog {
             format: server.access_log_format,
-            name: server.names.first().map(ToString::to_string),
+            name: server.label(),
         }
     }
 }
