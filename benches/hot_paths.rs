@@ -89,6 +89,7 @@ fn relay(c: &mut Criterion) {
             upgrade: false,
             underscores_in_headers: false,
             rules: &shoal::config::HeaderRules::default(),
+            parts: None,
             request_id: b"0f3a9c2e-17-1-42",
             framing: head.framing,
         };

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::answer::{Fixed, Piece, Redirect, REDIRECT_STATUSES};
+use super::answer::{Fixed, Redirect, Template, REDIRECT_STATUSES};
 use super::cidr::Cidr;
 use super::run_as::{self, RunAs};
 use super::units::{Size, Span};
@@ -893,20 +893,23 @@ impl Builder<'_> {
                 );
             }
         }
-        for (name, value) in rules.set.iter().chain(&rules.add) {
-            if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
-                return self.fail(
-                    raw.span(),
-                    format!("{key}: the value of `{name}` holds a control character"),
-                );
+        let templates = |map: &std::collections::BTreeMap<String, String>| {
+            let mut pairs = Vec::new();
+            for (name, value) in map {
+                if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                    let why = format!("{key}: the value of `{name}` holds a control character");
+                    return self.fail(raw.span(), why);
+                }
+                match Template::parse(value) {
+                    Ok(template) => pairs.push((name.clone(), template)),
+                    Err(why) => return self.fail(raw.span(), format!("{key}: `{name}`: {why}")),
+                }
             }
-        }
-        let pairs = |map: &std::collections::BTreeMap<String, String>| {
-            map.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
+            Ok(pairs)
         };
         Ok(HeaderRules {
-            set: pairs(&rules.set),
-            add: pairs(&rules.add),
+            set: templates(&rules.set)?,
+            add: templates(&rules.add)?,
             remove: rules.remove.iter().map(|n| n.to_ascii_lowercase()).collect(),
         })
     }
@@ -915,7 +918,7 @@ impl Builder<'_> {
     fn answer(&self, route: &RawRoute) -> Result<Serve, ConfigError> {
         if let Some(redirect) = &route.redirect {
             let redirect = redirect.get_ref();
-            let to = Piece::parse(redirect.to.get_ref())
+            let to = Template::parse_target(redirect.to.get_ref())
                 .or_else(|why| self.fail(redirect.to.span(), format!("redirect: {why}")))?;
             let status = match &redirect.status {
                 Some(status)
@@ -1333,6 +1336,10 @@ mod tests {
                 "FILE:6:20: response_headers: `Connection` is shoal's to write",
             ),
             (
+                "response_headers = { add = { Link = \"<https://{hots}/>\" } }",
+                "FILE:6:20: response_headers: `Link`: `{hots}` is not one of {scheme}",
+            ),
+            (
                 "response_headers = { remove = [\"Content-Length\"] }",
                 "FILE:6:20: response_headers: `Content-Length` is shoal's",
             ),
@@ -1413,7 +1420,7 @@ mod tests {
         };
         let config = route("redirect = { to = \"https://{host}{uri}\", status = 308 }").unwrap();
         assert!(
-            matches!(&config.servers[0].routes[0].serve, Serve::Redirect(r) if r.status == 308 && r.to.len() == 3)
+            matches!(&config.servers[0].routes[0].serve, Serve::Redirect(r) if r.status == 308 && r.to.pieces().len() == 3)
         );
         let config = route("respond = { status = 204 }").unwrap();
         assert!(

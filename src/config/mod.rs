@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::http::request::{tokens, HeadLimits};
+use answer::Template;
 pub use file::{load_file, load_text, ConfigError};
 pub use run_as::RunAs;
 
@@ -214,8 +215,8 @@ pub struct Server {
 /// added, or removed (`remove` holds lowercase names).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderRules {
-    pub set: Vec<(String, String)>,
-    pub add: Vec<(String, String)>,
+    pub set: Vec<(String, Template)>,
+    pub add: Vec<(String, Template)>,
     pub remove: Vec<String>,
 }
 
@@ -248,6 +249,11 @@ impl HeaderRules {
 
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// Whether a value names a part of the request (it is filled per request).
+    pub fn has_placeholders(&self) -> bool {
+        (self.set.iter().chain(&self.add)).any(|(_, value)| value.literal().is_none())
     }
 
     /// Whether lines named `name` go (they are removed, or `set` replaces them).

@@ -7,6 +7,7 @@
 //! Response filters are a route's: they see each head before it goes out (body filters, such
 //! as compression, come with their per-response state).
 
+use crate::config::answer::Parts;
 use crate::config::{HeaderRules, UpstreamServer};
 use crate::http::respond::Respond;
 use crate::http::response::ResponseHead;
@@ -63,8 +64,9 @@ impl<'c> ResponseFilter<'c> {
 }
 
 impl ResponseFilter<'_> {
-    /// Sees (and may change) the head before it is sent.
-    pub fn head(&self, head: &mut ResponseHead) {
+    /// Sees (and may change) the head before it is sent; `parts` fill the placeholders of
+    /// header rules (only rules without any go without them).
+    pub fn head(&self, head: &mut ResponseHead, parts: Option<&Parts>) {
         match self {
             ResponseFilter::Headers(rules) => {
                 for name in rules
@@ -76,7 +78,14 @@ impl ResponseFilter<'_> {
                     head.remove(name);
                 }
                 for (name, value) in rules.set.iter().chain(&rules.add) {
-                    head.add(name.as_bytes(), value.as_bytes());
+                    match value.literal() {
+                        Some(text) => head.add(name.as_bytes(), text.as_bytes()),
+                        None => {
+                            let mut filled = Vec::new();
+                            value.write(parts, &mut filled);
+                            head.add(name.as_bytes(), &filled);
+                        }
+                    }
                 }
             }
             // Location means something in a 201 and a redirect only: other heads are not read.
@@ -169,7 +178,7 @@ mod tests {
         head.add(b"X-Other", b"1");
         let servers = servers(&["127.0.0.1:4010"]);
         let filter = ResponseFilter::rewrite_location(&servers, Some("/app/"));
-        filter.head(&mut head);
+        filter.head(&mut head, None);
         assert_eq!(head.get("location"), Some(&b"/app/in"[..]));
         assert_eq!(head.lines().count(), 2);
     }

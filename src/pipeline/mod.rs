@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use mio::Registry;
 
+use crate::config::answer::Parts;
 use crate::config::cidr::Cidr;
 use crate::config::Config;
 use crate::files::{Answer, FileRequest, StaticFiles};
@@ -66,6 +67,28 @@ pub struct Routed {
     /// What an upstream's offloaded file needs of the request, kept on servers with internal
     /// routes.
     pub replay: Option<Box<Replay>>,
+    /// The request's host and target, kept for a proxied response on servers whose header
+    /// rules name them.
+    pub parts: Option<Box<KeptParts>>,
+}
+
+/// The parts of a request placeholders name, kept beyond the request's buffer.
+#[derive(Debug, Clone)]
+pub struct KeptParts {
+    host: Option<Vec<u8>>,
+    target: Vec<u8>,
+}
+
+impl Routed {
+    /// What the placeholders of the response's header rules are filled from (on servers
+    /// that have any).
+    fn parts<'s>(&'s self, sites: &'s Sites) -> Option<Parts<'s>> {
+        self.parts.as_ref().map(|kept| Parts {
+            host: kept.host.as_deref(),
+            target: &kept.target,
+            server: sites.site(self.server).config,
+        })
+    }
 }
 
 /// What a request's trip through the pipeline came to.
@@ -151,13 +174,19 @@ impl<'c> Pipeline<'c> {
             request_id: None,
             ignore_client_abort: false,
             replay: None,
+            parts: None,
         };
         let target = head.target.of(buf);
         let url = target::resolve_target(target);
         let route = url.as_ref().ok().and_then(|url| site.route(&url.path));
         let filters = route.map_or(&site.response_filters[..], |r| &r.response_filters);
         let spill = route.filter(|r| r.buffers_responses).and(self.spill.as_ref());
-        let mut respond = Responder::new(reply, filters, spill);
+        let parts = Parts {
+            host,
+            target,
+            server: site.config,
+        };
+        let mut respond = Responder::new(reply, filters, spill).with_parts(Some(parts));
         let (Ok(url), Some(route)) = (&url, route) else {
             // A body over `[limits]` is refused as the parser used to (a route may allow more).
             let too_large = body_over(head, self.max_body_bytes);
@@ -182,11 +211,6 @@ impl<'c> Pipeline<'c> {
         let collect_body = route.buffers_requests && self.spill.is_some();
         let (upstream, target_start) = match &route.handler {
             Handler::Redirect(redirect) => {
-                let parts = answer::Parts {
-                    host,
-                    target,
-                    server: site.config,
-                };
                 answer::redirect(redirect, &parts, &mut respond);
                 return Outcome::Answered(routed);
             }
@@ -223,6 +247,12 @@ impl<'c> Pipeline<'c> {
         if offloads != Offloads::default() && site.has_internal_routes() {
             routed.replay = Some(Box::new(Replay::of(head, buf)));
         }
+        if site.response_rules_fill {
+            routed.parts = Some(Box::new(KeptParts {
+                host: host.map(<[u8]>::to_vec),
+                target: target.to_vec(),
+            }));
+        }
         let start = Start {
             head,
             buf,
@@ -239,6 +269,7 @@ impl<'c> Pipeline<'c> {
             upgrade: head.upgrade && route.config.allows_upgrade(head.fields_named(buf, "upgrade")),
             underscores_in_headers: site.config.underscores_in_headers,
             request_headers: &route.config.request_headers,
+            parts: Some(parts),
         };
         let mut env = Env {
             upstreams: &mut self.upstreams,
@@ -273,7 +304,7 @@ impl<'c> Pipeline<'c> {
             spill: self.spill.as_ref(),
             now,
         };
-        let mut respond = Responder::new(reply, filters, spill);
+        let mut respond = Responder::new(reply, filters, spill).with_parts(routed.parts(&self.sites));
         match exchange.pump(client_in, &mut respond, &mut env) {
             // The app asked for a file to be sent in its place: its answer is that file's.
             Step::Offloaded { request_read } => {
@@ -306,12 +337,12 @@ impl<'c> Pipeline<'c> {
     }
 }
 
-/// Answers with an error status before any handler did.
 /// Whether `head` announces a body longer than `limit`.
 fn body_over(head: &RequestHead, limit: u64) -> bool {
     matches!(head.framing, request::Framing::Length(n) if n > limit)
 }
 
+/// Answers with an error status before any handler did.
 fn refuse(status: u16, respond: &mut Responder, routed: Routed) -> Outcome {
     respond_simple(respond, status, &[]);
     Outcome::Answered(routed)

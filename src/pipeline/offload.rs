@@ -86,7 +86,7 @@ pub fn serve(
     let filters = found
         .as_ref()
         .map_or(&[][..], |(route, _, _)| &route.response_filters[..]);
-    let mut respond = Responder::new(reply, filters, None);
+    let mut respond = Responder::new(reply, filters, None).with_parts(routed.parts(sites));
     let (Some((route, path, relative)), Some(replay)) = (&found, &routed.replay) else {
         return respond_simple(&mut respond, 404, &[]);
     };

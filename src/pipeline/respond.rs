@@ -6,6 +6,7 @@
 //! [`Responder`] adds the route's filters: it is what handlers see, as a [`Respond`].
 
 use super::filter::ResponseFilter;
+use crate::config::answer::Parts;
 use crate::http::request::{Method, RequestHead, Version};
 use crate::http::respond::{BodyPart, Respond};
 use crate::http::response::{
@@ -175,6 +176,8 @@ pub struct Responder<'r> {
     head: &'r mut ResponseHead,
     date: &'r [u8],
     filters: &'r [ResponseFilter<'r>],
+    /// What the filters' placeholders are filled from.
+    parts: Option<Parts<'r>>,
     /// Where body bytes the client has not taken spill (a route that buffers responses).
     spill: Option<&'r SpillDir>,
 }
@@ -192,8 +195,14 @@ impl<'r> Responder<'r> {
             head: reply.head,
             date: reply.date,
             filters,
+            parts: None,
             spill,
         }
+    }
+
+    /// Fills the filters' placeholders from `parts` (the request's).
+    pub fn with_parts(self, parts: Option<Parts<'r>>) -> Responder<'r> {
+        Responder { parts, ..self }
     }
 
     /// The way for a response shoal makes itself before or without a route (errors).
@@ -256,7 +265,7 @@ impl Respond for Responder<'_> {
 
     fn send_head(&mut self) {
         for filter in self.filters {
-            filter.head(self.head);
+            filter.head(self.head, self.parts.as_ref());
         }
         // A client holding its body back on a connection that stays open must send it, or
         // its next request could not be found after it; one that closes is not asked.

@@ -66,6 +66,9 @@ pub struct Site<'c> {
     pub routes: Vec<Route<'c>>,
     /// What a response no route made (a 404) goes through: the server's header rules.
     pub response_filters: Vec<ResponseFilter<'c>>,
+    /// Some route's `response_headers` name parts of the request: a proxied response, whose
+    /// head comes after the request's buffer moved on, needs them kept.
+    pub response_rules_fill: bool,
     /// Lookup tables, for servers with more routes than a scan handles well.
     index_of: Option<RouteIndex>,
 }
@@ -206,6 +209,8 @@ impl<'c> Sites<'c> {
                 index,
                 config: server,
                 index_of: None,
+                response_rules_fill: (server.routes.iter())
+                    .any(|route| route.response_headers.has_placeholders()),
                 response_filters: (!server.response_headers.is_empty())
                     .then_some(ResponseFilter::Headers(&server.response_headers))
                     .into_iter()

@@ -29,6 +29,7 @@ use super::forward::{self, Forward};
 use super::gate::Permit;
 use super::response::{self, UpstreamBody, UpstreamHead};
 use super::{socket_token, Admission, Upstreams};
+use crate::config::answer::Parts;
 use crate::config::{Balance, HashKey, HeaderRules};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Framing, Method, RequestHead};
@@ -81,6 +82,8 @@ pub struct Start<'a> {
     pub underscores_in_headers: bool,
     /// The route's `request_headers`.
     pub request_headers: &'a HeaderRules,
+    /// What the placeholders in `request_headers` are filled from.
+    pub parts: Option<Parts<'a>>,
 }
 
 /// Which offload headers a route honors: an app's answer that carries one is not relayed;
@@ -348,6 +351,7 @@ impl Exchange {
             upgrade: start.upgrade,
             underscores_in_headers: start.underscores_in_headers,
             rules: start.request_headers,
+            parts: start.parts,
             request_id: start.request_id,
             // A collected body's length is known once it is whole (see `seal`).
             framing: if collect { Framing::Empty } else { head.framing },

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 
+use crate::config::answer::Parts;
 use crate::config::HeaderRules;
 use crate::http::hop::{self, ConnectionOptions};
 use crate::http::request::{Framing, RequestHead};
@@ -56,6 +57,8 @@ pub struct Forward<'a> {
     pub underscores_in_headers: bool,
     /// The route's `request_headers`: lines set (replacing the client's) and removed.
     pub rules: &'a HeaderRules,
+    /// What placeholders in `rules` are filled from (only rules without any go without).
+    pub parts: Option<Parts<'a>>,
     /// The request's id, sent as `X-Request-Id` (the client's own one is dropped: this is
     /// either a copy of it, when sane, or a replacement).
     pub request_id: &'a [u8],
@@ -93,7 +96,10 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
         header(out, name, field.value.of(buf));
     }
     for (name, value) in &forward.rules.set {
-        header(out, name, value.as_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        value.write(forward.parts.as_ref(), out);
+        out.extend_from_slice(b"\r\n");
     }
     match (authority, head.host) {
         (Some(authority), _) => header(out, b"Host", authority),
@@ -213,6 +219,7 @@ mod tests {
             upgrade: false,
             underscores_in_headers: false,
             rules: &NO_RULES,
+            parts: None,
             request_id: b"rid-1",
             framing: head.framing,
         }

@@ -712,6 +712,7 @@ impl<T: Transport> Conn<T> {
             request_id,
             ignore_client_abort: false,
             replay: None,
+            parts: None,
         };
         self.log(&line, &routed, status, &response, None, ctx);
         ctx.counters.count_response(NO_ROUTE, status);

@@ -142,6 +142,7 @@ impl Bench {
             upgrade: head.upgrade,
             underscores_in_headers: false,
             request_headers: &NO_RULES,
+            parts: None,
         };
         Exchange::begin(&start, &mut self.env()).unwrap()
     }

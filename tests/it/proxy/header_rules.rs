@@ -51,3 +51,51 @@ fn header_rules_change_requests_upstream_and_every_response() {
         assert_eq!(response.header("X-Route"), None, "{path}: {response}");
     }
 }
+
+#[test]
+fn header_rule_values_fill_in_the_request_parts() {
+    let upstream = Upstream::start(Behaviour::Echo);
+    let site = Site::new();
+    site.file("static/a.txt", "alpha");
+    let report_to = r#"{"group":"csp","url":"https://{host}/report"}"#;
+    let routes = format!(
+        "  [[server.route]]\n  prefix = \"/api/\"\n  upstream = \"app\"\n  \
+        request_headers = {{ set = {{ \"X-Original-URI\" = \"{{uri}}\", \"X-Origin\" = \"{{scheme}}://{{host}}\" }} }}\n  \
+        response_headers = {{ set = {{ \"Link\" = \"<{{scheme}}://{{host}}{{path}}>; rel=canonical\", \"Report-To\" = {report_to:?} }} }}\n  \
+        [[server.route]]\n  prefix = \"/\"\n  root = \"site/static\"\n  \
+        response_headers = {{ add = {{ \"X-Query\" = \"q={{query}}\" }} }}\n"
+    );
+    let text = config("access_log = \"off\"", &addrs(&[&upstream]), "", &routes);
+    let server = crate::harness::Launch::config_file(&site, &text).start();
+    let proxied = exchange(
+        &server,
+        b"GET /api/x?y=1 HTTP/1.1\r\nHost: Shop.Example:8080\r\nConnection: close\r\n\r\n",
+    );
+    proxied.assert_status(200);
+    assert_eq!(
+        proxied.header("Link"),
+        Some("<http://Shop.Example/api/x>; rel=canonical"),
+        "{proxied}"
+    );
+    assert_eq!(
+        proxied.header("Report-To"),
+        Some(r#"{"group":"csp","url":"https://Shop.Example/report"}"#),
+        "braces that open no placeholder stay: {proxied}"
+    );
+    let seen = upstream.only_request();
+    assert_eq!(
+        seen.header_values("X-Original-URI"),
+        ["/api/x?y=1"],
+        "{}",
+        seen.head
+    );
+    assert_eq!(
+        seen.header_values("X-Origin"),
+        ["http://Shop.Example"],
+        "{}",
+        seen.head
+    );
+    let file = exchange(&server, request("GET", "/a.txt?v=2", &[]).as_bytes());
+    file.assert_status(200);
+    assert_eq!(file.header("X-Query"), Some("q=v=2"), "{file}");
+}
