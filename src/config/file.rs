@@ -8,6 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -17,11 +18,12 @@ use super::cidr::Cidr;
 use super::run_as::{self, RunAs};
 use super::units::{Size, Span};
 use super::{
-    default_workers, AccessLog, Balance, Buffering, Config, Dotfiles, FileOptions, HashKey, HeaderRules,
-    HealthCheck, Limits, LogFormat, Matching, Route, Serve, Server, ServerName, Supervisor, Upstream,
-    UpstreamServer, MAX_HEADERS_CEILING,
+    default_workers, AccessLog, Balance, Buffering, Config, Dotfiles, ErrorPages, FileOptions, HashKey,
+    HeaderRules, HealthCheck, Limits, LogFormat, Matching, Route, Serve, Server, ServerName, Supervisor,
+    Upstream, UpstreamServer, MAX_HEADERS_CEILING,
 };
 use crate::http::request::is_token_byte;
+use crate::http::respond::ErrorPage;
 use crate::shared::MAX_CONNS;
 
 /// A config that cannot be used, located as precisely as we can.
@@ -180,9 +182,16 @@ struct RawServer {
     underscores_in_headers: bool,
     request_headers: Option<Spanned<RawHeaderRules>>,
     response_headers: Option<Spanned<RawHeaderRules>>,
+    error_pages: Option<RawErrorPages>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
 }
+
+/// `error_pages = { 502 = "errors/502.html" }`: status to file.
+type RawErrorPages = std::collections::BTreeMap<String, Spanned<String>>;
+
+/// The largest error page read: a page is held in memory and sent whole.
+const MAX_ERROR_PAGE_BYTES: u64 = 1 << 20;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -228,6 +237,8 @@ struct RawRoute {
     max_body_bytes: Option<Size>,
     request_headers: Option<Spanned<RawHeaderRules>>,
     response_headers: Option<Spanned<RawHeaderRules>>,
+    error_pages: Option<RawErrorPages>,
+    intercept_errors: Option<Spanned<bool>>,
     index: Option<Vec<Spanned<String>>>,
     cache_control: Option<String>,
     dotfiles: Option<Dotfiles>,
@@ -589,6 +600,7 @@ impl Builder<'_> {
         let server = raw.get_ref();
         let request_headers = self.header_rules(server.request_headers.as_ref(), Toward::Upstream)?;
         let response_headers = self.header_rules(server.response_headers.as_ref(), Toward::Client)?;
+        let error_pages = self.error_pages(server.error_pages.as_ref())?;
         let mut listen = Vec::new();
         for text in server.listen.iter().flatten() {
             let Ok(addr) = text.get_ref().parse::<SocketAddr>() else {
@@ -619,6 +631,7 @@ impl Builder<'_> {
             let mut built = self.route(route, upstreams)?;
             built.request_headers = request_headers.with(&built.request_headers);
             built.response_headers = response_headers.with(&built.response_headers);
+            built.error_pages = error_pages.with(&built.error_pages);
             let same = |r: &Route| r.prefix == built.prefix && r.matching.key() == built.matching.key();
             if routes.iter().any(same) {
                 let (key, path) = route.get_ref().path().expect("a built route has its path");
@@ -675,6 +688,7 @@ impl Builder<'_> {
             request_headers,
             response_headers,
             underscores_in_headers: server.underscores_in_headers,
+            error_pages,
         })
     }
 
@@ -818,6 +832,18 @@ impl Builder<'_> {
                 return self.fail(span, "an internal route is a `prefix` route");
             }
         }
+        let intercept_errors = route.intercept_errors.as_ref();
+        if let Some(intercept) = intercept_errors.filter(|i| *i.get_ref()) {
+            let has_upstream = match &serve {
+                Serve::Proxy(_) => true,
+                Serve::Files(options) => options.fallback.is_some(),
+                Serve::Redirect(_) | Serve::Fixed(_) => false,
+            };
+            if !has_upstream {
+                let why = "intercept_errors goes with `upstream` or `fallback` (an upstream's errors)";
+                return self.fail(intercept.span(), why);
+            }
+        }
         let upgrades = route
             .upgrade
             .as_ref()
@@ -839,6 +865,8 @@ impl Builder<'_> {
             max_body_bytes: route.max_body_bytes.map(|size| size.0),
             request_headers: self.header_rules(route.request_headers.as_ref(), Toward::Upstream)?,
             response_headers: self.header_rules(route.response_headers.as_ref(), Toward::Client)?,
+            error_pages: self.error_pages(route.error_pages.as_ref())?,
+            intercept_errors: intercept_errors.is_some_and(|i| *i.get_ref()),
             matching,
             ..built
         })
@@ -912,6 +940,24 @@ impl Builder<'_> {
             add: templates(&rules.add)?,
             remove: rules.remove.iter().map(|n| n.to_ascii_lowercase()).collect(),
         })
+    }
+
+    /// `error_pages`: error statuses (400 to 599) and their files, read now (relative paths
+    /// from the config's directory).
+    fn error_pages(&self, raw: Option<&RawErrorPages>) -> Result<ErrorPages, ConfigError> {
+        let mut pages = Vec::new();
+        for (status, file) in raw.into_iter().flatten() {
+            let read = match status.parse::<u16>() {
+                Ok(code) if (400..600).contains(&code) => {
+                    read_page(&self.base.join(file.get_ref())).map(|body| (code, body))
+                }
+                _ => Err(format!("`{status}` is not an error status (400 to 599)")),
+            };
+            let (status, body) = read.or_else(|why| self.fail(file.span(), format!("error_pages: {why}")))?;
+            let content_type = crate::http::mime::content_type_for(file.get_ref()).into_owned();
+            pages.push((status, Arc::new(ErrorPage { body, content_type })));
+        }
+        Ok(ErrorPages::new(pages))
     }
 
     /// A `redirect` or `respond` route's answer.
@@ -1170,6 +1216,17 @@ fn lookup(address: &str) -> std::io::Result<Vec<SocketAddr>> {
 }
 
 /// Canonical absolute path of an existing directory, or why it cannot be served.
+/// An error page's bytes: a file of at most [`MAX_ERROR_PAGE_BYTES`].
+fn read_page(path: &Path) -> Result<Vec<u8>, String> {
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(format!("`{shown}` is not a file")),
+        Ok(meta) if meta.len() > MAX_ERROR_PAGE_BYTES => Err(format!("`{shown}` is over 1 MiB")),
+        Ok(_) => std::fs::read(path).map_err(|e| format!("`{shown}`: {e}")),
+        Err(e) => Err(format!("`{shown}`: {e}")),
+    }
+}
+
 pub(super) fn existing_dir(path: &Path) -> Result<PathBuf, String> {
     match std::fs::canonicalize(path) {
         Ok(abs) if abs.is_dir() => Ok(abs),
@@ -1365,6 +1422,39 @@ mod tests {
             ),
         ];
         assert_refused(route, &errors);
+    }
+
+    #[test]
+    fn error_pages_are_error_statuses_with_readable_files() {
+        let route = |line: &str| {
+            load(&format!(
+                "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n[[server.route]]\nprefix = \"/\"\nroot = \"public\"\n{line}\n"
+            ))
+        };
+        let errors = [
+            (
+                "error_pages = { 302 = \"public\" }",
+                "FILE:6:23: error_pages: `302` is not an error status (400 to 599)",
+            ),
+            (
+                "error_pages = { oops = \"public\" }",
+                "FILE:6:24: error_pages: `oops` is not an error status",
+            ),
+            (
+                "error_pages = { 404 = \"missing.html\" }",
+                "FILE:6:23: error_pages: `",
+            ),
+            ("error_pages = { 404 = \"public\" }", "FILE:6:23: error_pages: `"),
+            (
+                "intercept_errors = true",
+                "FILE:6:20: intercept_errors goes with `upstream` or `fallback`",
+            ),
+        ];
+        assert_refused(route, &errors);
+        let missing = route("error_pages = { 404 = \"missing.html\" }").unwrap_err();
+        assert!(missing.contains("missing.html`: No such file"), "{missing}");
+        let directory = route("error_pages = { 404 = \"public\" }").unwrap_err();
+        assert!(directory.ends_with("public` is not a file"), "{directory}");
     }
 
     #[test]

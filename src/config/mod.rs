@@ -12,9 +12,11 @@ pub mod units;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::http::request::{tokens, HeadLimits};
+use crate::http::respond::ErrorPage;
 use answer::Template;
 pub use file::{load_file, load_text, ConfigError};
 pub use run_as::RunAs;
@@ -209,6 +211,37 @@ pub struct Server {
     /// `underscores_in_headers`). Off by default: CGI-style apps read `X_Real_IP` as the
     /// `X-Real-IP` shoal sets. Never for one that reads as a header shoal sets itself.
     pub underscores_in_headers: bool,
+    /// Pages for its error answers (a route's take the place of these for their statuses;
+    /// these alone answer requests no route took, and requests that could not be read).
+    pub error_pages: ErrorPages,
+}
+
+/// `error_pages`: the pages that answer error statuses in place of shoal's short text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorPages {
+    pages: Vec<(u16, Arc<ErrorPage>)>,
+}
+
+impl ErrorPages {
+    pub fn new(pages: Vec<(u16, Arc<ErrorPage>)>) -> ErrorPages {
+        ErrorPages { pages }
+    }
+
+    pub fn get(&self, status: u16) -> Option<&Arc<ErrorPage>> {
+        (self.pages.iter()).find_map(|(of, page)| (*of == status).then_some(page))
+    }
+
+    /// These pages with `over`'s in place of any for the same status (a route's over its
+    /// server's).
+    pub fn with(&self, over: &ErrorPages) -> ErrorPages {
+        let mut pages = over.pages.clone();
+        pages.extend(
+            (self.pages.iter())
+                .filter(|(status, _)| over.get(*status).is_none())
+                .cloned(),
+        );
+        ErrorPages { pages }
+    }
 }
 
 /// `request_headers` / `response_headers`: header lines set (replacing any of that name),
@@ -375,6 +408,11 @@ pub struct Route {
     /// Its server's header rules with its own on top.
     pub request_headers: HeaderRules,
     pub response_headers: HeaderRules,
+    /// Pages for shoal's error answers on this route (its server's included).
+    pub error_pages: ErrorPages,
+    /// An upstream's error answer that has a page in `error_pages` is answered with that
+    /// page instead, with the upstream's status (nginx's `proxy_intercept_errors`).
+    pub intercept_errors: bool,
     /// What answers requests on this route.
     pub serve: Serve,
 }
@@ -397,6 +435,8 @@ impl Route {
             max_body_bytes: None,
             request_headers: HeaderRules::default(),
             response_headers: HeaderRules::default(),
+            error_pages: ErrorPages::default(),
+            intercept_errors: false,
             serve,
         }
     }
@@ -695,6 +735,7 @@ impl Config {
                 request_headers: HeaderRules::default(),
                 response_headers: HeaderRules::default(),
                 underscores_in_headers: false,
+                error_pages: ErrorPages::default(),
             }],
             upstreams,
             admin: None,

@@ -7,7 +7,6 @@
 
 mod cache;
 pub mod conditional;
-pub mod mime;
 pub mod range;
 mod representation;
 mod respond;

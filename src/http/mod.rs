@@ -3,6 +3,7 @@
 
 pub mod chunked;
 pub mod hop;
+pub mod mime;
 pub mod request;
 pub mod respond;
 pub mod response;

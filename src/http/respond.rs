@@ -3,8 +3,18 @@
 //! between it and the client (response filters, the client's framing, later a cache or a
 //! compressor) lives behind the sink.
 
+use std::sync::Arc;
+
 use super::response::{format_into, reason, Length, ResponseHead};
 use crate::io::{FileBody, SharedBody};
+
+/// A page that answers an error status in place of shoal's short text (`error_pages`), read
+/// when the config loads.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ErrorPage {
+    pub body: Vec<u8>,
+    pub content_type: String,
+}
 
 /// One piece of a response body.
 #[derive(Debug)]
@@ -39,21 +49,40 @@ pub trait Respond {
     /// Bytes not yet taken by the client: a handler that produces faster than this drains
     /// waits until it is small.
     fn backlog_bytes(&self) -> usize;
+
+    /// The page that answers `status` in place of shoal's short text, if the route (or the
+    /// server) has one.
+    fn error_page(&self, _status: u16) -> Option<Arc<ErrorPage>> {
+        None
+    }
+
+    /// Whether an upstream's answer with `status` is replaced by the error page for it
+    /// (`intercept_errors`).
+    fn intercepts(&self, _status: u16) -> bool {
+        false
+    }
 }
 
-/// Answers `status` with a short plain-text body naming it, and `extra` headers: for errors
-/// and redirects.
+/// Answers `status` with its error page, else a short plain-text body naming it, and `extra`
+/// headers: for errors and redirects.
 pub fn respond_simple(respond: &mut (impl Respond + ?Sized), status: u16, extra: &[(&str, &[u8])]) {
     let mut buf = [0u8; 64];
-    let text = format_into(&mut buf, format_args!("{status} {}\n", reason(status)));
+    let page = respond.error_page(status);
+    let (body, content_type) = match &page {
+        Some(page) => (&page.body[..], page.content_type.as_bytes()),
+        None => (
+            format_into(&mut buf, format_args!("{status} {}\n", reason(status))),
+            &b"text/plain; charset=utf-8"[..],
+        ),
+    };
     let head = respond.head();
     head.local(status);
     for (name, value) in extra {
         head.add(name.as_bytes(), value);
     }
-    head.add(b"Content-Type", b"text/plain; charset=utf-8");
-    head.length = Length::Known(text.len() as u64);
+    head.add(b"Content-Type", content_type);
+    head.length = Length::Known(body.len() as u64);
     respond.send_head();
-    respond.body(BodyPart::Bytes(text));
+    respond.body(BodyPart::Bytes(body));
     respond.end();
 }

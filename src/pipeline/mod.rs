@@ -36,7 +36,7 @@ use filter::Check;
 use offload::Replay;
 use request_id::{RequestId, RequestIds};
 use respond::{Reply, Responder};
-use sites::{Handler, Sites};
+use sites::{Handler, Route, Site, Sites};
 
 /// One request as the connection hands it over.
 pub struct Request<'a> {
@@ -179,14 +179,13 @@ impl<'c> Pipeline<'c> {
         let target = head.target.of(buf);
         let url = target::resolve_target(target);
         let route = url.as_ref().ok().and_then(|url| site.route(&url.path));
-        let filters = route.map_or(&site.response_filters[..], |r| &r.response_filters);
-        let spill = route.filter(|r| r.buffers_responses).and(self.spill.as_ref());
         let parts = Parts {
             host,
             target,
             server: site.config,
         };
-        let mut respond = Responder::new(reply, filters, spill).with_parts(Some(parts));
+        let spill = self.spill.as_ref();
+        let mut respond = responder(reply, site, route, spill, Some(parts));
         let (Ok(url), Some(route)) = (&url, route) else {
             // A body over `[limits]` is refused as the parser used to (a route may allow more).
             let too_large = body_over(head, self.max_body_bytes);
@@ -294,9 +293,10 @@ impl<'c> Pipeline<'c> {
         now: Instant,
         buffers: &mut Buffers,
     ) -> Step {
+        let site = self.sites.site(routed.server);
         let route = self.sites.counted_as(routed.counted_as);
-        let filters = route.map_or(&[][..], |r| &r.response_filters);
-        let spill = route.filter(|r| r.buffers_responses).and(self.spill.as_ref());
+        let parts = routed.parts(&self.sites);
+        let mut respond = responder(reply, site, route, self.spill.as_ref(), parts);
         let mut env = Env {
             upstreams: &mut self.upstreams,
             registry: &self.registry,
@@ -304,7 +304,6 @@ impl<'c> Pipeline<'c> {
             spill: self.spill.as_ref(),
             now,
         };
-        let mut respond = Responder::new(reply, filters, spill).with_parts(routed.parts(&self.sites));
         match exchange.pump(client_in, &mut respond, &mut env) {
             // The app asked for a file to be sent in its place: its answer is that file's.
             Step::Offloaded { request_read } => {
@@ -324,6 +323,22 @@ impl<'c> Pipeline<'c> {
         }
     }
 
+    /// Answers the request `routed` with `status` (its exchange failed), through its route's
+    /// filters and error pages.
+    pub fn answer_failure(&self, routed: &Routed, reply: Reply, status: u16, extra: &[(&str, &[u8])]) {
+        let site = self.sites.site(routed.server);
+        let route = self.sites.counted_as(routed.counted_as);
+        let mut respond = responder(reply, site, route, None, routed.parts(&self.sites));
+        respond_simple(&mut respond, status, extra);
+    }
+
+    /// Answers a request that could not be read with `status`, as its address's default
+    /// server `server` would (its header rules and error pages).
+    pub fn answer_unreadable(&self, server: usize, reply: Reply, status: u16) {
+        let mut respond = responder(reply, self.sites.site(server), None, None, None);
+        respond_simple(&mut respond, status, &[]);
+    }
+
     /// Acts on an exchange's passed deadline: retry, fail or cut.
     pub fn time_out(&mut self, exchange: &mut Exchange, now: Instant, buffers: &mut Buffers) -> Step {
         let mut env = Env {
@@ -335,6 +350,24 @@ impl<'c> Pipeline<'c> {
         };
         exchange.time_out(&mut env)
     }
+}
+
+/// The way to the client for a response of `route`, or of `site` when no route took the
+/// request: the filters, error pages, spilling (routes that buffer) and placeholders' parts.
+fn responder<'r>(
+    reply: Reply<'r>,
+    site: &'r Site<'r>,
+    route: Option<&'r Route<'r>>,
+    spill: Option<&'r SpillDir>,
+    parts: Option<Parts<'r>>,
+) -> Responder<'r> {
+    let filters = route.map_or(&site.response_filters[..], |r| &r.response_filters);
+    let spill = route.filter(|r| r.buffers_responses).and(spill);
+    let pages = route.map_or(&site.config.error_pages, |r| &r.config.error_pages);
+    let intercept = route.is_some_and(|r| r.config.intercept_errors);
+    Responder::new(reply, filters, spill)
+        .with_parts(parts)
+        .with_pages(pages, intercept)
 }
 
 /// Whether `head` announces a body longer than `limit`.

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use super::respond::{Reply, Responder};
+use super::respond::Reply;
 use super::sites::{Handler, Site, Sites};
 use super::Routed;
 use crate::files::{FileRequest, StaticFiles};
@@ -83,10 +83,8 @@ pub fn serve(
 ) {
     let site = sites.site(routed.server);
     let found = locate(site, offload);
-    let filters = found
-        .as_ref()
-        .map_or(&[][..], |(route, _, _)| &route.response_filters[..]);
-    let mut respond = Responder::new(reply, filters, None).with_parts(routed.parts(sites));
+    let route = found.as_ref().map(|(route, _, _)| *route);
+    let mut respond = super::responder(reply, site, route, None, routed.parts(sites));
     let (Some((route, path, relative)), Some(replay)) = (&found, &routed.replay) else {
         return respond_simple(&mut respond, 404, &[]);
     };
@@ -180,5 +178,9 @@ impl<R: Respond> Respond for Keeping<'_, R> {
 
     fn backlog_bytes(&self) -> usize {
         self.inner.backlog_bytes()
+    }
+
+    fn error_page(&self, status: u16) -> Option<std::sync::Arc<crate::http::respond::ErrorPage>> {
+        self.inner.error_page(status)
     }
 }

@@ -3,12 +3,16 @@
 //!
 //! [`Response`] is one response's progress (kept by the connection for as long as the
 //! response runs); a [`Reply`] lends it the output and the head buffer for one step, and a
-//! [`Responder`] adds the route's filters: it is what handlers see, as a [`Respond`].
+//! [`Responder`] adds the route's filters and error pages: it is what handlers see, as a
+//! [`Respond`].
+
+use std::sync::Arc;
 
 use super::filter::ResponseFilter;
 use crate::config::answer::Parts;
+use crate::config::ErrorPages;
 use crate::http::request::{Method, RequestHead, Version};
-use crate::http::respond::{BodyPart, Respond};
+use crate::http::respond::{BodyPart, ErrorPage, Respond};
 use crate::http::response::{
     self, ConnectionHeader, Length, LengthHeader, Persistence, ResponseHead, CONTINUE,
 };
@@ -178,6 +182,9 @@ pub struct Responder<'r> {
     filters: &'r [ResponseFilter<'r>],
     /// What the filters' placeholders are filled from.
     parts: Option<Parts<'r>>,
+    /// The pages for error statuses, and whether an upstream's errors get them too.
+    pages: Option<&'r ErrorPages>,
+    intercept: bool,
     /// Where body bytes the client has not taken spill (a route that buffers responses).
     spill: Option<&'r SpillDir>,
 }
@@ -196,18 +203,24 @@ impl<'r> Responder<'r> {
             date: reply.date,
             filters,
             parts: None,
+            pages: None,
+            intercept: false,
             spill,
+        }
+    }
+
+    /// Answers error statuses with `pages` (and an upstream's too, if `intercept`).
+    pub fn with_pages(self, pages: &'r ErrorPages, intercept: bool) -> Responder<'r> {
+        Responder {
+            pages: Some(pages),
+            intercept,
+            ..self
         }
     }
 
     /// Fills the filters' placeholders from `parts` (the request's).
     pub fn with_parts(self, parts: Option<Parts<'r>>) -> Responder<'r> {
         Responder { parts, ..self }
-    }
-
-    /// The way for a response shoal makes itself before or without a route (errors).
-    pub fn local(reply: Reply<'r>) -> Responder<'r> {
-        Responder::new(reply, &[], None)
     }
 
     /// The reply back, for another responder (another route's filters).
@@ -305,6 +318,14 @@ impl Respond for Responder<'_> {
     fn backlog_bytes(&self) -> usize {
         self.output.backlog_bytes()
     }
+
+    fn error_page(&self, status: u16) -> Option<Arc<ErrorPage>> {
+        self.pages?.get(status).cloned()
+    }
+
+    fn intercepts(&self, status: u16) -> bool {
+        self.intercept && self.error_page(status).is_some()
+    }
 }
 
 #[cfg(test)]
@@ -328,12 +349,13 @@ mod tests {
         let mut response = Response::to(&head, persistence);
         let mut output = Output::default();
         let mut scratch = ResponseHead::default();
-        answer(&mut Responder::local(Reply {
+        let reply = Reply {
             response: &mut response,
             output: &mut output,
             head: &mut scratch,
             date: DATE,
-        }));
+        };
+        answer(&mut Responder::new(reply, &[], None));
         let mut client = MemoryTransport::default();
         output.flush(&mut client, false).unwrap();
         (String::from_utf8(client.take_written()).unwrap(), response)

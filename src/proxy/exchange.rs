@@ -33,7 +33,7 @@ use crate::config::answer::Parts;
 use crate::config::{Balance, HashKey, HeaderRules};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Framing, Method, RequestHead};
-use crate::http::respond::{BodyPart, Respond};
+use crate::http::respond::{respond_simple, BodyPart, Respond};
 use crate::http::response::{header as push_header, push_chunk, ResponseHead};
 use crate::io::spill::Spill;
 use crate::io::{Buffers, Filled, Input, SpillDir, Transport};
@@ -912,12 +912,22 @@ impl Exchange {
         state
             .counters
             .observe(env.now.saturating_duration_since(self.started));
+        // An error the route has a page for is answered with the page; the upstream's body
+        // is not read, and its connection goes unless it sent none.
+        let no_body = matches!(head.body, UpstreamBody::None | UpstreamBody::Length(0));
+        if head.status >= 400 && respond.intercepts(head.status) {
+            self.from_upstream.consume(head.len);
+            self.download = Download::Done {
+                keep_alive: head.keep_alive && no_body,
+            };
+            respond_simple(respond, head.status, &[]);
+            return;
+        }
         response::relay_head(self.from_upstream.data(), &head, respond.head());
         if let Some(offload) = self.offload_of(&head, respond.head()) {
             self.offload = Some(Box::new(offload));
             self.from_upstream.consume(head.len);
             // A body the app sent along is not read: the connection goes with it.
-            let no_body = matches!(head.body, UpstreamBody::None | UpstreamBody::Length(0));
             self.download = Download::Done {
                 keep_alive: head.keep_alive && no_body,
             };

@@ -17,11 +17,10 @@ use super::clock::Clock;
 use crate::config::Limits;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{self, Framing, HeadLimits, RequestHead};
-use crate::http::respond::respond_simple;
 use crate::http::response::{format_into, Persistence, ResponseHead};
 use crate::io::{Buffers, Filled, Flush, Input, Output, ReadSide, Transport};
 use crate::pipeline::request_id::RequestId;
-use crate::pipeline::respond::{Reply, Responder, Response};
+use crate::pipeline::respond::{Reply, Response};
 use crate::pipeline::{Outcome, Pipeline, Request, Routed};
 use crate::proxy::{Exchange, Failure, Step};
 use crate::stats::{Counters, NO_ROUTE};
@@ -596,16 +595,18 @@ impl<T: Transport> Conn<T> {
                 if !request_read {
                     response.close_after();
                 }
-                let mut responder = Responder::local(Reply {
+                let reply = Reply {
                     response,
                     output: &mut self.output,
                     head: &mut ctx.head,
                     date: &ctx.clock.http_date,
-                });
+                };
                 let mut digits = [0u8; 20];
                 let retry_after = (failure.retry_after_secs())
                     .map(|secs| ("Retry-After", format_into(&mut digits, format_args!("{secs}"))));
-                respond_simple(&mut responder, failure.status(), retry_after.as_slice());
+                let routed = &proxying.routed;
+                ctx.pipeline
+                    .answer_failure(routed, reply, failure.status(), retry_after.as_slice());
                 if response.keeps_alive() {
                     Phase::Idle
                 } else {
@@ -687,8 +688,8 @@ impl<T: Transport> Conn<T> {
             head: &mut ctx.head,
             date: &ctx.clock.http_date,
         };
-        respond_simple(&mut Responder::local(reply), status, &[]);
         let server = ctx.pipeline.sites.default_for(self.listener);
+        ctx.pipeline.answer_unreadable(server, reply, status);
         let request_id = ctx.log.wants_id(server).then(|| ctx.pipeline.ids.make());
         let buf = self.input.data();
         let line = match head {

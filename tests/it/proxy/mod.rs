@@ -6,6 +6,7 @@ mod balance;
 mod bodies;
 mod broken;
 mod caps;
+mod error_pages;
 mod errors;
 mod forwarding;
 mod header_rules;

@@ -1,4 +1,4 @@
-//! Content-Type values for static files, chosen by file extension.
+//! Content-Type values for files (static files, error pages), chosen by file extension.
 //!
 //! Owns the mapping from a file name to the `Content-Type` header value. Invariant: every textual
 //! type carries `; charset=utf-8` and nothing else does; unknown extensions are served as
