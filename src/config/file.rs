@@ -602,16 +602,24 @@ impl Builder<'_> {
         let response_headers = self.header_rules(server.response_headers.as_ref(), Toward::Client)?;
         let error_pages = self.error_pages(server.error_pages.as_ref())?;
         let mut listen = Vec::new();
+        let mut proxy_protocol = Vec::new();
         for text in server.listen.iter().flatten() {
-            let Ok(addr) = text.get_ref().parse::<SocketAddr>() else {
-                return self.fail(
-                    text.span(),
-                    format!(
-                        "listen: `{}` is not an address like 127.0.0.1:8080",
-                        text.get_ref()
-                    ),
-                );
+            let mut words = text.get_ref().split_whitespace();
+            let given = words.next().unwrap_or_default();
+            let Ok(addr) = given.parse::<SocketAddr>() else {
+                let why = format!("listen: `{given}` is not an address like 127.0.0.1:8080");
+                return self.fail(text.span(), why);
             };
+            for option in words {
+                match option {
+                    "proxy_protocol" => proxy_protocol.push(addr),
+                    other => {
+                        let why =
+                            format!("listen: `{other}` is not an option of an address (proxy_protocol)");
+                        return self.fail(text.span(), why);
+                    }
+                }
+            }
             if listen.contains(&addr) {
                 return self.fail(text.span(), format!("listen: {addr} is listed twice"));
             }
@@ -689,6 +697,7 @@ impl Builder<'_> {
             response_headers,
             underscores_in_headers: server.underscores_in_headers,
             error_pages,
+            proxy_protocol,
         })
     }
 
@@ -701,10 +710,27 @@ impl Builder<'_> {
     ) -> Result<(), ConfigError> {
         for (i, server) in servers.iter().enumerate() {
             for (j, earlier) in servers[..i].iter().enumerate() {
-                let Some(addr) = server.listen.iter().find(|a| earlier.listen.contains(a)) else {
+                let line = line_col(self.text, raw[j].span().start).0;
+                let shared = server.listen.iter().filter(|a| earlier.listen.contains(a));
+                let takes = |s: &Server, addr| s.proxy_protocol.contains(addr);
+                if let Some(addr) = shared.clone().find(|a| takes(server, a) != takes(earlier, a)) {
+                    let why = format!(
+                        "listen: {addr} is shared with the server at line {line}: both take \
+                         the PROXY protocol on it (`proxy_protocol`) or neither does"
+                    );
+                    let names_it = |text: &&Spanned<String>| {
+                        text.get_ref()
+                            .split_whitespace()
+                            .next()
+                            .and_then(|a| a.parse().ok())
+                            == Some(*addr)
+                    };
+                    let listed = raw[i].get_ref().listen.iter().flatten().find(names_it);
+                    return self.fail(listed.map_or(raw[i].span(), Spanned::span), why);
+                }
+                let Some(addr) = shared.clone().next() else {
                     continue;
                 };
-                let line = line_col(self.text, raw[j].span().start).0;
                 if server.names.is_empty() && !server.default {
                     let why = format!(
                         "{addr} is shared with the server at line {line}: this one needs `names` (or `default = true`)"

@@ -214,6 +214,9 @@ pub struct Server {
     /// Pages for its error answers (a route's take the place of these for their statuses;
     /// these alone answer requests no route took, and requests that could not be read).
     pub error_pages: ErrorPages,
+    /// Its listen addresses where every connection starts with a PROXY protocol header
+    /// (`"0.0.0.0:80 proxy_protocol"`; every server sharing the address says so).
+    pub proxy_protocol: Vec<SocketAddr>,
 }
 
 /// `error_pages`: the pages that answer error statuses in place of shoal's short text.
@@ -736,6 +739,7 @@ impl Config {
                 response_headers: HeaderRules::default(),
                 underscores_in_headers: false,
                 error_pages: ErrorPages::default(),
+                proxy_protocol: Vec::new(),
             }],
             upstreams,
             admin: None,
@@ -775,6 +779,11 @@ impl Config {
     /// Every listen address, once, in the order the master binds them.
     pub fn listen_addresses(&self) -> Vec<SocketAddr> {
         self.listeners().into_iter().map(|(addr, _)| addr).collect()
+    }
+
+    /// Whether connections to `addr` start with a PROXY protocol header.
+    pub fn takes_proxy_protocol(&self, addr: SocketAddr) -> bool {
+        (self.servers.iter()).any(|server| server.proxy_protocol.contains(&addr))
     }
 
     /// The servers listening on `addr`, its default first.

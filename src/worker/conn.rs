@@ -14,6 +14,7 @@ use mio::net::TcpStream;
 
 use super::access_log::{AccessLog, Entry};
 use super::clock::Clock;
+use super::proxy_protocol;
 use crate::config::Limits;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{self, Framing, HeadLimits, RequestHead};
@@ -35,6 +36,8 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// Where the connection is in its request cycle.
 enum Phase {
+    /// On a `proxy_protocol` address: the load balancer's PROXY header must come first.
+    ProxyHeader,
     /// Between requests (its keep-alive timer runs once the output is sent).
     Idle,
     /// Part of a request head has arrived.
@@ -202,6 +205,12 @@ impl<T: Transport> Conn<T> {
         }
     }
 
+    /// Takes a PROXY protocol header before anything else: its source address becomes the
+    /// client's (a connection without one is closed).
+    pub fn await_proxy_header(&mut self) {
+        self.phase = Phase::ProxyHeader;
+    }
+
     /// The client's transport (tests put requests in and take responses out).
     #[cfg(test)]
     pub fn client(&mut self) -> &mut T {
@@ -224,7 +233,7 @@ impl<T: Transport> Conn<T> {
             Phase::Idle => send
                 .is_none()
                 .then(|| self.since.max(self.last_sent) + limits.keepalive_timeout),
-            Phase::Head => Some(self.since + limits.header_timeout),
+            Phase::ProxyHeader | Phase::Head => Some(self.since + limits.header_timeout),
             Phase::Body(_) => Some(self.last_received + limits.header_timeout),
             Phase::Proxying(proxying) => {
                 let body = (proxying.exchange.awaits_client_body())
@@ -395,6 +404,22 @@ impl<T: Transport> Conn<T> {
         let mut progress = false;
         loop {
             match &mut self.phase {
+                Phase::ProxyHeader => {
+                    match proxy_protocol::parse(self.input.data()) {
+                        Ok(None) => break,
+                        Ok(Some(header)) => {
+                            self.input.consume(header.len);
+                            self.peer = header.source.unwrap_or(self.peer);
+                            self.set_phase(Phase::Idle, now);
+                        }
+                        Err(refusal) => {
+                            proxy_protocol::log_refusal(refusal, self.peer);
+                            self.input.clear();
+                            self.set_phase(Phase::Closing(Close::Cut), now);
+                        }
+                    }
+                    progress = true;
+                }
                 Phase::Idle | Phase::Head => {
                     if self.input.is_empty() || self.output.backlog_bytes() > OUTPUT_HIGH_WATER_BYTES {
                         break;
@@ -481,7 +506,7 @@ impl<T: Transport> Conn<T> {
         // left unfinished never will be.
         let finished = match self.phase {
             Phase::Idle => self.input.is_empty(),
-            Phase::Head | Phase::Body(_) => true,
+            Phase::ProxyHeader | Phase::Head | Phase::Body(_) => true,
             _ => false,
         };
         if self.input.is_ended() && finished {

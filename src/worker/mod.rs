@@ -10,6 +10,7 @@ mod clock;
 mod conn;
 #[cfg(test)]
 mod driver;
+mod proxy_protocol;
 
 use std::io;
 use std::net::SocketAddr;
@@ -134,6 +135,8 @@ struct Worker<'a> {
     signals: SignalReader,
     channel: channel::End,
     listeners: Vec<TcpListener>,
+    /// Per listener: its connections start with a PROXY protocol header.
+    takes_proxy_protocol: Vec<bool>,
     accepting: Accepting,
     /// When accept() last started failing for want of descriptors (memory, fds), until one
     /// succeeds again: the episode is logged once at each end, not at every retry.
@@ -232,6 +235,9 @@ impl<'a> Worker<'a> {
             poll,
             signals,
             listeners,
+            takes_proxy_protocol: (addresses.iter())
+                .map(|&addr| config.takes_proxy_protocol(addr))
+                .collect(),
             pipeline,
             log,
         })
@@ -246,6 +252,7 @@ impl<'a> Worker<'a> {
             signals: parts.signals,
             channel,
             listeners: parts.listeners,
+            takes_proxy_protocol: parts.takes_proxy_protocol,
             accepting: Accepting::Open,
             exhausted_since: None,
             conns: Slab::with_capacity(1024),
@@ -495,7 +502,10 @@ impl<'a> Worker<'a> {
             warn!("epoll_ctl() failed while admitting a connection: {e}");
             return;
         }
-        entry.insert(Conn::new(key, stream, peer, listener, self.ctx.clock.now));
+        let conn = entry.insert(Conn::new(key, stream, peer, listener, self.ctx.clock.now));
+        if self.takes_proxy_protocol[listener] {
+            conn.await_proxy_header();
+        }
         // The request often arrives with the handshake: read it now, saving a poll round.
         self.drive(key);
     }
@@ -596,6 +606,7 @@ struct Parts<'a> {
     poll: Poll,
     signals: SignalReader,
     listeners: Vec<TcpListener>,
+    takes_proxy_protocol: Vec<bool>,
     pipeline: Pipeline<'a>,
     log: AccessLog,
 }

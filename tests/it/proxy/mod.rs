@@ -13,6 +13,7 @@ mod header_rules;
 mod health;
 mod offload;
 mod pool;
+mod proxy_protocol;
 mod shield;
 mod smuggling;
 pub mod support;
