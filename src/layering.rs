@@ -17,7 +17,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["http", "shared"]),
     ("channel", &["stats"]),
     ("files", &["config", "http", "io", "sys"]),
-    ("proxy", &["channel", "config", "http", "io", "shared", "stats"]),
+    (
+        "proxy",
+        &["channel", "config", "http", "io", "shared", "stats", "sys"],
+    ),
     (
         "pipeline",
         &["config", "files", "http", "io", "proxy", "shared", "stats"],

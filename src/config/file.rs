@@ -20,7 +20,7 @@ use super::units::{Size, Span};
 use super::{
     default_workers, AccessLog, Balance, Buffering, Config, Dotfiles, ErrorPages, FileOptions, HashKey,
     HeaderRules, HealthCheck, Limits, LogFormat, Matching, Route, Serve, Server, ServerName, Supervisor,
-    Upstream, UpstreamServer, MAX_HEADERS_CEILING,
+    Upstream, UpstreamAddr, UpstreamServer, MAX_HEADERS_CEILING,
 };
 use crate::http::request::is_token_byte;
 use crate::http::respond::ErrorPage;
@@ -1199,6 +1199,7 @@ pub(super) fn resolve_server(text: &str, max_conns: u32) -> Result<Vec<UpstreamS
         max_conns,
         ..UpstreamServer::new(SocketAddr::from(([0, 0, 0, 0], 0)))
     };
+    let unix = address.strip_prefix("unix:").map(unix_socket_path).transpose()?;
     for option in words {
         let (name, value) = option.split_once('=').unwrap_or((option, ""));
         match (name, value.parse::<u32>()) {
@@ -1212,6 +1213,12 @@ pub(super) fn resolve_server(text: &str, max_conns: u32) -> Result<Vec<UpstreamS
             }
         }
     }
+    if let Some(path) = unix {
+        return Ok(vec![UpstreamServer {
+            addr: UpstreamAddr::Unix(path),
+            ..server
+        }]);
+    }
     let addrs = lookup(address).map_err(|e| format!("`{address}` is not a reachable host:port ({e})"))?;
     if addrs.is_empty() {
         return Err(format!("`{address}` resolves to no address"));
@@ -1219,10 +1226,26 @@ pub(super) fn resolve_server(text: &str, max_conns: u32) -> Result<Vec<UpstreamS
     Ok(addrs
         .into_iter()
         .map(|addr| UpstreamServer {
-            addr,
+            addr: UpstreamAddr::Tcp(addr),
             ..server.clone()
         })
         .collect())
+}
+
+/// The path of `unix:PATH`: absolute, and short enough for a socket address (108 bytes with
+/// its terminating zero). It need not exist yet: the app may start after shoal.
+fn unix_socket_path(path: &str) -> Result<PathBuf, String> {
+    if !path.starts_with('/') {
+        return Err(format!(
+            "`unix:{path}`: a unix socket's path is absolute (unix:/run/app.sock)"
+        ));
+    }
+    if path.len() > 107 {
+        return Err(format!(
+            "`unix:{path}`: a unix socket's path is at most 107 bytes"
+        ));
+    }
+    Ok(PathBuf::from(path))
 }
 
 /// The addresses `host:port` names (a DNS lookup for a host name).
@@ -1241,7 +1264,6 @@ fn lookup(address: &str) -> std::io::Result<Vec<SocketAddr>> {
     Ok(vec![addr])
 }
 
-/// Canonical absolute path of an existing directory, or why it cannot be served.
 /// An error page's bytes: a file of at most [`MAX_ERROR_PAGE_BYTES`].
 fn read_page(path: &Path) -> Result<Vec<u8>, String> {
     let shown = path.display();
@@ -1253,6 +1275,7 @@ fn read_page(path: &Path) -> Result<Vec<u8>, String> {
     }
 }
 
+/// Canonical absolute path of an existing directory, or why it cannot be served.
 pub(super) fn existing_dir(path: &Path) -> Result<PathBuf, String> {
     match std::fs::canonicalize(path) {
         Ok(abs) if abs.is_dir() => Ok(abs),

@@ -531,7 +531,7 @@ pub struct Upstream {
 /// One server of an upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamServer {
-    pub addr: SocketAddr,
+    pub addr: UpstreamAddr,
     /// Share of requests relative to the other servers (round robin).
     pub weight: u32,
     /// Requests in flight to it from the whole instance, at most (0: no cap).
@@ -542,12 +542,35 @@ pub struct UpstreamServer {
 
 impl UpstreamServer {
     /// A primary server with weight 1 and no cap.
-    pub fn new(addr: SocketAddr) -> UpstreamServer {
+    pub fn new(addr: impl Into<UpstreamAddr>) -> UpstreamServer {
         UpstreamServer {
-            addr,
+            addr: addr.into(),
             weight: 1,
             max_conns: 0,
             backup: false,
+        }
+    }
+}
+
+/// Where an upstream server listens: a TCP address, or a unix socket's path
+/// (`unix:/run/app/app.sock`: gunicorn, puma, an app on the same box).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UpstreamAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl From<SocketAddr> for UpstreamAddr {
+    fn from(addr: SocketAddr) -> UpstreamAddr {
+        UpstreamAddr::Tcp(addr)
+    }
+}
+
+impl std::fmt::Display for UpstreamAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            UpstreamAddr::Tcp(addr) => write!(f, "{addr}"),
+            UpstreamAddr::Unix(path) => write!(f, "unix:{}", path.display()),
         }
     }
 }

@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use mio::net::TcpStream;
 
@@ -77,8 +77,12 @@ impl Transport for TcpStream {
     }
 
     fn sendfile(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
-        let mut offset = offset as libc::off_t;
-        nix::sys::sendfile::sendfile(self.as_fd(), file.as_fd(), Some(&mut offset), len)
-            .map_err(io::Error::from)
+        sendfile(self.as_fd(), file, offset, len)
     }
+}
+
+/// `sendfile(2)`: up to `len` bytes of `file` from `offset` to `socket`.
+pub fn sendfile(socket: BorrowedFd<'_>, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+    let mut offset = offset as libc::off_t;
+    nix::sys::sendfile::sendfile(socket, file.as_fd(), Some(&mut offset), len).map_err(io::Error::from)
 }

@@ -56,7 +56,7 @@ pub fn prepare(shared: &Shared, config: &Config) -> Result<(), String> {
         shared.claim(RowKey::line(&upstream.name)).ok_or_else(exhausted)?;
         for server in upstream.servers.iter().filter(|s| s.max_conns > 0) {
             let row = shared
-                .claim(RowKey::cap(&upstream.name, server.addr))
+                .claim(RowKey::cap(&upstream.name, &server.addr))
                 .ok_or_else(exhausted)?;
             caps.push((row, server.max_conns));
         }
@@ -71,11 +71,7 @@ pub fn prepare(shared: &Shared, config: &Config) -> Result<(), String> {
 fn keys_of(labels: &Labels, keys: &mut BTreeSet<RowKey>) {
     for (name, servers) in &labels.upstreams {
         keys.insert(RowKey::line(name));
-        keys.extend(
-            servers
-                .iter()
-                .filter_map(|s| Some(RowKey::cap(name, s.parse().ok()?))),
-        );
+        keys.extend(servers.iter().map(|s| RowKey::cap(name, s)));
     }
 }
 
@@ -143,13 +139,11 @@ mod tests {
         let text = "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n[[server.route]]\nprefix = \"/\"\nupstream = \"app\"\n[upstream.app]\nservers = [\"127.0.0.1:3000 max_conns=2\", \"127.0.0.1:3001\"]\n";
         let config = crate::config::load_text(std::path::Path::new("shoal.toml"), text).unwrap();
         prepare(shared, &config).unwrap();
-        let capped = shared
-            .find(RowKey::cap("app", "127.0.0.1:3000".parse().unwrap()))
-            .unwrap();
+        let capped = shared.find(RowKey::cap("app", &"127.0.0.1:3000")).unwrap();
         assert_eq!(shared.cap(capped).cap(), 2);
         assert!(shared.find(RowKey::line("app")).is_some());
         assert_eq!(
-            shared.find(RowKey::cap("app", "127.0.0.1:3001".parse().unwrap())),
+            shared.find(RowKey::cap("app", &"127.0.0.1:3001")),
             None,
             "not capped"
         );

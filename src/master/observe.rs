@@ -53,7 +53,7 @@ impl Master {
         let shared = self.shared_state;
         let in_flight = |name: &str, server: &UpstreamServer| {
             let row = shared
-                .find(RowKey::cap(name, server.addr))
+                .find(RowKey::cap(name, &server.addr))
                 .filter(|_| server.max_conns > 0)?;
             Some(shared.cap(row).in_flight())
         };

@@ -77,7 +77,7 @@ impl Master {
     /// Records a health verdict and tells every worker (each keeps its own balancer).
     fn share_health(&mut self, upstream: u32, server: u32, up: bool) {
         let described = self.config.upstreams.get(upstream as usize).and_then(|u| {
-            let addr = u.servers.get(server as usize)?.addr;
+            let addr = &u.servers.get(server as usize)?.addr;
             Some(format!("upstream {} server {addr}", u.name))
         });
         let Some(described) = described else { return };

@@ -8,7 +8,7 @@
 //! as compression, come with their per-response state).
 
 use crate::config::answer::Parts;
-use crate::config::{HeaderRules, UpstreamServer};
+use crate::config::{HeaderRules, UpstreamAddr, UpstreamServer};
 use crate::http::respond::Respond;
 use crate::http::response::ResponseHead;
 use crate::http::target;
@@ -54,9 +54,13 @@ impl<'c> ResponseFilter<'c> {
     /// Rewrites `Location`s naming one of `servers` (see [`ResponseFilter::RewriteLocation`]).
     pub fn rewrite_location(servers: &[UpstreamServer], prefix: Option<&'c str>) -> ResponseFilter<'c> {
         let authorities = (servers.iter())
-            .flat_map(|server| {
-                let bare = (server.addr.port() == 80).then(|| server.addr.ip().to_string());
-                [Some(server.addr.to_string()), bare].into_iter().flatten()
+            .filter_map(|server| match server.addr {
+                UpstreamAddr::Tcp(addr) => Some(addr),
+                UpstreamAddr::Unix(_) => None,
+            })
+            .flat_map(|addr| {
+                let bare = (addr.port() == 80).then(|| addr.ip().to_string());
+                [Some(addr.to_string()), bare].into_iter().flatten()
             })
             .collect();
         ResponseFilter::RewriteLocation { authorities, prefix }
@@ -125,10 +129,11 @@ fn relative_location(location: &[u8], authorities: &[String], prefix: Option<&st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn servers(addrs: &[&str]) -> Vec<UpstreamServer> {
         (addrs.iter())
-            .map(|a| UpstreamServer::new(a.parse().unwrap()))
+            .map(|a| UpstreamServer::new(a.parse::<SocketAddr>().unwrap()))
             .collect()
     }
 

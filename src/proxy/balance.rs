@@ -257,7 +257,7 @@ mod tests {
             .enumerate()
             .map(|(i, &weight)| UpstreamServer {
                 weight,
-                ..UpstreamServer::new(format!("127.0.0.1:{}", 3000 + i).parse().unwrap())
+                ..UpstreamServer::new(std::net::SocketAddr::from(([127, 0, 0, 1], 3000 + i as u16)))
             })
             .collect();
         let mut upstream = Upstream::new("app", servers);

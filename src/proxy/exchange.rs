@@ -21,16 +21,16 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use mio::net::TcpStream;
 use mio::{Interest, Registry};
 
 use super::balance::{hash_key, InFlight, Tried};
 use super::forward::{self, Forward};
 use super::gate::Permit;
 use super::response::{self, UpstreamBody, UpstreamHead};
+use super::stream::UpstreamStream;
 use super::{socket_token, Admission, Upstreams};
 use crate::config::answer::Parts;
-use crate::config::{Balance, HashKey, HeaderRules};
+use crate::config::{Balance, HashKey, HeaderRules, UpstreamAddr};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Framing, Method, RequestHead};
 use crate::http::respond::{respond_simple, BodyPart, Respond};
@@ -199,9 +199,9 @@ enum Link {
         ticket: u64,
         since: Instant,
     },
-    Connecting(TcpStream),
+    Connecting(UpstreamStream),
     Open {
-        stream: TcpStream,
+        stream: UpstreamStream,
         pooled: bool,
     },
     /// Handed back to the pool, or dropped.
@@ -211,7 +211,7 @@ enum Link {
 impl Link {
     /// The upstream socket. Exchanges use it only once connecting started and stop pumping
     /// once the link is closed, so the other cases are never reached.
-    fn stream(&mut self) -> &mut TcpStream {
+    fn stream(&mut self) -> &mut UpstreamStream {
         match self {
             Link::Connecting(stream) | Link::Open { stream, .. } => stream,
             Link::Queued { .. } | Link::Closed => unreachable!("no upstream socket to use"),
@@ -436,8 +436,8 @@ impl Exchange {
     }
 
     /// The address of the server this exchange went to last, once it picked one.
-    pub fn server_addr(&self, upstreams: &Upstreams) -> Option<SocketAddr> {
-        (!self.tried.is_empty()).then(|| upstreams.list[self.upstream].config.servers[self.server].addr)
+    pub fn server_addr<'u>(&self, upstreams: &Upstreams<'u>) -> Option<&'u UpstreamAddr> {
+        (!self.tried.is_empty()).then(|| &upstreams.list[self.upstream].config.servers[self.server].addr)
     }
 
     /// When the exchange gives up waiting for its upstream; None while it waits for the client
@@ -530,7 +530,7 @@ impl Exchange {
                 self.link = Link::Open { stream, pooled: true };
                 return Ok(());
             }
-            let addr = env.upstreams.list[self.upstream].config.servers[server].addr;
+            let addr = &env.upstreams.list[self.upstream].config.servers[server].addr;
             match self.open(addr, env) {
                 Ok(stream) => {
                     self.from_upstream.await_event();
@@ -557,9 +557,8 @@ impl Exchange {
         }
     }
 
-    fn open(&self, addr: SocketAddr, env: &mut Env) -> io::Result<TcpStream> {
-        let mut stream = TcpStream::connect(addr)?;
-        let _ = stream.set_nodelay(true);
+    fn open(&self, addr: &UpstreamAddr, env: &mut Env) -> io::Result<UpstreamStream> {
+        let mut stream = UpstreamStream::connect(addr)?;
         let token = socket_token(&stream);
         env.registry
             .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
@@ -1204,14 +1203,10 @@ enum Connect {
     Failed(UpstreamError),
 }
 
-fn connect_state(stream: &TcpStream) -> Connect {
-    match stream.take_error() {
-        Ok(Some(e)) | Err(e) => return Connect::Failed(connect_error(&e)),
-        Ok(None) => {}
-    }
-    match stream.peer_addr() {
-        Ok(_) => Connect::Done,
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => Connect::Pending,
+fn connect_state(stream: &UpstreamStream) -> Connect {
+    match stream.connected() {
+        Ok(true) => Connect::Done,
+        Ok(false) => Connect::Pending,
         Err(e) => Connect::Failed(connect_error(&e)),
     }
 }

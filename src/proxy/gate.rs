@@ -93,7 +93,7 @@ impl Gate {
         for server in &upstream.servers {
             caps.push(match server.max_conns {
                 0 => None,
-                _ => Some(shared.cap(row(RowKey::cap(&upstream.name, server.addr))?)),
+                _ => Some(shared.cap(row(RowKey::cap(&upstream.name, &server.addr))?)),
             });
         }
         Ok(Some(Gate {

@@ -5,13 +5,14 @@
 //! reports changes, so N workers × M servers never means N × M probes.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::channel::{End, Report};
-use crate::config::{HealthCheck, Upstream};
+use crate::config::{HealthCheck, Upstream, UpstreamAddr};
 
 /// Consecutive results for one server, and its current verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +49,7 @@ impl Tracker {
 struct Target {
     upstream: u32,
     server: u32,
-    addr: SocketAddr,
+    addr: UpstreamAddr,
     check: HealthCheck,
     tracker: Tracker,
     next: Instant,
@@ -67,7 +68,7 @@ pub fn spawn_prober(upstreams: &[Upstream], channel: End, stop: Arc<AtomicBool>)
             targets.push(Target {
                 upstream: u as u32,
                 server: s as u32,
-                addr: server.addr,
+                addr: server.addr.clone(),
                 check: check.clone(),
                 tracker: Tracker::default(),
                 next: now,
@@ -88,7 +89,7 @@ fn probe_forever(mut targets: Vec<Target>, channel: &End, stop: &AtomicBool) {
         let now = Instant::now();
         for target in targets.iter_mut().filter(|t| t.next <= now) {
             target.next = now + target.check.interval;
-            let healthy = probe(target.addr, &target.check);
+            let healthy = probe(&target.addr, &target.check);
             if let Some(up) = target.tracker.record(healthy, &target.check) {
                 let report = Report::Health {
                     upstream: target.upstream,
@@ -111,14 +112,32 @@ fn probe_forever(mut targets: Vec<Target>, channel: &End, stop: &AtomicBool) {
 }
 
 /// One probe: GET the path; any 2xx or 3xx within the timeout is healthy.
-fn probe(addr: SocketAddr, check: &HealthCheck) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, check.timeout) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(check.timeout));
-    let _ = stream.set_write_timeout(Some(check.timeout));
+fn probe(addr: &UpstreamAddr, check: &HealthCheck) -> bool {
+    match addr {
+        UpstreamAddr::Tcp(addr) => match TcpStream::connect_timeout(addr, check.timeout) {
+            Ok(stream) => {
+                let _ = stream.set_read_timeout(Some(check.timeout));
+                let _ = stream.set_write_timeout(Some(check.timeout));
+                exchange(stream, &addr.to_string(), check)
+            }
+            Err(_) => false,
+        },
+        // A unix connect does not wait: it succeeds or fails at once.
+        UpstreamAddr::Unix(path) => match UnixStream::connect(path) {
+            Ok(stream) => {
+                let _ = stream.set_read_timeout(Some(check.timeout));
+                let _ = stream.set_write_timeout(Some(check.timeout));
+                exchange(stream, "localhost", check)
+            }
+            Err(_) => false,
+        },
+    }
+}
+
+/// The probe's request and the status of its answer, on a connected `stream`.
+fn exchange(mut stream: impl Read + Write, host: &str, check: &HealthCheck) -> bool {
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: shoal-health\r\nConnection: close\r\n\r\n",
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: shoal-health\r\nConnection: close\r\n\r\n",
         check.path
     );
     if stream.write_all(request.as_bytes()).is_err() {

@@ -8,12 +8,13 @@ mod gate;
 pub mod health;
 mod pool;
 pub mod response;
+mod stream;
 
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use mio::net::TcpStream;
 use mio::Token;
+use stream::UpstreamStream;
 
 use crate::config::Upstream;
 use crate::shared::Shared;
@@ -101,7 +102,7 @@ pub struct Upstreams<'a> {
 /// its descriptor, which no other open socket has. A socket keeps it for its whole life, so
 /// handing a pooled one to another client costs no `epoll_ctl`, and an event on an idle
 /// socket reaches only that socket.
-pub fn socket_token(stream: &TcpStream) -> Token {
+pub fn socket_token(stream: &UpstreamStream) -> Token {
     Token(2 * stream.as_raw_fd() as usize + 1)
 }
 
@@ -140,7 +141,7 @@ impl<'a> Upstreams<'a> {
     }
 
     /// Notes that `stream` works for client connection `conn` (`None`: it idles in a pool).
-    fn own(&mut self, stream: &TcpStream, conn: Option<usize>) {
+    fn own(&mut self, stream: &UpstreamStream, conn: Option<usize>) {
         let fd = stream.as_raw_fd() as usize;
         if self.owners.len() <= fd {
             self.owners.resize(fd + 1, None);
@@ -194,7 +195,7 @@ impl<'a> Upstreams<'a> {
         server: usize,
         conn: usize,
         now: Instant,
-    ) -> Option<TcpStream> {
+    ) -> Option<UpstreamStream> {
         let state = &mut self.list[upstream];
         let stream = state.pool.checkout(server, now, state.config.keepalive_timeout)?;
         self.own(&stream, Some(conn));
@@ -202,12 +203,12 @@ impl<'a> Upstreams<'a> {
     }
 
     /// Notes a new connection to an upstream server, working for client connection `conn`.
-    pub fn opened(&mut self, stream: &TcpStream, conn: usize) {
+    pub fn opened(&mut self, stream: &UpstreamStream, conn: usize) {
         self.own(stream, Some(conn));
     }
 
     /// Returns a connection whose last exchange ended cleanly.
-    pub fn checkin(&mut self, upstream: usize, server: usize, stream: TcpStream, now: Instant) {
+    pub fn checkin(&mut self, upstream: usize, server: usize, stream: UpstreamStream, now: Instant) {
         self.own(&stream, None);
         let state = &mut self.list[upstream];
         state.pool.checkin(server, stream, now, state.config.keepalive);
@@ -249,10 +250,9 @@ impl<'a> Upstreams<'a> {
 /// and a seat for this process.
 #[cfg(test)]
 pub fn shared_for_tests(upstreams: &[Upstream]) -> (&'static Shared, usize) {
-    crate::shared::for_tests(
-        upstreams
+    crate::shared::for_tests(upstreams.iter().filter(|u| u.is_capped()).flat_map(|u| {
+        u.servers
             .iter()
-            .filter(|u| u.is_capped())
-            .flat_map(|u| u.servers.iter().map(|s| (u.name.as_str(), s.addr, s.max_conns))),
-    )
+            .map(|s| (u.name.as_str(), s.addr.to_string(), s.max_conns))
+    }))
 }

@@ -5,16 +5,15 @@
 //! exchange retries idempotent requests for the rare close that races the reuse.
 //! Connections stay registered with the poll under their own token (`socket_token`).
 
-use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
+use super::stream::UpstreamStream;
 
 /// An idle upstream connection.
 struct Idle {
     server: usize,
-    stream: TcpStream,
+    stream: UpstreamStream,
     since: Instant,
     /// An event arrived while it idled (typically the upstream's FIN).
     suspect: bool,
@@ -28,18 +27,20 @@ pub struct Pool {
 
 impl Pool {
     /// A live idle connection to `server`, the one pooled last (its cache is warmest).
-    pub fn checkout(&mut self, server: usize, now: Instant, max_idle: Duration) -> Option<TcpStream> {
+    pub fn checkout(&mut self, server: usize, now: Instant, max_idle: Duration) -> Option<UpstreamStream> {
         loop {
             let at = self.idle.iter().rposition(|c| c.server == server)?;
             let conn = self.idle.swap_remove(at);
-            if now.duration_since(conn.since) < max_idle && (!conn.suspect || still_open(&conn.stream)) {
+            if now.duration_since(conn.since) < max_idle
+                && (!conn.suspect || UpstreamStream::still_open(&conn.stream))
+            {
                 return Some(conn.stream);
             }
         }
     }
 
     /// Keeps `stream` for reuse, dropping the oldest beyond `capacity`.
-    pub fn checkin(&mut self, server: usize, stream: TcpStream, now: Instant, capacity: usize) {
+    pub fn checkin(&mut self, server: usize, stream: UpstreamStream, now: Instant, capacity: usize) {
         if capacity == 0 {
             return;
         }
@@ -67,10 +68,4 @@ impl Pool {
     pub fn expire(&mut self, now: Instant, max_idle: Duration) {
         self.idle.retain(|c| now.duration_since(c.since) < max_idle);
     }
-}
-
-/// True unless the upstream closed (or sent something unasked on) an idle connection.
-fn still_open(stream: &TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }

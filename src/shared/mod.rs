@@ -13,7 +13,6 @@ mod line;
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 
@@ -46,8 +45,8 @@ const LINE_BIT: u64 = 1 << 63;
 pub struct RowKey(u64);
 
 impl RowKey {
-    /// The key of server `addr` of upstream `upstream`.
-    pub fn cap(upstream: &str, addr: SocketAddr) -> RowKey {
+    /// The key of server `addr` (as the config writes it) of upstream `upstream`.
+    pub fn cap(upstream: &str, addr: &impl std::fmt::Display) -> RowKey {
         let hash = fnv(&[b"cap", upstream.as_bytes(), addr.to_string().as_bytes()]);
         RowKey((hash & !LINE_BIT).max(1))
     }
@@ -247,14 +246,12 @@ impl Shared {
 /// New shared state with rows for `servers` (upstream name, address, `max_conns`; 0 makes
 /// only the upstream's line) and a seat for this process, for tests of its users.
 #[cfg(test)]
-pub fn for_tests<'a>(
-    servers: impl IntoIterator<Item = (&'a str, SocketAddr, u32)>,
-) -> (&'static Shared, usize) {
+pub fn for_tests<'a>(servers: impl IntoIterator<Item = (&'a str, String, u32)>) -> (&'static Shared, usize) {
     let shared = Shared::create().expect("shared state");
     for (upstream, addr, max_conns) in servers {
         shared.claim(RowKey::line(upstream)).expect("a row");
         if max_conns > 0 {
-            let row = shared.claim(RowKey::cap(upstream, addr)).expect("a row");
+            let row = shared.claim(RowKey::cap(upstream, &addr)).expect("a row");
             shared.cap(row).set_cap(max_conns);
         }
     }
@@ -270,10 +267,10 @@ mod tests {
     #[test]
     fn rows_are_found_by_key_and_freed_rows_come_back_empty() {
         let shared = Shared::create().unwrap();
-        let web = RowKey::cap("app", "127.0.0.1:3000".parse().unwrap());
+        let web = RowKey::cap("app", &"127.0.0.1:3000");
         let queue = RowKey::line("app");
-        assert_ne!(web, RowKey::cap("app", "127.0.0.1:3001".parse().unwrap()));
-        assert_ne!(web, RowKey::cap("api", "127.0.0.1:3000".parse().unwrap()));
+        assert_ne!(web, RowKey::cap("app", &"127.0.0.1:3001"));
+        assert_ne!(web, RowKey::cap("api", &"127.0.0.1:3000"));
         let row = shared.claim(web).unwrap();
         assert_eq!(shared.claim(web), Some(row));
         let line_row = shared.claim(queue).unwrap();
@@ -283,9 +280,7 @@ mod tests {
         assert_eq!(shared.rows().count(), 2);
         shared.free(row);
         assert_eq!(shared.find(web), None);
-        let again = shared
-            .claim(RowKey::cap("other", "127.0.0.1:1".parse().unwrap()))
-            .unwrap();
+        let again = shared.claim(RowKey::cap("other", &"127.0.0.1:1")).unwrap();
         assert_eq!(again, row, "the freed row is reused");
         assert_eq!((shared.cap(again).cap(), shared.cap(again).in_flight()), (0, 0));
     }
@@ -293,11 +288,7 @@ mod tests {
     #[test]
     fn a_dead_workers_cells_queue_and_seat_are_given_back() {
         let shared = Shared::create().unwrap();
-        let cap = shared.cap(
-            shared
-                .claim(RowKey::cap("app", "127.0.0.1:3000".parse().unwrap()))
-                .unwrap(),
-        );
+        let cap = shared.cap(shared.claim(RowKey::cap("app", &"127.0.0.1:3000")).unwrap());
         let line = shared.line(shared.claim(RowKey::line("app")).unwrap());
         cap.set_cap(4);
         let (dead, alive) = (1001, 1002);
@@ -321,7 +312,7 @@ mod tests {
     #[test]
     fn a_second_mapping_sees_the_same_state() {
         let shared = Shared::create().unwrap();
-        let key = RowKey::cap("app", "127.0.0.1:3000".parse().unwrap());
+        let key = RowKey::cap("app", &"127.0.0.1:3000");
         shared.cap(shared.claim(key).unwrap()).set_cap(3);
         let [memfd, bell] = shared.fds();
         let memfd = nix::unistd::dup(memfd.as_raw_fd()).unwrap();

@@ -11,9 +11,9 @@ mod signals;
 mod steer;
 
 pub use fs::{open_beneath, open_dir, Access, OpenMode};
-pub use net::send_more;
 #[cfg(test)]
 pub use net::unsent_bytes;
+pub use net::{nothing_to_read, send_more};
 pub use notify::Notifier;
 pub use process::{
     adopt_listener, adopt_pipe, close_fds_except, drop_privileges, fork, hand_over, name_process,

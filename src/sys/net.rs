@@ -1,5 +1,6 @@
-//! Socket calls `std` lacks: a send that holds a partial segment back for the FIN, and (for
-//! tests of exactly that) the count of queued bytes no segment has carried yet.
+//! Socket calls `std` lacks: a send that holds a partial segment back for the FIN, a peek
+//! that works on any socket, and (for tests of the first) the count of queued bytes no
+//! segment has carried yet.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -22,6 +23,16 @@ pub fn send_more(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
     } else {
         Ok(n as usize)
     }
+}
+
+/// Whether a non-blocking socket has nothing to read yet (its peer neither sent bytes nor
+/// closed): `recv` with `MSG_PEEK` would block.
+pub fn nothing_to_read(socket: BorrowedFd<'_>) -> bool {
+    let mut byte = 0u8;
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+    // SAFETY: one byte is writable through the pointer; the fd is borrowed for the call.
+    let n = unsafe { libc::recv(socket.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, flags) };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
 /// Bytes queued on a TCP socket that no segment has carried yet (`SIOCOUTQNSD`), for tests

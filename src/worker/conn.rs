@@ -15,7 +15,7 @@ use mio::net::TcpStream;
 use super::access_log::{AccessLog, Entry};
 use super::clock::Clock;
 use super::proxy_protocol;
-use crate::config::Limits;
+use crate::config::{Limits, UpstreamAddr};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{self, Framing, HeadLimits, RequestHead};
 use crate::http::response::{format_into, Persistence, ResponseHead};
@@ -684,7 +684,7 @@ impl<T: Transport> Conn<T> {
         routed: &Routed,
         status: u16,
         response: &Response,
-        upstream: Option<SocketAddr>,
+        upstream: Option<&UpstreamAddr>,
         ctx: &mut Ctx,
     ) {
         let entry = Entry {

@@ -18,4 +18,5 @@ mod shield;
 mod smuggling;
 pub mod support;
 mod try_files;
+mod unix_upstream;
 mod websocket;
