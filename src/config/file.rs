@@ -1474,6 +1474,34 @@ mod tests {
     }
 
     #[test]
+    fn servers_are_labelled_apart_in_logs_and_metrics() {
+        let server = |listen: &str, extra: &str| {
+            format!("[[server]]\nlisten = [\"{listen}\"]\n{extra}[[server.route]]\nprefix = \"/\"\nroot = \"public\"\n")
+        };
+        let text = [
+            server("127.0.0.1:80", "names = [\"example.com\", \"www.example.com\"]\n"),
+            server("127.0.0.1:8080", "names = [\"example.com\"]\n"),
+            server("127.0.0.1:81", "names = [\"admin.example.com\"]\n"),
+            server("127.0.0.1:80", "default = true\n"),
+        ]
+        .concat();
+        let labels = load(&text).unwrap().server_labels();
+        let some = |label: &str| Some(label.to_string());
+        assert_eq!(
+            labels,
+            [
+                some("example.com@127.0.0.1:80"),
+                some("example.com@127.0.0.1:8080"),
+                some("admin.example.com"),
+                None
+            ]
+        );
+        let unnamed = [text, server("127.0.0.1:82", "")].concat();
+        let labels = load(&unnamed).unwrap().server_labels();
+        assert_eq!(labels[3..], [some("127.0.0.1:80"), some("127.0.0.1:82")]);
+    }
+
+    #[test]
     fn error_pages_are_error_statuses_with_readable_files() {
         let route = |line: &str| {
             load(&format!(

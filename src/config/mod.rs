@@ -256,13 +256,6 @@ pub struct HeaderRules {
     pub remove: Vec<String>,
 }
 
-impl Server {
-    /// How logs and metrics name it: its first name, if it has any.
-    pub fn label(&self) -> Option<String> {
-        self.names.first().map(ToString::to_string)
-    }
-}
-
 impl HeaderRules {
     /// These rules with `over`'s on top (a route's over its server's): its `set` replaces a
     /// `set` of the same name; its `add` and `remove` come in addition.
@@ -802,6 +795,33 @@ impl Config {
     /// Every listen address, once, in the order the master binds them.
     pub fn listen_addresses(&self) -> Vec<SocketAddr> {
         self.listeners().into_iter().map(|(addr, _)| addr).collect()
+    }
+
+    /// How logs and metrics name each server, one per server: its first name, with `@` and
+    /// its first address when another server's first name is the same (`example.com` on
+    /// ports 80 and 8080); none for a server without names, unless another server has none
+    /// either (then its first address).
+    pub fn server_labels(&self) -> Vec<Option<String>> {
+        let first_name = |server: &Server| server.names.first().map(ToString::to_string);
+        (self.servers.iter())
+            .map(|server| match first_name(server) {
+                Some(name)
+                    if self
+                        .servers
+                        .iter()
+                        .filter(|s| first_name(s).as_ref() == Some(&name))
+                        .count()
+                        > 1 =>
+                {
+                    Some(format!("{name}@{}", server.listen[0]))
+                }
+                Some(name) => Some(name),
+                None if self.servers.iter().filter(|s| s.names.is_empty()).count() > 1 => {
+                    Some(server.listen[0].to_string())
+                }
+                None => None,
+            })
+            .collect()
     }
 
     /// Whether connections to `addr` start with a PROXY protocol header.

@@ -29,8 +29,9 @@ impl Labels {
     pub fn of(config: &Config) -> Labels {
         let mut routes = vec![RouteLabel::default(); NO_ROUTE + 1];
         routes[NO_ROUTE].1 = NO_ROUTE_LABEL.to_string();
-        routes.extend(config.servers.iter().flat_map(|server| {
-            let name = server.label().unwrap_or_default();
+        let names = config.server_labels();
+        routes.extend(config.servers.iter().zip(names).flat_map(|(server, name)| {
+            let name = name.unwrap_or_default();
             server.routes.iter().map(move |r| (name.clone(), r.label()))
         }));
         let upstreams = config

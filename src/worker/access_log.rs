@@ -43,16 +43,19 @@ pub struct Entry<'a> {
 #[derive(Debug, Clone)]
 pub struct ServerLog {
     pub format: LogFormat,
-    /// Its `server` in JSON lines: its first name, if it has any.
+    /// Its `server` in JSON lines (`Config::server_labels`).
     pub name: Option<String>,
 }
 
 impl ServerLog {
-    pub fn of(server: &crate::config::Server) -> ServerLog {
-        ServerLog {
-            format: server.access_log_format,
-            name: server.label(),
-        }
+    /// How each server of `config` is logged.
+    pub fn of_each(config: &crate::config::Config) -> Vec<ServerLog> {
+        (config.servers.iter().zip(config.server_labels()))
+            .map(|(server, name)| ServerLog {
+                format: server.access_log_format,
+                name,
+            })
+            .collect()
     }
 }
 

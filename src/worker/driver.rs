@@ -53,10 +53,10 @@ impl Driver {
         let poll = Poll::new().unwrap();
         let registry = poll.registry().try_clone().unwrap();
         let clock = Clock::new();
-        let formats = (config.servers.iter())
-            .map(|server| ServerLog {
+        let formats = (ServerLog::of_each(config).into_iter())
+            .map(|log| ServerLog {
                 format: crate::config::LogFormat::Json,
-                ..ServerLog::of(server)
+                ..log
             })
             .collect();
         let ctx = Ctx {

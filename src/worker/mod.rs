@@ -228,7 +228,7 @@ impl<'a> Worker<'a> {
         }
         let registry = poll.registry().try_clone()?;
         let pipeline = Pipeline::new(config, &addresses, registry, slot, seat, Instant::now())?;
-        let servers = config.servers.iter().map(ServerLog::of).collect();
+        let servers = ServerLog::of_each(config);
         let log = AccessLog::open(&config.access_log, servers)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open access log: {e}")))?;
         Ok(Parts {
