@@ -2,9 +2,7 @@
 //! and `respond = { status = 200, body = "ok\n", content_type = "text/plain" }`; and the
 //! templates with placeholders that redirects and header rules share.
 
-use std::net::IpAddr;
-
-use super::{Server, ServerName};
+use super::{ListenAddr, Server, ServerName};
 use crate::http::target;
 
 /// A redirect: `Location` is `to` with the request's parts filled in.
@@ -168,9 +166,10 @@ impl Server {
             ServerName::Exact(name) => Some(name.clone()),
             _ => None,
         });
-        exact.unwrap_or_else(|| match self.listen[0].ip() {
-            IpAddr::V4(ip) => ip.to_string(),
-            IpAddr::V6(ip) => format!("[{ip}]"),
+        exact.unwrap_or_else(|| match &self.listen[0] {
+            ListenAddr::Tcp(addr) if addr.is_ipv6() => format!("[{}]", addr.ip()),
+            ListenAddr::Tcp(addr) => addr.ip().to_string(),
+            ListenAddr::Unix(_) => "localhost".to_string(),
         })
     }
 }

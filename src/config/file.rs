@@ -19,8 +19,8 @@ use super::run_as::{self, RunAs};
 use super::units::{Size, Span};
 use super::{
     default_workers, AccessLog, Balance, Buffering, Config, Dotfiles, ErrorPages, FileOptions, HashKey,
-    HeaderRules, HealthCheck, Limits, LogFormat, Matching, Route, Serve, Server, ServerName, Supervisor,
-    Upstream, UpstreamAddr, UpstreamServer, MAX_HEADERS_CEILING,
+    HeaderRules, HealthCheck, Limits, ListenAddr, LogFormat, Matching, Route, Serve, Server, ServerName,
+    Supervisor, UnixAccess, Upstream, UpstreamAddr, UpstreamServer, MAX_HEADERS_CEILING,
 };
 use crate::http::request::is_token_byte;
 use crate::http::respond::ErrorPage;
@@ -405,7 +405,7 @@ impl Builder<'_> {
             upstreams.push(self.upstream(name, upstream)?);
         }
         let mut servers = Vec::new();
-        let mut seen: Vec<SocketAddr> = Vec::new();
+        let mut seen: Vec<ListenAddr> = Vec::new();
         for server in &raw.server {
             let mut built = self.server(server, &mut seen, &upstreams)?;
             built.access_log_format = server
@@ -482,7 +482,7 @@ impl Builder<'_> {
     }
 
     /// `[admin] listen`: an address no server listens on.
-    fn admin(&self, text: &Spanned<String>, servers: &[SocketAddr]) -> Result<SocketAddr, ConfigError> {
+    fn admin(&self, text: &Spanned<String>, servers: &[ListenAddr]) -> Result<SocketAddr, ConfigError> {
         let Ok(addr) = text.get_ref().parse::<SocketAddr>() else {
             let why = format!(
                 "[admin] listen: `{}` is not an address like 127.0.0.1:9090",
@@ -490,7 +490,7 @@ impl Builder<'_> {
             );
             return self.fail(text.span(), why);
         };
-        if servers.contains(&addr) {
+        if servers.contains(&ListenAddr::Tcp(addr)) {
             return self.fail(
                 text.span(),
                 format!("[admin] listen: {addr} is already used by a server"),
@@ -594,7 +594,7 @@ impl Builder<'_> {
     fn server(
         &self,
         raw: &Spanned<RawServer>,
-        seen: &mut Vec<SocketAddr>,
+        seen: &mut Vec<ListenAddr>,
         upstreams: &[Upstream],
     ) -> Result<Server, ConfigError> {
         let server = raw.get_ref();
@@ -603,19 +603,32 @@ impl Builder<'_> {
         let error_pages = self.error_pages(server.error_pages.as_ref())?;
         let mut listen = Vec::new();
         let mut proxy_protocol = Vec::new();
+        let mut unix_access = Vec::new();
         for text in server.listen.iter().flatten() {
             let mut words = text.get_ref().split_whitespace();
-            let given = words.next().unwrap_or_default();
-            let Ok(addr) = given.parse::<SocketAddr>() else {
-                let why = format!("listen: `{given}` is not an address like 127.0.0.1:8080");
-                return self.fail(text.span(), why);
-            };
+            let addr = ListenAddr::parse(words.next().unwrap_or_default())
+                .or_else(|why| self.fail(text.span(), format!("listen: {why}")))?;
+            let mut access = UnixAccess::default();
             for option in words {
-                match option {
-                    "proxy_protocol" => proxy_protocol.push(addr),
-                    other => {
-                        let why =
-                            format!("listen: `{other}` is not an option of an address (proxy_protocol)");
+                let unix = matches!(addr, ListenAddr::Unix(_));
+                match option.split_once('=') {
+                    None if option == "proxy_protocol" => proxy_protocol.push(addr.clone()),
+                    Some(("mode", mode)) if unix => match u32::from_str_radix(mode, 8) {
+                        Ok(mode) if mode <= 0o777 => access.mode = Some(mode),
+                        _ => {
+                            let why = format!("listen: mode `{mode}` is not an octal mode like 0660");
+                            return self.fail(text.span(), why);
+                        }
+                    },
+                    Some(("owner", owner)) if unix => match RunAs::from_flag(owner) {
+                        Ok(owner) => access.owner = Some((owner.uid, owner.gid)),
+                        Err(why) => return self.fail(text.span(), format!("listen: owner: {why}")),
+                    },
+                    _ => {
+                        let why = format!(
+                            "listen: `{option}` is not an option of an address (proxy_protocol; \
+                             on a unix socket also mode=0660 and owner=USER[:GROUP])"
+                        );
                         return self.fail(text.span(), why);
                     }
                 }
@@ -624,7 +637,10 @@ impl Builder<'_> {
                 return self.fail(text.span(), format!("listen: {addr} is listed twice"));
             }
             if !seen.contains(&addr) {
-                seen.push(addr);
+                seen.push(addr.clone());
+            }
+            if let (ListenAddr::Unix(path), true) = (&addr, access != UnixAccess::default()) {
+                unix_access.push((path.clone(), access));
             }
             listen.push(addr);
         }
@@ -698,6 +714,7 @@ impl Builder<'_> {
             underscores_in_headers: server.underscores_in_headers,
             error_pages,
             proxy_protocol,
+            unix_access,
         })
     }
 
@@ -712,18 +729,22 @@ impl Builder<'_> {
             for (j, earlier) in servers[..i].iter().enumerate() {
                 let line = line_col(self.text, raw[j].span().start).0;
                 let shared = server.listen.iter().filter(|a| earlier.listen.contains(a));
-                let takes = |s: &Server, addr| s.proxy_protocol.contains(addr);
-                if let Some(addr) = shared.clone().find(|a| takes(server, a) != takes(earlier, a)) {
+                // What the options on a listen entry say: the PROXY protocol, a socket's access.
+                let options = |s: &Server, addr: &ListenAddr| {
+                    let access = match addr {
+                        ListenAddr::Unix(path) => s.unix_access.iter().find(|(p, _)| p == path).map(|a| a.1),
+                        ListenAddr::Tcp(_) => None,
+                    };
+                    (s.proxy_protocol.contains(addr), access)
+                };
+                if let Some(addr) = shared.clone().find(|a| options(server, a) != options(earlier, a)) {
                     let why = format!(
-                        "listen: {addr} is shared with the server at line {line}: both take \
-                         the PROXY protocol on it (`proxy_protocol`) or neither does"
+                        "listen: {addr} is shared with the server at line {line}: both give it \
+                         the same options (proxy_protocol, mode, owner)"
                     );
                     let names_it = |text: &&Spanned<String>| {
-                        text.get_ref()
-                            .split_whitespace()
-                            .next()
-                            .and_then(|a| a.parse().ok())
-                            == Some(*addr)
+                        let first = text.get_ref().split_whitespace().next().unwrap_or_default();
+                        ListenAddr::parse(first).as_ref() == Ok(addr)
                     };
                     let listed = raw[i].get_ref().listen.iter().flatten().find(names_it);
                     return self.fail(listed.map_or(raw[i].span(), Spanned::span), why);
@@ -1234,7 +1255,7 @@ pub(super) fn resolve_server(text: &str, max_conns: u32) -> Result<Vec<UpstreamS
 
 /// The path of `unix:PATH`: absolute, and short enough for a socket address (108 bytes with
 /// its terminating zero). It need not exist yet: the app may start after shoal.
-fn unix_socket_path(path: &str) -> Result<PathBuf, String> {
+pub(super) fn unix_socket_path(path: &str) -> Result<PathBuf, String> {
     if !path.starts_with('/') {
         return Err(format!(
             "`unix:{path}`: a unix socket's path is absolute (unix:/run/app.sock)"
@@ -1386,7 +1407,7 @@ mod tests {
         let b = server("names = [\"www.example.*\"]\ndefault = true\n");
         let config = load(&format!("{a}{b}")).unwrap();
         assert_eq!(config.listeners(), [("127.0.0.1:8080".parse().unwrap(), 1)]);
-        assert_eq!(config.servers_on("127.0.0.1:8080".parse().unwrap()), [1, 0]);
+        assert_eq!(config.servers_on(&"127.0.0.1:8080".parse().unwrap()), [1, 0]);
         let names: Vec<String> = config.servers[0].names.iter().map(|n| n.to_string()).collect();
         assert_eq!(names, ["a.example.com", "*.example.com"]);
         let twice = load(&format!(

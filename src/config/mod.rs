@@ -11,7 +11,7 @@ mod run_as;
 pub mod units;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,8 +189,9 @@ impl Default for Supervisor {
 /// One virtual server: the addresses it listens on and its routes.
 #[derive(Debug, Clone)]
 pub struct Server {
-    /// Addresses bound for this server (one socket per worker slot each).
-    pub listen: Vec<SocketAddr>,
+    /// Addresses bound for this server (one socket per worker slot each; a unix socket is
+    /// one for all).
+    pub listen: Vec<ListenAddr>,
     /// How its requests are written to the access log.
     pub access_log_format: LogFormat,
     /// Routes in precedence order (exact, regex in file order, longest prefix first), so
@@ -216,7 +217,9 @@ pub struct Server {
     pub error_pages: ErrorPages,
     /// Its listen addresses where every connection starts with a PROXY protocol header
     /// (`"0.0.0.0:80 proxy_protocol"`; every server sharing the address says so).
-    pub proxy_protocol: Vec<SocketAddr>,
+    pub proxy_protocol: Vec<ListenAddr>,
+    /// The mode and owner its unix listen sockets get, where it sets them.
+    pub unix_access: Vec<(PathBuf, UnixAccess)>,
 }
 
 /// `error_pages`: the pages that answer error statuses in place of shoal's short text.
@@ -545,6 +548,57 @@ impl UpstreamServer {
     }
 }
 
+/// Where a server listens: a TCP address, or a unix socket's path (`unix:/run/shoal.sock`:
+/// a load balancer or a cache on the same box).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// Reads `127.0.0.1:8080`, `[::1]:8080` or `unix:/absolute/path`.
+    pub fn parse(text: &str) -> Result<ListenAddr, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            return file::unix_socket_path(path).map(ListenAddr::Unix);
+        }
+        (text.parse().map(ListenAddr::Tcp))
+            .map_err(|_| format!("`{text}` is not an address like 127.0.0.1:8080 or unix:/run/shoal.sock"))
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ListenAddr, String> {
+        ListenAddr::parse(text)
+    }
+}
+
+impl From<SocketAddr> for ListenAddr {
+    fn from(addr: SocketAddr) -> ListenAddr {
+        ListenAddr::Tcp(addr)
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Who may connect to a unix listen socket: `mode=0660 owner=www-data:www-data` after its
+/// path (unset: as created, by the master's umask and user).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnixAccess {
+    pub mode: Option<u32>,
+    /// uid and gid.
+    pub owner: Option<(u32, u32)>,
+}
+
 /// Where an upstream server listens: a TCP address, or a unix socket's path
 /// (`unix:/run/app/app.sock`: gunicorn, puma, an app on the same box).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -701,19 +755,14 @@ impl Config {
     /// file falls back to the upstream).
     pub fn quick(options: &QuickOptions) -> Result<Config, ConfigError> {
         let listen = if options.listen.is_empty() {
-            vec![DEFAULT_LISTEN.parse().expect("default address parses")]
+            vec![ListenAddr::Tcp(
+                DEFAULT_LISTEN.parse().expect("default address parses"),
+            )]
         } else {
             options
                 .listen
                 .iter()
-                .map(|text| {
-                    text.parse::<SocketAddr>().map_err(|_| {
-                        ConfigError::flag(
-                            "--listen",
-                            &format!("`{text}` is not an address like 127.0.0.1:8080"),
-                        )
-                    })
-                })
+                .map(|text| ListenAddr::parse(text).map_err(|why| ConfigError::flag("--listen", &why)))
                 .collect::<Result<Vec<_>, _>>()?
         };
         let mut servers = Vec::new();
@@ -756,6 +805,7 @@ impl Config {
                 underscores_in_headers: false,
                 error_pages: ErrorPages::default(),
                 proxy_protocol: Vec::new(),
+                unix_access: Vec::new(),
             }],
             upstreams,
             admin: None,
@@ -778,14 +828,14 @@ impl Config {
 
     /// Every listen address, once, with the index of its default server: the one marked
     /// `default`, else the first listed on it.
-    pub fn listeners(&self) -> Vec<(SocketAddr, usize)> {
-        let mut listeners: Vec<(SocketAddr, usize)> = Vec::new();
+    pub fn listeners(&self) -> Vec<(ListenAddr, usize)> {
+        let mut listeners: Vec<(ListenAddr, usize)> = Vec::new();
         for (index, server) in self.servers.iter().enumerate() {
             for addr in &server.listen {
                 match listeners.iter_mut().find(|(seen, _)| seen == addr) {
                     Some(entry) if server.default => entry.1 = index,
                     Some(_) => {}
-                    None => listeners.push((*addr, index)),
+                    None => listeners.push((addr.clone(), index)),
                 }
             }
         }
@@ -793,7 +843,7 @@ impl Config {
     }
 
     /// Every listen address, once, in the order the master binds them.
-    pub fn listen_addresses(&self) -> Vec<SocketAddr> {
+    pub fn listen_addresses(&self) -> Vec<ListenAddr> {
         self.listeners().into_iter().map(|(addr, _)| addr).collect()
     }
 
@@ -803,41 +853,43 @@ impl Config {
     /// either (then its first address).
     pub fn server_labels(&self) -> Vec<Option<String>> {
         let first_name = |server: &Server| server.names.first().map(ToString::to_string);
+        let named = |name: &str| {
+            (self.servers.iter())
+                .filter(|s| first_name(s).as_deref() == Some(name))
+                .count()
+        };
+        let unnamed = self.servers.iter().filter(|s| s.names.is_empty()).count();
         (self.servers.iter())
             .map(|server| match first_name(server) {
-                Some(name)
-                    if self
-                        .servers
-                        .iter()
-                        .filter(|s| first_name(s).as_ref() == Some(&name))
-                        .count()
-                        > 1 =>
-                {
-                    Some(format!("{name}@{}", server.listen[0]))
-                }
+                Some(name) if named(&name) > 1 => Some(format!("{name}@{}", server.listen[0])),
                 Some(name) => Some(name),
-                None if self.servers.iter().filter(|s| s.names.is_empty()).count() > 1 => {
-                    Some(server.listen[0].to_string())
-                }
+                None if unnamed > 1 => Some(server.listen[0].to_string()),
                 None => None,
             })
             .collect()
     }
 
     /// Whether connections to `addr` start with a PROXY protocol header.
-    pub fn takes_proxy_protocol(&self, addr: SocketAddr) -> bool {
-        (self.servers.iter()).any(|server| server.proxy_protocol.contains(&addr))
+    pub fn takes_proxy_protocol(&self, addr: &ListenAddr) -> bool {
+        (self.servers.iter()).any(|server| server.proxy_protocol.contains(addr))
+    }
+
+    /// The mode and owner the unix socket at `path` gets.
+    pub fn unix_access(&self, path: &Path) -> UnixAccess {
+        (self.servers.iter().flat_map(|server| &server.unix_access))
+            .find_map(|(of, access)| (of == path).then_some(*access))
+            .unwrap_or_default()
     }
 
     /// The servers listening on `addr`, its default first.
-    pub fn servers_on(&self, addr: SocketAddr) -> Vec<usize> {
+    pub fn servers_on(&self, addr: &ListenAddr) -> Vec<usize> {
         let default = self
             .listeners()
             .into_iter()
-            .find(|(seen, _)| *seen == addr)
+            .find(|(seen, _)| seen == addr)
             .map(|(_, s)| s);
         let others =
-            (0..self.servers.len()).filter(|&i| Some(i) != default && self.servers[i].listen.contains(&addr));
+            (0..self.servers.len()).filter(|&i| Some(i) != default && self.servers[i].listen.contains(addr));
         default.into_iter().chain(others).collect()
     }
 }

@@ -12,10 +12,12 @@ pub mod loopback;
 pub mod memory;
 pub mod output;
 pub mod spill;
+mod stream;
 pub mod transport;
 
 pub use buffers::{BufferPool, Buffers};
 pub use input::{Filled, Input, ReadSide};
 pub use output::{FileBody, Flush, Output, SharedBody};
 pub use spill::SpillDir;
+pub use stream::Stream;
 pub use transport::Transport;

@@ -9,10 +9,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 
+use crate::config::ListenAddr;
 use crate::sys;
+use crate::worker::ListenSocket;
 
 /// Environment variable carrying shared sockets to an upgraded master: `fd@addr,fd@addr`.
 pub const SHARED_FDS_VAR: &str = "SHOAL_SHARED_FDS";
@@ -24,16 +25,16 @@ const FIRST_FD: RawFd = 3;
 pub enum ActivationError {
     /// `LISTEN_FDS` (or `LISTEN_PID`) is not a number.
     BadVariable { name: &'static str, value: String },
-    /// The fd is not an open listening TCP socket.
+    /// The fd is not an open listening TCP or unix socket.
     NotAListener { fd: RawFd, name: String },
     /// The socket's address (getsockname) is not a configured listen address.
     NotConfigured {
         fd: RawFd,
         name: String,
-        addr: SocketAddr,
+        addr: ListenAddr,
     },
     /// Two sockets are bound to the same address.
-    Duplicate { fd: RawFd, addr: SocketAddr },
+    Duplicate { fd: RawFd, addr: ListenAddr },
 }
 
 impl fmt::Display for ActivationError {
@@ -45,7 +46,7 @@ impl fmt::Display for ActivationError {
             ActivationError::NotAListener { fd, name } => {
                 write!(
                     f,
-                    "socket activation: fd {fd}{name} is not a listening TCP socket"
+                    "socket activation: fd {fd}{name} is not a listening TCP or unix socket"
                 )
             }
             ActivationError::NotConfigured { fd, name, addr } => write!(
@@ -64,25 +65,35 @@ impl fmt::Display for ActivationError {
 
 impl std::error::Error for ActivationError {}
 
-/// The shared sockets, by address.
+/// The shared sockets, by address: those handed over, and the unix sockets the master binds.
 #[derive(Debug, Default)]
 pub struct Shared {
-    by_addr: HashMap<SocketAddr, TcpListener>,
+    by_addr: HashMap<ListenAddr, ListenSocket>,
 }
 
 impl Shared {
     /// True when `addr` is served from a shared socket (no steering, no binding).
-    pub fn contains(&self, addr: &SocketAddr) -> bool {
+    pub fn contains(&self, addr: &ListenAddr) -> bool {
         self.by_addr.contains_key(addr)
     }
 
     /// A new fd for the shared socket of `addr`, if there is one.
-    pub fn duplicate(&self, addr: &SocketAddr) -> Option<std::io::Result<TcpListener>> {
-        self.by_addr.get(addr).map(TcpListener::try_clone)
+    pub fn duplicate(&self, addr: &ListenAddr) -> Option<std::io::Result<ListenSocket>> {
+        self.by_addr.get(addr).map(ListenSocket::try_clone)
+    }
+
+    /// Keeps `socket`, bound to `addr`, for every slot.
+    pub fn insert(&mut self, addr: ListenAddr, socket: ListenSocket) {
+        self.by_addr.insert(addr, socket);
+    }
+
+    /// Closes the master's fd of the socket for `addr` (workers' duplicates stay open).
+    pub fn remove(&mut self, addr: &ListenAddr) {
+        self.by_addr.remove(addr);
     }
 
     /// Every shared socket with its address.
-    pub fn iter(&self) -> impl Iterator<Item = (&SocketAddr, &TcpListener)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&ListenAddr, &ListenSocket)> {
         self.by_addr.iter()
     }
 
@@ -99,7 +110,7 @@ impl Shared {
 
 /// Takes the sockets we were handed, if any, checking each against the configured listen
 /// `addresses`. Removes the variables from the environment whatever they say.
-pub fn take_from_env(addresses: &[(SocketAddr, usize)]) -> Result<Shared, ActivationError> {
+pub fn take_from_env(addresses: &[(ListenAddr, usize)]) -> Result<Shared, ActivationError> {
     let read = |name| std::env::var(name).ok();
     let systemd = SystemdVars {
         pid: read("LISTEN_PID"),
@@ -121,16 +132,21 @@ pub fn take_from_env(addresses: &[(SocketAddr, usize)]) -> Result<Shared, Activa
         } else {
             format!(" ({name})")
         };
-        let socket = sys::adopt_listener(fd, None)
-            .filter(|socket| socket.set_nonblocking(true).is_ok())
-            .ok_or_else(|| ActivationError::NotAListener {
-                fd,
-                name: shown.clone(),
-            })?;
-        let addr = socket.local_addr().map_err(|_| ActivationError::NotAListener {
-            fd,
-            name: shown.clone(),
-        })?;
+        let adopted = match sys::adopt_listener(fd, None) {
+            Some(socket) => socket
+                .local_addr()
+                .ok()
+                .map(|addr| (ListenAddr::Tcp(addr), ListenSocket::Tcp(socket))),
+            None => sys::adopt_unix_listener(fd)
+                .map(|(socket, path)| (ListenAddr::Unix(path), ListenSocket::Unix(socket))),
+        };
+        let nonblocking = |socket: &ListenSocket| match socket {
+            ListenSocket::Tcp(socket) => socket.set_nonblocking(true).is_ok(),
+            ListenSocket::Unix(socket) => socket.set_nonblocking(true).is_ok(),
+        };
+        let Some((addr, socket)) = adopted.filter(|(_, socket)| nonblocking(socket)) else {
+            return Err(ActivationError::NotAListener { fd, name: shown });
+        };
         if !addresses.iter().any(|(configured, _)| *configured == addr) {
             return Err(ActivationError::NotConfigured {
                 fd,
@@ -138,9 +154,10 @@ pub fn take_from_env(addresses: &[(SocketAddr, usize)]) -> Result<Shared, Activa
                 addr,
             });
         }
-        if shared.by_addr.insert(addr, socket).is_some() {
+        if shared.by_addr.contains_key(&addr) {
             return Err(ActivationError::Duplicate { fd, addr });
         }
+        shared.by_addr.insert(addr, socket);
     }
     Ok(shared)
 }

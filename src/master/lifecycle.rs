@@ -10,6 +10,7 @@ use super::listeners::{self, Listener, Spare};
 use super::slots::{Life, Role, Slot};
 use super::{caps, privileges, Attempt, Master, Phase, Readiness};
 use crate::channel::Command;
+use crate::config::ListenAddr;
 use crate::control::Outcome;
 use crate::status::RestartReason;
 use crate::sys;
@@ -86,7 +87,7 @@ impl Master {
         privileges::fit_open_files(&mut config, sys::raise_nofile_limit());
         let addresses = config.listeners();
         // Addresses none of our sockets is on yet must be free: a taken one refuses the reload.
-        let fresh = addresses.iter().map(|(addr, _)| *addr).filter(|addr| {
+        let fresh = addresses.iter().map(|(addr, _)| addr.clone()).filter(|addr| {
             !self.shared.contains(addr)
                 && !self
                     .slots
@@ -94,6 +95,11 @@ impl Master {
                     .any(|s| s.listeners.iter().any(|l| l.addr == *addr))
         });
         if let Err(e) = listeners::refuse_taken(fresh) {
+            return self.refuse_reload(attempt, e);
+        }
+        // New unix sockets are bound now (one for every slot); a reload refused later keeps
+        // them for the next attempt.
+        if let Err(e) = listeners::bind_unix(&addresses, &mut self.shared, |path| config.unix_access(path)) {
             return self.refuse_reload(attempt, e);
         }
         let active = self.slots.iter().filter(|s| s.role == Role::Active).count();
@@ -105,7 +111,7 @@ impl Master {
                 if let Ok(socket) = listener.socket.try_clone() {
                     spare.put(Listener {
                         socket,
-                        addr: listener.addr,
+                        addr: listener.addr.clone(),
                         server: listener.server,
                     });
                 }
@@ -136,9 +142,21 @@ impl Master {
                 error!("reload: cannot open error log {}: {e}", path.display());
             }
         }
-        for (addr, _) in self.shared.iter() {
-            if !addresses.iter().any(|(configured, _)| configured == addr) {
-                warn!("reload: {addr} came by socket activation and is no longer configured; its connections will wait unanswered");
+        let unconfigured: Vec<ListenAddr> = (self.shared.iter().map(|(addr, _)| addr))
+            .filter(|addr| !addresses.iter().any(|(configured, _)| configured == *addr))
+            .cloned()
+            .collect();
+        for addr in unconfigured {
+            match addr {
+                // Closed once the old workers are gone; the file stays until a bind replaces it.
+                ListenAddr::Unix(_) => {
+                    self.shared.remove(&addr);
+                    info!("reload: {addr} is no longer configured: it closes with the old workers");
+                }
+                ListenAddr::Tcp(_) => warn!(
+                    "reload: {addr} came by socket activation and is no longer configured; \
+                     its connections will wait unanswered"
+                ),
             }
         }
         info!(

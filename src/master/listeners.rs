@@ -1,21 +1,29 @@
-//! The listening sockets: one SO_REUSEPORT socket per worker slot and address.
+//! The listening sockets: one SO_REUSEPORT socket per worker slot and TCP address, one unix
+//! socket per path for every slot.
 //!
 //! The master binds them once and keeps them open for the life of the slot: a socket's
 //! accept queue dies with its last fd, so a worker that dies must never own the only one.
 //! On a binary upgrade they are passed to the new executable instead of being bound again.
 //! An address none of our sockets is on yet is probed first: SO_REUSEPORT would let us join
-//! another process's group on it silently, so a taken address is refused instead.
+//! another process's group on it silently, so a taken address is refused instead. A unix
+//! socket's path is probed by connecting: a file nothing answers on is a stale socket left
+//! by a stopped server, and is replaced.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::activation::Shared;
 use super::owner::{self, Owner};
+use crate::config::{ListenAddr, UnixAccess};
 use crate::sys;
+use crate::worker::ListenSocket;
 
 /// Kernel accept-queue length requested for every listening socket (capped by somaxconn).
 pub const BACKLOG: i32 = 4096;
@@ -26,9 +34,9 @@ pub const INHERITED_FDS_VAR: &str = "SHOAL_LISTEN_FDS";
 #[derive(Debug)]
 pub struct Listener {
     /// The socket, non-blocking, bound and listening.
-    pub socket: TcpListener,
+    pub socket: ListenSocket,
     /// The address it is bound to.
-    pub addr: SocketAddr,
+    pub addr: ListenAddr,
     /// Index of the virtual server in `Config::servers`.
     pub server: usize,
 }
@@ -38,9 +46,9 @@ pub struct Listener {
 pub enum BindError {
     /// The probe found another socket listening there: SO_REUSEPORT would have quietly put
     /// us in its group (when both run as the same user) and split its traffic with us.
-    Taken { addr: SocketAddr, owner: Option<Owner> },
+    Taken { addr: ListenAddr, owner: Option<Owner> },
     /// Creating, binding or listening failed (EACCES below port 1024, EADDRNOTAVAIL...).
-    Bind { addr: SocketAddr, source: io::Error },
+    Bind { addr: ListenAddr, source: io::Error },
 }
 
 impl std::fmt::Display for BindError {
@@ -60,12 +68,14 @@ impl std::fmt::Display for BindError {
 
 impl BindError {
     /// The error for a failed bind of `addr`: `Taken` (with its owner) for EADDRINUSE.
-    pub fn of(addr: SocketAddr, source: io::Error) -> BindError {
+    pub fn of(addr: impl Into<ListenAddr>, source: io::Error) -> BindError {
+        let addr = addr.into();
         if source.kind() == io::ErrorKind::AddrInUse {
-            BindError::Taken {
-                addr,
-                owner: owner::owner_of(addr),
-            }
+            let owner = match addr {
+                ListenAddr::Tcp(tcp) => owner::owner_of(tcp),
+                ListenAddr::Unix(_) => None,
+            };
+            BindError::Taken { addr, owner }
         } else {
             BindError::Bind { addr, source }
         }
@@ -76,11 +86,32 @@ impl BindError {
 /// listens on. Each is probed with a bind *without* SO_REUSEPORT, which the kernel refuses
 /// while anything listens there, whoever owns it; the probe socket is closed at once. Our own
 /// sockets (kept on reload, inherited on upgrade, passed by systemd) are never probed.
-pub fn refuse_taken(fresh: impl IntoIterator<Item = SocketAddr>) -> Result<(), BindError> {
+pub fn refuse_taken(fresh: impl IntoIterator<Item = ListenAddr>) -> Result<(), BindError> {
     for addr in fresh {
-        probe(addr).map_err(|source| BindError::of(addr, source))?;
+        let probed = match &addr {
+            ListenAddr::Tcp(tcp) => probe(*tcp),
+            ListenAddr::Unix(path) => probe_unix(path),
+        };
+        probed.map_err(|source| BindError::of(addr, source))?;
     }
     Ok(())
+}
+
+/// A path is free when nothing is there, or a socket nothing answers on (left by a server
+/// that stopped); taken when a connect succeeds.
+fn probe_unix(path: &Path) -> io::Result<()> {
+    match UnixStream::connect(path) {
+        Ok(_) => Err(io::ErrorKind::AddrInUse.into()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn probe(addr: SocketAddr) -> io::Result<()> {
@@ -98,7 +129,7 @@ fn probe(addr: SocketAddr) -> io::Result<()> {
 /// upgrading master).
 #[derive(Default)]
 pub struct Spare {
-    by_addr: HashMap<SocketAddr, Vec<TcpListener>>,
+    by_addr: HashMap<ListenAddr, Vec<ListenSocket>>,
 }
 
 impl Spare {
@@ -112,11 +143,11 @@ impl Spare {
             let Some((fd, addr)) = entry.split_once('@') else {
                 continue;
             };
-            let (Ok(fd), Ok(addr)) = (fd.parse(), addr.parse()) else {
+            let (Ok(fd), Ok(addr)) = (fd.parse(), addr.parse::<SocketAddr>()) else {
                 continue;
             };
             if let Some(socket) = sys::adopt_listener(fd, Some(addr)) {
-                spare.by_addr.entry(addr).or_default().push(socket);
+                (spare.by_addr.entry(ListenAddr::Tcp(addr)).or_default()).push(ListenSocket::Tcp(socket));
             }
         }
         spare
@@ -131,54 +162,104 @@ impl Spare {
     }
 
     /// True when a socket for `addr` is kept here.
-    pub fn holds(&self, addr: &SocketAddr) -> bool {
+    pub fn holds(&self, addr: &ListenAddr) -> bool {
         self.by_addr.get(addr).is_some_and(|sockets| !sockets.is_empty())
     }
 
-    fn take(&mut self, addr: SocketAddr) -> Option<TcpListener> {
-        let sockets = self.by_addr.get_mut(&addr)?;
+    fn take(&mut self, addr: &ListenAddr) -> Option<ListenSocket> {
+        let sockets = self.by_addr.get_mut(addr)?;
         (!sockets.is_empty()).then(|| sockets.remove(0))
     }
 
     /// Sockets nobody reused.
-    pub fn into_leftovers(self) -> Vec<TcpListener> {
+    pub fn into_leftovers(self) -> Vec<ListenSocket> {
         self.by_addr.into_values().flatten().collect()
     }
 }
 
 /// The sockets of one slot: one per `(address, server)` pair: a duplicate of the `shared`
-/// (socket-activated) socket for the address if there is one, else one reused from `spare`
-/// when an open socket for the address is there, else bound anew.
+/// socket for the address if there is one (socket-activated, or a unix socket), else one
+/// reused from `spare` when an open socket for the address is there, else bound anew.
 pub fn slot_sockets(
-    addresses: &[(SocketAddr, usize)],
+    addresses: &[(ListenAddr, usize)],
     spare: &mut Spare,
     shared: &Shared,
 ) -> Result<Vec<Listener>, BindError> {
     addresses
         .iter()
-        .map(|&(addr, server)| {
-            let socket = match (shared.duplicate(&addr), spare.take(addr)) {
-                (Some(duplicate), _) => duplicate.map_err(|source| BindError::Bind { addr, source })?,
-                (None, Some(socket)) => socket,
-                (None, None) => bind(addr).map_err(|source| BindError::of(addr, source))?,
+        .map(|(addr, server)| {
+            let failed = |source| BindError::of(addr.clone(), source);
+            let socket = match (shared.duplicate(addr), spare.take(addr), addr) {
+                (Some(duplicate), _, _) => duplicate.map_err(failed)?,
+                (None, Some(socket), _) => socket,
+                (None, None, ListenAddr::Tcp(tcp)) => ListenSocket::Tcp(bind(*tcp).map_err(failed)?),
+                // Unix sockets are bound once for all slots, into `shared` (`bind_unix`).
+                (None, None, ListenAddr::Unix(_)) => return Err(failed(io::ErrorKind::NotFound.into())),
             };
-            Ok(Listener { socket, addr, server })
+            Ok(Listener {
+                socket,
+                addr: addr.clone(),
+                server: *server,
+            })
         })
         .collect()
 }
 
-/// The [`INHERITED_FDS_VAR`] value describing these slots' sockets.
-pub fn describe_for_upgrade<'a>(slots: impl Iterator<Item = &'a [Listener]>) -> String {
+/// Binds the unix sockets among `addresses` that `shared` does not hold yet, into it (one
+/// socket every slot shares); `access` says what mode and owner each path gets. A stale
+/// socket file (`refuse_taken` found nothing answering there) is replaced.
+pub fn bind_unix(
+    addresses: &[(ListenAddr, usize)],
+    shared: &mut Shared,
+    access: impl Fn(&Path) -> UnixAccess,
+) -> Result<(), BindError> {
+    for (addr, _) in addresses {
+        let ListenAddr::Unix(path) = addr else {
+            continue;
+        };
+        if shared.contains(addr) {
+            continue;
+        }
+        let failed = |source| BindError::of(addr.clone(), source);
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(failed(e)),
+            _ => {}
+        }
+        let socket = bind_unix_path(path).map_err(failed)?;
+        let UnixAccess { mode, owner } = access(path);
+        if let Some(mode) = mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(failed)?;
+        }
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(failed)?;
+        }
+        shared.insert(addr.clone(), ListenSocket::Unix(socket));
+    }
+    Ok(())
+}
+
+/// The [`INHERITED_FDS_VAR`] value describing these slots' own sockets (the `shared` ones
+/// go once, in their own variable).
+pub fn describe_for_upgrade<'a>(slots: impl Iterator<Item = &'a [Listener]>, shared: &Shared) -> String {
     slots
         .map(|listeners| {
-            listeners
-                .iter()
+            (listeners.iter())
+                .filter(|l| !shared.contains(&l.addr))
                 .map(|l| format!("{}@{}", l.socket.as_raw_fd(), l.addr))
                 .collect::<Vec<_>>()
                 .join(",")
         })
         .collect::<Vec<_>>()
         .join(";")
+}
+
+fn bind_unix_path(path: &Path) -> io::Result<UnixListener> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {

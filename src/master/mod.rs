@@ -25,7 +25,6 @@ mod upgrade;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
-use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,7 @@ use log::info;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
-use crate::config::{Config, Source};
+use crate::config::{Config, ListenAddr, Source};
 use crate::control::{Outcome, Verdict};
 use crate::sys::{self, SignalReader};
 use admin::Admin;
@@ -159,7 +158,7 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
     })?;
     caps::prepare(shared_state, &config).map_err(MasterError::SharedState)?;
     let addresses = config.listeners();
-    let shared = activation::take_from_env(&addresses).map_err(MasterError::Activation)?;
+    let mut shared = activation::take_from_env(&addresses).map_err(MasterError::Activation)?;
     let mut spare = Spare::inherited();
     let inherited_admin = admin::inherited();
     let handoff = Handoff::inherited();
@@ -172,9 +171,11 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
     };
     let fresh = addresses
         .iter()
-        .map(|(addr, _)| *addr)
+        .map(|(addr, _)| addr.clone())
         .filter(|addr| !spare.holds(addr) && !shared.contains(addr));
     listeners::refuse_taken(fresh).map_err(MasterError::Bind)?;
+    listeners::bind_unix(&addresses, &mut shared, |path| config.unix_access(path))
+        .map_err(MasterError::Bind)?;
     let now = Instant::now();
     let mut slots = Vec::with_capacity(config.workers);
     for index in 0..config.workers {
@@ -197,15 +198,15 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
         _ => None,
     };
     for (addr, _) in &addresses {
-        let sockets = if shared.contains(addr) {
-            "socket activation: one socket shared by all"
-        } else {
-            "one SO_REUSEPORT socket each"
+        let (url, sockets) = match addr {
+            ListenAddr::Unix(_) => (addr.to_string(), "one unix socket shared by all"),
+            ListenAddr::Tcp(_) if shared.contains(addr) => (
+                format!("http://{addr}/"),
+                "socket activation: one socket shared by all",
+            ),
+            ListenAddr::Tcp(_) => (format!("http://{addr}/"), "one SO_REUSEPORT socket each"),
         };
-        info!(
-            "listening on http://{addr}/ with {} workers ({sockets})",
-            config.workers
-        );
+        info!("listening on {url} with {} workers ({sockets})", config.workers);
     }
     privileges::fit_open_files(&mut config, nofile);
     let notifier = sys::Notifier::from_env();
@@ -260,7 +261,7 @@ struct Master {
     /// Active health verdicts per (upstream, server), replayed to every new worker.
     health: BTreeMap<(u32, u32), bool>,
     /// Steering last applied per address (slot indices), to change it only when needed.
-    steering: HashMap<SocketAddr, Vec<u32>>,
+    steering: HashMap<ListenAddr, Vec<u32>>,
     /// Sockets handed over already listening (socket activation), shared by every slot.
     shared: activation::Shared,
     /// A binary upgrade in progress (we are the old master).

@@ -24,7 +24,7 @@ pub fn spawn_worker(slot: &Slot, config: &Config, shared: &'static Shared) -> st
             let listeners: Vec<_> = slot
                 .listeners
                 .iter()
-                .filter_map(|l| Some((l.socket.try_clone().ok()?, l.addr)))
+                .filter_map(|l| Some((l.socket.try_clone().ok()?, l.addr.clone())))
                 .collect();
             // Keep only our slot's sockets and our channel end; everything else of the
             // master's (other slots, other channels, the signalfd) is closed here. The

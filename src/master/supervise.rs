@@ -16,6 +16,7 @@ use crate::channel::{Command, Received, Report};
 use crate::control::Outcome;
 use crate::status::RestartReason;
 use crate::sys;
+use crate::worker::ListenSocket;
 
 /// How a worker process ended.
 enum Ending {
@@ -342,17 +343,21 @@ impl Master {
             .collect();
         let Some(first) = self.slots.first() else { return };
         for listener in &first.listeners {
-            // A shared (socket-activated) socket is one queue for every slot: nothing to steer.
+            // A shared socket (socket-activated, or unix) is one queue for every slot: nothing
+            // to steer.
+            let ListenSocket::Tcp(socket) = &listener.socket else {
+                continue;
+            };
             if self.steering.get(&listener.addr) == Some(&targets) || self.shared.contains(&listener.addr) {
                 continue;
             }
-            if let Err(e) = sys::steer(&listener.socket, &targets) {
+            if let Err(e) = sys::steer(socket, &targets) {
                 warn!(
                     "setsockopt(SO_ATTACH_REUSEPORT_CBPF) failed on {}: {e}",
                     listener.addr
                 );
             }
-            self.steering.insert(listener.addr, targets.clone());
+            self.steering.insert(listener.addr.clone(), targets.clone());
         }
     }
 

@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -91,10 +90,13 @@ impl Master {
         let exe = exe.to_string_lossy().trim_end_matches(" (deleted)").to_string();
         let (ready_read, ready_write) = nix::unistd::pipe()?;
         let slots = self.slots.iter().filter(|s| s.role == Role::Active);
-        let fds = listeners::describe_for_upgrade(slots.map(|s| &s.listeners[..]));
-        let mut sockets: Vec<&TcpListener> = (self.slots.iter().flat_map(|s| s.listeners.iter()))
-            .map(|l| &l.socket)
-            .chain(self.shared.iter().map(|(_, socket)| socket))
+        let fds = listeners::describe_for_upgrade(slots.map(|s| &s.listeners[..]), &self.shared);
+        // Each slot's own sockets (TCP), and the shared ones once.
+        let own = (self.slots.iter().flat_map(|s| s.listeners.iter()))
+            .filter(|l| !self.shared.contains(&l.addr))
+            .map(|l| l.socket.as_fd());
+        let mut sockets: Vec<BorrowedFd> = own
+            .chain(self.shared.iter().map(|(_, socket)| socket.as_fd()))
             .collect();
         let mut command = Command::new(&exe);
         command
@@ -108,10 +110,10 @@ impl Master {
         if let Some(admin) = &self.admin {
             let value = format!("{}@{}", admin.listener().as_raw_fd(), admin.addr);
             command.env(INHERITED_ADMIN_VAR, value);
-            sockets.push(admin.listener());
+            sockets.push(admin.listener().as_fd());
         }
         // The master is single-threaded, so clearing close-on-exec for the spawn races nobody.
-        let mut fds: Vec<BorrowedFd> = sockets.iter().map(|s| s.as_fd()).collect();
+        let mut fds = sockets;
         fds.extend(self.shared_state.fds());
         for fd in &fds {
             sys::set_cloexec(fd, false)?;

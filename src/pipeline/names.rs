@@ -116,7 +116,7 @@ mod tests {
         }
         text.push_str("[upstream.a]\nservers = [\"127.0.0.1:3000\"]\n");
         let config = load_text(Path::new("t.toml"), &text).unwrap();
-        let on = config.servers_on("127.0.0.1:8080".parse().unwrap());
+        let on = config.servers_on(&"127.0.0.1:8080".parse().unwrap());
         let names = Names::new(&config, &on);
         (config, names)
     }

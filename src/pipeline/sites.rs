@@ -5,13 +5,12 @@
 //! Built once per worker from the config; each route knows its place in the response
 //! counters, so nothing about routing is recomputed per request.
 
-use crate::config::answer::{Fixed, Redirect};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use regex::RegexSet;
 
-use crate::config::{Config, FileOptions, Matching, Route as RouteConfig, Serve};
+use crate::config::answer::{Fixed, Redirect};
+use crate::config::{Config, FileOptions, ListenAddr, Matching, Route as RouteConfig, Serve};
 use crate::http::request::RequestHead;
 use crate::http::target;
 use crate::stats::NO_ROUTE;
@@ -200,7 +199,7 @@ impl<'c> Sites<'c> {
     /// `StaticFiles::open`). Fails for an address no server of `config` listens on.
     pub fn new(
         config: &'c Config,
-        listeners: &[SocketAddr],
+        listeners: &[ListenAddr],
     ) -> Result<(Sites<'c>, Vec<&'c FileOptions>), String> {
         let mut roots = Vec::new();
         let mut by_count = Vec::new();
@@ -259,7 +258,7 @@ impl<'c> Sites<'c> {
             })
             .collect();
         let mut by_listener = Vec::with_capacity(listeners.len());
-        for &addr in listeners {
+        for addr in listeners {
             let servers = config.servers_on(addr);
             if servers.is_empty() {
                 return Err(format!("no server of the config listens on {addr}"));

@@ -21,13 +21,13 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry};
 
 use super::balance::{hash_key, InFlight, Tried};
 use super::forward::{self, Forward};
 use super::gate::Permit;
 use super::response::{self, UpstreamBody, UpstreamHead};
-use super::stream::UpstreamStream;
 use super::{socket_token, Admission, Upstreams};
 use crate::config::answer::Parts;
 use crate::config::{Balance, HashKey, HeaderRules, UpstreamAddr};
@@ -36,7 +36,7 @@ use crate::http::request::{Framing, Method, RequestHead};
 use crate::http::respond::{respond_simple, BodyPart, Respond};
 use crate::http::response::{header as push_header, push_chunk, ResponseHead};
 use crate::io::spill::Spill;
-use crate::io::{Buffers, Filled, Input, SpillDir, Transport};
+use crate::io::{Buffers, Filled, Input, SpillDir, Stream, Transport};
 use crate::stats::UpstreamError;
 
 /// Request bytes buffered toward the upstream before the client is read further; also what a
@@ -199,9 +199,9 @@ enum Link {
         ticket: u64,
         since: Instant,
     },
-    Connecting(UpstreamStream),
+    Connecting(Stream),
     Open {
-        stream: UpstreamStream,
+        stream: Stream,
         pooled: bool,
     },
     /// Handed back to the pool, or dropped.
@@ -211,7 +211,7 @@ enum Link {
 impl Link {
     /// The upstream socket. Exchanges use it only once connecting started and stop pumping
     /// once the link is closed, so the other cases are never reached.
-    fn stream(&mut self) -> &mut UpstreamStream {
+    fn stream(&mut self) -> &mut Stream {
         match self {
             Link::Connecting(stream) | Link::Open { stream, .. } => stream,
             Link::Queued { .. } | Link::Closed => unreachable!("no upstream socket to use"),
@@ -557,8 +557,8 @@ impl Exchange {
         }
     }
 
-    fn open(&self, addr: &UpstreamAddr, env: &mut Env) -> io::Result<UpstreamStream> {
-        let mut stream = UpstreamStream::connect(addr)?;
+    fn open(&self, addr: &UpstreamAddr, env: &mut Env) -> io::Result<Stream> {
+        let mut stream = connect(addr)?;
         let token = socket_token(&stream);
         env.registry
             .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
@@ -1203,11 +1203,24 @@ enum Connect {
     Failed(UpstreamError),
 }
 
-fn connect_state(stream: &UpstreamStream) -> Connect {
+fn connect_state(stream: &Stream) -> Connect {
     match stream.connected() {
         Ok(true) => Connect::Done,
         Ok(false) => Connect::Pending,
         Err(e) => Connect::Failed(connect_error(&e)),
+    }
+}
+
+/// Starts connecting to `addr` (a TCP connect completes later; a unix one at once, or fails
+/// with `WouldBlock` when the app's backlog is full).
+fn connect(addr: &UpstreamAddr) -> io::Result<Stream> {
+    match addr {
+        UpstreamAddr::Tcp(addr) => {
+            let stream = TcpStream::connect(*addr)?;
+            let _ = stream.set_nodelay(true);
+            Ok(Stream::Tcp(stream))
+        }
+        UpstreamAddr::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
     }
 }
 

@@ -8,13 +8,12 @@ mod gate;
 pub mod health;
 mod pool;
 pub mod response;
-mod stream;
 
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
+use crate::io::Stream;
 use mio::Token;
-use stream::UpstreamStream;
 
 use crate::config::Upstream;
 use crate::shared::Shared;
@@ -102,7 +101,7 @@ pub struct Upstreams<'a> {
 /// its descriptor, which no other open socket has. A socket keeps it for its whole life, so
 /// handing a pooled one to another client costs no `epoll_ctl`, and an event on an idle
 /// socket reaches only that socket.
-pub fn socket_token(stream: &UpstreamStream) -> Token {
+pub fn socket_token(stream: &Stream) -> Token {
     Token(2 * stream.as_raw_fd() as usize + 1)
 }
 
@@ -141,7 +140,7 @@ impl<'a> Upstreams<'a> {
     }
 
     /// Notes that `stream` works for client connection `conn` (`None`: it idles in a pool).
-    fn own(&mut self, stream: &UpstreamStream, conn: Option<usize>) {
+    fn own(&mut self, stream: &Stream, conn: Option<usize>) {
         let fd = stream.as_raw_fd() as usize;
         if self.owners.len() <= fd {
             self.owners.resize(fd + 1, None);
@@ -189,13 +188,7 @@ impl<'a> Upstreams<'a> {
 
     /// An idle connection to `server` of `upstream`, if one is pooled and still open; it works
     /// for client connection `conn` from now on.
-    pub fn checkout(
-        &mut self,
-        upstream: usize,
-        server: usize,
-        conn: usize,
-        now: Instant,
-    ) -> Option<UpstreamStream> {
+    pub fn checkout(&mut self, upstream: usize, server: usize, conn: usize, now: Instant) -> Option<Stream> {
         let state = &mut self.list[upstream];
         let stream = state.pool.checkout(server, now, state.config.keepalive_timeout)?;
         self.own(&stream, Some(conn));
@@ -203,12 +196,12 @@ impl<'a> Upstreams<'a> {
     }
 
     /// Notes a new connection to an upstream server, working for client connection `conn`.
-    pub fn opened(&mut self, stream: &UpstreamStream, conn: usize) {
+    pub fn opened(&mut self, stream: &Stream, conn: usize) {
         self.own(stream, Some(conn));
     }
 
     /// Returns a connection whose last exchange ended cleanly.
-    pub fn checkin(&mut self, upstream: usize, server: usize, stream: UpstreamStream, now: Instant) {
+    pub fn checkin(&mut self, upstream: usize, server: usize, stream: Stream, now: Instant) {
         self.own(&stream, None);
         let state = &mut self.list[upstream];
         state.pool.checkin(server, stream, now, state.config.keepalive);

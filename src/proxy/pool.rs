@@ -8,12 +8,12 @@
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use super::stream::UpstreamStream;
+use crate::io::Stream;
 
 /// An idle upstream connection.
 struct Idle {
     server: usize,
-    stream: UpstreamStream,
+    stream: Stream,
     since: Instant,
     /// An event arrived while it idled (typically the upstream's FIN).
     suspect: bool,
@@ -27,12 +27,12 @@ pub struct Pool {
 
 impl Pool {
     /// A live idle connection to `server`, the one pooled last (its cache is warmest).
-    pub fn checkout(&mut self, server: usize, now: Instant, max_idle: Duration) -> Option<UpstreamStream> {
+    pub fn checkout(&mut self, server: usize, now: Instant, max_idle: Duration) -> Option<Stream> {
         loop {
             let at = self.idle.iter().rposition(|c| c.server == server)?;
             let conn = self.idle.swap_remove(at);
             if now.duration_since(conn.since) < max_idle
-                && (!conn.suspect || UpstreamStream::still_open(&conn.stream))
+                && (!conn.suspect || Stream::still_open(&conn.stream))
             {
                 return Some(conn.stream);
             }
@@ -40,7 +40,7 @@ impl Pool {
     }
 
     /// Keeps `stream` for reuse, dropping the oldest beyond `capacity`.
-    pub fn checkin(&mut self, server: usize, stream: UpstreamStream, now: Instant, capacity: usize) {
+    pub fn checkin(&mut self, server: usize, stream: Stream, now: Instant, capacity: usize) {
         if capacity == 0 {
             return;
         }

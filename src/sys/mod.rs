@@ -16,8 +16,8 @@ pub use net::unsent_bytes;
 pub use net::{nothing_to_read, send_more};
 pub use notify::Notifier;
 pub use process::{
-    adopt_listener, adopt_pipe, close_fds_except, drop_privileges, fork, hand_over, name_process,
-    raise_nofile_limit, redirect_stderr, set_cloexec, DropError, Forked, NofileLimit,
+    adopt_listener, adopt_pipe, adopt_unix_listener, close_fds_except, drop_privileges, fork, hand_over,
+    name_process, raise_nofile_limit, redirect_stderr, set_cloexec, DropError, Forked, NofileLimit,
 };
 pub use shm::{adopt_eventfd, eventfd, SharedMemory};
 pub use signals::{SignalReader, HANDLED};

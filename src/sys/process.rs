@@ -149,6 +149,35 @@ pub fn adopt_listener(
     Some(unsafe { std::net::TcpListener::from_raw_fd(fd) })
 }
 
+/// Takes ownership of a listening unix socket fd inherited from an upgrading master or
+/// systemd, with the path it is bound to; `None` unless `fd` is above stderr and an open,
+/// listening stream socket bound to a path.
+pub fn adopt_unix_listener(
+    fd: std::os::fd::RawFd,
+) -> Option<(std::os::unix::net::UnixListener, std::path::PathBuf)> {
+    use nix::sys::socket::{getsockopt, sockopt, SockType};
+    use std::os::fd::{BorrowedFd, FromRawFd};
+    if fd <= 2 {
+        return None;
+    }
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).ok()?;
+    // SAFETY: borrowed only for the checks below, while the fd is known to be open (fcntl).
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    if getsockopt(&borrowed, sockopt::SockType).ok()? != SockType::Stream
+        || !getsockopt(&borrowed, sockopt::AcceptConn).ok()?
+    {
+        return None;
+    }
+    let path = socket2::SockRef::from(&borrowed)
+        .local_addr()
+        .ok()?
+        .as_pathname()?
+        .to_path_buf();
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).ok()?;
+    // SAFETY: the fd is open, a listening unix stream socket, and was handed to us to own.
+    Some((unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) }, path))
+}
+
 /// Takes ownership of the pipe end an upgrading master passed by number; `None` unless
 /// `fd` is above stderr and an open pipe.
 pub fn adopt_pipe(fd: std::os::fd::RawFd) -> Option<std::fs::File> {

@@ -10,8 +10,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-
 use super::access_log::{AccessLog, Entry};
 use super::clock::Clock;
 use super::proxy_protocol;
@@ -19,7 +17,7 @@ use crate::config::{Limits, UpstreamAddr};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{self, Framing, HeadLimits, RequestHead};
 use crate::http::response::{format_into, Persistence, ResponseHead};
-use crate::io::{Buffers, Filled, Flush, Input, Output, ReadSide, Transport};
+use crate::io::{Buffers, Filled, Flush, Input, Output, ReadSide, Stream, Transport};
 use crate::pipeline::request_id::RequestId;
 use crate::pipeline::respond::{Reply, Response};
 use crate::pipeline::{Outcome, Pipeline, Request, Routed};
@@ -166,8 +164,8 @@ pub struct Ctx<'a> {
     pub request: RequestHead,
 }
 
-/// A client connection over a transport (TCP by default).
-pub struct Conn<T: Transport = TcpStream> {
+/// A client connection over a transport (a TCP or unix socket by default).
+pub struct Conn<T: Transport = Stream> {
     /// Slab key: the client socket's token is `2 * key` (an upstream socket's is its own,
     /// see `proxy::socket_token`).
     key: usize,

@@ -10,26 +10,26 @@ mod clock;
 mod conn;
 #[cfg(test)]
 mod driver;
+mod listen;
 mod proxy_protocol;
 
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
-use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 use slab::Slab;
 
 use crate::channel::{self, Command, Received, Report};
-use crate::config::Config;
+use crate::config::{Config, ListenAddr};
 use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
+use crate::io::Stream;
 use crate::pipeline::Pipeline;
 use crate::proxy::health;
 use crate::shared::Shared;
@@ -38,6 +38,8 @@ use crate::sys::SignalReader;
 use access_log::{AccessLog, ServerLog};
 use clock::Clock;
 use conn::{Conn, Ctx, Verdict};
+pub use listen::ListenSocket;
+use listen::Listener;
 
 /// Token of the signalfd.
 const SIGNALS: Token = Token(usize::MAX);
@@ -104,7 +106,7 @@ enum Accepting {
 /// state. Returns the exit code.
 pub fn run(
     slot: usize,
-    listeners: Vec<(std::net::TcpListener, SocketAddr)>,
+    listeners: Vec<(ListenSocket, ListenAddr)>,
     channel: channel::End,
     config: &Config,
     shared: &'static Shared,
@@ -134,7 +136,7 @@ struct Worker<'a> {
     poll: Poll,
     signals: SignalReader,
     channel: channel::End,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     /// Per listener: its connections start with a PROXY protocol header.
     takes_proxy_protocol: Vec<bool>,
     accepting: Accepting,
@@ -158,7 +160,7 @@ struct Worker<'a> {
 impl<'a> Worker<'a> {
     fn boot(
         slot: usize,
-        sockets: Vec<(std::net::TcpListener, SocketAddr)>,
+        sockets: Vec<(ListenSocket, ListenAddr)>,
         channel: channel::End,
         config: &'a Config,
         shared: &'static Shared,
@@ -184,7 +186,7 @@ impl<'a> Worker<'a> {
 
     fn prepare(
         slot: usize,
-        sockets: Vec<(std::net::TcpListener, SocketAddr)>,
+        sockets: Vec<(ListenSocket, ListenAddr)>,
         channel: &channel::End,
         config: &'a Config,
         shared: &'static Shared,
@@ -215,13 +217,9 @@ impl<'a> Worker<'a> {
         let mut listeners = Vec::new();
         // Each socket comes with the address it was bound for: the pipeline picks among the
         // servers listening there.
-        let addresses: Vec<SocketAddr> = sockets.iter().map(|(_, addr)| *addr).collect();
+        let addresses: Vec<ListenAddr> = sockets.iter().map(|(_, addr)| addr.clone()).collect();
         for (i, (socket, _)) in sockets.into_iter().enumerate() {
-            // Accepted sockets inherit TCP_NODELAY from their listener (Linux), which saves a
-            // setsockopt per connection. Set here, it covers sockets bound by the master,
-            // inherited across an upgrade, or passed by systemd.
-            socket2::SockRef::from(&socket).set_nodelay(true)?;
-            let mut listener = TcpListener::from_std(socket);
+            let mut listener = Listener::of(socket)?;
             poll.registry()
                 .register(&mut listener, Token(LISTENER_BASE + i), Interest::READABLE)?;
             listeners.push(listener);
@@ -236,7 +234,7 @@ impl<'a> Worker<'a> {
             signals,
             listeners,
             takes_proxy_protocol: (addresses.iter())
-                .map(|&addr| config.takes_proxy_protocol(addr))
+                .map(|addr| config.takes_proxy_protocol(addr))
                 .collect(),
             pipeline,
             log,
@@ -483,7 +481,7 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr, listener: usize) {
+    fn admit(&mut self, mut stream: Stream, peer: std::net::SocketAddr, listener: usize) {
         if self.config.limits.send_buffer_bytes > 0 {
             let _ =
                 socket2::SockRef::from(&stream).set_send_buffer_size(self.config.limits.send_buffer_bytes);
@@ -605,7 +603,7 @@ enum Stop {
 struct Parts<'a> {
     poll: Poll,
     signals: SignalReader,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     takes_proxy_protocol: Vec<bool>,
     pipeline: Pipeline<'a>,
     log: AccessLog,

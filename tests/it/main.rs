@@ -27,5 +27,6 @@ mod static_files;
 pub mod status;
 pub mod supervision;
 mod systemd;
+mod unix_listen;
 mod upstream;
 mod verdicts;

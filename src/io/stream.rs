@@ -1,6 +1,6 @@
-//! A socket to an upstream server: TCP, or a unix socket for an app on the same box
-//! (`unix:/run/app/app.sock`: gunicorn, puma, PHP behind an HTTP server). Both are byte
-//! streams the exchange reads and writes alike; only connecting differs.
+//! A connected socket, TCP or unix: a client's (a listen address may be a unix socket) or an
+//! upstream's (`unix:/run/app/app.sock`: gunicorn, puma). Both kinds are read, written and
+//! polled alike.
 
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
@@ -10,37 +10,23 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use mio::net::{TcpStream, UnixStream};
 use mio::{event, Interest, Registry, Token};
 
-use crate::config::UpstreamAddr;
-use crate::io::{transport, Transport};
+use super::transport::{self, Transport};
 use crate::sys;
 
-/// An upstream socket, non-blocking.
+/// A connected socket, non-blocking.
 #[derive(Debug)]
-pub enum UpstreamStream {
+pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
-impl UpstreamStream {
-    /// Starts connecting to `addr` (a TCP connect completes later; a unix one at once,
-    /// or fails with `WouldBlock` when the app's backlog is full).
-    pub fn connect(addr: &UpstreamAddr) -> io::Result<UpstreamStream> {
-        match addr {
-            UpstreamAddr::Tcp(addr) => {
-                let stream = TcpStream::connect(*addr)?;
-                let _ = stream.set_nodelay(true);
-                Ok(UpstreamStream::Tcp(stream))
-            }
-            UpstreamAddr::Unix(path) => UnixStream::connect(path).map(UpstreamStream::Unix),
-        }
-    }
-
+impl Stream {
     /// Whether a connect that was started has come to something: `Ok(true)` once connected,
     /// `Ok(false)` while pending, the error it failed with otherwise.
     pub fn connected(&self) -> io::Result<bool> {
         let (error, peer) = match self {
-            UpstreamStream::Tcp(stream) => (stream.take_error(), stream.peer_addr().map(drop)),
-            UpstreamStream::Unix(stream) => (stream.take_error(), stream.peer_addr().map(drop)),
+            Stream::Tcp(stream) => (stream.take_error(), stream.peer_addr().map(drop)),
+            Stream::Unix(stream) => (stream.take_error(), stream.peer_addr().map(drop)),
         };
         if let Some(e) = error? {
             return Err(e);
@@ -59,8 +45,8 @@ impl UpstreamStream {
 
     fn io(&mut self) -> &mut dyn ReadWrite {
         match self {
-            UpstreamStream::Tcp(stream) => stream,
-            UpstreamStream::Unix(stream) => stream,
+            Stream::Tcp(stream) => stream,
+            Stream::Unix(stream) => stream,
         }
     }
 }
@@ -69,13 +55,13 @@ impl UpstreamStream {
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
-impl Read for UpstreamStream {
+impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.io().read(buf)
     }
 }
 
-impl Write for UpstreamStream {
+impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.io().write(buf)
     }
@@ -89,13 +75,16 @@ impl Write for UpstreamStream {
     }
 }
 
-impl Transport for UpstreamStream {
+impl Transport for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         Read::read(self, buf)
     }
 
-    fn write(&mut self, bytes: &[u8], _fin_follows: bool) -> io::Result<usize> {
-        Write::write(self, bytes)
+    fn write(&mut self, bytes: &[u8], fin_follows: bool) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(stream) => Transport::write(stream, bytes, fin_follows),
+            Stream::Unix(stream) => Write::write(stream, bytes),
+        }
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -104,12 +93,12 @@ impl Transport for UpstreamStream {
 
     fn shutdown_write(&mut self) -> io::Result<()> {
         match self {
-            UpstreamStream::Tcp(stream) => stream.shutdown(Shutdown::Write),
-            UpstreamStream::Unix(stream) => stream.shutdown(Shutdown::Write),
+            Stream::Tcp(stream) => stream.shutdown(Shutdown::Write),
+            Stream::Unix(stream) => stream.shutdown(Shutdown::Write),
         }
     }
 
-    // A spilled request body goes up from its file (sendfile takes any socket).
+    // sendfile(2) takes any socket.
     fn can_sendfile(&self) -> bool {
         true
     }
@@ -119,40 +108,40 @@ impl Transport for UpstreamStream {
     }
 }
 
-impl AsFd for UpstreamStream {
+impl AsFd for Stream {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            UpstreamStream::Tcp(stream) => stream.as_fd(),
-            UpstreamStream::Unix(stream) => stream.as_fd(),
+            Stream::Tcp(stream) => stream.as_fd(),
+            Stream::Unix(stream) => stream.as_fd(),
         }
     }
 }
 
-impl AsRawFd for UpstreamStream {
+impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
         self.as_fd().as_raw_fd()
     }
 }
 
-impl event::Source for UpstreamStream {
+impl event::Source for Stream {
     fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
         match self {
-            UpstreamStream::Tcp(stream) => stream.register(registry, token, interests),
-            UpstreamStream::Unix(stream) => stream.register(registry, token, interests),
+            Stream::Tcp(stream) => stream.register(registry, token, interests),
+            Stream::Unix(stream) => stream.register(registry, token, interests),
         }
     }
 
     fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
         match self {
-            UpstreamStream::Tcp(stream) => stream.reregister(registry, token, interests),
-            UpstreamStream::Unix(stream) => stream.reregister(registry, token, interests),
+            Stream::Tcp(stream) => stream.reregister(registry, token, interests),
+            Stream::Unix(stream) => stream.reregister(registry, token, interests),
         }
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         match self {
-            UpstreamStream::Tcp(stream) => stream.deregister(registry),
-            UpstreamStream::Unix(stream) => stream.deregister(registry),
+            Stream::Tcp(stream) => stream.deregister(registry),
+            Stream::Unix(stream) => stream.deregister(registry),
         }
     }
 }
