@@ -2,7 +2,7 @@
 //! and `respond = { status = 200, body = "ok\n", content_type = "text/plain" }`; and the
 //! templates with placeholders that redirects and header rules share.
 
-use super::{ListenAddr, Server, ServerName};
+use super::{Address, Server, ServerName};
 use crate::http::target;
 
 /// A redirect: `Location` is `to` with the request's parts filled in.
@@ -167,9 +167,9 @@ impl Server {
             _ => None,
         });
         exact.unwrap_or_else(|| match &self.listen[0] {
-            ListenAddr::Tcp(addr) if addr.is_ipv6() => format!("[{}]", addr.ip()),
-            ListenAddr::Tcp(addr) => addr.ip().to_string(),
-            ListenAddr::Unix(_) => "localhost".to_string(),
+            Address::Tcp(addr) if addr.is_ipv6() => format!("[{}]", addr.ip()),
+            Address::Tcp(addr) => addr.ip().to_string(),
+            Address::Unix(_) => "localhost".to_string(),
         })
     }
 }

@@ -18,9 +18,9 @@ use super::cidr::Cidr;
 use super::run_as::{self, RunAs};
 use super::units::{Size, Span};
 use super::{
-    default_workers, AccessLog, Balance, Buffering, Config, Dotfiles, ErrorPages, FileOptions, HashKey,
-    HeaderRules, HealthCheck, Limits, ListenAddr, LogFormat, Matching, Route, Serve, Server, ServerName,
-    Supervisor, UnixAccess, Upstream, UpstreamAddr, UpstreamServer, MAX_HEADERS_CEILING,
+    default_workers, AccessLog, Address, Balance, Buffering, Config, Dotfiles, ErrorPages, FileOptions,
+    HashKey, HeaderRules, HealthCheck, Limits, LogFormat, Matching, Route, Serve, Server, ServerName,
+    Supervisor, UnixAccess, Upstream, UpstreamServer, MAX_HEADERS_CEILING,
 };
 use crate::http::request::is_token_byte;
 use crate::http::respond::ErrorPage;
@@ -405,7 +405,7 @@ impl Builder<'_> {
             upstreams.push(self.upstream(name, upstream)?);
         }
         let mut servers = Vec::new();
-        let mut seen: Vec<ListenAddr> = Vec::new();
+        let mut seen: Vec<Address> = Vec::new();
         for server in &raw.server {
             let mut built = self.server(server, &mut seen, &upstreams)?;
             built.access_log_format = server
@@ -482,7 +482,7 @@ impl Builder<'_> {
     }
 
     /// `[admin] listen`: an address no server listens on.
-    fn admin(&self, text: &Spanned<String>, servers: &[ListenAddr]) -> Result<SocketAddr, ConfigError> {
+    fn admin(&self, text: &Spanned<String>, servers: &[Address]) -> Result<SocketAddr, ConfigError> {
         let Ok(addr) = text.get_ref().parse::<SocketAddr>() else {
             let why = format!(
                 "[admin] listen: `{}` is not an address like 127.0.0.1:9090",
@@ -490,7 +490,7 @@ impl Builder<'_> {
             );
             return self.fail(text.span(), why);
         };
-        if servers.contains(&ListenAddr::Tcp(addr)) {
+        if servers.contains(&Address::Tcp(addr)) {
             return self.fail(
                 text.span(),
                 format!("[admin] listen: {addr} is already used by a server"),
@@ -594,7 +594,7 @@ impl Builder<'_> {
     fn server(
         &self,
         raw: &Spanned<RawServer>,
-        seen: &mut Vec<ListenAddr>,
+        seen: &mut Vec<Address>,
         upstreams: &[Upstream],
     ) -> Result<Server, ConfigError> {
         let server = raw.get_ref();
@@ -606,11 +606,11 @@ impl Builder<'_> {
         let mut unix_access = Vec::new();
         for text in server.listen.iter().flatten() {
             let mut words = text.get_ref().split_whitespace();
-            let addr = ListenAddr::parse(words.next().unwrap_or_default())
+            let addr = Address::parse(words.next().unwrap_or_default())
                 .or_else(|why| self.fail(text.span(), format!("listen: {why}")))?;
             let mut access = UnixAccess::default();
             for option in words {
-                let unix = matches!(addr, ListenAddr::Unix(_));
+                let unix = matches!(addr, Address::Unix(_));
                 match option.split_once('=') {
                     None if option == "proxy_protocol" => proxy_protocol.push(addr.clone()),
                     Some(("mode", mode)) if unix => match u32::from_str_radix(mode, 8) {
@@ -639,7 +639,7 @@ impl Builder<'_> {
             if !seen.contains(&addr) {
                 seen.push(addr.clone());
             }
-            if let (ListenAddr::Unix(path), true) = (&addr, access != UnixAccess::default()) {
+            if let (Address::Unix(path), true) = (&addr, access != UnixAccess::default()) {
                 unix_access.push((path.clone(), access));
             }
             listen.push(addr);
@@ -730,10 +730,10 @@ impl Builder<'_> {
                 let line = line_col(self.text, raw[j].span().start).0;
                 let shared = server.listen.iter().filter(|a| earlier.listen.contains(a));
                 // What the options on a listen entry say: the PROXY protocol, a socket's access.
-                let options = |s: &Server, addr: &ListenAddr| {
+                let options = |s: &Server, addr: &Address| {
                     let access = match addr {
-                        ListenAddr::Unix(path) => s.unix_access.iter().find(|(p, _)| p == path).map(|a| a.1),
-                        ListenAddr::Tcp(_) => None,
+                        Address::Unix(path) => s.unix_access.iter().find(|(p, _)| p == path).map(|a| a.1),
+                        Address::Tcp(_) => None,
                     };
                     (s.proxy_protocol.contains(addr), access)
                 };
@@ -744,7 +744,7 @@ impl Builder<'_> {
                     );
                     let names_it = |text: &&Spanned<String>| {
                         let first = text.get_ref().split_whitespace().next().unwrap_or_default();
-                        ListenAddr::parse(first).as_ref() == Ok(addr)
+                        Address::parse(first).as_ref() == Ok(addr)
                     };
                     let listed = raw[i].get_ref().listen.iter().flatten().find(names_it);
                     return self.fail(listed.map_or(raw[i].span(), Spanned::span), why);
@@ -1236,7 +1236,7 @@ pub(super) fn resolve_server(text: &str, max_conns: u32) -> Result<Vec<UpstreamS
     }
     if let Some(path) = unix {
         return Ok(vec![UpstreamServer {
-            addr: UpstreamAddr::Unix(path),
+            addr: Address::Unix(path),
             ..server
         }]);
     }
@@ -1247,7 +1247,7 @@ pub(super) fn resolve_server(text: &str, max_conns: u32) -> Result<Vec<UpstreamS
     Ok(addrs
         .into_iter()
         .map(|addr| UpstreamServer {
-            addr: UpstreamAddr::Tcp(addr),
+            addr: Address::Tcp(addr),
             ..server.clone()
         })
         .collect())

@@ -191,7 +191,7 @@ impl Default for Supervisor {
 pub struct Server {
     /// Addresses bound for this server (one socket per worker slot each; a unix socket is
     /// one for all).
-    pub listen: Vec<ListenAddr>,
+    pub listen: Vec<Address>,
     /// How its requests are written to the access log.
     pub access_log_format: LogFormat,
     /// Routes in precedence order (exact, regex in file order, longest prefix first), so
@@ -217,7 +217,7 @@ pub struct Server {
     pub error_pages: ErrorPages,
     /// Its listen addresses where every connection starts with a PROXY protocol header
     /// (`"0.0.0.0:80 proxy_protocol"`; every server sharing the address says so).
-    pub proxy_protocol: Vec<ListenAddr>,
+    pub proxy_protocol: Vec<Address>,
     /// The mode and owner its unix listen sockets get, where it sets them.
     pub unix_access: Vec<(PathBuf, UnixAccess)>,
 }
@@ -527,7 +527,7 @@ pub struct Upstream {
 /// One server of an upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamServer {
-    pub addr: UpstreamAddr,
+    pub addr: Address,
     /// Share of requests relative to the other servers (round robin).
     pub weight: u32,
     /// Requests in flight to it from the whole instance, at most (0: no cap).
@@ -538,7 +538,7 @@ pub struct UpstreamServer {
 
 impl UpstreamServer {
     /// A primary server with weight 1 and no cap.
-    pub fn new(addr: impl Into<UpstreamAddr>) -> UpstreamServer {
+    pub fn new(addr: impl Into<Address>) -> UpstreamServer {
         UpstreamServer {
             addr: addr.into(),
             weight: 1,
@@ -548,44 +548,44 @@ impl UpstreamServer {
     }
 }
 
-/// Where a server listens: a TCP address, or a unix socket's path (`unix:/run/shoal.sock`:
-/// a load balancer or a cache on the same box).
+/// A socket address: TCP, or a unix socket's path (`unix:/run/shoal.sock`), where a server
+/// listens or an upstream server answers (an app on the same box: gunicorn, puma).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ListenAddr {
+pub enum Address {
     Tcp(SocketAddr),
     Unix(PathBuf),
 }
 
-impl ListenAddr {
+impl Address {
     /// Reads `127.0.0.1:8080`, `[::1]:8080` or `unix:/absolute/path`.
-    pub fn parse(text: &str) -> Result<ListenAddr, String> {
+    pub fn parse(text: &str) -> Result<Address, String> {
         if let Some(path) = text.strip_prefix("unix:") {
-            return file::unix_socket_path(path).map(ListenAddr::Unix);
+            return file::unix_socket_path(path).map(Address::Unix);
         }
-        (text.parse().map(ListenAddr::Tcp))
+        (text.parse().map(Address::Tcp))
             .map_err(|_| format!("`{text}` is not an address like 127.0.0.1:8080 or unix:/run/shoal.sock"))
     }
 }
 
-impl std::str::FromStr for ListenAddr {
+impl std::str::FromStr for Address {
     type Err = String;
 
-    fn from_str(text: &str) -> Result<ListenAddr, String> {
-        ListenAddr::parse(text)
+    fn from_str(text: &str) -> Result<Address, String> {
+        Address::parse(text)
     }
 }
 
-impl From<SocketAddr> for ListenAddr {
-    fn from(addr: SocketAddr) -> ListenAddr {
-        ListenAddr::Tcp(addr)
+impl From<SocketAddr> for Address {
+    fn from(addr: SocketAddr) -> Address {
+        Address::Tcp(addr)
     }
 }
 
-impl std::fmt::Display for ListenAddr {
+impl std::fmt::Display for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
-            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
-            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+            Address::Tcp(addr) => write!(f, "{addr}"),
+            Address::Unix(path) => write!(f, "unix:{}", path.display()),
         }
     }
 }
@@ -597,29 +597,6 @@ pub struct UnixAccess {
     pub mode: Option<u32>,
     /// uid and gid.
     pub owner: Option<(u32, u32)>,
-}
-
-/// Where an upstream server listens: a TCP address, or a unix socket's path
-/// (`unix:/run/app/app.sock`: gunicorn, puma, an app on the same box).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum UpstreamAddr {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl From<SocketAddr> for UpstreamAddr {
-    fn from(addr: SocketAddr) -> UpstreamAddr {
-        UpstreamAddr::Tcp(addr)
-    }
-}
-
-impl std::fmt::Display for UpstreamAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self {
-            UpstreamAddr::Tcp(addr) => write!(f, "{addr}"),
-            UpstreamAddr::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
 }
 
 /// How an upstream's server is chosen for a request.
@@ -755,14 +732,14 @@ impl Config {
     /// file falls back to the upstream).
     pub fn quick(options: &QuickOptions) -> Result<Config, ConfigError> {
         let listen = if options.listen.is_empty() {
-            vec![ListenAddr::Tcp(
+            vec![Address::Tcp(
                 DEFAULT_LISTEN.parse().expect("default address parses"),
             )]
         } else {
             options
                 .listen
                 .iter()
-                .map(|text| ListenAddr::parse(text).map_err(|why| ConfigError::flag("--listen", &why)))
+                .map(|text| Address::parse(text).map_err(|why| ConfigError::flag("--listen", &why)))
                 .collect::<Result<Vec<_>, _>>()?
         };
         let mut servers = Vec::new();
@@ -828,8 +805,8 @@ impl Config {
 
     /// Every listen address, once, with the index of its default server: the one marked
     /// `default`, else the first listed on it.
-    pub fn listeners(&self) -> Vec<(ListenAddr, usize)> {
-        let mut listeners: Vec<(ListenAddr, usize)> = Vec::new();
+    pub fn listeners(&self) -> Vec<(Address, usize)> {
+        let mut listeners: Vec<(Address, usize)> = Vec::new();
         for (index, server) in self.servers.iter().enumerate() {
             for addr in &server.listen {
                 match listeners.iter_mut().find(|(seen, _)| seen == addr) {
@@ -843,7 +820,7 @@ impl Config {
     }
 
     /// Every listen address, once, in the order the master binds them.
-    pub fn listen_addresses(&self) -> Vec<ListenAddr> {
+    pub fn listen_addresses(&self) -> Vec<Address> {
         self.listeners().into_iter().map(|(addr, _)| addr).collect()
     }
 
@@ -870,7 +847,7 @@ impl Config {
     }
 
     /// Whether connections to `addr` start with a PROXY protocol header.
-    pub fn takes_proxy_protocol(&self, addr: &ListenAddr) -> bool {
+    pub fn takes_proxy_protocol(&self, addr: &Address) -> bool {
         (self.servers.iter()).any(|server| server.proxy_protocol.contains(addr))
     }
 
@@ -882,7 +859,7 @@ impl Config {
     }
 
     /// The servers listening on `addr`, its default first.
-    pub fn servers_on(&self, addr: &ListenAddr) -> Vec<usize> {
+    pub fn servers_on(&self, addr: &Address) -> Vec<usize> {
         let default = self
             .listeners()
             .into_iter()

@@ -42,32 +42,30 @@ impl Stream {
     pub fn still_open(&self) -> bool {
         sys::nothing_to_read(self.as_fd())
     }
-
-    fn io(&mut self) -> &mut dyn ReadWrite {
-        match self {
-            Stream::Tcp(stream) => stream,
-            Stream::Unix(stream) => stream,
-        }
-    }
 }
-
-/// What both kinds of stream are, for delegating to either.
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io().read(buf)
+        match self {
+            Stream::Tcp(stream) => Read::read(stream, buf),
+            Stream::Unix(stream) => stream.read(buf),
+        }
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.io().write(buf)
+        match self {
+            Stream::Tcp(stream) => Write::write(stream, buf),
+            Stream::Unix(stream) => stream.write(buf),
+        }
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.io().write_vectored(bufs)
+        match self {
+            Stream::Tcp(stream) => Write::write_vectored(stream, bufs),
+            Stream::Unix(stream) => stream.write_vectored(bufs),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::os::fd::{AsRawFd, RawFd};
 
-use crate::config::ListenAddr;
+use crate::config::Address;
 use crate::sys;
 use crate::worker::ListenSocket;
 
@@ -28,13 +28,9 @@ pub enum ActivationError {
     /// The fd is not an open listening TCP or unix socket.
     NotAListener { fd: RawFd, name: String },
     /// The socket's address (getsockname) is not a configured listen address.
-    NotConfigured {
-        fd: RawFd,
-        name: String,
-        addr: ListenAddr,
-    },
+    NotConfigured { fd: RawFd, name: String, addr: Address },
     /// Two sockets are bound to the same address.
-    Duplicate { fd: RawFd, addr: ListenAddr },
+    Duplicate { fd: RawFd, addr: Address },
 }
 
 impl fmt::Display for ActivationError {
@@ -68,32 +64,32 @@ impl std::error::Error for ActivationError {}
 /// The shared sockets, by address: those handed over, and the unix sockets the master binds.
 #[derive(Debug, Default)]
 pub struct Shared {
-    by_addr: HashMap<ListenAddr, ListenSocket>,
+    by_addr: HashMap<Address, ListenSocket>,
 }
 
 impl Shared {
     /// True when `addr` is served from a shared socket (no steering, no binding).
-    pub fn contains(&self, addr: &ListenAddr) -> bool {
+    pub fn contains(&self, addr: &Address) -> bool {
         self.by_addr.contains_key(addr)
     }
 
     /// A new fd for the shared socket of `addr`, if there is one.
-    pub fn duplicate(&self, addr: &ListenAddr) -> Option<std::io::Result<ListenSocket>> {
+    pub fn duplicate(&self, addr: &Address) -> Option<std::io::Result<ListenSocket>> {
         self.by_addr.get(addr).map(ListenSocket::try_clone)
     }
 
     /// Keeps `socket`, bound to `addr`, for every slot.
-    pub fn insert(&mut self, addr: ListenAddr, socket: ListenSocket) {
+    pub fn insert(&mut self, addr: Address, socket: ListenSocket) {
         self.by_addr.insert(addr, socket);
     }
 
     /// Closes the master's fd of the socket for `addr` (workers' duplicates stay open).
-    pub fn remove(&mut self, addr: &ListenAddr) {
+    pub fn remove(&mut self, addr: &Address) {
         self.by_addr.remove(addr);
     }
 
     /// Every shared socket with its address.
-    pub fn iter(&self) -> impl Iterator<Item = (&ListenAddr, &ListenSocket)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Address, &ListenSocket)> {
         self.by_addr.iter()
     }
 
@@ -110,7 +106,7 @@ impl Shared {
 
 /// Takes the sockets we were handed, if any, checking each against the configured listen
 /// `addresses`. Removes the variables from the environment whatever they say.
-pub fn take_from_env(addresses: &[(ListenAddr, usize)]) -> Result<Shared, ActivationError> {
+pub fn take_from_env(addresses: &[(Address, usize)]) -> Result<Shared, ActivationError> {
     let read = |name| std::env::var(name).ok();
     let systemd = SystemdVars {
         pid: read("LISTEN_PID"),
@@ -136,9 +132,9 @@ pub fn take_from_env(addresses: &[(ListenAddr, usize)]) -> Result<Shared, Activa
             Some(socket) => socket
                 .local_addr()
                 .ok()
-                .map(|addr| (ListenAddr::Tcp(addr), ListenSocket::Tcp(socket))),
+                .map(|addr| (Address::Tcp(addr), ListenSocket::Tcp(socket))),
             None => sys::adopt_unix_listener(fd)
-                .map(|(socket, path)| (ListenAddr::Unix(path), ListenSocket::Unix(socket))),
+                .map(|(socket, path)| (Address::Unix(path), ListenSocket::Unix(socket))),
         };
         let nonblocking = |socket: &ListenSocket| match socket {
             ListenSocket::Tcp(socket) => socket.set_nonblocking(true).is_ok(),

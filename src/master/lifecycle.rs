@@ -10,7 +10,7 @@ use super::listeners::{self, Listener, Spare};
 use super::slots::{Life, Role, Slot};
 use super::{caps, privileges, Attempt, Master, Phase, Readiness};
 use crate::channel::Command;
-use crate::config::ListenAddr;
+use crate::config::Address;
 use crate::control::Outcome;
 use crate::status::RestartReason;
 use crate::sys;
@@ -142,18 +142,18 @@ impl Master {
                 error!("reload: cannot open error log {}: {e}", path.display());
             }
         }
-        let unconfigured: Vec<ListenAddr> = (self.shared.iter().map(|(addr, _)| addr))
+        let unconfigured: Vec<Address> = (self.shared.iter().map(|(addr, _)| addr))
             .filter(|addr| !addresses.iter().any(|(configured, _)| configured == *addr))
             .cloned()
             .collect();
         for addr in unconfigured {
             match addr {
                 // Closed once the old workers are gone; the file stays until a bind replaces it.
-                ListenAddr::Unix(_) => {
+                Address::Unix(_) => {
                     self.shared.remove(&addr);
                     info!("reload: {addr} is no longer configured: it closes with the old workers");
                 }
-                ListenAddr::Tcp(_) => warn!(
+                Address::Tcp(_) => warn!(
                     "reload: {addr} came by socket activation and is no longer configured; \
                      its connections will wait unanswered"
                 ),

@@ -21,7 +21,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::activation::Shared;
 use super::owner::{self, Owner};
-use crate::config::{ListenAddr, UnixAccess};
+use crate::config::{Address, UnixAccess};
 use crate::sys;
 use crate::worker::ListenSocket;
 
@@ -36,7 +36,7 @@ pub struct Listener {
     /// The socket, non-blocking, bound and listening.
     pub socket: ListenSocket,
     /// The address it is bound to.
-    pub addr: ListenAddr,
+    pub addr: Address,
     /// Index of the virtual server in `Config::servers`.
     pub server: usize,
 }
@@ -46,9 +46,9 @@ pub struct Listener {
 pub enum BindError {
     /// The probe found another socket listening there: SO_REUSEPORT would have quietly put
     /// us in its group (when both run as the same user) and split its traffic with us.
-    Taken { addr: ListenAddr, owner: Option<Owner> },
+    Taken { addr: Address, owner: Option<Owner> },
     /// Creating, binding or listening failed (EACCES below port 1024, EADDRNOTAVAIL...).
-    Bind { addr: ListenAddr, source: io::Error },
+    Bind { addr: Address, source: io::Error },
 }
 
 impl std::fmt::Display for BindError {
@@ -68,12 +68,12 @@ impl std::fmt::Display for BindError {
 
 impl BindError {
     /// The error for a failed bind of `addr`: `Taken` (with its owner) for EADDRINUSE.
-    pub fn of(addr: impl Into<ListenAddr>, source: io::Error) -> BindError {
+    pub fn of(addr: impl Into<Address>, source: io::Error) -> BindError {
         let addr = addr.into();
         if source.kind() == io::ErrorKind::AddrInUse {
             let owner = match addr {
-                ListenAddr::Tcp(tcp) => owner::owner_of(tcp),
-                ListenAddr::Unix(_) => None,
+                Address::Tcp(tcp) => owner::owner_of(tcp),
+                Address::Unix(_) => None,
             };
             BindError::Taken { addr, owner }
         } else {
@@ -86,11 +86,11 @@ impl BindError {
 /// listens on. Each is probed with a bind *without* SO_REUSEPORT, which the kernel refuses
 /// while anything listens there, whoever owns it; the probe socket is closed at once. Our own
 /// sockets (kept on reload, inherited on upgrade, passed by systemd) are never probed.
-pub fn refuse_taken(fresh: impl IntoIterator<Item = ListenAddr>) -> Result<(), BindError> {
+pub fn refuse_taken(fresh: impl IntoIterator<Item = Address>) -> Result<(), BindError> {
     for addr in fresh {
         let probed = match &addr {
-            ListenAddr::Tcp(tcp) => probe(*tcp),
-            ListenAddr::Unix(path) => probe_unix(path),
+            Address::Tcp(tcp) => probe(*tcp),
+            Address::Unix(path) => probe_unix(path),
         };
         probed.map_err(|source| BindError::of(addr, source))?;
     }
@@ -129,7 +129,7 @@ fn probe(addr: SocketAddr) -> io::Result<()> {
 /// upgrading master).
 #[derive(Default)]
 pub struct Spare {
-    by_addr: HashMap<ListenAddr, Vec<ListenSocket>>,
+    by_addr: HashMap<Address, Vec<ListenSocket>>,
 }
 
 impl Spare {
@@ -147,7 +147,7 @@ impl Spare {
                 continue;
             };
             if let Some(socket) = sys::adopt_listener(fd, Some(addr)) {
-                (spare.by_addr.entry(ListenAddr::Tcp(addr)).or_default()).push(ListenSocket::Tcp(socket));
+                (spare.by_addr.entry(Address::Tcp(addr)).or_default()).push(ListenSocket::Tcp(socket));
             }
         }
         spare
@@ -162,11 +162,11 @@ impl Spare {
     }
 
     /// True when a socket for `addr` is kept here.
-    pub fn holds(&self, addr: &ListenAddr) -> bool {
+    pub fn holds(&self, addr: &Address) -> bool {
         self.by_addr.get(addr).is_some_and(|sockets| !sockets.is_empty())
     }
 
-    fn take(&mut self, addr: &ListenAddr) -> Option<ListenSocket> {
+    fn take(&mut self, addr: &Address) -> Option<ListenSocket> {
         let sockets = self.by_addr.get_mut(addr)?;
         (!sockets.is_empty()).then(|| sockets.remove(0))
     }
@@ -181,7 +181,7 @@ impl Spare {
 /// socket for the address if there is one (socket-activated, or a unix socket), else one
 /// reused from `spare` when an open socket for the address is there, else bound anew.
 pub fn slot_sockets(
-    addresses: &[(ListenAddr, usize)],
+    addresses: &[(Address, usize)],
     spare: &mut Spare,
     shared: &Shared,
 ) -> Result<Vec<Listener>, BindError> {
@@ -192,9 +192,9 @@ pub fn slot_sockets(
             let socket = match (shared.duplicate(addr), spare.take(addr), addr) {
                 (Some(duplicate), _, _) => duplicate.map_err(failed)?,
                 (None, Some(socket), _) => socket,
-                (None, None, ListenAddr::Tcp(tcp)) => ListenSocket::Tcp(bind(*tcp).map_err(failed)?),
+                (None, None, Address::Tcp(tcp)) => ListenSocket::Tcp(bind(*tcp).map_err(failed)?),
                 // Unix sockets are bound once for all slots, into `shared` (`bind_unix`).
-                (None, None, ListenAddr::Unix(_)) => return Err(failed(io::ErrorKind::NotFound.into())),
+                (None, None, Address::Unix(_)) => return Err(failed(io::ErrorKind::NotFound.into())),
             };
             Ok(Listener {
                 socket,
@@ -209,12 +209,12 @@ pub fn slot_sockets(
 /// socket every slot shares); `access` says what mode and owner each path gets. A stale
 /// socket file (`refuse_taken` found nothing answering there) is replaced.
 pub fn bind_unix(
-    addresses: &[(ListenAddr, usize)],
+    addresses: &[(Address, usize)],
     shared: &mut Shared,
     access: impl Fn(&Path) -> UnixAccess,
 ) -> Result<(), BindError> {
     for (addr, _) in addresses {
-        let ListenAddr::Unix(path) = addr else {
+        let Address::Unix(path) = addr else {
             continue;
         };
         if shared.contains(addr) {

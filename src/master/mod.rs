@@ -32,7 +32,7 @@ use log::info;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
-use crate::config::{Config, ListenAddr, Source};
+use crate::config::{Address, Config, Source};
 use crate::control::{Outcome, Verdict};
 use crate::sys::{self, SignalReader};
 use admin::Admin;
@@ -199,12 +199,12 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
     };
     for (addr, _) in &addresses {
         let (url, sockets) = match addr {
-            ListenAddr::Unix(_) => (addr.to_string(), "one unix socket shared by all"),
-            ListenAddr::Tcp(_) if shared.contains(addr) => (
+            Address::Unix(_) => (addr.to_string(), "one unix socket shared by all"),
+            Address::Tcp(_) if shared.contains(addr) => (
                 format!("http://{addr}/"),
                 "socket activation: one socket shared by all",
             ),
-            ListenAddr::Tcp(_) => (format!("http://{addr}/"), "one SO_REUSEPORT socket each"),
+            Address::Tcp(_) => (format!("http://{addr}/"), "one SO_REUSEPORT socket each"),
         };
         info!("listening on {url} with {} workers ({sockets})", config.workers);
     }
@@ -261,7 +261,7 @@ struct Master {
     /// Active health verdicts per (upstream, server), replayed to every new worker.
     health: BTreeMap<(u32, u32), bool>,
     /// Steering last applied per address (slot indices), to change it only when needed.
-    steering: HashMap<ListenAddr, Vec<u32>>,
+    steering: HashMap<Address, Vec<u32>>,
     /// Sockets handed over already listening (socket activation), shared by every slot.
     shared: activation::Shared,
     /// A binary upgrade in progress (we are the old master).

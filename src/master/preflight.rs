@@ -23,7 +23,7 @@ use nix::unistd::{access, AccessFlags};
 use super::listeners::{self, BindError};
 use super::pidfile::{self, Occupant};
 use super::{owner, privileges};
-use crate::config::{AccessLog, Config, ListenAddr, RunAs, Serve};
+use crate::config::{AccessLog, Address, Config, RunAs, Serve};
 use crate::sys::{self, Forked};
 
 /// Why start-up would fail.
@@ -138,7 +138,7 @@ fn check_addresses(config: &Config) -> Result<(), PreflightError> {
             _ => None,
         });
     let addresses = config.listeners().into_iter().map(|(addr, _)| ("listen", addr));
-    let admin = config.admin.map(|addr| ("[admin] listen", ListenAddr::Tcp(addr)));
+    let admin = config.admin.map(|addr| ("[admin] listen", Address::Tcp(addr)));
     for (key, addr) in addresses.chain(admin) {
         match listeners::refuse_taken([addr.clone()]) {
             Ok(()) => {}
@@ -152,10 +152,10 @@ fn check_addresses(config: &Config) -> Result<(), PreflightError> {
 /// True when `addr` is held by the running `master` (one of the socket's holders), or when
 /// /proc shows us no holder at all while that master runs (another user's processes), or by
 /// systemd (a socket unit that hands it to shoal at start).
-fn held_by(addr: &ListenAddr, master: Option<u32>) -> bool {
+fn held_by(addr: &Address, master: Option<u32>) -> bool {
     // A unix socket's holders are not looked up: one that answers is the running master's
     // when the pid file names one.
-    let ListenAddr::Tcp(addr) = *addr else {
+    let Address::Tcp(addr) = *addr else {
         return master.is_some();
     };
     let holders = owner::holders(addr);

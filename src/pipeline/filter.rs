@@ -8,7 +8,7 @@
 //! as compression, come with their per-response state).
 
 use crate::config::answer::Parts;
-use crate::config::{HeaderRules, UpstreamAddr, UpstreamServer};
+use crate::config::{Address, HeaderRules, UpstreamServer};
 use crate::http::respond::Respond;
 use crate::http::response::ResponseHead;
 use crate::http::target;
@@ -55,8 +55,8 @@ impl<'c> ResponseFilter<'c> {
     pub fn rewrite_location(servers: &[UpstreamServer], prefix: Option<&'c str>) -> ResponseFilter<'c> {
         let authorities = (servers.iter())
             .filter_map(|server| match server.addr {
-                UpstreamAddr::Tcp(addr) => Some(addr),
-                UpstreamAddr::Unix(_) => None,
+                Address::Tcp(addr) => Some(addr),
+                Address::Unix(_) => None,
             })
             .flat_map(|addr| {
                 let bare = (addr.port() == 80).then(|| addr.ip().to_string());

@@ -23,7 +23,7 @@ use mio::Registry;
 
 use crate::config::answer::Parts;
 use crate::config::cidr::Cidr;
-use crate::config::{Config, ListenAddr};
+use crate::config::{Address, Config};
 use crate::files::{Answer, FileRequest, StaticFiles};
 use crate::http::request::{self, RequestHead};
 use crate::http::respond::respond_simple;
@@ -125,7 +125,7 @@ impl<'c> Pipeline<'c> {
     /// which capped upstreams need.
     pub fn new(
         config: &'c Config,
-        listeners: &[ListenAddr],
+        listeners: &[Address],
         registry: Registry,
         slot: usize,
         shared: Option<(&'static Shared, usize)>,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use regex::RegexSet;
 
 use crate::config::answer::{Fixed, Redirect};
-use crate::config::{Config, FileOptions, ListenAddr, Matching, Route as RouteConfig, Serve};
+use crate::config::{Address, Config, FileOptions, Matching, Route as RouteConfig, Serve};
 use crate::http::request::RequestHead;
 use crate::http::target;
 use crate::stats::NO_ROUTE;
@@ -199,7 +199,7 @@ impl<'c> Sites<'c> {
     /// `StaticFiles::open`). Fails for an address no server of `config` listens on.
     pub fn new(
         config: &'c Config,
-        listeners: &[ListenAddr],
+        listeners: &[Address],
     ) -> Result<(Sites<'c>, Vec<&'c FileOptions>), String> {
         let mut roots = Vec::new();
         let mut by_count = Vec::new();

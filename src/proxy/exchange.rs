@@ -30,7 +30,7 @@ use super::gate::Permit;
 use super::response::{self, UpstreamBody, UpstreamHead};
 use super::{socket_token, Admission, Upstreams};
 use crate::config::answer::Parts;
-use crate::config::{Balance, HashKey, HeaderRules, UpstreamAddr};
+use crate::config::{Address, Balance, HashKey, HeaderRules};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Framing, Method, RequestHead};
 use crate::http::respond::{respond_simple, BodyPart, Respond};
@@ -436,7 +436,7 @@ impl Exchange {
     }
 
     /// The address of the server this exchange went to last, once it picked one.
-    pub fn server_addr<'u>(&self, upstreams: &Upstreams<'u>) -> Option<&'u UpstreamAddr> {
+    pub fn server_addr<'u>(&self, upstreams: &Upstreams<'u>) -> Option<&'u Address> {
         (!self.tried.is_empty()).then(|| &upstreams.list[self.upstream].config.servers[self.server].addr)
     }
 
@@ -557,7 +557,7 @@ impl Exchange {
         }
     }
 
-    fn open(&self, addr: &UpstreamAddr, env: &mut Env) -> io::Result<Stream> {
+    fn open(&self, addr: &Address, env: &mut Env) -> io::Result<Stream> {
         let mut stream = connect(addr)?;
         let token = socket_token(&stream);
         env.registry
@@ -1213,14 +1213,14 @@ fn connect_state(stream: &Stream) -> Connect {
 
 /// Starts connecting to `addr` (a TCP connect completes later; a unix one at once, or fails
 /// with `WouldBlock` when the app's backlog is full).
-fn connect(addr: &UpstreamAddr) -> io::Result<Stream> {
+fn connect(addr: &Address) -> io::Result<Stream> {
     match addr {
-        UpstreamAddr::Tcp(addr) => {
+        Address::Tcp(addr) => {
             let stream = TcpStream::connect(*addr)?;
             let _ = stream.set_nodelay(true);
             Ok(Stream::Tcp(stream))
         }
-        UpstreamAddr::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
+        Address::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
     }
 }
 

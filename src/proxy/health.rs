@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::channel::{End, Report};
-use crate::config::{HealthCheck, Upstream, UpstreamAddr};
+use crate::config::{Address, HealthCheck, Upstream};
 
 /// Consecutive results for one server, and its current verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl Tracker {
 struct Target {
     upstream: u32,
     server: u32,
-    addr: UpstreamAddr,
+    addr: Address,
     check: HealthCheck,
     tracker: Tracker,
     next: Instant,
@@ -112,9 +112,9 @@ fn probe_forever(mut targets: Vec<Target>, channel: &End, stop: &AtomicBool) {
 }
 
 /// One probe: GET the path; any 2xx or 3xx within the timeout is healthy.
-fn probe(addr: &UpstreamAddr, check: &HealthCheck) -> bool {
+fn probe(addr: &Address, check: &HealthCheck) -> bool {
     match addr {
-        UpstreamAddr::Tcp(addr) => match TcpStream::connect_timeout(addr, check.timeout) {
+        Address::Tcp(addr) => match TcpStream::connect_timeout(addr, check.timeout) {
             Ok(stream) => {
                 let _ = stream.set_read_timeout(Some(check.timeout));
                 let _ = stream.set_write_timeout(Some(check.timeout));
@@ -123,7 +123,7 @@ fn probe(addr: &UpstreamAddr, check: &HealthCheck) -> bool {
             Err(_) => false,
         },
         // A unix connect does not wait: it succeeds or fails at once.
-        UpstreamAddr::Unix(path) => match UnixStream::connect(path) {
+        Address::Unix(path) => match UnixStream::connect(path) {
             Ok(stream) => {
                 let _ = stream.set_read_timeout(Some(check.timeout));
                 let _ = stream.set_write_timeout(Some(check.timeout));

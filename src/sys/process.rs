@@ -126,21 +126,9 @@ pub fn adopt_listener(
     fd: std::os::fd::RawFd,
     expected: Option<std::net::SocketAddr>,
 ) -> Option<std::net::TcpListener> {
-    use nix::sys::socket::{getsockopt, sockopt, SockType};
-    use std::os::fd::{BorrowedFd, FromRawFd};
-    if fd <= 2 {
-        return None;
-    }
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).ok()?;
-    // SAFETY: borrowed only for the checks below, while the fd is known to be open (fcntl).
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    if getsockopt(&borrowed, sockopt::SockType).ok()? != SockType::Stream
-        || !getsockopt(&borrowed, sockopt::AcceptConn).ok()?
-    {
-        return None;
-    }
+    use std::os::fd::FromRawFd;
     // Only IPv4 and IPv6 addresses convert (a unix socket's does not).
-    let bound = socket2::SockRef::from(&borrowed).local_addr().ok()?.as_socket()?;
+    let bound = listening_stream(fd)?.as_socket()?;
     if expected.is_some_and(|addr| addr != bound) {
         return None;
     }
@@ -155,8 +143,17 @@ pub fn adopt_listener(
 pub fn adopt_unix_listener(
     fd: std::os::fd::RawFd,
 ) -> Option<(std::os::unix::net::UnixListener, std::path::PathBuf)> {
+    use std::os::fd::FromRawFd;
+    let path = listening_stream(fd)?.as_pathname()?.to_path_buf();
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).ok()?;
+    // SAFETY: the fd is open, a listening unix stream socket, and was handed to us to own.
+    Some((unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) }, path))
+}
+
+/// The address `fd` listens on, if it is above stderr and an open, listening stream socket.
+fn listening_stream(fd: std::os::fd::RawFd) -> Option<socket2::SockAddr> {
     use nix::sys::socket::{getsockopt, sockopt, SockType};
-    use std::os::fd::{BorrowedFd, FromRawFd};
+    use std::os::fd::BorrowedFd;
     if fd <= 2 {
         return None;
     }
@@ -168,14 +165,7 @@ pub fn adopt_unix_listener(
     {
         return None;
     }
-    let path = socket2::SockRef::from(&borrowed)
-        .local_addr()
-        .ok()?
-        .as_pathname()?
-        .to_path_buf();
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).ok()?;
-    // SAFETY: the fd is open, a listening unix stream socket, and was handed to us to own.
-    Some((unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) }, path))
+    socket2::SockRef::from(&borrowed).local_addr().ok()
 }
 
 /// Takes ownership of the pipe end an upgrading master passed by number; `None` unless

@@ -15,7 +15,7 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use super::clock::Clock;
-use crate::config::{AccessLog as Destination, LogFormat, UpstreamAddr};
+use crate::config::{AccessLog as Destination, Address, LogFormat};
 
 /// Flush early when this much is buffered.
 const FLUSH_BYTES: usize = 64 * 1024;
@@ -36,7 +36,7 @@ pub struct Entry<'a> {
     /// From the loop turn that read the head's first bytes to the one that logs the line.
     pub duration: Duration,
     /// The upstream server that answered, when proxied.
-    pub upstream: Option<&'a UpstreamAddr>,
+    pub upstream: Option<&'a Address>,
 }
 
 /// How one virtual server's requests are logged.
@@ -176,7 +176,7 @@ fn json(line: &mut Vec<u8>, entry: &Entry, server: Option<&str>, time: &[u8]) {
         micros % 1000
     );
     match entry.upstream {
-        Some(UpstreamAddr::Tcp(addr)) => {
+        Some(Address::Tcp(addr)) => {
             let _ = write!(line, "\"{addr}\"");
         }
         Some(unix) => json_string(line, Some(unix.to_string().as_bytes())),
@@ -274,7 +274,7 @@ mod tests {
     fn json_line_has_every_field() {
         let mut line = Vec::new();
         let mut proxied = entry(b"POST /api/x?y=1 HTTP/1.1", Some(b"curl/8"));
-        let upstream = UpstreamAddr::Tcp("10.0.0.2:3000".parse().unwrap());
+        let upstream = Address::Tcp("10.0.0.2:3000".parse().unwrap());
         proxied.upstream = Some(&upstream);
         json(&mut line, &proxied, Some("shop.example"), b"2026-11-21T20:00:00Z");
         assert_eq!(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::access_log::{AccessLog, Entry};
 use super::clock::Clock;
 use super::proxy_protocol;
-use crate::config::{Limits, UpstreamAddr};
+use crate::config::{Address, Limits};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{self, Framing, HeadLimits, RequestHead};
 use crate::http::response::{format_into, Persistence, ResponseHead};
@@ -682,7 +682,7 @@ impl<T: Transport> Conn<T> {
         routed: &Routed,
         status: u16,
         response: &Response,
-        upstream: Option<&UpstreamAddr>,
+        upstream: Option<&Address>,
         ctx: &mut Ctx,
     ) {
         let entry = Entry {

@@ -26,7 +26,7 @@ use nix::sys::signal::Signal;
 use slab::Slab;
 
 use crate::channel::{self, Command, Received, Report};
-use crate::config::{Config, ListenAddr};
+use crate::config::{Address, Config};
 use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
 use crate::io::Stream;
@@ -106,7 +106,7 @@ enum Accepting {
 /// state. Returns the exit code.
 pub fn run(
     slot: usize,
-    listeners: Vec<(ListenSocket, ListenAddr)>,
+    listeners: Vec<(ListenSocket, Address)>,
     channel: channel::End,
     config: &Config,
     shared: &'static Shared,
@@ -160,7 +160,7 @@ struct Worker<'a> {
 impl<'a> Worker<'a> {
     fn boot(
         slot: usize,
-        sockets: Vec<(ListenSocket, ListenAddr)>,
+        sockets: Vec<(ListenSocket, Address)>,
         channel: channel::End,
         config: &'a Config,
         shared: &'static Shared,
@@ -186,7 +186,7 @@ impl<'a> Worker<'a> {
 
     fn prepare(
         slot: usize,
-        sockets: Vec<(ListenSocket, ListenAddr)>,
+        sockets: Vec<(ListenSocket, Address)>,
         channel: &channel::End,
         config: &'a Config,
         shared: &'static Shared,
@@ -217,7 +217,7 @@ impl<'a> Worker<'a> {
         let mut listeners = Vec::new();
         // Each socket comes with the address it was bound for: the pipeline picks among the
         // servers listening there.
-        let addresses: Vec<ListenAddr> = sockets.iter().map(|(_, addr)| addr.clone()).collect();
+        let addresses: Vec<Address> = sockets.iter().map(|(_, addr)| addr.clone()).collect();
         for (i, (socket, _)) in sockets.into_iter().enumerate() {
             let mut listener = Listener::of(socket)?;
             poll.registry()

@@ -158,3 +158,33 @@ fn listen_options_are_checked() {
         );
     }
 }
+
+#[test]
+fn a_proxy_in_front_of_a_unix_socket_names_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let upstream = crate::upstream::Upstream::start(crate::upstream::Behaviour::Echo);
+    let site = Site::new();
+    let text = format!(
+        "access_log = \"off\"\n[upstream.app]\nservers = [\"{}\"]\n[[server]]\n\
+         listen = [\"{{listen}}\", \"unix:{} proxy_protocol\"]\n  \
+         [[server.route]]\n  prefix = \"/\"\n  upstream = \"app\"\n",
+        upstream.addr,
+        socket.display()
+    );
+    let _server = Launch::config_file(&site, &text).start();
+    let before = upstream.requests().len();
+    let answer = send(
+        &socket,
+        b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\nGET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let seen = upstream.requests().pop().unwrap();
+    assert_eq!(seen.header_values("X-Real-IP"), ["192.0.2.1"], "{}", seen.head);
+    assert_eq!(
+        send(&socket, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"),
+        "",
+        "no header: closed"
+    );
+    assert_eq!(upstream.requests().len(), before + 1);
+}
