@@ -110,3 +110,41 @@ fn pages_are_read_again_on_reload() {
     });
     assert_ne!(server.workers(), workers, "new workers serve the new page");
 }
+
+#[test]
+fn a_timed_out_upstream_gets_the_504_page_and_a_full_queue_the_503_one() {
+    let site = Site::new();
+    site.file("errors/50x.html", "<h1>try again soon</h1>");
+    let stalled = Upstream::start(Behaviour::Stall);
+    let pages = "error_pages = { 503 = \"site/errors/50x.html\", 504 = \"site/errors/50x.html\" }";
+    let routes = format!("  [[server.route]]\n  prefix = \"/\"\n  upstream = \"app\"\n  {pages}\n");
+    let upstream = "read_timeout = \"3s\"\nqueue_timeout = \"1s\"";
+    let servers = [format!("{} max_conns=1", stalled.addr)];
+    let text = config("access_log = \"off\"", &servers, upstream, &routes);
+    let server = Launch::config_file(&site, &text).start();
+    // The first request holds the only permit until its read timeout (3s); the second waits
+    // in the queue meanwhile and gives up first (1s).
+    let first = std::thread::spawn({
+        let raw = request("GET", "/a", &[]);
+        let addr = server.addr;
+        move || {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            std::io::Write::write_all(&mut stream, raw.as_bytes()).unwrap();
+            crate::harness::read_response(&mut stream)
+        }
+    });
+    wait_until_requested(&stalled);
+    let queued = exchange(&server, request("GET", "/b", &[]).as_bytes());
+    queued.assert_status(503);
+    assert_eq!(queued.text(), "<h1>try again soon</h1>", "{queued}");
+    assert!(queued.header("Retry-After").is_some(), "{queued}");
+    let timed_out = first.join().unwrap();
+    timed_out.assert_status(504);
+    assert_eq!(timed_out.text(), "<h1>try again soon</h1>", "{timed_out}");
+}
+
+fn wait_until_requested(upstream: &Upstream) {
+    crate::harness::wait_until("the upstream to get the request", Duration::from_secs(10), || {
+        (!upstream.requests().is_empty()).then_some(())
+    });
+}
