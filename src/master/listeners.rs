@@ -206,7 +206,7 @@ pub fn slot_sockets(
 }
 
 /// Binds the unix sockets among `addresses` that `shared` does not hold yet, into it (one
-/// socket every slot shares); `access` says what mode and owner each path gets. A stale
+/// socket every slot shares), and gives every one the mode and owner `access` says. A stale
 /// socket file (`refuse_taken` found nothing answering there) is replaced.
 pub fn bind_unix(
     addresses: &[(Address, usize)],
@@ -217,15 +217,16 @@ pub fn bind_unix(
         let Address::Unix(path) = addr else {
             continue;
         };
-        if shared.contains(addr) {
-            continue;
-        }
         let failed = |source| BindError::of(addr.clone(), source);
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(failed(e)),
-            _ => {}
+        if !shared.contains(addr) {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(failed(e)),
+                _ => {}
+            }
+            let socket = bind_unix_path(path).map_err(failed)?;
+            shared.insert(addr.clone(), ListenSocket::Unix(socket));
         }
-        let socket = bind_unix_path(path).map_err(failed)?;
+        // Every time: a reload may change them on a socket kept open.
         let UnixAccess { mode, owner } = access(path);
         if let Some(mode) = mode {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(failed)?;
@@ -233,7 +234,6 @@ pub fn bind_unix(
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(failed)?;
         }
-        shared.insert(addr.clone(), ListenSocket::Unix(socket));
     }
     Ok(())
 }

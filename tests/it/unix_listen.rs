@@ -83,6 +83,10 @@ fn the_unix_socket_outlives_a_worker_a_reload_and_an_upgrade() {
     for _ in 0..10 {
         assert!(get(&socket, "/a.txt").ends_with("alpha"));
     }
+    // The reload also changes the socket's mode, on the socket kept open.
+    let config = site.base().join("shoal.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(".sock \"]", ".sock mode=0600\"]")).unwrap();
     let before = server.workers();
     server.send_signal("HUP");
     wait_until("reloaded workers", Duration::from_secs(10), || {
@@ -90,6 +94,8 @@ fn the_unix_socket_outlives_a_worker_a_reload_and_an_upgrade() {
         (now.len() == 2 && now.iter().all(|w| !before.contains(w))).then_some(())
     });
     assert!(get(&socket, "/a.txt").ends_with("alpha"));
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
 
     let pid_file = site.base().join("shoal.pid");
     let old_master = server.pid();
