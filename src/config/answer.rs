@@ -27,7 +27,7 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {
     Text(String),
-    /// `{scheme}`: `http`.
+    /// `{scheme}`: `http`, or `https` over TLS.
     Scheme,
     /// `{host}`: the request's host without its port (an absolute-form target's, else Host;
     /// the server's first name, else its address, when the request has none).
@@ -131,7 +131,7 @@ impl Template {
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => out.extend_from_slice(text.as_bytes()),
-                Piece::Scheme => out.extend_from_slice(b"http"),
+                Piece::Scheme => out.extend_from_slice(if parts.secure { b"https" } else { b"http" }),
                 Piece::Host => match parts.host {
                     Some(host) if !host.is_empty() => out.extend_from_slice(host),
                     _ => out.extend_from_slice(parts.server.stand_in_host().as_bytes()),
@@ -156,6 +156,8 @@ pub struct Parts<'a> {
     pub target: &'a [u8],
     /// The server that answers (its name or address stands in for a missing host).
     pub server: &'a Server,
+    /// The request came over TLS: `{scheme}` is `https`.
+    pub secure: bool,
 }
 
 impl Server {

@@ -16,6 +16,7 @@ use toml::Spanned;
 use super::answer::{Fixed, Redirect, Template, REDIRECT_STATUSES};
 use super::cidr::Cidr;
 use super::run_as::{self, RunAs};
+use super::tls::Identity;
 use super::units::{Size, Span};
 use super::{
     default_workers, AccessLog, Address, Balance, Buffering, Config, Dotfiles, ErrorPages, FileOptions,
@@ -183,8 +184,16 @@ struct RawServer {
     request_headers: Option<Spanned<RawHeaderRules>>,
     response_headers: Option<Spanned<RawHeaderRules>>,
     error_pages: Option<RawErrorPages>,
+    tls: Option<Spanned<RawTls>>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Spanned<String>,
+    key: Spanned<String>,
 }
 
 /// `error_pages = { 502 = "errors/502.html" }`: status to file.
@@ -715,6 +724,7 @@ impl Builder<'_> {
             error_pages,
             proxy_protocol,
             unix_access,
+            tls: server.tls.as_ref().map(|tls| self.tls(tls)).transpose()?,
         })
     }
 
@@ -729,18 +739,19 @@ impl Builder<'_> {
             for (j, earlier) in servers[..i].iter().enumerate() {
                 let line = line_col(self.text, raw[j].span().start).0;
                 let shared = server.listen.iter().filter(|a| earlier.listen.contains(a));
-                // What the options on a listen entry say: the PROXY protocol, a socket's access.
+                // What the options on a listen entry say: the PROXY protocol, a socket's
+                // access; and whether the servers on it speak TLS.
                 let options = |s: &Server, addr: &Address| {
                     let access = match addr {
                         Address::Unix(path) => s.unix_access.iter().find(|(p, _)| p == path).map(|a| a.1),
                         Address::Tcp(_) => None,
                     };
-                    (s.proxy_protocol.contains(addr), access)
+                    (s.proxy_protocol.contains(addr), access, s.tls.is_some())
                 };
                 if let Some(addr) = shared.clone().find(|a| options(server, a) != options(earlier, a)) {
                     let why = format!(
                         "listen: {addr} is shared with the server at line {line}: both give it \
-                         the same options (proxy_protocol, mode, owner)"
+                         the same options (proxy_protocol, mode, owner) and both have `tls` or neither"
                     );
                     let names_it = |text: &&Spanned<String>| {
                         let first = text.get_ref().split_whitespace().next().unwrap_or_default();
@@ -987,6 +998,17 @@ impl Builder<'_> {
             add: templates(&rules.add)?,
             remove: rules.remove.iter().map(|n| n.to_ascii_lowercase()).collect(),
         })
+    }
+
+    /// `tls`: the certificate chain and key, read and matched now (paths from the config's
+    /// directory).
+    fn tls(&self, raw: &Spanned<RawTls>) -> Result<Identity, ConfigError> {
+        let tls = raw.get_ref();
+        let (cert, key) = (
+            self.base.join(tls.cert.get_ref()),
+            self.base.join(tls.key.get_ref()),
+        );
+        Identity::load(&cert, &key).or_else(|why| self.fail(raw.span(), format!("tls: {why}")))
     }
 
     /// `error_pages`: error statuses (400 to 599) and their files, read now (relative paths

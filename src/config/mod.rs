@@ -8,6 +8,7 @@ pub mod answer;
 pub mod cidr;
 mod file;
 mod run_as;
+pub mod tls;
 pub mod units;
 
 use std::net::SocketAddr;
@@ -220,6 +221,9 @@ pub struct Server {
     pub proxy_protocol: Vec<Address>,
     /// The mode and owner its unix listen sockets get, where it sets them.
     pub unix_access: Vec<(PathBuf, UnixAccess)>,
+    /// `tls`: its addresses speak HTTPS with this certificate (every server sharing them
+    /// has one; the client's SNI name picks among them).
+    pub tls: Option<tls::Identity>,
 }
 
 /// `error_pages`: the pages that answer error statuses in place of shoal's short text.
@@ -783,6 +787,7 @@ impl Config {
                 error_pages: ErrorPages::default(),
                 proxy_protocol: Vec::new(),
                 unix_access: Vec::new(),
+                tls: None,
             }],
             upstreams,
             admin: None,

@@ -13,6 +13,7 @@ pub mod memory;
 pub mod output;
 pub mod spill;
 mod stream;
+pub mod tls;
 pub mod transport;
 
 pub use buffers::{BufferPool, Buffers};
@@ -20,4 +21,5 @@ pub use input::{Filled, Input, ReadSide};
 pub use output::{FileBody, Flush, Output, SharedBody};
 pub use spill::SpillDir;
 pub use stream::Stream;
+pub use tls::{Client, Tls};
 pub use transport::Transport;

@@ -221,7 +221,12 @@ impl Output {
                 });
             }
             let Some(chunk) = self.rest.pop_front() else {
-                return Ok(Flush::Done);
+                // Done once the transport's own records are out too (TLS).
+                return match transport.flush_pending() {
+                    Ok(()) => Ok(Flush::Done),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Flush::Blocked),
+                    Err(e) => Err(e),
+                };
             };
             let sent = match chunk {
                 Chunk::Bytes(bytes) => {

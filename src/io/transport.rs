@@ -1,4 +1,4 @@
-//! The byte stream under a connection, client or upstream: plain TCP today, TLS later.
+//! The byte stream under a connection, client or upstream: a plain socket, or TLS on one.
 //!
 //! Everything above reads, writes and shuts down through [`Transport`], and asks it the two
 //! questions a TLS stream answers differently from a TCP socket: may a file go to it with
@@ -48,6 +48,17 @@ pub trait Transport {
     /// event will announce: the owner must read again without waiting for one.
     fn holds_input(&self) -> bool {
         false
+    }
+
+    /// True for TLS: the request came over HTTPS.
+    fn secure(&self) -> bool {
+        false
+    }
+
+    /// Sends what the transport holds of its own (TLS records made by a handshake or by
+    /// earlier writes): `WouldBlock` while some remain. A plain socket holds nothing.
+    fn flush_pending(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -15,6 +15,7 @@ mod offload;
 pub mod request_id;
 pub mod respond;
 pub mod sites;
+pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -48,6 +49,8 @@ pub struct Request<'a> {
     pub listener: usize,
     /// The connection's key in its worker (an upstream socket's events drive it).
     pub conn: usize,
+    /// It came over TLS.
+    pub secure: bool,
 }
 
 /// Where a request went: what its access log line and counters need.
@@ -77,6 +80,7 @@ pub struct Routed {
 pub struct KeptParts {
     host: Option<Vec<u8>>,
     target: Vec<u8>,
+    secure: bool,
 }
 
 impl Routed {
@@ -87,6 +91,7 @@ impl Routed {
             host: kept.host.as_deref(),
             target: &kept.target,
             server: sites.site(self.server).config,
+            secure: kept.secure,
         })
     }
 }
@@ -183,6 +188,7 @@ impl<'c> Pipeline<'c> {
             host,
             target,
             server: site.config,
+            secure: request.secure,
         };
         let spill = self.spill.as_ref();
         let mut respond = responder(reply, site, route, spill, Some(parts));
@@ -250,6 +256,7 @@ impl<'c> Pipeline<'c> {
             routed.parts = Some(Box::new(KeptParts {
                 host: host.map(<[u8]>::to_vec),
                 target: target.to_vec(),
+                secure: request.secure,
             }));
         }
         let start = Start {

@@ -13,6 +13,7 @@ use crate::config::{Config, ServerName};
 const MAX_HOST: usize = 255;
 
 /// The servers on one address, by name.
+#[derive(Debug)]
 pub struct Names {
     default: usize,
     exact: HashMap<Box<[u8]>, usize>,

@@ -57,7 +57,8 @@ pub struct Forward<'a> {
     pub underscores_in_headers: bool,
     /// The route's `request_headers`: lines set (replacing the client's) and removed.
     pub rules: &'a HeaderRules,
-    /// What placeholders in `rules` are filled from (only rules without any go without).
+    /// The request's parts: what placeholders in `rules` are filled from, and its scheme
+    /// (`X-Forwarded-Proto: https` over TLS). Only tests go without.
     pub parts: Option<Parts<'a>>,
     /// The request's id, sent as `X-Request-Id` (the client's own one is dropped: this is
     /// either a copy of it, when sane, or a replacement).
@@ -131,7 +132,10 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     header(
         out,
         b"X-Forwarded-Proto",
-        from_proxy("x-forwarded-proto").unwrap_or(b"http"),
+        from_proxy("x-forwarded-proto").unwrap_or(match forward.parts.is_some_and(|p| p.secure) {
+            true => b"https",
+            false => b"http",
+        }),
     );
     if let Some(host) = from_proxy("x-forwarded-host").or(host) {
         header(out, b"X-Forwarded-Host", host);

@@ -17,7 +17,7 @@ use crate::config::{Address, Limits};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{self, Framing, HeadLimits, RequestHead};
 use crate::http::response::{format_into, Persistence, ResponseHead};
-use crate::io::{Buffers, Filled, Flush, Input, Output, ReadSide, Stream, Transport};
+use crate::io::{Buffers, Client, Filled, Flush, Input, Output, ReadSide, Transport};
 use crate::pipeline::request_id::RequestId;
 use crate::pipeline::respond::{Reply, Response};
 use crate::pipeline::{Outcome, Pipeline, Request, Routed};
@@ -164,8 +164,8 @@ pub struct Ctx<'a> {
     pub request: RequestHead,
 }
 
-/// A client connection over a transport (a TCP or unix socket by default).
-pub struct Conn<T: Transport = Stream> {
+/// A client connection over a transport (a TCP or unix socket, or TLS on one, by default).
+pub struct Conn<T: Transport = Client> {
     /// Slab key: the client socket's token is `2 * key` (an upstream socket's is its own,
     /// see `proxy::socket_token`).
     key: usize,
@@ -207,6 +207,12 @@ impl<T: Transport> Conn<T> {
     /// client's (a connection without one is closed).
     pub fn await_proxy_header(&mut self) {
         self.phase = Phase::ProxyHeader;
+    }
+
+    /// Waits for a request head from the start (its timer runs from now: a TLS handshake
+    /// counts against `header_timeout`).
+    pub fn await_head(&mut self) {
+        self.phase = Phase::Head;
     }
 
     /// The client's transport (tests put requests in and take responses out).
@@ -537,6 +543,7 @@ impl<T: Transport> Conn<T> {
             peer: self.peer,
             listener: self.listener,
             conn: self.key,
+            secure: self.transport.secure(),
         };
         let mut response = Response::to(head, persistence);
         let reply = Reply {

@@ -29,7 +29,7 @@ use crate::channel::{self, Command, Received, Report};
 use crate::config::{Address, Config};
 use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
-use crate::io::Stream;
+use crate::io::{Client, Stream, Tls};
 use crate::pipeline::Pipeline;
 use crate::proxy::health;
 use crate::shared::Shared;
@@ -137,8 +137,8 @@ struct Worker<'a> {
     signals: SignalReader,
     channel: channel::End,
     listeners: Vec<Listener>,
-    /// Per listener: its connections start with a PROXY protocol header.
-    takes_proxy_protocol: Vec<bool>,
+    /// Per listener: how its connections begin.
+    entrances: Vec<Entrance>,
     accepting: Accepting,
     /// When accept() last started failing for want of descriptors (memory, fds), until one
     /// succeeds again: the episode is logged once at each end, not at every retry.
@@ -233,9 +233,7 @@ impl<'a> Worker<'a> {
             poll,
             signals,
             listeners,
-            takes_proxy_protocol: (addresses.iter())
-                .map(|addr| config.takes_proxy_protocol(addr))
-                .collect(),
+            entrances: Entrance::of_each(config, &addresses)?,
             pipeline,
             log,
         })
@@ -250,7 +248,7 @@ impl<'a> Worker<'a> {
             signals: parts.signals,
             channel,
             listeners: parts.listeners,
-            takes_proxy_protocol: parts.takes_proxy_protocol,
+            entrances: parts.entrances,
             accepting: Accepting::Open,
             exhausted_since: None,
             conns: Slab::with_capacity(1024),
@@ -500,9 +498,20 @@ impl<'a> Worker<'a> {
             warn!("epoll_ctl() failed while admitting a connection: {e}");
             return;
         }
-        let conn = entry.insert(Conn::new(key, stream, peer, listener, self.ctx.clock.now));
-        if self.takes_proxy_protocol[listener] {
+        let entrance = &self.entrances[listener];
+        let client = match &entrance.tls {
+            Some(tls) => match Tls::new(stream, Arc::clone(tls)) {
+                Ok(tls) => Client::Tls(Box::new(tls)),
+                Err(e) => return warn!("cannot start TLS on a connection: {e}"),
+            },
+            None => Client::Plain(stream),
+        };
+        let conn = entry.insert(Conn::new(key, client, peer, listener, self.ctx.clock.now));
+        if entrance.proxy_protocol {
             conn.await_proxy_header();
+        } else if entrance.tls.is_some() {
+            // The handshake counts against header_timeout, as the request head after it.
+            conn.await_head();
         }
         // The request often arrives with the handshake: read it now, saving a poll round.
         self.drive(key);
@@ -604,9 +613,27 @@ struct Parts<'a> {
     poll: Poll,
     signals: SignalReader,
     listeners: Vec<Listener>,
-    takes_proxy_protocol: Vec<bool>,
+    entrances: Vec<Entrance>,
     pipeline: Pipeline<'a>,
     log: AccessLog,
+}
+
+/// How a listener's connections begin: with a PROXY protocol header, with a TLS handshake.
+struct Entrance {
+    proxy_protocol: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Entrance {
+    fn of_each(config: &Config, addresses: &[Address]) -> io::Result<Vec<Entrance>> {
+        let tls = crate::pipeline::tls::server_configs(config, addresses).map_err(io::Error::other)?;
+        Ok((addresses.iter().zip(tls))
+            .map(|(addr, tls)| Entrance {
+                proxy_protocol: config.takes_proxy_protocol(addr),
+                tls,
+            })
+            .collect())
+    }
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {

@@ -27,6 +27,7 @@ mod static_files;
 pub mod status;
 pub mod supervision;
 mod systemd;
+mod tls;
 mod unix_listen;
 mod upstream;
 mod verdicts;

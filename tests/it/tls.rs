@@ -1,0 +1,304 @@
+//! HTTPS: `tls = { cert, key }` on a server. Certificates are made at test time with the
+//! openssl tool (a CA, and leaf certificates it signs); curl and openssl s_client are the
+//! clients, as a user would run them.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::harness::{free_addr, Launch, Server, Site};
+use crate::upstream::{Behaviour, Upstream};
+
+/// Runs `program` with `args`, failing the test if it cannot start.
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+/// A test CA in `dir` and leaf certificates it signs.
+struct Ca {
+    dir: PathBuf,
+}
+
+impl Ca {
+    fn new(dir: &Path) -> Ca {
+        let ca = Ca {
+            dir: dir.to_path_buf(),
+        };
+        let (key, cert) = (ca.path("ca.key"), ca.path("ca.pem"));
+        let made = run(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+            ]
+            .into_iter()
+            .chain(["-subj", "/CN=shoal test CA", "-keyout", &key, "-out", &cert])
+            .collect::<Vec<_>>(),
+        );
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        ca
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// `NAME.pem` and `NAME.key` for the DNS `names` (the first is the subject), signed by
+    /// the CA; `rsa` picks an RSA 2048 key instead of ECDSA P-256.
+    fn leaf(&self, name: &str, names: &[&str], rsa: bool) -> (String, String) {
+        let (key, csr, cert) = (
+            self.path(&format!("{name}.key")),
+            self.path(&format!("{name}.csr")),
+            self.path(&format!("{name}.pem")),
+        );
+        let new_key = if rsa { "rsa:2048" } else { "ec" };
+        let mut args = vec!["req", "-newkey", new_key, "-nodes", "-keyout", &key, "-out", &csr];
+        if !rsa {
+            args.extend(["-pkeyopt", "ec_paramgen_curve:P-256"]);
+        }
+        let subject = format!("/CN={}", names[0]);
+        args.extend(["-subj", &subject]);
+        let made = run("openssl", &args);
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let sans: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+        let ext = self.path(&format!("{name}.ext"));
+        std::fs::write(&ext, format!("subjectAltName={}\n", sans.join(","))).unwrap();
+        let (ca_cert, ca_key) = (self.path("ca.pem"), self.path("ca.key"));
+        let signed = run(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_cert,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-days",
+                "2",
+            ]
+            .into_iter()
+            .chain(["-extfile", &ext, "-out", &cert])
+            .collect::<Vec<_>>(),
+        );
+        assert!(
+            signed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&signed.stderr)
+        );
+        (cert, key)
+    }
+}
+
+/// `curl` over HTTPS to `addr` for each of `paths` (one connection when it can), trusting
+/// the test CA, with `host` resolving to the address.
+fn curl(ca: &Ca, host: &str, addr: SocketAddr, paths: &[&str], extra: &[&str]) -> Output {
+    let resolve = format!("{host}:{}:127.0.0.1", addr.port());
+    let cacert = ca.path("ca.pem");
+    let mut args = vec![
+        "-sS",
+        "--max-time",
+        "10",
+        "--cacert",
+        &cacert,
+        "--resolve",
+        &resolve,
+    ];
+    args.extend(extra);
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|p| format!("https://{host}:{}{p}", addr.port()))
+        .collect();
+    args.extend(urls.iter().map(String::as_str));
+    run("curl", &args)
+}
+
+fn text(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A shoal serving `site` on `{listen}` (plain, for the harness) and on the returned address
+/// over TLS, with `servers` (each a `[[server]]` body after its listen line) sharing it.
+fn start(site: &Site, servers: &[String], top: &str) -> (Server, SocketAddr) {
+    let secure = free_addr();
+    let mut text = format!("access_log = \"off\"\n{top}\n[[server]]\nlisten = [\"{{listen}}\"]\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n");
+    for body in servers {
+        text.push_str(&format!("[[server]]\nlisten = [\"{secure}\"]\n{body}"));
+    }
+    (Launch::config_file(site, &text).start(), secure)
+}
+
+#[test]
+fn static_and_proxied_requests_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let (cert, key) = ca.leaf("localhost", &["localhost"], false);
+    let site = Site::new();
+    site.file("a.txt", "alpha");
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    site.file("big.bin", &big);
+    let upstream = Upstream::start(Behaviour::Echo);
+    let server = format!(
+        "tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/app/\"\n  upstream = \"app\"\n  \
+         [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
+    );
+    let top = format!("[upstream.app]\nservers = [\"{}\"]", upstream.addr);
+    let (_server, secure) = start(&site, &[server], &top);
+
+    // Two requests on one connection (keep-alive), and a 3 MB file through TLS.
+    let both = curl(
+        &ca,
+        "localhost",
+        secure,
+        &["/a.txt", "/a.txt"],
+        &["-w", " %{num_connects}\\n"],
+    );
+    assert_eq!(
+        text(&both),
+        "alpha 1\nalpha 0\n",
+        "the second request reused the connection"
+    );
+    let file = dir.path().join("big.out");
+    let file_arg = file.display().to_string();
+    text(&curl(&ca, "localhost", secure, &["/big.bin"], &["-o", &file_arg]));
+    assert!(
+        std::fs::read(&file).unwrap() == big,
+        "the large file arrived whole"
+    );
+
+    let proxied = text(&curl(&ca, "localhost", secure, &["/app/x?q=1"], &[]));
+    assert!(proxied.starts_with("GET /app/x?q=1 HTTP/1.1\r\n"), "{proxied}");
+    assert!(proxied.contains("\r\nX-Forwarded-Proto: https\r\n"), "{proxied}");
+}
+
+#[test]
+fn the_sni_name_picks_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let (a_cert, a_key) = ca.leaf("a", &["a.test"], false);
+    let (b_cert, b_key) = ca.leaf("b", &["b.test", "*.b.test"], true);
+    let site = Site::new();
+    site.file("a/who.txt", "site a").file("b/who.txt", "site b");
+    let server = |names: &str, cert: &str, key: &str, root: &str| {
+        format!(
+            "names = [{names}]\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site/{root}\"\n"
+        )
+    };
+    let servers = [
+        server("\"a.test\"", &a_cert, &a_key, "a"),
+        server("\"b.test\", \"*.b.test\"", &b_cert, &b_key, "b"),
+    ];
+    let (_server, secure) = start(&site, &servers, "");
+    assert_eq!(text(&curl(&ca, "a.test", secure, &["/who.txt"], &[])), "site a");
+    assert_eq!(text(&curl(&ca, "b.test", secure, &["/who.txt"], &[])), "site b");
+    assert_eq!(
+        text(&curl(&ca, "www.b.test", secure, &["/who.txt"], &[])),
+        "site b"
+    );
+    // No SNI (an address for a name): the default server's certificate, the first listed.
+    let connect = format!("127.0.0.1:{}", secure.port());
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect", &connect, "-noservername"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdin.take());
+    let shown = child.wait_with_output().unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("subject=CN = a.test"), "{shown}");
+}
+
+#[test]
+fn old_protocols_and_plain_http_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let (cert, key) = ca.leaf("localhost", &["localhost"], false);
+    let site = Site::new();
+    site.file("a.txt", "alpha");
+    let server = format!("tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n");
+    let (_server, secure) = start(&site, &[server], "");
+    for (flag, accepted) in [("--tlsv1.2", true), ("--tlsv1.3", true)] {
+        let max = flag.replace("--tlsv", "--tls-max ");
+        let mut extra = vec![flag];
+        extra.extend(max.split(' '));
+        let output = curl(&ca, "localhost", secure, &["/a.txt"], &extra);
+        assert_eq!(
+            output.status.success(),
+            accepted,
+            "{flag}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let connect = format!("127.0.0.1:{}", secure.port());
+    let old = run(
+        "openssl",
+        &[
+            "s_client",
+            "-connect",
+            &connect,
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT:@SECLEVEL=0",
+        ],
+    );
+    assert!(!old.status.success(), "TLS 1.1 was accepted");
+    // Plain HTTP to the TLS port: an alert and a close, never a hang.
+    let mut stream = TcpStream::connect(secure).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .write_all(b"GET /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    assert!(read.is_ok() || answer.len() < 100, "closed, not hung: {read:?}");
+    assert!(!String::from_utf8_lossy(&answer).contains("alpha"));
+}
+
+#[test]
+fn a_key_that_does_not_match_is_a_check_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let (cert, _) = ca.leaf("one", &["localhost"], false);
+    let (_, other_key) = ca.leaf("two", &["localhost"], false);
+    let site = Site::new();
+    let path = site.base().join("shoal.toml");
+    let config = |cert: &str, key: &str| {
+        format!(
+            "[[server]]\nlisten = [\"127.0.0.1:8443\"]\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
+        )
+    };
+    for (cert, key, error) in [
+        (cert.as_str(), other_key.as_str(), "does not go with cert"),
+        (cert.as_str(), "/nonexistent.key", "key `/nonexistent.key`: "),
+        (other_key.as_str(), other_key.as_str(), "holds no certificate"),
+    ] {
+        std::fs::write(&path, config(cert, key)).unwrap();
+        let checked = crate::harness::check_config(&path);
+        assert!(
+            checked.stderr.contains("shoal.toml:3:7: tls: ") && checked.stderr.contains(error),
+            "{error}: {}",
+            checked.stderr
+        );
+    }
+}
