@@ -90,3 +90,28 @@ done
 log "served GET /hello.txt from the static binary"
 stop_pid shoal "$pid"
 pid=
+
+# HTTPS from the same binary: a self-signed certificate, one request with curl -k.
+command -v openssl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq openssl >&2; }
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2> /dev/null
+cat > "$TMP/shoal.toml" <<EOF
+[[server]]
+listen = ["127.0.0.1:$port"]
+tls = { cert = "$TMP/cert.pem", key = "$TMP/key.pem" }
+  [[server.route]]
+  prefix = "/"
+  root = "$TMP/site"
+EOF
+"$out" "${SHOAL_AS[@]}" -c "$TMP/shoal.toml" -w 1 > "$TMP/out.log" 2> "$TMP/err.log" &
+pid=$!
+body=
+for ((i = 0; i < 100; i++)); do
+    pid_alive "$pid" || { show_log "$TMP/err.log"; die "the static binary exited while booting with TLS"; }
+    body=$(curl -sk --max-time 2 "https://127.0.0.1:$port/hello.txt") && [[ -n $body ]] && break
+    sleep 0.1
+done
+[[ $body == "static hello" ]] || { show_log "$TMP/err.log"; die "GET https://.../hello.txt returned: $body"; }
+log "served GET /hello.txt over HTTPS from the static binary"
+stop_pid shoal "$pid"
+pid=
