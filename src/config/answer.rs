@@ -82,6 +82,13 @@ impl Template {
         Ok(Template { pieces })
     }
 
+    /// Text without placeholders.
+    pub fn text(text: &str) -> Template {
+        Template {
+            pieces: vec![Piece::Text(text.to_string())],
+        }
+    }
+
     /// Reads a redirect's target: a template that is a URI reference once filled (no space,
     /// control character or brace outside a placeholder).
     pub fn parse_target(to: &str) -> Result<Template, String> {

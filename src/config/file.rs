@@ -185,6 +185,8 @@ struct RawServer {
     response_headers: Option<Spanned<RawHeaderRules>>,
     error_pages: Option<RawErrorPages>,
     tls: Option<Spanned<RawTls>>,
+    redirect_https: Option<Spanned<bool>>,
+    hsts: Option<Spanned<String>>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
 }
@@ -194,6 +196,7 @@ struct RawServer {
 struct RawTls {
     cert: Spanned<String>,
     key: Spanned<String>,
+    ocsp: Option<Spanned<String>>,
 }
 
 /// `error_pages = { 502 = "errors/502.html" }`: status to file.
@@ -608,8 +611,30 @@ impl Builder<'_> {
     ) -> Result<Server, ConfigError> {
         let server = raw.get_ref();
         let request_headers = self.header_rules(server.request_headers.as_ref(), Toward::Upstream)?;
-        let response_headers = self.header_rules(server.response_headers.as_ref(), Toward::Client)?;
+        let mut response_headers = self.header_rules(server.response_headers.as_ref(), Toward::Client)?;
         let error_pages = self.error_pages(server.error_pages.as_ref())?;
+        let redirect_https = server.redirect_https.as_ref().is_some_and(|r| *r.get_ref());
+        if let (Some(_), true, Some(key)) = (&server.tls, redirect_https, &server.redirect_https) {
+            return self.fail(
+                key.span(),
+                "redirect_https goes on a plain server (this one has `tls`)",
+            );
+        }
+        if let Some(hsts) = &server.hsts {
+            if server.tls.is_none() {
+                return self.fail(
+                    hsts.span(),
+                    "hsts goes with `tls` (browsers ignore it over plain HTTP)",
+                );
+            }
+            let value = hsts.get_ref();
+            let odd = |b: u8| b.is_ascii_control() || b == b'{';
+            if !value.to_ascii_lowercase().starts_with("max-age=") || value.bytes().any(odd) {
+                let why = format!("hsts: `{value}` is not a Strict-Transport-Security value (max-age=SECONDS; includeSubDomains)");
+                return self.fail(hsts.span(), why);
+            }
+            (response_headers.set).push(("Strict-Transport-Security".to_string(), Template::text(value)));
+        }
         let mut listen = Vec::new();
         let mut proxy_protocol = Vec::new();
         let mut unix_access = Vec::new();
@@ -725,6 +750,7 @@ impl Builder<'_> {
             proxy_protocol,
             unix_access,
             tls: server.tls.as_ref().map(|tls| self.tls(tls)).transpose()?,
+            redirect_https,
         })
     }
 
@@ -1008,7 +1034,9 @@ impl Builder<'_> {
             self.base.join(tls.cert.get_ref()),
             self.base.join(tls.key.get_ref()),
         );
-        Identity::load(&cert, &key).or_else(|why| self.fail(raw.span(), format!("tls: {why}")))
+        let ocsp = tls.ocsp.as_ref().map(|path| self.base.join(path.get_ref()));
+        Identity::load(&cert, &key, ocsp.as_deref())
+            .or_else(|why| self.fail(raw.span(), format!("tls: {why}")))
     }
 
     /// `error_pages`: error statuses (400 to 599) and their files, read now (relative paths
@@ -1542,6 +1570,25 @@ mod tests {
         let unnamed = [text, server("127.0.0.1:82", "")].concat();
         let labels = load(&unnamed).unwrap().server_labels();
         assert_eq!(labels[3..], [some("127.0.0.1:80"), some("127.0.0.1:82")]);
+    }
+
+    #[test]
+    fn hsts_and_redirect_https_go_with_and_without_tls() {
+        let server = |lines: &str| {
+            load(&format!(
+                "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n{lines}\n[[server.route]]\nprefix = \"/\"\nroot = \"public\"\n"
+            ))
+        };
+        let errors = [
+            ("hsts = \"max-age=60\"", "FILE:3:8: hsts goes with `tls`"),
+            (
+                "redirect_https = true\ntls = { cert = \"c.pem\", key = \"k.pem\" }",
+                "FILE:3:18: redirect_https goes on a plain server",
+            ),
+            ("tls = { cert = \"c.pem\" }", "FILE:3:7: missing field `key`"),
+        ];
+        assert_refused(server, &errors);
+        assert!(server("redirect_https = true").unwrap().servers[0].redirect_https);
     }
 
     #[test]

@@ -224,6 +224,9 @@ pub struct Server {
     /// `tls`: its addresses speak HTTPS with this certificate (every server sharing them
     /// has one; the client's SNI name picks among them).
     pub tls: Option<tls::Identity>,
+    /// `redirect_https` (plain servers): every request is answered with a 301 to the same
+    /// host and URI over https, but ACME HTTP-01 challenges, which route as usual.
+    pub redirect_https: bool,
 }
 
 /// `error_pages`: the pages that answer error statuses in place of shoal's short text.
@@ -788,6 +791,7 @@ impl Config {
                 proxy_protocol: Vec::new(),
                 unix_access: Vec::new(),
                 tls: None,
+                redirect_https: false,
             }],
             upstreams,
             admin: None,

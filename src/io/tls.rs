@@ -215,6 +215,13 @@ impl Transport for Client {
     fn secure(&self) -> bool {
         matches!(self, Client::Tls(_))
     }
+
+    fn server_name(&self) -> Option<&str> {
+        match self {
+            Client::Plain(_) => None,
+            Client::Tls(tls) => tls.tls.server_name(),
+        }
+    }
 }
 
 impl mio::event::Source for Client {

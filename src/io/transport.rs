@@ -55,6 +55,11 @@ pub trait Transport {
         false
     }
 
+    /// The name the client asked for in its TLS handshake (SNI), if any.
+    fn server_name(&self) -> Option<&str> {
+        None
+    }
+
     /// Sends what the transport holds of its own (TLS records made by a handshake or by
     /// earlier writes): `WouldBlock` while some remain. A plain socket holds nothing.
     fn flush_pending(&mut self) -> io::Result<()> {

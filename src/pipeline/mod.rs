@@ -51,6 +51,8 @@ pub struct Request<'a> {
     pub conn: usize,
     /// It came over TLS.
     pub secure: bool,
+    /// The name the client asked for in its TLS handshake (SNI), if any.
+    pub sni: Option<&'a str>,
 }
 
 /// Where a request went: what its access log line and counters need.
@@ -192,6 +194,9 @@ impl<'c> Pipeline<'c> {
         };
         let spill = self.spill.as_ref();
         let mut respond = responder(reply, site, route, spill, Some(parts));
+        if let Some(outcome) = self.before_routes(request, site, url.as_ref().ok(), &parts, &mut respond) {
+            return outcome(routed);
+        }
         let (Ok(url), Some(route)) = (&url, route) else {
             // A body over `[limits]` is refused as the parser used to (a route may allow more).
             let too_large = body_over(head, self.max_body_bytes);
@@ -288,6 +293,32 @@ impl<'c> Pipeline<'c> {
             Ok(exchange) => Outcome::Proxying(routed, exchange),
             Err(failure) => refuse(failure.status(), &mut respond, routed),
         }
+    }
+
+    /// What a server answers before its routes: a 421 to a request whose Host names another
+    /// server than its TLS handshake did; the redirect of `redirect_https`.
+    fn before_routes(
+        &self,
+        request: &Request,
+        site: &Site,
+        url: Option<&target::UrlPath>,
+        parts: &Parts,
+        respond: &mut Responder,
+    ) -> Option<fn(Routed) -> Outcome> {
+        let sni_server = request
+            .sni
+            .map(|sni| self.sites.server_for(request.listener, Some(sni.as_bytes())));
+        if parts.host.is_some() && sni_server.is_some_and(|sni| sni.index != site.index) {
+            respond_simple(respond, 421, &[]);
+            return Some(Outcome::Answered);
+        }
+        let redirect = site.https_redirect.as_ref()?;
+        let challenge = url.is_some_and(|url| url.path.starts_with("/.well-known/acme-challenge/"));
+        if challenge {
+            return None;
+        }
+        answer::redirect(redirect, parts, respond);
+        Some(Outcome::Answered)
     }
 
     /// Moves the exchange of the request `routed` along; its response goes through `reply`.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use regex::RegexSet;
 
-use crate::config::answer::{Fixed, Redirect};
+use crate::config::answer::{Fixed, Redirect, Template};
 use crate::config::{Address, Config, FileOptions, Matching, Route as RouteConfig, Serve};
 use crate::http::request::RequestHead;
 use crate::http::target;
@@ -68,6 +68,8 @@ pub struct Site<'c> {
     /// Some route's `response_headers` name parts of the request: a proxied response, whose
     /// head comes after the request's buffer moved on, needs them kept.
     pub response_rules_fill: bool,
+    /// `redirect_https`: the redirect every request gets (but ACME challenges).
+    pub https_redirect: Option<Redirect>,
     /// Lookup tables, for servers with more routes than a scan handles well.
     index_of: Option<RouteIndex>,
 }
@@ -210,6 +212,10 @@ impl<'c> Sites<'c> {
                 index_of: None,
                 response_rules_fill: (server.routes.iter())
                     .any(|route| route.response_headers.has_placeholders()),
+                https_redirect: server.redirect_https.then(|| Redirect {
+                    to: Template::parse_target("https://{host}{uri}").expect("a valid target"),
+                    status: 301,
+                }),
                 response_filters: (!server.response_headers.is_empty())
                     .then_some(ResponseFilter::Headers(&server.response_headers))
                     .into_iter()

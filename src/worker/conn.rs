@@ -544,6 +544,7 @@ impl<T: Transport> Conn<T> {
             listener: self.listener,
             conn: self.key,
             secure: self.transport.secure(),
+            sni: self.transport.server_name(),
         };
         let mut response = Response::to(head, persistence);
         let reply = Reply {

@@ -41,7 +41,7 @@ impl Ca {
                 "ec_paramgen_curve:P-256",
                 "-nodes",
                 "-days",
-                "2",
+                "30",
             ]
             .into_iter()
             .chain(["-subj", "/CN=shoal test CA", "-keyout", &key, "-out", &cert])
@@ -58,6 +58,11 @@ impl Ca {
     /// `NAME.pem` and `NAME.key` for the DNS `names` (the first is the subject), signed by
     /// the CA; `rsa` picks an RSA 2048 key instead of ECDSA P-256.
     fn leaf(&self, name: &str, names: &[&str], rsa: bool) -> (String, String) {
+        self.leaf_for_days(name, names, rsa, 30)
+    }
+
+    /// [`Ca::leaf`], valid for `days` from now (0: expired at once).
+    fn leaf_for_days(&self, name: &str, names: &[&str], rsa: bool, days: u32) -> (String, String) {
         let (key, csr, cert) = (
             self.path(&format!("{name}.key")),
             self.path(&format!("{name}.csr")),
@@ -76,6 +81,7 @@ impl Ca {
         let ext = self.path(&format!("{name}.ext"));
         std::fs::write(&ext, format!("subjectAltName={}\n", sans.join(","))).unwrap();
         let (ca_cert, ca_key) = (self.path("ca.pem"), self.path("ca.key"));
+        let days = days.to_string();
         let signed = run(
             "openssl",
             &[
@@ -89,7 +95,7 @@ impl Ca {
                 &ca_key,
                 "-CAcreateserial",
                 "-days",
-                "2",
+                &days,
             ]
             .into_iter()
             .chain(["-extfile", &ext, "-out", &cert])
@@ -139,8 +145,15 @@ fn text(output: &Output) -> String {
 /// A shoal serving `site` on `{listen}` (plain, for the harness) and on the returned address
 /// over TLS, with `servers` (each a `[[server]]` body after its listen line) sharing it.
 fn start(site: &Site, servers: &[String], top: &str) -> (Server, SocketAddr) {
+    start_with(site, "", servers, top)
+}
+
+/// [`start`], with `plain` added to the plain server's keys.
+fn start_with(site: &Site, plain: &str, servers: &[String], top: &str) -> (Server, SocketAddr) {
     let secure = free_addr();
-    let mut text = format!("access_log = \"off\"\n{top}\n[[server]]\nlisten = [\"{{listen}}\"]\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n");
+    let mut text = format!(
+        "access_log = \"off\"\n{top}\n[[server]]\nlisten = [\"{{listen}}\"]\n{plain}  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
+    );
     for body in servers {
         text.push_str(&format!("[[server]]\nlisten = [\"{secure}\"]\n{body}"));
     }
@@ -301,4 +314,125 @@ fn a_key_that_does_not_match_is_a_check_error() {
             checked.stderr
         );
     }
+}
+
+#[test]
+fn redirect_https_hsts_and_a_host_that_is_not_the_sni_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let (a_cert, a_key) = ca.leaf("a", &["a.test"], false);
+    let (b_cert, b_key) = ca.leaf("b", &["b.test"], false);
+    let site = Site::new();
+    site.file("a.txt", "alpha")
+        .file(".well-known/acme-challenge/token", "proof");
+    let tls_server = |name: &str, cert: &str, key: &str| {
+        format!(
+            "names = [\"{name}\"]\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\
+             hsts = \"max-age=63072000; includeSubDomains\"\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
+        )
+    };
+    let servers = [
+        tls_server("a.test", &a_cert, &a_key),
+        tls_server("b.test", &b_cert, &b_key),
+    ];
+    // certbot's webroot, routed as nginx users do.
+    let acme = "redirect_https = true\n  [[server.route]]\n  prefix = \"/.well-known/acme-challenge/\"\n  \
+                root = \"site/.well-known/acme-challenge\"\n  strip_prefix = true\n  dotfiles = \"allow\"\n";
+    let (server, secure) = start_with(&site, acme, &servers, "");
+    let headers = text(&curl(
+        &ca,
+        "a.test",
+        secure,
+        &["/a.txt"],
+        &["-D", "-", "-o", "/dev/null"],
+    ));
+    assert!(
+        headers.contains("strict-transport-security: max-age=63072000; includeSubDomains\r\n")
+            || headers.contains("Strict-Transport-Security: max-age=63072000; includeSubDomains\r\n"),
+        "{headers}"
+    );
+    // SNI a.test, Host b.test: 421.
+    let misdirected = curl(
+        &ca,
+        "a.test",
+        secure,
+        &["/a.txt"],
+        &["-H", "Host: b.test", "-o", "/dev/null", "-w", "%{http_code}"],
+    );
+    assert_eq!(text(&misdirected), "421");
+    // The plain server sends everything to https, ACME challenges aside.
+    let moved = server.request(b"GET /a.txt?x=1 HTTP/1.1\r\nHost: www.test:8080\r\n\r\n");
+    moved.assert_status(301);
+    assert_eq!(
+        moved.header("Location"),
+        Some("https://www.test/a.txt?x=1"),
+        "{moved}"
+    );
+    let challenge =
+        server.request(b"GET /.well-known/acme-challenge/token HTTP/1.1\r\nHost: www.test\r\n\r\n");
+    challenge.assert_status(200);
+    assert_eq!(challenge.text(), "proof");
+}
+
+#[test]
+fn a_renewed_certificate_is_served_after_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let (cert, key) = ca.leaf("live", &["localhost"], false);
+    let site = Site::new();
+    site.file("a.txt", "alpha");
+    let server = format!("tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n");
+    let (server, secure) = start(&site, &[server], "");
+    let serial = || {
+        let connect = format!("127.0.0.1:{}", secure.port());
+        let shown = run("sh", &["-c", &format!("openssl s_client -connect {connect} -servername localhost < /dev/null 2>/dev/null | openssl x509 -noout -serial")]);
+        String::from_utf8_lossy(&shown.stdout).trim().to_string()
+    };
+    let before = serial();
+    assert!(before.starts_with("serial="), "{before}");
+    // certbot-style: new files moved over the old ones, then HUP.
+    let (new_cert, new_key) = ca.leaf("renewed", &["localhost"], false);
+    std::fs::rename(&new_cert, &cert).unwrap();
+    std::fs::rename(&new_key, &key).unwrap();
+    let workers = server.wait_for_workers(1);
+    server.send_signal("HUP");
+    crate::harness::wait_until("new workers", Duration::from_secs(10), || {
+        let now = server.workers();
+        (now.len() == 1 && now != workers).then_some(())
+    });
+    let after = serial();
+    assert!(
+        after.starts_with("serial=") && after != before,
+        "{before} then {after}"
+    );
+    assert_eq!(text(&curl(&ca, "localhost", secure, &["/a.txt"], &[])), "alpha");
+}
+
+#[test]
+fn an_expired_certificate_is_refused_and_one_about_to_expire_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let site = Site::new();
+    let path = site.base().join("shoal.toml");
+    let config = |(cert, key): (String, String)| {
+        format!(
+            "[[server]]\nlisten = [\"127.0.0.1:8443\"]\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
+        )
+    };
+    std::fs::write(&path, config(ca.leaf_for_days("old", &["localhost"], false, 0))).unwrap();
+    let expired = crate::harness::check_config(&path);
+    assert_eq!(expired.code, Some(2));
+    assert!(
+        expired.stderr.contains("old.pem` expired on "),
+        "{}",
+        expired.stderr
+    );
+    std::fs::write(&path, config(ca.leaf_for_days("soon", &["localhost"], false, 5))).unwrap();
+    let soon = crate::harness::check_config(&path);
+    assert_eq!(soon.code, Some(0), "{}", soon.stderr);
+    assert!(
+        soon.stderr.contains("soon.pem` expires on ") && soon.stderr.contains(", in 4 days"),
+        "{}",
+        soon.stderr
+    );
 }
