@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{info, warn};
 use nix::errno::Errno;
@@ -17,6 +17,7 @@ use super::tally::Labels;
 use super::Master;
 use crate::config::Config;
 use crate::shared::{RowKey, Shared, ROWS};
+use crate::sys;
 
 /// Environment variable with the memfd and eventfd of the shared state, `MEMFD,EVENTFD`, for
 /// the new master of a binary upgrade.
@@ -24,8 +25,28 @@ pub const SHARED_STATE_VAR: &str = "SHOAL_SHARED_STATE";
 /// How often the master looks for rows and permits nobody uses any more.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// The shared state of the master this one upgrades, if it passed one, else a new one.
+/// The shared state of the master this one upgrades, if it passed one, else a new one, with
+/// a TLS ticket key made if it has none (or an old one).
 pub fn open() -> io::Result<&'static Shared> {
+    let shared = adopt_or_create()?;
+    rotate_ticket_keys(shared)?;
+    Ok(shared)
+}
+
+/// Makes a new TLS session ticket key when the current one is due (see `shared::tickets`);
+/// true if it did.
+pub fn rotate_ticket_keys(shared: &Shared) -> io::Result<bool> {
+    let (tickets, now) = (shared.tickets(), SystemTime::now());
+    if !tickets.due(now) {
+        return Ok(false);
+    }
+    let mut secret = [0u8; 32];
+    sys::random_bytes(&mut secret)?;
+    tickets.rotate(secret, now);
+    Ok(true)
+}
+
+fn adopt_or_create() -> io::Result<&'static Shared> {
     if let Ok(value) = std::env::var(SHARED_STATE_VAR) {
         std::env::remove_var(SHARED_STATE_VAR);
         let fds: Vec<i32> = value.split(',').filter_map(|fd| fd.parse().ok()).collect();
@@ -101,6 +122,11 @@ impl Master {
             return;
         }
         self.next_shared_sweep = now + SWEEP_EVERY;
+        match rotate_ticket_keys(self.shared_state) {
+            Ok(true) => info!("made a new TLS session ticket key (the previous one still opens its tickets)"),
+            Ok(false) => {}
+            Err(e) => warn!("cannot make a new TLS session ticket key: {e}"),
+        }
         let ours: Vec<u32> = (self.slots.iter().flat_map(|s| s.workers()))
             .map(|w| w.pid.as_raw() as u32)
             .collect();

@@ -1,6 +1,7 @@
 //! State every process of one shoal instance shares: each capped upstream server's permits
-//! ([`Cap`]), each capped upstream's queue order ([`Line`]), the workers' seats in it, and
-//! the bell they ring each other with. docs/decisions/0004 says why it is built this way.
+//! ([`Cap`]), each capped upstream's queue order ([`Line`]), the workers' seats in it, the
+//! bell they ring each other with, and the TLS session ticket keys ([`Tickets`]).
+//! docs/decisions/0004 says why it is built this way.
 //!
 //! The master creates it before its first fork, so every worker inherits the mapping; a new
 //! master in a binary upgrade maps the same memfd, so old and new workers count together.
@@ -10,6 +11,7 @@
 
 mod cap;
 mod line;
+pub mod tickets;
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -19,6 +21,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use crate::sys::{self, SharedMemory};
 pub use cap::Cap;
 pub use line::Line;
+pub use tickets::{TicketKey, TicketKeys, Tickets};
 
 /// The highest `max_conns` (cells in a server's row).
 pub const MAX_CONNS: u32 = 4096;
@@ -31,7 +34,9 @@ const MAGIC: u64 = u64::from_le_bytes(*b"shoal/q1");
 const SEATS_HIGH_AT: usize = 8;
 const SEATS_AT: usize = 64;
 const KEYS_AT: usize = SEATS_AT + 4 * SEATS;
+const TICKETS_AT: usize = KEYS_AT + 8 * ROWS;
 const ROWS_AT: usize = 16 * 1024;
+const _: () = assert!(TICKETS_AT + 8 * tickets::WORDS <= ROWS_AT);
 /// A row's fields come first, its cells (or seats' columns) from this offset.
 const ROW_BODY_AT: usize = 64;
 const ROW_BYTES: usize = ROW_BODY_AT + 4 * MAX_CONNS as usize;
@@ -119,6 +124,13 @@ impl Shared {
     /// forked worker).
     pub fn fds(&self) -> [BorrowedFd<'_>; 2] {
         [self.memory.fd().as_fd(), self.bell.as_fd()]
+    }
+
+    /// The TLS session ticket keys.
+    pub fn tickets(&self) -> Tickets {
+        Tickets {
+            words: self.memory.u64s(TICKETS_AT, tickets::WORDS),
+        }
     }
 
     fn keys(&self) -> &'static [AtomicU64] {

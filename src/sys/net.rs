@@ -25,6 +25,26 @@ pub fn send_more(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// Fills `buf` from the kernel's random source (`getrandom(2)`, which blocks only before
+/// the pool is first seeded, at boot).
+pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is valid for writes of its length for the call.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        } else {
+            filled += n as usize;
+        }
+    }
+    Ok(())
+}
+
 /// Whether a non-blocking socket has nothing to read yet (its peer neither sent bytes nor
 /// closed): `recv` with `MSG_PEEK` would block.
 pub fn nothing_to_read(socket: BorrowedFd<'_>) -> bool {

@@ -233,7 +233,7 @@ impl<'a> Worker<'a> {
             poll,
             signals,
             listeners,
-            entrances: Entrance::of_each(config, &addresses)?,
+            entrances: Entrance::of_each(config, &addresses, shared)?,
             pipeline,
             log,
         })
@@ -625,8 +625,9 @@ struct Entrance {
 }
 
 impl Entrance {
-    fn of_each(config: &Config, addresses: &[Address]) -> io::Result<Vec<Entrance>> {
-        let tls = crate::pipeline::tls::server_configs(config, addresses).map_err(io::Error::other)?;
+    fn of_each(config: &Config, addresses: &[Address], shared: &Shared) -> io::Result<Vec<Entrance>> {
+        let tls = crate::pipeline::tls::server_configs(config, addresses, shared.tickets())
+            .map_err(io::Error::other)?;
         Ok((addresses.iter().zip(tls))
             .map(|(addr, tls)| Entrance {
                 proxy_protocol: config.takes_proxy_protocol(addr),
