@@ -42,11 +42,6 @@ impl Tls {
         })
     }
 
-    /// The negotiated protocol version and cipher suite, once the handshake is done.
-    pub fn session(&self) -> Option<(rustls::ProtocolVersion, rustls::SupportedCipherSuite)> {
-        Some((self.tls.protocol_version()?, self.tls.negotiated_cipher_suite()?))
-    }
-
     /// Puts records rustls has ready on the socket, as far as it takes them.
     fn push_records(&mut self) -> io::Result<()> {
         while self.tls.wants_write() {
@@ -148,16 +143,6 @@ pub enum Client {
     Tls(Box<Tls>),
 }
 
-impl Client {
-    /// The TLS session, when the connection is TLS and its handshake is done.
-    pub fn tls(&self) -> Option<&Tls> {
-        match self {
-            Client::Plain(_) => None,
-            Client::Tls(tls) => Some(tls),
-        }
-    }
-}
-
 impl Transport for Client {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
@@ -214,6 +199,15 @@ impl Transport for Client {
 
     fn secure(&self) -> bool {
         matches!(self, Client::Tls(_))
+    }
+
+    fn tls_session(&self) -> Option<(&'static str, &'static str)> {
+        let Client::Tls(tls) = self else {
+            return None;
+        };
+        let version = tls.tls.protocol_version()?.as_str()?;
+        let suite = tls.tls.negotiated_cipher_suite()?.suite().as_str()?;
+        Some((version, suite))
     }
 
     fn server_name(&self) -> Option<&str> {

@@ -55,6 +55,12 @@ pub trait Transport {
         false
     }
 
+    /// The TLS protocol version and cipher suite (`TLSv1_3`, `TLS13_AES_128_GCM_SHA256`),
+    /// once a handshake is done.
+    fn tls_session(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
+
     /// The name the client asked for in its TLS handshake (SNI), if any.
     fn server_name(&self) -> Option<&str> {
         None

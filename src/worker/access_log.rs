@@ -37,6 +37,8 @@ pub struct Entry<'a> {
     pub duration: Duration,
     /// The upstream server that answered, when proxied.
     pub upstream: Option<&'a Address>,
+    /// The TLS protocol version and cipher suite, over HTTPS.
+    pub tls: Option<(&'static str, &'static str)>,
 }
 
 /// How one virtual server's requests are logged.
@@ -184,6 +186,10 @@ fn json(line: &mut Vec<u8>, entry: &Entry, server: Option<&str>, time: &[u8]) {
     }
     line.extend_from_slice(b",\"server\":");
     json_string(line, server.map(str::as_bytes));
+    line.extend_from_slice(b",\"tls_version\":");
+    json_string(line, entry.tls.map(|(version, _)| version.as_bytes()));
+    line.extend_from_slice(b",\"tls_cipher\":");
+    json_string(line, entry.tls.map(|(_, cipher)| cipher.as_bytes()));
     line.extend_from_slice(b"}\n");
 }
 
@@ -256,6 +262,7 @@ mod tests {
             request_id: Some(b"abc-1"),
             duration: Duration::from_micros(12_345),
             upstream: None,
+            tls: None,
         }
     }
 
@@ -276,13 +283,15 @@ mod tests {
         let mut proxied = entry(b"POST /api/x?y=1 HTTP/1.1", Some(b"curl/8"));
         let upstream = Address::Tcp("10.0.0.2:3000".parse().unwrap());
         proxied.upstream = Some(&upstream);
+        proxied.tls = Some(("TLSv1_3", "TLS13_AES_128_GCM_SHA256"));
         json(&mut line, &proxied, Some("shop.example"), b"2026-11-21T20:00:00Z");
         assert_eq!(
             String::from_utf8(line).unwrap(),
             "{\"time\":\"2026-11-21T20:00:00Z\",\"remote_addr\":\"127.0.0.1\",\"method\":\"POST\",\
              \"target\":\"/api/x?y=1\",\"protocol\":\"HTTP/1.1\",\"status\":200,\"bytes_sent\":1024,\
              \"referer\":null,\"user_agent\":\"curl/8\",\"request_id\":\"abc-1\",\"duration_ms\":12.345,\
-             \"upstream\":\"10.0.0.2:3000\",\"server\":\"shop.example\"}\n"
+             \"upstream\":\"10.0.0.2:3000\",\"server\":\"shop.example\",\"tls_version\":\"TLSv1_3\",\
+             \"tls_cipher\":\"TLS13_AES_128_GCM_SHA256\"}\n"
         );
     }
 

@@ -704,6 +704,7 @@ impl<T: Transport> Conn<T> {
             request_id: line.request_id,
             duration: ctx.clock.now.saturating_duration_since(line.started),
             upstream,
+            tls: self.transport.tls_session(),
         };
         ctx.log.record(&entry, &ctx.clock);
     }

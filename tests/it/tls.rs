@@ -151,8 +151,13 @@ fn start(site: &Site, servers: &[String], top: &str) -> (Server, SocketAddr) {
 /// [`start`], with `plain` added to the plain server's keys.
 fn start_with(site: &Site, plain: &str, servers: &[String], top: &str) -> (Server, SocketAddr) {
     let secure = free_addr();
+    let log = if top.contains("access_log") {
+        ""
+    } else {
+        "access_log = \"off\"\n"
+    };
     let mut text = format!(
-        "access_log = \"off\"\n{top}\n[[server]]\nlisten = [\"{{listen}}\"]\n{plain}  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
+        "{log}{top}\n[[server]]\nlisten = [\"{{listen}}\"]\n{plain}  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
     );
     for body in servers {
         text.push_str(&format!("[[server]]\nlisten = [\"{secure}\"]\n{body}"));
@@ -174,7 +179,12 @@ fn static_and_proxied_requests_over_https() {
         "tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/app/\"\n  upstream = \"app\"\n  \
          [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
     );
-    let top = format!("[upstream.app]\nservers = [\"{}\"]", upstream.addr);
+    let log = site.base().join("access.log");
+    let top = format!(
+        "access_log = \"{}\"\naccess_log_format = \"json\"\n[upstream.app]\nservers = [\"{}\"]",
+        log.display(),
+        upstream.addr
+    );
     let (_server, secure) = start(&site, &[server], &top);
 
     // Two requests on one connection (keep-alive), and a 3 MB file through TLS.
@@ -201,6 +211,16 @@ fn static_and_proxied_requests_over_https() {
     let proxied = text(&curl(&ca, "localhost", secure, &["/app/x?q=1"], &[]));
     assert!(proxied.starts_with("GET /app/x?q=1 HTTP/1.1\r\n"), "{proxied}");
     assert!(proxied.contains("\r\nX-Forwarded-Proto: https\r\n"), "{proxied}");
+    let logged = crate::harness::wait_until("the proxied request's log line", Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .find(|line| line.contains("/app/x?q=1"))
+            .map(str::to_string)
+    });
+    assert!(
+        logged.contains("\"tls_version\":\"TLSv1_3\",\"tls_cipher\":\"TLS13_"),
+        "{logged}"
+    );
 }
 
 #[test]
@@ -499,4 +519,40 @@ fn sessions_resume_on_every_worker_and_after_a_reload() {
     let session = dir.path().join("session-tls1_2");
     let after = s_client(secure, "-tls1_2", &session, false);
     assert!(after.contains("Reused, TLSv1.2"), "after the reload: {after}");
+}
+
+#[test]
+fn pipelined_requests_and_a_websocket_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let (cert, key) = ca.leaf("localhost", &["localhost"], false);
+    let site = Site::new();
+    site.file("a.txt", "alpha").file("b.txt", "bravo");
+    let upstream = Upstream::start(Behaviour::WebSocketEcho);
+    let server = format!(
+        "tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/ws\"\n  upstream = \"app\"\n  \
+         [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
+    );
+    let top = format!("[upstream.app]\nservers = [\"{}\"]", upstream.addr);
+    let (_server, secure) = start(&site, &[server], &top);
+    let talk = |input: &str| {
+        let connect = format!("127.0.0.1:{}", secure.port());
+        let script = format!(
+            "printf '{input}' | openssl s_client -connect {connect} -servername localhost -quiet -ign_eof 2>/dev/null"
+        );
+        String::from_utf8_lossy(&run("sh", &["-c", &script]).stdout).into_owned()
+    };
+    let pipelined = talk(
+        "GET /a.txt HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\nGET /b.txt HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n",
+    );
+    let (a, b) = (pipelined.find("alpha"), pipelined.find("bravo"));
+    assert!(a.is_some() && a < b, "both answers, in order: {pipelined}");
+    let tunnel = talk(
+        "GET /ws HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: Upgrade\\r\\nUpgrade: websocket\\r\\n\\r\\nping over tls bye",
+    );
+    assert!(tunnel.starts_with("HTTP/1.1 101 "), "{tunnel}");
+    assert!(
+        tunnel.contains("ping over tls"),
+        "the upstream's echo came back: {tunnel}"
+    );
 }
