@@ -91,6 +91,8 @@ fn json_lines_carry_every_field() {
         "duration_ms",
         "upstream",
         "server",
+        "tls_version",
+        "tls_cipher",
     ];
     expected.sort_unstable();
     let mut sorted = fields.clone();
