@@ -45,6 +45,8 @@ pub struct Counters {
     /// Per upstream, in config order. The worker keeps these with its upstreams and fills
     /// them in only when it sends a beat.
     pub upstreams: Vec<UpstreamCounters>,
+    /// TLS connections refused, by kind, in [`TlsFailure::ALL`] order.
+    pub tls_failures: [u64; TlsFailure::ALL.len()],
 }
 
 /// What a worker saw of one upstream.
@@ -108,6 +110,46 @@ impl Histogram {
 pub fn add_each<const N: usize>(sum: &mut [u64; N], more: &[u64; N]) {
     for (s, m) in sum.iter_mut().zip(more) {
         *s += m;
+    }
+}
+
+/// Why a TLS connection was refused (mostly during its handshake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// What came was not TLS (plain HTTP to an HTTPS port, a scanner's garbage).
+    NotTls,
+    /// No protocol version, cipher suite or other parameter in common (an old client).
+    Incompatible,
+    /// The client ended the handshake with an alert (it does not trust the certificate).
+    Rejected,
+    /// The client broke the protocol otherwise.
+    Misbehaved,
+    /// The handshake was not done within `header_timeout`.
+    Timeout,
+    /// Anything else.
+    Other,
+}
+
+impl TlsFailure {
+    pub const ALL: [TlsFailure; 6] = [
+        TlsFailure::NotTls,
+        TlsFailure::Incompatible,
+        TlsFailure::Rejected,
+        TlsFailure::Misbehaved,
+        TlsFailure::Timeout,
+        TlsFailure::Other,
+    ];
+
+    /// The metric label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsFailure::NotTls => "not_tls",
+            TlsFailure::Incompatible => "incompatible",
+            TlsFailure::Rejected => "rejected",
+            TlsFailure::Misbehaved => "misbehaved",
+            TlsFailure::Timeout => "timeout",
+            TlsFailure::Other => "other",
+        }
     }
 }
 
@@ -191,6 +233,7 @@ impl Counters {
             put(out, upstream.servers_up.len() as u64);
             out.extend(upstream.servers_up.iter().map(|&up| u8::from(up)));
         }
+        put_array(out, &self.tls_failures);
     }
 
     /// The counters in `bytes` (as [`Counters::encode`] wrote them), or `None` if they are
@@ -231,6 +274,7 @@ impl Counters {
                 servers_up,
             });
         }
+        counters.tls_failures = r.array()?;
         r.bytes.is_empty().then_some(counters)
     }
 
@@ -363,6 +407,7 @@ mod tests {
         upstream.queue_timeouts = 3;
         upstream.servers_up = vec![true, false];
         counters.upstreams = vec![upstream, UpstreamCounters::default()];
+        counters.tls_failures[TlsFailure::Timeout as usize] = 5;
         counters
     }
 
@@ -373,7 +418,12 @@ mod tests {
         assert_eq!(Counters::decode(&wire), Some(sample()));
         let mut wire = Vec::new();
         Counters::default().encode(&mut wire);
-        assert_eq!(wire, [0, 0, 0, 0, 0, 0], "empty counters are six zero bytes");
+        let tls_failures = [6, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            wire,
+            [&[0; 6][..], &tls_failures].concat(),
+            "empty counters: zeros, and six TLS kinds"
+        );
         assert_eq!(Counters::decode(&wire), Some(Counters::default()));
     }
 

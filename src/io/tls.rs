@@ -210,6 +210,10 @@ impl Transport for Client {
         Some((version, suite))
     }
 
+    fn handshaking(&self) -> bool {
+        matches!(self, Client::Tls(tls) if tls.tls.is_handshaking())
+    }
+
     fn server_name(&self) -> Option<&str> {
         match self {
             Client::Plain(_) => None,

@@ -61,6 +61,11 @@ pub trait Transport {
         None
     }
 
+    /// True while a TLS handshake is under way.
+    fn handshaking(&self) -> bool {
+        false
+    }
+
     /// The name the client asked for in its TLS handshake (SNI), if any.
     fn server_name(&self) -> Option<&str> {
         None

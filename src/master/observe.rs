@@ -10,7 +10,7 @@ use super::{Master, Phase};
 use crate::config::UpstreamServer;
 use crate::prometheus::{Exposition, Kind};
 use crate::shared::RowKey;
-use crate::stats::{UpstreamError, LATENCY_BOUNDS_SECONDS};
+use crate::stats::{TlsFailure, UpstreamError, LATENCY_BOUNDS_SECONDS};
 use crate::status::{
     MasterStatus, RestartReason, RetiringWorker, ServerStatus, SlotStatus, Status, UpstreamStatus,
     WorkerState,
@@ -198,6 +198,16 @@ impl Master {
             &total,
             &per_slot,
             errors,
+        );
+        let help = "TLS connections refused, by kind (mostly during their handshake).";
+        both(
+            &mut out,
+            "tls_failures_total",
+            counter,
+            help,
+            &total,
+            &per_slot,
+            tls_failures,
         );
         self.server_gauges(&mut out, &labels);
         self.queue_metrics(&mut out, &total);
@@ -448,6 +458,17 @@ fn responses(tally: &Tally) -> Series {
         }
     }
     series
+}
+
+fn tls_failures(tally: &Tally) -> Series {
+    (TlsFailure::ALL.iter())
+        .map(|&kind| {
+            (
+                vec![("kind", kind.name().to_string())],
+                tally.tls_failures[kind as usize],
+            )
+        })
+        .collect()
 }
 
 fn errors(tally: &Tally) -> Series {

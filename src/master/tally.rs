@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::Config;
-use crate::stats::{add_each, Counters, UpstreamCounters, NO_ROUTE, STATUS_CLASSES};
+use crate::stats::{add_each, Counters, TlsFailure, UpstreamCounters, NO_ROUTE, STATUS_CLASSES};
 
 /// The route label of responses that reached no route.
 pub const NO_ROUTE_LABEL: &str = "none";
@@ -58,6 +58,8 @@ pub struct Tally {
     pub responses: BTreeMap<RouteLabel, [u64; STATUS_CLASSES]>,
     /// By upstream name.
     pub upstreams: BTreeMap<String, UpstreamTally>,
+    /// TLS connections refused, by kind.
+    pub tls_failures: [u64; TlsFailure::ALL.len()],
 }
 
 /// One upstream's histograms and failures, summed (its `servers_up` stays empty).
@@ -80,6 +82,7 @@ impl Tally {
     /// Adds a worker's counters, named by the labels of its config.
     pub fn add(&mut self, counters: &Counters, labels: &Labels) {
         self.add_totals(counters.requests, counters.bytes_in, counters.bytes_out);
+        add_each(&mut self.tls_failures, &counters.tls_failures);
         for (row, route) in counters.responses.iter().zip(&labels.routes) {
             self.add_responses(route, row);
         }
@@ -91,6 +94,7 @@ impl Tally {
     /// Adds another tally.
     pub fn merge(&mut self, other: &Tally) {
         self.add_totals(other.requests, other.bytes_in, other.bytes_out);
+        add_each(&mut self.tls_failures, &other.tls_failures);
         for (route, row) in &other.responses {
             self.add_responses(route, row);
         }

@@ -22,7 +22,7 @@ use crate::pipeline::request_id::RequestId;
 use crate::pipeline::respond::{Reply, Response};
 use crate::pipeline::{Outcome, Pipeline, Request, Routed};
 use crate::proxy::{Exchange, Failure, Step};
-use crate::stats::{Counters, NO_ROUTE};
+use crate::stats::{Counters, TlsFailure, NO_ROUTE};
 
 /// Rounds of read/process/write per readiness event before yielding to other connections.
 const ROUNDS_PER_EVENT: usize = 16;
@@ -356,6 +356,11 @@ impl<T: Transport> Conn<T> {
         let client_late = !self.output.is_empty() && self.last_sent + ctx.limits.send_timeout <= now;
         let body_late = self.last_received + ctx.limits.header_timeout <= now;
         match &mut self.phase {
+            // A handshake not done in time: nothing to answer it in.
+            Phase::Head if self.transport.handshaking() => {
+                ctx.counters.tls_failures[TlsFailure::Timeout as usize] += 1;
+                Verdict::Close
+            }
             Phase::Head if self.output.is_empty() => {
                 self.refuse(408, None, ctx);
                 self.drive(ctx)
@@ -398,7 +403,13 @@ impl<T: Transport> Conn<T> {
             }
             Ok(Filled::Eof) => Ok(true),
             Ok(Filled::Nothing | Filled::Full) => Ok(false),
-            Err(_) => Err(()),
+            Err(e) => {
+                if let Some(kind) = tls_failure(&e) {
+                    log::debug!("TLS connection from {} refused: {e}", self.peer);
+                    ctx.counters.tls_failures[kind as usize] += 1;
+                }
+                Err(())
+            }
         }
     }
 
@@ -778,6 +789,18 @@ impl<T: Transport> Conn<T> {
             Close::Cut => false,
         }
     }
+}
+
+/// What kind of TLS failure `e` is, if it is one (rustls' error inside an I/O error).
+fn tls_failure(e: &std::io::Error) -> Option<TlsFailure> {
+    let error = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(match error {
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => TlsFailure::NotTls,
+        rustls::Error::PeerIncompatible(_) => TlsFailure::Incompatible,
+        rustls::Error::AlertReceived(_) => TlsFailure::Rejected,
+        rustls::Error::PeerMisbehaved(_) => TlsFailure::Misbehaved,
+        _ => TlsFailure::Other,
+    })
 }
 
 /// Whether a client that closed its side has left `proxying`'s request, rather than only

@@ -556,3 +556,40 @@ fn pipelined_requests_and_a_websocket_over_tls() {
         "the upstream's echo came back: {tunnel}"
     );
 }
+
+#[test]
+fn refused_tls_connections_are_counted_by_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let (cert, key) = ca.leaf("localhost", &["localhost"], false);
+    let site = Site::new();
+    site.file("a.txt", "alpha");
+    let admin = free_addr();
+    let top = format!(
+        "[limits]\nheader_timeout = \"1s\"\n[supervisor]\nheartbeat_interval = \"200ms\"\n[admin]\nlisten = \"{admin}\""
+    );
+    let server = format!("tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n");
+    let (_server, secure) = start(&site, &[server], &top);
+    // Plain HTTP to the TLS port, and a handshake begun and never finished.
+    let mut plain = TcpStream::connect(secure).unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut silent = TcpStream::connect(secure).unwrap();
+    silent.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    let metrics = || {
+        let mut stream = TcpStream::connect(admin).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    };
+    let counted = |kind: &str| format!("shoal_tls_failures_total{{kind=\"{kind}\"}} 1\n");
+    crate::harness::wait_until("both failures counted", Duration::from_secs(10), || {
+        let text = metrics();
+        (text.contains(&counted("not_tls")) && text.contains(&counted("timeout"))).then_some(())
+    });
+}
