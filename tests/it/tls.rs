@@ -426,6 +426,16 @@ fn a_renewed_certificate_is_served_after_a_reload() {
         "{before} then {after}"
     );
     assert_eq!(text(&curl(&ca, "localhost", secure, &["/a.txt"], &[])), "alpha");
+    // A key that does not go with the certificate: the reload is refused, the renewed
+    // certificate keeps serving.
+    let (_, stray_key) = ca.leaf("stray", &["localhost"], false);
+    std::fs::rename(&stray_key, &key).unwrap();
+    let workers = server.workers();
+    server.send_signal("HUP");
+    server.wait_for_log("reload failed", Duration::from_secs(10));
+    assert_eq!(server.workers(), workers, "the old workers keep serving");
+    assert_eq!(serial(), after);
+    assert_eq!(text(&curl(&ca, "localhost", secure, &["/a.txt"], &[])), "alpha");
 }
 
 #[test]
