@@ -78,18 +78,24 @@ mkdir "$TMP/site"
 echo "static hello" > "$TMP/site/hello.txt"
 # Port 0 is not allowed by shoal's config; pick a free one the kernel hands out.
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$out" "${SHOAL_AS[@]}" -r "$TMP/site" -l "127.0.0.1:$port" -w 1 > "$TMP/out.log" 2> "$TMP/err.log" &
-pid=$!
-body=
-for ((i = 0; i < 100; i++)); do
-    pid_alive "$pid" || { show_log "$TMP/err.log"; die "the static binary exited while booting"; }
-    body=$(curl -s --max-time 2 "http://127.0.0.1:$port/hello.txt") && [[ -n $body ]] && break
-    sleep 0.1
-done
-[[ $body == "static hello" ]] || { show_log "$TMP/err.log"; die "GET /hello.txt returned: $body"; }
-log "served GET /hello.txt from the static binary"
-stop_pid shoal "$pid"
-pid=
+# serve URL CURL_FLAGS SHOAL_ARGS...: runs the static binary with SHOAL_ARGS until URL answers
+# "static hello" (curl with CURL_FLAGS), then stops it.
+serve() {
+    local url=$1 flags=$2 body=
+    shift 2
+    "$out" "${SHOAL_AS[@]}" "$@" -w 1 > "$TMP/out.log" 2> "$TMP/err.log" &
+    pid=$!
+    for ((i = 0; i < 100; i++)); do
+        pid_alive "$pid" || { show_log "$TMP/err.log"; die "the static binary exited while booting ($*)"; }
+        body=$(curl -s $flags --max-time 2 "$url") && [[ -n $body ]] && break
+        sleep 0.1
+    done
+    [[ $body == "static hello" ]] || { show_log "$TMP/err.log"; die "GET $url returned: $body"; }
+    log "served GET $url from the static binary"
+    stop_pid shoal "$pid"
+    pid=
+}
+serve "http://127.0.0.1:$port/hello.txt" "" -r "$TMP/site" -l "127.0.0.1:$port"
 
 # HTTPS from the same binary: a self-signed certificate, one request with curl -k.
 command -v openssl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq openssl >&2; }
@@ -103,15 +109,4 @@ tls = { cert = "$TMP/cert.pem", key = "$TMP/key.pem" }
   prefix = "/"
   root = "$TMP/site"
 EOF
-"$out" "${SHOAL_AS[@]}" -c "$TMP/shoal.toml" -w 1 > "$TMP/out.log" 2> "$TMP/err.log" &
-pid=$!
-body=
-for ((i = 0; i < 100; i++)); do
-    pid_alive "$pid" || { show_log "$TMP/err.log"; die "the static binary exited while booting with TLS"; }
-    body=$(curl -sk --max-time 2 "https://127.0.0.1:$port/hello.txt") && [[ -n $body ]] && break
-    sleep 0.1
-done
-[[ $body == "static hello" ]] || { show_log "$TMP/err.log"; die "GET https://.../hello.txt returned: $body"; }
-log "served GET /hello.txt over HTTPS from the static binary"
-stop_pid shoal "$pid"
-pid=
+serve "https://127.0.0.1:$port/hello.txt" -k -c "$TMP/shoal.toml"

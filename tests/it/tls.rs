@@ -110,6 +110,31 @@ impl Ca {
     }
 }
 
+/// What most tests here start from: a test CA in a temporary directory, a certificate for
+/// `localhost` it signed (`NAME.pem`, `NAME.key`), and a site with `a.txt`.
+struct Fixture {
+    dir: tempfile::TempDir,
+    ca: Ca,
+    site: Site,
+    cert: String,
+    key: String,
+}
+
+fn fixture(name: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let (cert, key) = ca.leaf(name, &["localhost"], false);
+    let site = Site::new();
+    site.file("a.txt", "alpha");
+    Fixture {
+        dir,
+        ca,
+        site,
+        cert,
+        key,
+    }
+}
+
 /// `curl` over HTTPS to `addr` for each of `paths` (one connection when it can), trusting
 /// the test CA, with `host` resolving to the address.
 fn curl(ca: &Ca, host: &str, addr: SocketAddr, paths: &[&str], extra: &[&str]) -> Output {
@@ -167,11 +192,13 @@ fn start_with(site: &Site, plain: &str, servers: &[String], top: &str) -> (Serve
 
 #[test]
 fn static_and_proxied_requests_over_https() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path());
-    let (cert, key) = ca.leaf("localhost", &["localhost"], false);
-    let site = Site::new();
-    site.file("a.txt", "alpha");
+    let Fixture {
+        dir,
+        ca,
+        site,
+        cert,
+        key,
+    } = fixture("localhost");
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     site.file("big.bin", &big);
     let upstream = Upstream::start(Behaviour::Echo);
@@ -264,11 +291,13 @@ fn the_sni_name_picks_the_certificate() {
 
 #[test]
 fn old_protocols_and_plain_http_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path());
-    let (cert, key) = ca.leaf("localhost", &["localhost"], false);
-    let site = Site::new();
-    site.file("a.txt", "alpha");
+    let Fixture {
+        dir: _dir,
+        ca,
+        site,
+        cert,
+        key,
+    } = fixture("localhost");
     let server = format!("tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n");
     let (_server, secure) = start(&site, &[server], "");
     for (flag, accepted) in [("--tlsv1.2", true), ("--tlsv1.3", true)] {
@@ -396,11 +425,13 @@ fn redirect_https_hsts_and_a_host_that_is_not_the_sni_name() {
 
 #[test]
 fn a_renewed_certificate_is_served_after_a_reload() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path());
-    let (cert, key) = ca.leaf("live", &["localhost"], false);
-    let site = Site::new();
-    site.file("a.txt", "alpha");
+    let Fixture {
+        dir: _dir,
+        ca,
+        site,
+        cert,
+        key,
+    } = fixture("live");
     let server = format!("tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n");
     let (server, secure) = start(&site, &[server], "");
     let serial = || {
@@ -482,11 +513,13 @@ fn s_client(addr: SocketAddr, version: &str, session: &Path, save: bool) -> Stri
 
 #[test]
 fn sessions_resume_on_every_worker_and_after_a_reload() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path());
-    let (cert, key) = ca.leaf("localhost", &["localhost"], false);
-    let site = Site::new();
-    site.file("a.txt", "alpha");
+    let Fixture {
+        dir,
+        ca: _ca,
+        site,
+        cert,
+        key,
+    } = fixture("localhost");
     let server = format!("tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n");
     let text = format!(
         "access_log = \"off\"\n[[server]]\nlisten = [\"{{listen}}\"]\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n\
@@ -569,11 +602,13 @@ fn pipelined_requests_and_a_websocket_over_tls() {
 
 #[test]
 fn refused_tls_connections_are_counted_by_kind() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path());
-    let (cert, key) = ca.leaf("localhost", &["localhost"], false);
-    let site = Site::new();
-    site.file("a.txt", "alpha");
+    let Fixture {
+        dir: _dir,
+        ca: _ca,
+        site,
+        cert,
+        key,
+    } = fixture("localhost");
     let admin = free_addr();
     let top = format!(
         "[limits]\nheader_timeout = \"1s\"\n[supervisor]\nheartbeat_interval = \"200ms\"\n[admin]\nlisten = \"{admin}\""
