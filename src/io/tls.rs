@@ -28,6 +28,9 @@ pub struct Tls {
     drained: bool,
     /// The peer closed its side (or the socket failed): no more records will come.
     ended: bool,
+    /// Bytes pass as they are until [`Transport::begin_tls`]: a PROXY protocol header
+    /// comes first.
+    raw: bool,
 }
 
 impl Tls {
@@ -39,7 +42,30 @@ impl Tls {
             tls,
             drained: false,
             ended: false,
+            raw: false,
         })
+    }
+
+    /// TLS begins only after a PROXY protocol header, which passes as it is.
+    pub fn after_proxy_header(mut self) -> Tls {
+        self.raw = true;
+        self
+    }
+
+    /// Takes `received`, bytes of the handshake already read off the socket, as if they came
+    /// now.
+    fn take_received(&mut self, mut received: &[u8]) -> io::Result<()> {
+        while !received.is_empty() {
+            self.tls.read_tls(&mut received)?;
+            if let Err(e) = self.tls.process_new_packets() {
+                let _ = self.push_records();
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+        match self.push_records() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Puts records rustls has ready on the socket, as far as it takes them.
@@ -86,6 +112,9 @@ impl Tls {
 
 impl Transport for Tls {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.raw {
+            return Transport::read(&mut self.socket, buf);
+        }
         loop {
             match self.tls.reader().read(buf) {
                 Ok(n) => return Ok(n),
@@ -133,7 +162,16 @@ impl Transport for Tls {
     }
 
     fn holds_input(&self) -> bool {
-        !self.drained && !self.ended
+        !self.raw && !self.drained && !self.ended
+    }
+
+    fn begin_tls(&mut self, received: &[u8]) -> io::Result<bool> {
+        if !self.raw {
+            return Ok(false);
+        }
+        self.raw = false;
+        self.take_received(received)?;
+        Ok(true)
     }
 }
 
@@ -194,6 +232,13 @@ impl Transport for Client {
         match self {
             Client::Plain(_) => Ok(()),
             Client::Tls(tls) => tls.flush_pending(),
+        }
+    }
+
+    fn begin_tls(&mut self, received: &[u8]) -> io::Result<bool> {
+        match self {
+            Client::Plain(_) => Ok(false),
+            Client::Tls(tls) => tls.begin_tls(received),
         }
     }
 

@@ -61,6 +61,13 @@ pub trait Transport {
         None
     }
 
+    /// Starts TLS on a transport that waited for a PROXY protocol header first, with the
+    /// bytes already `received` after the header (the start of the handshake). False when
+    /// the transport does not begin TLS.
+    fn begin_tls(&mut self, _received: &[u8]) -> io::Result<bool> {
+        Ok(false)
+    }
+
     /// True while a TLS handshake is under way.
     fn handshaking(&self) -> bool {
         false

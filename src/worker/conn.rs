@@ -425,7 +425,21 @@ impl<T: Transport> Conn<T> {
                         Ok(Some(header)) => {
                             self.input.consume(header.len);
                             self.peer = header.source.unwrap_or(self.peer);
-                            self.set_phase(Phase::Idle, now);
+                            // On a TLS address the handshake follows (within header_timeout).
+                            match self.transport.begin_tls(self.input.data()) {
+                                Ok(false) => self.set_phase(Phase::Idle, now),
+                                Ok(true) => {
+                                    self.input.clear();
+                                    self.set_phase(Phase::Head, now);
+                                }
+                                Err(e) => {
+                                    if let Some(kind) = tls_failure(&e) {
+                                        ctx.counters.tls_failures[kind as usize] += 1;
+                                    }
+                                    self.input.clear();
+                                    self.set_phase(Phase::Closing(Close::Cut), now);
+                                }
+                            }
                         }
                         Err(refusal) => {
                             proxy_protocol::log_refusal(refusal, self.peer);

@@ -501,6 +501,7 @@ impl<'a> Worker<'a> {
         let entrance = &self.entrances[listener];
         let client = match &entrance.tls {
             Some(tls) => match Tls::new(stream, Arc::clone(tls)) {
+                Ok(tls) if entrance.proxy_protocol => Client::Tls(Box::new(tls.after_proxy_header())),
                 Ok(tls) => Client::Tls(Box::new(tls)),
                 Err(e) => return warn!("cannot start TLS on a connection: {e}"),
             },

@@ -638,3 +638,50 @@ fn refused_tls_connections_are_counted_by_kind() {
         (text.contains(&counted("not_tls")) && text.contains(&counted("timeout"))).then_some(())
     });
 }
+
+#[test]
+fn a_proxy_protocol_header_may_come_before_the_handshake() {
+    let Fixture {
+        dir: _dir,
+        ca: _ca,
+        site,
+        cert,
+        key,
+    } = fixture("localhost");
+    let upstream = Upstream::start(Behaviour::Echo);
+    let secure = free_addr();
+    let text = format!(
+        "access_log = \"off\"\n[upstream.app]\nservers = [\"{}\"]\n[[server]]\nlisten = [\"{{listen}}\"]\n  \
+         [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n\
+         [[server]]\nlisten = [\"{secure} proxy_protocol\"]\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  \
+         [[server.route]]\n  prefix = \"/app\"\n  upstream = \"app\"\n",
+        upstream.addr
+    );
+    let _server = Launch::config_file(&site, &text).start();
+    // Python's ssl module: the PROXY line on the bare socket, then TLS on the same socket.
+    let client = |proxy_line: &str| {
+        let script = format!(
+            "import socket, ssl\n\
+             s = socket.create_connection(('127.0.0.1', {port}), timeout=10)\n\
+             s.sendall(b'{proxy_line}')\n\
+             c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n\
+             try:\n    t = c.wrap_socket(s, server_hostname='localhost')\n\
+             except Exception as e:\n    print('refused:', type(e).__name__); raise SystemExit\n\
+             t.sendall(b'GET /app HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n')\n\
+             out = b''\n\
+             while True:\n    d = t.recv(65536)\n    if not d: break\n    out += d\n\
+             print(out.decode('latin-1'))\n",
+            port = secure.port()
+        );
+        String::from_utf8_lossy(&run("python3", &["-c", &script]).stdout).into_owned()
+    };
+    let answer = client("PROXY TCP4 192.0.2.7 198.51.100.2 40000 443\\r\\n");
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.contains("\r\nX-Real-IP: 192.0.2.7\r\n"), "{answer}");
+    assert!(answer.contains("\r\nX-Forwarded-Proto: https\r\n"), "{answer}");
+    let refused = client("");
+    assert!(
+        refused.starts_with("refused:"),
+        "no PROXY header, no handshake: {refused}"
+    );
+}
