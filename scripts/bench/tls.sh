@@ -5,9 +5,13 @@
 # per scenario and server the medians of the server's CPU µs per request (its process tree's
 # utime + stime over the run, divided by the requests wrk completed), req/s and p99.
 #
+# Last, a renewal drill: S1-tls's load on shoal while its certificate is replaced (new files
+# moved over the old ones, as certbot does) and the master reloaded RENEWALS times; it must
+# fail no request.
+#
 # Usage: scripts/bench/tls.sh [SHOAL_BIN]   (default: target/release/shoal, built if missing)
 # Environment: DURATION=8, ROUNDS=3, WORKERS=2, WRK_CONNS=64, KEY=ec (or rsa: RSA 2048),
-#   TLS_PORT=18190 (uses it and the next).
+#   RENEWALS=3, TLS_PORT=18190 (uses it and the next).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -17,6 +21,7 @@ ROUNDS=${ROUNDS:-3}
 WORKERS=${WORKERS:-2}
 WRK_CONNS=${WRK_CONNS:-64}
 KEY=${KEY:-ec}
+RENEWALS=${RENEWALS:-3}
 BASE_PORT=${TLS_PORT:-18190}
 LOG_TAG=tls-bench
 # shellcheck source=scripts/lib.sh
@@ -44,8 +49,13 @@ case $KEY in
     rsa) newkey=(-newkey rsa:2048) ;;
     *) die "KEY is ec or rsa" ;;
 esac
-openssl req -x509 "${newkey[@]}" -nodes -days 2 -subj /CN=localhost \
-    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2> /dev/null
+# new_certificate NAME: NAME.pem and NAME.key in $TMP, self-signed for localhost.
+new_certificate() {
+    openssl req -x509 "${newkey[@]}" -nodes -days 2 -subj /CN=localhost \
+        -keyout "$TMP/$1.key" -out "$TMP/$1.pem" 2> /dev/null
+}
+new_certificate cert
+mv "$TMP/cert.key" "$TMP/key.pem"
 
 cat > "$TMP/shoal.toml" <<CONF
 workers = $WORKERS
@@ -124,3 +134,21 @@ for scen in s1-tls s2-tls; do
 done
 echo
 echo "KEY=$KEY WORKERS=$WORKERS wrk -t1 -c$WRK_CONNS -d${DURATION}s; $(date -u '+%Y-%m-%d %H:%M UTC'); $(nginx -v 2>&1)"
+
+# The renewal drill.
+drill=$TMP/renewal.wrk
+wrk -t1 -c"$WRK_CONNS" -d"$((RENEWALS * 3 + 4))s" "https://127.0.0.1:${PORT[shoal]}/1k.bin" > "$drill" 2>&1 &
+PID[wrk]=$!
+for ((i = 1; i <= RENEWALS; i++)); do
+    sleep 3
+    new_certificate renewed
+    mv "$TMP/renewed.pem" "$TMP/cert.pem"
+    mv "$TMP/renewed.key" "$TMP/key.pem"
+    kill -HUP "${PID[shoal]}"
+done
+wait "${PID[wrk]}"
+unset 'PID[wrk]'
+reloads=$(grep -c "reload complete" "$TMP/shoal.out" || true)
+errors=$(awk '/Socket errors/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) s += $i } /Non-2xx/ { s += $NF } END { print s + 0 }' "$drill")
+echo "renewal drill: $(awk '/requests in/ { print $1 }' "$drill") requests over HTTPS, $RENEWALS certificate renewals ($reloads reloads completed), $errors failed"
+[[ $errors == 0 && $reloads == "$RENEWALS" ]] || { cat "$drill" >&2; die "the renewal drill failed requests or reloads"; }
