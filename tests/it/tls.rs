@@ -313,18 +313,18 @@ fn old_protocols_and_plain_http_are_refused() {
         );
     }
     let connect = format!("127.0.0.1:{}", secure.port());
-    let old = run(
-        "openssl",
-        &[
+    for old in ["-tls1", "-tls1_1"] {
+        let args = [
             "s_client",
             "-connect",
             &connect,
-            "-tls1_1",
+            old,
             "-cipher",
             "DEFAULT:@SECLEVEL=0",
-        ],
-    );
-    assert!(!old.status.success(), "TLS 1.1 was accepted");
+        ];
+        let refused = run("openssl", &args);
+        assert!(!refused.status.success(), "{old} was accepted");
+    }
     // Plain HTTP to the TLS port: an alert and a close, never a hang.
     let mut stream = TcpStream::connect(secure).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -684,4 +684,49 @@ fn a_proxy_protocol_header_may_come_before_the_handshake() {
         refused.starts_with("refused:"),
         "no PROXY header, no handshake: {refused}"
     );
+}
+
+#[test]
+fn keys_in_pkcs8_sec1_and_pkcs1_pem_all_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path());
+    let site = Site::new();
+    let path = site.base().join("shoal.toml");
+    let (ec_cert, ec_key) = ca.leaf("ec", &["localhost"], false);
+    let (rsa_cert, rsa_key) = ca.leaf("rsa", &["localhost"], true);
+    let sec1 = dir.path().join("sec1.key").display().to_string();
+    let pkcs1 = dir.path().join("pkcs1.key").display().to_string();
+    assert!(run("openssl", &["ec", "-in", &ec_key, "-out", &sec1])
+        .status
+        .success());
+    assert!(run(
+        "openssl",
+        &["rsa", "-in", &rsa_key, "-traditional", "-out", &pkcs1]
+    )
+    .status
+    .success());
+    let heads = |file: &str| {
+        std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(heads(&ec_key), "-----BEGIN PRIVATE KEY-----");
+    assert_eq!(heads(&sec1), "-----BEGIN EC PRIVATE KEY-----");
+    assert_eq!(heads(&pkcs1), "-----BEGIN RSA PRIVATE KEY-----");
+    for (cert, key) in [
+        (&ec_cert, &ec_key),
+        (&ec_cert, &sec1),
+        (&rsa_cert, &rsa_key),
+        (&rsa_cert, &pkcs1),
+    ] {
+        let text = format!(
+            "[[server]]\nlisten = [\"127.0.0.1:8443\"]\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let checked = crate::harness::check_config(&path);
+        assert_eq!(checked.code, Some(0), "{key}: {}", checked.stderr);
+    }
 }
