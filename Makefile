@@ -32,7 +32,7 @@ static:
 # when there is one, else the stable compiler with RUSTC_BOOTSTRAP=1. Install it once with
 # `cargo install cargo-fuzz`.
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= request_head chunked response_head static_path config
+FUZZ_TARGETS ?= request_head chunked response_head static_path config tls_handshake
 FUZZ_CARGO := $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' \
 	&& echo 'cargo +nightly' || echo 'RUSTC_BOOTSTRAP=1 cargo')
 

@@ -1,0 +1,72 @@
+//! TLS on a client connection (`io::Tls`, over rustls) fed arbitrary bytes as a client
+//! would send them, before and during the handshake, in pieces: every input must end in
+//! bytes read, a refusal or a wait, never a panic or a hang.
+//!
+//! The server side is shoal's: its SNI resolver and ticketer over a config with one TLS
+//! server (a fixed self-signed P-256 certificate, valid for a century).
+#![no_main]
+
+use std::io::Write;
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use libfuzzer_sys::fuzz_target;
+use shoal::io::{Stream, Tls, Transport};
+
+const CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBfzCCASWgAwIBAgIUZ+nH6Fk6B/erzy/Kv7cUIbNHz+swCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTIwMzEyMjkxMFoYDzIxMjYxMTA5
+MTIyOTEwWjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAASfmu2aDvIpd44aU8RkBvyezr+jbceHoDaX9m0jGmY6S0Rt0hiXO/gc
+G8xsPwI4JgPKjxtUIUuaTzchUTbl1u9po1MwUTAdBgNVHQ4EFgQUpQmIu5x/1fSy
+izMIWfPoRwGcLQowHwYDVR0jBBgwFoAUpQmIu5x/1fSyizMIWfPoRwGcLQowDwYD
+VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiAkSnr+NKhyY/s56Yx0U5G9
+ljc+t0sPGfAir3mTReK3/wIhALtIjlSg0QS+45twY5SQ8k5AFd8hOb1B9gn3QfxS
+uQlz
+-----END CERTIFICATE-----\n";
+const KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg9fcN6fLddRiiCJBF
+Oiw5GttJX46uiDX/j53SWADEHSShRANCAASfmu2aDvIpd44aU8RkBvyezr+jbceH
+oDaX9m0jGmY6S0Rt0hiXO/gcG8xsPwI4JgPKjxtUIUuaTzchUTbl1u9p
+-----END PRIVATE KEY-----\n";
+
+fn server_config() -> Arc<rustls::ServerConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ServerConfig>> = OnceLock::new();
+    Arc::clone(CONFIG.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("shoal-fuzz-tls-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("site")).expect("create the fuzz dir");
+        std::fs::write(dir.join("cert.pem"), CERT).expect("write the certificate");
+        std::fs::write(dir.join("key.pem"), KEY).expect("write the key");
+        let text = "[[server]]\nlisten = [\"127.0.0.1:8443\"]\ntls = { cert = \"cert.pem\", key = \"key.pem\" }\n\
+                    [[server.route]]\nprefix = \"/\"\nroot = \"site\"\n";
+        let config = shoal::config::load_text(&dir.join("shoal.toml"), text).expect("the fuzz config loads");
+        let config: &'static shoal::config::Config = Box::leak(Box::new(config));
+        let shared = shoal::shared::Shared::create().expect("shared memory");
+        shared.tickets().rotate([7; 32], SystemTime::now());
+        let addresses = config.listen_addresses();
+        let configs = shoal::pipeline::tls::server_configs(config, &addresses, shared.tickets()).expect("TLS config");
+        configs[0].clone().expect("a TLS address")
+    }))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+    ours.set_nonblocking(true).expect("non-blocking");
+    let socket = Stream::Unix(mio::net::UnixStream::from_std(ours));
+    let mut tls = Tls::new(socket, server_config()).expect("a TLS connection");
+    let mut plaintext = [0u8; 16 * 1024];
+    for piece in data.chunks(997) {
+        if theirs.write_all(piece).is_err() {
+            return;
+        }
+        loop {
+            match tls.read(&mut plaintext) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => return,
+            }
+        }
+        let _ = tls.flush_pending();
+    }
+});
