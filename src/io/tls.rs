@@ -56,7 +56,9 @@ impl Tls {
     /// now.
     fn take_received(&mut self, mut received: &[u8]) -> io::Result<()> {
         while !received.is_empty() {
-            self.tls.read_tls(&mut received)?;
+            if self.tls.read_tls(&mut received)? == 0 {
+                return Err(io::ErrorKind::InvalidData.into());
+            }
             if let Err(e) = self.tls.process_new_packets() {
                 let _ = self.push_records();
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
