@@ -30,7 +30,7 @@ struct Cli {
     /// Config file (TOML); -l, -r and -u build a config without one.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address to listen on (repeatable) [default: 127.0.0.1:8080].
+    /// Address to listen on (repeatable): IP:PORT, or unix:/path for a unix socket [default: 127.0.0.1:8080].
     #[arg(short = 'l', long = "listen", value_name = "ADDR")]
     listen: Vec<String>,
     /// Directory to serve [default: current directory].
