@@ -122,6 +122,7 @@ impl Template {
         }
     }
 
+    #[cfg(test)]
     pub fn pieces(&self) -> &[Piece] {
         &self.pieces
     }

@@ -1500,13 +1500,15 @@ mod tests {
         }
     }
 
+    /// A config of one static route `/` with `line` added to the route.
+    fn route(line: &str) -> Result<Config, String> {
+        load(&format!(
+            "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n[[server.route]]\nprefix = \"/\"\nroot = \"public\"\n{line}\n"
+        ))
+    }
+
     #[test]
     fn header_rules_refuse_what_shoal_writes_itself() {
-        let route = |line: &str| {
-            load(&format!(
-                "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n[[server.route]]\nprefix = \"/\"\nroot = \"public\"\n{line}\n"
-            ))
-        };
         let errors = [
             (
                 "response_headers = { set = { Connection = \"close\" } }",
@@ -1593,11 +1595,6 @@ mod tests {
 
     #[test]
     fn error_pages_are_error_statuses_with_readable_files() {
-        let route = |line: &str| {
-            load(&format!(
-                "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n[[server.route]]\nprefix = \"/\"\nroot = \"public\"\n{line}\n"
-            ))
-        };
         let errors = [
             (
                 "error_pages = { 302 = \"public\" }",

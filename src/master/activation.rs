@@ -136,11 +136,7 @@ pub fn take_from_env(addresses: &[(Address, usize)]) -> Result<Shared, Activatio
             None => sys::adopt_unix_listener(fd)
                 .map(|(socket, path)| (Address::Unix(path), ListenSocket::Unix(socket))),
         };
-        let nonblocking = |socket: &ListenSocket| match socket {
-            ListenSocket::Tcp(socket) => socket.set_nonblocking(true).is_ok(),
-            ListenSocket::Unix(socket) => socket.set_nonblocking(true).is_ok(),
-        };
-        let Some((addr, socket)) = adopted.filter(|(_, socket)| nonblocking(socket)) else {
+        let Some((addr, socket)) = adopted.filter(|(_, socket)| socket.set_nonblocking().is_ok()) else {
             return Err(ActivationError::NotAListener { fd, name: shown });
         };
         if !addresses.iter().any(|(configured, _)| *configured == addr) {

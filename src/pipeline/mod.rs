@@ -194,8 +194,8 @@ impl<'c> Pipeline<'c> {
         };
         let spill = self.spill.as_ref();
         let mut respond = responder(reply, site, route, spill, Some(parts));
-        if let Some(outcome) = self.before_routes(request, site, url.as_ref().ok(), &parts, &mut respond) {
-            return outcome(routed);
+        if self.answered_before_routes(request, site, url.as_ref().ok(), &parts, &mut respond) {
+            return Outcome::Answered(routed);
         }
         let (Ok(url), Some(route)) = (&url, route) else {
             // A body over `[limits]` is refused as the parser used to (a route may allow more).
@@ -295,30 +295,31 @@ impl<'c> Pipeline<'c> {
         }
     }
 
-    /// What a server answers before its routes: a 421 to a request whose Host names another
-    /// server than its TLS handshake did; the redirect of `redirect_https`.
-    fn before_routes(
+    /// Answers what a server answers before its routes, and says whether it did: a 421 to a
+    /// request whose Host names another server than its TLS handshake did; the redirect of
+    /// `redirect_https` (but to ACME challenges).
+    fn answered_before_routes(
         &self,
         request: &Request,
         site: &Site,
         url: Option<&target::UrlPath>,
         parts: &Parts,
         respond: &mut Responder,
-    ) -> Option<fn(Routed) -> Outcome> {
-        let sni_server = request
-            .sni
-            .map(|sni| self.sites.server_for(request.listener, Some(sni.as_bytes())));
+    ) -> bool {
+        let sni_server =
+            (request.sni).map(|sni| self.sites.server_for(request.listener, Some(sni.as_bytes())));
         if parts.host.is_some() && sni_server.is_some_and(|sni| sni.index != site.index) {
             respond_simple(respond, 421, &[]);
-            return Some(Outcome::Answered);
+            return true;
         }
-        let redirect = site.https_redirect.as_ref()?;
         let challenge = url.is_some_and(|url| url.path.starts_with("/.well-known/acme-challenge/"));
-        if challenge {
-            return None;
+        match &site.https_redirect {
+            Some(redirect) if !challenge => {
+                answer::redirect(redirect, parts, respond);
+                true
+            }
+            _ => false,
         }
-        answer::redirect(redirect, parts, respond);
-        Some(Outcome::Answered)
     }
 
     /// Moves the exchange of the request `routed` along; its response goes through `reply`.

@@ -19,6 +19,13 @@ pub enum ListenSocket {
 }
 
 impl ListenSocket {
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            ListenSocket::Tcp(socket) => socket.set_nonblocking(true),
+            ListenSocket::Unix(socket) => socket.set_nonblocking(true),
+        }
+    }
+
     pub fn try_clone(&self) -> io::Result<ListenSocket> {
         match self {
             ListenSocket::Tcp(socket) => socket.try_clone().map(ListenSocket::Tcp),
@@ -53,19 +60,16 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// The worker's side of `socket`. Accepted TCP sockets inherit TCP_NODELAY from their
-    /// listener (Linux), which saves a setsockopt per connection.
+    /// The worker's side of `socket` (the master made it non-blocking). Accepted TCP
+    /// sockets inherit TCP_NODELAY from their listener (Linux), which saves a setsockopt per
+    /// connection.
     pub fn of(socket: ListenSocket) -> io::Result<Listener> {
         match socket {
             ListenSocket::Tcp(socket) => {
                 socket2::SockRef::from(&socket).set_nodelay(true)?;
-                socket.set_nonblocking(true)?;
                 Ok(Listener::Tcp(mio::net::TcpListener::from_std(socket)))
             }
-            ListenSocket::Unix(socket) => {
-                socket.set_nonblocking(true)?;
-                Ok(Listener::Unix(mio::net::UnixListener::from_std(socket)))
-            }
+            ListenSocket::Unix(socket) => Ok(Listener::Unix(mio::net::UnixListener::from_std(socket))),
         }
     }
 
