@@ -135,6 +135,17 @@ fn fixture(name: &str) -> Fixture {
     }
 }
 
+/// `shoal check` on a config (written in `site`) whose one server has `tls` with `cert` and
+/// `key`; its line 3 is the `tls` key.
+fn check_tls(site: &Site, cert: &str, key: &str) -> crate::harness::Exited {
+    let path = site.base().join("shoal.toml");
+    let text = format!(
+        "[[server]]\nlisten = [\"127.0.0.1:8443\"]\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    crate::harness::check_config(&path)
+}
+
 /// `curl` over HTTPS to `addr` for each of `paths` (one connection when it can), trusting
 /// the test CA, with `host` resolving to the address.
 fn curl(ca: &Ca, host: &str, addr: SocketAddr, paths: &[&str], extra: &[&str]) -> Output {
@@ -344,19 +355,12 @@ fn a_key_that_does_not_match_is_a_check_error() {
     let (cert, _) = ca.leaf("one", &["localhost"], false);
     let (_, other_key) = ca.leaf("two", &["localhost"], false);
     let site = Site::new();
-    let path = site.base().join("shoal.toml");
-    let config = |cert: &str, key: &str| {
-        format!(
-            "[[server]]\nlisten = [\"127.0.0.1:8443\"]\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
-        )
-    };
     for (cert, key, error) in [
         (cert.as_str(), other_key.as_str(), "does not go with cert"),
         (cert.as_str(), "/nonexistent.key", "key `/nonexistent.key`: "),
         (other_key.as_str(), other_key.as_str(), "holds no certificate"),
     ] {
-        std::fs::write(&path, config(cert, key)).unwrap();
-        let checked = crate::harness::check_config(&path);
+        let checked = check_tls(&site, cert, key);
         assert!(
             checked.stderr.contains("shoal.toml:3:7: tls: ") && checked.stderr.contains(error),
             "{error}: {}",
@@ -474,22 +478,16 @@ fn an_expired_certificate_is_refused_and_one_about_to_expire_warned_of() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path());
     let site = Site::new();
-    let path = site.base().join("shoal.toml");
-    let config = |(cert, key): (String, String)| {
-        format!(
-            "[[server]]\nlisten = [\"127.0.0.1:8443\"]\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
-        )
-    };
-    std::fs::write(&path, config(ca.leaf_for_days("old", &["localhost"], false, 0))).unwrap();
-    let expired = crate::harness::check_config(&path);
+    let (cert, key) = ca.leaf_for_days("old", &["localhost"], false, 0);
+    let expired = check_tls(&site, &cert, &key);
     assert_eq!(expired.code, Some(2));
     assert!(
         expired.stderr.contains("old.pem` expired on "),
         "{}",
         expired.stderr
     );
-    std::fs::write(&path, config(ca.leaf_for_days("soon", &["localhost"], false, 5))).unwrap();
-    let soon = crate::harness::check_config(&path);
+    let (cert, key) = ca.leaf_for_days("soon", &["localhost"], false, 5);
+    let soon = check_tls(&site, &cert, &key);
     assert_eq!(soon.code, Some(0), "{}", soon.stderr);
     assert!(
         soon.stderr.contains("soon.pem` expires on ") && soon.stderr.contains(", in 4 days"),
@@ -691,7 +689,6 @@ fn keys_in_pkcs8_sec1_and_pkcs1_pem_all_load() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path());
     let site = Site::new();
-    let path = site.base().join("shoal.toml");
     let (ec_cert, ec_key) = ca.leaf("ec", &["localhost"], false);
     let (rsa_cert, rsa_key) = ca.leaf("rsa", &["localhost"], true);
     let sec1 = dir.path().join("sec1.key").display().to_string();
@@ -722,11 +719,7 @@ fn keys_in_pkcs8_sec1_and_pkcs1_pem_all_load() {
         (&rsa_cert, &rsa_key),
         (&rsa_cert, &pkcs1),
     ] {
-        let text = format!(
-            "[[server]]\nlisten = [\"127.0.0.1:8443\"]\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
-        );
-        std::fs::write(&path, text).unwrap();
-        let checked = crate::harness::check_config(&path);
+        let checked = check_tls(&site, cert, key);
         assert_eq!(checked.code, Some(0), "{key}: {}", checked.stderr);
     }
 }
