@@ -5,6 +5,7 @@
 //! Nothing here knows HTTP; `http/`, the handlers and the worker build on it.
 
 pub mod buffers;
+mod client_hello;
 pub mod input;
 #[cfg(test)]
 pub mod loopback;
