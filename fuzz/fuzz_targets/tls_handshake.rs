@@ -13,22 +13,8 @@ use std::time::SystemTime;
 use libfuzzer_sys::fuzz_target;
 use shoal::io::{Stream, Tls, Transport};
 
-const CERT: &str = "-----BEGIN CERTIFICATE-----
-MIIBfzCCASWgAwIBAgIUZ+nH6Fk6B/erzy/Kv7cUIbNHz+swCgYIKoZIzj0EAwIw
-FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTIwMzEyMjkxMFoYDzIxMjYxMTA5
-MTIyOTEwWjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
-PQMBBwNCAASfmu2aDvIpd44aU8RkBvyezr+jbceHoDaX9m0jGmY6S0Rt0hiXO/gc
-G8xsPwI4JgPKjxtUIUuaTzchUTbl1u9po1MwUTAdBgNVHQ4EFgQUpQmIu5x/1fSy
-izMIWfPoRwGcLQowHwYDVR0jBBgwFoAUpQmIu5x/1fSyizMIWfPoRwGcLQowDwYD
-VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiAkSnr+NKhyY/s56Yx0U5G9
-ljc+t0sPGfAir3mTReK3/wIhALtIjlSg0QS+45twY5SQ8k5AFd8hOb1B9gn3QfxS
-uQlz
------END CERTIFICATE-----\n";
-const KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg9fcN6fLddRiiCJBF
-Oiw5GttJX46uiDX/j53SWADEHSShRANCAASfmu2aDvIpd44aU8RkBvyezr+jbceH
-oDaX9m0jGmY6S0Rt0hiXO/gcG8xsPwI4JgPKjxtUIUuaTzchUTbl1u9p
------END PRIVATE KEY-----\n";
+const CERT: &str = include_str!("../../src/io/tls/localhost.pem");
+const KEY: &str = include_str!("../../src/io/tls/localhost.key");
 
 fn server_config() -> Arc<rustls::ServerConfig> {
     static CONFIG: OnceLock<Arc<rustls::ServerConfig>> = OnceLock::new();

@@ -563,3 +563,6 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
