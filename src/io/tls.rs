@@ -31,6 +31,8 @@ use super::Stream;
 /// Encrypted bytes held for the socket, at most: past it, writes would block (a client that
 /// does not read cannot grow it).
 const PENDING_LIMIT: usize = 32 * 1024;
+/// The plaintext of one record, at most.
+const MAX_FRAGMENT: usize = 16 * 1024;
 /// Room each read of the socket gets: a whole record of the largest size.
 const READ_ROOM: usize = 16 * 1024 + 2048 + 5;
 /// Unprocessed records held, at most: a handshake message may span records, up to the
@@ -270,6 +272,25 @@ impl Tls {
         invalid_data(error)
     }
 
+    /// Encrypts as much of `bytes` into `outgoing` as [`PENDING_LIMIT`] leaves room for.
+    fn encrypt(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let room = PENDING_LIMIT.saturating_sub(self.outgoing.len());
+        if bytes.is_empty() {
+            return Ok(0);
+        }
+        if room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let (progress, taken) = self.process(Outbound::Data(&bytes[..bytes.len().min(room)]))?;
+        match progress {
+            Progress::Open => Ok(taken),
+            _ => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "TLS is not open for writing",
+            )),
+        }
+    }
+
     /// Takes records off the socket into `incoming`. `Ok(false)`: the socket has nothing more
     /// now.
     fn pull_records(&mut self) -> io::Result<bool> {
@@ -381,27 +402,32 @@ impl Transport for Tls {
 
     fn write(&mut self, bytes: &[u8], _fin_follows: bool) -> io::Result<usize> {
         self.push_what_fits()?;
-        let room = PENDING_LIMIT.saturating_sub(self.outgoing.len());
-        if bytes.is_empty() || room == 0 {
-            return match bytes.is_empty() {
-                true => Ok(0),
-                false => Err(io::ErrorKind::WouldBlock.into()),
-            };
-        }
-        let (progress, taken) = self.process(Outbound::Data(&bytes[..bytes.len().min(room)]))?;
-        if progress != Progress::Open {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "TLS is not open for writing",
-            ));
-        }
+        let taken = self.encrypt(bytes)?;
         self.push_what_fits()?;
         Ok(taken)
     }
 
+    /// Small pieces (a response head and a short body) are gathered into one record: one
+    /// seal, and one write to the socket.
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let first = bufs.iter().find(|buf| !buf.is_empty());
-        first.map_or(Ok(0), |buf| Transport::write(self, buf, false))
+        let mut pieces = bufs.iter().filter(|buf| !buf.is_empty()).peekable();
+        let Some(first) = pieces.next() else {
+            return Ok(0);
+        };
+        if first.len() >= MAX_FRAGMENT || pieces.peek().is_none() {
+            return Transport::write(self, first, false);
+        }
+        let mut record = [0u8; MAX_FRAGMENT];
+        let mut gathered = 0;
+        for piece in std::iter::once(first).chain(pieces) {
+            let n = piece.len().min(MAX_FRAGMENT - gathered);
+            record[gathered..gathered + n].copy_from_slice(&piece[..n]);
+            gathered += n;
+            if gathered == MAX_FRAGMENT {
+                break;
+            }
+        }
+        Transport::write(self, &record[..gathered], false)
     }
 
     fn shutdown_write(&mut self) -> io::Result<()> {
