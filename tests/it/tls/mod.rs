@@ -2,6 +2,8 @@
 //! openssl tool (a CA, and leaf certificates it signs); curl and openssl s_client are the
 //! clients, as a user would run them.
 
+mod ocsp;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -107,6 +109,51 @@ impl Ca {
             String::from_utf8_lossy(&signed.stderr)
         );
         (cert, key)
+    }
+
+    /// A DER OCSP response the CA signs for its certificate `NAME.pem`, saying good (or
+    /// revoked), valid for `days`; written to `out`, as a CA's responder answers a server
+    /// fetching its staple.
+    fn ocsp(&self, name: &str, revoked: bool, days: u32, out: &str) {
+        let cert = self.path(&format!("{name}.pem"));
+        let shown = run("openssl", &["x509", "-in", &cert, "-noout", "-serial"]);
+        let serial = String::from_utf8_lossy(&shown.stdout);
+        let serial = serial.trim().trim_start_matches("serial=");
+        // openssl's CA database: status, expiry, revocation date, serial, file, subject (the
+        // responder finds the line by serial).
+        let (status, revoked_on) = if revoked {
+            ("R", "260101000000Z")
+        } else {
+            ("V", "")
+        };
+        let index = self.path(&format!("{name}.index"));
+        let line = format!("{status}\t491231235959Z\t{revoked_on}\t{serial}\tunknown\t/CN={name}\n");
+        std::fs::write(&index, line).unwrap();
+        let (ca_cert, ca_key, days) = (self.path("ca.pem"), self.path("ca.key"), days.to_string());
+        let made = run(
+            "openssl",
+            &[
+                "ocsp",
+                "-index",
+                &index,
+                "-rsigner",
+                &ca_cert,
+                "-rkey",
+                &ca_key,
+                "-CA",
+                &ca_cert,
+                "-issuer",
+                &ca_cert,
+                "-cert",
+                &cert,
+                "-no_nonce",
+                "-ndays",
+                &days,
+                "-respout",
+                out,
+            ],
+        );
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     }
 }
 
@@ -499,12 +546,19 @@ fn an_expired_certificate_is_refused_and_one_about_to_expire_warned_of() {
 /// `openssl s_client` to `addr` with one request on stdin, saving or reusing the session in
 /// `session`; what it printed.
 fn s_client(addr: SocketAddr, version: &str, session: &Path, save: bool) -> String {
-    let connect = format!("127.0.0.1:{}", addr.port());
     let file = session.display().to_string();
     let mode = if save { "-sess_out" } else { "-sess_in" };
+    s_client_to(addr, "localhost", &[version, mode, &file])
+}
+
+/// `openssl s_client` to `addr` for the SNI name (and Host) `name`, with `args`, sending one
+/// request for `/a.txt`; what it printed (stdout and stderr).
+fn s_client_to(addr: SocketAddr, name: &str, args: &[&str]) -> String {
+    let connect = format!("127.0.0.1:{}", addr.port());
     let script = format!(
-        "printf 'GET /a.txt HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' | \\
-         openssl s_client -connect {connect} -servername localhost {version} {mode} {file} -ign_eof 2>&1"
+        "printf 'GET /a.txt HTTP/1.1\\r\\nHost: {name}\\r\\nConnection: close\\r\\n\\r\\n' | \\
+         openssl s_client -connect {connect} -servername {name} {} -ign_eof 2>&1",
+        args.join(" ")
     );
     String::from_utf8_lossy(&run("sh", &["-c", &script]).stdout).into_owned()
 }
