@@ -6,7 +6,9 @@
 
 pub mod answer;
 pub mod cidr;
+mod der;
 mod file;
+mod ocsp;
 mod run_as;
 pub mod tls;
 pub mod units;

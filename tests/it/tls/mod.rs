@@ -185,9 +185,14 @@ fn fixture(name: &str) -> Fixture {
 /// `shoal check` on a config (written in `site`) whose one server has `tls` with `cert` and
 /// `key`; its line 3 is the `tls` key.
 fn check_tls(site: &Site, cert: &str, key: &str) -> crate::harness::Exited {
+    check_tls_table(site, &format!("cert = \"{cert}\", key = \"{key}\""))
+}
+
+/// [`check_tls`] with `tls = { KEYS }`.
+fn check_tls_table(site: &Site, keys: &str) -> crate::harness::Exited {
     let path = site.base().join("shoal.toml");
     let text = format!(
-        "[[server]]\nlisten = [\"127.0.0.1:8443\"]\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
+        "[[server]]\nlisten = [\"127.0.0.1:8443\"]\ntls = {{ {keys} }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
     );
     std::fs::write(&path, text).unwrap();
     crate::harness::check_config(&path)

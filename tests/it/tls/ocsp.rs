@@ -3,8 +3,9 @@
 //! asks for the staple, as browsers do.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use super::{s_client_to, start, Ca};
+use super::{check_tls, check_tls_table, fixture, s_client_to, start, Ca, Fixture};
 use crate::harness::Site;
 
 /// What `openssl s_client -status` printed connecting to `addr` for `name` with TLS
@@ -62,4 +63,107 @@ fn a_response_is_stapled_from_its_file_or_beside_the_certificate_and_none_withou
             "c.test {version}: {none}"
         );
     }
+}
+
+#[test]
+fn an_ocsp_file_that_cannot_be_stapled_is_a_check_error() {
+    let Fixture {
+        dir: _dir,
+        ca,
+        site,
+        cert,
+        key,
+    } = fixture("localhost");
+    let beside = format!("{cert}.ocsp");
+    let good = check_tls(&site, &cert, &key);
+    assert_eq!(good.code, Some(0), "no staple at all: {}", good.stderr);
+    ca.ocsp("localhost", false, 1, &beside);
+    let good = check_tls(&site, &cert, &key);
+    assert_eq!(good.code, Some(0), "a good staple: {}", good.stderr);
+
+    let response = |name: &str, revoked: bool| {
+        let out = ca.path(&format!("{name}-{revoked}.der"));
+        ca.ocsp(name, revoked, 1, &out);
+        std::fs::read(out).unwrap()
+    };
+    ca.leaf("previous", &["localhost"], false);
+    let cases = [
+        // An empty staple made rustls panic in the handshake of every client asking for one.
+        ("is empty", Vec::new()),
+        ("is not a DER OCSP response", b"garbage\n".to_vec()),
+        ("is PEM; staple the DER form", std::fs::read(&cert).unwrap()),
+        ("says the certificate is revoked", response("localhost", true)),
+        (
+            "answers for another certificate, not serial ",
+            response("previous", false),
+        ),
+    ];
+    for (error, contents) in cases {
+        std::fs::write(&beside, contents).unwrap();
+        let checked = check_tls(&site, &cert, &key);
+        let want = format!("shoal.toml:3:7: tls: ocsp `{beside}` {error}");
+        assert_eq!(checked.code, Some(2), "{error}: {}", checked.stderr);
+        assert!(checked.stderr.contains(&want), "{want}: {}", checked.stderr);
+    }
+    // A named file is checked the same way, and must exist.
+    let named = format!("{cert}.der");
+    std::fs::write(&named, b"").unwrap();
+    for (file, error) in [(named.as_str(), " is empty"), ("/nonexistent.der", ": ")] {
+        let checked = check_tls_table(
+            &site,
+            &format!("cert = \"{cert}\", key = \"{key}\", ocsp = \"{file}\""),
+        );
+        let want = format!("shoal.toml:3:7: tls: ocsp `{file}`{error}");
+        assert!(checked.stderr.contains(&want), "{want}: {}", checked.stderr);
+    }
+}
+
+#[test]
+fn a_reload_serves_a_refreshed_staple_and_refuses_a_bad_one() {
+    let Fixture {
+        dir: _dir,
+        ca,
+        site,
+        cert,
+        key,
+    } = fixture("localhost");
+    let beside = format!("{cert}.ocsp");
+    ca.ocsp("localhost", false, 1, &beside);
+    let (server, secure) = start(
+        &site,
+        &[tls_server(
+            "localhost",
+            &format!("cert = \"{cert}\", key = \"{key}\""),
+        )],
+        "",
+    );
+    let next_update = || {
+        let shown = stapled(&ca, secure, "localhost", "-tls1_3");
+        assert!(good_staple(&shown), "{shown}");
+        let line = shown.lines().find(|l| l.contains("Next Update:"));
+        line.unwrap_or_default().trim().to_string()
+    };
+    let first = next_update();
+    // A fresh response (valid for longer, so it reads apart) and a HUP: stapled at once.
+    ca.ocsp("localhost", false, 2, &beside);
+    let workers = server.wait_for_workers(1);
+    server.send_signal("HUP");
+    crate::harness::wait_until("new workers", Duration::from_secs(10), || {
+        let now = server.workers();
+        (now.len() == 1 && now != workers).then_some(())
+    });
+    let refreshed = next_update();
+    assert_ne!(refreshed, first, "the refreshed response is stapled");
+    // A fetch that failed and left the file empty: the reload is refused, the workers keep
+    // stapling what they had.
+    std::fs::write(&beside, b"").unwrap();
+    let workers = server.workers();
+    server.send_signal("HUP");
+    let refused = server.wait_for_log("reload failed", Duration::from_secs(10));
+    assert!(
+        refused.contains(&format!("ocsp `{beside}` is empty")),
+        "{refused}"
+    );
+    assert_eq!(server.workers(), workers, "the old workers keep serving");
+    assert_eq!(next_update(), refreshed);
 }
