@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -21,7 +22,7 @@ use super::units::{Size, Span};
 use super::{
     default_workers, AccessLog, Address, Balance, Buffering, Config, Dotfiles, ErrorPages, FileOptions,
     HashKey, HeaderRules, HealthCheck, Limits, LogFormat, Matching, Route, Serve, Server, ServerName,
-    Supervisor, UnixAccess, Upstream, UpstreamServer, MAX_HEADERS_CEILING,
+    Supervisor, UnixAccess, Upstream, UpstreamServer, DEFAULT_TICKET_ROTATION, MAX_HEADERS_CEILING,
 };
 use crate::http::request::is_token_byte;
 use crate::http::respond::ErrorPage;
@@ -101,6 +102,7 @@ struct RawConfig {
     #[serde(default)]
     buffering: RawBuffering,
     trusted_proxies: Option<Vec<Spanned<String>>>,
+    tls_ticket_rotation: Option<Spanned<Span>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -201,6 +203,10 @@ struct RawTls {
 
 /// `error_pages = { 502 = "errors/502.html" }`: status to file.
 type RawErrorPages = std::collections::BTreeMap<String, Spanned<String>>;
+
+/// Bounds of `tls_ticket_rotation`.
+const MIN_TICKET_ROTATION: Duration = Duration::from_secs(1);
+const MAX_TICKET_ROTATION: Duration = Duration::from_secs(84 * 3600);
 
 /// The largest error page read: a page is held in memory and sent whole.
 const MAX_ERROR_PAGE_BYTES: u64 = 1 << 20;
@@ -323,9 +329,10 @@ pub fn load_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
 }
 
 /// Keys that exist only at the top level of the file.
-const TOP_LEVEL_KEYS: [&str; 8] = [
+const TOP_LEVEL_KEYS: [&str; 9] = [
     "workers",
     "trusted_proxies",
+    "tls_ticket_rotation",
     "pid_file",
     "access_log",
     "access_log_format",
@@ -442,6 +449,10 @@ impl Builder<'_> {
                 .or_else(|why| self.fail(text.span(), format!("trusted_proxies: {why}")))?;
             trusted_proxies.push(cidr);
         }
+        let tls_ticket_rotation = match &raw.tls_ticket_rotation {
+            Some(span) => self.ticket_rotation(span)?,
+            None => DEFAULT_TICKET_ROTATION,
+        };
         Ok(Config {
             workers,
             pid_file: raw.pid_file.map(|p| self.base.join(p)),
@@ -455,7 +466,22 @@ impl Builder<'_> {
             user,
             buffering,
             trusted_proxies,
+            tls_ticket_rotation,
         })
+    }
+
+    /// `tls_ticket_rotation`: at least a second; at most 84 hours, since a ticket lives up
+    /// to twice the period and TLS 1.3 allows a ticket 7 days at most (RFC 8446, 4.6.1).
+    fn ticket_rotation(&self, span: &Spanned<Span>) -> Result<Duration, ConfigError> {
+        let period = span.get_ref().0;
+        if !(MIN_TICKET_ROTATION..=MAX_TICKET_ROTATION).contains(&period) {
+            return self.fail(
+                span.span(),
+                "tls_ticket_rotation must be between 1s and 84h (a ticket lives up to twice it, \
+                 and TLS 1.3 allows 7 days)",
+            );
+        }
+        Ok(period)
     }
 
     /// `[buffering]`: the temporary directory must exist (whether the workers may write
@@ -1887,6 +1913,41 @@ pid_file =",
         for (text, want) in cases {
             let got = load(text).unwrap_err();
             assert!(got.starts_with(want), "{text:?}: got {got:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn tls_ticket_rotation_is_twelve_hours_unless_set_between_a_second_and_84_hours() {
+        assert_eq!(
+            load(MINIMAL).unwrap().tls_ticket_rotation,
+            DEFAULT_TICKET_ROTATION
+        );
+        for (text, secs) in [("\"30m\"", 1800), ("\"1s\"", 1), ("\"84h\"", 84 * 3600)] {
+            let config = load(&format!("tls_ticket_rotation = {text}\n{MINIMAL}")).unwrap();
+            assert_eq!(config.tls_ticket_rotation, Duration::from_secs(secs), "{text}");
+        }
+        let cases: &[(&str, &str)] = &[
+            (
+                "tls_ticket_rotation = \"999ms\"\n",
+                "FILE:1:23: tls_ticket_rotation must be between 1s and 84h",
+            ),
+            (
+                "tls_ticket_rotation = \"85h\"\n",
+                "FILE:1:23: tls_ticket_rotation must be",
+            ),
+            (
+                "tls_ticket_rotation = 0\n",
+                "FILE:1:23: tls_ticket_rotation must be",
+            ),
+            ("tls_ticket_rotation = \"12\"\n", "FILE:1:23: `12` needs a unit"),
+            (
+                "[limits]\ntls_ticket_rotation = \"1h\"\n",
+                "FILE:2:1: `tls_ticket_rotation` is a top-level key, but here it falls into [limits]",
+            ),
+        ];
+        for (top, want) in cases {
+            let got = load(&format!("{top}{MINIMAL}")).unwrap_err();
+            assert!(got.starts_with(want), "{top:?}: got {got:?}, want {want:?}");
         }
     }
 

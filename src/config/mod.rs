@@ -6,7 +6,9 @@
 
 pub mod answer;
 pub mod cidr;
+mod der;
 mod file;
+mod ocsp;
 mod run_as;
 pub mod tls;
 pub mod units;
@@ -49,7 +51,13 @@ pub struct Config {
     pub buffering: Buffering,
     /// Peers whose `X-Forwarded-For`, `-Proto` and `-Host` are believed (load balancers).
     pub trusted_proxies: Vec<cidr::Cidr>,
+    /// How long a TLS session ticket key seals new tickets (`tls_ticket_rotation`); it opens
+    /// them for as long again, so a ticket lives at most twice this.
+    pub tls_ticket_rotation: Duration,
 }
+
+/// `tls_ticket_rotation` when the config does not set it.
+pub const DEFAULT_TICKET_ROTATION: Duration = Duration::from_secs(12 * 3600);
 
 /// Spilling proxied bodies to temporary files (the `[buffering]` section).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -798,6 +806,7 @@ impl Config {
             user: None,
             buffering: Buffering::default(),
             trusted_proxies: Vec::new(),
+            tls_ticket_rotation: DEFAULT_TICKET_ROTATION,
         })
     }
 

@@ -12,6 +12,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
+use super::der::{expect, tbs_after_version, tlv, INTEGER};
+use super::ocsp;
+
 /// Under this long before its certificate expires, loading it warns.
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
@@ -25,7 +28,8 @@ impl Identity {
     /// Reads the PEM chain at `cert` (the server's certificate first) and the PEM key at
     /// `key` (PKCS#8, SEC1 or PKCS#1; ECDSA, RSA or Ed25519), checks that they match and
     /// that the certificate has not expired. The OCSP response to staple (DER) is read from
-    /// `ocsp`, else from `CERT.ocsp` when that file exists.
+    /// `ocsp`, else from `CERT.ocsp` when that file exists, and must answer `good` for the
+    /// certificate.
     pub fn load(cert: &Path, key: &Path, ocsp: Option<&Path>) -> Result<Identity, String> {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
             .and_then(|certs| certs.collect())
@@ -39,14 +43,6 @@ impl Identity {
             .load_private_key(private)
             .map_err(|e| format!("key `{}`: {e}", key.display()))?;
         let mut certified = CertifiedKey::new(chain, signer);
-        let beside = cert.with_file_name(format!(
-            "{}.ocsp",
-            cert.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        certified.ocsp = match ocsp {
-            Some(path) => Some(std::fs::read(path).map_err(|e| format!("ocsp `{}`: {e}", path.display()))?),
-            None => std::fs::read(beside).ok(),
-        };
         certified.keys_match().map_err(|e| {
             format!(
                 "key `{}` does not go with cert `{}` ({e})",
@@ -68,10 +64,32 @@ impl Identity {
                 cert.display()
             );
         }
+        certified.ocsp = staple(cert, ocsp, &certified.cert[0])?;
         Ok(Identity {
             key: Arc::new(certified),
         })
     }
+}
+
+/// The OCSP response to staple with the certificate at `cert` (DER `leaf`): `ocsp`'s,
+/// else `CERT.ocsp`'s when that file exists, checked (see `ocsp.rs`).
+fn staple(cert: &Path, ocsp: Option<&Path>, leaf: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let beside = cert.with_file_name(format!(
+        "{}.ocsp",
+        cert.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let (path, read) = match ocsp {
+        Some(path) => (path, std::fs::read(path)),
+        None => match std::fs::read(&beside) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            read => (beside.as_path(), read),
+        },
+    };
+    let response = read.map_err(|e| format!("ocsp `{}`: {e}", path.display()))?;
+    let serial =
+        serial(leaf).ok_or_else(|| format!("cert `{}`: its serial number cannot be read", cert.display()))?;
+    ocsp::check(&response, serial).map_err(|why| format!("ocsp `{}` {why}", path.display()))?;
+    Ok(Some(response))
 }
 
 fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
@@ -81,16 +99,16 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
     }
 }
 
+/// The DER certificate's serial number (the INTEGER's contents).
+fn serial(cert: &[u8]) -> Option<&[u8]> {
+    expect(INTEGER, tbs_after_version(cert)?).map(|(serial, _)| serial)
+}
+
 /// When the DER certificate `cert` stops being valid (its `notAfter`), with that day as
 /// `YYYY-MM-DD`.
 fn not_after(cert: &[u8]) -> Option<(SystemTime, String)> {
-    let (_, certificate, _) = tlv(cert)?;
-    let (_, tbs, _) = tlv(certificate)?;
-    // version [0] (optional), serialNumber, signature, issuer, then validity.
-    let mut rest = tbs;
-    if let Some((0xa0, _, after)) = tlv(rest) {
-        rest = after;
-    }
+    // serialNumber, signature, issuer, then validity.
+    let mut rest = tbs_after_version(cert)?;
     for _ in 0..3 {
         rest = tlv(rest)?.2;
     }
@@ -109,24 +127,6 @@ fn not_after(cert: &[u8]) -> Option<(SystemTime, String)> {
     let since_epoch = days_from_civil(year, month, day) * 86_400 + seconds;
     let when = UNIX_EPOCH + Duration::from_secs(u64::try_from(since_epoch).ok()?);
     Some((when, format!("{year:04}-{month:02}-{day:02}")))
-}
-
-/// One DER element at the start of `der`: its tag, its contents, and what follows it.
-fn tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = der.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = match first {
-        short @ 0..=0x7f => (usize::from(short), rest),
-        long => {
-            let bytes = usize::from(long & 0x7f);
-            if bytes == 0 || bytes > 4 || rest.len() < bytes {
-                return None;
-            }
-            let len = rest[..bytes].iter().fold(0, |len, &b| len << 8 | usize::from(b));
-            (len, &rest[bytes..])
-        }
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }
 
 /// Days from 1970-01-01 to a civil date (Howard Hinnant's algorithm).
@@ -149,16 +149,5 @@ mod tests {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
         assert_eq!(days_from_civil(2026, 12, 3), 20_790);
-    }
-
-    #[test]
-    fn der_lengths_short_and_long() {
-        assert_eq!(
-            tlv(&[0x30, 0x02, 1, 2, 9]),
-            Some((0x30, &[1u8, 2][..], &[9u8][..]))
-        );
-        let long = [&[0x04, 0x81, 0x80][..], &[7; 0x80]].concat();
-        assert_eq!(tlv(&long).map(|(_, body, _)| body.len()), Some(0x80));
-        assert_eq!(tlv(&[0x30, 0x05, 1]), None, "shorter than it says");
     }
 }

@@ -26,18 +26,18 @@ pub const SHARED_STATE_VAR: &str = "SHOAL_SHARED_STATE";
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The shared state of the master this one upgrades, if it passed one, else a new one, with
-/// a TLS ticket key made if it has none (or an old one).
-pub fn open() -> io::Result<&'static Shared> {
+/// a TLS ticket key made if it has none (or one `rotation` old).
+pub fn open(rotation: Duration) -> io::Result<&'static Shared> {
     let shared = adopt_or_create()?;
-    rotate_ticket_keys(shared)?;
+    rotate_ticket_keys(shared, rotation)?;
     Ok(shared)
 }
 
-/// Makes a new TLS session ticket key when the current one is due (see `shared::tickets`);
-/// true if it did.
-pub fn rotate_ticket_keys(shared: &Shared) -> io::Result<bool> {
+/// Makes a new TLS session ticket key when the current one is `rotation` old (see
+/// `shared::tickets`); true if it did.
+pub fn rotate_ticket_keys(shared: &Shared, rotation: Duration) -> io::Result<bool> {
     let (tickets, now) = (shared.tickets(), SystemTime::now());
-    if !tickets.due(now) {
+    if !tickets.due(now, rotation) {
         return Ok(false);
     }
     let mut secret = [0u8; 32];
@@ -113,6 +113,22 @@ impl Master {
         }
     }
 
+    /// A new TLS session ticket key when the current one is `tls_ticket_rotation` old: looked
+    /// at on every turn of the loop, which waits at most `TICK`, so a short period keeps its
+    /// pace without waking the master more. Never while a new master of a binary upgrade
+    /// starts, nor while stopping: one master writes the keys at a time (the new one from
+    /// its start, the old one again if the upgrade fails).
+    pub(super) fn rotate_tickets(&mut self) {
+        if self.upgrade.is_some() || self.phase != super::Phase::Running {
+            return;
+        }
+        match rotate_ticket_keys(self.shared_state, self.config.tls_ticket_rotation) {
+            Ok(true) => info!("made a new TLS session ticket key (the previous one still opens its tickets)"),
+            Ok(false) => {}
+            Err(e) => warn!("cannot make a new TLS session ticket key: {e}"),
+        }
+    }
+
     /// Once a second: gives back what exited processes of another master (an upgrade's)
     /// held, and frees rows no living worker uses, unless another master's workers are
     /// still about (they may use rows this master's configs do not name).
@@ -122,11 +138,6 @@ impl Master {
             return;
         }
         self.next_shared_sweep = now + SWEEP_EVERY;
-        match rotate_ticket_keys(self.shared_state) {
-            Ok(true) => info!("made a new TLS session ticket key (the previous one still opens its tickets)"),
-            Ok(false) => {}
-            Err(e) => warn!("cannot make a new TLS session ticket key: {e}"),
-        }
         let ours: Vec<u32> = (self.slots.iter().flat_map(|s| s.workers()))
             .map(|w| w.pid.as_raw() as u32)
             .collect();

@@ -153,7 +153,7 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
         sys::redirect_stderr(path).map_err(|e| MasterError::File(e, path.clone()))?;
     }
     let nofile = sys::raise_nofile_limit();
-    let shared_state = caps::open().map_err(|e| {
+    let shared_state = caps::open(config.tls_ticket_rotation).map_err(|e| {
         MasterError::SharedState(format!("cannot make the shared state (memfd, eventfd): {e}"))
     })?;
     caps::prepare(shared_state, &config).map_err(MasterError::SharedState)?;
@@ -306,6 +306,7 @@ impl Master {
             self.prune_removed_slots();
             self.watch_upgrade();
             self.sweep_shared_state();
+            self.rotate_tickets();
             self.announce_ready();
             self.deliver_verdicts();
             self.notify_service_manager();

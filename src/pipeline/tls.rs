@@ -15,7 +15,7 @@ use rustls::ServerConfig;
 
 use super::names::Names;
 use crate::config::{Address, Config};
-use crate::shared::{self, TicketKey, Tickets};
+use crate::shared::{TicketKey, Tickets};
 
 /// The certificates of the servers on one address, by SNI name.
 #[derive(Debug)]
@@ -37,6 +37,10 @@ impl ResolvesServerCert for ByName {
 #[derive(Debug)]
 struct SharedTickets {
     tickets: Tickets,
+    /// What clients are told a ticket lives, in seconds: as long as its key may still open
+    /// it, two rotation periods (sealed just after a rotation, opened just before the
+    /// second one after).
+    lifetime: u32,
 }
 
 impl SharedTickets {
@@ -51,7 +55,7 @@ impl ProducesTickets for SharedTickets {
     }
 
     fn lifetime(&self) -> u32 {
-        shared::tickets::ROTATION.as_secs() as u32
+        self.lifetime
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
@@ -97,7 +101,9 @@ pub fn server_configs(
     listeners: &[Address],
     tickets: Tickets,
 ) -> Result<Vec<Option<Arc<ServerConfig>>>, String> {
-    let ticketer: Arc<dyn ProducesTickets> = Arc::new(SharedTickets { tickets });
+    let lifetime = (2 * config.tls_ticket_rotation).as_millis().div_ceil(1000);
+    let lifetime = u32::try_from(lifetime).unwrap_or(u32::MAX);
+    let ticketer: Arc<dyn ProducesTickets> = Arc::new(SharedTickets { tickets, lifetime });
     let keys: Vec<Option<Arc<CertifiedKey>>> = (config.servers.iter())
         .map(|server| server.tls.as_ref().map(|tls| Arc::clone(&tls.key)))
         .collect();
@@ -132,7 +138,7 @@ mod tests {
     #[test]
     fn tickets_open_under_the_current_and_previous_key_only() {
         let tickets = Tickets::for_tests();
-        let sealer = SharedTickets { tickets };
+        let sealer = SharedTickets { tickets, lifetime: 2 };
         assert_eq!(sealer.encrypt(b"session"), None, "no key yet");
         let now = SystemTime::now();
         tickets.rotate([7; 32], now);

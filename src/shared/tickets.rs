@@ -1,7 +1,7 @@
 //! The keys of TLS session tickets, shared by every worker so a client resumes its session
 //! whichever worker it reaches next, and by the next master after a binary upgrade. The
-//! master makes a key at its first start and a new one every [`ROTATION`]; the previous key
-//! still opens the tickets it sealed.
+//! master makes a key at its first start and a new one every `tls_ticket_rotation`; the
+//! previous key still opens the tickets it sealed.
 //!
 //! A seqlock: the master (the only writer) makes the sequence odd, writes, makes it even;
 //! a reader copies both keys and retries if the sequence was odd or moved meanwhile. Every
@@ -10,14 +10,15 @@
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How long a key seals new tickets; it opens them for as long again.
-pub const ROTATION: Duration = Duration::from_secs(12 * 3600);
-
-/// Words in the region: sequence, when the current key was made, then two keys of
-/// [`KEY_WORDS`] each (current, previous).
-pub const WORDS: usize = 2 + 2 * KEY_WORDS;
+/// Words in the region: sequence, when the current key was made (in seconds), two keys of
+/// [`KEY_WORDS`] each (current, previous), then when the current key was made in
+/// milliseconds (a word added after the others, which older binaries neither read nor
+/// write: see [`Tickets::made`]).
+pub const WORDS: usize = 3 + 2 * KEY_WORDS;
 /// A key: its id (0: none), then 32 bytes of secret.
 const KEY_WORDS: usize = 5;
+/// Where the milliseconds word is.
+const MADE_MILLIS: usize = 2 + 2 * KEY_WORDS;
 
 /// A ticket key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,11 +57,22 @@ impl Tickets {
         }
     }
 
-    /// Whether a new key is due at `now`: there is none, or the current one is older than
-    /// [`ROTATION`].
-    pub fn due(&self, now: SystemTime) -> bool {
-        let made = self.words[1].load(SeqCst);
-        self.key(2).is_none() || seconds(now).saturating_sub(made) >= ROTATION.as_secs()
+    /// Whether a new key is due at `now`, keys lasting `period`: there is none, or the
+    /// current one is `period` old.
+    pub fn due(&self, now: SystemTime, period: Duration) -> bool {
+        self.key(2).is_none() || millis(now).saturating_sub(self.made()) >= period.as_millis() as u64
+    }
+
+    /// When the current key was made, in milliseconds since the epoch: the milliseconds
+    /// word, unless a binary that writes only the seconds word (one from before it, in a
+    /// binary upgrade either way) made the key since; then the seconds.
+    fn made(&self) -> u64 {
+        let (seconds, millis) = (self.words[1].load(SeqCst), self.words[MADE_MILLIS].load(SeqCst));
+        if millis / 1000 == seconds {
+            millis
+        } else {
+            seconds * 1000
+        }
     }
 
     /// Makes a key of `secret` the current one; the current one becomes the previous. Only
@@ -77,7 +89,8 @@ impl Tickets {
             let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
             self.words[3 + i].store(word, SeqCst);
         }
-        self.words[1].store(seconds(now), SeqCst);
+        self.words[1].store(millis(now) / 1000, SeqCst);
+        self.words[MADE_MILLIS].store(millis(now), SeqCst);
         self.words[0].fetch_add(1, SeqCst);
     }
 
@@ -99,8 +112,8 @@ impl Tickets {
     }
 }
 
-fn seconds(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 #[cfg(test)]
@@ -111,7 +124,8 @@ mod tests {
     fn keys_rotate_when_due_and_the_previous_one_stays() {
         let tickets = Tickets::for_tests();
         let words = tickets.words;
-        let start = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let start = UNIX_EPOCH + Duration::from_millis(1_000_000_700);
+        let period = Duration::from_secs(2);
         assert_eq!(
             tickets.keys(),
             TicketKeys {
@@ -119,13 +133,14 @@ mod tests {
                 previous: None
             }
         );
-        assert!(tickets.due(start));
+        assert!(tickets.due(start, period));
         tickets.rotate([1; 32], start);
         let first = tickets.keys().current.unwrap();
         assert_eq!((first.id, first.secret), (1, [1; 32]));
-        assert!(!tickets.due(start + ROTATION / 2), "not due yet");
-        assert!(tickets.due(start + ROTATION));
-        tickets.rotate([2; 32], start + ROTATION);
+        // To the millisecond: not at 1.999 s, though the whole seconds are 2 apart.
+        assert!(!tickets.due(start + Duration::from_millis(1_999), period));
+        assert!(tickets.due(start + period, period));
+        tickets.rotate([2; 32], start + period);
         let keys = tickets.keys();
         assert_eq!(keys.current.map(|k| (k.id, k.secret)), Some((2, [2; 32])));
         assert_eq!(keys.previous, Some(first));
@@ -134,5 +149,20 @@ mod tests {
             4,
             "two writes, each an odd then even sequence"
         );
+    }
+
+    #[test]
+    fn a_key_made_by_a_binary_that_writes_only_seconds_is_timed_by_them() {
+        let tickets = Tickets::for_tests();
+        let start = UNIX_EPOCH + Duration::from_millis(1_000_000_700);
+        let period = Duration::from_secs(10);
+        tickets.rotate([1; 32], start);
+        // An older master rotates 5 s later: its seconds word moves, the milliseconds stay.
+        tickets.words[1].store(1_000_005, SeqCst);
+        assert!(
+            !tickets.due(start + period, period),
+            "made 5.7 s before, by the seconds word"
+        );
+        assert!(tickets.due(start + Duration::from_secs(15), period));
     }
 }

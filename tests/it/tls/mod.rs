@@ -2,6 +2,9 @@
 //! openssl tool (a CA, and leaf certificates it signs); curl and openssl s_client are the
 //! clients, as a user would run them.
 
+mod ocsp;
+mod tickets;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -108,6 +111,51 @@ impl Ca {
         );
         (cert, key)
     }
+
+    /// A DER OCSP response the CA signs for its certificate `NAME.pem`, saying good (or
+    /// revoked), valid for `days`; written to `out`, as a CA's responder answers a server
+    /// fetching its staple.
+    fn ocsp(&self, name: &str, revoked: bool, days: u32, out: &str) {
+        let cert = self.path(&format!("{name}.pem"));
+        let shown = run("openssl", &["x509", "-in", &cert, "-noout", "-serial"]);
+        let serial = String::from_utf8_lossy(&shown.stdout);
+        let serial = serial.trim().trim_start_matches("serial=");
+        // openssl's CA database: status, expiry, revocation date, serial, file, subject (the
+        // responder finds the line by serial).
+        let (status, revoked_on) = if revoked {
+            ("R", "260101000000Z")
+        } else {
+            ("V", "")
+        };
+        let index = self.path(&format!("{name}.index"));
+        let line = format!("{status}\t491231235959Z\t{revoked_on}\t{serial}\tunknown\t/CN={name}\n");
+        std::fs::write(&index, line).unwrap();
+        let (ca_cert, ca_key, days) = (self.path("ca.pem"), self.path("ca.key"), days.to_string());
+        let made = run(
+            "openssl",
+            &[
+                "ocsp",
+                "-index",
+                &index,
+                "-rsigner",
+                &ca_cert,
+                "-rkey",
+                &ca_key,
+                "-CA",
+                &ca_cert,
+                "-issuer",
+                &ca_cert,
+                "-cert",
+                &cert,
+                "-no_nonce",
+                "-ndays",
+                &days,
+                "-respout",
+                out,
+            ],
+        );
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    }
 }
 
 /// What most tests here start from: a test CA in a temporary directory, a certificate for
@@ -138,9 +186,14 @@ fn fixture(name: &str) -> Fixture {
 /// `shoal check` on a config (written in `site`) whose one server has `tls` with `cert` and
 /// `key`; its line 3 is the `tls` key.
 fn check_tls(site: &Site, cert: &str, key: &str) -> crate::harness::Exited {
+    check_tls_table(site, &format!("cert = \"{cert}\", key = \"{key}\""))
+}
+
+/// [`check_tls`] with `tls = { KEYS }`.
+fn check_tls_table(site: &Site, keys: &str) -> crate::harness::Exited {
     let path = site.base().join("shoal.toml");
     let text = format!(
-        "[[server]]\nlisten = [\"127.0.0.1:8443\"]\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
+        "[[server]]\nlisten = [\"127.0.0.1:8443\"]\ntls = {{ {keys} }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n"
     );
     std::fs::write(&path, text).unwrap();
     crate::harness::check_config(&path)
@@ -499,67 +552,21 @@ fn an_expired_certificate_is_refused_and_one_about_to_expire_warned_of() {
 /// `openssl s_client` to `addr` with one request on stdin, saving or reusing the session in
 /// `session`; what it printed.
 fn s_client(addr: SocketAddr, version: &str, session: &Path, save: bool) -> String {
-    let connect = format!("127.0.0.1:{}", addr.port());
     let file = session.display().to_string();
     let mode = if save { "-sess_out" } else { "-sess_in" };
-    let script = format!(
-        "printf 'GET /a.txt HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' | \\
-         openssl s_client -connect {connect} -servername localhost {version} {mode} {file} -ign_eof 2>&1"
-    );
-    String::from_utf8_lossy(&run("sh", &["-c", &script]).stdout).into_owned()
+    s_client_to(addr, "localhost", &[version, mode, &file])
 }
 
-#[test]
-fn sessions_resume_on_every_worker_and_after_a_reload() {
-    let Fixture {
-        dir,
-        ca: _ca,
-        site,
-        cert,
-        key,
-    } = fixture("localhost");
-    let server = format!("tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n");
-    let text = format!(
-        "access_log = \"off\"\n[[server]]\nlisten = [\"{{listen}}\"]\n  [[server.route]]\n  prefix = \"/\"\n  root = \"site\"\n\
-         [[server]]\nlisten = [\"{}\"]\n{server}",
-        free_addr()
+/// `openssl s_client` to `addr` for the SNI name (and Host) `name`, with `args`, sending one
+/// request for `/a.txt`; what it printed (stdout and stderr).
+fn s_client_to(addr: SocketAddr, name: &str, args: &[&str]) -> String {
+    let connect = format!("127.0.0.1:{}", addr.port());
+    let script = format!(
+        "printf 'GET /a.txt HTTP/1.1\\r\\nHost: {name}\\r\\nConnection: close\\r\\n\\r\\n' | \\
+         openssl s_client -connect {connect} -servername {name} {} -ign_eof 2>&1",
+        args.join(" ")
     );
-    let secure: SocketAddr = text
-        .split("listen = [\"")
-        .nth(2)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let server = Launch::config_file(&site, &text).workers(2).start();
-    server.wait_for_workers(2);
-    for version in ["-tls1_2", "-tls1_3"] {
-        let session = dir.path().join(format!("session{version}"));
-        let first = s_client(secure, version, &session, true);
-        assert!(
-            first.contains("alpha") && first.contains("New, TLSv1."),
-            "{version}: {first}"
-        );
-        // Each new connection lands on either worker: every one resumes.
-        for attempt in 0..6 {
-            let again = s_client(secure, version, &session, false);
-            assert!(
-                again.contains("Reused, TLSv1."),
-                "{version}, attempt {attempt}: {again}"
-            );
-        }
-    }
-    let workers = server.workers();
-    server.send_signal("HUP");
-    crate::harness::wait_until("reloaded workers", Duration::from_secs(10), || {
-        let now = server.workers();
-        (now.len() == 2 && now.iter().all(|w| !workers.contains(w))).then_some(())
-    });
-    let session = dir.path().join("session-tls1_2");
-    let after = s_client(secure, "-tls1_2", &session, false);
-    assert!(after.contains("Reused, TLSv1.2"), "after the reload: {after}");
+    String::from_utf8_lossy(&run("sh", &["-c", &script]).stdout).into_owned()
 }
 
 #[test]
