@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark shoal against nginx (with and without reuseport) and HAProxy, side by side on
-# loopback with the same worker count, in the seven scenarios of issue 5:
+# loopback with the same worker count, in the scenarios of issues 5, 15 and 19:
 #   s1  static 1 KiB over keep-alive: wrk --latency (req/s, p50, p99)
 #   s2  ab -n 30000 -c 50, without and with -k (req/s, failed requests)
 #   s3  a 64 MiB file over 4 keep-alive connections (GB/s; scripts/bench/bulk_get.py)
@@ -12,6 +12,13 @@
 #   s8  legacy shield: s4's proxies before an app with 4 sync workers while 200 slow clients
 #       pull big answers; wrk on small ones (req/s, p99; scripts/bench/shield.sh)
 #   s9  s4 at 64 and at 4,000 clients, shoal with max_conns = 64 (CPU µs/req, errors)
+#   s1-tls  s1 over HTTPS: shoal, nginx (listen ... ssl reuseport) and "haproxy-return"
+#           (HAProxy answering the same 1 KiB from memory: a reference, not a file server),
+#           one certificate for all (scripts/bench/https.sh, scripts/bench/tls_servers.sh)
+#   s2-tls  s1-tls with wrk -H "Connection: close": a TLS handshake per request (req/s, p99,
+#           CPU µs per request = per handshake), resumed as wrk does by itself and full (wrk
+#           with an LD_PRELOAD shim that drops its sessions; needs cc)
+#   s6-tls  s6 over HTTPS, 2,000 connections (idle_conns.py --tls)
 # Every scenario runs ROUNDS rounds, each target once per round, alternating targets; the
 # report gives medians and min–max, the ratios shoal/nginx (the faster nginx configuration
 # where both run) and shoal/HAProxy against the issue's targets, pass or fail. Around every
@@ -24,22 +31,26 @@
 #        SCENARIOS="s1 s4" DURATION=5 ROUNDS=1 scripts/bench.sh
 #
 # Environment (all optional):
-#   SCENARIOS="s1 s2 s3 s4 s5 s6 s7 s8 s9"  which scenarios (run in this order; "static" = s1, "proxy" = s4)
-#   DURATION=10        seconds per wrk / bulk_get run (s1, s3, s4)
+#   SCENARIOS="s1 s2 s3 s4 s5 s6 s7 s8 s9 s1-tls s2-tls s6-tls"  which scenarios (run in this
+#                      order; "static" = s1, "proxy" = s4, "tls" = s1-tls s2-tls s6-tls)
+#   DURATION=10        seconds per wrk / bulk_get run (s1, s3, s4, s8, s9, s1-tls, s2-tls)
 #   ROUNDS=3           rounds of s1-s6
 #   WORKERS=2          shoal workers, nginx worker_processes, HAProxy nbthread
-#   WRK_THREADS=1 WRK_CONNS=64        wrk -t / -c (s1, s4, s5)
+#   WRK_THREADS=1 WRK_CONNS=64        wrk -t / -c (s1, s4, s5, s8, s9, s1-tls, s2-tls)
 #   AB_REQUESTS=30000 AB_CONNS=50     ab -n / -c (s2)
 #   BIG_FILE_MIB=64    size of s3's file
 #   HUPS=18 S5_WARMUP=2 S5_INTERVAL=1 s5: reloads per run, seconds of load before the first,
 #                      seconds between reloads (a reload that takes longer delays the next)
 #   IDLE_CONNS=10000   s6's idle connections
+#   IDLE_CONNS_TLS=2000  s6-tls's idle connections (fewer: Python's TLS handshakes are slow)
+#   TLS_KEY=ec         the key of the run's certificate: ec (ECDSA P-256) or rsa (RSA 2048)
 #   STARTS=10          s7's starts per target
 #   S8_READERS=200 S8_BIG_MIB=8 S8_READ_KIBS=64   s8's slow clients, their answers' size and
 #                      the pace each reads at
 #   S9_CONNS=4000      s9's flood of clients
 #   SHOAL_PORT=18080 NGINX_PORT=18081 NGINX_RP_PORT=18082                (s1-s3, s5-s7)
 #   SHOAL_PROXY_PORT=18083 NGINX_PROXY_PORT=18084 HAPROXY_PORT=18085 UPSTREAM_PORT=18086  (s4)
+#   SHOAL_TLS_PORT=18087 NGINX_TLS_PORT=18088 HAPROXY_TLS_PORT=18089     (s1-tls, s2-tls, s6-tls)
 #   SKIP_SHOAL=1       leave shoal out (tests the harness on nginx/HAProxy alone)
 #   SKIP_BUILD=1       use the existing shoal binary without cargo build
 #   SHOAL_BIN=path     shoal binary to run (default: target/release/shoal)
@@ -50,11 +61,11 @@
 #   KEEP_TMP=1         keep the temp dir (configs, logs, raw tool output) and print it
 #
 # Needs root (or sudo) only to apt-get what is missing (nginx, wrk, curl, apache2-utils,
-# haproxy) and, for s6, to raise the open-files limit above its hard limit.
+# haproxy, openssl) and, for s6, to raise the open-files limit above its hard limit.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7 s8 s9}
+SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7 s8 s9 s1-tls s2-tls s6-tls}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 WORKERS=${WORKERS:-2}
@@ -67,6 +78,8 @@ HUPS=${HUPS:-18}
 S5_WARMUP=${S5_WARMUP:-2}
 S5_INTERVAL=${S5_INTERVAL:-1}
 IDLE_CONNS=${IDLE_CONNS:-10000}
+IDLE_CONNS_TLS=${IDLE_CONNS_TLS:-2000}
+TLS_KEY=${TLS_KEY:-ec}
 STARTS=${STARTS:-10}
 S8_READERS=${S8_READERS:-200}
 S8_BIG_MIB=${S8_BIG_MIB:-8}
@@ -79,6 +92,9 @@ SHOAL_PROXY_PORT=${SHOAL_PROXY_PORT:-18083}
 NGINX_PROXY_PORT=${NGINX_PROXY_PORT:-18084}
 HAPROXY_PORT=${HAPROXY_PORT:-18085}
 UPSTREAM_PORT=${UPSTREAM_PORT:-18086}
+SHOAL_TLS_PORT=${SHOAL_TLS_PORT:-18087}
+NGINX_TLS_PORT=${NGINX_TLS_PORT:-18088}
+HAPROXY_TLS_PORT=${HAPROXY_TLS_PORT:-18089}
 SKIP_SHOAL=${SKIP_SHOAL:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 SKIP_REUSEPORT=${SKIP_REUSEPORT:-0}
@@ -86,8 +102,10 @@ SHOAL_BIN=${SHOAL_BIN:-$REPO/target/release/shoal}
 WRITE_DOCS=${WRITE_DOCS:-0}
 RESULTS_DIR=${RESULTS_DIR:-}
 
-# Connections each static server must take per worker: S6's idle ones could all land on one.
-CONN_CAP=$((IDLE_CONNS + 1024 > 10240 ? IDLE_CONNS + 1024 : 10240))
+# Connections each static server must take per worker: S6's (or S6-tls's) idle ones could all
+# land on one.
+IDLE_MAX=$((IDLE_CONNS > IDLE_CONNS_TLS ? IDLE_CONNS : IDLE_CONNS_TLS))
+CONN_CAP=$((IDLE_MAX + 1024 > 10240 ? IDLE_MAX + 1024 : 10240))
 BIG_BYTES=$((BIG_FILE_MIB * 1024 * 1024))
 
 LOG_TAG=bench
@@ -109,28 +127,45 @@ source "$REPO/scripts/bench/idle.sh"
 source "$REPO/scripts/bench/startup.sh"
 # shellcheck source=scripts/bench/shield.sh
 source "$REPO/scripts/bench/shield.sh"
+# shellcheck source=scripts/bench/tls_servers.sh
+source "$REPO/scripts/bench/tls_servers.sh"
+# shellcheck source=scripts/bench/https.sh
+source "$REPO/scripts/bench/https.sh"
 
 TMP=""
-ALL_SCENARIOS="s1 s2 s3 s4 s5 s6 s7 s8 s9"
+ALL_SCENARIOS="s1 s2 s3 s4 s5 s6 s7 s8 s9 s1-tls s2-tls s6-tls"
 
 # True if scenario $1 is selected in SCENARIOS.
 selected() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
+# True if any HTTPS scenario is selected.
+tls_selected() { selected s1-tls || selected s2-tls || selected s6-tls; }
+
 check_settings() {
-    local word var
-    SCENARIOS=$(sed 's/\bstatic\b/s1/; s/\bproxy\b/s4/' <<< "$SCENARIOS")
+    local word var words=()
     for word in $SCENARIOS; do
-        [[ " $ALL_SCENARIOS " == *" $word "* ]] || die "unknown scenario '$word' in SCENARIOS ($ALL_SCENARIOS)"
+        case $word in
+            static) words+=(s1) ;;
+            proxy) words+=(s4) ;;
+            tls) words+=(s1-tls s2-tls s6-tls) ;;
+            *)
+                [[ " $ALL_SCENARIOS " == *" $word "* ]] || die "unknown scenario '$word' in SCENARIOS ($ALL_SCENARIOS)"
+                words+=("$word")
+                ;;
+        esac
     done
+    SCENARIOS=${words[*]}
     [[ -n ${SCENARIOS// /} ]] || die "SCENARIOS selects nothing ($ALL_SCENARIOS)"
     for var in DURATION ROUNDS WORKERS WRK_THREADS WRK_CONNS AB_REQUESTS AB_CONNS BIG_FILE_MIB HUPS \
-        S5_WARMUP S5_INTERVAL IDLE_CONNS STARTS S8_READERS S8_BIG_MIB S8_READ_KIBS S9_CONNS; do
+        S5_WARMUP S5_INTERVAL IDLE_CONNS IDLE_CONNS_TLS STARTS S8_READERS S8_BIG_MIB S8_READ_KIBS S9_CONNS; do
         [[ ${!var} =~ ^[1-9][0-9]{0,6}$ ]] || die "$var must be a positive integer, not '${!var}'"
     done
+    [[ $TLS_KEY == ec || $TLS_KEY == rsa ]] || die "TLS_KEY must be ec or rsa, not '$TLS_KEY'"
 }
 
 # Raise the open-files limit of this shell (and so of the servers and clients it starts) to
-# what s6 needs: IDLE_CONNS client sockets plus as many on the server side.
+# what s6 and s6-tls need: IDLE_CONNS (IDLE_CONNS_TLS) client sockets plus as many on the
+# server side.
 raise_nofile() {
     local need=$((CONN_CAP + 2048)) soft
     soft=$(ulimit -Sn)
@@ -140,6 +175,9 @@ raise_nofile() {
     if selected s6 && [[ $soft != unlimited ]] && ((soft < IDLE_CONNS + 1024)); then
         die "s6 needs an open-files limit of at least $((IDLE_CONNS + 1024)) (ulimit -n is $soft; run as root or lower IDLE_CONNS)"
     fi
+    if selected s6-tls && [[ $soft != unlimited ]] && ((soft < IDLE_CONNS_TLS + 1024)); then
+        die "s6-tls needs an open-files limit of at least $((IDLE_CONNS_TLS + 1024)) (ulimit -n is $soft; run as root or lower IDLE_CONNS_TLS)"
+    fi
 }
 
 make_big_file() {
@@ -148,7 +186,8 @@ make_big_file() {
 }
 
 # Rough seconds of the selected scenarios, without the build (from runs on the 2-core
-# development machine: ab without keep-alive about 10,000 req/s, S6 about 2,000 connections/s).
+# development machine: ab without keep-alive about 10,000 req/s, S6 about 2,000 connections/s,
+# S6-tls about 400).
 estimate_seconds() {
     local t=0 n=3
     [[ $SKIP_REUSEPORT == 1 ]] && n=2
@@ -161,6 +200,11 @@ estimate_seconds() {
     selected s7 && t=$((t + 2 * STARTS / 2 + 2))
     selected s8 && t=$((t + 3 * ROUNDS * (DURATION + 4) + 5))
     selected s9 && t=$((t + 6 * ROUNDS * (DURATION + 1) + 5))
+    n=3
+    [[ $SKIP_SHOAL == 1 ]] && n=2
+    selected s1-tls && t=$((t + n * ROUNDS * (DURATION + 1) + 5))
+    selected s2-tls && t=$((t + 2 * n * ROUNDS * (DURATION + 1) + 5))
+    selected s6-tls && t=$((t + n * ROUNDS * (IDLE_CONNS_TLS / 400 + 3)))
     echo "$t"
 }
 
@@ -170,8 +214,8 @@ exact_command() {
     local cmd="DURATION=$DURATION ROUNDS=$ROUNDS" spec var def
     [[ $SCENARIOS == "$ALL_SCENARIOS" ]] || cmd="SCENARIOS=\"$SCENARIOS\" $cmd"
     for spec in WORKERS=2 WRK_THREADS=1 WRK_CONNS=64 AB_REQUESTS=30000 AB_CONNS=50 BIG_FILE_MIB=64 HUPS=18 \
-        S5_WARMUP=2 S5_INTERVAL=1 IDLE_CONNS=10000 STARTS=10 S8_READERS=200 S8_BIG_MIB=8 S8_READ_KIBS=64 \
-        S9_CONNS=4000 SKIP_SHOAL=0 SKIP_REUSEPORT=0; do
+        S5_WARMUP=2 S5_INTERVAL=1 IDLE_CONNS=10000 IDLE_CONNS_TLS=2000 TLS_KEY=ec STARTS=10 S8_READERS=200 \
+        S8_BIG_MIB=8 S8_READ_KIBS=64 S9_CONNS=4000 SKIP_SHOAL=0 SKIP_REUSEPORT=0; do
         var=${spec%%=*} def=${spec#*=}
         [[ ${!var} == "$def" ]] || cmd+=" $var=${!var}"
     done
@@ -190,7 +234,7 @@ shoal_version() {
 
 # The description of the run at the top of the report.
 collect_facts() {
-    local cpu os mem nginx_v haproxy_v wrk_v ab_v
+    local cpu os mem nginx_v haproxy_v wrk_v ab_v openssl_v https=""
     cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
     os=$( (. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME") || true)
     mem=$(awk '/^MemTotal:/ { printf "%.0f GiB RAM", $2 / 1048576 }' /proc/meminfo)
@@ -198,16 +242,23 @@ collect_facts() {
     haproxy_v=$({ haproxy -v 2>&1 || true; } | awk 'NR == 1 { print "HAProxy", $3 }')
     wrk_v=$({ wrk -v 2>&1 || true; } | awk 'NR == 1 { print $1, $2 }')
     ab_v=$({ ab -V 2>&1 || true; } | awk 'NR == 1 { print "ab", $5 }')
+    openssl_v=$({ openssl version 2>&1 || true; } | awk 'NR == 1 { print $1, $2 }')
     fact date "$(date -u '+%Y-%m-%d %H:%M UTC')"
     fact command "$(exact_command)"
     fact machine "$(nproc) CPUs${cpu:+ ($cpu)}, $mem, kernel $(uname -r)${os:+, $os}"
     fact machine_short "$(nproc) CPUs, kernel $(uname -r)"
     fact load "$(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
-    fact software "$(shoal_version), ${nginx_v#nginx version: }, ${haproxy_v:-HAProxy}, ${wrk_v:-wrk}, ${ab_v:-ab}, $(python3 --version)"
+    fact software "$(shoal_version), ${nginx_v#nginx version: }, ${haproxy_v:-HAProxy}, ${wrk_v:-wrk}, ${ab_v:-ab}," \
+        "$(python3 --version), ${openssl_v:-OpenSSL} (nginx, HAProxy, wrk; shoal uses rustls)"
+    if tls_selected; then
+        https="; HTTPS (s1-tls, s2-tls, s6-tls): the static shoal and nginx (listen ... ssl reuseport, TLS 1.2"
+        https+=" and 1.3) with the same limits, and HAProxy answering the 1 KiB from memory (http-request return)"
+    fi
     fact servers "$WORKERS workers each (shoal workers, nginx worker_processes, HAProxy nbthread), access logs off;" \
         "static: shoal and nginx (sendfile on, tcp_nopush on; also with listen ... reuseport) allow $CONN_CAP" \
         "connections per worker, 100,000 requests per connection and 300 s of keep-alive idleness;" \
-        "s4: each proxy keeps up to 64 idle connections to one shared nginx upstream (1 worker)"
+        "s4: each proxy keeps up to 64 idle connections to one shared nginx upstream (1 worker)$https"
+    if tls_selected; then fact tls "$(tls_fact)"; fi
     fact method "rounds per scenario: $ROUNDS (s7: $STARTS starts per target), every target once per round," \
         "targets alternated within the round; medians (lower middle for an even count) and min–max over" \
         "the rounds; load generators and servers share the same CPUs, on 127.0.0.1;" \
@@ -234,7 +285,7 @@ main() {
     check_settings
     trap cleanup EXIT
     trap 'exit 130' INT TERM   # make Ctrl-C go through the EXIT trap
-    install_deps ab:apache2-utils haproxy python3 ss:iproute2
+    install_deps ab:apache2-utils haproxy python3 ss:iproute2 openssl
     CLK_TCK=$(getconf CLK_TCK)
     [[ $CLK_TCK =~ ^[1-9][0-9]*$ ]] || die "getconf CLK_TCK gave '$CLK_TCK'"
     [[ $SKIP_SHOAL == 1 || $SKIP_BUILD == 1 ]] || build_shoal
@@ -242,6 +293,7 @@ main() {
     raise_nofile
     make_site shoal-bench
     selected s3 && make_big_file
+    if tls_selected; then make_tls_files "$TMP/tls" "$TLS_KEY"; fi
     RESULTS=$TMP/results.tsv FACTS=$TMP/facts.tsv
     : > "$RESULTS"
     : > "$FACTS"
@@ -255,6 +307,7 @@ main() {
     if selected s7; then scenario_s7; fi
     if selected s8; then scenario_s8; fi
     if selected s9; then scenario_s9; fi
+    tls_scenarios
 
     write_report
     log "done in $((SECONDS - started)) s"

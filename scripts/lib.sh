@@ -217,9 +217,10 @@ check_port_free() {
 # Writes $1/nginx.conf: a standalone nginx with its own prefix dir $1 (nothing touches /var),
 # $4 workers (default 2), access log off, serving $TMP/site on 127.0.0.1:$2. $3 is extra
 # "listen" parameters (e.g. "reuseport"; may be empty). $5 is worker_connections (default
-# 10240; worker_rlimit_nofile is set 1024 above it), $6 keepalive_timeout (default 75s, nginx's).
+# 10240; worker_rlimit_nofile is set 1024 above it), $6 keepalive_timeout (default 75s, nginx's),
+# $7 more lines for the server block (e.g. the ssl_* directives of scripts/bench/tls_servers.sh).
 write_nginx_conf() {
-    local dir=$1 port=$2 listen_opts=${3:-} workers=${4:-2} conns=${5:-10240} idle=${6:-75s}
+    local dir=$1 port=$2 listen_opts=${3:-} workers=${4:-2} conns=${5:-10240} idle=${6:-75s} more=${7:-} nl=$'\n'
     mkdir -p "$dir"
     cat > "$dir/nginx.conf" <<EOF
 worker_processes $workers;
@@ -243,7 +244,7 @@ http {
     scgi_temp_path $dir/scgi;
     server {
         listen 127.0.0.1:$port${listen_opts:+ $listen_opts};
-        root $TMP/site;
+        root $TMP/site;${more:+$nl$more}
     }
 }
 EOF

@@ -51,19 +51,13 @@ start_both() {
 
 compare_run() { run_wrk "$SCENARIO" "$1" "$2"; }
 
-# The median of one metric of one target, from $RESULTS.
-median() {
-    awk -F'\t' -v s="$1" -v t="$2" -v m="$3" '$1 == s && $2 == t && $3 == m { print $5 }' "$RESULTS" |
-        sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
-}
-
 report() {
     local scen metric old new
     printf '| scenario | figure (median of %s rounds) | old | new | new ÷ old |\n|---|---|---:|---:|---:|\n' "$ROUNDS"
     for scen in $SCENARIOS; do
         for metric in cpu_us rps p99_ms; do
-            old=$(median "$scen" old "$metric")
-            new=$(median "$scen" new "$metric")
+            old=$(result_median "$scen" old "$metric")
+            new=$(result_median "$scen" new "$metric")
             printf '| %s | %s | %s | %s | %s |\n' "$scen" "$metric" "$old" "$new" \
                 "$(awk -v o="$old" -v n="$new" 'BEGIN { if (o > 0) printf "%.3f", n / o; else print "-" }')"
         done

@@ -13,6 +13,13 @@ record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$RESULTS"; }
 # fact KEY VALUE...: one line of the report's description of the run (the last one wins).
 fact() { local key=$1; shift; printf '%s\t%s\n' "$key" "$*" >> "$FACTS"; }
 
+# result_median SCENARIO TARGET METRIC: the median (the lower middle for an even count) of the
+# figures recorded so far, or nothing.
+result_median() {
+    awk -F'\t' -v s="$1" -v t="$2" -v m="$3" '$1 == s && $2 == t && $3 == m { print $5 }' "$RESULTS" |
+        sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
+}
+
 # for_rounds FUNC: FUNC TARGET ROUND for every round and target, alternating targets within a
 # round so that drift (thermal, noisy neighbours) hits every server alike.
 for_rounds() {
@@ -51,13 +58,29 @@ us_per() { awk -v t="$2" -v hz="$CLK_TCK" -v n="$1" 'BEGIN { printf "%.3f\n", t 
 # A *_argv function puts a command into the array named by its first argument; cmd_text shows
 # it as one line for the log and the report (the port may be the word PORT there).
 
-# cmd_text FUNC ARGS...: the command FUNC would build from ARGS, as text.
-cmd_text() { local -a words; "$1" words "${@:2}"; echo "${words[*]}"; }
+# cmd_text FUNC ARGS...: the command FUNC would build from ARGS, as text (a word with a space
+# in double quotes).
+cmd_text() {
+    local -a words shown=()
+    local word
+    "$1" words "${@:2}"
+    for word in "${words[@]}"; do
+        [[ $word != *" "* ]] || word="\"$word\""
+        shown+=("$word")
+    done
+    echo "${shown[*]}"
+}
 
-# wrk_argv ARRAY PORT: the wrk command of run_wrk, S1's load.
+# wrk_argv ARRAY PORT: the wrk command of run_wrk, S1's load. WRK_SCHEME=https makes it HTTPS
+# (S1-tls), WRK_CLOSE=1 adds "Connection: close": a new connection for every request (S2-tls),
+# WRK_PRELOAD=FILE runs wrk with LD_PRELOAD=FILE (through env).
 wrk_argv() {
     local -n _wrk=$1
-    _wrk=(wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/1k.bin")
+    _wrk=()
+    [[ -z ${WRK_PRELOAD:-} ]] || _wrk=(env "LD_PRELOAD=$WRK_PRELOAD")
+    _wrk+=(wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${DURATION}s" --latency)
+    [[ ${WRK_CLOSE:-0} != 1 ]] || _wrk+=(-H "Connection: close")
+    _wrk+=("${WRK_SCHEME:-http}://127.0.0.1:$2/1k.bin")
 }
 
 # ab_argv ARRAY KEEPALIVE PORT: the ab command of run_ab (KEEPALIVE empty or "k"). -r: a

@@ -12,7 +12,8 @@ with --readme, the part between `<!-- bench-summary:begin -->` and `<!-- bench-s
 by the summary table; with --svg, a bar chart of the ratios is written there.
 
 Medians are the middle value of the sorted rounds (the lower middle for an even count).
-Python standard library only.
+Results of older runs (without the HTTPS scenarios) or of some scenarios only are fine: what
+was not run shows as "not run" or is left out. Python standard library only.
 """
 
 import argparse
@@ -22,6 +23,18 @@ import sys
 
 STATIC = ["shoal", "nginx", "nginx-reuseport"]
 NGINXES = ["nginx", "nginx-reuseport"]
+# The HTTPS targets: nginx-tls listens with "ssl reuseport"; haproxy-return answers the 1 KiB
+# from memory (HAProxy serves no files), a reference without a target.
+TLS = ["shoal-tls", "nginx-tls", "haproxy-return"]
+TLS_WRK = [
+    ("rps", "req/s", "int", "median"), ("p50_ms", "p50 ms", "2f", "median"),
+    ("p99_ms", "p99 ms", "2f", "median"), ("errors", "errors", "int", "sum"),
+    ("cpu_us", "CPU µs/req", "1f", "median")]
+TLS_HANDSHAKES = TLS_WRK + [("handshakes_per_cpu_s", "handshakes per CPU-second", "int", "median")]
+IDLE = [
+    ("kib_per_conn_pss", "KiB/conn (Pss)", "2f", "median"), ("kib_per_conn_rss", "KiB/conn (Rss)", "2f", "median"),
+    ("kib_per_conn_dirty", "KiB/conn (private dirty)", "2f", "median"),
+    ("established", "established at measurement", "int", "median")]
 
 # scenario -> (title, targets in report order, detail columns: (metric, header, format, how))
 # how: "median" (with min–max for the first column), "sum" (over rounds) or "max".
@@ -47,10 +60,7 @@ SCENARIOS = {
     "s5": ("S5: S1's load during HUP reloads", STATIC, [
         ("errors", "errors per run", "int", "median"), ("reloads", "reloads settled per run", "int", "median"),
         ("closes", "closes with a request outstanding", "int", "median"), ("rps", "req/s", "int", "median")]),
-    "s6": ("S6: memory per idle keep-alive connection", STATIC, [
-        ("kib_per_conn_pss", "KiB/conn (Pss)", "2f", "median"), ("kib_per_conn_rss", "KiB/conn (Rss)", "2f", "median"),
-        ("kib_per_conn_dirty", "KiB/conn (private dirty)", "2f", "median"),
-        ("established", "established at measurement", "int", "median")]),
+    "s6": ("S6: memory per idle keep-alive connection", STATIC, IDLE),
     "s7": ("S7: start-up, exec to the first 200", ["shoal", "nginx"], [
         ("ms", "ms", "1f", "median")]),
     "s8": ("S8: legacy shield, small requests to a 4-worker sync app while slow clients pull big answers",
@@ -64,6 +74,15 @@ SCENARIOS = {
     "s9-high": ("S9: reverse proxy at 4,000 clients (shoal with max_conns = 64)", ["shoal-capped", "nginx-proxy", "haproxy"], [
         ("rps", "req/s", "int", "median"), ("p99_ms", "p99 ms", "2f", "median"),
         ("errors", "errors", "int", "sum"), ("cpu_us", "CPU µs/req", "1f", "median")]),
+    "s1-tls": ("S1-tls: static 1 KiB, keep-alive HTTPS", TLS, TLS_WRK),
+    "s2-tls-full": ("S2-tls: a new TLS connection per request, full handshakes", TLS, TLS_HANDSHAKES),
+    "s2-tls-resumed": ("S2-tls: a new TLS connection per request, sessions resumed", TLS, TLS_HANDSHAKES),
+    "s6-tls": ("S6-tls: memory per idle keep-alive HTTPS connection", TLS, IDLE),
+}
+
+# metric -> (the metric it is computed from, round by round, and how), for the scenarios given.
+DERIVED = {
+    "handshakes_per_cpu_s": ("cpu_us", lambda us: 1e6 / us if us else None, ("s2-tls-full", "s2-tls-resumed")),
 }
 
 
@@ -88,6 +107,11 @@ class Data:
                 parts = line.rstrip("\n").split("\t")
                 if len(parts) == 5 and parts[4] != "":
                     self.values[(parts[0], parts[1], parts[2])].append(float(parts[4]))
+        for metric, (source, func, scens) in DERIVED.items():
+            for (scen, target, m), vals in list(self.values.items()):
+                if m == source and scen in scens:
+                    derived = [func(v) for v in vals]
+                    self.values[(scen, target, metric)] = [v for v in derived if v is not None]
         self.facts = {}
         with open(facts_path) as f:
             for line in f:
@@ -240,6 +264,37 @@ def absolute_row(d, label, figure, scen, metric, kind, limit, unit):
     return Row(label, figure, kind, static_values(d, scen, metric), [(f"vs {ref}", r)] if ref else [], text, ok, bars)
 
 
+def tls_values(d, scen, metric):
+    return {"shoal": d.get(scen, "shoal-tls", metric), "nginx-reuseport": d.get(scen, "nginx-tls", metric),
+            "HAProxy": d.get(scen, "haproxy-return", metric)}
+
+
+def tls_row(d, label, figure, short, scen, metric, kind, target, goal):
+    """shoal-tls ÷ nginx-tls, against target (≤; None: no target), and shoal-tls ÷ haproxy-return
+    beside it as information."""
+    values = tls_values(d, scen, metric)
+    r = ratio(values["shoal"], values["nginx-reuseport"])
+    rh = ratio(values["shoal"], values["HAProxy"])
+    ok = meets(r, target, False) if target is not None else None
+    aim = f"≤ {target:g}" if target is not None else "no target"
+    comps = [("vs nginx-tls", r), ("vs haproxy-return (no target)", rh)]
+    bars = [(f"{label} {short} vs nginx ({aim})", r, target, False, ok),
+            (f"{label} {short} vs haproxy-return (no target)", rh, None, False, None)]
+    return Row(label, figure, kind, values, comps, goal, ok, bars)
+
+
+def tls_rows(d):
+    return [
+        tls_row(d, "S1-tls", "CPU µs/req", "CPU/req", "s1-tls", "cpu_us", "1f", 0.75, "≤ 0.75 × nginx's"),
+        tls_row(d, "S2-tls full", "CPU µs per full handshake", "CPU/handshake", "s2-tls-full", "cpu_us", "1f", 1.0,
+                "≤ 1.0 × nginx's (handshakes per CPU-second ≥ nginx's)"),
+        tls_row(d, "S2-tls resumed", "CPU µs per resumed handshake", "CPU/handshake", "s2-tls-resumed", "cpu_us",
+                "1f", 1.0, "≤ 1.0 × nginx's (handshakes per CPU-second ≥ nginx's)"),
+        tls_row(d, "S6-tls idle memory", "KiB per idle HTTPS connection (Pss)", "KiB/conn", "s6-tls",
+                "kib_per_conn_pss", "2f", None, None),
+    ]
+
+
 def summary_rows(d):
     hups = int(d.facts.get("hups", "18"))
     return [
@@ -254,6 +309,7 @@ def summary_rows(d):
         absolute_row(d, "S7 start-up", "ms from exec to the first 200", "s7", "ms", "1f", 50, "ms"),
         *s8_rows(d),
         s9_row(d),
+        *tls_rows(d),
     ]
 
 
@@ -264,6 +320,13 @@ def verdict_text(v):
     return "not run" if v is None else ("pass" if v else "**FAIL**")
 
 
+def row_result(row):
+    """The result column: the verdict, or for a row without a target "—" (or "not run")."""
+    if row.target is not None:
+        return verdict_text(row.verdict)
+    return "not run" if all(v is None for v in row.values.values()) else "—"
+
+
 def summary_table(rows):
     out = ["| scenario | figure (median) | shoal | nginx | nginx-reuseport | HAProxy | shoal ÷ other | target | result |",
            "|---|---|---:|---:|---:|---:|---|---|---|"]
@@ -271,7 +334,7 @@ def summary_table(rows):
         cells = [fmt(row.values.get(c), row.kind) for c in ("shoal", "nginx", "nginx-reuseport", "HAProxy")]
         comps = ", ".join(f"{'—' if r is None else f'{r:.2f}'} {label}" for label, r in row.comparisons) or "—"
         out.append(f"| {row.scenario} | {row.figure} | " + " | ".join(cells) +
-                   f" | {comps} | {row.target} | {verdict_text(row.verdict)} |")
+                   f" | {comps} | {row.target or 'none'} | {row_result(row)} |")
     return out
 
 
@@ -308,6 +371,7 @@ def report(d, svg_name):
         f"- software: {f.get('software', '?')}",
         f"- servers: {f.get('servers', '?')}",
         f"- method: {f.get('method', '?')}",
+        *([f"- TLS: {f['tls']}"] if "tls" in f else []),
         "",
         "### Against the targets",
         "",
@@ -317,6 +381,9 @@ def report(d, svg_name):
         "scenarios the other is the faster nginx configuration (with or without `reuseport`) in that",
         "scenario, for S1's p99 the configuration that was faster in S1's req/s, for S6 the nginx",
         "configuration that used less memory. Lower is better for p99, memory and start-up.",
+        "In the HTTPS rows (S1-tls, S2-tls, S6-tls) the other is nginx-tls (`listen ... ssl",
+        "reuseport`, in the nginx-reuseport column); the HAProxy column is haproxy-return, which",
+        "answers the 1 KiB from memory instead of serving a file, so the ratio to it has no target.",
         "",
         f"![shoal ÷ nginx and HAProxy, medians of this run]({svg_name})",
         "",
@@ -357,7 +424,7 @@ GREEN, RED, GREY = "#2e7d32", "#c62828", "#9e9e9e"
 def chart(d):
     rows = summary_rows(d)
     bars = [b for row in rows for b in row.bars]
-    label_w, plot_w, row_h, top = 390, 360, 26, 86
+    label_w, plot_w, row_h, top = 390, 360, 26, 100
     ratios = [b[1] for b in bars if b[1] is not None] + [b[2] for b in bars if b[2] is not None]
     x_max = max(2.0, min(5.0, (int(max(ratios, default=1.0) * 1.15 * 2) + 1) / 2))
     width = label_w + plot_w + 90
@@ -375,8 +442,9 @@ def chart(d):
         '<text x="10" y="20" font-size="15" font-weight="bold">shoal ÷ nginx / HAProxy, medians</text>',
         f'<text x="10" y="38" fill="#444">run of {esc(d.facts.get("date", "?"))}; '
         f'{esc(d.facts.get("machine_short", ""))}</text>',
-        '<text x="10" y="54" fill="#444">bar: the ratio (green: target met, red: missed); black tick: the target '
-        '(throughput: at least; p99, memory, start-up: at most)</text>',
+        '<text x="10" y="54" fill="#444">bar: the ratio (green: target met, red: missed, grey: no target)</text>',
+        '<text x="10" y="70" fill="#444">black tick: the target (throughput: at least; p99, memory, start-up, '
+        'CPU: at most)</text>',
     ]
     tick = 0.0
     while tick <= x_max + 1e-9:

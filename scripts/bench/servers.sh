@@ -4,6 +4,7 @@
 
 declare -A PID=()    # target name (or "upstream", "wrk", "client") -> PID of a process we started
 declare -A PORT=()   # target name (or "upstream") -> port
+declare -A SCHEME=() # target name -> "https" for the TLS targets (scripts/bench/tls_servers.sh)
 TARGETS=()           # the targets of the scenario being run, in start order
 
 # shellcheck disable=SC2317  # called by the EXIT trap
@@ -50,11 +51,13 @@ show_logs() { show_log "$TMP/$1.out"; show_log "$TMP/$1/error.log"; }
 # and 300 s of keep-alive idleness, so that S6's idle connections stay open and no scenario
 # reconnects because of a per-connection limit (nginx: the same in write_nginx_conf's args).
 
-# write_shoal_conf FILE PORT MODE [UPSTREAM_LINES]: MODE static serves $TMP/site, proxy
+# write_shoal_conf FILE PORT MODE [UPSTREAM_LINES]: MODE static serves $TMP/site, tls the same
+# over HTTPS with the run's certificate (make_tls_files in scripts/bench/tls_servers.sh), proxy
 # forwards to the upstream, keeping up to 64 idle connections to it unless UPSTREAM_LINES
 # (lines of the [upstream.app] table) say otherwise.
 write_shoal_conf() {
-    local conf=$1 port=$2 mode=$3 upstream_lines=${4-keepalive = 64}
+    local conf=$1 port=$2 mode=$3 upstream_lines=${4-keepalive = 64} tls=""
+    [[ $mode != tls ]] || tls=$'\n'"tls = { cert = \"$TLS_DIR/cert.pem\", key = \"$TLS_DIR/key.pem\" }"
     cat > "$conf" <<EOF
 workers = $WORKERS
 access_log = "off"
@@ -63,11 +66,11 @@ max_connections = $CONN_CAP
 keepalive_timeout = "300s"
 max_requests_per_connection = 100000
 [[server]]
-listen = ["127.0.0.1:$port"]
+listen = ["127.0.0.1:$port"]$tls
   [[server.route]]
   prefix = "/"
 EOF
-    if [[ $mode == static ]]; then
+    if [[ $mode == static || $mode == tls ]]; then
         echo "  root = \"$TMP/site\"" >> "$conf"
     else
         cat >> "$conf" <<EOF
@@ -85,16 +88,16 @@ EOF
     fi
 }
 
-# write_static_nginx_conf NAME PORT [LISTEN_OPTS]: the nginx twin of write_shoal_conf static,
-# in $TMP/NAME/nginx.conf.
+# write_static_nginx_conf NAME PORT [LISTEN_OPTS [SERVER_LINES]]: the nginx twin of
+# write_shoal_conf static, in $TMP/NAME/nginx.conf; SERVER_LINES go into its server block.
 write_static_nginx_conf() {
-    write_nginx_conf "$TMP/$1" "$2" "${3:-}" "$WORKERS" "$CONN_CAP" 300s
+    write_nginx_conf "$TMP/$1" "$2" "${3:-}" "$WORKERS" "$CONN_CAP" 300s "${4:-}"
 }
 
 # --- starting ---------------------------------------------------------------
 
-# shoal as target $1 on port $2: $3 = static (serves $TMP/site) or proxy (to the upstream,
-# with the [upstream.app] lines $4 if given).
+# shoal as target $1 on port $2: $3 = static (serves $TMP/site), tls (the same over HTTPS) or
+# proxy (to the upstream, with the [upstream.app] lines $4 if given).
 start_shoal() {
     local name=$1 port=$2 mode=$3
     check_port_free "$port"
@@ -104,15 +107,15 @@ start_shoal() {
 }
 
 # One standalone nginx serving $TMP/site (see write_nginx_conf in lib.sh). $3 is extra
-# "listen" parameters (e.g. "reuseport"). Not a target when $1 is "upstream", which has one
-# worker and the default connection limits.
+# "listen" parameters (e.g. "reuseport"), $4 extra lines for the server block. Not a target
+# when $1 is "upstream", which has one worker and the default connection limits.
 start_nginx() {
-    local name=$1 port=$2 listen_opts=${3:-}
+    local name=$1 port=$2 listen_opts=${3:-} server_lines=${4:-}
     check_port_free "$port"
     if [[ $name == upstream ]]; then
         write_nginx_conf "$TMP/$name" "$port" "" 1
     else
-        write_static_nginx_conf "$name" "$port" "$listen_opts"
+        write_static_nginx_conf "$name" "$port" "$listen_opts" "$server_lines"
         TARGETS+=("$name")
     fi
     nginx_args "$TMP/$name"
@@ -251,15 +254,16 @@ static_target_names() {
 
 # --- checks -----------------------------------------------------------------
 
-# Poll until GET /1k.bin answers 200; give up after 10 s or if the server died.
+# Poll until GET /1k.bin answers 200; give up after 10 s or if the server died. HTTPS for the
+# targets whose SCHEME is https, without verifying the (self-signed) certificate.
 wait_ready() {
-    local name=$1 url="http://127.0.0.1:${PORT[$1]}/1k.bin" code deadline=$((SECONDS + 10))
+    local name=$1 url="${SCHEME[$1]:-http}://127.0.0.1:${PORT[$1]}/1k.bin" code deadline=$((SECONDS + 10))
     while ((SECONDS < deadline)); do
         if ! pid_alive "${PID[$name]}"; then
             show_logs "$name"
             die "$name exited during startup"
         fi
-        code=$(curl -s -o /dev/null --max-time 1 -w '%{http_code}' "$url" || true)
+        code=$(curl -sk -o /dev/null --max-time 1 -w '%{http_code}' "$url" || true)
         [[ $code == 200 ]] && { log "$name ready on $url"; return 0; }
         sleep 0.1
     done
@@ -268,11 +272,12 @@ wait_ready() {
 }
 
 # check_body NAME [FILE]: the target must hand back $TMP/site/FILE (default 1k.bin) byte for
-# byte, twice over one connection (proxies: the upstream's copy of it).
+# byte, twice over one connection (proxies: the upstream's copy of it; haproxy-return: its
+# copy in memory).
 check_body() {
     local name=$1 file=${2:-1k.bin} url got=$TMP/body-$1
-    url="http://127.0.0.1:${PORT[$1]}/$file"
-    curl -s --max-time 10 -o "$got.1" "$url" -o "$got.2" "$url" || true
+    url="${SCHEME[$1]:-http}://127.0.0.1:${PORT[$1]}/$file"
+    curl -sk --max-time 10 -o "$got.1" "$url" -o "$got.2" "$url" || true
     if ! cmp -s "$got.1" "$TMP/site/$file" || ! cmp -s "$got.2" "$TMP/site/$file"; then
         show_logs "$name"
         die "$name did not return $file byte for byte"
