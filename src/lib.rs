@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod cache;
 pub mod channel;
 pub mod config;
 pub mod control;
