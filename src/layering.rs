@@ -17,13 +17,16 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["http", "shared"]),
     ("channel", &["stats"]),
     ("files", &["config", "http", "io", "sys"]),
+    ("cache", &["config", "http", "io"]),
     (
         "proxy",
         &["channel", "config", "http", "io", "shared", "stats", "sys"],
     ),
     (
         "pipeline",
-        &["config", "files", "http", "io", "proxy", "shared", "stats"],
+        &[
+            "cache", "config", "files", "http", "io", "proxy", "shared", "stats",
+        ],
     ),
     (
         "worker",
@@ -34,6 +37,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "master",
         &[
+            "cache",
             "channel",
             "config",
             "control",

@@ -262,37 +262,15 @@ mod tests {
         }
     }
 
-    fn dir() -> tempfile_dir::Dir {
-        tempfile_dir::Dir::new("entry")
-    }
-
-    /// A directory removed on drop (the crate's tests make their own, without a dependency).
-    mod tempfile_dir {
-        pub struct Dir(pub std::path::PathBuf);
-
-        impl Dir {
-            pub fn new(name: &str) -> Dir {
-                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let path =
-                    std::env::temp_dir().join(format!("shoal-cache-{name}-{}-{n}", std::process::id()));
-                std::fs::create_dir_all(&path).expect("a test directory");
-                Dir(path)
-            }
-        }
-
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
+    fn dir() -> tempfile::TempDir {
+        tempfile::tempdir().expect("a test directory")
     }
 
     #[test]
     fn a_committed_entry_opens_with_its_metadata_and_body() {
         let dir = dir();
-        let path = dir.0.join("entry");
-        let mut writer = Writer::create(&dir.0, &meta(), 1 << 20).expect("a writer");
+        let path = dir.path().join("entry");
+        let mut writer = Writer::create(dir.path(), &meta(), 1 << 20).expect("a writer");
         writer.write(b"hello, ").expect("written");
         writer.write(b"world").expect("written");
         assert_eq!(
@@ -309,7 +287,7 @@ mod tests {
             .read_exact_at(&mut body, entry.body_offset)
             .expect("the body");
         assert_eq!(body, b"hello, world");
-        let names: Vec<_> = std::fs::read_dir(&dir.0)
+        let names: Vec<_> = std::fs::read_dir(dir.path())
             .expect("listed")
             .map(|e| e.expect("an entry").file_name())
             .collect();
@@ -319,15 +297,15 @@ mod tests {
     #[test]
     fn a_dropped_writer_leaves_nothing_and_a_commit_replaces_whole() {
         let dir = dir();
-        let path = dir.0.join("entry");
-        let mut first = Writer::create(&dir.0, &meta(), 1 << 20).expect("a writer");
+        let path = dir.path().join("entry");
+        let mut first = Writer::create(dir.path(), &meta(), 1 << 20).expect("a writer");
         first.write(b"old").expect("written");
         first.commit(&path).expect("committed");
         let reader = Entry::open(&path).expect("opened").expect("the old entry");
-        let mut abandoned = Writer::create(&dir.0, &meta(), 1 << 20).expect("a writer");
+        let mut abandoned = Writer::create(dir.path(), &meta(), 1 << 20).expect("a writer");
         abandoned.write(b"half").expect("written");
         drop(abandoned);
-        let mut second = Writer::create(&dir.0, &meta(), 1 << 20).expect("a writer");
+        let mut second = Writer::create(dir.path(), &meta(), 1 << 20).expect("a writer");
         second.write(b"new body").expect("written");
         second.commit(&path).expect("committed");
         assert_eq!(
@@ -343,17 +321,17 @@ mod tests {
             .read_exact_at(&mut old, reader.body_offset)
             .expect("the old body");
         assert_eq!(&old, b"old", "a reader of the old entry reads it whole");
-        assert_eq!(std::fs::read_dir(&dir.0).expect("listed").count(), 1);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("listed").count(), 1);
     }
 
     #[test]
     fn what_is_not_a_whole_entry_is_none() {
         let dir = dir();
-        let path = dir.0.join("entry");
+        let path = dir.path().join("entry");
         assert!(Entry::open(&path).expect("no error").is_none(), "missing");
         std::fs::write(&path, b"garbage").expect("written");
         assert!(Entry::open(&path).expect("no error").is_none(), "not an entry");
-        let mut writer = Writer::create(&dir.0, &meta(), 1 << 20).expect("a writer");
+        let mut writer = Writer::create(dir.path(), &meta(), 1 << 20).expect("a writer");
         writer.write(b"0123456789").expect("written");
         writer.commit(&path).expect("committed");
         let file = OpenOptions::new().write(true).open(&path).expect("opened");
@@ -370,7 +348,7 @@ mod tests {
     #[test]
     fn the_body_stops_at_the_entry_size() {
         let dir = dir();
-        let mut writer = Writer::create(&dir.0, &meta(), 10).expect("a writer");
+        let mut writer = Writer::create(dir.path(), &meta(), 10).expect("a writer");
         writer.write(b"0123456789").expect("up to the limit");
         let over = writer.write(b"x").expect_err("over the limit");
         assert_eq!(over.kind(), ErrorKind::FileTooLarge);

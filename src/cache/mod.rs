@@ -1,10 +1,173 @@
 //! The response cache one shoal instance shares across its workers (issue 16): upstream
 //! responses of routes with `cache = true`, stored as files under `[cache] path` and served
-//! from them with sendfile.
+//! from them with sendfile. Workers share it through the filesystem: an entry one worker
+//! stores, every worker answers from.
 //!
 //! - `policy.rs`: RFC 9111 for a shared cache: what is stored, how it ages, when stale may
 //!   serve.
 //! - `entry.rs`: one stored response on disk, written whole or not at all.
+//! - `store.rs`: the directory, and which file holds which key.
+//! - `fill.rs`: storing an upstream's answer while it goes to the client.
+//! - `serve.rs`: answering from an entry.
 
 pub mod entry;
+mod fill;
 pub mod policy;
+mod serve;
+pub mod store;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::{CacheStore, RouteCache};
+use crate::http::request::{Method, RequestHead};
+use entry::Entry;
+pub use fill::{Fill, Tee};
+use policy::{Directives, RequestFacts, Rules, Usable};
+pub use serve::answer;
+use store::Store;
+
+/// The largest body one entry holds; a longer response goes to its client unstored.
+const MAX_ENTRY_BYTES: u64 = 1 << 30;
+
+/// A worker's way into the cache.
+#[derive(Debug)]
+pub struct Cache {
+    store: Store,
+    max_entry_bytes: u64,
+}
+
+/// What the cache makes of a request on a caching route.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A fresh entry answers it.
+    Hit(Box<Entry>),
+    /// The upstream answers, and its answer may be stored.
+    Forward(Box<Fill>),
+}
+
+/// Why a request went upstream, as Cache-Status's `fwd` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarded {
+    /// No entry.
+    Miss,
+    /// An entry for another variant of the `Vary` headers.
+    VaryMiss,
+    /// The entry is stale.
+    Stale,
+    /// A HEAD with no entry: it goes upstream as a HEAD, and is not stored.
+    Method,
+}
+
+impl Forwarded {
+    fn as_str(self) -> &'static str {
+        match self {
+            Forwarded::Miss | Forwarded::Method => "miss",
+            Forwarded::VaryMiss => "vary-miss",
+            Forwarded::Stale => "stale",
+        }
+    }
+}
+
+impl Cache {
+    pub fn new(config: &CacheStore) -> Cache {
+        Cache {
+            store: Store::new(&config.path),
+            max_entry_bytes: MAX_ENTRY_BYTES.min(config.max_size_bytes),
+        }
+    }
+
+    /// Looks up the GET or HEAD request `head` (its bytes in `buf`), on a route caching as
+    /// `route` says; `secure` and `host` complete its key.
+    pub fn lookup(
+        &self,
+        route: &RouteCache,
+        head: &RequestHead,
+        buf: &[u8],
+        secure: bool,
+        host: Option<&[u8]>,
+    ) -> Lookup {
+        let key = key(secure, host, head.target.of(buf));
+        let path = self.store.path_of(&key);
+        let forwarded = match Entry::open(&path) {
+            Ok(Some(entry)) if entry.meta.key != key => Forwarded::Miss,
+            Ok(Some(entry)) if !vary_matches(&entry, head, buf) => Forwarded::VaryMiss,
+            Ok(Some(entry)) => match entry.meta.freshness.usable(unix_now()) {
+                Usable::Fresh => return Lookup::Hit(Box::new(entry)),
+                Usable::WhileRevalidating | Usable::Stale => Forwarded::Stale,
+            },
+            Ok(None) if head.method == Method::Head => Forwarded::Method,
+            Ok(None) => Forwarded::Miss,
+            Err(e) => {
+                log::debug!("cannot read the cache entry {}: {e}", path.display());
+                Forwarded::Miss
+            }
+        };
+        let mut directives = Directives::default();
+        head.fields_named(buf, "cache-control")
+            .for_each(|value| directives.add(value));
+        let request = RequestFacts {
+            get: head.method == Method::Get,
+            authorization: head.field(buf, "authorization").is_some(),
+            directives,
+        };
+        let rules = Rules {
+            ttl: route.ttl.map(|ttl| ttl.as_secs()),
+            stale_while_revalidate: route.stale_while_revalidate.as_secs(),
+            stale_if_error: route.stale_if_error.as_secs(),
+        };
+        let fill = Fill::new(
+            key,
+            path,
+            request,
+            rules,
+            forwarded,
+            head,
+            buf,
+            self.max_entry_bytes,
+        );
+        Lookup::Forward(Box::new(fill))
+    }
+}
+
+/// The cache key: scheme, host (lower case, as the client sent it) and target (path and
+/// query as received).
+fn key(secure: bool, host: Option<&[u8]>, target: &[u8]) -> Vec<u8> {
+    let scheme: &[u8] = if secure { b"https://" } else { b"http://" };
+    let host = host.unwrap_or_default();
+    let mut key = Vec::with_capacity(scheme.len() + host.len() + target.len());
+    key.extend_from_slice(scheme);
+    key.extend(host.iter().map(u8::to_ascii_lowercase));
+    key.extend_from_slice(target);
+    key
+}
+
+/// The request's value of the header `name`: its lines joined by ", " (empty if absent).
+fn request_value(head: &RequestHead, buf: &[u8], name: &[u8]) -> Vec<u8> {
+    let name = std::str::from_utf8(name).unwrap_or_default();
+    let mut value = Vec::new();
+    for (i, line) in head.fields_named(buf, name).enumerate() {
+        if i > 0 {
+            value.extend_from_slice(b", ");
+        }
+        value.extend_from_slice(line.trim_ascii());
+    }
+    value
+}
+
+/// The request sends the values the entry was stored for, for every header its `Vary` names.
+fn vary_matches(entry: &Entry, head: &RequestHead, buf: &[u8]) -> bool {
+    (entry.meta.vary.iter()).all(|(name, value)| request_value(head, buf, name) == *value)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+/// An HTTP date as Unix seconds.
+fn http_date(value: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(value.trim_ascii()).ok()?;
+    let time = httpdate::parse_http_date(text).ok()?;
+    Some(time.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs()))
+}

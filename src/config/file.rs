@@ -20,9 +20,10 @@ use super::run_as::{self, RunAs};
 use super::tls::Identity;
 use super::units::{Size, Span};
 use super::{
-    default_workers, AccessLog, Address, Balance, Buffering, Config, Dotfiles, ErrorPages, FileOptions,
-    HashKey, HeaderRules, HealthCheck, Limits, LogFormat, Matching, Route, Serve, Server, ServerName,
-    Supervisor, UnixAccess, Upstream, UpstreamServer, DEFAULT_TICKET_ROTATION, MAX_HEADERS_CEILING,
+    default_workers, AccessLog, Address, Balance, Buffering, CacheStore, Config, Dotfiles, ErrorPages,
+    FileOptions, HashKey, HeaderRules, HealthCheck, Limits, LogFormat, Matching, Route, RouteCache, Serve,
+    Server, ServerName, Supervisor, UnixAccess, Upstream, UpstreamServer, DEFAULT_CACHE_MAX_SIZE,
+    DEFAULT_TICKET_ROTATION, MAX_HEADERS_CEILING,
 };
 use crate::http::request::is_token_byte;
 use crate::http::respond::ErrorPage;
@@ -103,6 +104,14 @@ struct RawConfig {
     buffering: RawBuffering,
     trusted_proxies: Option<Vec<Spanned<String>>>,
     tls_ticket_rotation: Option<Spanned<Span>>,
+    cache: Option<Spanned<RawCache>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    path: Option<Spanned<String>>,
+    max_size: Option<Spanned<Size>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -257,6 +266,10 @@ struct RawRoute {
     response_headers: Option<Spanned<RawHeaderRules>>,
     error_pages: Option<RawErrorPages>,
     intercept_errors: Option<Spanned<bool>>,
+    cache: Option<Spanned<bool>>,
+    cache_ttl: Option<Spanned<Span>>,
+    stale_while_revalidate: Option<Spanned<Span>>,
+    stale_if_error: Option<Spanned<Span>>,
     index: Option<Vec<Spanned<String>>>,
     cache_control: Option<String>,
     dotfiles: Option<Dotfiles>,
@@ -453,6 +466,24 @@ impl Builder<'_> {
             Some(span) => self.ticket_rotation(span)?,
             None => DEFAULT_TICKET_ROTATION,
         };
+        let cache = raw
+            .cache
+            .as_ref()
+            .map(|cache| self.cache_store(cache))
+            .transpose()?;
+        if cache.is_none() {
+            let caching = raw
+                .server
+                .iter()
+                .flat_map(|s| &s.get_ref().route)
+                .find_map(|r| r.get_ref().cache.as_ref());
+            if let Some(on) = caching.filter(|on| *on.get_ref()) {
+                return self.fail(
+                    on.span(),
+                    "cache = true needs a `[cache]` section with its `path`",
+                );
+            }
+        }
         Ok(Config {
             workers,
             pid_file: raw.pid_file.map(|p| self.base.join(p)),
@@ -467,6 +498,41 @@ impl Builder<'_> {
             buffering,
             trusted_proxies,
             tls_ticket_rotation,
+            cache,
+        })
+    }
+
+    /// `[cache]`: `path` is required; the master makes the directory if it is not there, so
+    /// only its parent must exist.
+    fn cache_store(&self, raw: &Spanned<RawCache>) -> Result<CacheStore, ConfigError> {
+        let Some(path) = &raw.get_ref().path else {
+            return self.fail(raw.span(), "[cache] needs `path`, the directory of its entries");
+        };
+        let full = self.base.join(path.get_ref());
+        let parent = full.parent().unwrap_or(Path::new("/"));
+        let parent = existing_dir(parent).or_else(|why| self.fail(path.span(), format!("path: {why}")))?;
+        if full.exists() && !full.is_dir() {
+            return self.fail(
+                path.span(),
+                format!("path: `{}` is not a directory", full.display()),
+            );
+        }
+        let name = full.file_name().map(|name| parent.join(name)).unwrap_or(parent);
+        let max_size_bytes = raw
+            .get_ref()
+            .max_size
+            .as_ref()
+            .map_or(DEFAULT_CACHE_MAX_SIZE, |size| size.get_ref().0);
+        if max_size_bytes == 0 {
+            let span = raw.get_ref().max_size.as_ref().map_or(raw.span(), Spanned::span);
+            return self.fail(
+                span,
+                "max_size must be more than 0 (leave `cache` off the routes instead)",
+            );
+        }
+        Ok(CacheStore {
+            path: name,
+            max_size_bytes,
         })
     }
 
@@ -954,6 +1020,7 @@ impl Builder<'_> {
                 return self.fail(intercept.span(), why);
             }
         }
+        let cache = self.route_cache(route, &serve)?;
         let upgrades = route
             .upgrade
             .as_ref()
@@ -977,9 +1044,52 @@ impl Builder<'_> {
             response_headers: self.header_rules(route.response_headers.as_ref(), Toward::Client)?,
             error_pages: self.error_pages(route.error_pages.as_ref())?,
             intercept_errors: intercept_errors.is_some_and(|i| *i.get_ref()),
+            cache,
             matching,
             ..built
         })
+    }
+
+    /// `cache = true` and its companions, on a route whose upstream answers (`upstream` or
+    /// `fallback`).
+    fn route_cache(&self, route: &RawRoute, serve: &Serve) -> Result<Option<RouteCache>, ConfigError> {
+        let on = route.cache.as_ref().filter(|on| *on.get_ref());
+        let Some(on) = on else {
+            let companions = [
+                ("cache_ttl", &route.cache_ttl),
+                ("stale_while_revalidate", &route.stale_while_revalidate),
+                ("stale_if_error", &route.stale_if_error),
+            ];
+            if let Some((key, span)) = companions
+                .iter()
+                .find_map(|(key, span)| Some((key, span.as_ref()?)))
+            {
+                return self.fail(span.span(), format!("{key} goes with `cache = true`"));
+            }
+            return Ok(None);
+        };
+        let has_upstream = match serve {
+            Serve::Proxy(_) => true,
+            Serve::Files(options) => options.fallback.is_some(),
+            Serve::Redirect(_) | Serve::Fixed(_) => false,
+        };
+        if !has_upstream {
+            return self.fail(
+                on.span(),
+                "cache goes with `upstream` or `fallback` (it stores an upstream's answers)",
+            );
+        }
+        Ok(Some(RouteCache {
+            ttl: route.cache_ttl.as_ref().map(|ttl| ttl.get_ref().0),
+            stale_while_revalidate: route
+                .stale_while_revalidate
+                .as_ref()
+                .map_or(Duration::ZERO, |s| s.get_ref().0),
+            stale_if_error: route
+                .stale_if_error
+                .as_ref()
+                .map_or(Duration::ZERO, |s| s.get_ref().0),
+        }))
     }
 
     /// `request_headers` (toward the upstream) or `response_headers` (toward the client):
@@ -1645,6 +1755,91 @@ mod tests {
         assert!(missing.contains("missing.html`: No such file"), "{missing}");
         let directory = route("error_pages = { 404 = \"public\" }").unwrap_err();
         assert!(directory.ends_with("public` is not a file"), "{directory}");
+    }
+
+    /// A config whose one route proxies to `app` with `route_lines`, after `top` (top-level
+    /// keys and sections).
+    fn caching(top: &str, route_lines: &str) -> Result<Config, String> {
+        load(&format!(
+            "{top}\n[[server]]\nlisten = [\"127.0.0.1:8080\"]\n[[server.route]]\nprefix = \"/\"\n\
+             upstream = \"app\"\n{route_lines}\n[upstream.app]\nservers = [\"127.0.0.1:9000\"]\n"
+        ))
+    }
+
+    #[test]
+    fn cache_section_and_route_keys() {
+        let config = caching(
+            "[cache]\npath = \"cache\"",
+            "cache = true\ncache_ttl = \"1s\"\nstale_if_error = \"10m\"",
+        )
+        .unwrap();
+        let store = config.cache.as_ref().expect("a cache");
+        assert!(
+            store.path.ends_with("cache") && store.path.is_absolute(),
+            "{store:?}"
+        );
+        assert!(!store.path.exists(), "the master makes it, not the config");
+        assert_eq!(store.max_size_bytes, DEFAULT_CACHE_MAX_SIZE);
+        let route = &config.servers[0].routes[0];
+        let expected = RouteCache {
+            ttl: Some(Duration::from_secs(1)),
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::from_secs(600),
+        };
+        assert_eq!(route.cache, Some(expected));
+        let sized = caching("[cache]\npath = \"cache\"\nmax_size = \"2MiB\"", "cache = true").unwrap();
+        assert_eq!(sized.cache.unwrap().max_size_bytes, 2 << 20);
+        assert_eq!(caching("", "").unwrap().cache, None);
+    }
+
+    #[test]
+    fn cache_keys_are_checked_where_they_are() {
+        let errors = [
+            (
+                "",
+                "cache = true",
+                "FILE:7:9: cache = true needs a `[cache]` section with its `path`",
+            ),
+            (
+                "[cache]\nmax_size = \"1GiB\"",
+                "cache = true",
+                "FILE:1:1: [cache] needs `path`",
+            ),
+            (
+                "[cache]\npath = \"no/such/dir\"",
+                "cache = true",
+                "FILE:2:8: path: `",
+            ),
+            (
+                "[cache]\npath = \"shoal.toml\"",
+                "cache = true",
+                "FILE:2:8: path: `",
+            ),
+            (
+                "[cache]\npath = \"c\"\nmax_size = 0",
+                "cache = true",
+                "FILE:3:12: max_size must be more than 0",
+            ),
+            (
+                "",
+                "cache_ttl = \"1s\"",
+                "FILE:7:13: cache_ttl goes with `cache = true`",
+            ),
+            (
+                "",
+                "stale_if_error = \"1s\"",
+                "FILE:7:18: stale_if_error goes with `cache = true`",
+            ),
+        ];
+        for (top, route_lines, expected) in errors {
+            let error = caching(top, route_lines).expect_err(route_lines);
+            assert!(error.starts_with(expected), "{top} / {route_lines}: {error}");
+        }
+        let on_files = route("cache = true").unwrap_err();
+        assert!(
+            on_files.contains("cache goes with `upstream` or `fallback`"),
+            "{on_files}"
+        );
     }
 
     #[test]

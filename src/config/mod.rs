@@ -54,6 +54,33 @@ pub struct Config {
     /// How long a TLS session ticket key seals new tickets (`tls_ticket_rotation`); it opens
     /// them for as long again, so a ticket lives at most twice this.
     pub tls_ticket_rotation: Duration,
+    /// The response cache every worker shares (`[cache]`); none without the section.
+    pub cache: Option<CacheStore>,
+}
+
+/// Where the response cache keeps its entries, and how much it may keep (`[cache]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheStore {
+    /// The directory of the entries; the master makes it (and its 256 subdirectories) and
+    /// gives it to the workers' user.
+    pub path: PathBuf,
+    /// Bytes of entries on disk, at most; the least recently used go first.
+    pub max_size_bytes: u64,
+}
+
+/// `[cache] max_size` when the config does not set it.
+pub const DEFAULT_CACHE_MAX_SIZE: u64 = 1 << 30;
+
+/// A route's caching of its upstream's responses (`cache = true` and its companions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteCache {
+    /// Freshness for responses that state none (`cache_ttl`, micro-caching); without it they
+    /// are not stored.
+    pub ttl: Option<Duration>,
+    /// How long past its freshness a stored response may answer while one refresh runs, and
+    /// when the upstream fails, unless the response says otherwise.
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
 }
 
 /// `tls_ticket_rotation` when the config does not set it.
@@ -427,6 +454,8 @@ pub struct Route {
     /// An upstream's error answer that has a page in `error_pages` is answered with that
     /// page instead, with the upstream's status (nginx's `proxy_intercept_errors`).
     pub intercept_errors: bool,
+    /// Upstream responses are stored in and answered from the cache (`cache = true`).
+    pub cache: Option<RouteCache>,
     /// What answers requests on this route.
     pub serve: Serve,
 }
@@ -451,6 +480,7 @@ impl Route {
             response_headers: HeaderRules::default(),
             error_pages: ErrorPages::default(),
             intercept_errors: false,
+            cache: None,
             serve,
         }
     }
@@ -805,6 +835,7 @@ impl Config {
             admin: None,
             user: None,
             buffering: Buffering::default(),
+            cache: None,
             trusted_proxies: Vec::new(),
             tls_ticket_rotation: DEFAULT_TICKET_ROTATION,
         })

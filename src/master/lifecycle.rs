@@ -79,7 +79,9 @@ impl Master {
             Err(e) => return self.refuse_reload(attempt, e),
         };
         let handed_over = privileges::adopt_worker_identity(&mut config).and_then(|()| {
-            privileges::hand_over_logs(&config).map_err(|(e, path)| format!("{}: {e}", path.display()))
+            privileges::hand_over_logs(&config)
+                .and_then(|()| privileges::prepare_cache(&config))
+                .map_err(|(e, path)| format!("{}: {e}", path.display()))
         });
         if let Err(e) = handed_over {
             return self.refuse_reload(attempt, e);

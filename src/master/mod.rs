@@ -149,6 +149,7 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
     sys::name_process(pidfile::MASTER_NAME);
     privileges::adopt_worker_identity(&mut config).map_err(MasterError::Privileges)?;
     privileges::hand_over_logs(&config).map_err(|(e, path)| MasterError::File(e, path))?;
+    privileges::prepare_cache(&config).map_err(|(e, path)| MasterError::File(e, path))?;
     if let Some(path) = &config.error_log {
         sys::redirect_stderr(path).map_err(|e| MasterError::File(e, path.clone()))?;
     }

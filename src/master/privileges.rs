@@ -76,6 +76,20 @@ pub fn hand_over_logs(config: &Config) -> Result<(), (std::io::Error, PathBuf)> 
     Ok(())
 }
 
+/// Makes the response cache's directory (`[cache] path`) where missing, owned by the
+/// workers' user.
+pub fn prepare_cache(config: &Config) -> Result<(), (std::io::Error, PathBuf)> {
+    let Some(store) = &config.cache else {
+        return Ok(());
+    };
+    let owner = config
+        .user
+        .as_ref()
+        .filter(|run_as| run_as.uid != 0)
+        .map(|run_as| (run_as.uid, run_as.gid));
+    crate::cache::store::prepare(&store.path, owner).map_err(|e| (e, store.path.clone()))
+}
+
 /// Idle upstream connections one worker may keep, all upstreams together.
 fn pooled(config: &Config) -> u64 {
     config.upstreams.iter().map(|u| u.keepalive as u64).sum()

@@ -22,11 +22,12 @@ use std::time::Instant;
 
 use mio::Registry;
 
+use crate::cache::{self, Cache, Fill, Lookup};
 use crate::config::answer::Parts;
 use crate::config::cidr::Cidr;
-use crate::config::{Address, Config};
+use crate::config::{Address, Config, Server};
 use crate::files::{Answer, FileRequest, StaticFiles};
-use crate::http::request::{self, RequestHead};
+use crate::http::request::{self, Method, RequestHead};
 use crate::http::respond::respond_simple;
 use crate::http::target;
 use crate::io::{Buffers, Input, SpillDir};
@@ -56,7 +57,7 @@ pub struct Request<'a> {
 }
 
 /// Where a request went: what its access log line and counters need.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Routed {
     /// The server (index in the config) that took the request.
     pub server: usize,
@@ -75,6 +76,8 @@ pub struct Routed {
     /// The request's host and target, kept for a proxied response on servers whose header
     /// rules name them.
     pub parts: Option<Box<KeptParts>>,
+    /// The upstream's answer may be stored in the cache (a caching route's miss).
+    pub fill: Option<Box<Fill>>,
 }
 
 /// The parts of a request placeholders name, kept beyond the request's buffer.
@@ -89,12 +92,20 @@ impl Routed {
     /// What the placeholders of the response's header rules are filled from (on servers
     /// that have any).
     fn parts<'s>(&'s self, sites: &'s Sites) -> Option<Parts<'s>> {
-        self.parts.as_ref().map(|kept| Parts {
-            host: kept.host.as_deref(),
-            target: &kept.target,
-            server: sites.site(self.server).config,
-            secure: kept.secure,
-        })
+        self.parts
+            .as_deref()
+            .map(|kept| kept.parts(sites.site(self.server).config))
+    }
+}
+
+impl KeptParts {
+    fn parts<'s>(&'s self, server: &'s Server) -> Parts<'s> {
+        Parts {
+            host: self.host.as_deref(),
+            target: &self.target,
+            server,
+            secure: self.secure,
+        }
     }
 }
 
@@ -124,6 +135,8 @@ pub struct Pipeline<'c> {
     max_body_bytes: u64,
     /// Peers whose forwarded client address is believed.
     trusted_proxies: &'c [Cidr],
+    /// The response cache (`[cache]`), for routes with `cache = true`.
+    cache: Option<Cache>,
 }
 
 impl<'c> Pipeline<'c> {
@@ -160,6 +173,7 @@ impl<'c> Pipeline<'c> {
             spill,
             max_body_bytes: config.limits.max_body_bytes,
             trusted_proxies: &config.trusted_proxies,
+            cache: config.cache.as_ref().map(Cache::new),
         })
     }
 
@@ -182,6 +196,7 @@ impl<'c> Pipeline<'c> {
             ignore_client_abort: false,
             replay: None,
             parts: None,
+            fill: None,
         };
         let target = head.target.of(buf);
         let url = target::resolve_target(target);
@@ -249,6 +264,16 @@ impl<'c> Pipeline<'c> {
                 None => return refuse(400, &mut respond, routed),
             },
         };
+        let caching = route.config.cache.as_ref().zip(self.cache.as_ref());
+        if let Some((rules, cache)) = caching.filter(|_| matches!(head.method, Method::Get | Method::Head)) {
+            match cache.lookup(rules, head, buf, request.secure, host) {
+                Lookup::Hit(entry) => {
+                    cache::answer(*entry, &mut respond);
+                    return Outcome::Answered(routed);
+                }
+                Lookup::Forward(fill) => routed.fill = Some(fill),
+            }
+        }
         routed.request_id = Some(self.ids.pick(head.field(buf, "x-request-id")));
         let offloads = Offloads {
             accel_redirect: route.config.x_accel_redirect,
@@ -326,7 +351,7 @@ impl<'c> Pipeline<'c> {
     pub fn pump(
         &mut self,
         exchange: &mut Exchange,
-        routed: &Routed,
+        routed: &mut Routed,
         client_in: &mut Input,
         reply: Reply,
         now: Instant,
@@ -334,7 +359,8 @@ impl<'c> Pipeline<'c> {
     ) -> Step {
         let site = self.sites.site(routed.server);
         let route = self.sites.counted_as(routed.counted_as);
-        let parts = routed.parts(&self.sites);
+        // Field by field: the fill is borrowed apart from the parts.
+        let parts = routed.parts.as_deref().map(|kept| kept.parts(site.config));
         let mut respond = responder(reply, site, route, self.spill.as_ref(), parts);
         let mut env = Env {
             upstreams: &mut self.upstreams,
@@ -343,7 +369,11 @@ impl<'c> Pipeline<'c> {
             spill: self.spill.as_ref(),
             now,
         };
-        match exchange.pump(client_in, &mut respond, &mut env) {
+        let step = match routed.fill.as_deref_mut() {
+            Some(fill) => exchange.pump(client_in, &mut fill.tee(&mut respond), &mut env),
+            None => exchange.pump(client_in, &mut respond, &mut env),
+        };
+        match step {
             // The app asked for a file to be sent in its place: its answer is that file's.
             Step::Offloaded { request_read } => {
                 if let Some(offload) = exchange.take_offload() {

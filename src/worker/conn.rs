@@ -507,7 +507,7 @@ impl<T: Transport> Conn<T> {
                     };
                     let step = (ctx.pipeline).pump(
                         &mut proxying.exchange,
-                        &proxying.routed,
+                        &mut proxying.routed,
                         &mut self.input,
                         reply,
                         now,
@@ -771,6 +771,7 @@ impl<T: Transport> Conn<T> {
             ignore_client_abort: false,
             replay: None,
             parts: None,
+            fill: None,
         };
         self.log(&line, &routed, status, &response, None, ctx);
         ctx.counters.count_response(NO_ROUTE, status);

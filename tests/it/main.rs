@@ -3,6 +3,7 @@
 
 mod access_log;
 mod bad_input;
+mod cache;
 mod check;
 mod cli;
 mod deploy;

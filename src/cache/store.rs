@@ -1,0 +1,82 @@
+//! The cache's directory: 256 subdirectories named by the first byte of a key's SHA-256
+//! (`00` to `ff`, so no directory grows past what the filesystem lists quickly), and in them
+//! one entry file per key, named by the next 15 bytes in hex.
+//!
+//! The master makes the directory at start and at each reload ([`prepare`]) and gives it to
+//! the workers' user; workers only create, rename and remove files in it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use ring::digest::{digest, SHA256};
+
+/// Makes `dir` and its 256 subdirectories where missing, owned by `owner` (uid, gid) when
+/// given.
+pub fn prepare(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let chown = |path: &Path| match owner {
+        Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid)),
+        None => Ok(()),
+    };
+    chown(dir)?;
+    for byte in 0..=255u8 {
+        let sub = dir.join(format!("{byte:02x}"));
+        match std::fs::create_dir(&sub) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => chown(&sub)?,
+        }
+    }
+    Ok(())
+}
+
+/// Where a worker finds and puts entries.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The entry file of `key`.
+    pub fn path_of(&self, key: &[u8]) -> PathBuf {
+        let hash = digest(&SHA256, key);
+        let hex: String = hash.as_ref()[..16]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        self.dir.join(&hex[..2]).join(&hex[2..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_spread_over_the_prepared_subdirectories() {
+        let dir = tempfile::tempdir().expect("a test directory");
+        let cache = dir.path().join("cache");
+        prepare(&cache, None).expect("prepared");
+        prepare(&cache, None).expect("prepared again, as at a reload");
+        assert_eq!(std::fs::read_dir(&cache).expect("listed").count(), 256);
+        let store = Store::new(&cache);
+        let path = store.path_of(b"https://example.com/");
+        assert!(path.parent().expect("a subdirectory").is_dir(), "{path:?}");
+        assert_eq!(path.file_name().expect("a name").len(), 30);
+        assert_eq!(
+            path,
+            store.path_of(b"https://example.com/"),
+            "the same key, the same file"
+        );
+        assert_ne!(
+            path,
+            store.path_of(b"http://example.com/"),
+            "the scheme is part of the key"
+        );
+    }
+}
