@@ -92,6 +92,7 @@ fn relay(c: &mut Criterion) {
             parts: None,
             request_id: b"0f3a9c2e-17-1-42",
             framing: head.framing,
+            preconditions: forward::Preconditions::Client,
         };
         b.iter(|| {
             out.clear();

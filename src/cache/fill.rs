@@ -4,16 +4,24 @@
 //! [`Writer`] that is put in place only once the body is complete. A response the client
 //! gets cut short (the upstream failed mid-body) is never stored: its writer is dropped and
 //! leaves nothing.
+//!
+//! With a stale entry in hand, the request went upstream with the entry's validators: a 304
+//! freshens the entry (RFC 9111 §4.3.4) and it answers the client; a 500, 502, 503 or 504
+//! within the entry's stale-if-error window is answered by the entry instead. Either way the
+//! upstream's own body, if any, is dropped.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::entry::{Meta, Writer};
+use std::os::unix::fs::FileExt;
+
+use super::entry::{Entry, Meta, Writer};
 use super::policy::{self, Directives, RequestFacts, ResponseFacts, Rules};
+use super::serve;
 use super::{unix_now, Forwarded};
 use crate::http::request::RequestHead;
 use crate::http::respond::{BodyPart, ErrorPage, Respond};
-use crate::http::response::ResponseHead;
+use crate::http::response::{header_lines, ResponseHead};
 
 /// A request whose upstream answer may be stored: what deciding and storing need, kept
 /// beyond the request's buffer.
@@ -29,34 +37,120 @@ pub struct Fill {
     pub(super) request_bytes: Vec<u8>,
     pub(super) requested_at: u64,
     pub(super) max_entry_bytes: u64,
+    /// The stale entry the request found, which the upstream's answer revalidates or, on
+    /// an error, stands in for.
+    pub(super) stale: Option<Entry>,
     /// The entry being written, once the head said it may be stored.
-    writer: Option<Writer>,
+    pub(super) writer: Option<Writer>,
+    /// The client was answered from an entry: what the upstream still sends is dropped.
+    pub(super) answered: bool,
 }
 
 impl Fill {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        key: Vec<u8>,
-        path: PathBuf,
-        request: RequestFacts,
-        rules: Rules,
-        forwarded: Forwarded,
-        head: &RequestHead,
-        buf: &[u8],
-        max_entry_bytes: u64,
-    ) -> Fill {
-        Fill {
-            key,
-            path,
-            request,
-            rules,
-            forwarded,
-            request_head: head.clone(),
-            request_bytes: buf[..head.len].to_vec(),
-            requested_at: unix_now(),
-            max_entry_bytes,
-            writer: None,
+    /// Whether the answer may be stored at all (a HEAD goes upstream as it is, unstored).
+    pub fn stores(&self) -> bool {
+        self.request.get
+    }
+
+    /// The stale entry's validators, to revalidate it with; `None` without an entry or when
+    /// it has neither.
+    pub fn validators(&self) -> Option<StoredValidators<'_>> {
+        let lines = &self.stale.as_ref()?.meta.lines;
+        let value = |wanted: &[u8]| {
+            header_lines(lines)
+                .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+                .map(|(_, value)| value)
+        };
+        let validators = StoredValidators {
+            etag: value(b"etag"),
+            last_modified: value(b"last-modified"),
+        };
+        (validators.etag.is_some() || validators.last_modified.is_some()).then_some(validators)
+    }
+
+    /// The stale entry, if it may answer in place of an upstream that failed.
+    fn stale_for_error(&mut self) -> Option<Entry> {
+        let now = unix_now();
+        self.stale
+            .take_if(|entry| entry.meta.freshness.serves_on_error(now))
+    }
+
+    /// Answers the client from a stale entry because the upstream failed with `status` (or
+    /// not at all): true if it did.
+    pub fn answer_stale_on_error(&mut self, status: u16, respond: &mut impl Respond) -> bool {
+        let Some(entry) = (matches!(status, 500 | 502 | 503 | 504))
+            .then(|| self.stale_for_error())
+            .flatten()
+        else {
+            return false;
+        };
+        self.answered = true;
+        serve::answer(
+            entry,
+            &self.request_head,
+            &self.request_bytes,
+            b"shoal; hit; detail=stale-if-error",
+            respond,
+        );
+        true
+    }
+
+    /// The upstream's 304 for the stale entry: freshens it (stored anew with the 304's
+    /// header lines over its own) and answers the client from it.
+    fn answer_revalidated(&mut self, not_modified: &ResponseHead, entry: Entry, respond: &mut impl Respond) {
+        let mut merged = ResponseHead::default();
+        merged.relayed(entry.meta.status, &entry.meta.reason);
+        let updated = |name: &[u8]| not_modified.lines().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        for (name, value) in header_lines(&entry.meta.lines).filter(|(name, _)| !updated(name)) {
+            merged.add(name, value);
         }
+        for (name, value) in not_modified
+            .lines()
+            .filter(|(name, _)| !name.eq_ignore_ascii_case(b"content-length"))
+        {
+            merged.add(name, value);
+        }
+        let facts = response_facts(&merged);
+        let assessed = policy::assess(&self.request, &facts, &self.rules, self.requested_at, unix_now());
+        let mut entry = entry;
+        match assessed {
+            Ok(freshness) => {
+                entry.meta.lines = stored_lines(&merged);
+                entry.meta.freshness = freshness;
+                if let Err(e) = self.restore(&entry) {
+                    log::debug!("cannot store the revalidated entry {}: {e}", self.path.display());
+                }
+            }
+            // It may no longer be stored: it answers this once, and goes.
+            Err(_) => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+        self.answered = true;
+        serve::answer(
+            entry,
+            &self.request_head,
+            &self.request_bytes,
+            b"shoal; fwd=stale; fwd-status=304",
+            respond,
+        );
+    }
+
+    /// Writes `entry` (its body from its own file) as a new entry in its place.
+    fn restore(&self, entry: &Entry) -> std::io::Result<()> {
+        let dir = self.path.parent().unwrap_or(&self.path);
+        let mut writer = Writer::create(dir, &entry.meta, self.max_entry_bytes)?;
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut done = 0;
+        while done < entry.body_len {
+            let n = chunk.len().min((entry.body_len - done) as usize);
+            entry
+                .file
+                .read_exact_at(&mut chunk[..n], entry.body_offset + done)?;
+            writer.write(&chunk[..n])?;
+            done += n as u64;
+        }
+        writer.commit(&self.path)
     }
 
     /// `respond` with this fill between it and the exchange.
@@ -131,6 +225,13 @@ impl Fill {
     }
 }
 
+/// A stored response's `ETag` and `Last-Modified` values.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredValidators<'a> {
+    pub etag: Option<&'a [u8]>,
+    pub last_modified: Option<&'a [u8]>,
+}
+
 /// What `policy` looks at in a response head.
 fn response_facts(head: &ResponseHead) -> ResponseFacts {
     let mut facts = ResponseFacts {
@@ -183,12 +284,23 @@ impl<R: Respond> Respond for Tee<'_, R> {
     }
 
     fn send_head(&mut self) {
+        let upstream_status = self.respond.head().status;
+        if let Some(entry) = self.fill.stale.take_if(|_| upstream_status == 304) {
+            let not_modified = self.respond.head().clone();
+            return self.fill.answer_revalidated(&not_modified, entry, self.respond);
+        }
+        if self.fill.answer_stale_on_error(upstream_status, self.respond) {
+            return;
+        }
         let status = self.fill.start(self.respond.head());
         self.respond.head().add(b"Cache-Status", status.as_bytes());
         self.respond.send_head();
     }
 
     fn body(&mut self, part: BodyPart<'_>) {
+        if self.fill.answered {
+            return;
+        }
         if let BodyPart::Bytes(bytes) = &part {
             self.fill.write(bytes);
         } else {
@@ -199,6 +311,9 @@ impl<R: Respond> Respond for Tee<'_, R> {
     }
 
     fn end(&mut self) {
+        if self.fill.answered {
+            return;
+        }
         self.fill.commit();
         self.respond.end();
     }

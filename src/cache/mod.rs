@@ -88,12 +88,16 @@ impl Cache {
     ) -> Lookup {
         let key = key(secure, host, head.target.of(buf));
         let path = self.store.path_of(&key);
+        let mut stale = None;
         let forwarded = match Entry::open(&path) {
             Ok(Some(entry)) if entry.meta.key != key => Forwarded::Miss,
             Ok(Some(entry)) if !vary_matches(&entry, head, buf) => Forwarded::VaryMiss,
             Ok(Some(entry)) => match entry.meta.freshness.usable(unix_now()) {
                 Usable::Fresh => return Lookup::Hit(Box::new(entry)),
-                Usable::WhileRevalidating | Usable::Stale => Forwarded::Stale,
+                Usable::WhileRevalidating | Usable::Stale => {
+                    stale = Some(entry);
+                    Forwarded::Stale
+                }
             },
             Ok(None) if head.method == Method::Head => Forwarded::Method,
             Ok(None) => Forwarded::Miss,
@@ -115,16 +119,20 @@ impl Cache {
             stale_while_revalidate: route.stale_while_revalidate.as_secs(),
             stale_if_error: route.stale_if_error.as_secs(),
         };
-        let fill = Fill::new(
+        let fill = Fill {
             key,
             path,
             request,
             rules,
             forwarded,
-            head,
-            buf,
-            self.max_entry_bytes,
-        );
+            request_head: head.clone(),
+            request_bytes: buf[..head.len].to_vec(),
+            requested_at: unix_now(),
+            max_entry_bytes: self.max_entry_bytes,
+            stale,
+            writer: None,
+            answered: false,
+        };
         Lookup::Forward(Box::new(fill))
     }
 }

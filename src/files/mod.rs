@@ -6,8 +6,6 @@
 //! beneath the root (`openat2`), so no request can reach a file outside it.
 
 mod cache;
-pub mod conditional;
-pub mod range;
 mod representation;
 mod respond;
 
@@ -16,6 +14,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::config::{Dotfiles, FileOptions};
+use crate::http::conditional;
 use crate::http::request::{Method, RequestHead};
 use crate::http::respond::{respond_simple, Respond};
 use crate::http::target;

@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::rc::Rc;
 use std::time::SystemTime;
 
-use super::conditional;
+use crate::http::conditional;
 use crate::http::mime;
 use crate::http::response;
 use crate::sys::{self, Access, OpenMode};

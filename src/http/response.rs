@@ -170,13 +170,7 @@ impl ResponseHead {
 
     /// Every header line as (name, value), in order.
     pub fn lines(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.bytes[self.reason_len..]
-            .split(|&b| b == b'\n')
-            .filter_map(|line| line.strip_suffix(b"\r"))
-            .filter_map(|line| {
-                let colon = line.iter().position(|&b| b == b':')?;
-                Some((&line[..colon], line[colon + 1..].trim_ascii()))
-            })
+        header_lines(&self.bytes[self.reason_len..])
     }
 
     /// The value of the header `name` (any case), the first line's if it is repeated.
@@ -204,6 +198,15 @@ impl ResponseHead {
             self.has_date = false;
         }
     }
+}
+
+/// Header lines in wire form (each `Name: value\r\n`) as (name, value), values trimmed.
+pub fn header_lines(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    bytes.split(|&b| b == b'\n').filter_map(|line| {
+        let line = line.strip_suffix(b"\r")?;
+        let colon = line.iter().position(|&b| b == b':')?;
+        Some((&line[..colon], line[colon + 1..].trim_ascii()))
+    })
 }
 
 /// How the head announces the body's length on the wire.

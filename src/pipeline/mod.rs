@@ -31,7 +31,7 @@ use crate::http::request::{self, Method, RequestHead};
 use crate::http::respond::respond_simple;
 use crate::http::target;
 use crate::io::{Buffers, Input, SpillDir};
-use crate::proxy::{Env, Exchange, Offloads, Start, Step, Upstreams};
+use crate::proxy::{Env, Exchange, Offloads, Preconditions, Start, Step, Upstreams};
 use crate::shared::Shared;
 use crate::stats::NO_ROUTE;
 use filter::Check;
@@ -96,6 +96,13 @@ impl Routed {
             .as_deref()
             .map(|kept| kept.parts(sites.site(self.server).config))
     }
+}
+
+/// Answers from the cache's stale entry, if it may stand in for an upstream that failed with
+/// `status`: true if it did. (The fill alone: the rest of `Routed` may be borrowed.)
+fn answer_stale(fill: &mut Option<Box<Fill>>, status: u16, respond: &mut Responder) -> bool {
+    fill.as_deref_mut()
+        .is_some_and(|fill| fill.answer_stale_on_error(status, respond))
 }
 
 impl KeptParts {
@@ -268,7 +275,7 @@ impl<'c> Pipeline<'c> {
         if let Some((rules, cache)) = caching.filter(|_| matches!(head.method, Method::Get | Method::Head)) {
             match cache.lookup(rules, head, buf, request.secure, host) {
                 Lookup::Hit(entry) => {
-                    cache::answer(*entry, &mut respond);
+                    cache::answer(*entry, head, buf, b"shoal; hit", &mut respond);
                     return Outcome::Answered(routed);
                 }
                 Lookup::Forward(fill) => routed.fill = Some(fill),
@@ -306,6 +313,10 @@ impl<'c> Pipeline<'c> {
             underscores_in_headers: site.config.underscores_in_headers,
             request_headers: &route.config.request_headers,
             parts: Some(parts),
+            preconditions: routed
+                .fill
+                .as_deref()
+                .map_or(Preconditions::Client, preconditions),
         };
         let mut env = Env {
             upstreams: &mut self.upstreams,
@@ -316,6 +327,9 @@ impl<'c> Pipeline<'c> {
         };
         match Exchange::begin(&start, &mut env) {
             Ok(exchange) => Outcome::Proxying(routed, exchange),
+            Err(failure) if answer_stale(&mut routed.fill, failure.status(), &mut respond) => {
+                Outcome::Answered(routed)
+            }
             Err(failure) => refuse(failure.status(), &mut respond, routed),
         }
     }
@@ -394,11 +408,14 @@ impl<'c> Pipeline<'c> {
 
     /// Answers the request `routed` with `status` (its exchange failed), through its route's
     /// filters and error pages.
-    pub fn answer_failure(&self, routed: &Routed, reply: Reply, status: u16, extra: &[(&str, &[u8])]) {
+    pub fn answer_failure(&self, routed: &mut Routed, reply: Reply, status: u16, extra: &[(&str, &[u8])]) {
         let site = self.sites.site(routed.server);
         let route = self.sites.counted_as(routed.counted_as);
-        let mut respond = responder(reply, site, route, None, routed.parts(&self.sites));
-        respond_simple(&mut respond, status, extra);
+        let parts = routed.parts.as_deref().map(|kept| kept.parts(site.config));
+        let mut respond = responder(reply, site, route, None, parts);
+        if !answer_stale(&mut routed.fill, status, &mut respond) {
+            respond_simple(&mut respond, status, extra);
+        }
     }
 
     /// Answers a request that could not be read with `status`, as its address's default
@@ -437,6 +454,19 @@ fn responder<'r>(
     Responder::new(reply, filters, spill)
         .with_parts(parts)
         .with_pages(pages, intercept)
+}
+
+/// What goes upstream for a request whose answer the cache may store: a GET asks for the
+/// whole response, or revalidates the stale entry the cache holds; a HEAD goes as it is.
+fn preconditions(fill: &Fill) -> Preconditions<'_> {
+    match fill.validators() {
+        _ if !fill.stores() => Preconditions::Client,
+        Some(stored) => Preconditions::Revalidate {
+            etag: stored.etag,
+            last_modified: stored.last_modified,
+        },
+        None => Preconditions::Whole,
+    }
 }
 
 /// Whether `head` announces a body longer than `limit`.

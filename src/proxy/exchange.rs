@@ -25,7 +25,7 @@ use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry};
 
 use super::balance::{hash_key, InFlight, Tried};
-use super::forward::{self, Forward};
+use super::forward::{self, Forward, Preconditions};
 use super::gate::Permit;
 use super::response::{self, UpstreamBody, UpstreamHead};
 use super::{socket_token, Admission, Upstreams};
@@ -84,6 +84,8 @@ pub struct Start<'a> {
     pub request_headers: &'a HeaderRules,
     /// What the placeholders in `request_headers` are filled from.
     pub parts: Option<Parts<'a>>,
+    /// Whose `If-*` and `Range` headers go upstream (a cache's own, or none, when it fills).
+    pub preconditions: Preconditions<'a>,
 }
 
 /// Which offload headers a route honors: an app's answer that carries one is not relayed;
@@ -355,6 +357,7 @@ impl Exchange {
             request_id: start.request_id,
             // A collected body's length is known once it is whole (see `seal`).
             framing: if collect { Framing::Empty } else { head.framing },
+            preconditions: start.preconditions,
         };
         forward::write_head(&forward, &mut to_upstream);
         let hash_key = match &env.upstreams.list[start.upstream].config.balance {

@@ -29,6 +29,33 @@ const REWRITTEN: &[&str] = &[
     "http2-settings",
 ];
 
+/// The request headers that ask for part of a response or make it conditional: a cache
+/// filling an entry drops the client's (it wants the whole response) and may send its own.
+const VALIDATING: &[&[u8]] = &[
+    b"if-match",
+    b"if-none-match",
+    b"if-modified-since",
+    b"if-unmodified-since",
+    b"if-range",
+    b"range",
+];
+
+/// Whose preconditions go upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Preconditions<'a> {
+    /// The client's, as sent.
+    #[default]
+    Client,
+    /// None: the cache wants the whole response to store it.
+    Whole,
+    /// The cache's, to revalidate a stored response: its entity-tag (`If-None-Match`) and
+    /// Last-Modified (`If-Modified-Since`), where it has them.
+    Revalidate {
+        etag: Option<&'a [u8]>,
+        last_modified: Option<&'a [u8]>,
+    },
+}
+
 /// The headers an allowed upgrade keeps although they are dropped otherwise.
 fn kept_by_upgrade(name: &[u8]) -> bool {
     name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"http2-settings")
@@ -66,6 +93,8 @@ pub struct Forward<'a> {
     /// The body framing the upstream is told: the client's, or `Empty` for a body collected
     /// first, whose length [`seal_with_length`] adds once it is known.
     pub framing: Framing,
+    /// Whose `If-*` and `Range` headers go upstream.
+    pub preconditions: Preconditions<'a>,
 }
 
 /// Writes the upstream request head (through the empty line) into `out`.
@@ -93,8 +122,19 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
         if authority.is_some() && name.eq_ignore_ascii_case(b"host") {
             continue;
         }
+        let validating = || VALIDATING.iter().any(|v| name.eq_ignore_ascii_case(v));
+        if forward.preconditions != Preconditions::Client && validating() {
+            continue;
+        }
         settings_kept |= keep_upgrade && name.eq_ignore_ascii_case(b"http2-settings");
         header(out, name, field.value.of(buf));
+    }
+    if let Preconditions::Revalidate { etag, last_modified } = forward.preconditions {
+        etag.into_iter()
+            .for_each(|etag| header(out, b"If-None-Match", etag));
+        last_modified
+            .into_iter()
+            .for_each(|date| header(out, b"If-Modified-Since", date));
     }
     for (name, value) in &forward.rules.set {
         out.extend_from_slice(name.as_bytes());
@@ -226,6 +266,7 @@ mod tests {
             parts: None,
             request_id: b"rid-1",
             framing: head.framing,
+            preconditions: Preconditions::Client,
         }
     }
 
@@ -398,6 +439,48 @@ mod tests {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(format_ip(ip, &mut [0; 48]), ip.to_string().as_bytes());
         }
+    }
+
+    #[test]
+    fn a_cache_sends_its_own_preconditions_or_none() {
+        let text = "GET / HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"client\"\r\nRange: bytes=0-1\r\n\
+                    If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\nAccept: */*\r\n\r\n";
+        let head = request::parse(text.as_bytes(), &HeadLimits::default())
+            .unwrap()
+            .unwrap();
+        let forwarded = |preconditions| {
+            let mut out = Vec::new();
+            write_head(
+                &Forward {
+                    preconditions,
+                    ..plain(&head, text.as_bytes())
+                },
+                &mut out,
+            );
+            String::from_utf8(out).unwrap()
+        };
+        let client = forwarded(Preconditions::Client);
+        assert!(
+            client.contains("If-None-Match: \"client\"\r\nRange: bytes=0-1\r\n"),
+            "{client}"
+        );
+        let whole = forwarded(Preconditions::Whole);
+        assert!(
+            !whole.contains("If-") && !whole.contains("Range") && whole.contains("Accept: */*"),
+            "{whole}"
+        );
+        let ours = forwarded(Preconditions::Revalidate {
+            etag: Some(b"\"stored\""),
+            last_modified: None,
+        });
+        assert!(
+            ours.contains("If-None-Match: \"stored\"\r\n") && !ours.contains("client"),
+            "{ours}"
+        );
+        assert!(
+            !ours.contains("If-Modified-Since") && !ours.contains("Range"),
+            "{ours}"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::stats::UpstreamCounters;
 pub use balance::Balancer;
 use balance::Tried;
 pub use exchange::{Env, Exchange, Failure, Offload, OffloadKind, Offloads, Start, Step, KEPT_ON_OFFLOAD};
+pub use forward::Preconditions;
 use gate::{Gate, Permit};
 use pool::Pool;
 

@@ -660,7 +660,7 @@ impl<T: Transport> Conn<T> {
                 let mut digits = [0u8; 20];
                 let retry_after = (failure.retry_after_secs())
                     .map(|secs| ("Retry-After", format_into(&mut digits, format_args!("{secs}"))));
-                let routed = &proxying.routed;
+                let routed = &mut proxying.routed;
                 ctx.pipeline
                     .answer_failure(routed, reply, failure.status(), retry_after.as_slice());
                 if response.keeps_alive() {

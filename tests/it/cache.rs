@@ -185,3 +185,136 @@ fn entries_serve_every_worker_and_outlive_a_restart() {
     );
     assert_eq!(upstream.requests().len(), 1);
 }
+
+/// A 200 with an entity-tag whose freshness is `cache_control`.
+fn tagged(cache_control: &str, etag: &str, body: &str) -> Reply {
+    Reply::new(200)
+        .header("Cache-Control", cache_control)
+        .header("ETag", etag)
+        .header("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT")
+        .body(body)
+}
+
+#[test]
+fn a_stale_entry_is_revalidated_and_a_304_freshens_it() {
+    // max-age=0: stale at once, so every request revalidates until the app says otherwise.
+    let (reply, behaviour) = Behaviour::validating(tagged("max-age=0", "\"v1\"", "version one"));
+    let upstream = Upstream::start(behaviour);
+    let site = Site::new();
+    let server = start(&site, &upstream, "");
+    assert_eq!(status(&server.get("/doc")), "shoal; fwd=miss; stored");
+    let revalidated = server.get_with("/doc", &["If-None-Match: \"client-copy\""]);
+    assert_eq!(status(&revalidated), "shoal; fwd=stale; fwd-status=304");
+    assert_eq!(revalidated.status, 200);
+    assert_eq!(revalidated.text(), "version one", "the stored body answers");
+    let asked = upstream.requests_to("/doc");
+    assert_eq!(
+        asked[1].header_values("if-none-match"),
+        ["\"v1\""],
+        "the entry's tag, not the client's"
+    );
+    assert_eq!(
+        asked[1].header_values("if-modified-since"),
+        ["Sun, 06 Nov 1994 08:49:37 GMT"]
+    );
+
+    // The app's 304 now says max-age=60: the entry is fresh again and answers alone.
+    *reply.lock().unwrap() = tagged("max-age=60", "\"v1\"", "version one");
+    assert_eq!(status(&server.get("/doc")), "shoal; fwd=stale; fwd-status=304");
+    let hit = server.get("/doc");
+    assert_eq!(status(&hit), "shoal; hit");
+    assert_eq!(
+        hit.header("cache-control"),
+        Some("max-age=60"),
+        "the 304's headers were kept"
+    );
+    assert_eq!(upstream.requests_to("/doc").len(), 3);
+}
+
+#[test]
+fn a_changed_answer_replaces_the_stale_entry() {
+    let (reply, behaviour) = Behaviour::validating(tagged("max-age=0", "\"v1\"", "version one"));
+    let upstream = Upstream::start(behaviour);
+    let site = Site::new();
+    let server = start(&site, &upstream, "");
+    server.get("/doc");
+    *reply.lock().unwrap() = tagged("max-age=60", "\"v2\"", "version two");
+    let changed = server.get("/doc");
+    assert_eq!(status(&changed), "shoal; fwd=stale; stored");
+    assert_eq!(changed.text(), "version two");
+    let hit = server.get("/doc");
+    assert_eq!((status(&hit), hit.text().as_str()), ("shoal; hit", "version two"));
+}
+
+#[test]
+fn stale_if_error_answers_for_an_app_that_fails_or_is_gone() {
+    let (reply, behaviour) = Behaviour::validating(tagged("max-age=0", "\"v1\"", "kept answer"));
+    let upstream = Upstream::start(behaviour);
+    let site = Site::new();
+    let server = start(&site, &upstream, "  stale_if_error = \"10m\"");
+    server.get("/status");
+    *reply.lock().unwrap() = Reply::new(503).body("down for maintenance");
+    let failed = server.get("/status");
+    assert_eq!(failed.status, 200);
+    assert_eq!(status(&failed), "shoal; hit; detail=stale-if-error");
+    assert_eq!(failed.text(), "kept answer");
+    *reply.lock().unwrap() = Reply::new(404).body("gone");
+    let not_found = server.get("/status");
+    assert_eq!(
+        not_found.status, 404,
+        "only 500, 502, 503 and 504 are errors the entry hides"
+    );
+    assert_eq!(status(&not_found), "shoal; fwd=stale; detail=no-freshness");
+    drop(upstream); // nothing listens there any more: shoal's connect is refused
+    let refused = server.get("/status");
+    assert_eq!(refused.status, 200);
+    assert_eq!(status(&refused), "shoal; hit; detail=stale-if-error");
+    assert_eq!(refused.text(), "kept answer");
+}
+
+#[test]
+fn without_a_window_or_under_must_revalidate_the_failure_goes_to_the_client() {
+    for (cache_control, route_lines) in [
+        ("max-age=0", ""),
+        ("max-age=0, must-revalidate", "  stale_if_error = \"10m\""),
+    ] {
+        let (reply, behaviour) = Behaviour::validating(tagged(cache_control, "\"v1\"", "kept answer"));
+        let upstream = Upstream::start(behaviour);
+        let site = Site::new();
+        let server = start(&site, &upstream, route_lines);
+        assert_eq!(status(&server.get("/status")), "shoal; fwd=miss; stored");
+        *reply.lock().unwrap() = Reply::new(503).body("down");
+        let failed = server.get("/status");
+        assert_eq!(
+            (failed.status, failed.text().as_str()),
+            (503, "down"),
+            "{cache_control}"
+        );
+    }
+}
+
+#[test]
+fn a_hit_answers_the_client_s_preconditions_and_ranges() {
+    let upstream = Upstream::start(Behaviour::Reply(tagged("max-age=60", "\"abc\"", "0123456789")));
+    let site = Site::new();
+    let server = start(&site, &upstream, "");
+    server.get("/file");
+    let not_modified = server.get_with("/file", &["If-None-Match: \"abc\""]);
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("etag"), Some("\"abc\""));
+    assert_eq!(status(&not_modified), "shoal; hit");
+    let since = server.get_with("/file", &["If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT"]);
+    assert_eq!(since.status, 304);
+    let part = server.get_with("/file", &["Range: bytes=2-5"]);
+    assert_eq!(part.status, 206);
+    assert_eq!(part.text(), "2345");
+    assert_eq!(part.header("content-range"), Some("bytes 2-5/10"));
+    let stale_tag = server.get_with("/file", &["Range: bytes=2-5", "If-Range: \"old\""]);
+    assert_eq!((stale_tag.status, stale_tag.text().as_str()), (200, "0123456789"));
+    let outside = server.get_with("/file", &["Range: bytes=50-"]);
+    assert_eq!(outside.status, 416);
+    assert_eq!(outside.header("content-range"), Some("bytes */10"));
+    let failed = server.get_with("/file", &["If-Match: \"other\""]);
+    assert_eq!(failed.status, 412);
+    assert_eq!(upstream.requests().len(), 1);
+}

@@ -74,6 +74,9 @@ pub enum Behaviour {
     Health { path: String, status: Arc<AtomicU16> },
     /// Requests to `path` wait until the gate opens, then are echoed; others echoed at once.
     Gate { path: String, gate: Gate },
+    /// The reply the test holds (changeable while running); a request whose If-None-Match
+    /// names the reply's ETag gets a 304 with the reply's headers instead.
+    Validating(Arc<Mutex<Reply>>),
 }
 
 impl Behaviour {
@@ -105,6 +108,13 @@ impl Behaviour {
             gate: gate.clone(),
         };
         (gate, behaviour)
+    }
+
+    /// Answers with `reply`, or a 304 to a request that names its ETag; the returned handle
+    /// changes the reply.
+    pub fn validating(reply: Reply) -> (Arc<Mutex<Reply>>, Behaviour) {
+        let reply = Arc::new(Mutex::new(reply));
+        (reply.clone(), Behaviour::Validating(reply))
     }
 
     /// Not HTTP at all.
@@ -610,6 +620,7 @@ impl Conn {
             Behaviour::WebSocketEcho => self.websocket_echo(),
             Behaviour::Health { path, status } => self.health(path, status),
             Behaviour::Gate { path, gate } => self.gate(path, gate),
+            Behaviour::Validating(reply) => self.validating(reply),
         }
     }
 
@@ -644,6 +655,33 @@ impl Conn {
         while let Ok(request) = self.read_request() {
             let bytes = reply.render(request.method() == "HEAD", &self.identity());
             if self.write(&bytes).is_err() || request.wants_close() || closes {
+                return;
+            }
+        }
+    }
+
+    fn validating(&mut self, reply: &Mutex<Reply>) {
+        while let Ok(request) = self.read_request() {
+            let current = reply.lock().expect("the reply").clone();
+            let etag = current
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("etag"))
+                .map(|(_, v)| v);
+            let matched =
+                etag.is_some_and(|etag| request.header_values("if-none-match").contains(&etag.as_str()));
+            let answer = match matched {
+                true => Reply {
+                    status: 304,
+                    body: Vec::new(),
+                    ..current
+                },
+                false => current,
+            };
+            if self
+                .write(&answer.render(request.method() == "HEAD", &self.identity()))
+                .is_err()
+            {
                 return;
             }
         }

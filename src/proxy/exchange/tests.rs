@@ -143,6 +143,7 @@ impl Bench {
             underscores_in_headers: false,
             request_headers: &NO_RULES,
             parts: None,
+            preconditions: Default::default(),
         };
         Exchange::begin(&start, &mut self.env()).unwrap()
     }

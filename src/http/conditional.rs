@@ -1,4 +1,4 @@
-//! Validators and content negotiation for static files (RFC 9110 §8.8, §12.5.3, §13).
+//! Validators and content negotiation (static files, cache entries) (RFC 9110 §8.8, §12.5.3, §13).
 //!
 //! Owns entity-tag generation and the evaluation of `If-Match`, `If-Unmodified-Since`,
 //! `If-None-Match`, `If-Modified-Since`, `If-Range` and `Accept-Encoding`, and their order
