@@ -14,6 +14,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use nix::fcntl::AtFlags;
 
@@ -50,6 +51,8 @@ pub struct Entry {
     /// Where the body starts in the file, and its length.
     pub body_offset: u64,
     pub body_len: u64,
+    /// When it was last used (its atime), for the keeper's least-recently-used order.
+    pub used: SystemTime,
 }
 
 impl Entry {
@@ -68,9 +71,11 @@ impl Entry {
         let meta_len = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")) as usize;
         let body_len = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
         let body_offset = (HEADER_BYTES + meta_len) as u64;
-        if meta_len > MAX_META_BYTES || file.metadata()?.len() != body_offset.saturating_add(body_len) {
+        let stat = file.metadata()?;
+        if meta_len > MAX_META_BYTES || stat.len() != body_offset.saturating_add(body_len) {
             return Ok(None);
         }
+        let used = stat.accessed().unwrap_or(SystemTime::UNIX_EPOCH);
         let mut encoded = vec![0u8; meta_len];
         file.read_exact_at(&mut encoded, HEADER_BYTES as u64)?;
         Ok(Meta::decode(&encoded).map(|meta| Entry {
@@ -78,9 +83,29 @@ impl Entry {
             file,
             body_offset,
             body_len,
+            used,
         }))
     }
+
+    /// Notes that it answered a request, for the keeper's order: its atime, set at most
+    /// once a minute (mounts with `noatime` or `relatime` keep it from reads alone).
+    pub fn note_use(&self) {
+        let now = SystemTime::now();
+        if now
+            .duration_since(self.used)
+            .is_ok_and(|since| since < NOTE_USE_EVERY)
+        {
+            return;
+        }
+        let times = std::fs::FileTimes::new().set_accessed(now);
+        if let Err(e) = self.file.set_times(times) {
+            log::debug!("cannot note the use of a cache entry: {e}");
+        }
+    }
 }
+
+/// How stale an entry's last-use time may get before a use is noted again.
+const NOTE_USE_EVERY: Duration = Duration::from_secs(60);
 
 /// An entry being written: the header and metadata first, then the body as it arrives;
 /// [`Writer::commit`] puts it in place, dropping it leaves nothing behind.
@@ -143,16 +168,18 @@ impl Writer {
     }
 
     /// Puts the entry at `path`, replacing any there (readers that opened the old one keep
-    /// reading it whole).
-    pub fn commit(self, path: &Path) -> io::Result<()> {
+    /// reading it whole). Returns the bytes of the entry it replaced (0 for none).
+    pub fn commit(self, path: &Path) -> io::Result<u64> {
         self.file.write_all_at(&self.body_len().to_le_bytes(), 12)?;
         let temporary = temporary_name(path);
         // linkat(2) of an O_TMPFILE by its /proc path needs no privilege (AT_EMPTY_PATH does).
         let proc_path = PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
         nix::unistd::linkat(None, &proc_path, None, &temporary, AtFlags::AT_SYMLINK_FOLLOW)?;
+        let replaced = std::fs::metadata(path).map_or(0, |old| old.len());
         std::fs::rename(&temporary, path).inspect_err(|_| {
             let _ = std::fs::remove_file(&temporary);
-        })
+        })?;
+        Ok(replaced)
     }
 }
 

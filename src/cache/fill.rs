@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::entry::{Entry, Meta, Writer};
 use super::policy::{self, Directives, RequestFacts, ResponseFacts, Rules};
@@ -37,6 +38,8 @@ pub struct Fill {
     pub(super) request_bytes: Vec<u8>,
     pub(super) requested_at: u64,
     pub(super) max_entry_bytes: u64,
+    /// The instance's count of the cache's bytes on disk (none outside a master's workers).
+    pub(super) disk_bytes: Option<&'static AtomicU64>,
     /// The stale entry the request found, which the upstream's answer revalidates or, on
     /// an error, stands in for.
     pub(super) stale: Option<Entry>,
@@ -150,7 +153,19 @@ impl Fill {
             writer.write(&chunk[..n])?;
             done += n as u64;
         }
-        writer.commit(&self.path)
+        self.put(writer)
+    }
+
+    /// Puts a written entry in place, and counts its bytes in for the keeper.
+    fn put(&self, writer: Writer) -> std::io::Result<()> {
+        let added = writer.disk_bytes();
+        let replaced = writer.commit(&self.path)?;
+        if let Some(count) = self.disk_bytes {
+            count.fetch_add(added, Relaxed);
+            // Clamped: the keeper's recount may already have left the replaced one out.
+            let _ = count.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(replaced)));
+        }
+        Ok(())
     }
 
     /// `respond` with this fill between it and the exchange.
@@ -218,7 +233,7 @@ impl Fill {
 
     fn commit(&mut self) {
         if let Some(writer) = self.writer.take() {
-            if let Err(e) = writer.commit(&self.path) {
+            if let Err(e) = self.put(writer) {
                 log::debug!("cannot put a cache entry at {}: {e}", self.path.display());
             }
         }

@@ -9,13 +9,16 @@
 //! - `store.rs`: the directory, and which file holds which key.
 //! - `fill.rs`: storing an upstream's answer while it goes to the client.
 //! - `serve.rs`: answering from an entry.
+//! - `keep.rs`: the master's keeper, which holds the cache within `max_size`.
 
 pub mod entry;
 mod fill;
+pub mod keep;
 pub mod policy;
 mod serve;
 pub mod store;
 
+use std::sync::atomic::AtomicU64;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{CacheStore, RouteCache};
@@ -34,6 +37,9 @@ const MAX_ENTRY_BYTES: u64 = 1 << 30;
 pub struct Cache {
     store: Store,
     max_entry_bytes: u64,
+    /// The instance's count of bytes on disk, which the master's keeper holds within
+    /// `max_size`.
+    disk_bytes: Option<&'static AtomicU64>,
 }
 
 /// What the cache makes of a request on a caching route.
@@ -69,10 +75,11 @@ impl Forwarded {
 }
 
 impl Cache {
-    pub fn new(config: &CacheStore) -> Cache {
+    pub fn new(config: &CacheStore, disk_bytes: Option<&'static AtomicU64>) -> Cache {
         Cache {
             store: Store::new(&config.path),
             max_entry_bytes: MAX_ENTRY_BYTES.min(config.max_size_bytes),
+            disk_bytes,
         }
     }
 
@@ -93,7 +100,10 @@ impl Cache {
             Ok(Some(entry)) if entry.meta.key != key => Forwarded::Miss,
             Ok(Some(entry)) if !vary_matches(&entry, head, buf) => Forwarded::VaryMiss,
             Ok(Some(entry)) => match entry.meta.freshness.usable(unix_now()) {
-                Usable::Fresh => return Lookup::Hit(Box::new(entry)),
+                Usable::Fresh => {
+                    entry.note_use();
+                    return Lookup::Hit(Box::new(entry));
+                }
                 Usable::WhileRevalidating | Usable::Stale => {
                     stale = Some(entry);
                     Forwarded::Stale
@@ -129,6 +139,7 @@ impl Cache {
             request_bytes: buf[..head.len].to_vec(),
             requested_at: unix_now(),
             max_entry_bytes: self.max_entry_bytes,
+            disk_bytes: self.disk_bytes,
             stale,
             writer: None,
             answered: false,

@@ -32,6 +32,7 @@ use log::info;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
+use crate::cache::keep::Keeper;
 use crate::config::{Address, Config, Source};
 use crate::control::{Outcome, Verdict};
 use crate::sys::{self, SignalReader};
@@ -192,6 +193,10 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
         None => None,
     };
     let signals = SignalReader::open().map_err(MasterError::Signals)?;
+    // After the signals are blocked: the thread inherits the mask, so every signal still
+    // reaches the master's loop.
+    let cache_keeper = Keeper::start(shared_state.cache_bytes())
+        .map_err(|e| MasterError::SharedState(format!("cannot start the cache's keeper thread: {e}")))?;
     let control = match (&config.pid_file, &handoff) {
         (Some(path), None) => Some(
             ControlSocket::bind(path).map_err(|e| MasterError::File(e, crate::status::socket_path(path)))?,
@@ -240,6 +245,7 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
         ledgers: Ledgers::default(),
         shared_state,
         next_shared_sweep: now,
+        cache_keeper,
     };
     master.supervise()
 }
@@ -289,6 +295,8 @@ struct Master {
     /// What all workers of the instance share: upstream servers' caps and queues.
     shared_state: &'static crate::shared::Shared,
     next_shared_sweep: Instant,
+    /// The thread that holds the response cache within its `max_size`.
+    cache_keeper: Keeper,
 }
 
 impl Master {
@@ -308,6 +316,9 @@ impl Master {
             self.watch_upgrade();
             self.sweep_shared_state();
             self.rotate_tickets();
+            if let Some(report) = self.cache_keeper.tend(self.config.cache.as_ref()) {
+                info!("{report}");
+            }
             self.announce_ready();
             self.deliver_verdicts();
             self.notify_service_manager();

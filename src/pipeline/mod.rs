@@ -180,7 +180,8 @@ impl<'c> Pipeline<'c> {
             spill,
             max_body_bytes: config.limits.max_body_bytes,
             trusted_proxies: &config.trusted_proxies,
-            cache: config.cache.as_ref().map(Cache::new),
+            cache: (config.cache.as_ref())
+                .map(|store| Cache::new(store, shared.map(|(s, _)| s.cache_bytes()))),
         })
     }
 

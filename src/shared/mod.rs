@@ -35,8 +35,10 @@ const SEATS_HIGH_AT: usize = 8;
 const SEATS_AT: usize = 64;
 const KEYS_AT: usize = SEATS_AT + 4 * SEATS;
 const TICKETS_AT: usize = KEYS_AT + 8 * ROWS;
+/// The response cache's bytes on disk, as the workers and the master's keeper count them.
+const CACHE_BYTES_AT: usize = TICKETS_AT + 8 * tickets::WORDS;
 const ROWS_AT: usize = 16 * 1024;
-const _: () = assert!(TICKETS_AT + 8 * tickets::WORDS <= ROWS_AT);
+const _: () = assert!(CACHE_BYTES_AT + 8 <= ROWS_AT);
 /// A row's fields come first, its cells (or seats' columns) from this offset.
 const ROW_BODY_AT: usize = 64;
 const ROW_BYTES: usize = ROW_BODY_AT + 4 * MAX_CONNS as usize;
@@ -131,6 +133,12 @@ impl Shared {
         Tickets {
             words: self.memory.u64s(TICKETS_AT, tickets::WORDS),
         }
+    }
+
+    /// The response cache's bytes on disk: workers add what they store and take off what
+    /// they replace; the master's keeper sets it from a count of the directory.
+    pub fn cache_bytes(&self) -> &'static AtomicU64 {
+        &self.memory.u64s(CACHE_BYTES_AT, 1)[0]
     }
 
     fn keys(&self) -> &'static [AtomicU64] {

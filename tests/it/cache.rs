@@ -3,8 +3,9 @@
 //! outlive the process and serve every worker.
 
 use std::io::Write;
+use std::time::Duration;
 
-use crate::harness::{read_head_response, request, Launch, Response, Server, Site};
+use crate::harness::{read_head_response, request, wait_until, Launch, Response, Server, Site};
 use crate::proxy::support::{addrs, config};
 use crate::upstream::{Behaviour, Reply, Upstream};
 
@@ -317,4 +318,53 @@ fn a_hit_answers_the_client_s_preconditions_and_ranges() {
     let failed = server.get_with("/file", &["If-Match: \"other\""]);
     assert_eq!(failed.status, 412);
     assert_eq!(upstream.requests().len(), 1);
+}
+
+/// Bytes of the files in the cache directory's subdirectories.
+fn cache_bytes(site: &Site) -> u64 {
+    let dir = site.base().join("cache");
+    let subs = std::fs::read_dir(dir)
+        .expect("the cache directory")
+        .map(|sub| sub.expect("a subdirectory").path());
+    subs.flat_map(|sub| std::fs::read_dir(sub).expect("listed"))
+        .map(|file| file.expect("a file").metadata().expect("stat").len())
+        .sum()
+}
+
+#[test]
+fn the_keeper_holds_the_cache_within_max_size_dropping_the_least_recently_used() {
+    let upstream = Upstream::start(Behaviour::Reply(
+        Reply::new(200)
+            .header("Cache-Control", "max-age=600")
+            .body(vec![b'x'; 1024]),
+    ));
+    let site = Site::new();
+    let routes = "  [[server.route]]\n  prefix = \"/\"\n  upstream = \"app\"\n  cache = true\n";
+    let text = config(
+        "access_log = \"off\"\n[cache]\npath = \"cache\"\nmax_size = \"4KiB\"",
+        &addrs(&[&upstream]),
+        "",
+        routes,
+    );
+    let server = Launch::config_file(&site, &text).start();
+    assert_eq!(
+        std::fs::read_dir(site.base().join("cache"))
+            .expect("made by the master")
+            .count(),
+        256
+    );
+    for i in 0..10 {
+        assert_eq!(status(&server.get(&format!("/{i}"))), "shoal; fwd=miss; stored");
+    }
+    // The keeper looks every second: wait for it to bring the directory under the limit,
+    // with a tenth free.
+    let swept = || (cache_bytes(&site) <= 4096 - 409).then_some(());
+    wait_until("the keeper to sweep", Duration::from_secs(10), swept);
+    server.wait_for_log("least recently used entries", Duration::from_secs(10));
+    assert_eq!(status(&server.get("/9")), "shoal; hit", "the newest entry stays");
+    assert_eq!(
+        status(&server.get("/0")),
+        "shoal; fwd=miss; stored",
+        "the oldest went"
+    );
 }

@@ -1,0 +1,242 @@
+//! Keeping the cache within `[cache] max_size`: a thread of the master, the cache's keeper,
+//! looks at the shared count of bytes on disk every second; over the limit, and every few
+//! minutes regardless (to correct what a killed worker or a hand left behind), it lists the
+//! directory and removes the least recently used entries until a tenth is free, and
+//! temporary files a writer left over a minute ago. Workers never wait for it: they only add
+//! to and take from the count, and note a use on an entry (its atime, at most once a minute).
+//!
+//! A thread rather than the master's loop: listing a large directory takes longer than the
+//! master may go without supervising. It shares only [`Between`] with the master's loop, and
+//! takes no lock a forked worker could need (no logging, no stdio): a fork while it works
+//! leaves the worker nothing held.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::CacheStore;
+
+/// How often the keeper looks at the count.
+const TICK: Duration = Duration::from_secs(1);
+/// How often it lists the directory even when the count is within the limit.
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(300);
+/// A temporary file older than this belongs to a writer that is gone.
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+
+/// The master's handle on its keeper thread.
+#[derive(Debug)]
+pub struct Keeper {
+    shared: Arc<Mutex<Between>>,
+}
+
+/// What the master and its keeper pass each other.
+#[derive(Debug, Default)]
+struct Between {
+    /// The cache the config in force has.
+    store: Option<CacheStore>,
+    /// What the last sweep that did anything found, for the master to log: the keeper never
+    /// writes a log line itself, since a fork of the master while it held the log's lock
+    /// would leave the worker unable to write one.
+    report: Option<String>,
+}
+
+impl Keeper {
+    /// Starts the keeper over the shared count `bytes`; it does nothing until
+    /// [`Keeper::tend`] gives it a cache.
+    pub fn start(bytes: &'static AtomicU64) -> io::Result<Keeper> {
+        let shared = Arc::new(Mutex::new(Between::default()));
+        let theirs = Arc::clone(&shared);
+        thread::Builder::new()
+            .name("cache keeper".into())
+            .spawn(move || keep(&theirs, bytes))?;
+        Ok(Keeper { shared })
+    }
+
+    /// Gives the keeper the cache the config in force has (none: it rests), and takes what
+    /// it has to say since the last call.
+    pub fn tend(&self, store: Option<&CacheStore>) -> Option<String> {
+        let mut between = lock(&self.shared);
+        if between.store.as_ref() != store {
+            between.store = store.cloned();
+        }
+        between.report.take()
+    }
+}
+
+fn lock(shared: &Mutex<Between>) -> std::sync::MutexGuard<'_, Between> {
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn keep(shared: &Mutex<Between>, bytes: &AtomicU64) {
+    let mut last: Option<(CacheStore, Instant)> = None;
+    loop {
+        thread::sleep(TICK);
+        let Some(store) = lock(shared).store.clone() else {
+            continue;
+        };
+        let due = match &last {
+            Some((swept, at)) => *swept != store || at.elapsed() >= FULL_SWEEP_EVERY,
+            None => true,
+        };
+        if !due && bytes.load(Relaxed) <= store.max_size_bytes {
+            continue;
+        }
+        let report = match sweep(&store.path, store.max_size_bytes, SystemTime::now()) {
+            Ok(swept) => {
+                bytes.store(swept.kept_bytes, Relaxed);
+                (swept.removed > 0).then(|| {
+                    format!(
+                        "cache: removed {} least recently used entries ({} bytes) to stay within max_size; {} bytes kept",
+                        swept.removed, swept.removed_bytes, swept.kept_bytes
+                    )
+                })
+            }
+            Err(e) => Some(format!("cache: cannot list {}: {e}", store.path.display())),
+        };
+        if report.is_some() {
+            lock(shared).report = report;
+        }
+        last = Some((store, Instant::now()));
+    }
+}
+
+/// What a sweep did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub kept_bytes: u64,
+    pub removed: usize,
+    pub removed_bytes: u64,
+}
+
+/// One entry file as the sweep sees it.
+struct Found {
+    path: PathBuf,
+    bytes: u64,
+    used: SystemTime,
+}
+
+/// Lists `dir`'s entries; over `max_bytes`, removes the least recently used (by atime) until
+/// a tenth of `max_bytes` is free. Removes abandoned temporary files too.
+pub fn sweep(dir: &Path, max_bytes: u64, now: SystemTime) -> io::Result<Swept> {
+    let mut found = Vec::new();
+    for sub in std::fs::read_dir(dir)? {
+        let sub = sub?.path();
+        if !sub.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&sub)? {
+            let file = file?;
+            let Ok(meta) = file.metadata() else { continue };
+            let used = meta
+                .accessed()
+                .or_else(|_| meta.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let temporary = file.file_name().as_encoded_bytes().starts_with(b".tmp-");
+            let age = now
+                .duration_since(meta.modified().unwrap_or(now))
+                .unwrap_or_default();
+            if temporary && age >= ABANDONED_AFTER {
+                let _ = std::fs::remove_file(file.path());
+            } else if meta.is_file() && !temporary {
+                found.push(Found {
+                    path: file.path(),
+                    bytes: meta.len(),
+                    used,
+                });
+            }
+        }
+    }
+    let mut swept = Swept {
+        kept_bytes: found.iter().map(|f| f.bytes).sum(),
+        ..Swept::default()
+    };
+    if swept.kept_bytes <= max_bytes {
+        return Ok(swept);
+    }
+    let target = max_bytes - max_bytes / 10;
+    found.sort_by_key(|f| f.used);
+    for oldest in found {
+        if swept.kept_bytes <= target {
+            break;
+        }
+        if std::fs::remove_file(&oldest.path).is_ok() {
+            swept.kept_bytes -= oldest.bytes;
+            swept.removed += 1;
+            swept.removed_bytes += oldest.bytes;
+        }
+    }
+    Ok(swept)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    /// A file of `bytes` bytes in `dir/sub`, last used `used_secs` after the epoch.
+    fn entry(dir: &Path, sub: &str, name: &str, bytes: usize, used_secs: u64) -> PathBuf {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        let path = dir.join(sub).join(name);
+        std::fs::write(&path, vec![0u8; bytes]).unwrap();
+        let used = UNIX_EPOCH + Duration::from_secs(used_secs);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_times(std::fs::FileTimes::new().set_accessed(used))
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn the_least_recently_used_go_until_a_tenth_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let oldest = entry(dir.path(), "00", "a", 400, 1_000);
+        let middle = entry(dir.path(), "01", "b", 400, 2_000);
+        let newest = entry(dir.path(), "ff", "c", 400, 3_000);
+        let within = sweep(dir.path(), 1_200, SystemTime::now()).unwrap();
+        assert_eq!(
+            within,
+            Swept {
+                kept_bytes: 1_200,
+                removed: 0,
+                removed_bytes: 0
+            }
+        );
+        let over = sweep(dir.path(), 1_000, SystemTime::now()).unwrap();
+        assert_eq!(
+            over,
+            Swept {
+                kept_bytes: 800,
+                removed: 1,
+                removed_bytes: 400
+            },
+            "900 is the target"
+        );
+        assert!(!oldest.exists() && middle.exists() && newest.exists());
+        let tight = sweep(dir.path(), 500, SystemTime::now()).unwrap();
+        assert_eq!(tight.kept_bytes, 400);
+        assert!(!middle.exists() && newest.exists());
+    }
+
+    #[test]
+    fn abandoned_temporary_files_go_and_fresh_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let abandoned = entry(dir.path(), "00", ".tmp-1-0", 10, 0);
+        let writing = entry(dir.path(), "00", ".tmp-1-1", 10, 0);
+        let later = SystemTime::now() + ABANDONED_AFTER;
+        std::fs::File::options()
+            .write(true)
+            .open(&writing)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let swept = sweep(dir.path(), 1 << 20, later).unwrap();
+        assert_eq!(swept.kept_bytes, 0, "temporary files are not entries");
+        assert!(!abandoned.exists() && writing.exists());
+    }
+}
