@@ -17,6 +17,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::entry::{Entry, Meta, Writer};
+use super::lock::Held;
 use super::policy::{self, Directives, RequestFacts, ResponseFacts, Rules};
 use super::serve;
 use super::{unix_now, Forwarded};
@@ -43,6 +44,8 @@ pub struct Fill {
     /// The stale entry the request found, which the upstream's answer revalidates or, on
     /// an error, stands in for.
     pub(super) stale: Option<Entry>,
+    /// The key's lock, while this request fetches it: others wait for its entry.
+    pub(super) lock: Option<Held>,
     /// The entry being written, once the head said it may be stored.
     pub(super) writer: Option<Writer>,
     /// The client was answered from an entry: what the upstream still sends is dropped.
@@ -181,7 +184,11 @@ impl Fill {
         let assessed = policy::assess(&self.request, &facts, &self.rules, self.requested_at, received_at);
         let freshness = match assessed {
             Ok(freshness) => freshness,
-            Err(why) => return format!("shoal; fwd={}; detail={}", self.forwarded.as_str(), why.detail()),
+            Err(why) => {
+                // Nothing will be stored: the requests waiting for it go upstream themselves.
+                self.lock = None;
+                return format!("shoal; fwd={}; detail={}", self.forwarded.as_str(), why.detail());
+            }
         };
         let meta = Meta {
             key: self.key.clone(),
@@ -237,6 +244,8 @@ impl Fill {
                 log::debug!("cannot put a cache entry at {}: {e}", self.path.display());
             }
         }
+        // The entry is in place: the requests waiting for it find it.
+        self.lock = None;
     }
 }
 

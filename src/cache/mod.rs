@@ -10,21 +10,25 @@
 //! - `fill.rs`: storing an upstream's answer while it goes to the client.
 //! - `serve.rs`: answering from an entry.
 //! - `keep.rs`: the master's keeper, which holds the cache within `max_size`.
+//! - `lock.rs`: one fetch per key at a time across the workers (request collapsing).
 
 pub mod entry;
 mod fill;
 pub mod keep;
+mod lock;
 pub mod policy;
 mod serve;
 pub mod store;
 
+use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{CacheStore, RouteCache};
 use crate::http::request::{Method, RequestHead};
 use entry::Entry;
 pub use fill::{Fill, Tee};
+use lock::Locks;
 use policy::{Directives, RequestFacts, Rules, Usable};
 pub use serve::answer;
 use store::Store;
@@ -36,6 +40,9 @@ const MAX_ENTRY_BYTES: u64 = 1 << 30;
 #[derive(Debug)]
 pub struct Cache {
     store: Store,
+    /// This worker's locks of keys being fetched (none: the lock file could not be opened,
+    /// and requests do not wait for each other).
+    locks: Option<Rc<Locks>>,
     max_entry_bytes: u64,
     /// The instance's count of bytes on disk, which the master's keeper holds within
     /// `max_size`.
@@ -45,10 +52,22 @@ pub struct Cache {
 /// What the cache makes of a request on a caching route.
 #[derive(Debug)]
 pub enum Lookup {
-    /// A fresh entry answers it.
-    Hit(Box<Entry>),
+    /// An entry answers it, with this `Cache-Status`.
+    Hit(Box<Entry>, &'static [u8]),
+    /// Another request is fetching its key: ask again shortly, for at most this long.
+    Wait(Duration),
     /// The upstream answers, and its answer may be stored.
     Forward(Box<Fill>),
+}
+
+/// Whether a request waited for another's fetch of its key (request collapsing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    No,
+    /// It waited, and may wait on.
+    Within,
+    /// It waited its route's whole `cache_lock_timeout`: it goes upstream now.
+    Out,
 }
 
 /// Why a request went upstream, as Cache-Status's `fwd` says it.
@@ -76,45 +95,73 @@ impl Forwarded {
 
 impl Cache {
     pub fn new(config: &CacheStore, disk_bytes: Option<&'static AtomicU64>) -> Cache {
+        let locks = Locks::open(&config.path)
+            .inspect_err(|e| {
+                log::warn!(
+                    "cache: cannot open the lock file in {}: {e}",
+                    config.path.display()
+                )
+            })
+            .ok();
         Cache {
             store: Store::new(&config.path),
+            locks,
             max_entry_bytes: MAX_ENTRY_BYTES.min(config.max_size_bytes),
             disk_bytes,
         }
     }
 
     /// Looks up the GET or HEAD request `head` (its bytes in `buf`), on a route caching as
-    /// `route` says; `secure` and `host` complete its key.
+    /// `route` says; `secure` and `host` complete its key; `waited`: whether it waited for
+    /// another request's fetch of its key already.
     pub fn lookup(
         &self,
         route: &RouteCache,
         head: &RequestHead,
         buf: &[u8],
-        secure: bool,
-        host: Option<&[u8]>,
+        (secure, host): (bool, Option<&[u8]>),
+        waited: Waited,
     ) -> Lookup {
         let key = key(secure, host, head.target.of(buf));
-        let path = self.store.path_of(&key);
+        let (path, hash) = self.store.locate(&key);
         let mut stale = None;
+        let mut usable = Usable::Stale;
         let forwarded = match Entry::open(&path) {
             Ok(Some(entry)) if entry.meta.key != key => Forwarded::Miss,
             Ok(Some(entry)) if !vary_matches(&entry, head, buf) => Forwarded::VaryMiss,
-            Ok(Some(entry)) => match entry.meta.freshness.usable(unix_now()) {
-                Usable::Fresh => {
+            Ok(Some(entry)) => {
+                usable = entry.meta.freshness.usable(unix_now());
+                if usable == Usable::Fresh {
                     entry.note_use();
-                    return Lookup::Hit(Box::new(entry));
+                    let status: &[u8] = match waited {
+                        Waited::No => b"shoal; hit",
+                        Waited::Within | Waited::Out => b"shoal; hit; collapsed",
+                    };
+                    return Lookup::Hit(Box::new(entry), status);
                 }
-                Usable::WhileRevalidating | Usable::Stale => {
-                    stale = Some(entry);
-                    Forwarded::Stale
-                }
-            },
+                stale = Some(entry);
+                Forwarded::Stale
+            }
             Ok(None) if head.method == Method::Head => Forwarded::Method,
             Ok(None) => Forwarded::Miss,
             Err(e) => {
                 log::debug!("cannot read the cache entry {}: {e}", path.display());
                 Forwarded::Miss
             }
+        };
+        // One fetch per key at a time: the others wait for its entry, or, within
+        // stale-while-revalidate, get the stale one at once.
+        let lock = match (&self.locks, head.method) {
+            (Some(locks), Method::Get) => match locks.try_lock(hash) {
+                Some(held) => Some(held),
+                None if usable == Usable::WhileRevalidating => {
+                    let entry = stale.expect("a stale entry to be usable");
+                    return Lookup::Hit(Box::new(entry), b"shoal; hit; detail=stale-while-revalidate");
+                }
+                None if waited != Waited::Out => return Lookup::Wait(route.lock_timeout),
+                None => None,
+            },
+            _ => None,
         };
         let mut directives = Directives::default();
         head.fields_named(buf, "cache-control")
@@ -141,6 +188,7 @@ impl Cache {
             max_entry_bytes: self.max_entry_bytes,
             disk_bytes: self.disk_bytes,
             stale,
+            lock,
             writer: None,
             answered: false,
         };

@@ -44,12 +44,20 @@ impl Store {
 
     /// The entry file of `key`.
     pub fn path_of(&self, key: &[u8]) -> PathBuf {
+        self.locate(key).0
+    }
+
+    /// The entry file of `key`, and a 64-bit hash of it (for its lock).
+    pub fn locate(&self, key: &[u8]) -> (PathBuf, u64) {
         let hash = digest(&SHA256, key);
-        let hex: String = hash.as_ref()[..16]
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
-        self.dir.join(&hex[..2]).join(&hex[2..])
+        let bytes = hash.as_ref();
+        let hex: String = bytes[..16].iter().map(|byte| format!("{byte:02x}")).collect();
+        let short = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+        (self.dir.join(&hex[..2]).join(&hex[2..]), short)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 

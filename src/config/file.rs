@@ -22,8 +22,8 @@ use super::units::{Size, Span};
 use super::{
     default_workers, AccessLog, Address, Balance, Buffering, CacheStore, Config, Dotfiles, ErrorPages,
     FileOptions, HashKey, HeaderRules, HealthCheck, Limits, LogFormat, Matching, Route, RouteCache, Serve,
-    Server, ServerName, Supervisor, UnixAccess, Upstream, UpstreamServer, DEFAULT_CACHE_MAX_SIZE,
-    DEFAULT_TICKET_ROTATION, MAX_HEADERS_CEILING,
+    Server, ServerName, Supervisor, UnixAccess, Upstream, UpstreamServer, DEFAULT_CACHE_LOCK_TIMEOUT,
+    DEFAULT_CACHE_MAX_SIZE, DEFAULT_TICKET_ROTATION, MAX_HEADERS_CEILING,
 };
 use crate::http::request::is_token_byte;
 use crate::http::respond::ErrorPage;
@@ -270,6 +270,7 @@ struct RawRoute {
     cache_ttl: Option<Spanned<Span>>,
     stale_while_revalidate: Option<Spanned<Span>>,
     stale_if_error: Option<Spanned<Span>>,
+    cache_lock_timeout: Option<Spanned<Span>>,
     index: Option<Vec<Spanned<String>>>,
     cache_control: Option<String>,
     dotfiles: Option<Dotfiles>,
@@ -1059,6 +1060,7 @@ impl Builder<'_> {
                 ("cache_ttl", &route.cache_ttl),
                 ("stale_while_revalidate", &route.stale_while_revalidate),
                 ("stale_if_error", &route.stale_if_error),
+                ("cache_lock_timeout", &route.cache_lock_timeout),
             ];
             if let Some((key, span)) = companions
                 .iter()
@@ -1089,6 +1091,8 @@ impl Builder<'_> {
                 .stale_if_error
                 .as_ref()
                 .map_or(Duration::ZERO, |s| s.get_ref().0),
+            lock_timeout: (route.cache_lock_timeout.as_ref())
+                .map_or(DEFAULT_CACHE_LOCK_TIMEOUT, |span| span.get_ref().0),
         }))
     }
 
@@ -1785,6 +1789,7 @@ mod tests {
             ttl: Some(Duration::from_secs(1)),
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::from_secs(600),
+            lock_timeout: DEFAULT_CACHE_LOCK_TIMEOUT,
         };
         assert_eq!(route.cache, Some(expected));
         let sized = caching("[cache]\npath = \"cache\"\nmax_size = \"2MiB\"", "cache = true").unwrap();

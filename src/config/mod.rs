@@ -72,7 +72,7 @@ pub struct CacheStore {
 pub const DEFAULT_CACHE_MAX_SIZE: u64 = 1 << 30;
 
 /// A route's caching of its upstream's responses (`cache = true` and its companions).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteCache {
     /// Freshness for responses that state none (`cache_ttl`, micro-caching); without it they
     /// are not stored.
@@ -81,7 +81,13 @@ pub struct RouteCache {
     /// when the upstream fails, unless the response says otherwise.
     pub stale_while_revalidate: Duration,
     pub stale_if_error: Duration,
+    /// How long a request waits for another's fetch of the same key before it goes
+    /// upstream itself (`cache_lock_timeout`; nginx's `proxy_cache_lock_timeout`).
+    pub lock_timeout: Duration,
 }
+
+/// `cache_lock_timeout` when the route does not set it.
+pub const DEFAULT_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `tls_ticket_rotation` when the config does not set it.
 pub const DEFAULT_TICKET_ROTATION: Duration = Duration::from_secs(12 * 3600);

@@ -18,10 +18,11 @@ pub mod sites;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::Registry;
 
+pub use crate::cache::Waited;
 use crate::cache::{self, Cache, Fill, Lookup};
 use crate::config::answer::Parts;
 use crate::config::cidr::Cidr;
@@ -54,6 +55,8 @@ pub struct Request<'a> {
     pub secure: bool,
     /// The name the client asked for in its TLS handshake (SNI), if any.
     pub sni: Option<&'a str>,
+    /// Whether it waited for another request's fetch of its cache key.
+    pub waited: Waited,
 }
 
 /// Where a request went: what its access log line and counters need.
@@ -125,6 +128,10 @@ pub enum Outcome {
     Answered(Routed),
     /// An upstream answers: the connection pumps the exchange until it ends.
     Proxying(Routed, Exchange),
+    /// Another request is fetching the cache entry this one wants: the connection keeps the
+    /// request and hands it over again shortly, for at most this long (its lock timeout),
+    /// then with `waited_out`. Nothing was answered or counted.
+    Wait(Duration),
 }
 
 /// A worker's handlers and what they need: servers and routes, static roots, upstreams.
@@ -274,11 +281,12 @@ impl<'c> Pipeline<'c> {
         };
         let caching = route.config.cache.as_ref().zip(self.cache.as_ref());
         if let Some((rules, cache)) = caching.filter(|_| matches!(head.method, Method::Get | Method::Head)) {
-            match cache.lookup(rules, head, buf, request.secure, host) {
-                Lookup::Hit(entry) => {
-                    cache::answer(*entry, head, buf, b"shoal; hit", &mut respond);
+            match cache.lookup(rules, head, buf, (request.secure, host), request.waited) {
+                Lookup::Hit(entry, status) => {
+                    cache::answer(*entry, head, buf, status, &mut respond);
                     return Outcome::Answered(routed);
                 }
+                Lookup::Wait(lock_timeout) => return Outcome::Wait(lock_timeout),
                 Lookup::Forward(fill) => routed.fill = Some(fill),
             }
         }

@@ -20,12 +20,15 @@ use crate::http::response::{format_into, Persistence, ResponseHead};
 use crate::io::{Buffers, Client, Filled, Flush, Input, Output, ReadSide, Transport};
 use crate::pipeline::request_id::RequestId;
 use crate::pipeline::respond::{Reply, Response};
+use crate::pipeline::Waited;
 use crate::pipeline::{Outcome, Pipeline, Request, Routed};
 use crate::proxy::{Exchange, Failure, Step};
 use crate::stats::{Counters, TlsFailure, NO_ROUTE};
 
 /// Rounds of read/process/write per readiness event before yielding to other connections.
 const ROUNDS_PER_EVENT: usize = 16;
+/// How often a request waiting for another's fetch of its cache entry asks again.
+const CACHE_RETRY: Duration = Duration::from_millis(20);
 /// Stop parsing pipelined requests while this much output is waiting.
 const OUTPUT_HIGH_WATER_BYTES: usize = 64 * 1024;
 /// How long a closing connection keeps reading (and discarding) what the client still sends,
@@ -44,6 +47,9 @@ enum Phase {
     Body(BodyLeft),
     /// An upstream is answering the request.
     Proxying(Box<Proxying>),
+    /// The request (still in the input) waits for another request's fetch of the cache
+    /// entry it wants; it is handed to the pipeline again at `retry_at`.
+    AwaitingEntry { started: Instant, retry_at: Instant },
     /// Send what is pending, then close.
     Closing(Close),
     /// Our side is shut; discarding input until the client closes or the linger ends.
@@ -183,6 +189,8 @@ pub struct Conn<T: Transport = Client> {
     /// When bytes last came from the client (or it connected): the timer of a request body.
     last_received: Instant,
     served: u32,
+    /// When the request waiting for a cache entry stops waiting and goes upstream itself.
+    awaiting_until: Option<Instant>,
 }
 
 impl<T: Transport> Conn<T> {
@@ -200,6 +208,7 @@ impl<T: Transport> Conn<T> {
             last_sent: now,
             last_received: now,
             served: 0,
+            awaiting_until: None,
         }
     }
 
@@ -249,6 +258,7 @@ impl<T: Transport> Conn<T> {
                 Some(self.since + limits.send_timeout.min(limits.header_timeout))
             }
             Phase::Closing(_) => None,
+            Phase::AwaitingEntry { retry_at, .. } => Some(*retry_at),
             Phase::Lingering => return self.since + LINGER,
         };
         match (send, phase) {
@@ -379,6 +389,12 @@ impl<T: Transport> Conn<T> {
                     }
                 };
                 self.after_step(step, ctx);
+                self.drive(ctx)
+            }
+            // Time to ask the cache again (the head phase resumes with the request's start).
+            Phase::AwaitingEntry { started, .. } => {
+                let started = *started;
+                self.set_phase(Phase::Head, started);
                 self.drive(ctx)
             }
             // The client takes its bytes: the deadline that passed is the upstream's.
@@ -524,6 +540,7 @@ impl<T: Transport> Conn<T> {
                         break;
                     }
                 }
+                Phase::AwaitingEntry { .. } => break,
                 Phase::Closing(_) | Phase::Lingering => {
                     self.input.clear();
                     break;
@@ -546,12 +563,10 @@ impl<T: Transport> Conn<T> {
 
     /// Has the pipeline answer one complete request head, and moves to the phase after it.
     fn answer(&mut self, head: &RequestHead, ctx: &mut Ctx) {
-        self.served += 1;
-        ctx.counters.requests += 1;
         let now = ctx.clock.now;
         let persistence = if !head.wants_keep_alive()
             || ctx.draining
-            || self.served >= ctx.limits.max_requests_per_connection
+            || self.served + 1 >= ctx.limits.max_requests_per_connection
         {
             Persistence::Close
         } else if head.version == request::Version::Http10 {
@@ -570,6 +585,11 @@ impl<T: Transport> Conn<T> {
             conn: self.key,
             secure: self.transport.secure(),
             sni: self.transport.server_name(),
+            waited: match self.awaiting_until {
+                None => Waited::No,
+                Some(until) if now < until => Waited::Within,
+                Some(_) => Waited::Out,
+            },
         };
         let mut response = Response::to(head, persistence);
         let reply = Reply {
@@ -578,7 +598,18 @@ impl<T: Transport> Conn<T> {
             head: &mut ctx.head,
             date: &ctx.clock.http_date,
         };
-        match ctx.pipeline.handle(&request, reply, now, &mut ctx.buffers) {
+        let outcome = ctx.pipeline.handle(&request, reply, now, &mut ctx.buffers);
+        if !matches!(outcome, Outcome::Wait(_)) {
+            self.awaiting_until = None;
+            self.served += 1;
+            ctx.counters.requests += 1;
+        }
+        match outcome {
+            Outcome::Wait(lock_timeout) => {
+                let until = *self.awaiting_until.get_or_insert(now + lock_timeout);
+                let retry_at = (now + CACHE_RETRY).min(until);
+                self.set_phase(Phase::AwaitingEntry { started, retry_at }, now);
+            }
             Outcome::Answered(mut routed) => {
                 if routed.request_id.is_none() && ctx.log.wants_id(routed.server) {
                     routed.request_id = Some(ctx.pipeline.ids.pick(head.field(buf, "x-request-id")));

@@ -323,9 +323,9 @@ fn a_hit_answers_the_client_s_preconditions_and_ranges() {
 /// Bytes of the files in the cache directory's subdirectories.
 fn cache_bytes(site: &Site) -> u64 {
     let dir = site.base().join("cache");
-    let subs = std::fs::read_dir(dir)
-        .expect("the cache directory")
-        .map(|sub| sub.expect("a subdirectory").path());
+    let subs = (std::fs::read_dir(dir).expect("the cache directory"))
+        .map(|sub| sub.expect("listed").path())
+        .filter(|sub| sub.is_dir());
     subs.flat_map(|sub| std::fs::read_dir(sub).expect("listed"))
         .map(|file| file.expect("a file").metadata().expect("stat").len())
         .sum()
@@ -347,9 +347,9 @@ fn the_keeper_holds_the_cache_within_max_size_dropping_the_least_recently_used()
         routes,
     );
     let server = Launch::config_file(&site, &text).start();
+    let made = std::fs::read_dir(site.base().join("cache")).expect("made by the master");
     assert_eq!(
-        std::fs::read_dir(site.base().join("cache"))
-            .expect("made by the master")
+        made.filter(|sub| sub.as_ref().expect("listed").path().is_dir())
             .count(),
         256
     );
@@ -367,4 +367,75 @@ fn the_keeper_holds_the_cache_within_max_size_dropping_the_least_recently_used()
         "shoal; fwd=miss; stored",
         "the oldest went"
     );
+}
+
+/// Sends `GET path` on `count` new connections at once; the responses, in any order.
+fn concurrent_gets(server: &Server, path: &str, count: usize) -> Vec<std::thread::JoinHandle<Response>> {
+    (0..count)
+        .map(|_| {
+            let mut stream = server.connect();
+            stream
+                .write_all(request("GET", path, &[]).as_bytes())
+                .expect("a request");
+            std::thread::spawn(move || crate::harness::read_response(&mut stream))
+        })
+        .collect()
+}
+
+#[test]
+fn requests_for_a_key_being_fetched_wait_for_its_entry_in_every_worker() {
+    let (gate, behaviour) = Behaviour::gate("/slow");
+    let upstream = Upstream::start(behaviour);
+    let site = Site::new();
+    let text = cached_config(&upstream, "  cache_ttl = \"60s\"");
+    let server = Launch::config_file(&site, &text).workers(2).start();
+    let first = concurrent_gets(&server, "/slow", 1);
+    upstream.wait_for_requests(1);
+    // Eight more on new connections (over both workers) while the first is fetched.
+    let followers = concurrent_gets(&server, "/slow", 8);
+    std::thread::sleep(Duration::from_millis(300));
+    gate.open();
+    let first = first
+        .into_iter()
+        .next()
+        .unwrap()
+        .join()
+        .expect("the first response");
+    assert_eq!(status(&first), "shoal; fwd=miss; stored");
+    for follower in followers {
+        let response = follower.join().expect("a response");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, first.body, "the one fetch's answer");
+        assert!(
+            status(&response).starts_with("shoal; hit"),
+            "{}",
+            status(&response)
+        );
+    }
+    assert_eq!(
+        upstream.requests_to("/slow").len(),
+        1,
+        "one request reached the app"
+    );
+}
+
+#[test]
+fn a_request_that_waited_out_the_lock_timeout_goes_upstream_itself() {
+    let (gate, behaviour) = Behaviour::gate("/slow");
+    let upstream = Upstream::start(behaviour);
+    let site = Site::new();
+    let server = start(
+        &site,
+        &upstream,
+        "  cache_ttl = \"60s\"\n  cache_lock_timeout = \"200ms\"",
+    );
+    let first = concurrent_gets(&server, "/slow", 1);
+    upstream.wait_for_requests(1);
+    let second = concurrent_gets(&server, "/slow", 1);
+    // Past its lock timeout the second goes upstream too (where the gate holds it as well).
+    upstream.wait_for_requests(2);
+    gate.open();
+    for handle in first.into_iter().chain(second) {
+        assert_eq!(handle.join().expect("a response").status, 200);
+    }
 }
