@@ -383,7 +383,7 @@ fn concurrent_gets(server: &Server, path: &str, count: usize) -> Vec<std::thread
 }
 
 #[test]
-fn requests_for_a_key_being_fetched_wait_for_its_entry_in_every_worker() {
+fn a_hundred_requests_for_a_key_being_fetched_reach_the_app_once_over_two_workers() {
     let (gate, behaviour) = Behaviour::gate("/slow");
     let upstream = Upstream::start(behaviour);
     let site = Site::new();
@@ -391,8 +391,8 @@ fn requests_for_a_key_being_fetched_wait_for_its_entry_in_every_worker() {
     let server = Launch::config_file(&site, &text).workers(2).start();
     let first = concurrent_gets(&server, "/slow", 1);
     upstream.wait_for_requests(1);
-    // Eight more on new connections (over both workers) while the first is fetched.
-    let followers = concurrent_gets(&server, "/slow", 8);
+    // 99 more on new connections (over both workers) while the first is fetched.
+    let followers = concurrent_gets(&server, "/slow", 99);
     std::thread::sleep(Duration::from_millis(300));
     gate.open();
     let first = first
@@ -438,4 +438,63 @@ fn a_request_that_waited_out_the_lock_timeout_goes_upstream_itself() {
     for handle in first.into_iter().chain(second) {
         assert_eq!(handle.join().expect("a response").status, 200);
     }
+}
+
+#[test]
+fn a_worker_killed_while_it_fills_an_entry_leaves_none_and_the_next_request_fetches_again() {
+    const LENGTH: usize = 50 << 20;
+    const PIECE: usize = 1 << 20;
+    let (pieces, behaviour) = Behaviour::trickle(LENGTH);
+    let upstream = Upstream::start(behaviour);
+    let site = Site::new();
+    let server = start(&site, &upstream, "  cache_ttl = \"60s\"");
+    let mut stream = server.connect();
+    stream
+        .write_all(request("GET", "/big", &[]).as_bytes())
+        .expect("a request");
+    for _ in 0..10 {
+        pieces.send(vec![b'a'; PIECE]).expect("a piece");
+    }
+    // A few MiB relayed to the client: the same went into the entry being written.
+    let mut got = vec![0u8; 4 * PIECE];
+    std::io::Read::read_exact(&mut stream, &mut got).expect("part of the response");
+    let worker = server.wait_for_workers(1)[0];
+    assert!(crate::harness::signal(worker, "KILL"));
+    let respawned = wait_until("a new worker", Duration::from_secs(10), || {
+        Some(server.workers()).filter(|pids| pids.len() == 1 && pids[0] != worker)
+    });
+    assert_eq!(respawned.len(), 1);
+    assert_eq!(cache_bytes(&site), 0, "no entry, whole or partial, was left");
+
+    let again = concurrent_gets(&server, "/big", 1);
+    upstream.wait_for_requests(2);
+    for _ in 0..LENGTH / PIECE {
+        pieces.send(vec![b'b'; PIECE]).expect("a piece");
+    }
+    let fetched = again.into_iter().next().unwrap().join().expect("the response");
+    assert_eq!(status(&fetched), "shoal; fwd=miss; stored");
+    assert_eq!(fetched.body.len(), LENGTH);
+    let hit = server.get("/big");
+    assert_eq!(status(&hit), "shoal; hit");
+    assert!(
+        hit.body.len() == LENGTH && hit.body.iter().all(|&b| b == b'b'),
+        "the whole new entry"
+    );
+}
+
+#[test]
+fn past_the_stale_if_error_window_a_gone_app_is_a_502() {
+    let upstream = Upstream::start(Behaviour::Reply(tagged("max-age=0", "\"v1\"", "kept answer")));
+    let site = Site::new();
+    let server = start(&site, &upstream, "  stale_if_error = \"2s\"");
+    assert_eq!(status(&server.get("/status")), "shoal; fwd=miss; stored");
+    drop(upstream);
+    assert_eq!(
+        status(&server.get("/status")),
+        "shoal; hit; detail=stale-if-error"
+    );
+    let failed = wait_until("the window to pass", Duration::from_secs(10), || {
+        Some(server.get("/status")).filter(|response| response.status == 502)
+    });
+    assert!(failed.header("cache-status").is_none(), "shoal's own 502");
 }
