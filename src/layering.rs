@@ -17,7 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["http", "shared"]),
     ("channel", &["stats"]),
     ("files", &["config", "http", "io", "sys"]),
-    ("cache", &["config", "http", "io"]),
+    ("cache", &["config", "http", "io", "stats"]),
     (
         "proxy",
         &["channel", "config", "http", "io", "shared", "stats", "sys"],

@@ -47,6 +47,8 @@ pub struct Counters {
     pub upstreams: Vec<UpstreamCounters>,
     /// TLS connections refused, by kind, in [`TlsFailure::ALL`] order.
     pub tls_failures: [u64; TlsFailure::ALL.len()],
+    /// What the response cache did, in [`CacheEvent::ALL`] order.
+    pub cache: [u64; CacheEvent::ALL.len()],
 }
 
 /// What a worker saw of one upstream.
@@ -110,6 +112,46 @@ impl Histogram {
 pub fn add_each<const N: usize>(sum: &mut [u64; N], more: &[u64; N]) {
     for (s, m) in sum.iter_mut().zip(more) {
         *s += m;
+    }
+}
+
+/// What the response cache did, as counted ([`Counters::cache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// A fresh entry answered (after waiting for another request's fetch or not).
+    Hit,
+    /// The request went upstream: no entry, another variant, or a stale one.
+    Miss,
+    /// A stale entry answered: within stale-while-revalidate, or for a failed upstream.
+    Stale,
+    /// A request waited for another's fetch of its key (counted once per request).
+    Collapsed,
+    /// The upstream's 304 confirmed a stale entry.
+    Revalidated,
+    /// An entry was put in place.
+    Stored,
+}
+
+impl CacheEvent {
+    pub const ALL: [CacheEvent; 6] = [
+        CacheEvent::Hit,
+        CacheEvent::Miss,
+        CacheEvent::Stale,
+        CacheEvent::Collapsed,
+        CacheEvent::Revalidated,
+        CacheEvent::Stored,
+    ];
+
+    /// The metric label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheEvent::Hit => "hit",
+            CacheEvent::Miss => "miss",
+            CacheEvent::Stale => "stale",
+            CacheEvent::Collapsed => "collapsed",
+            CacheEvent::Revalidated => "revalidated",
+            CacheEvent::Stored => "stored",
+        }
     }
 }
 
@@ -234,6 +276,7 @@ impl Counters {
             out.extend(upstream.servers_up.iter().map(|&up| u8::from(up)));
         }
         put_array(out, &self.tls_failures);
+        put_array(out, &self.cache);
     }
 
     /// The counters in `bytes` (as [`Counters::encode`] wrote them), or `None` if they are
@@ -275,6 +318,7 @@ impl Counters {
             });
         }
         counters.tls_failures = r.array()?;
+        counters.cache = r.array()?;
         r.bytes.is_empty().then_some(counters)
     }
 
@@ -408,6 +452,7 @@ mod tests {
         upstream.servers_up = vec![true, false];
         counters.upstreams = vec![upstream, UpstreamCounters::default()];
         counters.tls_failures[TlsFailure::Timeout as usize] = 5;
+        counters.cache[CacheEvent::Collapsed as usize] = 7;
         counters
     }
 
@@ -419,10 +464,11 @@ mod tests {
         let mut wire = Vec::new();
         Counters::default().encode(&mut wire);
         let tls_failures = [6, 0, 0, 0, 0, 0, 0];
+        let cache = [6, 0, 0, 0, 0, 0, 0];
         assert_eq!(
             wire,
-            [&[0; 6][..], &tls_failures].concat(),
-            "empty counters: zeros, and six TLS kinds"
+            [&[0; 6][..], &tls_failures, &cache].concat(),
+            "empty counters: zeros, six TLS kinds, six cache events"
         );
         assert_eq!(Counters::decode(&wire), Some(Counters::default()));
     }

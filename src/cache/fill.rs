@@ -14,16 +14,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use std::os::unix::fs::FileExt;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::entry::{Entry, Meta, Writer};
 use super::lock::Held;
 use super::policy::{self, Directives, RequestFacts, ResponseFacts, Rules};
 use super::serve;
+use super::Events;
 use super::{unix_now, Forwarded};
 use crate::http::request::RequestHead;
 use crate::http::respond::{BodyPart, ErrorPage, Respond};
 use crate::http::response::{header_lines, ResponseHead};
+use crate::stats::CacheEvent;
 
 /// A request whose upstream answer may be stored: what deciding and storing need, kept
 /// beyond the request's buffer.
@@ -50,6 +53,7 @@ pub struct Fill {
     pub(super) writer: Option<Writer>,
     /// The client was answered from an entry: what the upstream still sends is dropped.
     pub(super) answered: bool,
+    pub(super) events: Rc<Events>,
 }
 
 impl Fill {
@@ -91,6 +95,7 @@ impl Fill {
             return false;
         };
         self.answered = true;
+        self.events.count(CacheEvent::Stale);
         serve::answer(
             entry,
             &self.request_head,
@@ -123,8 +128,12 @@ impl Fill {
             Ok(freshness) => {
                 entry.meta.lines = stored_lines(&merged);
                 entry.meta.freshness = freshness;
-                if let Err(e) = self.restore(&entry) {
-                    log::debug!("cannot store the revalidated entry {}: {e}", self.path.display());
+                // Stored anew with its body copied, in this worker's loop: only up to a bound.
+                // A larger entry stays as it was, and is revalidated again at its next use.
+                if entry.body_len <= MAX_RESTORED_BODY_BYTES {
+                    if let Err(e) = self.restore(&entry) {
+                        log::debug!("cannot store the revalidated entry {}: {e}", self.path.display());
+                    }
                 }
             }
             // It may no longer be stored: it answers this once, and goes.
@@ -133,6 +142,7 @@ impl Fill {
             }
         }
         self.answered = true;
+        self.events.count(CacheEvent::Revalidated);
         serve::answer(
             entry,
             &self.request_head,
@@ -163,6 +173,7 @@ impl Fill {
     fn put(&self, writer: Writer) -> std::io::Result<()> {
         let added = writer.disk_bytes();
         let replaced = writer.commit(&self.path)?;
+        self.events.count(CacheEvent::Stored);
         if let Some(count) = self.disk_bytes {
             count.fetch_add(added, Relaxed);
             // Clamped: the keeper's recount may already have left the replaced one out.
@@ -249,6 +260,9 @@ impl Fill {
     }
 }
 
+/// The largest body a 304 has copied into a freshened entry.
+const MAX_RESTORED_BODY_BYTES: u64 = 8 << 20;
+
 /// A stored response's `ETag` and `Last-Modified` values.
 #[derive(Debug, Clone, Copy)]
 pub struct StoredValidators<'a> {
@@ -309,14 +323,24 @@ impl<R: Respond> Respond for Tee<'_, R> {
 
     fn send_head(&mut self) {
         let upstream_status = self.respond.head().status;
-        if let Some(entry) = self.fill.stale.take_if(|_| upstream_status == 304) {
+        // A HEAD went with the client's own preconditions: its 304 is the client's.
+        let revalidated = upstream_status == 304 && self.fill.stores();
+        if let Some(entry) = self.fill.stale.take_if(|_| revalidated) {
             let not_modified = self.respond.head().clone();
             return self.fill.answer_revalidated(&not_modified, entry, self.respond);
         }
         if self.fill.answer_stale_on_error(upstream_status, self.respond) {
             return;
         }
-        let status = self.fill.start(self.respond.head());
+        let status = match upstream_status >= 400 && self.respond.intercepts(upstream_status) {
+            // The route's error page stands in for the app's answer, whose own headers
+            // (no-store) were never seen: not stored.
+            true => {
+                self.fill.lock = None;
+                format!("shoal; fwd={}; detail=error-page", self.fill.forwarded.as_str())
+            }
+            false => self.fill.start(self.respond.head()),
+        };
         self.respond.head().add(b"Cache-Status", status.as_bytes());
         self.respond.send_head();
     }

@@ -10,12 +10,19 @@
 //! takes no lock a forked worker could need (no logging, no stdio): a fork while it works
 //! leaves the worker nothing held.
 
+use std::ffi::CString;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
+
+use nix::dir::Dir;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode};
+use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use crate::config::CacheStore;
 
@@ -41,6 +48,8 @@ struct Between {
     /// writes a log line itself, since a fork of the master while it held the log's lock
     /// would leave the worker unable to write one.
     report: Option<String>,
+    /// Entries removed to stay within `max_size`, since the master started.
+    evicted: u64,
 }
 
 impl Keeper {
@@ -64,6 +73,11 @@ impl Keeper {
         }
         between.report.take()
     }
+
+    /// Entries removed to stay within `max_size`, since the master started.
+    pub fn evictions(&self) -> u64 {
+        lock(&self.shared).evicted
+    }
 }
 
 fn lock(shared: &Mutex<Between>) -> std::sync::MutexGuard<'_, Between> {
@@ -84,8 +98,10 @@ fn keep(shared: &Mutex<Between>, bytes: &AtomicU64) {
         if !due && bytes.load(Relaxed) <= store.max_size_bytes {
             continue;
         }
+        let mut removed = 0;
         let report = match sweep(&store.path, store.max_size_bytes, SystemTime::now()) {
             Ok(swept) => {
+                removed = swept.removed as u64;
                 bytes.store(swept.kept_bytes, Relaxed);
                 (swept.removed > 0).then(|| {
                     format!(
@@ -97,7 +113,9 @@ fn keep(shared: &Mutex<Between>, bytes: &AtomicU64) {
             Err(e) => Some(format!("cache: cannot list {}: {e}", store.path.display())),
         };
         if report.is_some() {
-            lock(shared).report = report;
+            let mut between = lock(shared);
+            between.report = report;
+            between.evicted += removed;
         }
         last = Some((store, Instant::now()));
     }
@@ -111,43 +129,61 @@ pub struct Swept {
     pub removed_bytes: u64,
 }
 
-/// One entry file as the sweep sees it.
+/// One entry file as the sweep sees it: its name in the subdirectory `sub`.
 struct Found {
-    path: PathBuf,
+    sub: usize,
+    name: CString,
     bytes: u64,
-    used: SystemTime,
+    /// Its atime, seconds and nanoseconds.
+    used: (i64, i64),
 }
 
 /// Lists `dir`'s entries; over `max_bytes`, removes the least recently used (by atime) until
 /// a tenth of `max_bytes` is free. Removes abandoned temporary files too.
+///
+/// Only the 256 subdirectories and the names shoal makes are looked at, and every step is
+/// relative to a subdirectory opened without following links: the workers' user owns them
+/// and could put a link to another directory in place of one, which the keeper (running as
+/// the master, root) must never list or empty.
 pub fn sweep(dir: &Path, max_bytes: u64, now: SystemTime) -> io::Result<Swept> {
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() as i64);
+    let mut subs = Vec::new();
     let mut found = Vec::new();
-    for sub in std::fs::read_dir(dir)? {
-        let sub = sub?.path();
-        if !sub.is_dir() {
+    for byte in 0..=255u8 {
+        let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+        let Ok(mut listing) = Dir::open(&dir.join(format!("{byte:02x}")), flags, Mode::empty()) else {
             continue;
-        }
-        for file in std::fs::read_dir(&sub)? {
-            let file = file?;
-            let Ok(meta) = file.metadata() else { continue };
-            let used = meta
-                .accessed()
-                .or_else(|_| meta.modified())
-                .unwrap_or(SystemTime::UNIX_EPOCH);
-            let temporary = file.file_name().as_encoded_bytes().starts_with(b".tmp-");
-            let age = now
-                .duration_since(meta.modified().unwrap_or(now))
-                .unwrap_or_default();
-            if temporary && age >= ABANDONED_AFTER {
-                let _ = std::fs::remove_file(file.path());
-            } else if meta.is_file() && !temporary {
-                found.push(Found {
-                    path: file.path(),
-                    bytes: meta.len(),
-                    used,
-                });
+        };
+        let sub = subs.len();
+        let fd = listing.as_raw_fd();
+        for file in listing.iter().flatten() {
+            let name = file.file_name().to_owned();
+            let kind = Kind::of(name.to_bytes());
+            if kind == Kind::Other {
+                continue;
+            }
+            let Ok(stat) = fstatat(Some(fd), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+                continue;
+            }
+            match kind {
+                Kind::Temporary if now - stat.st_mtime >= ABANDONED_AFTER.as_secs() as i64 => {
+                    let _ = unlinkat(Some(fd), name.as_c_str(), UnlinkatFlags::NoRemoveDir);
+                }
+                Kind::Entry => found.push(Found {
+                    sub,
+                    name,
+                    bytes: stat.st_size as u64,
+                    used: (stat.st_atime, stat.st_atime_nsec),
+                }),
+                Kind::Temporary | Kind::Other => {}
             }
         }
+        subs.push(listing);
     }
     let mut swept = Swept {
         kept_bytes: found.iter().map(|f| f.bytes).sum(),
@@ -162,7 +198,8 @@ pub fn sweep(dir: &Path, max_bytes: u64, now: SystemTime) -> io::Result<Swept> {
         if swept.kept_bytes <= target {
             break;
         }
-        if std::fs::remove_file(&oldest.path).is_ok() {
+        let at = Some(subs[oldest.sub].as_raw_fd());
+        if unlinkat(at, oldest.name.as_c_str(), UnlinkatFlags::NoRemoveDir).is_ok() {
             swept.kept_bytes -= oldest.bytes;
             swept.removed += 1;
             swept.removed_bytes += oldest.bytes;
@@ -171,11 +208,40 @@ pub fn sweep(dir: &Path, max_bytes: u64, now: SystemTime) -> io::Result<Swept> {
     Ok(swept)
 }
 
+/// What a name in a subdirectory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// 30 lower-case hex digits (`store::Store::locate`).
+    Entry,
+    /// `.tmp-<pid>-<n>` (`entry::Writer::commit`).
+    Temporary,
+    Other,
+}
+
+impl Kind {
+    fn of(name: &[u8]) -> Kind {
+        let hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+        if name.len() == 30 && name.iter().all(hex) {
+            Kind::Entry
+        } else if name.starts_with(b".tmp-") {
+            Kind::Temporary
+        } else {
+            Kind::Other
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
     use std::time::UNIX_EPOCH;
 
     use super::*;
+
+    /// An entry name: 30 hex digits ending in `tail`.
+    fn named(tail: &str) -> String {
+        format!("{tail:0>30}")
+    }
 
     /// A file of `bytes` bytes in `dir/sub`, last used `used_secs` after the epoch.
     fn entry(dir: &Path, sub: &str, name: &str, bytes: usize, used_secs: u64) -> PathBuf {
@@ -183,11 +249,8 @@ mod tests {
         let path = dir.join(sub).join(name);
         std::fs::write(&path, vec![0u8; bytes]).unwrap();
         let used = UNIX_EPOCH + Duration::from_secs(used_secs);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_times(std::fs::FileTimes::new().set_accessed(used))
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_times(std::fs::FileTimes::new().set_accessed(used))
             .unwrap();
         path
     }
@@ -195,9 +258,9 @@ mod tests {
     #[test]
     fn the_least_recently_used_go_until_a_tenth_is_free() {
         let dir = tempfile::tempdir().unwrap();
-        let oldest = entry(dir.path(), "00", "a", 400, 1_000);
-        let middle = entry(dir.path(), "01", "b", 400, 2_000);
-        let newest = entry(dir.path(), "ff", "c", 400, 3_000);
+        let oldest = entry(dir.path(), "00", &named("a"), 400, 1_000);
+        let middle = entry(dir.path(), "01", &named("b"), 400, 2_000);
+        let newest = entry(dir.path(), "ff", &named("c"), 400, 3_000);
         let within = sweep(dir.path(), 1_200, SystemTime::now()).unwrap();
         assert_eq!(
             within,
@@ -238,5 +301,28 @@ mod tests {
         let swept = sweep(dir.path(), 1 << 20, later).unwrap();
         assert_eq!(swept.kept_bytes, 0, "temporary files are not entries");
         assert!(!abandoned.exists() && writing.exists());
+    }
+
+    #[test]
+    fn only_shoal_s_names_in_real_subdirectories_are_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        // A link in place of a subdirectory (the workers' user could make one) into a
+        // directory holding what looks like entries: never listed, never emptied.
+        let outside = entry(elsewhere.path(), "x", &named("1"), 1_000, 0);
+        std::os::unix::fs::symlink(elsewhere.path().join("x"), dir.path().join("00")).unwrap();
+        let foreign = entry(dir.path(), "01", "not-an-entry", 1_000, 0);
+        let stray = entry(dir.path(), "zz", &named("2"), 1_000, 0);
+        let own = entry(dir.path(), "02", &named("3"), 1_000, 0);
+        let swept = sweep(dir.path(), 10, SystemTime::now()).unwrap();
+        assert_eq!(
+            swept,
+            Swept {
+                kept_bytes: 0,
+                removed: 1,
+                removed_bytes: 1_000
+            }
+        );
+        assert!(outside.exists() && foreign.exists() && stray.exists() && !own.exists());
     }
 }

@@ -20,12 +20,14 @@ pub mod policy;
 mod serve;
 pub mod store;
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{CacheStore, RouteCache};
 use crate::http::request::{Method, RequestHead};
+use crate::stats::CacheEvent;
 use entry::Entry;
 pub use fill::{Fill, Tee};
 use lock::Locks;
@@ -47,6 +49,19 @@ pub struct Cache {
     /// The instance's count of bytes on disk, which the master's keeper holds within
     /// `max_size`.
     disk_bytes: Option<&'static AtomicU64>,
+    /// What this worker's cache did, for its heartbeat.
+    events: Rc<Events>,
+}
+
+/// A worker's count of cache events, shared with the fills under way.
+#[derive(Debug, Default)]
+pub struct Events([Cell<u64>; CacheEvent::ALL.len()]);
+
+impl Events {
+    fn count(&self, event: CacheEvent) {
+        let cell = &self.0[event as usize];
+        cell.set(cell.get() + 1);
+    }
 }
 
 /// What the cache makes of a request on a caching route.
@@ -108,7 +123,13 @@ impl Cache {
             locks,
             max_entry_bytes: MAX_ENTRY_BYTES.min(config.max_size_bytes),
             disk_bytes,
+            events: Rc::default(),
         }
+    }
+
+    /// What this worker's cache did since it started, in [`CacheEvent::ALL`] order.
+    pub fn events(&self) -> [u64; CacheEvent::ALL.len()] {
+        std::array::from_fn(|i| self.events.0[i].get())
     }
 
     /// Looks up the GET or HEAD request `head` (its bytes in `buf`), on a route caching as
@@ -133,6 +154,7 @@ impl Cache {
                 usable = entry.meta.freshness.usable(unix_now());
                 if usable == Usable::Fresh {
                     entry.note_use();
+                    self.events.count(CacheEvent::Hit);
                     let status: &[u8] = match waited {
                         Waited::No => b"shoal; hit",
                         Waited::Within | Waited::Out => b"shoal; hit; collapsed",
@@ -156,9 +178,15 @@ impl Cache {
                 Some(held) => Some(held),
                 None if usable == Usable::WhileRevalidating => {
                     let entry = stale.expect("a stale entry to be usable");
+                    self.events.count(CacheEvent::Stale);
                     return Lookup::Hit(Box::new(entry), b"shoal; hit; detail=stale-while-revalidate");
                 }
-                None if waited != Waited::Out => return Lookup::Wait(route.lock_timeout),
+                None if waited != Waited::Out => {
+                    if waited == Waited::No {
+                        self.events.count(CacheEvent::Collapsed);
+                    }
+                    return Lookup::Wait(route.lock_timeout);
+                }
                 None => None,
             },
             _ => None,
@@ -191,7 +219,9 @@ impl Cache {
             lock,
             writer: None,
             answered: false,
+            events: Rc::clone(&self.events),
         };
+        self.events.count(CacheEvent::Miss);
         Lookup::Forward(Box::new(fill))
     }
 }

@@ -51,10 +51,13 @@ pub fn answer(entry: Entry, head: &RequestHead, buf: &[u8], cache_status: &[u8],
             respond.send_head();
             return respond.end();
         }
-        Selection::PreconditionFailed => return respond_simple(respond, 412, &[]),
+        Selection::PreconditionFailed => {
+            return respond_simple(respond, 412, &[("Cache-Status", cache_status)])
+        }
         Selection::Unsatisfiable => {
             let range = selection::unsatisfied_range(size);
-            return respond_simple(respond, 416, &[("Content-Range", &range)]);
+            let extra = [("Content-Range", &range[..]), ("Cache-Status", cache_status)];
+            return respond_simple(respond, 416, &extra);
         }
     };
     let out = respond.head();

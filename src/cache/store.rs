@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use ring::digest::{digest, SHA256};
 
 /// Makes `dir` and its 256 subdirectories where missing, owned by `owner` (uid, gid) when
-/// given.
+/// given. A subdirectory that is not one (a link the workers' user put there) is an error:
+/// the master never follows a link it does not own, nor gives its target away.
 pub fn prepare(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let chown = |path: &Path| match owner {
-        Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid)),
+        Some((uid, gid)) => std::os::unix::fs::lchown(path, Some(uid), Some(gid)),
         None => Ok(()),
     };
     chown(dir)?;
@@ -23,6 +24,10 @@ pub fn prepare(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
         let sub = dir.join(format!("{byte:02x}"));
         match std::fs::create_dir(&sub) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ if !std::fs::symlink_metadata(&sub)?.is_dir() => {
+                let why = format!("{} is not a directory (a link?)", sub.display());
+                return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+            }
             _ => chown(&sub)?,
         }
     }
@@ -86,5 +91,16 @@ mod tests {
             store.path_of(b"http://example.com/"),
             "the scheme is part of the key"
         );
+    }
+
+    #[test]
+    fn a_link_in_place_of_a_subdirectory_is_refused() {
+        let dir = tempfile::tempdir().expect("a test directory");
+        let cache = dir.path().join("cache");
+        prepare(&cache, None).expect("prepared");
+        std::fs::remove_dir(cache.join("ab")).unwrap();
+        std::os::unix::fs::symlink("/etc", cache.join("ab")).unwrap();
+        let refused = prepare(&cache, None).expect_err("a link");
+        assert!(refused.to_string().contains("ab is not a directory"), "{refused}");
     }
 }

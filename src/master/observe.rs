@@ -10,7 +10,9 @@ use super::{Master, Phase};
 use crate::config::UpstreamServer;
 use crate::prometheus::{Exposition, Kind};
 use crate::shared::RowKey;
-use crate::stats::{TlsFailure, UpstreamError, LATENCY_BOUNDS_SECONDS};
+use std::sync::atomic::Ordering;
+
+use crate::stats::{CacheEvent, TlsFailure, UpstreamError, LATENCY_BOUNDS_SECONDS};
 use crate::status::{
     MasterStatus, RestartReason, RetiringWorker, ServerStatus, SlotStatus, Status, UpstreamStatus,
     WorkerState,
@@ -209,6 +211,18 @@ impl Master {
             &per_slot,
             tls_failures,
         );
+        let help =
+            "What the response cache did, by event (hit, miss, stale, collapsed, revalidated, stored).";
+        both(
+            &mut out,
+            "cache_events_total",
+            counter,
+            help,
+            &total,
+            &per_slot,
+            cache_events,
+        );
+        self.cache_metrics(&mut out);
         self.server_gauges(&mut out, &labels);
         self.queue_metrics(&mut out, &total);
         self.restart_counters(&mut out);
@@ -336,6 +350,26 @@ impl Master {
 
     /// 1 while a server gets requests: per worker, its own view (health checks and passive
     /// health); for the instance, 1 only when every serving worker sends it requests.
+    /// The cache's bytes on disk and the entries its keeper removed (when it has one).
+    fn cache_metrics(&self, out: &mut Exposition) {
+        if self.config.cache.is_none() {
+            return;
+        }
+        out.family(
+            "shoal_cache_bytes",
+            Kind::Gauge,
+            "Bytes of cache entries on disk, as counted.",
+        );
+        out.sample(
+            "shoal_cache_bytes",
+            &[],
+            self.shared_state.cache_bytes().load(Ordering::Relaxed),
+        );
+        let help = "Cache entries the keeper removed to stay within max_size.";
+        out.family("shoal_cache_evictions_total", Kind::Counter, help);
+        out.sample("shoal_cache_evictions_total", &[], self.cache_keeper.evictions());
+    }
+
     fn server_gauges(&self, out: &mut Exposition, labels: &Labels) {
         let serving: Vec<(usize, &WorkerProc)> = self
             .slots
@@ -458,6 +492,17 @@ fn responses(tally: &Tally) -> Series {
         }
     }
     series
+}
+
+fn cache_events(tally: &Tally) -> Series {
+    (CacheEvent::ALL.iter())
+        .map(|&event| {
+            (
+                vec![("event", event.name().to_string())],
+                tally.cache[event as usize],
+            )
+        })
+        .collect()
 }
 
 fn tls_failures(tally: &Tally) -> Series {

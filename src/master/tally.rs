@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::Config;
-use crate::stats::{add_each, Counters, TlsFailure, UpstreamCounters, NO_ROUTE, STATUS_CLASSES};
+use crate::stats::{add_each, CacheEvent, Counters, TlsFailure, UpstreamCounters, NO_ROUTE, STATUS_CLASSES};
 
 /// The route label of responses that reached no route.
 pub const NO_ROUTE_LABEL: &str = "none";
@@ -60,6 +60,8 @@ pub struct Tally {
     pub upstreams: BTreeMap<String, UpstreamTally>,
     /// TLS connections refused, by kind.
     pub tls_failures: [u64; TlsFailure::ALL.len()],
+    /// What the response cache did, by event.
+    pub cache: [u64; CacheEvent::ALL.len()],
 }
 
 /// One upstream's histograms and failures, summed (its `servers_up` stays empty).
@@ -83,6 +85,7 @@ impl Tally {
     pub fn add(&mut self, counters: &Counters, labels: &Labels) {
         self.add_totals(counters.requests, counters.bytes_in, counters.bytes_out);
         add_each(&mut self.tls_failures, &counters.tls_failures);
+        add_each(&mut self.cache, &counters.cache);
         for (row, route) in counters.responses.iter().zip(&labels.routes) {
             self.add_responses(route, row);
         }
@@ -95,6 +98,7 @@ impl Tally {
     pub fn merge(&mut self, other: &Tally) {
         self.add_totals(other.requests, other.bytes_in, other.bytes_out);
         add_each(&mut self.tls_failures, &other.tls_failures);
+        add_each(&mut self.cache, &other.cache);
         for (route, row) in &other.responses {
             self.add_responses(route, row);
         }

@@ -18,6 +18,7 @@ pub mod sites;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
@@ -34,7 +35,7 @@ use crate::http::target;
 use crate::io::{Buffers, Input, SpillDir};
 use crate::proxy::{Env, Exchange, Offloads, Preconditions, Start, Step, Upstreams};
 use crate::shared::Shared;
-use crate::stats::NO_ROUTE;
+use crate::stats::{CacheEvent, NO_ROUTE};
 use filter::Check;
 use offload::Replay;
 use request_id::{RequestId, RequestIds};
@@ -156,13 +157,15 @@ pub struct Pipeline<'c> {
 impl<'c> Pipeline<'c> {
     /// The pipeline of `config` for worker `slot`, whose listener `i` listens on
     /// `listeners[i]`; `shared`: the instance's shared state and this worker's seat in it,
-    /// which capped upstreams need.
+    /// which capped upstreams need; `cache_bytes`: the instance's count of the cache's bytes
+    /// on disk.
     pub fn new(
         config: &'c Config,
         listeners: &[Address],
         registry: Registry,
         slot: usize,
         shared: Option<(&'static Shared, usize)>,
+        cache_bytes: Option<&'static AtomicU64>,
         now: Instant,
     ) -> std::io::Result<Pipeline<'c>> {
         let (sites, roots) = Sites::new(config, listeners).map_err(std::io::Error::other)?;
@@ -187,9 +190,15 @@ impl<'c> Pipeline<'c> {
             spill,
             max_body_bytes: config.limits.max_body_bytes,
             trusted_proxies: &config.trusted_proxies,
-            cache: (config.cache.as_ref())
-                .map(|store| Cache::new(store, shared.map(|(s, _)| s.cache_bytes()))),
+            cache: config.cache.as_ref().map(|store| Cache::new(store, cache_bytes)),
         })
+    }
+
+    /// What the response cache did in this worker, in `stats::CacheEvent::ALL` order.
+    pub fn cache_events(&self) -> [u64; CacheEvent::ALL.len()] {
+        self.cache
+            .as_ref()
+            .map_or([0; CacheEvent::ALL.len()], Cache::events)
     }
 
     /// Takes `request` from its host to its handler, which answers through `reply`.

@@ -68,6 +68,7 @@ impl Driver {
                 registry,
                 0,
                 Some(crate::proxy::shared_for_tests(&config.upstreams)),
+                None,
                 clock.now,
             )
             .unwrap(),

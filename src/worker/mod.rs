@@ -225,7 +225,16 @@ impl<'a> Worker<'a> {
             listeners.push(listener);
         }
         let registry = poll.registry().try_clone()?;
-        let pipeline = Pipeline::new(config, &addresses, registry, slot, seat, Instant::now())?;
+        let cache_bytes = Some(shared.cache_bytes());
+        let pipeline = Pipeline::new(
+            config,
+            &addresses,
+            registry,
+            slot,
+            seat,
+            cache_bytes,
+            Instant::now(),
+        )?;
         let servers = ServerLog::of_each(config);
         let log = AccessLog::open(&config.access_log, servers)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open access log: {e}")))?;
@@ -402,6 +411,7 @@ impl<'a> Worker<'a> {
         self.ctx.counters.active = self.conns.len() as u32;
         let mut counters = Box::new(self.ctx.counters.clone());
         counters.upstreams = self.ctx.pipeline.upstreams.counters(self.ctx.clock.now);
+        counters.cache = self.ctx.pipeline.cache_events();
         let _ = self.channel.report(&Report::Beat(counters));
     }
 

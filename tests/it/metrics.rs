@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::harness::{free_addr, read_response, signal, wait_until, Launch, Response, Server, Site};
-use crate::upstream::{Behaviour, Refusing, Upstream};
+use crate::upstream::{Behaviour, Refusing, Reply, Upstream};
 
 /// Bound on every wait for the metrics to change.
 const WAIT: Duration = Duration::from_secs(10);
@@ -571,4 +571,33 @@ fn responses_are_counted_per_server_name() {
         metrics.value("shoal_requests_total", &[("route", "/"), ("code", "4xx")]),
         1.0
     );
+}
+
+#[test]
+fn the_cache_counts_its_events_and_bytes() {
+    let site = site();
+    let app = Upstream::start(Behaviour::Reply(
+        Reply::new(200)
+            .header("Cache-Control", "max-age=60")
+            .body("cached"),
+    ));
+    let admin = free_addr();
+    let text = format!(
+        "access_log = \"off\"\n[supervisor]\nheartbeat_interval = \"200ms\"\n[admin]\nlisten = \"{admin}\"\n\
+         [cache]\npath = \"cache\"\n[upstream.app]\nservers = [\"{}\"]\n\
+         [[server]]\nlisten = [\"{{listen}}\"]\n  [[server.route]]\n  prefix = \"/harness-ready-probe\"\n  \
+         root = \"site\"\n  [[server.route]]\n  prefix = \"/\"\n  upstream = \"app\"\n  cache = true\n",
+        app.addr
+    );
+    let server = Launch::config_file(&site, &text).start();
+    server.get("/one").assert_status(200);
+    server.get("/one").assert_status(200);
+    server.get("/one").assert_status(200);
+    let event = |m: &Metrics, name: &str| m.value("shoal_cache_events_total", &[("event", name)]);
+    let metrics = wait_for_metrics(admin, "two hits counted", |m| event(m, "hit") == 2.0);
+    assert_eq!(event(&metrics, "miss"), 1.0);
+    assert_eq!(event(&metrics, "stored"), 1.0);
+    assert_eq!(event(&metrics, "stale"), 0.0);
+    assert!(metrics.value("shoal_cache_bytes", &[]) > "cached".len() as f64);
+    assert_eq!(metrics.value("shoal_cache_evictions_total", &[]), 0.0);
 }
