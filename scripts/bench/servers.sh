@@ -54,9 +54,11 @@ show_logs() { show_log "$TMP/$1.out"; show_log "$TMP/$1/error.log"; }
 # write_shoal_conf FILE PORT MODE [UPSTREAM_LINES]: MODE static serves $TMP/site, tls the same
 # over HTTPS with the run's certificate (make_tls_files in scripts/bench/tls_servers.sh), proxy
 # forwards to the upstream, keeping up to 64 idle connections to it unless UPSTREAM_LINES
-# (lines of the [upstream.app] table) say otherwise.
+# (lines of the [upstream.app] table) say otherwise; cache is proxy with the response cache on
+# its route (cache = true, cache_ttl = "60s": the upstream's answers state no freshness), its
+# entries in the directory named as FILE with -entries for .toml (max_size 1 GiB).
 write_shoal_conf() {
-    local conf=$1 port=$2 mode=$3 upstream_lines=${4-keepalive = 64} tls=""
+    local conf=$1 port=$2 mode=$3 upstream_lines=${4-keepalive = 64} tls="" route_lines=""
     [[ $mode != tls ]] || tls=$'\n'"tls = { cert = \"$TLS_DIR/cert.pem\", key = \"$TLS_DIR/key.pem\" }"
     cat > "$conf" <<EOF
 workers = $WORKERS
@@ -73,14 +75,18 @@ EOF
     if [[ $mode == static || $mode == tls ]]; then
         echo "  root = \"$TMP/site\"" >> "$conf"
     else
+        [[ $mode != cache ]] || route_lines=$'\n  cache = true\n  cache_ttl = "60s"'
         cat >> "$conf" <<EOF
-  upstream = "app"
+  upstream = "app"$route_lines
 [buffering]
 temp_dir = "$TMP"
 [upstream.app]
 servers = ["127.0.0.1:$UPSTREAM_PORT"]
 $upstream_lines
 EOF
+        if [[ $mode == cache ]]; then
+            printf '[cache]\npath = "%s"\nmax_size = "1GiB"\n' "${conf%.toml}-entries" >> "$conf"
+        fi
     fi
     # More routes and servers (scripts/bench/many_sites.py) for the target being started.
     if [[ -n ${SHOAL_EXTRA_CONF:-} ]]; then
@@ -96,8 +102,9 @@ write_static_nginx_conf() {
 
 # --- starting ---------------------------------------------------------------
 
-# shoal as target $1 on port $2: $3 = static (serves $TMP/site), tls (the same over HTTPS) or
-# proxy (to the upstream, with the [upstream.app] lines $4 if given).
+# shoal as target $1 on port $2: $3 = static (serves $TMP/site), tls (the same over HTTPS),
+# proxy (to the upstream, with the [upstream.app] lines $4 if given) or cache (proxy with the
+# response cache; see write_shoal_conf).
 start_shoal() {
     local name=$1 port=$2 mode=$3
     check_port_free "$port"
@@ -128,8 +135,12 @@ start_nginx() {
 # The proxy_set_header lines make nginx send the head shoal sends (client Host kept,
 # X-Forwarded-For/-Proto/-Host, X-Real-IP, X-Request-Id): the same job for the shared
 # upstream, whose parsing of those five headers costs it about 1 µs per request.
+# start_nginx_proxy NAME PORT [HTTP_LINES [LOCATION_LINES]]: more lines for the http block
+# (S10: proxy_cache_path) and for the location (S10: proxy_cache ...).
 start_nginx_proxy() {
-    local name=$1 port=$2 dir=$TMP/$1
+    local name=$1 port=$2 dir=$TMP/$1 http_lines=${3:-} location_lines=${4:-} nl=$'\n'
+    [[ -z $http_lines ]] || http_lines="$nl    ${http_lines//$nl/$nl    }"
+    [[ -z $location_lines ]] || location_lines="$nl            ${location_lines//$nl/$nl            }"
     check_port_free "$port"
     mkdir -p "$dir"
     cat > "$dir/nginx.conf" <<EOF
@@ -146,7 +157,7 @@ http {
     proxy_temp_path $dir/proxy;
     fastcgi_temp_path $dir/fastcgi;
     uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
+    scgi_temp_path $dir/scgi;$http_lines
     upstream backend {
         server 127.0.0.1:$UPSTREAM_PORT;
         keepalive 64;
@@ -163,7 +174,7 @@ http {
             proxy_set_header X-Forwarded-Proto \$scheme;
             proxy_set_header X-Forwarded-Host \$http_host;
             proxy_set_header X-Real-IP \$remote_addr;
-            proxy_set_header X-Request-Id \$request_id;
+            proxy_set_header X-Request-Id \$request_id;$location_lines
         }
     }
 }
@@ -176,8 +187,12 @@ EOF
 # HAProxy in the foreground (-db: no daemon, one process with WORKERS threads), so $! is
 # the process that serves. No "log" line: nothing is logged. Like nginx above, it sends
 # the upstream the forwarding headers shoal sends (it keeps the client's Host by itself).
+# start_haproxy NAME PORT [BACKEND_LINES [SECTIONS]]: more lines for the backend, before its
+# server (S10: cache-use, cache-store), and more sections after it (S10: the cache).
 start_haproxy() {
-    local name=$1 port=$2 cfg=$TMP/$1.cfg
+    local name=$1 port=$2 cfg=$TMP/$1.cfg backend_lines=${3:-} sections=${4:-} nl=$'\n'
+    [[ -z $backend_lines ]] || backend_lines="    ${backend_lines//$nl/$nl    }$nl"
+    [[ -z $sections ]] || sections="$nl$nl$sections"
     check_port_free "$port"
     cat > "$cfg" <<EOF
 global
@@ -203,7 +218,7 @@ frontend fe
     default_backend app
 
 backend app
-    server app1 127.0.0.1:$UPSTREAM_PORT
+${backend_lines}    server app1 127.0.0.1:$UPSTREAM_PORT$sections
 EOF
     haproxy -c -f "$cfg" > "$TMP/$name.check" 2>&1 || { cat "$TMP/$name.check" >&2; die "haproxy rejected $cfg"; }
     launch "$name" "$port" haproxy -f "$cfg" -db
