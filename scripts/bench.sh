@@ -12,6 +12,8 @@
 #   s8  legacy shield: s4's proxies before an app with 4 sync workers while 200 slow clients
 #       pull big answers; wrk on small ones (req/s, p99; scripts/bench/shield.sh)
 #   s9  s4 at 64 and at 4,000 clients, shoal with max_conns = 64 (CPU µs/req, errors)
+#   s10 cached proxy, 1 KiB, keep-alive: s4's proxies with their response caches on, every
+#       answer from the cache (CPU µs per hit; scripts/bench/cache.sh)
 #   s1-tls  s1 over HTTPS: shoal, nginx (listen ... ssl reuseport) and "haproxy-return"
 #           (HAProxy answering the same 1 KiB from memory: a reference, not a file server),
 #           one certificate for all (scripts/bench/https.sh, scripts/bench/tls_servers.sh)
@@ -31,12 +33,12 @@
 #        SCENARIOS="s1 s4" DURATION=5 ROUNDS=1 scripts/bench.sh
 #
 # Environment (all optional):
-#   SCENARIOS="s1 s2 s3 s4 s5 s6 s7 s8 s9 s1-tls s2-tls s6-tls"  which scenarios (run in this
-#                      order; "static" = s1, "proxy" = s4, "tls" = s1-tls s2-tls s6-tls)
-#   DURATION=10        seconds per wrk / bulk_get run (s1, s3, s4, s8, s9, s1-tls, s2-tls)
+#   SCENARIOS="s1 s2 s3 s4 s5 s6 s7 s8 s9 s10 s1-tls s2-tls s6-tls"  which scenarios (run in
+#                      this order; "static" = s1, "proxy" = s4, "tls" = s1-tls s2-tls s6-tls)
+#   DURATION=10        seconds per wrk / bulk_get run (s1, s3, s4, s8, s9, s10, s1-tls, s2-tls)
 #   ROUNDS=3           rounds of s1-s6
 #   WORKERS=2          shoal workers, nginx worker_processes, HAProxy nbthread
-#   WRK_THREADS=1 WRK_CONNS=64        wrk -t / -c (s1, s4, s5, s8, s9, s1-tls, s2-tls)
+#   WRK_THREADS=1 WRK_CONNS=64        wrk -t / -c (s1, s4, s5, s8, s9, s10, s1-tls, s2-tls)
 #   AB_REQUESTS=30000 AB_CONNS=50     ab -n / -c (s2)
 #   BIG_FILE_MIB=64    size of s3's file
 #   HUPS=18 S5_WARMUP=2 S5_INTERVAL=1 s5: reloads per run, seconds of load before the first,
@@ -49,7 +51,7 @@
 #                      the pace each reads at
 #   S9_CONNS=4000      s9's flood of clients
 #   SHOAL_PORT=18080 NGINX_PORT=18081 NGINX_RP_PORT=18082                (s1-s3, s5-s7)
-#   SHOAL_PROXY_PORT=18083 NGINX_PROXY_PORT=18084 HAPROXY_PORT=18085 UPSTREAM_PORT=18086  (s4)
+#   SHOAL_PROXY_PORT=18083 NGINX_PROXY_PORT=18084 HAPROXY_PORT=18085 UPSTREAM_PORT=18086  (s4, s8-s10)
 #   SHOAL_TLS_PORT=18087 NGINX_TLS_PORT=18088 HAPROXY_TLS_PORT=18089     (s1-tls, s2-tls, s6-tls)
 #   SKIP_SHOAL=1       leave shoal out (tests the harness on nginx/HAProxy alone)
 #   SKIP_BUILD=1       use the existing shoal binary without cargo build
@@ -65,7 +67,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7 s8 s9 s1-tls s2-tls s6-tls}
+SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7 s8 s9 s10 s1-tls s2-tls s6-tls}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 WORKERS=${WORKERS:-2}
@@ -127,13 +129,15 @@ source "$REPO/scripts/bench/idle.sh"
 source "$REPO/scripts/bench/startup.sh"
 # shellcheck source=scripts/bench/shield.sh
 source "$REPO/scripts/bench/shield.sh"
+# shellcheck source=scripts/bench/cache.sh
+source "$REPO/scripts/bench/cache.sh"
 # shellcheck source=scripts/bench/tls_servers.sh
 source "$REPO/scripts/bench/tls_servers.sh"
 # shellcheck source=scripts/bench/https.sh
 source "$REPO/scripts/bench/https.sh"
 
 TMP=""
-ALL_SCENARIOS="s1 s2 s3 s4 s5 s6 s7 s8 s9 s1-tls s2-tls s6-tls"
+ALL_SCENARIOS="s1 s2 s3 s4 s5 s6 s7 s8 s9 s10 s1-tls s2-tls s6-tls"
 
 # True if scenario $1 is selected in SCENARIOS.
 selected() { [[ " $SCENARIOS " == *" $1 "* ]]; }
@@ -200,6 +204,7 @@ estimate_seconds() {
     selected s7 && t=$((t + 2 * STARTS / 2 + 2))
     selected s8 && t=$((t + 3 * ROUNDS * (DURATION + 4) + 5))
     selected s9 && t=$((t + 6 * ROUNDS * (DURATION + 1) + 5))
+    selected s10 && t=$((t + 3 * ROUNDS * (DURATION + 1) + 5))
     n=3
     [[ $SKIP_SHOAL == 1 ]] && n=2
     selected s1-tls && t=$((t + n * ROUNDS * (DURATION + 1) + 5))
@@ -234,7 +239,7 @@ shoal_version() {
 
 # The description of the run at the top of the report.
 collect_facts() {
-    local cpu os mem nginx_v haproxy_v wrk_v ab_v openssl_v https=""
+    local cpu os mem nginx_v haproxy_v wrk_v ab_v openssl_v https="" cache=""
     cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
     os=$( (. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME") || true)
     mem=$(awk '/^MemTotal:/ { printf "%.0f GiB RAM", $2 / 1048576 }' /proc/meminfo)
@@ -250,6 +255,10 @@ collect_facts() {
     fact load "$(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
     fact software "$(shoal_version), ${nginx_v#nginx version: }, ${haproxy_v:-HAProxy}, ${wrk_v:-wrk}, ${ab_v:-ab}," \
         "$(python3 --version), ${openssl_v:-OpenSSL} (nginx, HAProxy, wrk; shoal uses rustls)"
+    if selected s10; then
+        cache="; s10: s4's proxies with their response caches, shoal [cache] and cache = true (cache_ttl 60 s),"
+        cache+=" nginx proxy_cache (proxy_cache_valid 200 60s), HAProxy cache (max-age 60), every answer a hit"
+    fi
     if tls_selected; then
         https="; HTTPS (s1-tls, s2-tls, s6-tls): the static shoal and nginx (listen ... ssl reuseport, TLS 1.2"
         https+=" and 1.3) with the same limits, and HAProxy answering the 1 KiB from memory (http-request return)"
@@ -257,7 +266,7 @@ collect_facts() {
     fact servers "$WORKERS workers each (shoal workers, nginx worker_processes, HAProxy nbthread), access logs off;" \
         "static: shoal and nginx (sendfile on, tcp_nopush on; also with listen ... reuseport) allow $CONN_CAP" \
         "connections per worker, 100,000 requests per connection and 300 s of keep-alive idleness;" \
-        "s4: each proxy keeps up to 64 idle connections to one shared nginx upstream (1 worker)$https"
+        "s4: each proxy keeps up to 64 idle connections to one shared nginx upstream (1 worker)$cache$https"
     if tls_selected; then fact tls "$(tls_fact)"; fi
     fact method "rounds per scenario: $ROUNDS (s7: $STARTS starts per target), every target once per round," \
         "targets alternated within the round; medians (lower middle for an even count) and min–max over" \
@@ -307,6 +316,7 @@ main() {
     if selected s7; then scenario_s7; fi
     if selected s8; then scenario_s8; fi
     if selected s9; then scenario_s9; fi
+    if selected s10; then scenario_s10; fi
     tls_scenarios
 
     write_report
