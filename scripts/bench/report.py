@@ -74,6 +74,10 @@ SCENARIOS = {
     "s9-high": ("S9: reverse proxy at 4,000 clients (shoal with max_conns = 64)", ["shoal-capped", "nginx-proxy", "haproxy"], [
         ("rps", "req/s", "int", "median"), ("p99_ms", "p99 ms", "2f", "median"),
         ("errors", "errors", "int", "sum"), ("cpu_us", "CPU µs/req", "1f", "median")]),
+    "s10": ("S10: cached proxy, 1 KiB, keep-alive (every answer a cache hit)", ["shoal-cache", "nginx-cache", "haproxy-cache"], [
+        ("rps", "req/s", "int", "median"), ("p50_ms", "p50 ms", "2f", "median"),
+        ("p99_ms", "p99 ms", "2f", "median"), ("errors", "errors", "int", "sum"),
+        ("cpu_us", "CPU µs/req", "1f", "median"), ("upstream_cpu_us", "upstream CPU µs/req", "1f", "median")]),
     "s1-tls": ("S1-tls: static 1 KiB, keep-alive HTTPS", TLS, TLS_WRK),
     "s2-tls-full": ("S2-tls: a new TLS connection per request, full handshakes", TLS, TLS_HANDSHAKES),
     "s2-tls-resumed": ("S2-tls: a new TLS connection per request, sessions resumed", TLS, TLS_HANDSHAKES),
@@ -140,7 +144,7 @@ class Data:
 class Row:
     """One line of the summary: a figure, who was compared, the ratio(s) and the verdict."""
 
-    def __init__(self, scenario, figure, kind, values, comparisons, target, verdict, bars):
+    def __init__(self, scenario, figure, kind, values, comparisons, target, verdict, bars, missing=None):
         self.scenario = scenario
         self.figure = figure
         self.kind = kind
@@ -148,7 +152,8 @@ class Row:
         self.comparisons = comparisons  # [(label, ratio)]
         self.target = target
         self.verdict = verdict  # True, False or None (not run)
-        self.bars = bars  # [(label, ratio, target ratio or None, higher_is_better, passed)]
+        self.bars = bars  # [(label, ratio, target ratio or None, higher_is_better, passed[, text if no ratio])]
+        self.missing = missing  # the result's text when there is no verdict, if not "not run"
 
 
 def ratio(a, b):
@@ -242,6 +247,30 @@ def s9_row(d):
                ok, bars)
 
 
+def s10_rows(d):
+    """Cache hits (issue 16): shoal's server CPU per hit ≤ 0.6 × nginx's, and ≤ 1.3 × its own
+    CPU per request serving the same 1 KiB as a static file in S1 (of the same run)."""
+    targets = {"shoal": "shoal-cache", "nginx": "nginx-cache", "HAProxy": "haproxy-cache"}
+    hits = {label: d.get("s10", t, "cpu_us") for label, t in targets.items()}
+    r = ratio(hits["shoal"], hits["nginx"])
+    rh = ratio(hits["shoal"], hits["HAProxy"])
+    ok = meets(r, 0.6, False)
+    vs_nginx = Row("S10 cached proxy", "CPU µs per hit", "1f", hits,
+                   [("vs nginx", r), ("vs HAProxy (no target)", rh)], "≤ 0.6 × nginx's", ok,
+                   [("S10 CPU/hit vs nginx (≤ 0.6)", r, 0.6, False, ok)])
+    # Each server against its own static S1 figure (nginx: the one without reuseport, as the
+    # nginx in S10); HAProxy serves no files.
+    own = {"shoal": ratio(hits["shoal"], d.get("s1", "shoal", "cpu_us")),
+           "nginx": ratio(hits["nginx"], d.get("s1", "nginx", "cpu_us"))}
+    missing = "n/a: no S1 in this run" if hits["shoal"] is not None and own["shoal"] is None else None
+    ok = meets(own["shoal"], 1.3, False)
+    vs_s1 = Row("S10 cached proxy", "CPU µs per hit ÷ its own S1 CPU µs/req", "2f", own, [],
+                "shoal ≤ 1.3", ok,
+                [("S10 shoal CPU/hit ÷ its S1 CPU/req (≤ 1.3)", own["shoal"], 1.3, False, ok, missing or "not run")],
+                missing)
+    return [vs_nginx, vs_s1]
+
+
 def s5_row(d, hups):
     values = static_values(d, "s5", "errors", "sum")
     reloads = d.values.get(("s5", "shoal", "reloads"), [])
@@ -309,6 +338,7 @@ def summary_rows(d):
         absolute_row(d, "S7 start-up", "ms from exec to the first 200", "s7", "ms", "1f", 50, "ms"),
         *s8_rows(d),
         s9_row(d),
+        *s10_rows(d),
         *tls_rows(d),
     ]
 
@@ -323,6 +353,8 @@ def verdict_text(v):
 def row_result(row):
     """The result column: the verdict, or for a row without a target "—" (or "not run")."""
     if row.target is not None:
+        if row.verdict is None and row.missing:
+            return row.missing
         return verdict_text(row.verdict)
     return "not run" if all(v is None for v in row.values.values()) else "—"
 
@@ -384,6 +416,9 @@ def report(d, svg_name):
         "In the HTTPS rows (S1-tls, S2-tls, S6-tls) the other is nginx-tls (`listen ... ssl",
         "reuseport`, in the nginx-reuseport column); the HAProxy column is haproxy-return, which",
         "answers the 1 KiB from memory instead of serving a file, so the ratio to it has no target.",
+        "In the S10 rows the others are nginx and HAProxy with their caches; the second S10 row",
+        "divides each server's CPU per hit by its own S1 CPU µs/req (nginx: without `reuseport`), so",
+        "it needs S1 in the same run.",
         "",
         f"![shoal ÷ nginx and HAProxy, medians of this run]({svg_name})",
         "",
@@ -453,7 +488,7 @@ def chart(d):
                    f'y2="{top + row_h * len(bars)}" stroke="{colour}"/>')
         out.append(f'<text x="{x(tick):.1f}" y="{top - 9}" text-anchor="middle" fill="#444">{tick:g}</text>')
         tick += 0.5
-    for i, (label, r, target, higher, ok) in enumerate(bars):
+    for i, (label, r, target, higher, ok, *missing) in enumerate(bars):
         y = top + i * row_h
         colour = GREY if ok is None else (GREEN if ok else RED)
         out.append(f'<text x="{label_w - 8}" y="{y + 17}" text-anchor="end">{esc(label)}</text>')
@@ -465,7 +500,7 @@ def chart(d):
             at = max(x(r), x(target) + 2 if target is not None else 0) + 4
             out.append(f'<text x="{at:.1f}" y="{y + 17}">{r:.2f}{more}</text>')
         else:
-            out.append(f'<text x="{label_w + 4}" y="{y + 17}" fill="{GREY}">not run</text>')
+            out.append(f'<text x="{label_w + 4}" y="{y + 17}" fill="{GREY}">{esc(missing[0] if missing else "not run")}</text>')
         if target is not None:
             out.append(f'<line x1="{x(target):.1f}" y1="{y + 2}" x2="{x(target):.1f}" y2="{y + row_h - 2}" '
                        f'stroke="black" stroke-width="3"/>')
