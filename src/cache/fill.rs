@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use super::entry::{Entry, Meta, Writer};
 use super::lock::Held;
 use super::policy::{self, Directives, RequestFacts, ResponseFacts, Rules};
-use super::serve;
+use super::serve::{self, Found};
 use super::Events;
 use super::{unix_now, Forwarded};
 use crate::http::request::RequestHead;
@@ -97,7 +97,7 @@ impl Fill {
         self.answered = true;
         self.events.count(CacheEvent::Stale);
         serve::answer(
-            entry,
+            Found::Disk(Box::new(entry)),
             &self.request_head,
             &self.request_bytes,
             b"shoal; hit; detail=stale-if-error",
@@ -144,7 +144,7 @@ impl Fill {
         self.answered = true;
         self.events.count(CacheEvent::Revalidated);
         serve::answer(
-            entry,
+            Found::Disk(Box::new(entry)),
             &self.request_head,
             &self.request_bytes,
             b"shoal; fwd=stale; fwd-status=304",

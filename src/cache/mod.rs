@@ -20,7 +20,11 @@ pub mod policy;
 mod serve;
 pub mod store;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::fs::FileTimes;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,11 +32,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::config::{CacheStore, RouteCache};
 use crate::http::request::{Method, RequestHead};
 use crate::stats::CacheEvent;
-use entry::Entry;
+use entry::{Entry, Meta};
 pub use fill::{Fill, Tee};
 use lock::Locks;
 use policy::{Directives, RequestFacts, Rules, Usable};
-pub use serve::answer;
+use serve::Hot;
+pub use serve::{answer, Found};
 use store::Store;
 
 /// The largest body one entry holds; a longer response goes to its client unstored.
@@ -51,6 +56,49 @@ pub struct Cache {
     disk_bytes: Option<&'static AtomicU64>,
     /// What this worker's cache did, for its heartbeat.
     events: Rc<Events>,
+    /// Small entries this worker answered from lately, kept in memory.
+    hot: RefCell<HotMap>,
+}
+
+/// Small entries in a worker's memory, by key: at most [`HOT_MAX_BYTES`] of bodies, the
+/// oldest loaded going first. A copy answers while it is fresh; another worker may store a
+/// newer entry meanwhile, and either is a valid answer until it goes stale.
+#[derive(Debug, Default)]
+struct HotMap {
+    entries: HashMap<Vec<u8>, Rc<Hot>>,
+    order: VecDeque<Vec<u8>>,
+    bytes: usize,
+}
+
+/// Bodies up to this size are kept in memory once they answered.
+const HOT_MAX_BODY_BYTES: u64 = 64 * 1024;
+/// Memory a worker gives to such copies.
+const HOT_MAX_BYTES: usize = 16 << 20;
+
+impl HotMap {
+    fn insert(&mut self, key: Vec<u8>, hot: Rc<Hot>) {
+        while self.bytes + hot.body.len() > HOT_MAX_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = self.entries.remove(&oldest) {
+                self.bytes -= gone.body.len();
+            }
+        }
+        self.bytes += hot.body.len();
+        if let Some(replaced) = self.entries.insert(key.clone(), hot) {
+            self.bytes -= replaced.body.len();
+        } else {
+            self.order.push_back(key);
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(gone) = self.entries.remove(key) {
+            self.bytes -= gone.body.len();
+            self.order.retain(|k| k != key);
+        }
+    }
 }
 
 /// A worker's count of cache events, shared with the fills under way.
@@ -68,7 +116,7 @@ impl Events {
 #[derive(Debug)]
 pub enum Lookup {
     /// An entry answers it, with this `Cache-Status`.
-    Hit(Box<Entry>, &'static [u8]),
+    Hit(Found, &'static [u8]),
     /// Another request is fetching its key: ask again shortly, for at most this long.
     Wait(Duration),
     /// The upstream answers, and its answer may be stored.
@@ -124,7 +172,47 @@ impl Cache {
             max_entry_bytes: MAX_ENTRY_BYTES.min(config.max_size_bytes),
             disk_bytes,
             events: Rc::default(),
+            hot: RefCell::default(),
         }
+    }
+
+    /// The fresh copy of `key` this worker keeps in memory, if it fits the request's `Vary`
+    /// headers; a stale one is dropped (the disk entry takes over).
+    fn hot_hit(&self, key: &[u8], head: &RequestHead, buf: &[u8], now: u64) -> Option<Rc<Hot>> {
+        let hot = Rc::clone(self.hot.borrow().entries.get(key)?);
+        if hot.meta.freshness.usable(now) != Usable::Fresh {
+            self.hot.borrow_mut().remove(key);
+            return None;
+        }
+        if !vary_matches(&hot.meta, head, buf) {
+            return None;
+        }
+        // The keeper orders files by their atime: a copy in memory still marks its file used.
+        if now.saturating_sub(hot.noted.get()) >= 60 {
+            hot.noted.set(now);
+            let _ = std::fs::File::open(&hot.path)
+                .and_then(|file| file.set_times(FileTimes::new().set_accessed(SystemTime::now())));
+        }
+        Some(hot)
+    }
+
+    /// A fresh entry read from disk: a small one is kept in memory from now on.
+    fn keep_hot(&self, key: Vec<u8>, path: PathBuf, entry: Entry, now: u64) -> Found {
+        if entry.body_len > HOT_MAX_BODY_BYTES {
+            return Found::Disk(Box::new(entry));
+        }
+        let mut body = vec![0u8; entry.body_len as usize];
+        if entry.file.read_exact_at(&mut body, entry.body_offset).is_err() {
+            return Found::Disk(Box::new(entry));
+        }
+        let hot = Rc::new(Hot {
+            meta: entry.meta,
+            body: body.into(),
+            path,
+            noted: Cell::new(now),
+        });
+        self.hot.borrow_mut().insert(key, Rc::clone(&hot));
+        Found::Memory(hot)
     }
 
     /// What this worker's cache did since it started, in [`CacheEvent::ALL`] order.
@@ -144,22 +232,28 @@ impl Cache {
         waited: Waited,
     ) -> Lookup {
         let key = key(secure, host, head.target.of(buf));
+        let now = unix_now();
+        let hit_status: &'static [u8] = match waited {
+            Waited::No => b"shoal; hit",
+            Waited::Within | Waited::Out => b"shoal; hit; collapsed",
+        };
+        if let Some(hot) = self.hot_hit(&key, head, buf, now) {
+            self.events.count(CacheEvent::Hit);
+            return Lookup::Hit(Found::Memory(hot), hit_status);
+        }
         let (path, hash) = self.store.locate(&key);
         let mut stale = None;
         let mut usable = Usable::Stale;
         let forwarded = match Entry::open(&path) {
             Ok(Some(entry)) if entry.meta.key != key => Forwarded::Miss,
-            Ok(Some(entry)) if !vary_matches(&entry, head, buf) => Forwarded::VaryMiss,
+            Ok(Some(entry)) if !vary_matches(&entry.meta, head, buf) => Forwarded::VaryMiss,
             Ok(Some(entry)) => {
-                usable = entry.meta.freshness.usable(unix_now());
+                usable = entry.meta.freshness.usable(now);
                 if usable == Usable::Fresh {
                     entry.note_use();
                     self.events.count(CacheEvent::Hit);
-                    let status: &[u8] = match waited {
-                        Waited::No => b"shoal; hit",
-                        Waited::Within | Waited::Out => b"shoal; hit; collapsed",
-                    };
-                    return Lookup::Hit(Box::new(entry), status);
+                    let found = self.keep_hot(key, path, entry, now);
+                    return Lookup::Hit(found, hit_status);
                 }
                 stale = Some(entry);
                 Forwarded::Stale
@@ -179,7 +273,10 @@ impl Cache {
                 None if usable == Usable::WhileRevalidating => {
                     let entry = stale.expect("a stale entry to be usable");
                     self.events.count(CacheEvent::Stale);
-                    return Lookup::Hit(Box::new(entry), b"shoal; hit; detail=stale-while-revalidate");
+                    return Lookup::Hit(
+                        Found::Disk(Box::new(entry)),
+                        b"shoal; hit; detail=stale-while-revalidate",
+                    );
                 }
                 None if waited != Waited::Out => {
                     if waited == Waited::No {
@@ -252,8 +349,8 @@ fn request_value(head: &RequestHead, buf: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 /// The request sends the values the entry was stored for, for every header its `Vary` names.
-fn vary_matches(entry: &Entry, head: &RequestHead, buf: &[u8]) -> bool {
-    (entry.meta.vary.iter()).all(|(name, value)| request_value(head, buf, name) == *value)
+fn vary_matches(meta: &Meta, head: &RequestHead, buf: &[u8]) -> bool {
+    (meta.vary.iter()).all(|(name, value)| request_value(head, buf, name) == *value)
 }
 
 fn unix_now() -> u64 {

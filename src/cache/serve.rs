@@ -6,13 +6,13 @@
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::entry::Entry;
+use super::entry::{Entry, Meta};
 use super::{http_date, unix_now};
 use crate::http::request::RequestHead;
 use crate::http::respond::{respond_simple, BodyPart, Respond};
 use crate::http::response::{header_lines as lines, Length, ResponseHead};
 use crate::http::selection::{self, Selection, Validators};
-use crate::io::FileBody;
+use crate::io::{FileBody, SharedBody};
 
 /// The header lines a 304 carries of the response it stands for (RFC 9110 §15.4.5).
 const KEPT_BY_304: [&[u8]; 6] = [
@@ -24,11 +24,48 @@ const KEPT_BY_304: [&[u8]; 6] = [
     b"vary",
 ];
 
-/// Answers the request `head` (bytes in `buf`) through `respond` with `entry`;
+/// A stored response found for a request: an entry opened on disk, or a small one this
+/// worker keeps in memory.
+#[derive(Debug)]
+pub enum Found {
+    Disk(Box<Entry>),
+    Memory(Rc<Hot>),
+}
+
+/// A small entry held in a worker's memory, so that a hit on it costs no system call.
+#[derive(Debug)]
+pub struct Hot {
+    pub meta: Meta,
+    pub body: Rc<[u8]>,
+    /// Its file, whose use is noted for the keeper (at most once a minute).
+    pub path: std::path::PathBuf,
+    pub noted: std::cell::Cell<u64>,
+}
+
+impl Found {
+    fn meta(&self) -> &Meta {
+        match self {
+            Found::Disk(entry) => &entry.meta,
+            Found::Memory(hot) => &hot.meta,
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match self {
+            Found::Disk(entry) => entry.body_len,
+            Found::Memory(hot) => hot.body.len() as u64,
+        }
+    }
+}
+
+/// Bodies up to this size go out copied after the head (one write for both).
+const COPY_LIMIT_BYTES: u64 = 16 * 1024;
+
+/// Answers the request `head` (bytes in `buf`) through `respond` with `found`;
 /// `cache_status` goes in `Cache-Status`.
-pub fn answer(entry: Entry, head: &RequestHead, buf: &[u8], cache_status: &[u8], respond: &mut impl Respond) {
-    let meta = &entry.meta;
-    let size = entry.body_len;
+pub fn answer(found: Found, head: &RequestHead, buf: &[u8], cache_status: &[u8], respond: &mut impl Respond) {
+    let meta = found.meta();
+    let size = found.size();
     let selected = match meta.status {
         200 => selection::select(head, buf, validators(&meta.lines), size),
         _ => Selection::Body {
@@ -47,7 +84,7 @@ pub fn answer(entry: Entry, head: &RequestHead, buf: &[u8], cache_status: &[u8],
                     out.add(name, value);
                 }
             }
-            add_cache_headers(out, &entry, cache_status);
+            add_cache_headers(out, meta, cache_status);
             respond.send_head();
             return respond.end();
         }
@@ -67,21 +104,29 @@ pub fn answer(entry: Entry, head: &RequestHead, buf: &[u8], cache_status: &[u8],
     if status == 206 {
         selection::add_content_range(out, offset, len, size);
     }
-    add_cache_headers(out, &entry, cache_status);
+    add_cache_headers(out, meta, cache_status);
     out.length = Length::Known(len);
     respond.send_head();
-    if len > 0 {
-        respond.body(BodyPart::File(FileBody {
+    let (start, end) = (offset as usize, (offset + len) as usize);
+    match found {
+        _ if len == 0 => {}
+        Found::Memory(hot) if len <= COPY_LIMIT_BYTES => respond.body(BodyPart::Bytes(&hot.body[start..end])),
+        Found::Memory(hot) => respond.body(BodyPart::Shared(SharedBody {
+            bytes: Rc::clone(&hot.body),
+            start,
+            end,
+        })),
+        Found::Disk(entry) => respond.body(BodyPart::File(FileBody {
             file: Rc::new(entry.file),
             offset: entry.body_offset + offset,
             len,
-        }));
+        })),
     }
     respond.end();
 }
 
-fn add_cache_headers(out: &mut ResponseHead, entry: &Entry, cache_status: &[u8]) {
-    let age = entry.meta.freshness.age(unix_now());
+fn add_cache_headers(out: &mut ResponseHead, meta: &Meta, cache_status: &[u8]) {
+    let age = meta.freshness.age(unix_now());
     out.add(b"Age", age.to_string().as_bytes());
     out.add(b"Cache-Status", cache_status);
 }

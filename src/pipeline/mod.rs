@@ -291,8 +291,8 @@ impl<'c> Pipeline<'c> {
         let caching = route.config.cache.as_ref().zip(self.cache.as_ref());
         if let Some((rules, cache)) = caching.filter(|_| matches!(head.method, Method::Get | Method::Head)) {
             match cache.lookup(rules, head, buf, (request.secure, host), request.waited) {
-                Lookup::Hit(entry, status) => {
-                    cache::answer(*entry, head, buf, status, &mut respond);
+                Lookup::Hit(found, status) => {
+                    cache::answer(found, head, buf, status, &mut respond);
                     return Outcome::Answered(routed);
                 }
                 Lookup::Wait(lock_timeout) => return Outcome::Wait(lock_timeout),
