@@ -8,7 +8,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use ring::digest::{digest, SHA256};
+use aws_lc_rs::digest::{digest, SHA256};
 
 /// Makes `dir` and its 256 subdirectories where missing, owned by `owner` (uid, gid) when
 /// given. A subdirectory that is not one (a link the workers' user put there) is an error:

@@ -138,11 +138,12 @@ mod tests {
 
     /// The first flight of a real client (rustls') asking for `name`, IP addresses send none.
     fn client_hello(name: &str) -> Vec<u8> {
-        let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(RootCertStore::empty())
-            .with_no_client_auth();
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("protocol versions")
+                .with_root_certificates(RootCertStore::empty())
+                .with_no_client_auth();
         let name = ServerName::try_from(name.to_owned()).expect("a server name");
         let mut client = ClientConnection::new(Arc::new(config), name).expect("a client");
         let mut hello = Vec::new();

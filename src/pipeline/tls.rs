@@ -6,9 +6,10 @@
 
 use std::sync::Arc;
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-use ring::rand::{SecureRandom, SystemRandom};
-use rustls::crypto::ring::default_provider;
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use rustls::crypto::aws_lc_rs::{default_provider, kx_group};
+use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
@@ -94,6 +95,17 @@ impl ProducesTickets for SharedTickets {
     }
 }
 
+/// aws-lc-rs' cipher suites and signing with the key exchange groups ring offered (X25519,
+/// P-256, P-384): its default also takes X25519MLKEM768, which browsers list first, and a
+/// post-quantum key exchange (a 1.1–1.2 KiB key share each way, and the CPU of ML-KEM) is a
+/// choice of its own, not part of changing the provider (decision 0005).
+fn provider() -> CryptoProvider {
+    CryptoProvider {
+        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
+        ..default_provider()
+    }
+}
+
 /// For each of `listeners`, the TLS config of its servers (`None` for plain HTTP); their
 /// session tickets are sealed with `tickets`' keys.
 pub fn server_configs(
@@ -107,6 +119,7 @@ pub fn server_configs(
     let keys: Vec<Option<Arc<CertifiedKey>>> = (config.servers.iter())
         .map(|server| server.tls.as_ref().map(|tls| Arc::clone(&tls.key)))
         .collect();
+    let provider = Arc::new(provider());
     let mut configs = Vec::with_capacity(listeners.len());
     for addr in listeners {
         let servers = config.servers_on(addr);
@@ -118,7 +131,7 @@ pub fn server_configs(
             names: Names::new(config, &servers),
             keys: keys.clone(),
         };
-        let mut tls = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        let mut tls = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| format!("TLS on {addr}: {e}"))?
             .with_no_client_auth()
