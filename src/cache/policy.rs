@@ -191,16 +191,6 @@ impl Freshness {
     pub fn serves_on_error(&self, now: u64) -> bool {
         self.age(now) < self.lifetime.saturating_add(self.stale_if_error)
     }
-
-    /// Until when (Unix seconds) it is worth keeping: past this it can only be revalidated.
-    pub fn useful_until(&self) -> u64 {
-        let window = self.stale_while_revalidate.max(self.stale_if_error);
-        let remaining = self
-            .lifetime
-            .saturating_add(window)
-            .saturating_sub(self.initial_age);
-        self.stored_at.saturating_add(remaining)
-    }
 }
 
 /// Statuses cacheable by default (RFC 9110 §15.1), but 206: shoal stores whole responses.
@@ -548,7 +538,6 @@ mod tests {
         assert_eq!(route.usable(NOW + 10), Usable::WhileRevalidating);
         assert_eq!(route.usable(NOW + 40), Usable::Stale);
         assert!(route.serves_on_error(NOW + 609) && !route.serves_on_error(NOW + 610));
-        assert_eq!(route.useful_until(), NOW + 610);
         let own = "max-age=10, stale-while-revalidate=5, stale-if-error=0";
         let own = assess_now(&get(), &ok(own), &rules).expect("stored");
         assert_eq!(

@@ -47,11 +47,6 @@ impl Store {
         }
     }
 
-    /// The entry file of `key`.
-    pub fn path_of(&self, key: &[u8]) -> PathBuf {
-        self.locate(key).0
-    }
-
     /// The entry file of `key`, and a 64-bit hash of it (for its lock).
     pub fn locate(&self, key: &[u8]) -> (PathBuf, u64) {
         let hash = digest(&SHA256, key);
@@ -59,10 +54,6 @@ impl Store {
         let hex: String = bytes[..16].iter().map(|byte| format!("{byte:02x}")).collect();
         let short = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
         (self.dir.join(&hex[..2]).join(&hex[2..]), short)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
@@ -78,17 +69,17 @@ mod tests {
         prepare(&cache, None).expect("prepared again, as at a reload");
         assert_eq!(std::fs::read_dir(&cache).expect("listed").count(), 256);
         let store = Store::new(&cache);
-        let path = store.path_of(b"https://example.com/");
+        let (path, hash) = store.locate(b"https://example.com/");
         assert!(path.parent().expect("a subdirectory").is_dir(), "{path:?}");
         assert_eq!(path.file_name().expect("a name").len(), 30);
         assert_eq!(
-            path,
-            store.path_of(b"https://example.com/"),
-            "the same key, the same file"
+            store.locate(b"https://example.com/"),
+            (path.clone(), hash),
+            "the same key, the same file and lock"
         );
         assert_ne!(
+            store.locate(b"http://example.com/").0,
             path,
-            store.path_of(b"http://example.com/"),
             "the scheme is part of the key"
         );
     }
