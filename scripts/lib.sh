@@ -281,6 +281,17 @@ wrk_latency_ms() {
 
 # --- wrk shim ---------------------------------------------------------------
 
+# compile_shim DIR NAME: compiles DIR/NAME.c into the LD_PRELOAD library DIR/NAME.so and prints
+# its path; prints nothing (the compiler's errors go to stderr) when that fails.
+compile_shim() {
+    local dir=$1 name=$2
+    if cc -O2 -Wall -shared -fPIC -o "$dir/$name.so" "$dir/$name.c" -ldl 2> "$dir/$name.err"; then
+        echo "$dir/$name.so"
+    else
+        cat "$dir/$name.err" >&2
+    fi
+}
+
 # build_spy DIR: builds DIR/wrkspy.so, an LD_PRELOAD shim for wrk, and sets SPY to its path
 # (empty when there is no C compiler). It wraps read/write/connect and appends
 # "time_us kind fd errno" to $WRKSPY_LOG for each socket error wrk counts (kind read, write,
@@ -369,10 +380,6 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
     return r;
 }
 EOF
-    if cc -O2 -Wall -shared -fPIC -o "$dir/wrkspy.so" "$dir/wrkspy.c" -ldl 2> "$dir/wrkspy.err"; then
-        SPY=$dir/wrkspy.so
-    else
-        cat "$dir/wrkspy.err" >&2
-        log "WARNING: the wrk shim did not compile; wrk errors will not be timestamped"
-    fi
+    SPY=$(compile_shim "$dir" wrkspy)
+    [[ -n $SPY ]] || log "WARNING: the wrk shim did not compile; wrk errors will not be timestamped"
 }

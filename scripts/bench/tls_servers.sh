@@ -132,10 +132,6 @@ int SSL_clear(void *ssl) {
     return r;
 }
 EOF
-    if cc -O2 -Wall -shared -fPIC -o "$dir/no_resume.so" "$dir/no_resume.c" -ldl 2> "$dir/no_resume.err"; then
-        NO_RESUME=$dir/no_resume.so
-    else
-        cat "$dir/no_resume.err" >&2
-        log "WARNING: no_resume.so did not compile; wrk cannot be made to do full handshakes"
-    fi
+    NO_RESUME=$(compile_shim "$dir" no_resume)
+    [[ -n $NO_RESUME ]] || log "WARNING: no_resume.so did not compile; wrk cannot be made to do full handshakes"
 }

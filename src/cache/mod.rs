@@ -30,6 +30,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{CacheStore, RouteCache};
+use crate::http::conditional;
 use crate::http::request::{Method, RequestHead};
 use crate::stats::CacheEvent;
 use entry::{Entry, Meta};
@@ -361,7 +362,6 @@ fn unix_now() -> u64 {
 
 /// An HTTP date as Unix seconds.
 fn http_date(value: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(value.trim_ascii()).ok()?;
-    let time = httpdate::parse_http_date(text).ok()?;
+    let time = conditional::parse_date(value)?;
     Some(time.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs()))
 }

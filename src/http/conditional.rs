@@ -282,7 +282,8 @@ fn names_coding(name: &[u8], coding: &str) -> bool {
     name.eq_ignore_ascii_case(coding.as_bytes()) || is_gzip_alias
 }
 
-fn parse_date(value: &[u8]) -> Option<SystemTime> {
+/// An HTTP-date (any of the three forms RFC 9110 §5.6.7 accepts), surrounding spaces ignored.
+pub fn parse_date(value: &[u8]) -> Option<SystemTime> {
     let text = std::str::from_utf8(trim_ows(value)).ok()?;
     httpdate::parse_http_date(text).ok()
 }

@@ -110,6 +110,7 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
     let authority = target::authority(head.target.of(buf));
     let host = authority.or(head.host.map(|h| h.of(buf)));
     let mut settings_kept = false;
+    let drops_validators = forward.preconditions != Preconditions::Client;
     for field in head.fields() {
         let name = field.name.of(buf);
         let keep_upgrade = forward.upgrade && kept_by_upgrade(name);
@@ -122,8 +123,7 @@ pub fn write_head(forward: &Forward, out: &mut Vec<u8>) {
         if authority.is_some() && name.eq_ignore_ascii_case(b"host") {
             continue;
         }
-        let validating = || VALIDATING.iter().any(|v| name.eq_ignore_ascii_case(v));
-        if forward.preconditions != Preconditions::Client && validating() {
+        if drops_validators && VALIDATING.iter().any(|v| name.eq_ignore_ascii_case(v)) {
             continue;
         }
         settings_kept |= keep_upgrade && name.eq_ignore_ascii_case(b"http2-settings");
