@@ -1,11 +1,12 @@
-//! `shoal stop | quit | reload | reopen | upgrade`: what an operator asks a running master,
-//! found through its pid file.
+//! `shoal stop | quit | reload | reopen | upgrade | cache purge`: what an operator asks a
+//! running master, found through its pid file.
 //!
 //! `reload` and `upgrade` go through the control socket beside the pid file and wait for the
 //! master's verdict (the new generation serves, or why not), so the command's exit code tells
 //! whether it worked; a master without a control socket for them gets the signal instead.
-//! The others are signals. Both sides share the wire types here: the request is one line
-//! (`reload\n`, `upgrade\n`), the answer one JSON [`Verdict`] line.
+//! `cache purge` goes through the socket only. The others are signals. Both sides share the
+//! wire types here: the request is one line (`reload\n`, `upgrade\n`, `purge PREFIX\n`), the
+//! answer one JSON line ([`Verdict`], [`PurgeVerdict`]).
 
 use std::fmt;
 use std::io::{ErrorKind, Read, Write};
@@ -21,6 +22,8 @@ use serde::{Deserialize, Serialize};
 pub const RELOAD_REQUEST: &[u8] = b"reload\n";
 /// The request line that asks for a binary upgrade and its verdict.
 pub const UPGRADE_REQUEST: &[u8] = b"upgrade\n";
+/// The start of the request line that asks for a cache purge: the prefix and `\n` follow.
+pub const PURGE_REQUEST: &[u8] = b"purge ";
 /// How long the command waits for a verdict unless told otherwise (`--timeout`): longer than
 /// a reload's workers take to boot, and than an upgrade's 30 s readiness timeout.
 pub const VERDICT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -124,6 +127,61 @@ impl Verdict {
             Outcome::Abandoned => 1,
         }
     }
+}
+
+/// The master's answer to `purge PREFIX`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum PurgeVerdict {
+    /// The entries whose keys start with the prefix are gone.
+    Purged { removed: u64, bytes: u64 },
+    /// Not begun: a malformed prefix, or no `[cache]` in the config in force.
+    Refused { message: String },
+    /// The cache directory could not be listed.
+    Failed { message: String },
+}
+
+impl PurgeVerdict {
+    /// The verdict as sent on the control socket (and in the admin endpoint's body): one
+    /// JSON line.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+
+    /// The command's exit code: 0 purged, 2 refused (asking again would not help), 1 failed.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PurgeVerdict::Purged { .. } => 0,
+            PurgeVerdict::Refused { .. } => 2,
+            PurgeVerdict::Failed { .. } => 1,
+        }
+    }
+}
+
+/// Asks the master whose pid is in `pid_file` to purge the cache entries whose keys start
+/// with `prefix`, and waits (at most `timeout`) for its verdict.
+pub fn purge(pid_file: &Path, prefix: &str, timeout: Duration) -> Result<(Pid, PurgeVerdict), ControlError> {
+    let pid = read_pid(pid_file)?;
+    let socket = crate::status::socket_path(pid_file);
+    let mut request = PURGE_REQUEST.to_vec();
+    request.extend_from_slice(prefix.as_bytes());
+    request.push(b'\n');
+    let answer = UnixStream::connect(&socket)
+        .and_then(|stream| exchange(stream, &request, timeout))
+        .map_err(|e| match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+                ControlError::Timeout(pid, socket.clone(), timeout)
+            }
+            _ => ControlError::Exchange(pid, socket.clone(), e),
+        })?;
+    if answer.is_empty() {
+        return Err(ControlError::NoVerdict(pid));
+    }
+    serde_json::from_str(&answer)
+        .map(|verdict| (pid, verdict))
+        .map_err(|_| ControlError::Decode(pid, answer.trim().to_string()))
 }
 
 /// What became of a request to a running master.
@@ -282,5 +340,21 @@ mod tests {
         for (outcome, code) in codes {
             assert_eq!(Verdict::new(outcome, "").exit_code(), code, "{outcome:?}");
         }
+    }
+
+    #[test]
+    fn a_purge_verdict_is_one_json_line_tagged_by_its_outcome() {
+        let purged = PurgeVerdict::Purged {
+            removed: 3,
+            bytes: 4096,
+        };
+        let line = purged.to_line();
+        assert_eq!(
+            String::from_utf8(line.clone()).unwrap(),
+            "{\"outcome\":\"purged\",\"removed\":3,\"bytes\":4096}\n"
+        );
+        assert_eq!(serde_json::from_slice::<PurgeVerdict>(&line).unwrap(), purged);
+        let refused = PurgeVerdict::Refused { message: "no".into() };
+        assert_eq!((purged.exit_code(), refused.exit_code()), (0, 2));
     }
 }

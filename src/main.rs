@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use shoal::config::{self, QuickOptions, Source};
-use shoal::control::{self, Action, Delivery, Outcome, VERDICT_TIMEOUT};
+use shoal::control::{self, Action, Delivery, Outcome, PurgeVerdict, VERDICT_TIMEOUT};
 use shoal::status;
 
 /// A prefork static file server and reverse proxy.
@@ -151,6 +151,13 @@ enum Command {
         #[arg(short = 'n', long = "iterations", value_name = "N")]
         iterations: Option<u64>,
     },
+    /// Act on the running instance's response cache
+    #[command(
+        subcommand,
+        after_help = "Example:
+  shoal cache purge -c /etc/shoal.toml /images/    remove the entries of /images/... on every host"
+    )]
+    Cache(CacheCommand),
     /// Validate a config file and what starting with it needs: exit 0, or print the first
     /// problem and exit 2
     ///
@@ -176,6 +183,27 @@ enum Command {
         /// The -U start-up would be given (overrides the config's user and group).
         #[arg(short = 'U', long = "user", value_name = "USER[:GROUP]")]
         user: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Remove the entries whose keys start with PREFIX, and wait until they are gone
+    ///
+    /// A key is scheme://host/target as the client sent it. PREFIX is either such a URL
+    /// start (https://shop.example/images/) or a path start (/images/), which matches on every
+    /// host and scheme. Asks through the control socket beside the pid file; exits 0 once the
+    /// entries are gone (printing how many), 2 when the master refused (a malformed prefix,
+    /// no [cache]), 1 when it failed or did not answer within --timeout. The admin
+    /// listener takes the same purge: `curl -X DELETE 'http://ADMIN/cache?prefix=/images/'`.
+    #[command(after_help = "Examples:
+  shoal cache purge -c /etc/shoal.toml https://shop.example/products/42
+  shoal cache purge --pid-file /run/shoal/shoal.pid /assets/")]
+    Purge {
+        /// https://host/path... or /path...
+        prefix: String,
+        #[command(flatten)]
+        verdicted: Verdicted,
     },
 }
 
@@ -220,6 +248,7 @@ fn main() -> ExitCode {
         Some(Command::Upgrade(v)) => control(Action::Upgrade, &v.target, v.timeout),
         Some(Command::Status { target, json }) => status(&target, json),
         Some(Command::Top { target, iterations }) => top(&target, iterations),
+        Some(Command::Cache(CacheCommand::Purge { prefix, verdicted })) => purge(&prefix, &verdicted),
         None => run(cli),
     }
 }
@@ -265,6 +294,26 @@ fn control(action: Action, target: &Target, timeout: std::time::Duration) -> Exi
                 eprintln!("shoal: no verdict ({why}): the master's error log says how it went");
             }
             ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shoal: {}: {e}", pid_file.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn purge(prefix: &str, verdicted: &Verdicted) -> ExitCode {
+    let pid_file = verdicted.target.pid_file();
+    match control::purge(&pid_file, prefix, verdicted.timeout) {
+        Ok((pid, verdict)) => {
+            match &verdict {
+                PurgeVerdict::Purged { removed, bytes } => {
+                    println!("purge: removed {removed} entries ({bytes} bytes) (master {pid})")
+                }
+                PurgeVerdict::Refused { message } => eprintln!("shoal: purge refused: {message}"),
+                PurgeVerdict::Failed { message } => eprintln!("shoal: purge failed: {message}"),
+            }
+            ExitCode::from(verdict.exit_code())
         }
         Err(e) => {
             eprintln!("shoal: {}: {e}", pid_file.display());

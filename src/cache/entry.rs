@@ -4,7 +4,9 @@
 //!
 //! An entry is written into a file no name points to (`O_TMPFILE`) and only then linked in
 //! under a temporary name and renamed over its place: a reader opens a whole entry or none,
-//! whatever happens to the writer (killed mid-write, a full disk). A file whose size does not
+//! whatever happens to the writer (killed mid-write, a full disk). On a filesystem without
+//! `O_TMPFILE` the file is made under its temporary name from the start (the keeper removes
+//! what a killed writer leaves). A file whose size does not
 //! add up to what its header says (a power cut after the rename, before the data reached the
 //! disk) is not an entry: [`Entry::open`] refuses it, and it is fetched again.
 
@@ -104,6 +106,24 @@ impl Entry {
     }
 }
 
+/// The key of the entry in `file`, read from its metadata alone (for a purge, which looks
+/// at every entry): `None` when the file is not an entry of this version.
+pub fn read_key(file: &File) -> Option<Vec<u8>> {
+    let mut start = [0u8; HEADER_BYTES + 4];
+    file.read_exact_at(&mut start, 0).ok()?;
+    if &start[..8] != MAGIC {
+        return None;
+    }
+    let meta_len = u32::from_le_bytes(start[8..12].try_into().ok()?) as usize;
+    let key_len = u32::from_le_bytes(start[HEADER_BYTES..].try_into().ok()?) as usize;
+    if meta_len > MAX_META_BYTES || key_len + 4 > meta_len {
+        return None;
+    }
+    let mut key = vec![0u8; key_len];
+    file.read_exact_at(&mut key, start.len() as u64).ok()?;
+    Some(key)
+}
+
 /// How stale an entry's last-use time may get before a use is noted again.
 const NOTE_USE_EVERY: Duration = Duration::from_secs(60);
 
@@ -117,32 +137,51 @@ pub struct Writer {
     body_offset: u64,
     /// The body may not grow past this.
     max_body_bytes: u64,
+    /// The file's temporary name, when it has one from the start (no `O_TMPFILE`).
+    named: Option<PathBuf>,
 }
 
 impl Writer {
     /// Starts an entry for `meta` in `dir` (a directory of the cache, on the filesystem of
     /// the entry's final place).
     pub fn create(dir: &Path, meta: &Meta, max_body_bytes: u64) -> io::Result<Writer> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_TMPFILE)
-            .open(dir)?;
+        let unnamed = writable().custom_flags(libc::O_TMPFILE).open(dir);
+        match unnamed {
+            Ok(file) => Writer::start(file, None, meta, max_body_bytes),
+            // EISDIR and EOPNOTSUPP are what kernels and filesystems without it say.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EOPNOTSUPP)) => {
+                Writer::create_named(dir, meta, max_body_bytes)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts an entry in a file under a temporary name in `dir`.
+    fn create_named(dir: &Path, meta: &Meta, max_body_bytes: u64) -> io::Result<Writer> {
+        let name = temporary_name(dir);
+        let file = writable().create_new(true).open(&name)?;
+        Writer::start(file, Some(name), meta, max_body_bytes)
+    }
+
+    fn start(file: File, named: Option<PathBuf>, meta: &Meta, max_body_bytes: u64) -> io::Result<Writer> {
+        let mut writer = Writer {
+            file,
+            written: 0,
+            body_offset: 0,
+            max_body_bytes,
+            named,
+        };
         let encoded = meta.encode();
         let mut start = Vec::with_capacity(HEADER_BYTES + encoded.len());
         start.extend_from_slice(MAGIC);
         start.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
         start.extend_from_slice(&0u64.to_le_bytes()); // the body's length, set at commit
         start.extend_from_slice(&encoded);
-        file.write_all_at(&start, 0)?;
-        let written = start.len() as u64;
-        Ok(Writer {
-            file,
-            written,
-            body_offset: written,
-            max_body_bytes,
-        })
+        // (Dropped on failure, the writer removes a named file.)
+        writer.file.write_all_at(&start, 0)?;
+        writer.written = start.len() as u64;
+        writer.body_offset = writer.written;
+        Ok(writer)
     }
 
     /// Appends `bytes` to the body.
@@ -169,12 +208,19 @@ impl Writer {
 
     /// Puts the entry at `path`, replacing any there (readers that opened the old one keep
     /// reading it whole). Returns the bytes of the entry it replaced (0 for none).
-    pub fn commit(self, path: &Path) -> io::Result<u64> {
+    pub fn commit(mut self, path: &Path) -> io::Result<u64> {
         self.file.write_all_at(&self.body_len().to_le_bytes(), 12)?;
-        let temporary = temporary_name(path);
-        // linkat(2) of an O_TMPFILE by its /proc path needs no privilege (AT_EMPTY_PATH does).
-        let proc_path = PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
-        nix::unistd::linkat(None, &proc_path, None, &temporary, AtFlags::AT_SYMLINK_FOLLOW)?;
+        let temporary = match self.named.take() {
+            Some(named) => named,
+            None => {
+                let temporary = temporary_name(path.parent().unwrap_or(path));
+                // linkat(2) of an O_TMPFILE by its /proc path needs no privilege
+                // (AT_EMPTY_PATH does).
+                let proc_path = PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
+                nix::unistd::linkat(None, &proc_path, None, &temporary, AtFlags::AT_SYMLINK_FOLLOW)?;
+                temporary
+            }
+        };
         let replaced = std::fs::metadata(path).map_or(0, |old| old.len());
         std::fs::rename(&temporary, path).inspect_err(|_| {
             let _ = std::fs::remove_file(&temporary);
@@ -183,12 +229,26 @@ impl Writer {
     }
 }
 
-/// A name beside `path` no other writer uses (`.tmp-<pid>-<n>`); the sweep removes any left
-/// by a writer killed between link and rename.
-fn temporary_name(path: &Path) -> PathBuf {
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(named) = &self.named {
+            let _ = std::fs::remove_file(named);
+        }
+    }
+}
+
+fn writable() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).mode(0o600);
+    options
+}
+
+/// A name in `dir` no other writer uses (`.tmp-<pid>-<n>`); the sweep removes any left by a
+/// writer killed before its rename.
+fn temporary_name(dir: &Path) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(".tmp-{}-{n}", std::process::id()))
+    dir.join(format!(".tmp-{}-{n}", std::process::id()))
 }
 
 impl Meta {
@@ -349,6 +409,35 @@ mod tests {
             .expect("the old body");
         assert_eq!(&old, b"old", "a reader of the old entry reads it whole");
         assert_eq!(std::fs::read_dir(dir.path()).expect("listed").count(), 1);
+    }
+
+    #[test]
+    fn without_o_tmpfile_the_entry_is_written_under_a_temporary_name() {
+        let dir = dir();
+        let path = dir.path().join("entry");
+        let names = || -> Vec<String> {
+            let mut names: Vec<_> = (std::fs::read_dir(dir.path()).expect("listed"))
+                .map(|e| e.expect("an entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let mut dropped = Writer::create_named(dir.path(), &meta(), 1 << 20).expect("a writer");
+        dropped.write(b"half").expect("written");
+        assert!(names()[0].starts_with(".tmp-"), "{:?}", names());
+        drop(dropped);
+        assert!(
+            names().is_empty(),
+            "a dropped writer leaves nothing: {:?}",
+            names()
+        );
+        let mut writer = Writer::create_named(dir.path(), &meta(), 1 << 20).expect("a writer");
+        writer.write(b"whole").expect("written");
+        writer.commit(&path).expect("committed");
+        assert_eq!(names(), ["entry"]);
+        let entry = Entry::open(&path).expect("opened").expect("an entry");
+        assert_eq!((entry.meta, entry.body_len), (meta(), 5));
+        assert_eq!(read_key(&entry.file), Some(meta().key));
     }
 
     #[test]

@@ -15,14 +15,13 @@ use std::sync::Arc;
 
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::entry::{Entry, Meta, Writer};
 use super::lock::Held;
 use super::policy::{self, Directives, RequestFacts, ResponseFacts, Rules};
 use super::serve::{self, Found};
-use super::Events;
-use super::{unix_now, Forwarded};
+use super::{unix_now, Counts, Events, Forwarded};
 use crate::http::request::RequestHead;
 use crate::http::respond::{BodyPart, ErrorPage, Respond};
 use crate::http::response::{header_lines, ResponseHead};
@@ -42,8 +41,11 @@ pub struct Fill {
     pub(super) request_bytes: Vec<u8>,
     pub(super) requested_at: u64,
     pub(super) max_entry_bytes: u64,
-    /// The instance's count of the cache's bytes on disk (none outside a master's workers).
-    pub(super) disk_bytes: Option<&'static AtomicU64>,
+    /// The instance's counts (none outside a master's workers).
+    pub(super) counts: Option<Counts>,
+    /// The purge count when the request went upstream: an entry put in place after a purge
+    /// began may hold what the purge was to remove, and goes.
+    pub(super) purges_at_start: u64,
     /// The stale entry the request found, which the upstream's answer revalidates or, on
     /// an error, stands in for.
     pub(super) stale: Option<Entry>,
@@ -173,12 +175,18 @@ impl Fill {
     fn put(&self, writer: Writer) -> std::io::Result<()> {
         let added = writer.disk_bytes();
         let replaced = writer.commit(&self.path)?;
-        self.events.count(CacheEvent::Stored);
-        if let Some(count) = self.disk_bytes {
-            count.fetch_add(added, Relaxed);
+        if let Some(counts) = self.counts {
+            counts.bytes.fetch_add(added, Relaxed);
             // Clamped: the keeper's recount may already have left the replaced one out.
-            let _ = count.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(replaced)));
+            let _ = (counts.bytes).fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(replaced)));
         }
+        // Checked after the rename: a purge that began before it either lists the new file
+        // or is seen here (the keeper counts the purge before it lists).
+        if Counts::purges(self.counts) != self.purges_at_start {
+            let _ = std::fs::remove_file(&self.path);
+            return Err(std::io::Error::other("a purge began while it was fetched"));
+        }
+        self.events.count(CacheEvent::Stored);
         Ok(())
     }
 

@@ -4,26 +4,30 @@
 //! directory and removes the least recently used entries until a tenth is free, and
 //! temporary files a writer left over a minute ago. Workers never wait for it: they only add
 //! to and take from the count, and note a use on an entry (its atime, at most once a minute).
+//! The keeper also carries out the purges operators ask for (`purge.rs`), in the order
+//! asked, as soon as they are asked.
 //!
 //! A thread rather than the master's loop: listing a large directory takes longer than the
 //! master may go without supervising. It shares only [`Between`] with the master's loop, and
 //! takes no lock a forked worker could need (no logging, no stdio): a fork while it works
 //! leaves the worker nothing held.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::dir::Dir;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{fstatat, Mode};
+use nix::sys::stat::{fstatat, FileStat, Mode};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
+use super::purge::{self, Prefix, Purged};
+use super::Counts;
 use crate::config::CacheStore;
 
 /// How often the keeper looks at the count.
@@ -36,7 +40,7 @@ const ABANDONED_AFTER: Duration = Duration::from_secs(60);
 /// The master's handle on its keeper thread.
 #[derive(Debug)]
 pub struct Keeper {
-    shared: Arc<Mutex<Between>>,
+    shared: Arc<(Mutex<Between>, Condvar)>,
 }
 
 /// What the master and its keeper pass each other.
@@ -50,33 +54,56 @@ struct Between {
     report: Option<String>,
     /// Entries removed to stay within `max_size`, since the master started.
     evicted: u64,
+    /// Purges asked, by the master's number for each, not yet begun.
+    purges: Vec<(u64, Prefix)>,
+    /// Purges done, for the master to answer.
+    purged: Vec<(u64, Result<Purged, String>)>,
+}
+
+/// What the keeper has to say to the master.
+#[derive(Debug, Default)]
+pub struct Tended {
+    /// A line for the log.
+    pub report: Option<String>,
+    /// The purges done since the last call, by the master's numbers.
+    pub purged: Vec<(u64, Result<Purged, String>)>,
 }
 
 impl Keeper {
-    /// Starts the keeper over the shared count `bytes`; it does nothing until
+    /// Starts the keeper over the instance's shared `counts`; it does nothing until
     /// [`Keeper::tend`] gives it a cache.
-    pub fn start(bytes: &'static AtomicU64) -> io::Result<Keeper> {
-        let shared = Arc::new(Mutex::new(Between::default()));
+    pub fn start(counts: Counts) -> io::Result<Keeper> {
+        let shared = Arc::new((Mutex::new(Between::default()), Condvar::new()));
         let theirs = Arc::clone(&shared);
         thread::Builder::new()
             .name("cache keeper".into())
-            .spawn(move || keep(&theirs, bytes))?;
+            .spawn(move || keep(&theirs, counts))?;
         Ok(Keeper { shared })
     }
 
     /// Gives the keeper the cache the config in force has (none: it rests), and takes what
     /// it has to say since the last call.
-    pub fn tend(&self, store: Option<&CacheStore>) -> Option<String> {
-        let mut between = lock(&self.shared);
+    pub fn tend(&self, store: Option<&CacheStore>) -> Tended {
+        let mut between = lock(&self.shared.0);
         if between.store.as_ref() != store {
             between.store = store.cloned();
         }
-        between.report.take()
+        Tended {
+            report: between.report.take(),
+            purged: std::mem::take(&mut between.purged),
+        }
+    }
+
+    /// Asks for the entries `prefix` matches to be removed; [`Keeper::tend`] brings the
+    /// answer, numbered `number`.
+    pub fn purge(&self, number: u64, prefix: Prefix) {
+        lock(&self.shared.0).purges.push((number, prefix));
+        self.shared.1.notify_one();
     }
 
     /// Entries removed to stay within `max_size`, since the master started.
     pub fn evictions(&self) -> u64 {
-        lock(&self.shared).evicted
+        lock(&self.shared.0).evicted
     }
 }
 
@@ -84,11 +111,25 @@ fn lock(shared: &Mutex<Between>) -> std::sync::MutexGuard<'_, Between> {
     shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn keep(shared: &Mutex<Between>, bytes: &AtomicU64) {
+fn keep((shared, asked): &(Mutex<Between>, Condvar), counts: Counts) {
+    let bytes = counts.bytes;
     let mut last: Option<(CacheStore, Instant)> = None;
     loop {
-        thread::sleep(TICK);
-        let Some(store) = lock(shared).store.clone() else {
+        let (store, purges) = {
+            let between = lock(shared);
+            let (mut between, _) = asked
+                .wait_timeout_while(between, TICK, |b| b.purges.is_empty())
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            (between.store.clone(), std::mem::take(&mut between.purges))
+        };
+        for (number, prefix) in purges {
+            let purged = match &store {
+                Some(store) => purge_now(store, &prefix, counts),
+                None => Err("the config in force has no [cache]".to_string()),
+            };
+            lock(shared).purged.push((number, purged));
+        }
+        let Some(store) = store else {
             continue;
         };
         let due = match &last {
@@ -121,6 +162,15 @@ fn keep(shared: &Mutex<Between>, bytes: &AtomicU64) {
     }
 }
 
+/// Removes the entries `prefix` matches, first telling the workers a purge began.
+fn purge_now(store: &CacheStore, prefix: &Prefix, counts: Counts) -> Result<Purged, String> {
+    counts.purges.fetch_add(1, SeqCst);
+    let purged = purge::purge(&store.path, prefix)
+        .map_err(|e| format!("cannot list {}: {e}", store.path.display()))?;
+    let _ = (counts.bytes).fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(purged.bytes)));
+    Ok(purged)
+}
+
 /// What a sweep did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -149,42 +199,19 @@ pub fn sweep(dir: &Path, max_bytes: u64, now: SystemTime) -> io::Result<Swept> {
     let now = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs() as i64);
-    let mut subs = Vec::new();
     let mut found = Vec::new();
-    for byte in 0..=255u8 {
-        let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-        let Ok(mut listing) = Dir::open(&dir.join(format!("{byte:02x}")), flags, Mode::empty()) else {
-            continue;
-        };
-        let sub = subs.len();
-        let fd = listing.as_raw_fd();
-        for file in listing.iter().flatten() {
-            let name = file.file_name().to_owned();
-            let kind = Kind::of(name.to_bytes());
-            if kind == Kind::Other {
-                continue;
-            }
-            let Ok(stat) = fstatat(Some(fd), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
-                continue;
-            };
-            if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
-                continue;
-            }
-            match kind {
-                Kind::Temporary if now - stat.st_mtime >= ABANDONED_AFTER.as_secs() as i64 => {
-                    let _ = unlinkat(Some(fd), name.as_c_str(), UnlinkatFlags::NoRemoveDir);
-                }
-                Kind::Entry => found.push(Found {
-                    sub,
-                    name,
-                    bytes: stat.st_size as u64,
-                    used: (stat.st_atime, stat.st_atime_nsec),
-                }),
-                Kind::Temporary | Kind::Other => {}
-            }
+    let subs = walk(dir, |sub, at, name, kind, stat| match kind {
+        Kind::Temporary if now - stat.st_mtime >= ABANDONED_AFTER.as_secs() as i64 => {
+            let _ = unlinkat(Some(at), name, UnlinkatFlags::NoRemoveDir);
         }
-        subs.push(listing);
-    }
+        Kind::Entry => found.push(Found {
+            sub,
+            name: name.to_owned(),
+            bytes: stat.st_size as u64,
+            used: (stat.st_atime, stat.st_atime_nsec),
+        }),
+        Kind::Temporary | Kind::Other => {}
+    })?;
     let mut swept = Swept {
         kept_bytes: found.iter().map(|f| f.bytes).sum(),
         ..Swept::default()
@@ -208,9 +235,46 @@ pub fn sweep(dir: &Path, max_bytes: u64, now: SystemTime) -> io::Result<Swept> {
     Ok(swept)
 }
 
+/// Calls `visit(sub, at, name, kind, stat)` for each regular file with a name shoal makes in
+/// the subdirectories of `dir`: `sub` numbers the subdirectory in the list returned (kept
+/// open, to act on the files after the walk), `at` is its descriptor. Subdirectories are
+/// opened without following links, and every step is relative to one (see [`sweep`]).
+pub(super) fn walk(
+    dir: &Path,
+    mut visit: impl FnMut(usize, RawFd, &CStr, Kind, &FileStat),
+) -> io::Result<Vec<Dir>> {
+    let mut subs = Vec::new();
+    for byte in 0..=255u8 {
+        let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+        let mut listing = match Dir::open(&dir.join(format!("{byte:02x}")), flags, Mode::empty()) {
+            Ok(listing) => listing,
+            // The first one missing: the directory itself may be gone (say so); any other
+            // is skipped.
+            Err(e) if byte == 0 && !dir.is_dir() => return Err(e.into()),
+            Err(_) => continue,
+        };
+        let at = listing.as_raw_fd();
+        for file in listing.iter().flatten() {
+            let name = file.file_name();
+            let kind = Kind::of(name.to_bytes());
+            if kind == Kind::Other {
+                continue;
+            }
+            let Ok(stat) = fstatat(Some(at), name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            if stat.st_mode & libc::S_IFMT == libc::S_IFREG {
+                visit(subs.len(), at, name, kind, &stat);
+            }
+        }
+        subs.push(listing);
+    }
+    Ok(subs)
+}
+
 /// What a name in a subdirectory is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     /// 30 lower-case hex digits (`store::Store::locate`).
     Entry,
     /// `.tmp-<pid>-<n>` (`entry::Writer::commit`).

@@ -11,12 +11,14 @@
 //! - `serve.rs`: answering from an entry.
 //! - `keep.rs`: the master's keeper, which holds the cache within `max_size`.
 //! - `lock.rs`: one fetch per key at a time across the workers (request collapsing).
+//! - `purge.rs`: removing entries by key prefix, for operators.
 
 pub mod entry;
 mod fill;
 pub mod keep;
 mod lock;
 pub mod policy;
+pub mod purge;
 mod serve;
 pub mod store;
 
@@ -26,7 +28,7 @@ use std::fs::FileTimes;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{CacheStore, RouteCache};
@@ -44,6 +46,22 @@ use store::Store;
 /// The largest body one entry holds; a longer response goes to its client unstored.
 const MAX_ENTRY_BYTES: u64 = 1 << 30;
 
+/// What every process of the instance counts together about the cache (in the shared
+/// memory the master maps before it forks).
+#[derive(Debug, Clone, Copy)]
+pub struct Counts {
+    /// Bytes on disk, which the master's keeper holds within `max_size`.
+    pub bytes: &'static AtomicU64,
+    /// Purges begun (`purge.rs`).
+    pub purges: &'static AtomicU64,
+}
+
+impl Counts {
+    fn purges(counts: Option<Counts>) -> u64 {
+        counts.map_or(0, |counts| counts.purges.load(SeqCst))
+    }
+}
+
 /// A worker's way into the cache.
 #[derive(Debug)]
 pub struct Cache {
@@ -52,13 +70,14 @@ pub struct Cache {
     /// and requests do not wait for each other).
     locks: Option<Rc<Locks>>,
     max_entry_bytes: u64,
-    /// The instance's count of bytes on disk, which the master's keeper holds within
-    /// `max_size`.
-    disk_bytes: Option<&'static AtomicU64>,
+    /// The instance's counts (none outside a master's workers).
+    counts: Option<Counts>,
     /// What this worker's cache did, for its heartbeat.
     events: Rc<Events>,
     /// Small entries this worker answered from lately, kept in memory.
     hot: RefCell<HotMap>,
+    /// The purge count when the copies in `hot` were checked: a purge since drops them all.
+    purges_seen: Cell<u64>,
 }
 
 /// Small entries in a worker's memory, by key: at most [`HOT_MAX_BYTES`] of bodies, the
@@ -158,7 +177,7 @@ impl Forwarded {
 }
 
 impl Cache {
-    pub fn new(config: &CacheStore, disk_bytes: Option<&'static AtomicU64>) -> Cache {
+    pub fn new(config: &CacheStore, counts: Option<Counts>) -> Cache {
         let locks = Locks::open(&config.path)
             .inspect_err(|e| {
                 log::warn!(
@@ -171,15 +190,21 @@ impl Cache {
             store: Store::new(&config.path),
             locks,
             max_entry_bytes: MAX_ENTRY_BYTES.min(config.max_size_bytes),
-            disk_bytes,
+            counts,
             events: Rc::default(),
             hot: RefCell::default(),
+            purges_seen: Cell::new(Counts::purges(counts)),
         }
     }
 
     /// The fresh copy of `key` this worker keeps in memory, if it fits the request's `Vary`
     /// headers; a stale one is dropped (the disk entry takes over).
     fn hot_hit(&self, key: &[u8], head: &RequestHead, buf: &[u8], now: u64) -> Option<Rc<Hot>> {
+        let purges = Counts::purges(self.counts);
+        if purges != self.purges_seen.get() {
+            self.purges_seen.set(purges);
+            *self.hot.borrow_mut() = HotMap::default();
+        }
         let hot = Rc::clone(self.hot.borrow().entries.get(key)?);
         if hot.meta.freshness.usable(now) != Usable::Fresh {
             self.hot.borrow_mut().remove(key);
@@ -312,7 +337,8 @@ impl Cache {
             request_bytes: buf[..head.len].to_vec(),
             requested_at: unix_now(),
             max_entry_bytes: self.max_entry_bytes,
-            disk_bytes: self.disk_bytes,
+            counts: self.counts,
+            purges_at_start: Counts::purges(self.counts),
             stale,
             lock,
             writer: None,

@@ -1,5 +1,7 @@
-//! The admin HTTP endpoint (`[admin] listen`): `/metrics` in the Prometheus text format and
-//! `/healthz` for load balancers and readiness probes.
+//! The admin HTTP endpoint (`[admin] listen`): `/metrics` in the Prometheus text format,
+//! `/healthz` for load balancers and readiness probes, and `DELETE /cache?prefix=PREFIX` to
+//! purge response cache entries (answered once the purge is done, with the same JSON as
+//! `shoal cache purge`).
 //!
 //! The master serves it from its loop (it is operator traffic: tiny and rare): one request
 //! per connection, answered with `Connection: close`, through the same bounded non-blocking
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 use nix::poll::PollFd;
 
 use super::endpoint::{Answer, Bounds, Endpoint};
+use super::Attempt;
+use crate::control::PurgeVerdict;
 use crate::prometheus;
 use crate::sys;
 
@@ -23,9 +27,18 @@ const BOUNDS: Bounds = Bounds {
     max_request_bytes: 8 * 1024,
     max_clients: 16,
     deadline: Duration::from_secs(5),
-    // Every request is answered at once.
-    await_deadline: Duration::ZERO,
+    // A purge of a large cache takes a while.
+    await_deadline: Duration::from_secs(600),
 };
+
+/// What the admin endpoint asks of the master.
+pub trait Operator {
+    fn health(&self) -> Health;
+    /// The Prometheus exposition.
+    fn metrics(&self) -> String;
+    /// Starts a purge of the entries whose keys start with `prefix`, or says why not.
+    fn purge(&mut self, prefix: &str) -> Result<Attempt, PurgeVerdict>;
+}
 
 /// Whether the instance takes traffic, as `/healthz` says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +53,7 @@ pub enum Health {
 
 /// The bound admin endpoint.
 pub struct Admin {
-    endpoint: Endpoint<TcpListener>,
+    endpoint: Endpoint<TcpListener, Attempt>,
     pub addr: SocketAddr,
 }
 
@@ -68,10 +81,14 @@ impl Admin {
         self.endpoint.listener()
     }
 
-    /// Answers what can be answered now; `metrics` renders the exposition when asked.
-    pub fn serve(&mut self, now: Instant, health: Health, mut metrics: impl FnMut() -> String) {
-        self.endpoint
-            .serve(now, |request| Answer::Now(answer(request, health, &mut metrics)));
+    /// Answers what can be answered now, and starts the purges asked.
+    pub fn serve(&mut self, now: Instant, operator: &mut impl Operator) {
+        self.endpoint.serve(now, |request| answer(request, operator));
+    }
+
+    /// Answers the clients waiting for the purge `attempt`.
+    pub fn settle(&mut self, attempt: Attempt, verdict: &PurgeVerdict) {
+        self.endpoint.settle(attempt, &purge_response(verdict));
     }
 }
 
@@ -89,34 +106,78 @@ fn head_complete(buf: &[u8]) -> bool {
     buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n")
 }
 
-/// The whole HTTP response to one request.
-fn answer(request: &[u8], health: Health, metrics: &mut impl FnMut() -> String) -> Vec<u8> {
+/// The answer to one request: the whole HTTP response, or (a purge) later.
+fn answer(request: &[u8], operator: &mut impl Operator) -> Answer<Attempt> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut parsed = httparse::Request::new(&mut headers);
-    let (method, path) = match parsed.parse(request) {
+    let (method, target) = match parsed.parse(request) {
         Ok(httparse::Status::Complete(_)) => (parsed.method.unwrap_or(""), parsed.path.unwrap_or("")),
         Err(httparse::Error::TooManyHeaders) => {
-            return response(431, "text/plain", "too many headers\n", true)
+            return Answer::Now(response(431, "text/plain", "too many headers\n", true))
         }
-        _ => return response(400, "text/plain", "bad request\n", true),
+        _ => return Answer::Now(response(400, "text/plain", "bad request\n", true)),
     };
-    let with_body = method != "HEAD";
-    if method != "GET" && method != "HEAD" {
-        return response(405, "text/plain", "only GET and HEAD\n", true);
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let allowed = if path == "/cache" { "DELETE" } else { "GET, HEAD" };
+    if !allowed.split(", ").any(|m| m == method) {
+        let body = format!("{path} takes {allowed}\n");
+        return Answer::Now(response(405, "text/plain", &body, true));
     }
-    let path = path.split_once('?').map_or(path, |(path, _)| path);
-    match (path, health) {
-        ("/metrics", _) => response(200, prometheus::CONTENT_TYPE, &metrics(), with_body),
+    let with_body = method != "HEAD";
+    Answer::Now(match (path, operator.health()) {
+        ("/cache", _) => {
+            let prefix = query_value(query, "prefix").unwrap_or_default();
+            match operator.purge(&prefix) {
+                Ok(attempt) => return Answer::Later(attempt),
+                Err(refused) => purge_response(&refused),
+            }
+        }
+        ("/metrics", _) => response(200, prometheus::CONTENT_TYPE, &operator.metrics(), with_body),
         ("/healthz", Health::Serving) => response(200, "text/plain", "ok\n", with_body),
         ("/healthz", Health::Starting) => response(503, "text/plain", "starting\n", with_body),
         ("/healthz", Health::Stopping) => response(503, "text/plain", "stopping\n", with_body),
         _ => response(
             404,
             "text/plain",
-            "not found: try /metrics or /healthz\n",
+            "not found: try /metrics, /healthz or DELETE /cache?prefix=\n",
             with_body,
         ),
+    })
+}
+
+/// The percent-decoded value of `name` in a query string.
+fn query_value(query: &str, name: &str) -> Option<String> {
+    let value = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+    let bytes = value.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = || u8::from_str_radix(value.get(i + 1..i + 3)?, 16).ok();
+        match (bytes[i], hex()) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
     }
+    String::from_utf8(decoded).ok()
+}
+
+/// A purge's verdict as an HTTP response: its JSON line as the body.
+fn purge_response(verdict: &PurgeVerdict) -> Vec<u8> {
+    let status = match verdict {
+        PurgeVerdict::Purged { .. } => 200,
+        PurgeVerdict::Refused { .. } => 400,
+        PurgeVerdict::Failed { .. } => 500,
+    };
+    let line = String::from_utf8(verdict.to_line()).unwrap_or_default();
+    response(status, "application/json", &line, true)
 }
 
 fn response(status: u16, content_type: &str, body: &str, with_body: bool) -> Vec<u8> {
@@ -126,9 +187,14 @@ fn response(status: u16, content_type: &str, body: &str, with_body: bool) -> Vec
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         _ => "Service Unavailable",
     };
-    let allow = if status == 405 { "Allow: GET, HEAD\r\n" } else { "" };
+    let allow = match status {
+        405 if body.starts_with("/cache ") => "Allow: DELETE\r\n",
+        405 => "Allow: GET, HEAD\r\n",
+        _ => "",
+    };
     let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          Cache-Control: no-store\r\n{allow}Connection: close\r\n\r\n",
@@ -145,8 +211,68 @@ fn response(status: u16, content_type: &str, body: &str, with_body: bool) -> Vec
 mod tests {
     use super::*;
 
+    /// A master in `health` with metrics `m 1` and a cache: it starts purges as attempt 7.
+    struct Fake {
+        health: Health,
+        purges: Vec<String>,
+    }
+
+    impl Operator for Fake {
+        fn health(&self) -> Health {
+            self.health
+        }
+        fn metrics(&self) -> String {
+            "m 1\n".to_string()
+        }
+        fn purge(&mut self, prefix: &str) -> Result<Attempt, PurgeVerdict> {
+            self.purges.push(prefix.to_string());
+            match prefix.starts_with('/') {
+                true => Ok(Attempt(7)),
+                false => Err(PurgeVerdict::Refused {
+                    message: "bad prefix".into(),
+                }),
+            }
+        }
+    }
+
     fn ask(request: &str, health: Health) -> String {
-        String::from_utf8(answer(request.as_bytes(), health, &mut || "m 1\n".to_string())).unwrap()
+        let mut fake = Fake {
+            health,
+            purges: Vec::new(),
+        };
+        match answer(request.as_bytes(), &mut fake) {
+            Answer::Now(bytes) => String::from_utf8(bytes).unwrap(),
+            Answer::Later(attempt) => format!("later {attempt:?}"),
+        }
+    }
+
+    #[test]
+    fn delete_cache_starts_a_purge_of_the_decoded_prefix() {
+        let mut fake = Fake {
+            health: Health::Serving,
+            purges: Vec::new(),
+        };
+        let request = "DELETE /cache?x=1&prefix=%2Fimg%2Fa%20b%zz HTTP/1.1\r\n\r\n";
+        assert!(matches!(
+            answer(request.as_bytes(), &mut fake),
+            Answer::Later(Attempt(7))
+        ));
+        assert_eq!(fake.purges, ["/img/a b%zz"]);
+        let refused = ask("DELETE /cache?prefix=img HTTP/1.1\r\n\r\n", Health::Serving);
+        assert!(refused.starts_with("HTTP/1.1 400 "), "{refused}");
+        assert!(refused.ends_with("{\"outcome\":\"refused\",\"message\":\"bad prefix\"}\n"));
+        let get = ask("GET /cache?prefix=/ HTTP/1.1\r\n\r\n", Health::Serving);
+        assert!(
+            get.starts_with("HTTP/1.1 405 ") && get.contains("Allow: DELETE\r\n"),
+            "{get}"
+        );
+        let done = String::from_utf8(purge_response(&PurgeVerdict::Purged {
+            removed: 2,
+            bytes: 10,
+        }))
+        .unwrap();
+        assert!(done.starts_with("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"));
+        assert!(done.ends_with("\r\n\r\n{\"outcome\":\"purged\",\"removed\":2,\"bytes\":10}\n"));
     }
 
     #[test]

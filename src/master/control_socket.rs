@@ -1,7 +1,8 @@
-//! The control socket `shoal status`, `shoal reload` and `shoal upgrade` talk to: a unix
-//! stream socket beside the pid file (`shoal.pid` → `shoal.sock`), mode 0600. It answers
-//! `status\n` at once with the status as JSON; `reload\n` and `upgrade\n` start the action and
-//! park the client until the master settles the attempt, then answer with its [`Verdict`].
+//! The control socket `shoal status`, `shoal reload`, `shoal upgrade` and `shoal cache purge`
+//! talk to: a unix stream socket beside the pid file (`shoal.pid` → `shoal.sock`), mode 0600.
+//! It answers `status\n` at once with the status as JSON; `reload\n`, `upgrade\n` and
+//! `purge PREFIX\n` start the action and park the client until the master settles the
+//! attempt, then answer with its verdict (`crate::control`).
 //!
 //! The name is taken over atomically (bound under a temporary name, then renamed), so a stale
 //! socket left by a killed master, or the old master's during a binary upgrade, is replaced
@@ -19,12 +20,13 @@ use nix::sys::stat::{umask, Mode};
 
 use super::endpoint::{Answer, Bounds, Endpoint};
 use super::Attempt;
-use crate::control::{Verdict, RELOAD_REQUEST, UPGRADE_REQUEST};
+use crate::cache::purge::MAX_PREFIX_BYTES;
+use crate::control::{PURGE_REQUEST, RELOAD_REQUEST, UPGRADE_REQUEST};
 use crate::status::{self, Status, STATUS_REQUEST};
 
 /// Operator requests are tiny, rare and local.
 const BOUNDS: Bounds = Bounds {
-    max_request_bytes: 64,
+    max_request_bytes: PURGE_REQUEST.len() + MAX_PREFIX_BYTES + 1,
     max_clients: 8,
     deadline: Duration::from_secs(2),
     // Longer than `--timeout` is sensibly set: the master does not hang up on a client still
@@ -33,17 +35,21 @@ const BOUNDS: Bounds = Bounds {
 };
 
 /// What an operator asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request<'r> {
     Status,
     Reload,
     Upgrade,
+    /// Purge the cache entries whose keys start with this.
+    Purge(&'r str),
 }
 
 /// How the master takes a request.
 pub enum Reply {
     /// The status, answered at once.
     Status(Box<Status>),
+    /// This line, answered at once.
+    Line(Vec<u8>),
     /// The client waits for this attempt's verdict ([`ControlSocket::settle`]).
     Await(Attempt),
 }
@@ -90,15 +96,17 @@ impl ControlSocket {
     /// Moves every client along; `handle` is called per whole request.
     pub fn serve(&mut self, now: Instant, mut handle: impl FnMut(Request) -> Reply) {
         self.endpoint.serve(now, |bytes| {
-            let request = match bytes {
-                STATUS_REQUEST => Request::Status,
-                RELOAD_REQUEST => Request::Reload,
-                UPGRADE_REQUEST => Request::Upgrade,
-                _ => {
-                    return Answer::Now(
-                        b"unknown request; the requests are `status`, `reload` and `upgrade`\n".to_vec(),
-                    )
-                }
+            let purge = (bytes.strip_prefix(PURGE_REQUEST))
+                .and_then(|rest| std::str::from_utf8(rest.strip_suffix(b"\n")?).ok());
+            let request = match (bytes, purge) {
+                (_, Some(prefix)) => Request::Purge(prefix),
+                (STATUS_REQUEST, _) => Request::Status,
+                (RELOAD_REQUEST, _) => Request::Reload,
+                (UPGRADE_REQUEST, _) => Request::Upgrade,
+                _ => return Answer::Now(
+                    b"unknown request; the requests are `status`, `reload`, `upgrade` and `purge PREFIX`\n"
+                        .to_vec(),
+                ),
             };
             match handle(request) {
                 Reply::Status(status) => {
@@ -106,14 +114,15 @@ impl ControlSocket {
                     json.push(b'\n');
                     Answer::Now(json)
                 }
+                Reply::Line(line) => Answer::Now(line),
                 Reply::Await(attempt) => Answer::Later(attempt),
             }
         });
     }
 
-    /// Answers the clients waiting for `attempt` with its verdict.
-    pub fn settle(&mut self, attempt: Attempt, verdict: &Verdict) {
-        self.endpoint.settle(attempt, &verdict.to_line());
+    /// Answers the clients waiting for `attempt` with its verdict, one JSON `line`.
+    pub fn settle(&mut self, attempt: Attempt, line: &[u8]) {
+        self.endpoint.settle(attempt, line);
     }
 }
 

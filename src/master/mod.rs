@@ -17,6 +17,7 @@ mod owner;
 mod pidfile;
 mod preflight;
 mod privileges;
+mod purge;
 mod slots;
 mod spawn;
 mod supervise;
@@ -32,7 +33,7 @@ use log::info;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
-use crate::cache::keep::Keeper;
+use crate::cache::{self, keep::Keeper};
 use crate::config::{Address, Config, Source};
 use crate::control::{Outcome, Verdict};
 use crate::sys::{self, SignalReader};
@@ -195,7 +196,11 @@ pub fn run(mut config: Config, source: Source) -> Result<(), MasterError> {
     let signals = SignalReader::open().map_err(MasterError::Signals)?;
     // After the signals are blocked: the thread inherits the mask, so every signal still
     // reaches the master's loop.
-    let cache_keeper = Keeper::start(shared_state.cache_bytes())
+    let counts = cache::Counts {
+        bytes: shared_state.cache_bytes(),
+        purges: shared_state.cache_purges(),
+    };
+    let cache_keeper = Keeper::start(counts)
         .map_err(|e| MasterError::SharedState(format!("cannot start the cache's keeper thread: {e}")))?;
     let control = match (&config.pid_file, &handoff) {
         (Some(path), None) => Some(
@@ -316,9 +321,7 @@ impl Master {
             self.watch_upgrade();
             self.sweep_shared_state();
             self.rotate_tickets();
-            if let Some(report) = self.cache_keeper.tend(self.config.cache.as_ref()) {
-                info!("{report}");
-            }
+            self.tend_cache();
             self.announce_ready();
             self.deliver_verdicts();
             self.notify_service_manager();
@@ -442,11 +445,15 @@ impl Master {
                     info!("binary upgrade asked on the control socket");
                     Reply::Await(self.start_upgrade())
                 }
+                Request::Purge(prefix) => match self.start_purge(prefix) {
+                    Ok(attempt) => Reply::Await(attempt),
+                    Err(refused) => Reply::Line(refused.to_line()),
+                },
             });
             self.control = Some(control);
         }
         if let Some(mut admin) = self.admin.take() {
-            admin.serve(now, self.health(), || self.metrics());
+            admin.serve(now, self);
             self.admin = Some(admin);
         }
     }
@@ -474,7 +481,7 @@ impl Master {
     fn deliver_verdicts(&mut self) {
         for (attempt, verdict) in std::mem::take(&mut self.verdicts) {
             if let Some(control) = &mut self.control {
-                control.settle(attempt, &verdict);
+                control.settle(attempt, &verdict.to_line());
             }
         }
     }

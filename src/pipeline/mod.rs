@@ -18,7 +18,6 @@ pub mod sites;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
@@ -157,15 +156,14 @@ pub struct Pipeline<'c> {
 impl<'c> Pipeline<'c> {
     /// The pipeline of `config` for worker `slot`, whose listener `i` listens on
     /// `listeners[i]`; `shared`: the instance's shared state and this worker's seat in it,
-    /// which capped upstreams need; `cache_bytes`: the instance's count of the cache's bytes
-    /// on disk.
+    /// which capped upstreams need; `instance`: the shared state the cache keeps its counts in.
     pub fn new(
         config: &'c Config,
         listeners: &[Address],
         registry: Registry,
         slot: usize,
         shared: Option<(&'static Shared, usize)>,
-        cache_bytes: Option<&'static AtomicU64>,
+        instance: Option<&'static Shared>,
         now: Instant,
     ) -> std::io::Result<Pipeline<'c>> {
         let (sites, roots) = Sites::new(config, listeners).map_err(std::io::Error::other)?;
@@ -190,7 +188,10 @@ impl<'c> Pipeline<'c> {
             spill,
             max_body_bytes: config.limits.max_body_bytes,
             trusted_proxies: &config.trusted_proxies,
-            cache: config.cache.as_ref().map(|store| Cache::new(store, cache_bytes)),
+            cache: config
+                .cache
+                .as_ref()
+                .map(|store| Cache::new(store, instance.map(cache_counts))),
         })
     }
 
@@ -488,6 +489,14 @@ fn preconditions(fill: &Fill) -> Preconditions<'_> {
 }
 
 /// Whether `head` announces a body longer than `limit`.
+/// The cache's counts in the instance's shared state.
+fn cache_counts(instance: &'static Shared) -> cache::Counts {
+    cache::Counts {
+        bytes: instance.cache_bytes(),
+        purges: instance.cache_purges(),
+    }
+}
+
 fn body_over(head: &RequestHead, limit: u64) -> bool {
     matches!(head.framing, request::Framing::Length(n) if n > limit)
 }

@@ -37,8 +37,10 @@ const KEYS_AT: usize = SEATS_AT + 4 * SEATS;
 const TICKETS_AT: usize = KEYS_AT + 8 * ROWS;
 /// The response cache's bytes on disk, as the workers and the master's keeper count them.
 const CACHE_BYTES_AT: usize = TICKETS_AT + 8 * tickets::WORDS;
+/// Purges of the response cache begun so far.
+const CACHE_PURGES_AT: usize = CACHE_BYTES_AT + 8;
 const ROWS_AT: usize = 16 * 1024;
-const _: () = assert!(CACHE_BYTES_AT + 8 <= ROWS_AT);
+const _: () = assert!(CACHE_PURGES_AT + 8 <= ROWS_AT);
 /// A row's fields come first, its cells (or seats' columns) from this offset.
 const ROW_BODY_AT: usize = 64;
 const ROW_BYTES: usize = ROW_BODY_AT + 4 * MAX_CONNS as usize;
@@ -139,6 +141,12 @@ impl Shared {
     /// they replace; the master's keeper sets it from a count of the directory.
     pub fn cache_bytes(&self) -> &'static AtomicU64 {
         &self.memory.u64s(CACHE_BYTES_AT, 1)[0]
+    }
+
+    /// Purges of the response cache begun so far: the master's keeper adds one before it
+    /// removes anything, and workers drop their in-memory copies when it moves.
+    pub fn cache_purges(&self) -> &'static AtomicU64 {
+        &self.memory.u64s(CACHE_PURGES_AT, 1)[0]
     }
 
     fn keys(&self) -> &'static [AtomicU64] {

@@ -225,14 +225,13 @@ impl<'a> Worker<'a> {
             listeners.push(listener);
         }
         let registry = poll.registry().try_clone()?;
-        let cache_bytes = Some(shared.cache_bytes());
         let pipeline = Pipeline::new(
             config,
             &addresses,
             registry,
             slot,
             seat,
-            cache_bytes,
+            Some(shared),
             Instant::now(),
         )?;
         let servers = ServerLog::of_each(config);

@@ -525,3 +525,75 @@ fn a_head_s_own_304_leaves_the_stale_entry_alone() {
     );
     assert_eq!(revalidated.text(), "version one");
 }
+
+/// `method target` on the admin endpoint `admin`.
+fn admin_request(admin: std::net::SocketAddr, method: &str, target: &str) -> Response {
+    let mut stream = std::net::TcpStream::connect(admin).expect("connect to the admin endpoint");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "{method} {target} HTTP/1.1\r\nHost: admin\r\n\r\n").unwrap();
+    crate::harness::read_response(&mut stream)
+}
+
+#[test]
+fn a_purge_removes_entries_from_disk_and_from_every_worker_s_memory() {
+    let (reply, behaviour) = Behaviour::validating(tagged("max-age=600", "\"v1\"", "version 1"));
+    let upstream = Upstream::start(behaviour);
+    let site = Site::new();
+    let admin = crate::harness::free_addr();
+    let routes = "  [[server.route]]\n  prefix = \"/\"\n  upstream = \"app\"\n  cache = true\n";
+    let top = format!(
+        "access_log = \"off\"\npid_file = \"shoal.pid\"\n[admin]\nlisten = \"{admin}\"\n[cache]\npath = \"cache\""
+    );
+    let text = config(&top, &addrs(&[&upstream]), "", routes);
+    let server = Launch::config_file(&site, &text).workers(2).start();
+    for path in ["/img/a", "/img/b", "/css/c"] {
+        assert_eq!(status(&server.get(path)), "shoal; fwd=miss; stored");
+    }
+    // New connections spread over both workers: each keeps small entries in memory.
+    for _ in 0..8 {
+        assert_eq!(server.get("/img/a").text(), "version 1");
+    }
+    *reply.lock().unwrap() = tagged("max-age=600", "\"v2\"", "version 2");
+    let pid_file = site.base().join("shoal.pid");
+    let purge = |prefix: &str| {
+        let args = ["cache", "purge", "--pid-file", pid_file.to_str().unwrap(), prefix];
+        crate::harness::run_shoal(&args.map(std::ffi::OsStr::new))
+    };
+    let purged = purge("/img/");
+    assert_eq!(purged.code, Some(0), "{purged:?}");
+    assert!(purged.stdout.contains("removed 2 entries"), "{purged:?}");
+    for _ in 0..8 {
+        assert_eq!(
+            server.get("/img/a").text(),
+            "version 2",
+            "no worker kept the old one"
+        );
+    }
+    assert_eq!(upstream.requests_to("/img/a").len(), 2);
+    assert_eq!(server.get("/css/c").text(), "version 1", "outside the prefix");
+
+    let deleted = admin_request(admin, "DELETE", "/cache?prefix=%2Fcss%2F");
+    deleted.assert_status(200);
+    assert!(
+        deleted
+            .text()
+            .starts_with("{\"outcome\":\"purged\",\"removed\":1,\"bytes\":"),
+        "{}",
+        deleted.text()
+    );
+    assert_eq!(status(&server.get("/css/c")), "shoal; fwd=miss; stored");
+    let host_prefix = "http://TEST/img/";
+    let by_url = admin_request(admin, "DELETE", &format!("/cache?prefix={host_prefix}"));
+    assert!(
+        by_url
+            .text()
+            .starts_with("{\"outcome\":\"purged\",\"removed\":1,"),
+        "{}",
+        by_url.text()
+    );
+
+    let refused = purge("img/");
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    assert!(refused.stderr.contains("purge refused"), "{refused:?}");
+    admin_request(admin, "DELETE", "/cache?prefix=img").assert_status(400);
+}

@@ -53,7 +53,7 @@ fn help_covers_examples_signals_environment_and_exit_codes() {
 fn every_subcommand_shows_an_example_of_itself() {
     let names = subcommands(&help(&["--help"]));
     for expected in [
-        "stop", "quit", "reload", "reopen", "upgrade", "status", "top", "check",
+        "stop", "quit", "reload", "reopen", "upgrade", "status", "top", "cache", "check",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
