@@ -89,6 +89,16 @@ impl Entry {
         }))
     }
 
+    /// A second handle on the same entry (one answers a client while the other is
+    /// revalidated).
+    pub fn try_clone(&self) -> io::Result<Entry> {
+        Ok(Entry {
+            meta: self.meta.clone(),
+            file: self.file.try_clone()?,
+            ..*self
+        })
+    }
+
     /// Notes that it answered a request, for the keeper's order: its atime, set at most
     /// once a minute (mounts with `noatime` or `relatime` keep it from reads alone).
     pub fn note_use(&self) {

@@ -9,6 +9,10 @@
 //! freshens the entry (RFC 9111 §4.3.4) and it answers the client; a 500, 502, 503 or 504
 //! within the entry's stale-if-error window is answered by the entry instead. Either way the
 //! upstream's own body, if any, is dropped.
+//!
+//! A fill in the background (stale-while-revalidate: the stale entry answered the client
+//! already) does all of this without the client: nothing it does reaches the client's sink,
+//! and an upstream that fails leaves the stale entry as it is.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +59,9 @@ pub struct Fill {
     pub(super) writer: Option<Writer>,
     /// The client was answered from an entry: what the upstream still sends is dropped.
     pub(super) answered: bool,
+    /// In the background: the client has its answer, and the upstream's head is read into
+    /// this one rather than the client's.
+    pub(super) background: Option<Box<ResponseHead>>,
     pub(super) events: Rc<Events>,
 }
 
@@ -87,9 +94,18 @@ impl Fill {
             .take_if(|entry| entry.meta.freshness.serves_on_error(now))
     }
 
+    /// True when the client was answered before this fill began (a background refresh).
+    pub fn in_background(&self) -> bool {
+        self.background.is_some()
+    }
+
     /// Answers the client from a stale entry because the upstream failed with `status` (or
-    /// not at all): true if it did.
+    /// not at all): true if it did, or if the client has its answer already (in the
+    /// background).
     pub fn answer_stale_on_error(&mut self, status: u16, respond: &mut impl Respond) -> bool {
+        if self.in_background() {
+            return true;
+        }
         let Some(entry) = (matches!(status, 500 | 502 | 503 | 504))
             .then(|| self.stale_for_error())
             .flatten()
@@ -108,9 +124,23 @@ impl Fill {
         true
     }
 
-    /// The upstream's 304 for the stale entry: freshens it (stored anew with the 304's
-    /// header lines over its own) and answers the client from it.
+    /// The upstream's 304 for the stale entry: freshens it and answers the client from it.
     fn answer_revalidated(&mut self, not_modified: &ResponseHead, entry: Entry, respond: &mut impl Respond) {
+        let entry = self.freshen(not_modified, entry);
+        self.answered = true;
+        self.events.count(CacheEvent::Revalidated);
+        serve::answer(
+            Found::Disk(Box::new(entry)),
+            &self.request_head,
+            &self.request_bytes,
+            b"shoal; fwd=stale; fwd-status=304",
+            respond,
+        );
+    }
+
+    /// Freshens the stale `entry` with the upstream's 304: stored anew with the 304's header
+    /// lines over its own (RFC 9111 §4.3.4). Returns it, freshened.
+    fn freshen(&mut self, not_modified: &ResponseHead, entry: Entry) -> Entry {
         let mut merged = ResponseHead::default();
         merged.relayed(entry.meta.status, &entry.meta.reason);
         let updated = |name: &[u8]| not_modified.lines().any(|(n, _)| n.eq_ignore_ascii_case(name));
@@ -143,15 +173,7 @@ impl Fill {
                 let _ = std::fs::remove_file(&self.path);
             }
         }
-        self.answered = true;
-        self.events.count(CacheEvent::Revalidated);
-        serve::answer(
-            Found::Disk(Box::new(entry)),
-            &self.request_head,
-            &self.request_bytes,
-            b"shoal; fwd=stale; fwd-status=304",
-            respond,
-        );
+        entry
     }
 
     /// Writes `entry` (its body from its own file) as a new entry in its place.
@@ -324,12 +346,41 @@ pub struct Tee<'t, R: Respond> {
     respond: &'t mut R,
 }
 
+impl<R: Respond> Tee<'_, R> {
+    /// In the background: decides what becomes of the entry, and tells the client nothing.
+    fn send_head_in_background(&mut self) {
+        let fill = &mut *self.fill;
+        let head = fill.background.as_deref().cloned().unwrap_or_default();
+        match fill.stale.take() {
+            Some(entry) if head.status == 304 => {
+                fill.freshen(&head, entry);
+                fill.events.count(CacheEvent::Revalidated);
+                fill.answered = true;
+            }
+            // The stale entry stays as it is.
+            _ if head.status >= 500 => {
+                fill.answered = true;
+                fill.lock = None;
+            }
+            _ => {
+                fill.start(&head);
+            }
+        }
+    }
+}
+
 impl<R: Respond> Respond for Tee<'_, R> {
     fn head(&mut self) -> &mut ResponseHead {
-        self.respond.head()
+        match &mut self.fill.background {
+            Some(head) => head,
+            None => self.respond.head(),
+        }
     }
 
     fn send_head(&mut self) {
+        if self.fill.in_background() {
+            return self.send_head_in_background();
+        }
         let upstream_status = self.respond.head().status;
         // A HEAD went with the client's own preconditions: its 304 is the client's.
         let revalidated = upstream_status == 304 && self.fill.stores();
@@ -363,7 +414,9 @@ impl<R: Respond> Respond for Tee<'_, R> {
             // Only bytes come from an upstream; anything else is not this response's copy.
             self.fill.writer = None;
         }
-        self.respond.body(part);
+        if !self.fill.in_background() {
+            self.respond.body(part);
+        }
     }
 
     fn end(&mut self) {
@@ -371,22 +424,32 @@ impl<R: Respond> Respond for Tee<'_, R> {
             return;
         }
         self.fill.commit();
-        self.respond.end();
+        if !self.fill.in_background() {
+            self.respond.end();
+        }
     }
 
     fn send_continue(&mut self) {
-        self.respond.send_continue();
+        if !self.fill.in_background() {
+            self.respond.send_continue();
+        }
     }
 
+    /// In the background, none: the upstream is read at its own pace.
     fn backlog_bytes(&self) -> usize {
-        self.respond.backlog_bytes()
+        match self.fill.in_background() {
+            true => 0,
+            false => self.respond.backlog_bytes(),
+        }
     }
 
     fn error_page(&self, status: u16) -> Option<Arc<ErrorPage>> {
-        self.respond.error_page(status)
+        (!self.fill.in_background())
+            .then(|| self.respond.error_page(status))
+            .flatten()
     }
 
     fn intercepts(&self, status: u16) -> bool {
-        self.respond.intercepts(status)
+        !self.fill.in_background() && self.respond.intercepts(status)
     }
 }

@@ -90,6 +90,9 @@ struct HotMap {
     bytes: usize,
 }
 
+/// What a stale entry answering while it is refreshed says.
+const STALE_WHILE_REVALIDATE: &[u8] = b"shoal; hit; detail=stale-while-revalidate";
+
 /// Bodies up to this size are kept in memory once they answered.
 const HOT_MAX_BODY_BYTES: u64 = 64 * 1024;
 /// Memory a worker gives to such copies.
@@ -139,6 +142,9 @@ pub enum Lookup {
     Hit(Found, &'static [u8]),
     /// Another request is fetching its key: ask again shortly, for at most this long.
     Wait(Duration),
+    /// A stale entry answers it (within stale-while-revalidate), with this `Cache-Status`;
+    /// then the upstream refreshes the entry in the background of the client's connection.
+    Refresh(Found, &'static [u8], Box<Fill>),
     /// The upstream answers, and its answer may be stored.
     Forward(Box<Fill>),
 }
@@ -299,10 +305,7 @@ impl Cache {
                 None if usable == Usable::WhileRevalidating => {
                     let entry = stale.expect("a stale entry to be usable");
                     self.events.count(CacheEvent::Stale);
-                    return Lookup::Hit(
-                        Found::Disk(Box::new(entry)),
-                        b"shoal; hit; detail=stale-while-revalidate",
-                    );
+                    return Lookup::Hit(Found::Disk(Box::new(entry)), STALE_WHILE_REVALIDATE);
                 }
                 None if waited != Waited::Out => {
                     if waited == Waited::No {
@@ -327,6 +330,12 @@ impl Cache {
             stale_while_revalidate: route.stale_while_revalidate.as_secs(),
             stale_if_error: route.stale_if_error.as_secs(),
         };
+        // Within stale-while-revalidate, the request that holds the lock refreshes the
+        // entry in the background of its own answer.
+        let refresh = match (&stale, &lock) {
+            (Some(entry), Some(_)) if usable == Usable::WhileRevalidating => entry.try_clone().ok(),
+            _ => None,
+        };
         let fill = Fill {
             key,
             path,
@@ -343,8 +352,14 @@ impl Cache {
             lock,
             writer: None,
             answered: false,
+            background: refresh.is_some().then(Box::default),
             events: Rc::clone(&self.events),
         };
+        if let Some(entry) = refresh {
+            self.events.count(CacheEvent::Stale);
+            let found = Found::Disk(Box::new(entry));
+            return Lookup::Refresh(found, STALE_WHILE_REVALIDATE, Box::new(fill));
+        }
         self.events.count(CacheEvent::Miss);
         Lookup::Forward(Box::new(fill))
     }

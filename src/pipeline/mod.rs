@@ -298,6 +298,11 @@ impl<'c> Pipeline<'c> {
                 }
                 Lookup::Wait(lock_timeout) => return Outcome::Wait(lock_timeout),
                 Lookup::Forward(fill) => routed.fill = Some(fill),
+                // Answered now; the exchange that follows only refreshes the entry.
+                Lookup::Refresh(found, status, fill) => {
+                    cache::answer(found, head, buf, status, &mut respond);
+                    routed.fill = Some(fill);
+                }
             }
         }
         routed.request_id = Some(self.ids.pick(head.field(buf, "x-request-id")));
@@ -407,9 +412,11 @@ impl<'c> Pipeline<'c> {
             None => exchange.pump(client_in, &mut respond, &mut env),
         };
         match step {
-            // The app asked for a file to be sent in its place: its answer is that file's.
+            // The app asked for a file to be sent in its place: its answer is that file's
+            // (unless the client has its answer already, from the cache).
             Step::Offloaded { request_read } => {
-                if let Some(offload) = exchange.take_offload() {
+                let answered = routed.fill.as_ref().is_some_and(|fill| fill.in_background());
+                if let Some(offload) = exchange.take_offload().filter(|_| !answered) {
                     offload::serve(
                         &self.sites,
                         &mut self.files,

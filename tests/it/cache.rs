@@ -597,3 +597,41 @@ fn a_purge_removes_entries_from_disk_and_from_every_worker_s_memory() {
     assert!(refused.stderr.contains("purge refused"), "{refused:?}");
     admin_request(admin, "DELETE", "/cache?prefix=img").assert_status(400);
 }
+
+#[test]
+fn within_stale_while_revalidate_one_refresh_runs_behind_the_stale_answers() {
+    let gate = crate::upstream::Gate::default();
+    gate.open();
+    let first_answer = tagged("max-age=0, stale-while-revalidate=600", "\"v1\"", "version one");
+    let (reply, behaviour) = Behaviour::validating_gated(first_answer, &gate);
+    let upstream = Upstream::start(behaviour);
+    let site = Site::new();
+    let server = Launch::config_file(&site, &cached_config(&upstream, ""))
+        .workers(2)
+        .start();
+    assert_eq!(status(&server.get("/news")), "shoal; fwd=miss; stored");
+    *reply.lock().unwrap() = tagged("max-age=600", "\"v2\"", "version two");
+    // The app now holds every request: a refresh in the foreground would hold its client.
+    gate.close();
+    let first = server.get("/news");
+    assert_eq!(status(&first), "shoal; hit; detail=stale-while-revalidate");
+    assert_eq!(first.text(), "version one");
+    let refresh = upstream.wait_for_requests(2);
+    assert_eq!(
+        refresh[1].header_values("if-none-match"),
+        ["\"v1\""],
+        "the refresh revalidates"
+    );
+    // While it runs, every worker answers from the stale entry and starts no other refresh.
+    for _ in 0..10 {
+        let stale = server.get("/news");
+        assert_eq!(status(&stale), "shoal; hit; detail=stale-while-revalidate");
+        assert_eq!(stale.text(), "version one");
+    }
+    gate.open();
+    wait_until("the refreshed entry answers", Duration::from_secs(10), || {
+        let answer = server.get("/news");
+        (answer.text() == "version two").then(|| assert_eq!(status(&answer), "shoal; hit"))
+    });
+    assert_eq!(upstream.requests_to("/news").len(), 2, "one refresh in all");
+}

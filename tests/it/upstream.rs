@@ -75,8 +75,9 @@ pub enum Behaviour {
     /// Requests to `path` wait until the gate opens, then are echoed; others echoed at once.
     Gate { path: String, gate: Gate },
     /// The reply the test holds (changeable while running); a request whose If-None-Match
-    /// names the reply's ETag gets a 304 with the reply's headers instead.
-    Validating(Arc<Mutex<Reply>>),
+    /// names the reply's ETag gets a 304 with the reply's headers instead; with a gate, each
+    /// request waits for it to open.
+    Validating(Arc<Mutex<Reply>>, Option<Gate>),
 }
 
 impl Behaviour {
@@ -114,7 +115,13 @@ impl Behaviour {
     /// changes the reply.
     pub fn validating(reply: Reply) -> (Arc<Mutex<Reply>>, Behaviour) {
         let reply = Arc::new(Mutex::new(reply));
-        (reply.clone(), Behaviour::Validating(reply))
+        (reply.clone(), Behaviour::Validating(reply, None))
+    }
+
+    /// [`Behaviour::validating`], each request held until `gate` is open.
+    pub fn validating_gated(reply: Reply, gate: &Gate) -> (Arc<Mutex<Reply>>, Behaviour) {
+        let reply = Arc::new(Mutex::new(reply));
+        (reply.clone(), Behaviour::Validating(reply, Some(gate.clone())))
     }
 
     /// Not HTTP at all.
@@ -243,6 +250,11 @@ impl Gate {
         let (open, changed) = &*self.state;
         *open.lock().expect("gate lock") = true;
         changed.notify_all();
+    }
+
+    /// Holds requests again (those arriving from now on).
+    pub fn close(&self) {
+        *self.state.0.lock().expect("gate lock") = false;
     }
 
     /// Waits until open; false if `stopping` was raised first.
@@ -620,7 +632,7 @@ impl Conn {
             Behaviour::WebSocketEcho => self.websocket_echo(),
             Behaviour::Health { path, status } => self.health(path, status),
             Behaviour::Gate { path, gate } => self.gate(path, gate),
-            Behaviour::Validating(reply) => self.validating(reply),
+            Behaviour::Validating(reply, gate) => self.validating(reply, gate.as_ref()),
         }
     }
 
@@ -660,8 +672,11 @@ impl Conn {
         }
     }
 
-    fn validating(&mut self, reply: &Mutex<Reply>) {
+    fn validating(&mut self, reply: &Mutex<Reply>, gate: Option<&Gate>) {
         while let Ok(request) = self.read_request() {
+            if gate.is_some_and(|gate| !gate.wait(&self.shared.stopping)) {
+                return;
+            }
             let current = reply.lock().expect("the reply").clone();
             let etag = current
                 .headers
