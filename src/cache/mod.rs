@@ -211,12 +211,16 @@ impl Cache {
             self.purges_seen.set(purges);
             *self.hot.borrow_mut() = HotMap::default();
         }
-        let hot = Rc::clone(self.hot.borrow().entries.get(key)?);
-        if hot.meta.freshness.usable(now) != Usable::Fresh {
-            self.hot.borrow_mut().remove(key);
-            return None;
-        }
+        let mut hot = Rc::clone(self.hot.borrow().entries.get(key)?);
         if !vary_matches(&hot.meta, head, buf) {
+            let variant = variant_key(key, &hot.meta, head, buf);
+            hot = Rc::clone(self.hot.borrow().entries.get(&variant)?);
+            if !vary_matches(&hot.meta, head, buf) {
+                return None;
+            }
+        }
+        if hot.meta.freshness.usable(now) != Usable::Fresh {
+            self.hot.borrow_mut().remove(&hot.meta.key);
             return None;
         }
         // The keeper orders files by their atime: a copy in memory still marks its file used.
@@ -229,7 +233,7 @@ impl Cache {
     }
 
     /// A fresh entry read from disk: a small one is kept in memory from now on.
-    fn keep_hot(&self, key: Vec<u8>, path: PathBuf, entry: Entry, now: u64) -> Found {
+    fn keep_hot(&self, path: PathBuf, entry: Entry, now: u64) -> Found {
         if entry.body_len > HOT_MAX_BODY_BYTES {
             return Found::Disk(Box::new(entry));
         }
@@ -243,7 +247,9 @@ impl Cache {
             path,
             noted: Cell::new(now),
         });
-        self.hot.borrow_mut().insert(key, Rc::clone(&hot));
+        self.hot
+            .borrow_mut()
+            .insert(hot.meta.key.clone(), Rc::clone(&hot));
         Found::Memory(hot)
     }
 
@@ -273,25 +279,41 @@ impl Cache {
             self.events.count(CacheEvent::Hit);
             return Lookup::Hit(Found::Memory(hot), hit_status);
         }
-        let (path, hash) = self.store.locate(&key);
+        let (mut path, mut hash) = self.store.locate(&key);
+        let mut key = key;
+        let mut opened = Entry::open(&path);
+        // The entry is another variant of its `Vary` headers: this request's has its own.
+        let variant = match &opened {
+            Ok(Some(entry)) if entry.meta.key == key && !vary_matches(&entry.meta, head, buf) => {
+                key = variant_key(&key, &entry.meta, head, buf);
+                (path, hash) = self.store.locate(&key);
+                opened = Entry::open(&path);
+                true
+            }
+            _ => false,
+        };
+        let other_variant = match variant {
+            true => Forwarded::VaryMiss,
+            false => Forwarded::Miss,
+        };
         let mut stale = None;
         let mut usable = Usable::Stale;
-        let forwarded = match Entry::open(&path) {
-            Ok(Some(entry)) if entry.meta.key != key => Forwarded::Miss,
+        let forwarded = match opened {
+            Ok(Some(entry)) if entry.meta.key != key => other_variant,
             Ok(Some(entry)) if !vary_matches(&entry.meta, head, buf) => Forwarded::VaryMiss,
             Ok(Some(entry)) => {
                 usable = entry.meta.freshness.usable(now);
                 if usable == Usable::Fresh {
                     entry.note_use();
                     self.events.count(CacheEvent::Hit);
-                    let found = self.keep_hot(key, path, entry, now);
+                    let found = self.keep_hot(path, entry, now);
                     return Lookup::Hit(found, hit_status);
                 }
                 stale = Some(entry);
                 Forwarded::Stale
             }
             Ok(None) if head.method == Method::Head => Forwarded::Method,
-            Ok(None) => Forwarded::Miss,
+            Ok(None) => other_variant,
             Err(e) => {
                 log::debug!("cannot read the cache entry {}: {e}", path.display());
                 Forwarded::Miss
@@ -388,6 +410,20 @@ fn request_value(head: &RequestHead, buf: &[u8], name: &[u8]) -> Vec<u8> {
         value.extend_from_slice(line.trim_ascii());
     }
     value
+}
+
+/// The key of the request's variant of `entry`, whose `Vary` names headers: the entry's key
+/// and the request's values of those headers. It starts with the entry's key, so a purge of
+/// a URL takes its variants too.
+fn variant_key(key: &[u8], entry: &Meta, head: &RequestHead, buf: &[u8]) -> Vec<u8> {
+    let mut variant = key.to_vec();
+    for (name, _) in &entry.vary {
+        variant.push(0);
+        variant.extend_from_slice(name);
+        variant.push(b'=');
+        variant.extend_from_slice(&request_value(head, buf, name));
+    }
+    variant
 }
 
 /// The request sends the values the entry was stored for, for every header its `Vary` names.

@@ -145,7 +145,7 @@ fn authorization_keeps_a_response_out_unless_it_says_public() {
 }
 
 #[test]
-fn vary_keeps_the_variant_a_request_asked_for() {
+fn vary_keeps_each_variant_a_request_asked_for() {
     let upstream = Upstream::start(Behaviour::Reply(
         Reply::new(200)
             .header("Cache-Control", "max-age=60")
@@ -159,11 +159,34 @@ fn vary_keeps_the_variant_a_request_asked_for() {
     assert_eq!(status(&server.get_with("/", &german)), "shoal; hit");
     let english = server.get_with("/", &["Accept-Language: en"]);
     assert_eq!(status(&english), "shoal; fwd=vary-miss; stored");
+    let none = server.get("/");
     assert_eq!(
-        status(&server.get_with("/", &["Accept-Language: en"])),
-        "shoal; hit"
+        status(&none),
+        "shoal; fwd=vary-miss; stored",
+        "no header is a variant too"
     );
-    assert_eq!(upstream.requests().len(), 2);
+    // Each variant keeps its own entry: none replaced another.
+    for language in [
+        "Accept-Language: en",
+        "Accept-Language: de",
+        "Accept-Language: en",
+    ] {
+        assert_eq!(
+            status(&server.get_with("/", &[language])),
+            "shoal; hit",
+            "{language}"
+        );
+    }
+    assert_eq!(status(&server.get("/")), "shoal; hit");
+    assert_eq!(upstream.requests().len(), 3);
+    let asked: Vec<_> = (upstream.requests().iter())
+        .map(|r| r.header_values("accept-language").join(""))
+        .collect();
+    assert_eq!(
+        asked,
+        ["de", "en", ""],
+        "each variant asked the app with its own value"
+    );
 }
 
 #[test]
