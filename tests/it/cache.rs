@@ -658,3 +658,43 @@ fn within_stale_while_revalidate_one_refresh_runs_behind_the_stale_answers() {
     });
     assert_eq!(upstream.requests_to("/news").len(), 2, "one refresh in all");
 }
+
+#[test]
+fn a_one_second_micro_cache_costs_the_app_about_one_request_a_second_under_load() {
+    let upstream = Upstream::start(Behaviour::Reply(Reply::new(200).body("micro-cached")));
+    let site = Site::new();
+    let text = cached_config(&upstream, "  cache_ttl = \"1s\"");
+    let server = Launch::config_file(&site, &text).workers(2).start();
+    const RUN: Duration = Duration::from_secs(10);
+    let until = std::time::Instant::now() + RUN;
+    // Four keep-alive clients as fast as they go, reconnecting when told to close (wrk's
+    // way), over both workers.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut answered = 0u64;
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                while std::time::Instant::now() < until {
+                    stream.write_all(request("GET", "/hot", &[]).as_bytes()).unwrap();
+                    let response = crate::harness::read_response(&mut stream);
+                    assert_eq!(response.text(), "micro-cached");
+                    answered += 1;
+                    if response.header("connection") == Some("close") {
+                        stream = std::net::TcpStream::connect(addr).unwrap();
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    let answered: u64 = clients.into_iter().map(|c| c.join().expect("a client")).sum();
+    let upstream_requests = upstream.requests_to("/hot").len();
+    // One at the start and one each time the entry turns stale (whole seconds), give or take
+    // a second in which the machine served nobody.
+    assert!(
+        (5..=12).contains(&upstream_requests),
+        "{upstream_requests} upstream requests for {answered} answers in {RUN:?}"
+    );
+    assert!(answered > 100 * upstream_requests as u64, "{answered} answers");
+}
