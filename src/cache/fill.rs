@@ -452,4 +452,10 @@ impl<R: Respond> Respond for Tee<'_, R> {
     fn intercepts(&self, status: u16) -> bool {
         !self.fill.in_background() && self.respond.intercepts(status)
     }
+
+    fn send_as_is(&mut self) {
+        if !self.fill.in_background() {
+            self.respond.send_as_is();
+        }
+    }
 }

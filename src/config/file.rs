@@ -20,11 +20,13 @@ use super::run_as::{self, RunAs};
 use super::tls::Identity;
 use super::units::{Size, Span};
 use super::{
-    default_workers, AccessLog, Address, Balance, Buffering, CacheStore, Config, Dotfiles, ErrorPages,
-    FileOptions, HashKey, HeaderRules, HealthCheck, Limits, LogFormat, Matching, Route, RouteCache, Serve,
-    Server, ServerName, Supervisor, UnixAccess, Upstream, UpstreamServer, DEFAULT_CACHE_LOCK_TIMEOUT,
-    DEFAULT_CACHE_MAX_SIZE, DEFAULT_TICKET_ROTATION, MAX_HEADERS_CEILING,
+    default_workers, AccessLog, Address, Balance, Buffering, CacheStore, Compress, Config, Dotfiles,
+    ErrorPages, FileOptions, HashKey, HeaderRules, HealthCheck, Limits, LogFormat, Matching, Route,
+    RouteCache, Serve, Server, ServerName, Supervisor, UnixAccess, Upstream, UpstreamServer,
+    DEFAULT_CACHE_LOCK_TIMEOUT, DEFAULT_CACHE_MAX_SIZE, DEFAULT_COMPRESS_MIN_BYTES, DEFAULT_TICKET_ROTATION,
+    MAX_HEADERS_CEILING,
 };
+use crate::http::encoding;
 use crate::http::request::is_token_byte;
 use crate::http::respond::ErrorPage;
 use crate::shared::MAX_CONNS;
@@ -198,8 +200,18 @@ struct RawServer {
     tls: Option<Spanned<RawTls>>,
     redirect_https: Option<Spanned<bool>>,
     hsts: Option<Spanned<String>>,
+    compress: Option<bool>,
+    compress_types: Option<Vec<Spanned<String>>>,
+    compress_min_bytes: Option<Size>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
+}
+
+/// `compress = true` and its companions, on a server (for its routes) or a route.
+struct RawCompress<'r> {
+    compress: Option<bool>,
+    types: Option<&'r Vec<Spanned<String>>>,
+    min_bytes: Option<Size>,
 }
 
 #[derive(Deserialize)]
@@ -276,6 +288,9 @@ struct RawRoute {
     dotfiles: Option<Dotfiles>,
     #[serde(default)]
     follow_symlinks: bool,
+    compress: Option<bool>,
+    compress_types: Option<Vec<Spanned<String>>>,
+    compress_min_bytes: Option<Size>,
 }
 
 impl RawRoute {
@@ -783,6 +798,21 @@ impl Builder<'_> {
             built.request_headers = request_headers.with(&built.request_headers);
             built.response_headers = response_headers.with(&built.response_headers);
             built.error_pages = error_pages.with(&built.error_pages);
+            let raw = route.get_ref();
+            let compress = [
+                (
+                    server.compress,
+                    server.compress_types.as_ref(),
+                    server.compress_min_bytes,
+                ),
+                (raw.compress, raw.compress_types.as_ref(), raw.compress_min_bytes),
+            ]
+            .map(|(compress, types, min_bytes)| RawCompress {
+                compress,
+                types,
+                min_bytes,
+            });
+            built.compress = self.compress(&compress[0], &compress[1])?;
             let same = |r: &Route| r.prefix == built.prefix && r.matching.key() == built.matching.key();
             if routes.iter().any(same) {
                 let (key, path) = route.get_ref().path().expect("a built route has its path");
@@ -1049,6 +1079,46 @@ impl Builder<'_> {
             matching,
             ..built
         })
+    }
+
+    /// `compress = true` and its companions: the route's own, else its server's.
+    fn compress(&self, server: &RawCompress, route: &RawCompress) -> Result<Option<Compress>, ConfigError> {
+        if !route.compress.or(server.compress).unwrap_or(false) {
+            return Ok(None);
+        }
+        let types = match route.types.or(server.types) {
+            Some(types) => (types.iter())
+                .map(|text| self.media_type_pattern(text))
+                .collect::<Result<_, _>>()?,
+            None => encoding::DEFAULT_TYPES.map(String::from).to_vec(),
+        };
+        let min_bytes =
+            (route.min_bytes.or(server.min_bytes)).map_or(DEFAULT_COMPRESS_MIN_BYTES, |size| size.0);
+        Ok(Some(Compress { types, min_bytes }))
+    }
+
+    /// One of `compress_types`: `type/subtype`, `type/*` or `type/*+suffix`.
+    fn media_type_pattern(&self, text: &Spanned<String>) -> Result<String, ConfigError> {
+        let pattern = text.get_ref().trim().to_ascii_lowercase();
+        let token = |part: &str| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+        };
+        let well_formed = match pattern.split_once('/') {
+            Some((kind, "*")) => token(kind),
+            Some((kind, sub)) => token(kind) && token(sub.strip_prefix("*+").unwrap_or(sub)),
+            None => false,
+        };
+        if !well_formed {
+            let why = format!(
+                "compress_types: `{}` is not a media type (text/html, text/*, application/*+json)",
+                text.get_ref()
+            );
+            return self.fail(text.span(), why);
+        }
+        Ok(pattern)
     }
 
     /// `cache = true` and its companions, on a route whose upstream answers (`upstream` or

@@ -86,6 +86,20 @@ pub struct RouteCache {
     pub lock_timeout: Duration,
 }
 
+/// A route's compression of its responses on the fly (`compress = true` and its
+/// companions, a route's own over its server's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compress {
+    /// The media types compressed (`compress_types`; `http::encoding::DEFAULT_TYPES`).
+    pub types: Vec<String>,
+    /// Bodies shorter than this go as they are (`compress_min_bytes`), unless the client
+    /// refuses `identity`.
+    pub min_bytes: u64,
+}
+
+/// `compress_min_bytes` when neither the route nor its server sets it.
+pub const DEFAULT_COMPRESS_MIN_BYTES: u64 = 1024;
+
 /// `cache_lock_timeout` when the route does not set it.
 pub const DEFAULT_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -462,6 +476,8 @@ pub struct Route {
     pub intercept_errors: bool,
     /// Upstream responses are stored in and answered from the cache (`cache = true`).
     pub cache: Option<RouteCache>,
+    /// Responses are compressed for clients that accept it (`compress = true`).
+    pub compress: Option<Compress>,
     /// What answers requests on this route.
     pub serve: Serve,
 }
@@ -487,6 +503,7 @@ impl Route {
             error_pages: ErrorPages::default(),
             intercept_errors: false,
             cache: None,
+            compress: None,
             serve,
         }
     }

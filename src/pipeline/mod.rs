@@ -9,6 +9,7 @@
 
 mod answer;
 mod client;
+mod compress;
 mod filter;
 mod names;
 mod offload;
@@ -28,6 +29,7 @@ use crate::config::answer::Parts;
 use crate::config::cidr::Cidr;
 use crate::config::{Address, Config, Server};
 use crate::files::{Answer, FileRequest, StaticFiles};
+use crate::http::encoding;
 use crate::http::request::{self, Method, RequestHead};
 use crate::http::respond::respond_simple;
 use crate::http::target;
@@ -289,6 +291,11 @@ impl<'c> Pipeline<'c> {
                 None => return refuse(400, &mut respond, routed),
             },
         };
+        // The upstream's answer, or the cache's, is compressed if the client accepts it.
+        if route.config.compress.is_some() {
+            let accepted = head.field(buf, "accept-encoding");
+            respond.offer_compression(encoding::choose(accepted, &encoding::CODINGS));
+        }
         let caching = route.config.cache.as_ref().zip(self.cache.as_ref());
         if let Some((rules, cache)) = caching.filter(|_| matches!(head.method, Method::Get | Method::Head)) {
             match cache.lookup(rules, head, buf, (request.secure, host), request.waited) {
@@ -480,6 +487,7 @@ fn responder<'r>(
     Responder::new(reply, filters, spill)
         .with_parts(parts)
         .with_pages(pages, intercept)
+        .with_compress(route.and_then(|r| r.config.compress.as_ref()))
 }
 
 /// What goes upstream for a request whose answer the cache may store: a GET asks for the
@@ -495,7 +503,6 @@ fn preconditions(fill: &Fill) -> Preconditions<'_> {
     }
 }
 
-/// Whether `head` announces a body longer than `limit`.
 /// The cache's counts in the instance's shared state.
 fn cache_counts(instance: &'static Shared) -> cache::Counts {
     cache::Counts {
@@ -504,6 +511,7 @@ fn cache_counts(instance: &'static Shared) -> cache::Counts {
     }
 }
 
+/// Whether `head` announces a body longer than `limit`.
 fn body_over(head: &RequestHead, limit: u64) -> bool {
     matches!(head.framing, request::Framing::Length(n) if n > limit)
 }
