@@ -813,6 +813,9 @@ impl Builder<'_> {
                 min_bytes,
             });
             built.compress = self.compress(&compress[0], &compress[1])?;
+            if let Serve::Files(options) = &mut built.serve {
+                options.compress = built.compress.clone();
+            }
             let same = |r: &Route| r.prefix == built.prefix && r.matching.key() == built.matching.key();
             if routes.iter().any(same) {
                 let (key, path) = route.get_ref().path().expect("a built route has its path");

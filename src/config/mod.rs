@@ -548,6 +548,9 @@ pub struct FileOptions {
     pub follow_symlinks: bool,
     /// Upstream (index in `Config::upstreams`) that answers when no file matches (try_files).
     pub fallback: Option<usize>,
+    /// Small files without a precompressed sibling are compressed once, as the route's
+    /// `compress` says.
+    pub compress: Option<Compress>,
 }
 
 impl FileOptions {
@@ -560,6 +563,7 @@ impl FileOptions {
             dotfiles: Dotfiles::Deny,
             follow_symlinks: false,
             fallback: None,
+            compress: None,
         }
     }
 }

@@ -146,7 +146,7 @@ impl Effort {
 pub struct Encoder(Inner);
 
 enum Inner {
-    Gzip(GzEncoder<Vec<u8>>),
+    Gzip(Box<GzEncoder<Vec<u8>>>),
     Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
 }
 
@@ -163,7 +163,10 @@ impl std::fmt::Debug for Encoder {
 impl Encoder {
     pub fn new(coding: Coding, effort: Effort) -> Encoder {
         Encoder(match coding {
-            Coding::Gzip => Inner::Gzip(GzEncoder::new(Vec::new(), Compression::new(effort.gzip_level()))),
+            Coding::Gzip => Inner::Gzip(Box::new(GzEncoder::new(
+                Vec::new(),
+                Compression::new(effort.gzip_level()),
+            ))),
             Coding::Brotli => Inner::Brotli(Box::new(brotli::CompressorWriter::new(
                 Vec::new(),
                 16 * 1024,

@@ -229,3 +229,125 @@ fn a_50_mib_answer_decodes_to_the_app_s_bytes() {
         );
     }
 }
+
+/// A shoal serving `site` with `compress = true` on its one static route.
+fn serve_files(site: &Site) -> Server {
+    let text = "access_log = \"off\"\n[[server]]\nlisten = [\"{listen}\"]\n  [[server.route]]\n  \
+                prefix = \"/\"\n  root = \"site\"\n  compress = true\n";
+    Launch::config_file(site, text).start()
+}
+
+#[test]
+fn a_small_static_file_is_compressed_once_and_a_large_one_goes_as_it_is() {
+    let small = page(40_000);
+    let large = page(50 << 20);
+    let site = Site::new();
+    site.file("orders.html", &small)
+        .file("big.json", &large)
+        .file("logo.png", page(40_000));
+    let server = serve_files(&site);
+    let identity = get(&server, "/orders.html", &[]);
+    assert_eq!(
+        identity.header("vary"),
+        Some("Accept-Encoding"),
+        "it varies: {identity}"
+    );
+    assert_eq!(identity.body, small);
+    let tag = identity.header("etag").unwrap().to_string();
+    for coding in ["br", "gzip"] {
+        let first = get(&server, "/orders.html", &[&format!("Accept-Encoding: {coding}")]);
+        assert_eq!(first.header("content-encoding"), Some(coding));
+        assert_eq!(first.header("vary"), Some("Accept-Encoding"));
+        let length: usize = first.header("content-length").unwrap().parse().unwrap();
+        assert!(length < small.len() / 4 && length == first.body.len(), "{first}");
+        assert_eq!(decode(coding, &first.body), small);
+        let own_tag = first.header("etag").unwrap();
+        assert_eq!(own_tag, format!("{}-{coding}\"", tag.trim_end_matches('"')));
+        // Kept: the same bytes again, its validators and ranges answered like a file's.
+        let again = get(&server, "/orders.html", &[&format!("Accept-Encoding: {coding}")]);
+        assert_eq!(again.body, first.body);
+        let not_modified = get(
+            &server,
+            "/orders.html",
+            &[
+                &format!("Accept-Encoding: {coding}"),
+                &format!("If-None-Match: {own_tag}"),
+            ],
+        );
+        assert_eq!(not_modified.status, 304);
+        let range = get(
+            &server,
+            "/orders.html",
+            &[&format!("Accept-Encoding: {coding}"), "Range: bytes=0-9"],
+        );
+        assert_eq!((range.status, &range.body[..]), (206, &first.body[..10]));
+    }
+    let png = get(&server, "/logo.png", &["Accept-Encoding: br"]);
+    assert_eq!((png.header("content-encoding"), png.header("vary")), (None, None));
+    let big = get(&server, "/big.json", &["Accept-Encoding: br, gzip"]);
+    assert_eq!(
+        big.header("content-encoding"),
+        None,
+        "sent with sendfile as it is"
+    );
+    assert!(big.body == large, "the 50 MiB file arrived whole");
+}
+
+#[test]
+fn a_precompressed_sibling_wins_and_a_changed_file_is_compressed_anew() {
+    let site = Site::new();
+    let first = page(10_000);
+    site.file("app.js", &first).file("app.js.gz", b"sibling bytes");
+    site.file("style.css", &first);
+    let server = serve_files(&site);
+    let sibling = get(&server, "/app.js", &["Accept-Encoding: gzip"]);
+    assert_eq!(sibling.body, b"sibling bytes", "the operator's file");
+    let made = get(&server, "/app.js", &["Accept-Encoding: br"]);
+    assert_eq!(decode("br", &made.body), first, "no .br sibling: shoal makes one");
+    assert_eq!(
+        decode("br", &get(&server, "/style.css", &["Accept-Encoding: br"]).body),
+        first
+    );
+    let second = page(12_000);
+    site.file("style.css", &second);
+    crate::harness::wait_until(
+        "the new file compressed",
+        std::time::Duration::from_secs(10),
+        || {
+            let response = get(&server, "/style.css", &["Accept-Encoding: br"]);
+            (decode("br", &response.body) == second).then_some(())
+        },
+    );
+}
+
+#[test]
+fn the_cache_keeps_the_app_s_bytes_and_its_answers_are_compressed_too() {
+    let body = page(20_000);
+    let upstream = Upstream::start(Behaviour::Reply(
+        reply("text/html", &body).header("Cache-Control", "max-age=60"),
+    ));
+    let site = Site::new();
+    let routes =
+        "  [[server.route]]\n  prefix = \"/\"\n  upstream = \"app\"\n  cache = true\n  compress = true\n";
+    let text = config(
+        "access_log = \"off\"\n[cache]\npath = \"cache\"",
+        &addrs(&[&upstream]),
+        "",
+        routes,
+    );
+    let server = Launch::config_file(&site, &text).start();
+    let miss = get(&server, "/", &["Accept-Encoding: br"]);
+    assert_eq!(miss.header("cache-status"), Some("shoal; fwd=miss; stored"));
+    assert_eq!(decode("br", &miss.body), body);
+    let hit = get(&server, "/", &["Accept-Encoding: gzip"]);
+    assert_eq!(hit.header("cache-status"), Some("shoal; hit"));
+    assert_eq!(hit.header("content-encoding"), Some("gzip"));
+    assert_eq!(decode("gzip", &hit.body), body);
+    let plain = get(&server, "/", &[]);
+    assert_eq!(
+        (plain.header("content-encoding"), &plain.body),
+        (None, &body),
+        "stored as the app sent it"
+    );
+    assert_eq!(upstream.requests().len(), 1);
+}
