@@ -121,14 +121,14 @@ pub enum Effort {
 impl Effort {
     fn gzip_level(self) -> u32 {
         match self {
-            Effort::Streaming => 4,
-            Effort::Kept => 9,
+            Effort::Streaming => 3,
+            Effort::Kept => 7,
         }
     }
 
     fn brotli_quality(self) -> u32 {
         match self {
-            Effort::Streaming => 4,
+            Effort::Streaming => 3,
             Effort::Kept => 7,
         }
     }
