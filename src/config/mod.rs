@@ -4,10 +4,12 @@
 //! ([`Config::quick`]); once built it is complete: every path is absolute, every root exists,
 //! every limit has a value. Nothing downstream re-validates.
 
+pub mod access;
 pub mod answer;
 pub mod cidr;
 mod der;
 mod file;
+pub mod htpasswd;
 mod ocsp;
 mod run_as;
 pub mod tls;
@@ -282,6 +284,12 @@ pub struct Server {
     /// `redirect_https` (plain servers): every request is answered with a 301 to the same
     /// host and URI over https, but ACME HTTP-01 challenges, which route as usual.
     pub redirect_https: bool,
+    /// Its own `allow` / `deny`: its routes' unless they have their own, and what a request
+    /// no route takes is checked against (before its 404).
+    pub access: Option<access::AccessRules>,
+    /// Its own `basic_auth`: its routes' unless they have their own (or `basic_auth = false`),
+    /// and what a request no route takes must pass (before its 404).
+    pub basic_auth: Option<access::BasicAuth>,
 }
 
 /// `error_pages`: the pages that answer error statuses in place of shoal's short text.
@@ -478,6 +486,11 @@ pub struct Route {
     pub cache: Option<RouteCache>,
     /// Responses are compressed for clients that accept it (`compress = true`).
     pub compress: Option<Compress>,
+    /// `allow` / `deny`: the route's own, else its server's.
+    pub access: Option<access::AccessRules>,
+    /// `basic_auth`: the route's own, else its server's (none after `basic_auth = false`).
+    /// Unless `forward_auth` is on, `request_headers` then removes `Authorization`.
+    pub basic_auth: Option<access::BasicAuth>,
     /// What answers requests on this route.
     pub serve: Serve,
 }
@@ -504,6 +517,8 @@ impl Route {
             intercept_errors: false,
             cache: None,
             compress: None,
+            access: None,
+            basic_auth: None,
             serve,
         }
     }
@@ -857,6 +872,8 @@ impl Config {
                 unix_access: Vec::new(),
                 tls: None,
                 redirect_https: false,
+                access: None,
+                basic_auth: None,
             }],
             upstreams,
             admin: None,
