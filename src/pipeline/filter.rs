@@ -2,17 +2,22 @@
 //! rules, rate limits, auth); response filters see every response's head and body on the
 //! way to the client (header rules, compression).
 //!
-//! Request filters: none exists yet; the list is in place on each route and the type has no
-//! variant, so the first one added makes the compiler point at every place that must run it.
+//! Request filters are a route's (and, for requests no route takes, a server's): `allow` /
+//! `deny` first, so a refused address never costs a password check, then `basic_auth`.
+//! What they keep from one request to the next lives in the worker's [`FilterState`].
 //! Response filters are a route's: they see each head before it goes out (body filters, such
 //! as compression, come with their per-response state).
 
+use std::net::IpAddr;
+
+use crate::config::access::{AccessRules, BasicAuth};
 use crate::config::answer::Parts;
 use crate::config::{Address, HeaderRules, UpstreamServer};
-use crate::http::respond::Respond;
+use crate::http::respond::{respond_simple, Respond};
 use crate::http::response::ResponseHead;
 use crate::http::target;
 
+use super::auth::{self, Verified};
 use super::Request;
 
 /// What a request filter decided.
@@ -24,12 +29,63 @@ pub enum Check {
 }
 
 /// A check a route runs on its requests before the handler.
-pub enum RequestFilter {}
+pub enum RequestFilter<'c> {
+    /// `allow` / `deny`: a client address the rules refuse gets 403.
+    Access(&'c AccessRules),
+    /// `basic_auth`: a request without credentials the users file holds gets 401, with
+    /// `challenge` as its `WWW-Authenticate`.
+    BasicAuth { auth: &'c BasicAuth, challenge: Vec<u8> },
+}
 
-impl RequestFilter {
-    /// Lets `request` through, or answers it through `respond`.
-    pub fn check(&self, _request: &Request, _respond: &mut impl Respond) -> Check {
-        match *self {}
+/// What request filters keep in a worker from one request to the next.
+#[derive(Default)]
+pub struct FilterState {
+    /// Credentials that verified (`basic_auth`).
+    pub verified: Verified,
+}
+
+impl<'c> RequestFilter<'c> {
+    /// The filters of a route or server with these guards, in the order they run: the
+    /// address, then the credentials. Rules that refuse nobody (`deny = []`) make none.
+    pub fn guards(
+        access: Option<&'c AccessRules>,
+        basic_auth: Option<&'c BasicAuth>,
+    ) -> Vec<RequestFilter<'c>> {
+        let access = access.filter(|rules| rules.allow.is_some() || !rules.deny.is_empty());
+        let basic_auth = basic_auth.map(|auth| RequestFilter::BasicAuth {
+            auth,
+            challenge: auth.challenge().into_bytes(),
+        });
+        (access.map(RequestFilter::Access).into_iter())
+            .chain(basic_auth)
+            .collect()
+    }
+}
+
+impl RequestFilter<'_> {
+    /// Lets `request`, from `client` (the address a trusted proxy or the PROXY protocol gave,
+    /// else the peer's), through, or answers it through `respond`.
+    pub fn check(
+        &self,
+        request: &Request,
+        client: IpAddr,
+        state: &mut FilterState,
+        respond: &mut impl Respond,
+    ) -> Check {
+        match self {
+            RequestFilter::Access(rules) if rules.permits(client) => Check::Pass,
+            RequestFilter::Access(_) => {
+                respond_simple(respond, 403, &[]);
+                Check::Answered
+            }
+            RequestFilter::BasicAuth { auth, challenge } => {
+                if auth::authorized(auth, request.head, request.buf, &mut state.verified) {
+                    return Check::Pass;
+                }
+                respond_simple(respond, 401, &[("WWW-Authenticate", challenge)]);
+                Check::Answered
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! deadlines, logging.
 
 mod answer;
+mod auth;
 mod client;
 mod compress;
 mod filter;
@@ -37,7 +38,7 @@ use crate::io::{Buffers, Input, SpillDir};
 use crate::proxy::{Env, Exchange, Offloads, Preconditions, Start, Step, Upstreams};
 use crate::shared::Shared;
 use crate::stats::{CacheEvent, NO_ROUTE};
-use filter::Check;
+use filter::{Check, FilterState, RequestFilter};
 use offload::Replay;
 use request_id::{RequestId, RequestIds};
 use respond::{Reply, Responder};
@@ -153,6 +154,8 @@ pub struct Pipeline<'c> {
     trusted_proxies: &'c [Cidr],
     /// The response cache (`[cache]`), for routes with `cache = true`.
     cache: Option<Cache>,
+    /// What request filters keep between requests (verified credentials).
+    filter_state: FilterState,
 }
 
 impl<'c> Pipeline<'c> {
@@ -194,6 +197,7 @@ impl<'c> Pipeline<'c> {
                 .cache
                 .as_ref()
                 .map(|store| Cache::new(store, instance.map(cache_counts))),
+            filter_state: FilterState::default(),
         })
     }
 
@@ -242,6 +246,15 @@ impl<'c> Pipeline<'c> {
         let (Ok(url), Some(route)) = (&url, route) else {
             // A body over `[limits]` is refused as the parser used to (a route may allow more).
             let too_large = body_over(head, self.max_body_bytes);
+            // The server's guards hold for paths it has no route for: a refused client learns
+            // nothing of which exist.
+            let state = &mut self.filter_state;
+            if !too_large
+                && url.is_ok()
+                && refused(&site.request_filters, request, routed.client, state, &mut respond)
+            {
+                return Outcome::Answered(routed);
+            }
             let status = match (too_large, url.is_err()) {
                 (true, _) => 413,
                 (false, true) => 400,
@@ -255,10 +268,15 @@ impl<'c> Pipeline<'c> {
         if body_over(head, max_body_bytes) {
             return refuse(413, &mut respond, routed);
         }
-        for filter in &route.request_filters {
-            if let Check::Answered = filter.check(request, &mut respond) {
-                return Outcome::Answered(routed);
-            }
+        let state = &mut self.filter_state;
+        if refused(
+            &route.request_filters,
+            request,
+            routed.client,
+            state,
+            &mut respond,
+        ) {
+            return Outcome::Answered(routed);
         }
         let collect_body = route.buffers_requests && self.spill.is_some();
         let (upstream, target_start) = match &route.handler {
@@ -514,6 +532,17 @@ fn cache_counts(instance: &'static Shared) -> cache::Counts {
 /// Whether `head` announces a body longer than `limit`.
 fn body_over(head: &RequestHead, limit: u64) -> bool {
     matches!(head.framing, request::Framing::Length(n) if n > limit)
+}
+
+/// Runs `filters` on `request` from `client`: true when one answered it.
+fn refused(
+    filters: &[RequestFilter],
+    request: &Request,
+    client: IpAddr,
+    state: &mut FilterState,
+    respond: &mut Responder,
+) -> bool {
+    (filters.iter()).any(|filter| matches!(filter.check(request, client, state, respond), Check::Answered))
 }
 
 /// Answers with an error status before any handler did.

@@ -37,7 +37,7 @@ pub struct Route<'c> {
     pub counted_as: usize,
     pub handler: Handler<'c>,
     /// Run after routing, before the handler (access rules, limits, auth).
-    pub request_filters: Vec<RequestFilter>,
+    pub request_filters: Vec<RequestFilter<'c>>,
     /// Run on every response's head before it goes out (header rules).
     pub response_filters: Vec<ResponseFilter<'c>>,
     /// Its upstream's responses are read at the upstream's pace, what the client has not
@@ -63,6 +63,8 @@ pub struct Site<'c> {
     pub index: usize,
     pub config: &'c crate::config::Server,
     pub routes: Vec<Route<'c>>,
+    /// What a request no route takes passes before its 404: the server's own guards.
+    pub request_filters: Vec<RequestFilter<'c>>,
     /// What a response no route made (a 404) goes through: the server's header rules.
     pub response_filters: Vec<ResponseFilter<'c>>,
     /// Some route's `response_headers` name parts of the request: a proxied response, whose
@@ -216,6 +218,7 @@ impl<'c> Sites<'c> {
                     to: Template::parse_target("https://{host}{uri}").expect("a valid target"),
                     status: 301,
                 }),
+                request_filters: RequestFilter::guards(server.access.as_ref(), server.basic_auth.as_ref()),
                 response_filters: (!server.response_headers.is_empty())
                     .then_some(ResponseFilter::Headers(&server.response_headers))
                     .into_iter()
@@ -249,7 +252,10 @@ impl<'c> Sites<'c> {
                             config: route,
                             counted_as,
                             handler,
-                            request_filters: Vec::new(),
+                            request_filters: RequestFilter::guards(
+                                route.access.as_ref(),
+                                route.basic_auth.as_ref(),
+                            ),
                             response_filters,
                             buffers_responses: has_upstream && route.response_buffering,
                             buffers_requests: has_upstream && route.request_buffering,
