@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::harness::{read_response, request, wait_until, Launch, Response, Server, Site, IO_TIMEOUT};
+use crate::harness::{
+    free_addr, read_response, request, wait_until, Launch, Response, Server, Site, IO_TIMEOUT,
+};
 
 const V4: &str = "127.0.0.1";
 const OTHER_V4: &str = "127.0.0.2";
@@ -158,5 +160,33 @@ fn a_trusted_proxy_s_x_forwarded_for_names_the_client_that_is_checked() {
             response.status, status,
             "from {peer} for {forwarded:?}: {response}"
         );
+    }
+}
+
+#[test]
+fn a_proxy_protocol_source_is_the_client_that_is_checked() {
+    let site = Site::new();
+    let behind = free_addr();
+    let text = format!(
+        "access_log = \"off\"\n[[server]]\nlisten = [\"{{listen}}\", \"{behind} proxy_protocol\"]\n\
+         allow = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n\
+         [[server.route]]\nprefix = \"/\"\nrespond = {{ body = \"in\" }}\n"
+    );
+    let _server = Launch::config_file(&site, &text).start();
+    // (PROXY header, status): the peer is 127.0.0.1 every time; the header's source decides.
+    let cases = [
+        ("PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n", 200),
+        ("PROXY TCP4 198.51.100.9 198.51.100.2 56324 443\r\n", 403),
+        ("PROXY TCP6 2001:db8::1 2001:db8::2 56324 443\r\n", 200),
+        ("PROXY TCP6 2001:db9::1 2001:db8::2 56324 443\r\n", 403),
+        // No source given: the connection's own address (127.0.0.1), not allowed.
+        ("PROXY UNKNOWN\r\n", 403),
+    ];
+    for (header, status) in cases {
+        let mut stream = connect_from(V4, behind);
+        let raw = format!("{header}{}", request("GET", "/", &["Connection: close"]));
+        stream.write_all(raw.as_bytes()).expect("write");
+        let response = read_response(&mut stream);
+        assert_eq!(response.status, status, "{header:?}: {response}");
     }
 }
