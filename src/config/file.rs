@@ -929,7 +929,10 @@ impl Builder<'_> {
         let forward = raw.forward_auth.as_ref().or(server.forward_auth.as_ref());
         if let (Some(forward), None) = (forward, &route.basic_auth) {
             let on_route = raw.forward_auth.is_some();
-            let any_route_auth = server.route.iter().any(|r| r.get_ref().basic_auth.is_some());
+            let own_table = |r: &Spanned<RawRoute>| {
+                (r.get_ref().basic_auth.as_ref()).is_some_and(|a| a.get_ref().is_table())
+            };
+            let any_route_auth = server.route.iter().any(own_table);
             if on_route || (server_auth.is_none() && !any_route_auth) {
                 let why = "forward_auth goes with basic_auth (on the route or its server)";
                 return self.fail(forward.span(), why);
@@ -2628,5 +2631,11 @@ pid_file =",
             "basic_auth = { realm = \"x\", users = \"users\" }",
         );
         assert!(load_beside(&files, &forward_for_one_route).is_ok());
+        let forward_for_none = guarded("forward_auth = true", "", "basic_auth = false");
+        let error = load_beside(&files, &forward_for_none).unwrap_err();
+        assert!(
+            error.starts_with("FILE:3:16: forward_auth goes with basic_auth"),
+            "{error}"
+        );
     }
 }
