@@ -8,6 +8,7 @@ pub mod answer;
 pub mod cidr;
 mod der;
 mod file;
+pub mod guard;
 mod ocsp;
 mod run_as;
 pub mod tls;
@@ -22,6 +23,7 @@ use crate::http::request::{tokens, HeadLimits};
 use crate::http::respond::ErrorPage;
 use answer::Template;
 pub use file::{load_file, load_text, ConfigError};
+pub use guard::{ConnectionLimit, LimitKey, RequestLimit};
 pub use run_as::RunAs;
 
 /// Everything one shoal instance needs to run.
@@ -268,6 +270,9 @@ pub struct Server {
     /// `redirect_https` (plain servers): every request is answered with a 301 to the same
     /// host and URI over https, but ACME HTTP-01 challenges, which route as usual.
     pub redirect_https: bool,
+    /// `limit_connections`: a client address holding this many connections to the server
+    /// (in every worker together) has its next connection's first request answered 503.
+    pub limit_connections: Option<ConnectionLimit>,
 }
 
 /// `error_pages`: the pages that answer error statuses in place of shoal's short text.
@@ -462,6 +467,8 @@ pub struct Route {
     pub intercept_errors: bool,
     /// Upstream responses are stored in and answered from the cache (`cache = true`).
     pub cache: Option<RouteCache>,
+    /// `limit_requests`: its own, else its server's.
+    pub limit_requests: Option<RequestLimit>,
     /// What answers requests on this route.
     pub serve: Serve,
 }
@@ -487,6 +494,7 @@ impl Route {
             error_pages: ErrorPages::default(),
             intercept_errors: false,
             cache: None,
+            limit_requests: None,
             serve,
         }
     }
@@ -836,6 +844,7 @@ impl Config {
                 unix_access: Vec::new(),
                 tls: None,
                 redirect_https: false,
+                limit_connections: None,
             }],
             upstreams,
             admin: None,
