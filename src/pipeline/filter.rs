@@ -2,34 +2,63 @@
 //! rules, rate limits, auth); response filters see every response's head and body on the
 //! way to the client (header rules, compression).
 //!
-//! Request filters: none exists yet; the list is in place on each route and the type has no
-//! variant, so the first one added makes the compiler point at every place that must run it.
-//! Response filters are a route's: they see each head before it goes out (body filters, such
-//! as compression, come with their per-response state).
+//! Request filters: a route's `limit_requests` ([`RequestFilter::Rate`]). Response filters
+//! are a route's: they see each head before it goes out (body filters, such as compression,
+//! come with their per-response state).
+
+use std::net::IpAddr;
+use std::time::Instant;
 
 use crate::config::answer::Parts;
 use crate::config::{Address, HeaderRules, UpstreamServer};
 use crate::http::respond::Respond;
 use crate::http::response::ResponseHead;
 use crate::http::target;
+use crate::stats::GuardEvent;
 
+use super::guard::{RateLimit, Standing};
 use super::Request;
 
 /// What a request filter decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     /// The request goes on to the next filter, then the handler.
     Pass,
     /// The filter answered the request itself.
     Answered,
+    /// The request waits (in the connection's input) until this instant, then goes on
+    /// without being checked again (see [`Standing`]).
+    Wait(Instant),
+}
+
+/// What request filters look at: the request, who sent it, and when.
+pub struct Subject<'r> {
+    pub request: &'r Request<'r>,
+    /// The client's address (the peer's, or the one a trusted proxy forwarded for).
+    pub client: IpAddr,
+    pub now: Instant,
 }
 
 /// A check a route runs on its requests before the handler.
-pub enum RequestFilter {}
+pub enum RequestFilter<'c> {
+    /// `limit_requests`: a bucket per client (or header value) for the whole instance.
+    Rate(RateLimit<'c>),
+}
 
-impl RequestFilter {
-    /// Lets `request` through, or answers it through `respond`.
-    pub fn check(&self, _request: &Request, _respond: &mut impl Respond) -> Check {
-        match *self {}
+impl RequestFilter<'_> {
+    /// Lets the request through, has it wait, or answers it through `respond`; what the
+    /// connection keeps between requests is in `standing`, and what the limits did is
+    /// counted in `events`.
+    pub fn check(
+        &self,
+        subject: &Subject,
+        standing: &mut Standing,
+        respond: &mut impl Respond,
+        events: &mut [u64; GuardEvent::ALL.len()],
+    ) -> Check {
+        match self {
+            RequestFilter::Rate(limit) => limit.check(subject, standing, respond, events),
+        }
     }
 }
 

@@ -5,11 +5,12 @@
 //! sink with a head value and body parts; [`respond::Responder`] is that sink for the
 //! client: the response filters, then the framing this client gets, then its output queue.
 //! The connection (`worker/conn.rs`) owns the lifecycle around it: reading heads, keep-alive,
-//! deadlines, logging.
+//! deadlines, logging, and what the limits keep of it between requests ([`Standing`]).
 
 mod answer;
 mod client;
 mod filter;
+pub mod guard;
 mod names;
 mod offload;
 pub mod request_id;
@@ -34,8 +35,10 @@ use crate::http::target;
 use crate::io::{Buffers, Input, SpillDir};
 use crate::proxy::{Env, Exchange, Offloads, Preconditions, Start, Step, Upstreams};
 use crate::shared::Shared;
-use crate::stats::{CacheEvent, NO_ROUTE};
-use filter::Check;
+use crate::stats::{CacheEvent, GuardEvent, NO_ROUTE};
+use filter::{Check, Subject};
+pub use guard::Standing;
+use guard::{Admission, ConnectionLimit, Guards};
 use offload::Replay;
 use request_id::{RequestId, RequestIds};
 use respond::{Reply, Responder};
@@ -128,10 +131,21 @@ pub enum Outcome {
     Answered(Routed),
     /// An upstream answers: the connection pumps the exchange until it ends.
     Proxying(Routed, Exchange),
-    /// Another request is fetching the cache entry this one wants: the connection keeps the
-    /// request and hands it over again shortly, for at most this long (its lock timeout),
-    /// then with `waited_out`. Nothing was answered or counted.
-    Wait(Duration),
+    /// The request waits: the connection keeps it (in its input) and hands it over again
+    /// as the [`Wait`] says. Nothing was answered or counted.
+    Wait(Wait),
+}
+
+/// What a request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Another request is fetching the cache entry this one wants: it is handed over again
+    /// shortly, for at most this long (its lock timeout), then with `waited_out`.
+    Entry(Duration),
+    /// Its turn under its route's `limit_requests` (`delay = true`), which comes at this
+    /// instant: it is handed over again then. Its bucket counted it already; the
+    /// connection's [`Standing`] says so, and it is not counted again.
+    Turn(Instant),
 }
 
 /// A worker's handlers and what they need: servers and routes, static roots, upstreams.
@@ -151,12 +165,16 @@ pub struct Pipeline<'c> {
     trusted_proxies: &'c [Cidr],
     /// The response cache (`[cache]`), for routes with `cache = true`.
     cache: Option<Cache>,
+    /// What the limits on clients did in this worker, in `stats::GuardEvent::ALL` order.
+    guard_events: [u64; GuardEvent::ALL.len()],
 }
 
 impl<'c> Pipeline<'c> {
     /// The pipeline of `config` for worker `slot`, whose listener `i` listens on
     /// `listeners[i]`; `shared`: the instance's shared state and this worker's seat in it,
-    /// which capped upstreams need; `instance`: the shared state the cache keeps its counts in.
+    /// which capped upstreams need; `instance`: the shared state the cache keeps its counts
+    /// and the limits their tables in (a config with limits and no instance gets one of its
+    /// own: tests).
     pub fn new(
         config: &'c Config,
         listeners: &[Address],
@@ -166,7 +184,12 @@ impl<'c> Pipeline<'c> {
         instance: Option<&'static Shared>,
         now: Instant,
     ) -> std::io::Result<Pipeline<'c>> {
-        let (sites, roots) = Sites::new(config, listeners).map_err(std::io::Error::other)?;
+        let guards = match instance {
+            Some(shared) => shared,
+            None => Shared::create()?,
+        };
+        let (sites, roots) =
+            Sites::new(config, listeners, &Guards::new(guards)).map_err(std::io::Error::other)?;
         let buffering = &config.buffering;
         let spill = match SpillDir::open(&buffering.temp_dir, buffering.max_temp_file_bytes) {
             Ok(dir) => Some(dir),
@@ -192,7 +215,13 @@ impl<'c> Pipeline<'c> {
                 .cache
                 .as_ref()
                 .map(|store| Cache::new(store, instance.map(cache_counts))),
+            guard_events: [0; GuardEvent::ALL.len()],
         })
+    }
+
+    /// What the limits on clients did in this worker, in `stats::GuardEvent::ALL` order.
+    pub fn guard_events(&self) -> [u64; GuardEvent::ALL.len()] {
+        self.guard_events
     }
 
     /// What the response cache did in this worker, in `stats::CacheEvent::ALL` order.
@@ -202,10 +231,12 @@ impl<'c> Pipeline<'c> {
             .map_or([0; CacheEvent::ALL.len()], Cache::events)
     }
 
-    /// Takes `request` from its host to its handler, which answers through `reply`.
+    /// Takes `request` from its host to its handler, which answers through `reply`;
+    /// `standing`: what the limits keep of its connection.
     pub fn handle(
         &mut self,
         request: &Request,
+        standing: &mut Standing,
         reply: Reply,
         now: Instant,
         buffers: &mut Buffers,
@@ -234,6 +265,22 @@ impl<'c> Pipeline<'c> {
         };
         let spill = self.spill.as_ref();
         let mut respond = responder(reply, site, route, spill, Some(parts));
+        let admission = match &site.connection_limit {
+            Some(limit) => limit.admit(routed.client, standing),
+            None => {
+                ConnectionLimit::forget(standing);
+                Admission::Counted
+            }
+        };
+        match admission {
+            Admission::Counted => {}
+            Admission::Uncounted => self.guard_events[GuardEvent::ConnectionUncounted as usize] += 1,
+            Admission::Over => {
+                self.guard_events[GuardEvent::ConnectionRefused as usize] += 1;
+                respond.close_after();
+                return refuse(503, &mut respond, routed);
+            }
+        }
         if self.answered_before_routes(request, site, url.as_ref().ok(), &parts, &mut respond) {
             return Outcome::Answered(routed);
         }
@@ -253,9 +300,16 @@ impl<'c> Pipeline<'c> {
         if body_over(head, max_body_bytes) {
             return refuse(413, &mut respond, routed);
         }
+        let subject = Subject {
+            request,
+            client: routed.client,
+            now,
+        };
         for filter in &route.request_filters {
-            if let Check::Answered = filter.check(request, &mut respond) {
-                return Outcome::Answered(routed);
+            match filter.check(&subject, standing, &mut respond, &mut self.guard_events) {
+                Check::Pass => {}
+                Check::Answered => return Outcome::Answered(routed),
+                Check::Wait(turn) => return Outcome::Wait(Wait::Turn(turn)),
             }
         }
         let collect_body = route.buffers_requests && self.spill.is_some();
@@ -296,7 +350,7 @@ impl<'c> Pipeline<'c> {
                     cache::answer(found, head, buf, status, &mut respond);
                     return Outcome::Answered(routed);
                 }
-                Lookup::Wait(lock_timeout) => return Outcome::Wait(lock_timeout),
+                Lookup::Wait(lock_timeout) => return Outcome::Wait(Wait::Entry(lock_timeout)),
                 Lookup::Forward(fill) => routed.fill = Some(fill),
                 // Answered now; the exchange that follows only refreshes the entry.
                 Lookup::Refresh(found, status, fill) => {
