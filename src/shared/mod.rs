@@ -118,14 +118,35 @@ pub struct LimitClock {
 }
 
 impl LimitClock {
+    /// Reads `CLOCK_MONOTONIC` on both sides of an `Instant`, until the two readings are
+    /// within 20 µs of each other (a process preempted in between would put its buckets'
+    /// times off by as long), and takes their middle.
     pub fn new() -> LimitClock {
-        let at = Instant::now();
-        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-            .expect("CLOCK_MONOTONIC is always there");
-        let nanos = (now.tv_sec() as u64)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(now.tv_nsec() as u64);
-        LimitClock { at, nanos }
+        let read = || {
+            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                .expect("CLOCK_MONOTONIC is always there");
+            (now.tv_sec() as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(now.tv_nsec() as u64)
+        };
+        let mut best = None;
+        for _ in 0..10 {
+            let (before, at, after) = (read(), Instant::now(), read());
+            let gap = after.saturating_sub(before);
+            if best.is_none_or(|(best_gap, _)| gap < best_gap) {
+                best = Some((
+                    gap,
+                    LimitClock {
+                        at,
+                        nanos: before + gap / 2,
+                    },
+                ));
+            }
+            if gap < 20_000 {
+                break;
+            }
+        }
+        best.expect("read at least once").1
     }
 
     /// `now` in nanoseconds of `CLOCK_MONOTONIC`.
