@@ -6,6 +6,7 @@ mod bad_input;
 mod cache;
 mod check;
 mod cli;
+mod client_limits;
 mod deploy;
 mod exhaustion;
 mod freshness;
