@@ -222,6 +222,26 @@ fn two_clients_keep_separate_buckets_and_a_request_without_the_key_is_not_limite
     }
 }
 
+#[test]
+fn a_reload_keeps_every_client_s_bucket() {
+    let site = site();
+    let (server, _admin) = rate_limited(&site, "rate = \"1/m\", key = \"header:X-Client\"");
+    let status = || {
+        one_shot(server.addr, "/limited/a.txt", &["X-Client: kept"])
+            .expect("an answer")
+            .status
+    };
+    assert_eq!(status(), 200);
+    assert_eq!(status(), 429);
+    let old = server.workers();
+    server.send_signal("HUP");
+    wait_until("new workers only", WAIT, || {
+        let now = server.workers();
+        (now.len() == 2 && now.iter().all(|pid| !old.contains(pid))).then_some(())
+    });
+    assert_eq!(status(), 429, "the new workers see the old workers' bucket");
+}
+
 /// The size of the shared memory mapping of process `pid`, from its maps.
 fn shared_mapping_bytes(pid: u32) -> u64 {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
