@@ -225,3 +225,58 @@ fn address_bytes(ip: IpAddr) -> ([u8; 16], usize) {
         IpAddr::V6(v6) => (v6.octets(), 16),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(max: u32) -> ConnectionLimit {
+        let config = crate::config::ConnectionLimit {
+            max,
+            scope: "server test".to_string(),
+        };
+        ConnectionLimit::new(&config, &for_tests())
+    }
+
+    #[test]
+    fn a_connection_counts_once_for_its_client_and_gives_its_place_back_when_dropped() {
+        let limit = limit(1);
+        let (v4, mapped): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "::ffff:192.0.2.1".parse().unwrap());
+        let mut first = Standing::default();
+        assert_eq!(limit.admit(v4, &mut first), Admission::Counted);
+        assert_eq!(
+            limit.admit(v4, &mut first),
+            Admission::Counted,
+            "its next request"
+        );
+        let mut second = Standing::default();
+        assert_eq!(
+            limit.admit(mapped, &mut second),
+            Admission::Over,
+            "an IPv4-mapped address is the IPv4 client"
+        );
+        drop(first);
+        assert_eq!(limit.admit(mapped, &mut second), Admission::Counted);
+    }
+
+    #[test]
+    fn a_connection_whose_client_changes_counts_for_the_new_one_only() {
+        let limit = limit(1);
+        let (a, b): (IpAddr, IpAddr) = ("2001:db8::a".parse().unwrap(), "2001:db8::b".parse().unwrap());
+        let mut proxied = Standing::default();
+        assert_eq!(limit.admit(a, &mut proxied), Admission::Counted);
+        assert_eq!(limit.admit(b, &mut proxied), Admission::Counted);
+        assert_eq!(
+            limit.admit(a, &mut Standing::default()),
+            Admission::Counted,
+            "a's place is free"
+        );
+        ConnectionLimit::forget(&mut proxied);
+        assert_eq!(
+            limit.admit(b, &mut Standing::default()),
+            Admission::Counted,
+            "b's too"
+        );
+    }
+}
