@@ -112,12 +112,9 @@ impl Fill {
         else {
             return false;
         };
-        self.answered = true;
-        self.events.count(CacheEvent::Stale);
-        serve::answer(
-            Found::Disk(Box::new(entry)),
-            &self.request_head,
-            &self.request_bytes,
+        self.answer_from(
+            entry,
+            CacheEvent::Stale,
             b"shoal; hit; detail=stale-if-error",
             respond,
         );
@@ -127,15 +124,22 @@ impl Fill {
     /// The upstream's 304 for the stale entry: freshens it and answers the client from it.
     fn answer_revalidated(&mut self, not_modified: &ResponseHead, entry: Entry, respond: &mut impl Respond) {
         let entry = self.freshen(not_modified, entry);
+        let status = b"shoal; fwd=stale; fwd-status=304";
+        self.answer_from(entry, CacheEvent::Revalidated, status, respond);
+    }
+
+    /// Answers the client from `entry` in place of the upstream (whose body is dropped).
+    fn answer_from(
+        &mut self,
+        entry: Entry,
+        event: CacheEvent,
+        cache_status: &[u8],
+        respond: &mut impl Respond,
+    ) {
         self.answered = true;
-        self.events.count(CacheEvent::Revalidated);
-        serve::answer(
-            Found::Disk(Box::new(entry)),
-            &self.request_head,
-            &self.request_bytes,
-            b"shoal; fwd=stale; fwd-status=304",
-            respond,
-        );
+        self.events.count(event);
+        let (head, bytes) = (&self.request_head, &self.request_bytes);
+        serve::answer(Found::Disk(Box::new(entry)), head, bytes, cache_status, respond);
     }
 
     /// Freshens the stale `entry` with the upstream's 304: stored anew with the 304's header
@@ -451,5 +455,11 @@ impl<R: Respond> Respond for Tee<'_, R> {
 
     fn intercepts(&self, status: u16) -> bool {
         !self.fill.in_background() && self.respond.intercepts(status)
+    }
+
+    fn send_as_is(&mut self) {
+        if !self.fill.in_background() {
+            self.respond.send_as_is();
+        }
     }
 }

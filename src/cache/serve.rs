@@ -58,6 +58,10 @@ impl Found {
     }
 }
 
+/// Entries read from disk up to this size may be compressed on their way out (in the
+/// worker's loop, per request); longer ones go as they are.
+const MAX_COMPRESSED_BYTES: u64 = 1 << 20;
+
 /// Bodies up to this size go out copied after the head (one write for both).
 const COPY_LIMIT_BYTES: u64 = 16 * 1024;
 
@@ -97,6 +101,9 @@ pub fn answer(found: Found, head: &RequestHead, buf: &[u8], cache_status: &[u8],
             return respond_simple(respond, 416, &extra);
         }
     };
+    if matches!(found, Found::Disk(_)) && len > MAX_COMPRESSED_BYTES {
+        respond.send_as_is();
+    }
     let out = respond.head();
     let reason: &[u8] = if status == meta.status { &meta.reason } else { b"" };
     out.relayed(status, reason);

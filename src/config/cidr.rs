@@ -1,4 +1,10 @@
 //! Address ranges in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`, or one address).
+//!
+//! An IPv4 address has one form whichever socket it arrives on: a dual-stack listener sees
+//! `10.1.2.3` as `::ffff:10.1.2.3`. So an address is matched in its IPv4 form when it has one,
+//! and a range inside `::ffff:0:0/96` is held as the IPv4 range it spells
+//! (`::ffff:10.0.0.0/104` is `10.0.0.0/8`); other IPv6 ranges, `::/0` included, hold IPv6
+//! addresses only.
 
 use std::net::IpAddr;
 
@@ -10,7 +16,8 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    /// Reads `10.0.0.0/8`, `::1`, `127.0.0.1`; host bits must be zero.
+    /// Reads `10.0.0.0/8`, `::1`, `127.0.0.1`; host bits must be zero. A range inside
+    /// `::ffff:0:0/96` becomes the IPv4 range it spells.
     pub fn parse(text: &str) -> Result<Cidr, String> {
         let (addr, prefix) = match text.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),
@@ -34,10 +41,25 @@ impl Cidr {
                 cidr.start()
             ));
         }
-        Ok(cidr)
+        Ok(cidr.in_ipv4_form())
     }
 
-    /// True when `ip` is in the range (an IPv4-mapped IPv6 address counts as IPv4).
+    /// This range as IPv4, when it lies inside `::ffff:0:0/96` (the IPv4-mapped addresses).
+    fn in_ipv4_form(self) -> Cidr {
+        match self.addr {
+            IpAddr::V6(v6) if self.prefix >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => Cidr {
+                    addr: IpAddr::V4(v4),
+                    prefix: self.prefix - 96,
+                },
+                None => self,
+            },
+            _ => self,
+        }
+    }
+
+    /// True when `ip` is in the range (an IPv4-mapped IPv6 address counts as the IPv4
+    /// address it maps).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == mask(self.addr, self.prefix)
@@ -90,6 +112,35 @@ mod tests {
         assert!(v6.contains(ip("2001:db8:1::5")) && !v6.contains(ip("2001:db9::1")));
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
         assert!(Cidr::parse("::/0").unwrap().contains(ip("2001:db8::1")));
+    }
+
+    /// A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`: they match IPv4 ranges,
+    /// and ranges written in the mapped form, whichever form the address comes in.
+    #[test]
+    fn mapped_addresses_and_ranges_are_their_ipv4_selves() {
+        let mapped = ip("::ffff:10.1.2.3");
+        assert!(Cidr::parse("10.1.2.3").unwrap().contains(mapped));
+        for range in ["::ffff:0:0/96", "::ffff:10.0.0.0/104", "::ffff:10.1.2.3"] {
+            let cidr = Cidr::parse(range).unwrap();
+            assert!(cidr.contains(mapped), "{range} holds {mapped}");
+            assert!(cidr.contains(ip("10.1.2.3")), "{range} holds 10.1.2.3");
+            assert!(!cidr.contains(ip("11.1.2.3")) || range == "::ffff:0:0/96");
+            assert!(!cidr.contains(ip("::1")), "{range} holds no IPv6 address");
+        }
+        assert_eq!(
+            Cidr::parse("::ffff:0:0/96").unwrap(),
+            Cidr::parse("0.0.0.0/0").unwrap()
+        );
+        assert_eq!(
+            Cidr::parse("::ffff:10.0.0.0/104").unwrap(),
+            Cidr::parse("10.0.0.0/8").unwrap()
+        );
+        // Ranges beyond the mapped block hold IPv6 addresses only.
+        let any_v6 = Cidr::parse("::/0").unwrap();
+        assert!(any_v6.contains(ip("2001:db8::1")) && any_v6.contains(ip("::1")));
+        assert!(!any_v6.contains(mapped) && !any_v6.contains(ip("10.1.2.3")));
+        assert!(!Cidr::parse("::1").unwrap().contains(ip("127.0.0.1")));
+        assert!(!Cidr::parse("127.0.0.1").unwrap().contains(ip("::1")));
     }
 
     #[test]

@@ -14,18 +14,22 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::access::{AccessRules, BasicAuth};
 use super::answer::{Fixed, Redirect, Template, REDIRECT_STATUSES};
 use super::cidr::Cidr;
 use super::guard::{self, ConnectionLimit, RawRequestLimit, RequestLimit};
+use super::htpasswd::Htpasswd;
 use super::run_as::{self, RunAs};
 use super::tls::Identity;
 use super::units::{Size, Span};
 use super::{
-    default_workers, AccessLog, Address, Balance, Buffering, CacheStore, Config, Dotfiles, ErrorPages,
-    FileOptions, HashKey, HeaderRules, HealthCheck, Limits, LogFormat, Matching, Route, RouteCache, Serve,
-    Server, ServerName, Supervisor, UnixAccess, Upstream, UpstreamServer, DEFAULT_CACHE_LOCK_TIMEOUT,
-    DEFAULT_CACHE_MAX_SIZE, DEFAULT_TICKET_ROTATION, MAX_HEADERS_CEILING,
+    default_workers, AccessLog, Address, Balance, Buffering, CacheStore, Compress, Config, Dotfiles,
+    ErrorPages, FileOptions, HashKey, HeaderRules, HealthCheck, Limits, LogFormat, Matching, Route,
+    RouteCache, Serve, Server, ServerName, Supervisor, UnixAccess, Upstream, UpstreamServer,
+    DEFAULT_CACHE_LOCK_TIMEOUT, DEFAULT_CACHE_MAX_SIZE, DEFAULT_COMPRESS_MIN_BYTES, DEFAULT_TICKET_ROTATION,
+    MAX_HEADERS_CEILING,
 };
+use crate::http::encoding;
 use crate::http::request::is_token_byte;
 use crate::http::respond::ErrorPage;
 use crate::shared::{MAX_CONNECTIONS_PER_CLIENT, MAX_CONNS};
@@ -201,8 +205,22 @@ struct RawServer {
     hsts: Option<Spanned<String>>,
     limit_requests: Option<Spanned<RawRequestLimit>>,
     limit_connections: Option<Spanned<i64>>,
+    compress: Option<bool>,
+    compress_types: Option<Vec<Spanned<String>>>,
+    compress_min_bytes: Option<Size>,
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
+    deny: Option<Vec<Spanned<String>>>,
+    basic_auth: Option<Spanned<toml::Value>>,
+    forward_auth: Option<Spanned<bool>>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
+}
+
+/// `compress = true` and its companions, on a server (for its routes) or a route.
+struct RawCompress<'r> {
+    compress: Option<bool>,
+    types: Option<&'r Vec<Spanned<String>>>,
+    min_bytes: Option<Size>,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +298,13 @@ struct RawRoute {
     dotfiles: Option<Dotfiles>,
     #[serde(default)]
     follow_symlinks: bool,
+    compress: Option<bool>,
+    compress_types: Option<Vec<Spanned<String>>>,
+    compress_min_bytes: Option<Size>,
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
+    deny: Option<Vec<Spanned<String>>>,
+    basic_auth: Option<Spanned<toml::Value>>,
+    forward_auth: Option<Spanned<bool>>,
 }
 
 impl RawRoute {
@@ -343,7 +368,14 @@ pub fn load_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    Builder { path, text, base }.build(raw)
+    let users_files = std::cell::RefCell::default();
+    Builder {
+        path,
+        text,
+        base,
+        users_files,
+    }
+    .build(raw)
 }
 
 /// Keys that exist only at the top level of the file.
@@ -390,6 +422,9 @@ struct Builder<'a> {
     path: &'a Path,
     text: &'a str,
     base: &'a Path,
+    /// The users files `basic_auth` read, each once per load (so every route naming a file
+    /// sees one version of it).
+    users_files: std::cell::RefCell<Vec<Arc<Htpasswd>>>,
 }
 
 impl Builder<'_> {
@@ -781,12 +816,36 @@ impl Builder<'_> {
         if server.route.is_empty() {
             return self.fail(raw.span(), "server has no [[server.route]]");
         }
+        let access = self.access(server.allow.as_ref(), server.deny.as_ref())?;
+        let basic_auth = match &server.basic_auth {
+            Some(raw) => self.basic_auth(raw, false)?,
+            None => None,
+        };
         let mut routes: Vec<Route> = Vec::new();
         for route in &server.route {
             let mut built = self.route(route, upstreams)?;
             built.request_headers = request_headers.with(&built.request_headers);
             built.response_headers = response_headers.with(&built.response_headers);
             built.error_pages = error_pages.with(&built.error_pages);
+            let raw = route.get_ref();
+            let compress = [
+                (
+                    server.compress,
+                    server.compress_types.as_ref(),
+                    server.compress_min_bytes,
+                ),
+                (raw.compress, raw.compress_types.as_ref(), raw.compress_min_bytes),
+            ]
+            .map(|(compress, types, min_bytes)| RawCompress {
+                compress,
+                types,
+                min_bytes,
+            });
+            built.compress = self.compress(&compress[0], &compress[1])?;
+            if let Serve::Files(options) = &mut built.serve {
+                options.compress = built.compress.clone();
+            }
+            self.guards(route.get_ref(), server, &mut built, (&access, &basic_auth))?;
             let same = |r: &Route| r.prefix == built.prefix && r.matching.key() == built.matching.key();
             if routes.iter().any(same) {
                 let (key, path) = route.get_ref().path().expect("a built route has its path");
@@ -882,7 +941,148 @@ impl Builder<'_> {
             tls: server.tls.as_ref().map(|tls| self.tls(tls)).transpose()?,
             redirect_https,
             limit_connections,
+            limit_requests: server_limit,
+            access,
+            basic_auth,
         })
+    }
+
+    /// A route's `allow` / `deny` and `basic_auth`: its own in place of its server's
+    /// (`server_guards`), and `Authorization` kept from its upstream unless `forward_auth`.
+    fn guards(
+        &self,
+        raw: &RawRoute,
+        server: &RawServer,
+        route: &mut Route,
+        server_guards: (&Option<AccessRules>, &Option<BasicAuth>),
+    ) -> Result<(), ConfigError> {
+        let (server_access, server_auth) = server_guards;
+        route.access = match self.access(raw.allow.as_ref(), raw.deny.as_ref())? {
+            Some(own) => Some(own),
+            None => server_access.clone(),
+        };
+        route.basic_auth = match &raw.basic_auth {
+            Some(own) => self.basic_auth(own, true)?,
+            None => server_auth.clone(),
+        };
+        let forward = raw.forward_auth.as_ref().or(server.forward_auth.as_ref());
+        if let (Some(forward), None) = (forward, &route.basic_auth) {
+            let on_route = raw.forward_auth.is_some();
+            let own_table = |r: &Spanned<RawRoute>| {
+                (r.get_ref().basic_auth.as_ref()).is_some_and(|a| a.get_ref().is_table())
+            };
+            let any_route_auth = server.route.iter().any(own_table);
+            if on_route || (server_auth.is_none() && !any_route_auth) {
+                let why = "forward_auth goes with basic_auth (on the route or its server)";
+                return self.fail(forward.span(), why);
+            }
+        }
+        let forwarded = forward.is_some_and(|f| *f.get_ref());
+        let rules = &mut route.request_headers;
+        if route.basic_auth.is_some() && !forwarded && !rules.drops(b"authorization") {
+            rules.remove.push("authorization".to_string());
+        }
+        Ok(())
+    }
+
+    /// `allow` and `deny` (CIDR ranges or addresses), when either is given. An empty
+    /// `allow` would refuse everyone: it is refused, saying what to write instead.
+    fn access(
+        &self,
+        allow: Option<&Spanned<Vec<Spanned<String>>>>,
+        deny: Option<&Vec<Spanned<String>>>,
+    ) -> Result<Option<AccessRules>, ConfigError> {
+        if allow.is_none() && deny.is_none() {
+            return Ok(None);
+        }
+        let ranges = |key: &str, list: &[Spanned<String>]| {
+            let mut ranges = Vec::with_capacity(list.len());
+            for text in list {
+                let cidr = Cidr::parse(text.get_ref())
+                    .or_else(|why| self.fail(text.span(), format!("{key}: {why}")))?;
+                ranges.push(cidr);
+            }
+            Ok(ranges)
+        };
+        let allow = match allow {
+            Some(list) if list.get_ref().is_empty() => {
+                let why = "allow = [] would refuse every client: write deny = [\"0.0.0.0/0\", \"::/0\"] \
+                           for that, or deny = [] to lift a server's rules on a route";
+                return self.fail(list.span(), why);
+            }
+            Some(list) => Some(ranges("allow", list.get_ref())?),
+            None => None,
+        };
+        let deny = ranges("deny", deny.map_or(&[][..], Vec::as_slice))?;
+        Ok(Some(AccessRules { allow, deny }))
+    }
+
+    /// `basic_auth = { realm = "staging", users = "htpasswd" }` (the users file read now,
+    /// relative to the config's directory), or on a route `basic_auth = false` (`None`: its
+    /// server's is off there).
+    fn basic_auth(
+        &self,
+        raw: &Spanned<toml::Value>,
+        on_route: bool,
+    ) -> Result<Option<BasicAuth>, ConfigError> {
+        let span = raw.span();
+        let table = match raw.get_ref() {
+            toml::Value::Boolean(false) if on_route => return Ok(None),
+            toml::Value::Table(table) => table,
+            toml::Value::Boolean(true) => return self.fail(
+                span,
+                "basic_auth = true: say whose, as basic_auth = { realm = \"staging\", users = \"htpasswd\" }",
+            ),
+            _ if on_route => {
+                return self.fail(
+                    span,
+                    "basic_auth is { realm = \"...\", users = \"FILE\" }, or false to turn the server's off",
+                )
+            }
+            _ => return self.fail(span, "basic_auth is { realm = \"...\", users = \"FILE\" }"),
+        };
+        if let Some(key) = table
+            .keys()
+            .find(|key| !["realm", "users"].contains(&key.as_str()))
+        {
+            return self.fail(
+                span,
+                format!("basic_auth: unknown key `{key}` (it has `realm` and `users`)"),
+            );
+        }
+        let text = |key: &str| match table.get(key) {
+            Some(toml::Value::String(text)) => Ok(text.as_str()),
+            Some(_) => self.fail(span.clone(), format!("basic_auth: `{key}` is a string")),
+            None => self.fail(span.clone(), format!("basic_auth needs `{key}`")),
+        };
+        let realm = text("realm")?;
+        if realm.is_empty() || realm.chars().any(char::is_control) {
+            return self.fail(
+                span,
+                "basic_auth: `realm` is a non-empty text without control characters",
+            );
+        }
+        let path = self.base.join(text("users")?);
+        let loaded = self
+            .users_files
+            .borrow()
+            .iter()
+            .find(|f| f.path() == path)
+            .cloned();
+        let users = match loaded {
+            Some(users) => users,
+            None => {
+                let users = Htpasswd::load(&path)
+                    .map(Arc::new)
+                    .or_else(|why| self.fail(span.clone(), format!("basic_auth: users: {why}")))?;
+                self.users_files.borrow_mut().push(Arc::clone(&users));
+                users
+            }
+        };
+        Ok(Some(BasicAuth {
+            realm: realm.to_string(),
+            users,
+        }))
     }
 
     /// Servers sharing an address: one `default` at most, no name claimed twice, and none
@@ -1097,6 +1297,46 @@ impl Builder<'_> {
             matching,
             ..built
         })
+    }
+
+    /// `compress = true` and its companions: the route's own, else its server's.
+    fn compress(&self, server: &RawCompress, route: &RawCompress) -> Result<Option<Compress>, ConfigError> {
+        if !route.compress.or(server.compress).unwrap_or(false) {
+            return Ok(None);
+        }
+        let types = match route.types.or(server.types) {
+            Some(types) => (types.iter())
+                .map(|text| self.media_type_pattern(text))
+                .collect::<Result<_, _>>()?,
+            None => encoding::DEFAULT_TYPES.map(String::from).to_vec(),
+        };
+        let min_bytes =
+            (route.min_bytes.or(server.min_bytes)).map_or(DEFAULT_COMPRESS_MIN_BYTES, |size| size.0);
+        Ok(Some(Compress { types, min_bytes }))
+    }
+
+    /// One of `compress_types`: `type/subtype`, `type/*` or `type/*+suffix`.
+    fn media_type_pattern(&self, text: &Spanned<String>) -> Result<String, ConfigError> {
+        let pattern = text.get_ref().trim().to_ascii_lowercase();
+        let token = |part: &str| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+        };
+        let well_formed = match pattern.split_once('/') {
+            Some((kind, "*")) => token(kind),
+            Some((kind, sub)) => token(kind) && token(sub.strip_prefix("*+").unwrap_or(sub)),
+            None => false,
+        };
+        if !well_formed {
+            let why = format!(
+                "compress_types: `{}` is not a media type (text/html, text/*, application/*+json)",
+                text.get_ref()
+            );
+            return self.fail(text.span(), why);
+        }
+        Ok(pattern)
     }
 
     /// `cache = true` and its companions, on a route whose upstream answers (`upstream` or
@@ -2375,5 +2615,201 @@ pid_file =",
             ],
         );
         assert!(server("limit_connections = 256").is_ok());
+    }
+
+    /// `text` loaded from a directory holding `public/` and `files` (name, contents);
+    /// errors with the config's path as `FILE` and the directory as `DIR`.
+    fn load_beside(files: &[(&str, &str)], text: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("public")).unwrap();
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
+        let path = dir.path().join("shoal.toml");
+        std::fs::write(&path, text).unwrap();
+        load_file(&path).map_err(|e| {
+            let shown = e.to_string().replace(&path.display().to_string(), "FILE");
+            shown.replace(&dir.path().display().to_string(), "DIR")
+        })
+    }
+
+    /// `htpasswd -nbB -C 4 alice 'wonder land'`.
+    const ALICE: &str = "alice:$2y$04$ZJOz5P1u2KWqTHQjzNCluut5vUIt9..hG2p91.MhIBsnU97jjnwOu\n";
+
+    /// A server with `server` lines and two routes, `/` (with `root_lines`) and `/admin/`
+    /// (with `admin_lines`), both proxied.
+    fn guarded(server: &str, root_lines: &str, admin_lines: &str) -> String {
+        format!(
+            "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n{server}\n[[server.route]]\nprefix = \"/\"\nupstream = \"app\"\n{root_lines}\n[[server.route]]\nprefix = \"/admin/\"\nupstream = \"app\"\n{admin_lines}\n[upstream.app]\nservers = [\"127.0.0.1:9\"]\n"
+        )
+    }
+
+    #[test]
+    fn allow_and_deny_are_ranges_and_a_route_s_own_replace_its_server_s() {
+        let text = guarded(
+            "allow = [\"10.0.0.0/8\", \"::1\"]\ndeny = [\"10.0.0.7\"]",
+            "",
+            "deny = [\"10.1.0.0/16\"]",
+        );
+        let config = load(&text).unwrap();
+        let server = &config.servers[0];
+        let ip = |text: &str| text.parse::<std::net::IpAddr>().unwrap();
+        let rules = server.access.as_ref().unwrap();
+        assert!(rules.permits(ip("10.9.9.9")) && rules.permits(ip("::1")));
+        assert!(!rules.permits(ip("10.0.0.7")) && !rules.permits(ip("192.0.2.1")));
+        let route = |prefix: &str| (server.routes.iter()).find(|r| r.prefix == prefix).unwrap();
+        assert_eq!(route("/").access.as_ref(), Some(rules), "inherited");
+        let own = route("/admin/").access.as_ref().unwrap();
+        assert!(
+            own.allow.is_none(),
+            "the route's rules replace the server's, allow too"
+        );
+        assert!(!own.permits(ip("10.1.2.3")) && own.permits(ip("192.0.2.1")));
+        let lifted = load(&guarded("deny = [\"0.0.0.0/0\", \"::/0\"]", "deny = []", "")).unwrap();
+        let lifted = &lifted.servers[0];
+        let root = lifted.routes.iter().find(|r| r.prefix == "/").unwrap();
+        assert!(root.access.as_ref().unwrap().permits(ip("192.0.2.1")));
+        let admin = lifted.routes.iter().find(|r| r.prefix == "/admin/").unwrap();
+        assert!(!admin.access.as_ref().unwrap().permits(ip("192.0.2.1")));
+        assert!(load(MINIMAL).unwrap().servers[0].routes[0].access.is_none());
+    }
+
+    #[test]
+    fn bad_access_entries_are_located_and_named() {
+        let errors = [
+            (
+                "allow = [\"10.0.0.1/8\"]",
+                "FILE:6:10: allow: `10.0.0.1/8` has host bits set (the range starts at 10.0.0.0)",
+            ),
+            (
+                "deny = [\"::1\", \"2001:db8::/129\"]",
+                "FILE:6:16: deny: `2001:db8::/129`: the prefix length must be 0 to 128",
+            ),
+            (
+                "deny = [\"localhost\"]",
+                "FILE:6:9: deny: `localhost` is not an address",
+            ),
+            ("allow = []", "FILE:6:9: allow = [] would refuse every client"),
+            ("allow = \"10.0.0.0/8\"", "FILE:6:9: invalid type"),
+        ];
+        assert_refused(route, &errors);
+        let on_server = load(&guarded("deny = [\"10.0.0.0/33\"]", "", "")).unwrap_err();
+        assert!(
+            on_server.starts_with("FILE:3:9: deny: `10.0.0.0/33`"),
+            "{on_server}"
+        );
+    }
+
+    #[test]
+    fn basic_auth_reads_its_users_file_beside_the_config() {
+        let files = [("users", ALICE), ("admins", ALICE)];
+        let text = guarded(
+            "basic_auth = { realm = \"staging\", users = \"users\" }",
+            "",
+            "basic_auth = { realm = \"admins\", users = \"admins\" }\nforward_auth = true",
+        );
+        let config = load_beside(&files, &text).unwrap();
+        let server = &config.servers[0];
+        let auth = server.basic_auth.as_ref().unwrap();
+        assert_eq!(auth.realm, "staging");
+        assert!(auth.users.path().ends_with("users") && auth.users.verify("alice", b"wonder land"));
+        let route = |prefix: &str| (server.routes.iter()).find(|r| r.prefix == prefix).unwrap();
+        let root = route("/");
+        assert_eq!(root.basic_auth.as_ref().unwrap().realm, "staging");
+        assert!(
+            Arc::ptr_eq(&root.basic_auth.as_ref().unwrap().users, &auth.users),
+            "inherited, not read again"
+        );
+        assert!(root.request_headers.drops(b"Authorization"), "kept from the app");
+        let admin = route("/admin/");
+        assert_eq!(admin.basic_auth.as_ref().unwrap().realm, "admins");
+        assert!(!admin.request_headers.drops(b"authorization"), "forward_auth");
+        // Turned off on a route; forward_auth on the server reaches the routes.
+        let text = guarded(
+            "basic_auth = { realm = \"staging\", users = \"users\" }\nforward_auth = true",
+            "",
+            "basic_auth = false",
+        );
+        let config = load_beside(&files, &text).unwrap();
+        let routes = &config.servers[0].routes;
+        let admin = routes.iter().find(|r| r.prefix == "/admin/").unwrap();
+        assert!(admin.basic_auth.is_none() && !admin.request_headers.drops(b"authorization"));
+        let root = routes.iter().find(|r| r.prefix == "/").unwrap();
+        assert!(root.basic_auth.is_some() && !root.request_headers.drops(b"authorization"));
+        // A route without basic_auth forwards Authorization as any header.
+        let plain = load(&guarded("", "", "")).unwrap();
+        assert!(!plain.servers[0].routes[0].request_headers.drops(b"authorization"));
+    }
+
+    #[test]
+    fn basic_auth_errors_name_the_key_and_the_users_file_s_line() {
+        let files = [
+            ("users", ALICE),
+            ("md5", "# legacy\ncarol:$apr1$e9FCtnVR$RxGPqAQEPNfQj7NWEMpdt1\n"),
+        ];
+        let errors = [
+            (
+                "basic_auth = { realm = \"x\", users = \"md5\" }",
+                "FILE:6:14: basic_auth: users: DIR/md5:2: user \"carol\": Apache's MD5 (`$apr1$`) is refused",
+            ),
+            (
+                "basic_auth = { realm = \"x\", users = \"missing\" }",
+                "FILE:6:14: basic_auth: users: DIR/missing: No such file",
+            ),
+            (
+                "basic_auth = { realm = \"x\", users = \"public\" }",
+                "FILE:6:14: basic_auth: users: DIR/public: not a file",
+            ),
+            (
+                "basic_auth = { users = \"users\" }",
+                "FILE:6:14: basic_auth needs `realm`",
+            ),
+            (
+                "basic_auth = { realm = \"x\" }",
+                "FILE:6:14: basic_auth needs `users`",
+            ),
+            (
+                "basic_auth = { realm = \"x\", users = \"users\", cost = 10 }",
+                "FILE:6:14: basic_auth: unknown key `cost`",
+            ),
+            (
+                "basic_auth = { realm = \"a\\nb\", users = \"users\" }",
+                "FILE:6:14: basic_auth: `realm` is a non-empty text",
+            ),
+            ("basic_auth = true", "FILE:6:14: basic_auth = true: say whose"),
+            ("basic_auth = \"users\"", "FILE:6:14: basic_auth is {"),
+            (
+                "forward_auth = true",
+                "FILE:6:16: forward_auth goes with basic_auth",
+            ),
+        ];
+        for (line, expected) in errors {
+            let text = format!(
+                "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n[[server.route]]\nprefix = \"/\"\nroot = \"public\"\n{line}\n"
+            );
+            let error = load_beside(&files, &text).unwrap_err();
+            assert!(error.starts_with(expected), "{line}: {error}");
+        }
+        let on_server = guarded("basic_auth = false", "", "");
+        let error = load_beside(&files, &on_server).unwrap_err();
+        assert!(error.starts_with("FILE:3:14: basic_auth is {"), "{error}");
+        let forward_alone = guarded("forward_auth = true", "", "");
+        let error = load_beside(&files, &forward_alone).unwrap_err();
+        assert!(
+            error.starts_with("FILE:3:16: forward_auth goes with basic_auth"),
+            "{error}"
+        );
+        let forward_for_one_route = guarded(
+            "forward_auth = true",
+            "",
+            "basic_auth = { realm = \"x\", users = \"users\" }",
+        );
+        assert!(load_beside(&files, &forward_for_one_route).is_ok());
+        let forward_for_none = guarded("forward_auth = true", "", "basic_auth = false");
+        let error = load_beside(&files, &forward_for_none).unwrap_err();
+        assert!(
+            error.starts_with("FILE:3:16: forward_auth goes with basic_auth"),
+            "{error}"
+        );
     }
 }

@@ -4,11 +4,13 @@
 //! ([`Config::quick`]); once built it is complete: every path is absolute, every root exists,
 //! every limit has a value. Nothing downstream re-validates.
 
+pub mod access;
 pub mod answer;
 pub mod cidr;
 mod der;
 mod file;
 pub mod guard;
+pub mod htpasswd;
 mod ocsp;
 mod run_as;
 pub mod tls;
@@ -87,6 +89,20 @@ pub struct RouteCache {
     /// upstream itself (`cache_lock_timeout`; nginx's `proxy_cache_lock_timeout`).
     pub lock_timeout: Duration,
 }
+
+/// A route's compression of its responses on the fly (`compress = true` and its
+/// companions, a route's own over its server's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compress {
+    /// The media types compressed (`compress_types`; `http::encoding::DEFAULT_TYPES`).
+    pub types: Vec<String>,
+    /// Bodies shorter than this go as they are (`compress_min_bytes`), unless the client
+    /// refuses `identity`.
+    pub min_bytes: u64,
+}
+
+/// `compress_min_bytes` when neither the route nor its server sets it.
+pub const DEFAULT_COMPRESS_MIN_BYTES: u64 = 1024;
 
 /// `cache_lock_timeout` when the route does not set it.
 pub const DEFAULT_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -273,6 +289,15 @@ pub struct Server {
     /// `limit_connections`: a client address holding this many connections to the server
     /// (in every worker together) has its next connection's first request answered 503.
     pub limit_connections: Option<ConnectionLimit>,
+    /// Its own `limit_requests`: its routes' unless they have their own (sharing its
+    /// buckets), and what counts requests no route takes (before their 404).
+    pub limit_requests: Option<RequestLimit>,
+    /// Its own `allow` / `deny`: its routes' unless they have their own, and what a request
+    /// no route takes is checked against (before its 404).
+    pub access: Option<access::AccessRules>,
+    /// Its own `basic_auth`: its routes' unless they have their own (or `basic_auth = false`),
+    /// and what a request no route takes must pass (before its 404).
+    pub basic_auth: Option<access::BasicAuth>,
 }
 
 /// `error_pages`: the pages that answer error statuses in place of shoal's short text.
@@ -469,6 +494,13 @@ pub struct Route {
     pub cache: Option<RouteCache>,
     /// `limit_requests`: its own, else its server's.
     pub limit_requests: Option<RequestLimit>,
+    /// Responses are compressed for clients that accept it (`compress = true`).
+    pub compress: Option<Compress>,
+    /// `allow` / `deny`: the route's own, else its server's.
+    pub access: Option<access::AccessRules>,
+    /// `basic_auth`: the route's own, else its server's (none after `basic_auth = false`).
+    /// Unless `forward_auth` is on, `request_headers` then removes `Authorization`.
+    pub basic_auth: Option<access::BasicAuth>,
     /// What answers requests on this route.
     pub serve: Serve,
 }
@@ -495,6 +527,9 @@ impl Route {
             intercept_errors: false,
             cache: None,
             limit_requests: None,
+            compress: None,
+            access: None,
+            basic_auth: None,
             serve,
         }
     }
@@ -539,6 +574,9 @@ pub struct FileOptions {
     pub follow_symlinks: bool,
     /// Upstream (index in `Config::upstreams`) that answers when no file matches (try_files).
     pub fallback: Option<usize>,
+    /// Small files without a precompressed sibling are compressed once, as the route's
+    /// `compress` says.
+    pub compress: Option<Compress>,
 }
 
 impl FileOptions {
@@ -551,6 +589,7 @@ impl FileOptions {
             dotfiles: Dotfiles::Deny,
             follow_symlinks: false,
             fallback: None,
+            compress: None,
         }
     }
 }
@@ -845,6 +884,9 @@ impl Config {
                 tls: None,
                 redirect_https: false,
                 limit_connections: None,
+                limit_requests: None,
+                access: None,
+                basic_auth: None,
             }],
             upstreams,
             admin: None,

@@ -8,7 +8,10 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::representation::{Content, Identity, Representation};
+use std::cell::OnceCell;
+
+use super::representation::{self, Coding, Content, Describe, Identity, Representation};
+use crate::http::encoding;
 
 /// How long a cached entry is trusted without looking at the disk.
 pub const REVALIDATE: Duration = Duration::from_secs(1);
@@ -21,9 +24,53 @@ pub struct Resource {
     pub identity: Rc<Representation>,
     pub gzip: Option<Rc<Representation>>,
     pub brotli: Option<Rc<Representation>>,
+    /// Shoal's own compressed forms, when it may make them (`compress` on the route, a
+    /// compressible type, an identity in memory): shared by the resource's copies, so each
+    /// is made once per version of the file, at the first request that wants it.
+    pub made: Option<Rc<Made>>,
+}
+
+/// The compressed forms shoal makes of a file, by `encoding::CODINGS` position.
+#[derive(Debug)]
+pub struct Made {
+    /// The file's name (its Content-Type) and the route's Cache-Control.
+    pub name: Box<str>,
+    pub cache_control: Option<Box<str>>,
+    pub forms: [OnceCell<Option<Rc<Representation>>>; 2],
 }
 
 impl Resource {
+    /// The representation for `coding`: the sibling on disk, else shoal's own (made now if
+    /// this is the first request for it).
+    pub fn encoded(&self, coding: encoding::Coding) -> Option<&Rc<Representation>> {
+        let (sibling, files_coding, at) = match coding {
+            encoding::Coding::Brotli => (&self.brotli, Coding::Brotli, 0),
+            encoding::Coding::Gzip => (&self.gzip, Coding::Gzip, 1),
+        };
+        if sibling.is_some() {
+            return sibling.as_ref();
+        }
+        let made = self.made.as_ref()?;
+        let describe = Describe {
+            name: &made.name,
+            coding: files_coding,
+            cache_control: made.cache_control.as_deref(),
+            varies: true,
+        };
+        made.forms[at]
+            .get_or_init(|| representation::compressed(&self.identity, coding, &describe).map(Rc::new))
+            .as_ref()
+    }
+
+    /// Whether a representation for `coding` exists or can be made.
+    pub fn offers(&self, coding: encoding::Coding) -> bool {
+        let sibling = match coding {
+            encoding::Coding::Brotli => &self.brotli,
+            encoding::Coding::Gzip => &self.gzip,
+        };
+        sibling.is_some() || self.made.is_some()
+    }
+
     /// What the disk looked like when this resource was built: identities of each variant.
     pub fn fingerprint(&self) -> [Option<Identity>; 3] {
         let id = |rep: &Option<Rc<Representation>>| rep.as_ref().map(|r| r.identity);

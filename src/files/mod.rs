@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::config::{Dotfiles, FileOptions};
-use crate::http::conditional;
+use crate::http::encoding;
 use crate::http::request::{Method, RequestHead};
 use crate::http::respond::{respond_simple, Respond};
 use crate::http::target;
@@ -129,14 +129,12 @@ impl StaticFiles {
                 return Answer::Served;
             }
         };
-        let accepted = head.field(request.buf, "accept-encoding").unwrap_or_default();
-        let rep = [(Coding::Brotli, &resource.brotli), (Coding::Gzip, &resource.gzip)]
-            .into_iter()
-            .find_map(|(coding, rep)| {
-                let (_, token) = coding.suffix_and_token()?;
-                rep.as_ref()
-                    .filter(|_| conditional::accepts_encoding(accepted, token))
-            })
+        let offered = encoding::CODINGS.map(|coding| resource.offers(coding).then_some(coding));
+        let offered: Vec<_> = offered.into_iter().flatten().collect();
+        let accepted = head.field(request.buf, "accept-encoding");
+        let chosen = encoding::choose(accepted, &offered).coding;
+        let rep = chosen
+            .and_then(|coding| resource.encoded(coding))
             .unwrap_or(&resource.identity);
         respond::respond(rep, head, request.buf, respond);
         Answer::Served
@@ -210,7 +208,15 @@ fn resource(
     };
     let gzip = sibling(Coding::Gzip);
     let brotli = sibling(Coding::Brotli);
-    let varies = gzip.is_some() || brotli.is_some();
+    // Shoal compresses what it keeps in memory, once (a larger file goes out with sendfile,
+    // as it is: see docs/performance.md).
+    let makes = route.compress.as_ref().filter(|rules| {
+        let content_type = crate::http::mime::content_type_for(path);
+        meta.len() <= representation::MEMORY_LIMIT_BYTES
+            && meta.len() >= rules.min_bytes
+            && encoding::compressible(content_type.as_bytes(), &rules.types)
+    });
+    let varies = gzip.is_some() || brotli.is_some() || makes.is_some();
     let describe = |coding| Describe {
         name: path,
         coding,
@@ -222,10 +228,18 @@ fn resource(
             .map(|(file, meta)| representation::build(file, &meta, &describe(coding)).map(Rc::new))
             .transpose()
     };
+    let made = makes.map(|_| {
+        Rc::new(cache::Made {
+            name: path.into(),
+            cache_control: route.cache_control.as_deref().map(Into::into),
+            forms: Default::default(),
+        })
+    });
     Ok(Resource {
         identity: Rc::new(representation::build(file, meta, &describe(Coding::Identity))?),
         gzip: build(gzip, Coding::Gzip)?,
         brotli: build(brotli, Coding::Brotli)?,
+        made,
     })
 }
 

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::time::SystemTime;
 
 use crate::http::conditional;
+use crate::http::encoding;
 use crate::http::mime;
 use crate::http::response;
 use crate::sys::{self, Access, OpenMode};
@@ -148,7 +149,8 @@ pub struct Describe<'a> {
     pub name: &'a str,
     pub coding: Coding,
     pub cache_control: Option<&'a str>,
-    /// The resource has precompressed siblings: responses vary on Accept-Encoding.
+    /// The resource has precompressed siblings, or shoal compresses it: responses vary on
+    /// Accept-Encoding.
     pub varies: bool,
 }
 
@@ -172,14 +174,53 @@ pub fn build(
         Content::File(Rc::new(file))
     };
     let etag = conditional::etag_for(identity.mtime, identity.size);
-    let last_modified = httpdate::fmt_http_date(identity.mtime);
+    Ok(Representation {
+        headers: headers(describe, identity.mtime, &etag),
+        identity,
+        etag,
+        content,
+    })
+}
+
+/// The representation of `source` (an identity in memory) compressed with `coding` by
+/// shoal: the same file, so the same modification time; its own entity-tag.
+pub fn compressed(
+    source: &Representation,
+    coding: encoding::Coding,
+    describe: &Describe,
+) -> Option<Representation> {
+    let Content::Memory(bytes) = &source.content else {
+        return None;
+    };
+    let made = encoding::compress(coding, encoding::Effort::Kept, bytes)
+        .inspect_err(|e| log::warn!("cannot compress {}: {e}", describe.name))
+        .ok()?;
+    let identity = Identity {
+        size: made.len() as u64,
+        ..source.identity
+    };
+    let etag = format!("{}-{}\"", source.etag.trim_end_matches('"'), coding.token());
+    Some(Representation {
+        headers: headers(describe, identity.mtime, &etag),
+        identity,
+        etag,
+        content: Content::Memory(made.into()),
+    })
+}
+
+/// The header lines every answer from a representation carries.
+fn headers(describe: &Describe, mtime: SystemTime, etag: &str) -> Vec<u8> {
     let mut headers = Vec::with_capacity(256);
     response::header(
         &mut headers,
         "Content-Type",
         mime::content_type_for(describe.name).as_bytes(),
     );
-    response::header(&mut headers, "Last-Modified", last_modified.as_bytes());
+    response::header(
+        &mut headers,
+        "Last-Modified",
+        httpdate::fmt_http_date(mtime).as_bytes(),
+    );
     response::header(&mut headers, "ETag", etag.as_bytes());
     headers.extend_from_slice(b"Accept-Ranges: bytes\r\n");
     if let Some(value) = describe.cache_control {
@@ -191,10 +232,5 @@ pub fn build(
     if let Some((_, token)) = describe.coding.suffix_and_token() {
         response::header(&mut headers, "Content-Encoding", token.as_bytes());
     }
-    Ok(Representation {
-        identity,
-        etag,
-        headers,
-        content,
-    })
+    headers
 }

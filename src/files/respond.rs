@@ -36,6 +36,9 @@ pub fn respond(rep: &Representation, head: &RequestHead, buf: &[u8], respond: &m
             return respond_simple(respond, 416, &[("Content-Range", &range)]);
         }
     };
+    // A file is sent as the representation chosen (its own compressed forms are made once,
+    // beside it), even where the response was offered compression (an app's offload).
+    respond.send_as_is();
     let out = respond.head();
     out.local(status).add_lines(&rep.headers);
     if status == 206 {

@@ -125,40 +125,30 @@ pub fn if_range_allows(if_range: &[u8], etag: &str, mtime: SystemTime) -> bool {
 /// `x-gzip` is treated as `gzip` (RFC 9110 §8.4.1.3). A member with a malformed weight is
 /// ignored; if a coding is listed more than once, any q=0 listing wins.
 pub fn accepts_encoding(accept_encoding: &[u8], coding: &str) -> bool {
-    let mut explicit = Preference::Unlisted;
-    let mut wildcard = Preference::Unlisted;
+    encoding_weight(accept_encoding, coding).is_some_and(|weight| weight > 0)
+}
+
+/// The weight (q in thousandths) Accept-Encoding gives `coding`: that of its own listings
+/// (0 if any says q=0, else the highest), else that of `*`; `None` when neither is listed.
+pub fn encoding_weight(accept_encoding: &[u8], coding: &str) -> Option<u16> {
+    let merge = |seen: Option<u16>, quality: u16| match seen {
+        Some(0) => 0,
+        _ if quality == 0 => 0,
+        seen => seen.map_or(quality, |seen| seen.max(quality)),
+    };
+    let mut explicit = None;
+    let mut wildcard = None;
     for member in accept_encoding.split(|&byte| byte == b',') {
         let Some((name, quality)) = parse_coding(member) else {
             continue;
         };
         if names_coding(name, coding) {
-            explicit = explicit.merge(quality);
+            explicit = Some(merge(explicit, quality));
         } else if name == b"*" {
-            wildcard = wildcard.merge(quality);
+            wildcard = Some(merge(wildcard, quality));
         }
     }
-    match explicit {
-        Preference::Unlisted => wildcard == Preference::Acceptable,
-        listed => listed == Preference::Acceptable,
-    }
-}
-
-/// What the listings of one coding (or of `*`) in Accept-Encoding add up to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Preference {
-    Unlisted,
-    Acceptable,
-    Refused,
-}
-
-impl Preference {
-    /// Combines another listing with weight `quality` (thousandths); a refusal is final.
-    fn merge(self, quality: u16) -> Self {
-        match (self, quality) {
-            (Preference::Refused, _) | (_, 0) => Preference::Refused,
-            _ => Preference::Acceptable,
-        }
-    }
+    explicit.or(wildcard)
 }
 
 /// One member of an entity-tag list (`If-None-Match`, `If-Range`).

@@ -3,6 +3,7 @@
 
 pub mod chunked;
 pub mod conditional;
+pub mod encoding;
 pub mod hop;
 pub mod mime;
 pub mod range;

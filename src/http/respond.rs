@@ -61,6 +61,10 @@ pub trait Respond {
     fn intercepts(&self, _status: u16) -> bool {
         false
     }
+
+    /// The body that follows (said before the head) is a large file to send as it is: not
+    /// to be compressed in the worker's loop.
+    fn send_as_is(&mut self) {}
 }
 
 /// Answers `status` with its error page, else a short plain-text body naming it, and `extra`

@@ -18,7 +18,7 @@ use crate::http::response::format_into;
 use crate::shared::{limit_key, Conns, Hold, LimitClock, Rate, Rates, Shared, Taken, Verdict};
 use crate::stats::GuardEvent;
 
-use super::filter::{Check, Subject};
+use super::filter::{Check, FilterState, Subject};
 
 /// What a connection keeps of the limits between its requests.
 #[derive(Debug, Default)]
@@ -169,13 +169,14 @@ impl<'c> RateLimit<'c> {
     }
 
     /// Counts the request in its key's bucket: it goes on, waits for its turn (`delay`), or
-    /// is answered 429 with `Retry-After` (whole seconds, rounded up).
+    /// is answered 429 with `Retry-After` (whole seconds, rounded up). What it did is
+    /// counted in `state`.
     pub fn check(
         &self,
         subject: &Subject,
         standing: &mut Standing,
         respond: &mut impl Respond,
-        events: &mut [u64; GuardEvent::ALL.len()],
+        state: &mut FilterState,
     ) -> Check {
         if standing.turn_taken {
             return Check::Pass;
@@ -197,12 +198,12 @@ impl<'c> RateLimit<'c> {
         match self.rates.take(key, self.rate, self.clock.nanos(now)) {
             Verdict::Within { ahead_nanos } if ahead_nanos == 0 || !self.limit.delay => Check::Pass,
             Verdict::Within { ahead_nanos } => {
-                events[GuardEvent::RequestDelayed as usize] += 1;
+                state.count(GuardEvent::RequestDelayed);
                 standing.turn_taken = true;
                 Check::Wait(now + Duration::from_nanos(ahead_nanos))
             }
             Verdict::Over { retry_nanos } => {
-                events[GuardEvent::RequestRefused as usize] += 1;
+                state.count(GuardEvent::RequestRefused);
                 let seconds = retry_nanos.div_ceil(1_000_000_000).max(1);
                 let mut digits = [0u8; 20];
                 let retry_after = format_into(&mut digits, format_args!("{seconds}"));

@@ -8,7 +8,9 @@
 //! deadlines, logging, and what the limits keep of it between requests ([`Standing`]).
 
 mod answer;
+mod auth;
 mod client;
+mod compress;
 mod filter;
 pub mod guard;
 mod names;
@@ -29,6 +31,7 @@ use crate::config::answer::Parts;
 use crate::config::cidr::Cidr;
 use crate::config::{Address, Config, Server};
 use crate::files::{Answer, FileRequest, StaticFiles};
+use crate::http::encoding;
 use crate::http::request::{self, Method, RequestHead};
 use crate::http::respond::respond_simple;
 use crate::http::target;
@@ -36,7 +39,7 @@ use crate::io::{Buffers, Input, SpillDir};
 use crate::proxy::{Env, Exchange, Offloads, Preconditions, Start, Step, Upstreams};
 use crate::shared::Shared;
 use crate::stats::{CacheEvent, GuardEvent, NO_ROUTE};
-use filter::{Check, Subject};
+use filter::{Check, FilterState, RequestFilter, Subject};
 pub use guard::Standing;
 use guard::{Admission, ConnectionLimit, Guards};
 use offload::Replay;
@@ -165,8 +168,9 @@ pub struct Pipeline<'c> {
     trusted_proxies: &'c [Cidr],
     /// The response cache (`[cache]`), for routes with `cache = true`.
     cache: Option<Cache>,
-    /// What the limits on clients did in this worker, in `stats::GuardEvent::ALL` order.
-    guard_events: [u64; GuardEvent::ALL.len()],
+    /// What request filters keep between requests (verified credentials), and what the
+    /// limits on clients did.
+    filter_state: FilterState,
 }
 
 impl<'c> Pipeline<'c> {
@@ -215,13 +219,13 @@ impl<'c> Pipeline<'c> {
                 .cache
                 .as_ref()
                 .map(|store| Cache::new(store, instance.map(cache_counts))),
-            guard_events: [0; GuardEvent::ALL.len()],
+            filter_state: FilterState::default(),
         })
     }
 
     /// What the limits on clients did in this worker, in `stats::GuardEvent::ALL` order.
     pub fn guard_events(&self) -> [u64; GuardEvent::ALL.len()] {
-        self.guard_events
+        self.filter_state.limit_events
     }
 
     /// What the response cache did in this worker, in `stats::CacheEvent::ALL` order.
@@ -274,9 +278,9 @@ impl<'c> Pipeline<'c> {
         };
         match admission {
             Admission::Counted => {}
-            Admission::Uncounted => self.guard_events[GuardEvent::ConnectionUncounted as usize] += 1,
+            Admission::Uncounted => self.filter_state.count(GuardEvent::ConnectionUncounted),
             Admission::Over => {
-                self.guard_events[GuardEvent::ConnectionRefused as usize] += 1;
+                self.filter_state.count(GuardEvent::ConnectionRefused);
                 respond.close_after();
                 return refuse(503, &mut respond, routed);
             }
@@ -287,6 +291,21 @@ impl<'c> Pipeline<'c> {
         let (Ok(url), Some(route)) = (&url, route) else {
             // A body over `[limits]` is refused as the parser used to (a route may allow more).
             let too_large = body_over(head, self.max_body_bytes);
+            // The server's guards hold for paths it has no route for: a refused client learns
+            // nothing of which exist.
+            if !too_large && url.is_ok() {
+                let subject = Subject {
+                    request,
+                    client: routed.client,
+                    now,
+                };
+                let state = &mut self.filter_state;
+                match run(&site.request_filters, &subject, state, standing, &mut respond) {
+                    Check::Pass => {}
+                    Check::Answered => return Outcome::Answered(routed),
+                    Check::Wait(turn) => return Outcome::Wait(Wait::Turn(turn)),
+                }
+            }
             let status = match (too_large, url.is_err()) {
                 (true, _) => 413,
                 (false, true) => 400,
@@ -305,12 +324,11 @@ impl<'c> Pipeline<'c> {
             client: routed.client,
             now,
         };
-        for filter in &route.request_filters {
-            match filter.check(&subject, standing, &mut respond, &mut self.guard_events) {
-                Check::Pass => {}
-                Check::Answered => return Outcome::Answered(routed),
-                Check::Wait(turn) => return Outcome::Wait(Wait::Turn(turn)),
-            }
+        let state = &mut self.filter_state;
+        match run(&route.request_filters, &subject, state, standing, &mut respond) {
+            Check::Pass => {}
+            Check::Answered => return Outcome::Answered(routed),
+            Check::Wait(turn) => return Outcome::Wait(Wait::Turn(turn)),
         }
         let collect_body = route.buffers_requests && self.spill.is_some();
         let (upstream, target_start) = match &route.handler {
@@ -343,6 +361,11 @@ impl<'c> Pipeline<'c> {
                 None => return refuse(400, &mut respond, routed),
             },
         };
+        // The upstream's answer, or the cache's, is compressed if the client accepts it.
+        if route.config.compress.is_some() {
+            let accepted = head.field(buf, "accept-encoding");
+            respond.offer_compression(encoding::choose(accepted, &encoding::CODINGS));
+        }
         let caching = route.config.cache.as_ref().zip(self.cache.as_ref());
         if let Some((rules, cache)) = caching.filter(|_| matches!(head.method, Method::Get | Method::Head)) {
             match cache.lookup(rules, head, buf, (request.secure, host), request.waited) {
@@ -534,6 +557,7 @@ fn responder<'r>(
     Responder::new(reply, filters, spill)
         .with_parts(parts)
         .with_pages(pages, intercept)
+        .with_compress(route.and_then(|r| r.config.compress.as_ref()))
 }
 
 /// What goes upstream for a request whose answer the cache may store: a GET asks for the
@@ -549,7 +573,6 @@ fn preconditions(fill: &Fill) -> Preconditions<'_> {
     }
 }
 
-/// Whether `head` announces a body longer than `limit`.
 /// The cache's counts in the instance's shared state.
 fn cache_counts(instance: &'static Shared) -> cache::Counts {
     cache::Counts {
@@ -558,8 +581,23 @@ fn cache_counts(instance: &'static Shared) -> cache::Counts {
     }
 }
 
+/// Whether `head` announces a body longer than `limit`.
 fn body_over(head: &RequestHead, limit: u64) -> bool {
     matches!(head.framing, request::Framing::Length(n) if n > limit)
+}
+
+/// Runs `filters` on the request in `subject` until one answers it or has it wait.
+fn run(
+    filters: &[RequestFilter],
+    subject: &Subject,
+    state: &mut FilterState,
+    standing: &mut Standing,
+    respond: &mut Responder,
+) -> Check {
+    (filters.iter())
+        .map(|filter| filter.check(subject, state, standing, respond))
+        .find(|check| *check != Check::Pass)
+        .unwrap_or(Check::Pass)
 }
 
 /// Answers with an error status before any handler did.

@@ -8,15 +8,19 @@
 
 use std::sync::Arc;
 
+use super::compress::Compression;
 use super::filter::ResponseFilter;
 use crate::config::answer::Parts;
-use crate::config::ErrorPages;
+use crate::config::{Compress, ErrorPages};
+use crate::http::encoding::Choice;
 use crate::http::request::{Method, RequestHead, Version};
 use crate::http::respond::{BodyPart, ErrorPage, Respond};
 use crate::http::response::{
     self, ConnectionHeader, Length, LengthHeader, Persistence, ResponseHead, CONTINUE,
 };
-use crate::io::{Output, SpillDir};
+use std::os::unix::fs::FileExt;
+
+use crate::io::{FileBody, Output, SpillDir};
 
 /// Where a request's `Expect: 100-continue` stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +66,7 @@ pub struct Response {
     expect: Continue,
     progress: Progress,
     body_bytes: u64,
+    compression: Compression,
 }
 
 impl Response {
@@ -78,6 +83,7 @@ impl Response {
             },
             progress: Progress::Waiting,
             body_bytes: 0,
+            compression: Compression::Off,
         }
     }
 
@@ -90,6 +96,15 @@ impl Response {
             expect: Continue::NotExpected,
             progress: Progress::Waiting,
             body_bytes: 0,
+            compression: Compression::Off,
+        }
+    }
+
+    /// The client accepts `choice`: the body is compressed if its route compresses and its
+    /// head is worth it (see `compress.rs`).
+    pub fn offer_compression(&mut self, choice: Choice) {
+        if !self.started() {
+            self.compression = Compression::offer(choice);
         }
     }
 
@@ -187,6 +202,8 @@ pub struct Responder<'r> {
     intercept: bool,
     /// Where body bytes the client has not taken spill (a route that buffers responses).
     spill: Option<&'r SpillDir>,
+    /// The route's compression, for responses offered it.
+    compress: Option<&'r Compress>,
 }
 
 impl<'r> Responder<'r> {
@@ -206,7 +223,18 @@ impl<'r> Responder<'r> {
             pages: None,
             intercept: false,
             spill,
+            compress: None,
         }
+    }
+
+    /// Offers compression to the response (see [`Response::offer_compression`]).
+    pub fn offer_compression(&mut self, choice: Choice) {
+        self.response.offer_compression(choice);
+    }
+
+    /// Compresses the responses offered it as `compress` says (the route's).
+    pub fn with_compress(self, compress: Option<&'r Compress>) -> Responder<'r> {
+        Responder { compress, ..self }
     }
 
     /// Answers error statuses with `pages` (and an upstream's too, if `intercept`).
@@ -285,6 +313,8 @@ impl Respond for Responder<'_> {
         for filter in self.filters {
             filter.head(self.head, self.parts.as_ref());
         }
+        let method = self.response.method;
+        self.response.compression.decide(self.head, method, self.compress);
         // A client holding its body back on a connection that stays open must send it, or
         // its next request could not be found after it; one that closes is not asked.
         if self.response.expect == Continue::Awaited && self.response.persistence.keeps_alive() {
@@ -297,10 +327,29 @@ impl Respond for Responder<'_> {
     }
 
     fn body(&mut self, part: BodyPart<'_>) {
-        self.frame(part);
+        let Compression::On(encoder) = &mut self.response.compression else {
+            return self.frame(part);
+        };
+        let mut compressed = Vec::new();
+        let pushed = match &part {
+            BodyPart::Bytes(bytes) => encoder.push(bytes, &mut compressed),
+            BodyPart::Shared(shared) => encoder.push(shared.as_bytes(), &mut compressed),
+            BodyPart::File(file) => read_range(file, |piece| encoder.push(piece, &mut compressed)),
+        };
+        if let Err(e) = pushed {
+            log::warn!("compressing a response failed: {e}");
+        }
+        self.frame(BodyPart::Bytes(&compressed));
     }
 
     fn end(&mut self) {
+        if let Compression::On(encoder) = std::mem::take(&mut self.response.compression) {
+            let mut last = Vec::new();
+            if let Err(e) = encoder.finish(&mut last) {
+                log::warn!("compressing a response failed: {e}");
+            }
+            self.frame(BodyPart::Bytes(&last));
+        }
         if let Progress::Body { status, framing } = self.response.progress {
             if framing == Framing::Chunked {
                 self.output.append(b"0\r\n\r\n", self.spill);
@@ -331,6 +380,26 @@ impl Respond for Responder<'_> {
     fn intercepts(&self, status: u16) -> bool {
         self.intercept && self.error_page(status).is_some()
     }
+
+    fn send_as_is(&mut self) {
+        if !self.response.started() {
+            self.response.compression = Compression::Off;
+        }
+    }
+}
+
+/// Reads `file`'s range in pieces, for a compressor (the response cache's entries come as
+/// files; larger ones than `cache::serve`'s bound are sent as they are).
+fn read_range(file: &FileBody, mut take: impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+    let mut piece = vec![0u8; 64 * 1024];
+    let mut done = 0;
+    while done < file.len {
+        let n = piece.len().min((file.len - done) as usize);
+        file.file.read_exact_at(&mut piece[..n], file.offset + done)?;
+        take(&piece[..n])?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -64,6 +64,8 @@ pub struct Site<'c> {
     pub index: usize,
     pub config: &'c crate::config::Server,
     pub routes: Vec<Route<'c>>,
+    /// What a request no route takes passes before its 404: the server's own guards.
+    pub request_filters: Vec<RequestFilter<'c>>,
     /// What a response no route made (a 404) goes through: the server's header rules.
     pub response_filters: Vec<ResponseFilter<'c>>,
     /// Some route's `response_headers` name parts of the request: a proxied response, whose
@@ -223,6 +225,11 @@ impl<'c> Sites<'c> {
                 }),
                 connection_limit: (server.limit_connections.as_ref())
                     .map(|limit| ConnectionLimit::new(limit, guards)),
+                request_filters: RequestFilter::guards(
+                    (server.limit_requests.as_ref()).map(|limit| RateLimit::new(limit, guards)),
+                    server.access.as_ref(),
+                    server.basic_auth.as_ref(),
+                ),
                 response_filters: (!server.response_headers.is_empty())
                     .then_some(ResponseFilter::Headers(&server.response_headers))
                     .into_iter()
@@ -256,10 +263,11 @@ impl<'c> Sites<'c> {
                             config: route,
                             counted_as,
                             handler,
-                            request_filters: (route.limit_requests.as_ref())
-                                .map(|limit| RequestFilter::Rate(RateLimit::new(limit, guards)))
-                                .into_iter()
-                                .collect(),
+                            request_filters: RequestFilter::guards(
+                                (route.limit_requests.as_ref()).map(|limit| RateLimit::new(limit, guards)),
+                                route.access.as_ref(),
+                                route.basic_auth.as_ref(),
+                            ),
                             response_filters,
                             buffers_responses: has_upstream && route.response_buffering,
                             buffers_requests: has_upstream && route.request_buffering,

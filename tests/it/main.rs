@@ -2,11 +2,14 @@
 //! raw HTTP/1.1 to it over 127.0.0.1.
 
 mod access_log;
+mod access_rules;
 mod bad_input;
+mod basic_auth;
 mod cache;
 mod check;
 mod cli;
 mod client_limits;
+mod compress;
 mod deploy;
 mod exhaustion;
 mod freshness;

@@ -81,7 +81,7 @@ pub enum Behaviour {
 }
 
 impl Behaviour {
-    /// A trickling 200 of `length` bytes and the sender that feeds it.
+    /// A trickling 200 (text/plain) of `length` bytes and the sender that feeds it.
     pub fn trickle(length: usize) -> (Sender<Vec<u8>>, Behaviour) {
         let (sender, receiver) = channel();
         let behaviour = Behaviour::Trickle {
@@ -734,7 +734,7 @@ impl Conn {
             return;
         }
         let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n{}\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {length}\r\n{}\r\n",
             self.identity_lines()
         );
         if self.write(head.as_bytes()).is_err() {

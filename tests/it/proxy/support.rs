@@ -220,7 +220,7 @@ impl Body {
     }
 
     /// Up to `max` body bytes; empty once the body is complete.
-    fn read_some(&mut self, stream: &mut TcpStream, max: usize) -> Vec<u8> {
+    pub fn read_some(&mut self, stream: &mut TcpStream, max: usize) -> Vec<u8> {
         if self.done {
             return Vec::new();
         }
