@@ -478,3 +478,16 @@ fn a_header_key_limits_each_value_apart_and_leaves_requests_without_it_alone() {
         ["200", "200", "429", "429", "200", "200", "200", "200"]
     );
 }
+
+#[test]
+fn a_server_s_limit_counts_its_routes_and_the_paths_no_route_takes_in_one_bucket() {
+    let config = "access_log = \"off\"\n[[server]]\nlisten = [\"127.0.0.1:1\"]\n\
+                  limit_requests = { rate = \"1/m\", burst = 1 }\n\
+                  [[server.route]]\nexact = \"/a.txt\"\nroot = \"{dir}/site\"\n";
+    let mut d = Driver::new(config, FILES);
+    d.send(b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n");
+    d.send(GET_A);
+    d.send(GET_A);
+    d.send(b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(statuses(&d.received()), ["404", "200", "429", "429"]);
+}
