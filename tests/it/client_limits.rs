@@ -209,9 +209,11 @@ fn two_clients_keep_separate_buckets_and_a_request_without_the_key_is_not_limite
     }
     let refused = status(Some("alice"));
     assert_eq!(refused.status, 429);
-    // Three counted at 1/m with a burst of 2: the next one goes about a minute from now.
+    // Three counted at 1/m with a burst of 2: the next one goes about a minute from now (a
+    // second more when the worker that refused read the time at the start of a busy loop
+    // turn, before the other counted the first request).
     let retry: u64 = refused.retry_after.expect("Retry-After").parse().unwrap();
-    assert!((50..=60).contains(&retry), "Retry-After: {retry}");
+    assert!((50..=62).contains(&retry), "Retry-After: {retry}");
     assert_eq!(
         status(Some("carol")).status,
         200,
