@@ -161,7 +161,9 @@ fn route_lookup(c: &mut Criterion) {
         shoal::config::load_text(std::path::Path::new("bench.toml"), &text).expect("bench config")
     };
     for (name, config) in [("1000 routes", config(1000, 20)), ("3 routes", config(1, 1))] {
-        let (sites, _) = shoal::pipeline::sites::Sites::new(&config, &config.listen_addresses()).unwrap();
+        let guards = shoal::pipeline::guard::Guards::new(shoal::shared::Shared::create().unwrap());
+        let (sites, _) =
+            shoal::pipeline::sites::Sites::new(&config, &config.listen_addresses(), &guards).unwrap();
         let site = sites.site(0);
         for path in [
             "/section/0/page.html",

@@ -49,6 +49,8 @@ pub struct Counters {
     pub tls_failures: [u64; TlsFailure::ALL.len()],
     /// What the response cache did, in [`CacheEvent::ALL`] order.
     pub cache: [u64; CacheEvent::ALL.len()],
+    /// What the limits on clients did, in [`GuardEvent::ALL`] order.
+    pub guards: [u64; GuardEvent::ALL.len()],
 }
 
 /// What a worker saw of one upstream.
@@ -151,6 +153,39 @@ impl CacheEvent {
             CacheEvent::Collapsed => "collapsed",
             CacheEvent::Revalidated => "revalidated",
             CacheEvent::Stored => "stored",
+        }
+    }
+}
+
+/// What the limits on clients did, as counted ([`Counters::guards`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardEvent {
+    /// A request over its route's `limit_requests` was answered 429.
+    RequestRefused,
+    /// A request within the burst waited for its turn (`delay = true`).
+    RequestDelayed,
+    /// A connection over its server's `limit_connections` was answered 503 and closed.
+    ConnectionRefused,
+    /// The connections table had no room in the client's region: a connection went
+    /// uncounted.
+    ConnectionUncounted,
+}
+
+impl GuardEvent {
+    pub const ALL: [GuardEvent; 4] = [
+        GuardEvent::RequestRefused,
+        GuardEvent::RequestDelayed,
+        GuardEvent::ConnectionRefused,
+        GuardEvent::ConnectionUncounted,
+    ];
+
+    /// The metric label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            GuardEvent::RequestRefused => "request_refused",
+            GuardEvent::RequestDelayed => "request_delayed",
+            GuardEvent::ConnectionRefused => "connection_refused",
+            GuardEvent::ConnectionUncounted => "connection_uncounted",
         }
     }
 }
@@ -277,6 +312,7 @@ impl Counters {
         }
         put_array(out, &self.tls_failures);
         put_array(out, &self.cache);
+        put_array(out, &self.guards);
     }
 
     /// The counters in `bytes` (as [`Counters::encode`] wrote them), or `None` if they are
@@ -319,6 +355,7 @@ impl Counters {
         }
         counters.tls_failures = r.array()?;
         counters.cache = r.array()?;
+        counters.guards = r.array()?;
         r.bytes.is_empty().then_some(counters)
     }
 
@@ -453,6 +490,7 @@ mod tests {
         counters.upstreams = vec![upstream, UpstreamCounters::default()];
         counters.tls_failures[TlsFailure::Timeout as usize] = 5;
         counters.cache[CacheEvent::Collapsed as usize] = 7;
+        counters.guards[GuardEvent::RequestDelayed as usize] = 8;
         counters
     }
 
@@ -465,10 +503,11 @@ mod tests {
         Counters::default().encode(&mut wire);
         let tls_failures = [6, 0, 0, 0, 0, 0, 0];
         let cache = [6, 0, 0, 0, 0, 0, 0];
+        let guards = [4, 0, 0, 0, 0];
         assert_eq!(
             wire,
-            [&[0; 6][..], &tls_failures, &cache].concat(),
-            "empty counters: zeros, six TLS kinds, six cache events"
+            [&[0; 6][..], &tls_failures, &cache, &guards].concat(),
+            "empty counters: zeros, six TLS kinds, six cache events, four guard events"
         );
         assert_eq!(Counters::decode(&wire), Some(Counters::default()));
     }

@@ -17,6 +17,7 @@ use toml::Spanned;
 use super::access::{AccessRules, BasicAuth};
 use super::answer::{Fixed, Redirect, Template, REDIRECT_STATUSES};
 use super::cidr::Cidr;
+use super::guard::{self, ConnectionLimit, RawRequestLimit, RequestLimit};
 use super::htpasswd::Htpasswd;
 use super::run_as::{self, RunAs};
 use super::tls::Identity;
@@ -31,7 +32,7 @@ use super::{
 use crate::http::encoding;
 use crate::http::request::is_token_byte;
 use crate::http::respond::ErrorPage;
-use crate::shared::MAX_CONNS;
+use crate::shared::{MAX_CONNECTIONS_PER_CLIENT, MAX_CONNS};
 
 /// A config that cannot be used, located as precisely as we can.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +203,8 @@ struct RawServer {
     tls: Option<Spanned<RawTls>>,
     redirect_https: Option<Spanned<bool>>,
     hsts: Option<Spanned<String>>,
+    limit_requests: Option<Spanned<RawRequestLimit>>,
+    limit_connections: Option<Spanned<i64>>,
     compress: Option<bool>,
     compress_types: Option<Vec<Spanned<String>>>,
     compress_min_bytes: Option<Size>,
@@ -289,6 +292,7 @@ struct RawRoute {
     stale_while_revalidate: Option<Spanned<Span>>,
     stale_if_error: Option<Spanned<Span>>,
     cache_lock_timeout: Option<Spanned<Span>>,
+    limit_requests: Option<Spanned<RawRequestLimit>>,
     index: Option<Vec<Spanned<String>>>,
     cache_control: Option<String>,
     dotfiles: Option<Dotfiles>,
@@ -888,6 +892,39 @@ impl Builder<'_> {
             }
             names.push(name);
         }
+        // What names the server's limits in the shared memory, the same at every reload
+        // that keeps its addresses and names.
+        let scope = format!(
+            "server {} names {}",
+            (listen.iter().map(ToString::to_string))
+                .collect::<Vec<_>>()
+                .join(","),
+            (names.iter().map(ToString::to_string))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let server_limit = (server.limit_requests.as_ref())
+            .map(|raw| self.request_limit(raw, scope.clone()))
+            .transpose()?;
+        for route in &mut routes {
+            let label = route.label();
+            match &mut route.limit_requests {
+                Some(own) => own.scope = format!("{scope} route {label}"),
+                None if route.internal => {}
+                None => route.limit_requests.clone_from(&server_limit),
+            }
+        }
+        let limit_connections = match &server.limit_connections {
+            Some(max) => Some(ConnectionLimit {
+                max: self.count(
+                    max,
+                    "limit_connections",
+                    1..i64::from(MAX_CONNECTIONS_PER_CLIENT) + 1,
+                )? as u32,
+                scope,
+            }),
+            None => None,
+        };
         Ok(Server {
             listen,
             access_log_format: LogFormat::default(),
@@ -903,6 +940,8 @@ impl Builder<'_> {
             unix_access,
             tls: server.tls.as_ref().map(|tls| self.tls(tls)).transpose()?,
             redirect_https,
+            limit_connections,
+            limit_requests: server_limit,
             access,
             basic_auth,
         })
@@ -1221,6 +1260,15 @@ impl Builder<'_> {
             }
         }
         let cache = self.route_cache(route, &serve)?;
+        if let (true, Some(limit)) = (internal, &route.limit_requests) {
+            let why = "limit_requests goes on the route that proxies (an internal route's requests \
+                       are offloaded answers of requests already limited there)";
+            return self.fail(limit.span(), why);
+        }
+        // (Its scope is completed by its server, which knows its own.)
+        let limit_requests = (route.limit_requests.as_ref())
+            .map(|raw| self.request_limit(raw, String::new()))
+            .transpose()?;
         let upgrades = route
             .upgrade
             .as_ref()
@@ -1245,6 +1293,7 @@ impl Builder<'_> {
             error_pages: self.error_pages(route.error_pages.as_ref())?,
             intercept_errors: intercept_errors.is_some_and(|i| *i.get_ref()),
             cache,
+            limit_requests,
             matching,
             ..built
         })
@@ -1333,6 +1382,33 @@ impl Builder<'_> {
             lock_timeout: (route.cache_lock_timeout.as_ref())
                 .map_or(DEFAULT_CACHE_LOCK_TIMEOUT, |span| span.get_ref().0),
         }))
+    }
+
+    /// `limit_requests`, declared at `scope`: a rate, a burst, a key.
+    fn request_limit(
+        &self,
+        raw: &Spanned<RawRequestLimit>,
+        scope: String,
+    ) -> Result<RequestLimit, ConfigError> {
+        let limit = raw.get_ref();
+        let interval = guard::parse_rate(limit.rate.get_ref())
+            .or_else(|why| self.fail(limit.rate.span(), format!("limit_requests: {why}")))?;
+        let burst = match &limit.burst {
+            Some(burst) => self.count(burst, "limit_requests: burst", 0..guard::MAX_BURST + 1)? as u32,
+            None => 0,
+        };
+        let key = match &limit.key {
+            Some(key) => guard::parse_key(key.get_ref())
+                .or_else(|why| self.fail(key.span(), format!("limit_requests: {why}")))?,
+            None => guard::LimitKey::Client,
+        };
+        Ok(RequestLimit {
+            interval,
+            burst,
+            key,
+            delay: limit.delay,
+            scope,
+        })
     }
 
     /// `request_headers` (toward the upstream) or `response_headers` (toward the client):
@@ -2441,6 +2517,104 @@ pid_file =",
             nameless.contains("127.0.0.1:8080 is shared with the server at line 1: this one needs `names`"),
             "{nameless}"
         );
+    }
+
+    #[test]
+    fn a_route_has_its_own_request_limit_or_its_servers() {
+        let text = "[[server]]\nlisten = [\"127.0.0.1:8080\"]\nnames = [\"a.test\"]\n\
+                    limit_requests = { rate = \"10/s\", burst = 20 }\nlimit_connections = 20\n\
+                    [[server.route]]\nprefix = \"/\"\nroot = \"public\"\n\
+                    [[server.route]]\nexact = \"/login\"\nroot = \"public\"\n\
+                    limit_requests = { rate = \"30/m\", key = \"header:X-Api-Key\", delay = true }\n";
+        let config = load(text).unwrap();
+        let server = &config.servers[0];
+        let scope = "server 127.0.0.1:8080 names a.test";
+        assert_eq!(
+            server.limit_connections,
+            Some(ConnectionLimit {
+                max: 20,
+                scope: scope.to_string()
+            })
+        );
+        let limit_of = |label: &str| {
+            let route = server.routes.iter().find(|r| r.label() == label).unwrap();
+            route.limit_requests.clone().expect("a limit")
+        };
+        assert_eq!(
+            limit_of("/"),
+            RequestLimit {
+                interval: Duration::from_millis(100),
+                burst: 20,
+                key: guard::LimitKey::Client,
+                delay: false,
+                scope: scope.to_string(),
+            }
+        );
+        assert_eq!(
+            limit_of("= /login"),
+            RequestLimit {
+                interval: Duration::from_secs(2),
+                burst: 0,
+                key: guard::LimitKey::Header("x-api-key".to_string()),
+                delay: true,
+                scope: format!("{scope} route = /login"),
+            }
+        );
+        let plain = load(MINIMAL).unwrap();
+        assert_eq!(plain.servers[0].limit_connections, None);
+        assert_eq!(plain.servers[0].routes[0].limit_requests, None);
+    }
+
+    #[test]
+    fn limits_are_checked_at_their_values() {
+        assert_refused(
+            route,
+            &[
+                (
+                    "limit_requests = { rate = \"10/h\" }",
+                    "FILE:6:27: limit_requests: rate `10/h` is not a rate like \"10/s\"",
+                ),
+                (
+                    "limit_requests = { rate = \"10/s\", burst = -1 }",
+                    "FILE:6:43: limit_requests: burst must be between 0 and 1000000, not -1",
+                ),
+                (
+                    "limit_requests = { rate = \"10/s\", key = \"ip\" }",
+                    "FILE:6:41: limit_requests: key `ip` is neither \"client\" nor \"header:NAME\"",
+                ),
+                (
+                    "limit_requests = { burst = 5 }",
+                    "FILE:6:18: missing field `rate`",
+                ),
+                (
+                    "limit_requests = { rate = \"1/s\", nodelay = true }",
+                    "FILE:6:34: unknown field `nodelay`",
+                ),
+                (
+                    "internal = true\nlimit_requests = { rate = \"1/s\" }",
+                    "FILE:7:18: limit_requests goes on the route that proxies",
+                ),
+            ],
+        );
+        let server = |line: &str| {
+            load(&format!(
+                "[[server]]\nlisten = [\"127.0.0.1:8080\"]\n{line}\n[[server.route]]\nprefix = \"/\"\nroot = \"public\"\n"
+            ))
+        };
+        assert_refused(
+            server,
+            &[
+                (
+                    "limit_connections = 0",
+                    "FILE:3:21: limit_connections must be between 1 and 256, not 0",
+                ),
+                (
+                    "limit_connections = 257",
+                    "FILE:3:21: limit_connections must be between 1 and 256, not 257",
+                ),
+            ],
+        );
+        assert!(server("limit_connections = 256").is_ok());
     }
 
     /// `text` loaded from a directory holding `public/` and `files` (name, contents);

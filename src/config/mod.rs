@@ -9,6 +9,7 @@ pub mod answer;
 pub mod cidr;
 mod der;
 mod file;
+pub mod guard;
 pub mod htpasswd;
 mod ocsp;
 mod run_as;
@@ -24,6 +25,7 @@ use crate::http::request::{tokens, HeadLimits};
 use crate::http::respond::ErrorPage;
 use answer::Template;
 pub use file::{load_file, load_text, ConfigError};
+pub use guard::{ConnectionLimit, LimitKey, RequestLimit};
 pub use run_as::RunAs;
 
 /// Everything one shoal instance needs to run.
@@ -284,6 +286,12 @@ pub struct Server {
     /// `redirect_https` (plain servers): every request is answered with a 301 to the same
     /// host and URI over https, but ACME HTTP-01 challenges, which route as usual.
     pub redirect_https: bool,
+    /// `limit_connections`: a client address holding this many connections to the server
+    /// (in every worker together) has its next connection's first request answered 503.
+    pub limit_connections: Option<ConnectionLimit>,
+    /// Its own `limit_requests`: its routes' unless they have their own (sharing its
+    /// buckets), and what counts requests no route takes (before their 404).
+    pub limit_requests: Option<RequestLimit>,
     /// Its own `allow` / `deny`: its routes' unless they have their own, and what a request
     /// no route takes is checked against (before its 404).
     pub access: Option<access::AccessRules>,
@@ -484,6 +492,8 @@ pub struct Route {
     pub intercept_errors: bool,
     /// Upstream responses are stored in and answered from the cache (`cache = true`).
     pub cache: Option<RouteCache>,
+    /// `limit_requests`: its own, else its server's.
+    pub limit_requests: Option<RequestLimit>,
     /// Responses are compressed for clients that accept it (`compress = true`).
     pub compress: Option<Compress>,
     /// `allow` / `deny`: the route's own, else its server's.
@@ -516,6 +526,7 @@ impl Route {
             error_pages: ErrorPages::default(),
             intercept_errors: false,
             cache: None,
+            limit_requests: None,
             compress: None,
             access: None,
             basic_auth: None,
@@ -872,6 +883,8 @@ impl Config {
                 unix_access: Vec::new(),
                 tls: None,
                 redirect_https: false,
+                limit_connections: None,
+                limit_requests: None,
                 access: None,
                 basic_auth: None,
             }],

@@ -106,10 +106,15 @@ impl Master {
     pub(super) fn reclaim_from(&self, pid: Pid) {
         let pid = pid.as_raw() as u32;
         let freed = self.shared_state.reclaim(|holder| holder == pid);
-        if freed > 0 {
-            info!("worker pid {pid} held {freed} upstream permits; they are free again");
+        if freed.permits > 0 {
+            let permits = freed.permits;
+            info!("worker pid {pid} held {permits} upstream permits; they are free again");
             // Requests queued in the other workers may take them now.
             self.shared_state.bell.ring();
+        }
+        if freed.connections > 0 {
+            let connections = freed.connections;
+            info!("worker pid {pid} had {connections} client connections counted under limit_connections; they no longer count");
         }
     }
 
@@ -142,7 +147,7 @@ impl Master {
             .map(|w| w.pid.as_raw() as u32)
             .collect();
         let shared = self.shared_state;
-        if shared.reclaim(|pid| !ours.contains(&pid) && !alive(pid)) > 0 {
+        if shared.reclaim(|pid| !ours.contains(&pid) && !alive(pid)).permits > 0 {
             shared.bell.ring();
         }
         let foreign = shared.seat_holders().iter().any(|pid| !ours.contains(pid));

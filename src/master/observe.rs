@@ -12,7 +12,7 @@ use crate::prometheus::{Exposition, Kind};
 use crate::shared::RowKey;
 use std::sync::atomic::Ordering;
 
-use crate::stats::{CacheEvent, TlsFailure, UpstreamError, LATENCY_BOUNDS_SECONDS};
+use crate::stats::{CacheEvent, GuardEvent, TlsFailure, UpstreamError, LATENCY_BOUNDS_SECONDS};
 use crate::status::{
     MasterStatus, RestartReason, RetiringWorker, ServerStatus, SlotStatus, Status, UpstreamStatus,
     WorkerState,
@@ -223,6 +223,18 @@ impl Master {
             cache_events,
         );
         self.cache_metrics(&mut out);
+        let help = "What the limits on clients did, by event (request_refused: 429 over \
+                    limit_requests; request_delayed: waited for its turn; connection_refused: 503 \
+                    over limit_connections; connection_uncounted: no room in the table).";
+        both(
+            &mut out,
+            "limit_events_total",
+            counter,
+            help,
+            &total,
+            &per_slot,
+            guard_events,
+        );
         self.server_gauges(&mut out, &labels);
         self.queue_metrics(&mut out, &total);
         self.restart_counters(&mut out);
@@ -500,6 +512,17 @@ fn cache_events(tally: &Tally) -> Series {
             (
                 vec![("event", event.name().to_string())],
                 tally.cache[event as usize],
+            )
+        })
+        .collect()
+}
+
+fn guard_events(tally: &Tally) -> Series {
+    (GuardEvent::ALL.iter())
+        .map(|&event| {
+            (
+                vec![("event", event.name().to_string())],
+                tally.guards[event as usize],
             )
         })
         .collect()

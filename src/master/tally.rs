@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use crate::config::Config;
-use crate::stats::{add_each, CacheEvent, Counters, TlsFailure, UpstreamCounters, NO_ROUTE, STATUS_CLASSES};
+use crate::stats::{
+    add_each, CacheEvent, Counters, GuardEvent, TlsFailure, UpstreamCounters, NO_ROUTE, STATUS_CLASSES,
+};
 
 /// The route label of responses that reached no route.
 pub const NO_ROUTE_LABEL: &str = "none";
@@ -62,6 +64,8 @@ pub struct Tally {
     pub tls_failures: [u64; TlsFailure::ALL.len()],
     /// What the response cache did, by event.
     pub cache: [u64; CacheEvent::ALL.len()],
+    /// What the limits on clients did, by event.
+    pub guards: [u64; GuardEvent::ALL.len()],
 }
 
 /// One upstream's histograms and failures, summed (its `servers_up` stays empty).
@@ -86,6 +90,7 @@ impl Tally {
         self.add_totals(counters.requests, counters.bytes_in, counters.bytes_out);
         add_each(&mut self.tls_failures, &counters.tls_failures);
         add_each(&mut self.cache, &counters.cache);
+        add_each(&mut self.guards, &counters.guards);
         for (row, route) in counters.responses.iter().zip(&labels.routes) {
             self.add_responses(route, row);
         }
@@ -99,6 +104,7 @@ impl Tally {
         self.add_totals(other.requests, other.bytes_in, other.bytes_out);
         add_each(&mut self.tls_failures, &other.tls_failures);
         add_each(&mut self.cache, &other.cache);
+        add_each(&mut self.guards, &other.guards);
         for (route, row) in &other.responses {
             self.add_responses(route, row);
         }

@@ -2,13 +2,17 @@
 //! rules, rate limits, auth); response filters see every response's head and body on the
 //! way to the client (header rules, compression).
 //!
-//! Request filters are a route's (and, for requests no route takes, a server's): `allow` /
-//! `deny` first, so a refused address never costs a password check, then `basic_auth`.
-//! What they keep from one request to the next lives in the worker's [`FilterState`].
-//! Response filters are a route's: they see each head before it goes out (body filters, such
-//! as compression, come with their per-response state).
+//! Request filters are a route's (and, for requests no route takes, a server's):
+//! `limit_requests` first (as nginx's `limit_req` comes before its access phase, so a
+//! password guesser is slowed before any password is checked), then `allow` / `deny`, so a
+//! refused address never costs a password check, then `basic_auth`. What they keep from one
+//! request to the next lives in the worker's [`FilterState`], and in the connection's
+//! [`Standing`] (a request that waited for its turn). Response filters are a route's: they
+//! see each head before it goes out (body filters, such as compression, come with their
+//! per-response state).
 
 use std::net::IpAddr;
+use std::time::Instant;
 
 use crate::config::access::{AccessRules, BasicAuth};
 use crate::config::answer::Parts;
@@ -16,20 +20,37 @@ use crate::config::{Address, HeaderRules, UpstreamServer};
 use crate::http::respond::{respond_simple, Respond};
 use crate::http::response::ResponseHead;
 use crate::http::target;
+use crate::stats::GuardEvent;
 
 use super::auth::{self, Verified};
+use super::guard::{RateLimit, Standing};
 use super::Request;
 
 /// What a request filter decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     /// The request goes on to the next filter, then the handler.
     Pass,
     /// The filter answered the request itself.
     Answered,
+    /// The request waits (in the connection's input) until this instant, then goes on
+    /// without being checked again (see [`Standing`]).
+    Wait(Instant),
+}
+
+/// What request filters look at: the request, who sent it, and when.
+pub struct Subject<'r> {
+    pub request: &'r Request<'r>,
+    /// The client's address (the address a trusted proxy or the PROXY protocol gave, else
+    /// the peer's).
+    pub client: IpAddr,
+    pub now: Instant,
 }
 
 /// A check a route runs on its requests before the handler.
 pub enum RequestFilter<'c> {
+    /// `limit_requests`: a bucket per client (or header value) for the whole instance.
+    Rate(RateLimit<'c>),
     /// `allow` / `deny`: a client address the rules refuse gets 403.
     Access(&'c AccessRules),
     /// `basic_auth`: a request without credentials the users file holds gets 401, with
@@ -42,12 +63,22 @@ pub enum RequestFilter<'c> {
 pub struct FilterState {
     /// Credentials that verified (`basic_auth`).
     pub verified: Verified,
+    /// What the limits on clients did, in [`GuardEvent::ALL`] order.
+    pub limit_events: [u64; GuardEvent::ALL.len()],
+}
+
+impl FilterState {
+    /// Counts one `event` of the limits.
+    pub fn count(&mut self, event: GuardEvent) {
+        self.limit_events[event as usize] += 1;
+    }
 }
 
 impl<'c> RequestFilter<'c> {
-    /// The filters of a route or server with these guards, in the order they run: the
-    /// address, then the credentials. Rules that refuse nobody (`deny = []`) make none.
+    /// The filters of a route or server with these guards, in the order they run: the rate,
+    /// the address, then the credentials. Rules that refuse nobody (`deny = []`) make none.
     pub fn guards(
+        rate: Option<RateLimit<'c>>,
         access: Option<&'c AccessRules>,
         basic_auth: Option<&'c BasicAuth>,
     ) -> Vec<RequestFilter<'c>> {
@@ -56,24 +87,27 @@ impl<'c> RequestFilter<'c> {
             auth,
             challenge: auth.challenge().into_bytes(),
         });
-        (access.map(RequestFilter::Access).into_iter())
+        (rate.map(RequestFilter::Rate).into_iter())
+            .chain(access.map(RequestFilter::Access))
             .chain(basic_auth)
             .collect()
     }
 }
 
 impl RequestFilter<'_> {
-    /// Lets `request`, from `client` (the address a trusted proxy or the PROXY protocol gave,
-    /// else the peer's), through, or answers it through `respond`.
+    /// Lets the request of `subject` through, has it wait, or answers it through `respond`;
+    /// what the connection keeps between requests is in `standing`.
     pub fn check(
         &self,
-        request: &Request,
-        client: IpAddr,
+        subject: &Subject,
         state: &mut FilterState,
+        standing: &mut Standing,
         respond: &mut impl Respond,
     ) -> Check {
+        let request = subject.request;
         match self {
-            RequestFilter::Access(rules) if rules.permits(client) => Check::Pass,
+            RequestFilter::Rate(limit) => limit.check(subject, standing, respond, state),
+            RequestFilter::Access(rules) if rules.permits(subject.client) => Check::Pass,
             RequestFilter::Access(_) => {
                 respond_simple(respond, 403, &[]);
                 Check::Answered

@@ -5,13 +5,14 @@
 //! sink with a head value and body parts; [`respond::Responder`] is that sink for the
 //! client: the response filters, then the framing this client gets, then its output queue.
 //! The connection (`worker/conn.rs`) owns the lifecycle around it: reading heads, keep-alive,
-//! deadlines, logging.
+//! deadlines, logging, and what the limits keep of it between requests ([`Standing`]).
 
 mod answer;
 mod auth;
 mod client;
 mod compress;
 mod filter;
+pub mod guard;
 mod names;
 mod offload;
 pub mod request_id;
@@ -37,8 +38,10 @@ use crate::http::target;
 use crate::io::{Buffers, Input, SpillDir};
 use crate::proxy::{Env, Exchange, Offloads, Preconditions, Start, Step, Upstreams};
 use crate::shared::Shared;
-use crate::stats::{CacheEvent, NO_ROUTE};
-use filter::{Check, FilterState, RequestFilter};
+use crate::stats::{CacheEvent, GuardEvent, NO_ROUTE};
+use filter::{Check, FilterState, RequestFilter, Subject};
+pub use guard::Standing;
+use guard::{Admission, ConnectionLimit, Guards};
 use offload::Replay;
 use request_id::{RequestId, RequestIds};
 use respond::{Reply, Responder};
@@ -131,10 +134,21 @@ pub enum Outcome {
     Answered(Routed),
     /// An upstream answers: the connection pumps the exchange until it ends.
     Proxying(Routed, Exchange),
-    /// Another request is fetching the cache entry this one wants: the connection keeps the
-    /// request and hands it over again shortly, for at most this long (its lock timeout),
-    /// then with `waited_out`. Nothing was answered or counted.
-    Wait(Duration),
+    /// The request waits: the connection keeps it (in its input) and hands it over again
+    /// as the [`Wait`] says. Nothing was answered or counted.
+    Wait(Wait),
+}
+
+/// What a request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Another request is fetching the cache entry this one wants: it is handed over again
+    /// shortly, for at most this long (its lock timeout), then with `waited_out`.
+    Entry(Duration),
+    /// Its turn under its route's `limit_requests` (`delay = true`), which comes at this
+    /// instant: it is handed over again then. Its bucket counted it already; the
+    /// connection's [`Standing`] says so, and it is not counted again.
+    Turn(Instant),
 }
 
 /// A worker's handlers and what they need: servers and routes, static roots, upstreams.
@@ -154,14 +168,17 @@ pub struct Pipeline<'c> {
     trusted_proxies: &'c [Cidr],
     /// The response cache (`[cache]`), for routes with `cache = true`.
     cache: Option<Cache>,
-    /// What request filters keep between requests (verified credentials).
+    /// What request filters keep between requests (verified credentials), and what the
+    /// limits on clients did.
     filter_state: FilterState,
 }
 
 impl<'c> Pipeline<'c> {
     /// The pipeline of `config` for worker `slot`, whose listener `i` listens on
     /// `listeners[i]`; `shared`: the instance's shared state and this worker's seat in it,
-    /// which capped upstreams need; `instance`: the shared state the cache keeps its counts in.
+    /// which capped upstreams need; `instance`: the shared state the cache keeps its counts
+    /// and the limits their tables in (a config with limits and no instance gets one of its
+    /// own: tests).
     pub fn new(
         config: &'c Config,
         listeners: &[Address],
@@ -171,7 +188,12 @@ impl<'c> Pipeline<'c> {
         instance: Option<&'static Shared>,
         now: Instant,
     ) -> std::io::Result<Pipeline<'c>> {
-        let (sites, roots) = Sites::new(config, listeners).map_err(std::io::Error::other)?;
+        let guards = match instance {
+            Some(shared) => shared,
+            None => Shared::create()?,
+        };
+        let (sites, roots) =
+            Sites::new(config, listeners, &Guards::new(guards)).map_err(std::io::Error::other)?;
         let buffering = &config.buffering;
         let spill = match SpillDir::open(&buffering.temp_dir, buffering.max_temp_file_bytes) {
             Ok(dir) => Some(dir),
@@ -201,6 +223,11 @@ impl<'c> Pipeline<'c> {
         })
     }
 
+    /// What the limits on clients did in this worker, in `stats::GuardEvent::ALL` order.
+    pub fn guard_events(&self) -> [u64; GuardEvent::ALL.len()] {
+        self.filter_state.limit_events
+    }
+
     /// What the response cache did in this worker, in `stats::CacheEvent::ALL` order.
     pub fn cache_events(&self) -> [u64; CacheEvent::ALL.len()] {
         self.cache
@@ -208,10 +235,12 @@ impl<'c> Pipeline<'c> {
             .map_or([0; CacheEvent::ALL.len()], Cache::events)
     }
 
-    /// Takes `request` from its host to its handler, which answers through `reply`.
+    /// Takes `request` from its host to its handler, which answers through `reply`;
+    /// `standing`: what the limits keep of its connection.
     pub fn handle(
         &mut self,
         request: &Request,
+        standing: &mut Standing,
         reply: Reply,
         now: Instant,
         buffers: &mut Buffers,
@@ -240,6 +269,22 @@ impl<'c> Pipeline<'c> {
         };
         let spill = self.spill.as_ref();
         let mut respond = responder(reply, site, route, spill, Some(parts));
+        let admission = match &site.connection_limit {
+            Some(limit) => limit.admit(routed.client, standing),
+            None => {
+                ConnectionLimit::forget(standing);
+                Admission::Counted
+            }
+        };
+        match admission {
+            Admission::Counted => {}
+            Admission::Uncounted => self.filter_state.count(GuardEvent::ConnectionUncounted),
+            Admission::Over => {
+                self.filter_state.count(GuardEvent::ConnectionRefused);
+                respond.close_after();
+                return refuse(503, &mut respond, routed);
+            }
+        }
         if self.answered_before_routes(request, site, url.as_ref().ok(), &parts, &mut respond) {
             return Outcome::Answered(routed);
         }
@@ -248,12 +293,18 @@ impl<'c> Pipeline<'c> {
             let too_large = body_over(head, self.max_body_bytes);
             // The server's guards hold for paths it has no route for: a refused client learns
             // nothing of which exist.
-            let state = &mut self.filter_state;
-            if !too_large
-                && url.is_ok()
-                && refused(&site.request_filters, request, routed.client, state, &mut respond)
-            {
-                return Outcome::Answered(routed);
+            if !too_large && url.is_ok() {
+                let subject = Subject {
+                    request,
+                    client: routed.client,
+                    now,
+                };
+                let state = &mut self.filter_state;
+                match run(&site.request_filters, &subject, state, standing, &mut respond) {
+                    Check::Pass => {}
+                    Check::Answered => return Outcome::Answered(routed),
+                    Check::Wait(turn) => return Outcome::Wait(Wait::Turn(turn)),
+                }
             }
             let status = match (too_large, url.is_err()) {
                 (true, _) => 413,
@@ -268,15 +319,16 @@ impl<'c> Pipeline<'c> {
         if body_over(head, max_body_bytes) {
             return refuse(413, &mut respond, routed);
         }
-        let state = &mut self.filter_state;
-        if refused(
-            &route.request_filters,
+        let subject = Subject {
             request,
-            routed.client,
-            state,
-            &mut respond,
-        ) {
-            return Outcome::Answered(routed);
+            client: routed.client,
+            now,
+        };
+        let state = &mut self.filter_state;
+        match run(&route.request_filters, &subject, state, standing, &mut respond) {
+            Check::Pass => {}
+            Check::Answered => return Outcome::Answered(routed),
+            Check::Wait(turn) => return Outcome::Wait(Wait::Turn(turn)),
         }
         let collect_body = route.buffers_requests && self.spill.is_some();
         let (upstream, target_start) = match &route.handler {
@@ -321,7 +373,7 @@ impl<'c> Pipeline<'c> {
                     cache::answer(found, head, buf, status, &mut respond);
                     return Outcome::Answered(routed);
                 }
-                Lookup::Wait(lock_timeout) => return Outcome::Wait(lock_timeout),
+                Lookup::Wait(lock_timeout) => return Outcome::Wait(Wait::Entry(lock_timeout)),
                 Lookup::Forward(fill) => routed.fill = Some(fill),
                 // Answered now; the exchange that follows only refreshes the entry.
                 Lookup::Refresh(found, status, fill) => {
@@ -534,15 +586,18 @@ fn body_over(head: &RequestHead, limit: u64) -> bool {
     matches!(head.framing, request::Framing::Length(n) if n > limit)
 }
 
-/// Runs `filters` on `request` from `client`: true when one answered it.
-fn refused(
+/// Runs `filters` on the request in `subject` until one answers it or has it wait.
+fn run(
     filters: &[RequestFilter],
-    request: &Request,
-    client: IpAddr,
+    subject: &Subject,
     state: &mut FilterState,
+    standing: &mut Standing,
     respond: &mut Responder,
-) -> bool {
-    (filters.iter()).any(|filter| matches!(filter.check(request, client, state, respond), Check::Answered))
+) -> Check {
+    (filters.iter())
+        .map(|filter| filter.check(subject, state, standing, respond))
+        .find(|check| *check != Check::Pass)
+        .unwrap_or(Check::Pass)
 }
 
 /// Answers with an error status before any handler did.

@@ -251,6 +251,11 @@ impl<'r> Responder<'r> {
         Responder { parts, ..self }
     }
 
+    /// The connection closes after this response (said before its head goes out).
+    pub fn close_after(&mut self) {
+        self.response.close_after();
+    }
+
     /// The reply back, for another responder (another route's filters).
     pub fn into_reply(self) -> Reply<'r> {
         Reply {

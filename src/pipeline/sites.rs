@@ -16,6 +16,7 @@ use crate::http::target;
 use crate::stats::NO_ROUTE;
 
 use super::filter::{RequestFilter, ResponseFilter};
+use super::guard::{ConnectionLimit, Guards, RateLimit};
 use super::names::Names;
 
 /// What answers a route's requests.
@@ -72,6 +73,8 @@ pub struct Site<'c> {
     pub response_rules_fill: bool,
     /// `redirect_https`: the redirect every request gets (but ACME challenges).
     pub https_redirect: Option<Redirect>,
+    /// `limit_connections`: each client's connections counted, for the whole instance.
+    pub connection_limit: Option<ConnectionLimit>,
     /// Lookup tables, for servers with more routes than a scan handles well.
     index_of: Option<RouteIndex>,
 }
@@ -198,12 +201,14 @@ pub struct Sites<'c> {
 }
 
 impl<'c> Sites<'c> {
-    /// Compiles `config`'s servers for a worker whose listener `i` listens on `listeners[i]`.
-    /// Static routes get root ids in order (the order `roots` lists their options, for
-    /// `StaticFiles::open`). Fails for an address no server of `config` listens on.
+    /// Compiles `config`'s servers for a worker whose listener `i` listens on `listeners[i]`;
+    /// their limits count in `guards`' tables. Static routes get root ids in order (the
+    /// order `roots` lists their options, for `StaticFiles::open`). Fails for an address no
+    /// server of `config` listens on.
     pub fn new(
         config: &'c Config,
         listeners: &[Address],
+        guards: &Guards,
     ) -> Result<(Sites<'c>, Vec<&'c FileOptions>), String> {
         let mut roots = Vec::new();
         let mut by_count = Vec::new();
@@ -218,7 +223,13 @@ impl<'c> Sites<'c> {
                     to: Template::parse_target("https://{host}{uri}").expect("a valid target"),
                     status: 301,
                 }),
-                request_filters: RequestFilter::guards(server.access.as_ref(), server.basic_auth.as_ref()),
+                connection_limit: (server.limit_connections.as_ref())
+                    .map(|limit| ConnectionLimit::new(limit, guards)),
+                request_filters: RequestFilter::guards(
+                    (server.limit_requests.as_ref()).map(|limit| RateLimit::new(limit, guards)),
+                    server.access.as_ref(),
+                    server.basic_auth.as_ref(),
+                ),
                 response_filters: (!server.response_headers.is_empty())
                     .then_some(ResponseFilter::Headers(&server.response_headers))
                     .into_iter()
@@ -253,6 +264,7 @@ impl<'c> Sites<'c> {
                             counted_as,
                             handler,
                             request_filters: RequestFilter::guards(
+                                (route.limit_requests.as_ref()).map(|limit| RateLimit::new(limit, guards)),
                                 route.access.as_ref(),
                                 route.basic_auth.as_ref(),
                             ),
@@ -411,7 +423,12 @@ mod tests {
             }
             text.push_str("[upstream.a]\nservers = [\"127.0.0.1:3\"]\n");
             let config = crate::config::load_text(std::path::Path::new("t.toml"), &text).unwrap();
-            let (sites, _) = Sites::new(&config, &config.listen_addresses()).unwrap();
+            let (sites, _) = Sites::new(
+                &config,
+                &config.listen_addresses(),
+                &crate::pipeline::guard::for_tests(),
+            )
+            .unwrap();
             let site = sites.site(0);
             assert_eq!(site.index_of.is_some(), filler > 0);
             for (path, expected) in table {
@@ -434,7 +451,12 @@ mod tests {
     fn routes_are_counted_after_no_route_server_by_server() {
         let text = "[[server]]\nlisten = [\"127.0.0.1:1\"]\n[[server.route]]\nprefix = \"/\"\nupstream = \"a\"\n[[server.route]]\nprefix = \"/api/\"\nupstream = \"a\"\n[[server]]\nlisten = [\"127.0.0.1:2\"]\n[[server.route]]\nprefix = \"/\"\nupstream = \"a\"\n[upstream.a]\nservers = [\"127.0.0.1:3\"]\n";
         let config = crate::config::load_text(std::path::Path::new("t.toml"), text).unwrap();
-        let (sites, roots) = Sites::new(&config, &config.listen_addresses()).unwrap();
+        let (sites, roots) = Sites::new(
+            &config,
+            &config.listen_addresses(),
+            &crate::pipeline::guard::for_tests(),
+        )
+        .unwrap();
         assert!(roots.is_empty());
         let first = sites.server_for(0, None);
         assert_eq!(first.index, 0);

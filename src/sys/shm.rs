@@ -33,20 +33,26 @@ impl SharedMemory {
     }
 
     /// Maps the memfd an upgrading master passed by number; `None` unless `fd` is above
-    /// stderr and an open regular file (a memfd) of exactly `len` bytes.
-    pub fn adopt(fd: RawFd, len: usize) -> Option<&'static SharedMemory> {
+    /// stderr and an open regular file (a memfd) of exactly `len` bytes, or of one of the
+    /// `older` sizes (an older layout that `len` extends at its end): that one is grown to
+    /// `len` first, its new bytes zero (the processes mapping it still see their part).
+    pub fn adopt(fd: RawFd, len: usize, older: &[usize]) -> Option<&'static SharedMemory> {
         use nix::sys::stat::{fstat, SFlag};
         if fd <= 2 {
             return None;
         }
         let stat = fstat(fd).ok()?;
         let regular = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
-        if !regular || stat.st_size != len as libc::off_t {
+        let size = usize::try_from(stat.st_size).ok()?;
+        if !regular || (size != len && !older.contains(&size)) {
             return None;
         }
         nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).ok()?;
         // SAFETY: the fd is open and was handed to this process to own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if size != len {
+            nix::unistd::ftruncate(&fd, len as libc::off_t).ok()?;
+        }
         SharedMemory::map(fd, len).ok()
     }
 
@@ -142,12 +148,29 @@ mod tests {
         let first = SharedMemory::create("shoal-test", 8192).unwrap();
         first.u32s(4096, 2)[1].store(7, Ordering::SeqCst);
         let dup = nix::unistd::dup(first.fd().as_raw_fd()).unwrap();
-        let second = SharedMemory::adopt(dup, 8192).expect("adopted");
+        let second = SharedMemory::adopt(dup, 8192, &[]).expect("adopted");
         assert_eq!(second.u32s(4096, 2)[1].load(Ordering::SeqCst), 7);
         second.u64s(0, 1)[0].store(9, Ordering::SeqCst);
         assert_eq!(first.u64s(0, 1)[0].load(Ordering::SeqCst), 9);
         let wrong_size = nix::unistd::dup(first.fd().as_raw_fd()).unwrap();
-        assert!(SharedMemory::adopt(wrong_size, 4096).is_none());
+        assert!(SharedMemory::adopt(wrong_size, 4096, &[]).is_none());
+    }
+
+    #[test]
+    fn a_mapping_of_an_older_size_is_grown_and_keeps_its_bytes() {
+        let old = SharedMemory::create("shoal-test", 4096).unwrap();
+        old.u64s(8, 1)[0].store(5, Ordering::SeqCst);
+        let dup = nix::unistd::dup(old.fd().as_raw_fd()).unwrap();
+        assert!(
+            SharedMemory::adopt(dup, 3 * 4096, &[8192]).is_none(),
+            "not an older size"
+        );
+        let dup = nix::unistd::dup(old.fd().as_raw_fd()).unwrap();
+        let grown = SharedMemory::adopt(dup, 3 * 4096, &[4096]).expect("grown");
+        assert_eq!(grown.u64s(8, 1)[0].load(Ordering::SeqCst), 5);
+        assert_eq!(grown.u64s(2 * 4096, 1)[0].load(Ordering::SeqCst), 0);
+        grown.u64s(16, 1)[0].store(6, Ordering::SeqCst);
+        assert_eq!(old.u64s(16, 1)[0].load(Ordering::SeqCst), 6);
     }
 
     #[test]

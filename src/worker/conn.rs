@@ -20,8 +20,7 @@ use crate::http::response::{format_into, Persistence, ResponseHead};
 use crate::io::{Buffers, Client, Filled, Flush, Input, Output, ReadSide, Transport};
 use crate::pipeline::request_id::RequestId;
 use crate::pipeline::respond::{Reply, Response};
-use crate::pipeline::Waited;
-use crate::pipeline::{Outcome, Pipeline, Request, Routed};
+use crate::pipeline::{Outcome, Pipeline, Request, Routed, Standing, Wait, Waited};
 use crate::proxy::{Exchange, Failure, Step};
 use crate::stats::{Counters, TlsFailure, NO_ROUTE};
 
@@ -47,9 +46,10 @@ enum Phase {
     Body(BodyLeft),
     /// An upstream is answering the request.
     Proxying(Box<Proxying>),
-    /// The request (still in the input) waits for another request's fetch of the cache
-    /// entry it wants; it is handed to the pipeline again at `retry_at`.
-    AwaitingEntry { started: Instant, retry_at: Instant },
+    /// The request (still in the input) waits, for another request's fetch of the cache
+    /// entry it wants or for its turn under a rate limit; it is handed to the pipeline
+    /// again at `retry_at`.
+    Waiting { started: Instant, retry_at: Instant },
     /// Send what is pending, then close.
     Closing(Close),
     /// Our side is shut; discarding input until the client closes or the linger ends.
@@ -191,6 +191,12 @@ pub struct Conn<T: Transport = Client> {
     served: u32,
     /// When the request waiting for a cache entry stops waiting and goes upstream itself.
     awaiting_until: Option<Instant>,
+    /// What the limits keep of the connection: its count under `limit_connections` (given
+    /// back when it is dropped), and whether its waiting request took its turn.
+    standing: Standing,
+    /// When the worker must hand the waiting request over again to the pipeline, before
+    /// its next sweep (a turn under a rate limit comes to the millisecond), until taken.
+    wake: Option<Instant>,
 }
 
 impl<T: Transport> Conn<T> {
@@ -209,6 +215,8 @@ impl<T: Transport> Conn<T> {
             last_received: now,
             served: 0,
             awaiting_until: None,
+            standing: Standing::default(),
+            wake: None,
         }
     }
 
@@ -258,7 +266,7 @@ impl<T: Transport> Conn<T> {
                 Some(self.since + limits.send_timeout.min(limits.header_timeout))
             }
             Phase::Closing(_) => None,
-            Phase::AwaitingEntry { retry_at, .. } => Some(*retry_at),
+            Phase::Waiting { retry_at, .. } => Some(*retry_at),
             Phase::Lingering => return self.since + LINGER,
         };
         match (send, phase) {
@@ -266,6 +274,25 @@ impl<T: Transport> Conn<T> {
             (Some(only), None) | (None, Some(only)) => only,
             // Nothing to wait for (it closes on its next drive); a bound all the same.
             (None, None) => self.since + limits.send_timeout,
+        }
+    }
+
+    /// When the worker must hand its waiting request over again, if that is sooner than the
+    /// worker's sweep would (once per wait).
+    pub fn take_wake(&mut self) -> Option<Instant> {
+        self.wake.take()
+    }
+
+    /// Hands the waiting request over again if its time came (`None` if it does not wait,
+    /// or not until later).
+    pub fn resume(&mut self, ctx: &mut Ctx) -> Option<Verdict> {
+        match self.phase {
+            Phase::Waiting { started, retry_at } if retry_at <= ctx.clock.now => {
+                // The head phase resumes with the request's start.
+                self.set_phase(Phase::Head, started);
+                Some(self.drive(ctx))
+            }
+            _ => None,
         }
     }
 
@@ -391,8 +418,9 @@ impl<T: Transport> Conn<T> {
                 self.after_step(step, ctx);
                 self.drive(ctx)
             }
-            // Time to ask the cache again (the head phase resumes with the request's start).
-            Phase::AwaitingEntry { started, .. } => {
+            // Time to ask the cache again, or the request's turn (the head phase resumes with
+            // the request's start).
+            Phase::Waiting { started, .. } => {
                 let started = *started;
                 self.set_phase(Phase::Head, started);
                 self.drive(ctx)
@@ -540,7 +568,7 @@ impl<T: Transport> Conn<T> {
                         break;
                     }
                 }
-                Phase::AwaitingEntry { .. } => break,
+                Phase::Waiting { .. } => break,
                 Phase::Closing(_) | Phase::Lingering => {
                     self.input.clear();
                     break;
@@ -598,17 +626,28 @@ impl<T: Transport> Conn<T> {
             head: &mut ctx.head,
             date: &ctx.clock.http_date,
         };
-        let outcome = ctx.pipeline.handle(&request, reply, now, &mut ctx.buffers);
+        let outcome = (ctx.pipeline).handle(&request, &mut self.standing, reply, now, &mut ctx.buffers);
         if !matches!(outcome, Outcome::Wait(_)) {
             self.awaiting_until = None;
+            self.standing.next_request();
             self.served += 1;
             ctx.counters.requests += 1;
         }
         match outcome {
-            Outcome::Wait(lock_timeout) => {
+            Outcome::Wait(Wait::Entry(lock_timeout)) => {
                 let until = *self.awaiting_until.get_or_insert(now + lock_timeout);
                 let retry_at = (now + CACHE_RETRY).min(until);
-                self.set_phase(Phase::AwaitingEntry { started, retry_at }, now);
+                self.set_phase(Phase::Waiting { started, retry_at }, now);
+            }
+            Outcome::Wait(Wait::Turn(turn)) => {
+                self.wake = Some(turn);
+                self.set_phase(
+                    Phase::Waiting {
+                        started,
+                        retry_at: turn,
+                    },
+                    now,
+                );
             }
             Outcome::Answered(mut routed) => {
                 if routed.request_id.is_none() && ctx.log.wants_id(routed.server) {

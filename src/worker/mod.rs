@@ -13,6 +13,8 @@ mod driver;
 mod listen;
 mod proxy_protocol;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -148,6 +150,9 @@ struct Worker<'a> {
     again: Vec<usize>,
     /// Listeners that may still hold queued connections after a turn's accepts ran out.
     backlogged: Vec<usize>,
+    /// Requests waiting for their turn under a rate limit: when, and their connection's key
+    /// (an entry whose connection closed or waits no more is dropped when due).
+    wakes: BinaryHeap<Reverse<(Instant, usize)>>,
     /// What the connections share.
     ctx: Ctx<'a>,
     next_sweep: Instant,
@@ -262,6 +267,7 @@ impl<'a> Worker<'a> {
             conns: Slab::with_capacity(1024),
             again: Vec::new(),
             backlogged: Vec::new(),
+            wakes: BinaryHeap::new(),
             next_sweep: clock.now + SWEEP_EVERY,
             // The first beat goes out at once: it tells the master this worker is serving.
             next_beat: clock.now,
@@ -286,8 +292,9 @@ impl<'a> Worker<'a> {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = if self.again.is_empty() && self.backlogged.is_empty() {
-                self.next_sweep
-                    .min(self.next_beat)
+                let wake = self.wakes.peek().map(|Reverse((at, _))| *at);
+                (self.next_sweep.min(self.next_beat))
+                    .min(wake.unwrap_or(self.next_sweep))
                     .saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
@@ -333,6 +340,7 @@ impl<'a> Worker<'a> {
             for key in std::mem::take(&mut self.again) {
                 self.drive(key);
             }
+            self.wake_due();
             if self.ctx.clock.now >= self.next_sweep {
                 self.sweep();
             }
@@ -411,6 +419,7 @@ impl<'a> Worker<'a> {
         let mut counters = Box::new(self.ctx.counters.clone());
         counters.upstreams = self.ctx.pipeline.upstreams.counters(self.ctx.clock.now);
         counters.cache = self.ctx.pipeline.cache_events();
+        counters.guards = self.ctx.pipeline.guard_events();
         let _ = self.channel.report(&Report::Beat(counters));
     }
 
@@ -545,10 +554,35 @@ impl<'a> Worker<'a> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        match conn.drive(&mut self.ctx) {
+        let verdict = conn.drive(&mut self.ctx);
+        self.settle(key, verdict);
+    }
+
+    /// Acts on what driving connection `key` came to, and notes when a request it holds
+    /// waits for its turn.
+    fn settle(&mut self, key: usize, verdict: Verdict) {
+        match verdict {
             Verdict::Wait => {}
             Verdict::Again => self.again.push(key),
-            Verdict::Close => self.close(key),
+            Verdict::Close => return self.close(key),
+        }
+        if let Some(at) = self.conns.get_mut(key).and_then(Conn::take_wake) {
+            self.wakes.push(Reverse((at, key)));
+        }
+    }
+
+    /// Hands the requests whose turn came over to the pipeline again.
+    fn wake_due(&mut self) {
+        let now = self.ctx.clock.now;
+        while let Some(&Reverse((at, key))) = self.wakes.peek() {
+            if at > now {
+                return;
+            }
+            self.wakes.pop();
+            let resumed = (self.conns.get_mut(key)).and_then(|conn| conn.resume(&mut self.ctx));
+            if let Some(verdict) = resumed {
+                self.settle(key, verdict);
+            }
         }
     }
 
@@ -591,12 +625,8 @@ impl<'a> Worker<'a> {
             .map(|(k, _)| k)
             .collect();
         for key in expired {
-            let conn = &mut self.conns[key];
-            match conn.time_out(&mut self.ctx) {
-                Verdict::Close => self.close(key),
-                Verdict::Again => self.again.push(key),
-                Verdict::Wait => {}
-            }
+            let verdict = self.conns[key].time_out(&mut self.ctx);
+            self.settle(key, verdict);
         }
         self.ctx.pipeline.upstreams.expire_idle(now);
         if self.drain_until.is_some() {

@@ -8,6 +8,7 @@ mod basic_auth;
 mod cache;
 mod check;
 mod cli;
+mod client_limits;
 mod compress;
 mod deploy;
 mod exhaustion;

@@ -414,3 +414,80 @@ fn a_client_that_only_ended_its_request_or_a_patient_route_is_still_answered() {
         assert_eq!(verdict, Verdict::Close, "then the connection closes");
     }
 }
+
+/// A config whose one static route has `limit_requests = { LIMIT }`.
+fn limited(limit: &str) -> Driver {
+    let config = format!(
+        "access_log = \"off\"\n[[server]]\nlisten = [\"127.0.0.1:1\"]\n\
+         [[server.route]]\nprefix = \"/\"\nroot = \"{{dir}}/site\"\nlimit_requests = {{ {limit} }}\n"
+    );
+    Driver::new(&config, FILES)
+}
+
+const GET_A: &[u8] = b"GET /a.txt HTTP/1.1\r\nHost: h\r\n\r\n";
+
+#[test]
+fn requests_over_the_rate_and_burst_get_429_with_retry_after_until_the_bucket_drains() {
+    let mut d = limited("rate = \"1/s\", burst = 1");
+    assert_eq!(d.send(&GET_A.repeat(3)), Verdict::Wait);
+    let received = d.received();
+    assert_eq!(statuses(&received), ["200", "200", "429"], "{received}");
+    let refused = &received[received.rfind("HTTP/1.1 429").unwrap()..];
+    assert!(refused.contains("\r\nRetry-After: 1\r\n"), "{refused}");
+    assert!(refused.ends_with("429 Too Many Requests\n"), "{refused}");
+    // The refused request cost nothing: a second later one more goes, not two.
+    d.advance(Duration::from_millis(999));
+    d.send(GET_A);
+    assert_eq!(statuses(&d.received()), ["429"]);
+    d.advance(Duration::from_millis(1));
+    d.send(&GET_A.repeat(2));
+    assert_eq!(statuses(&d.received()), ["200", "429"]);
+}
+
+#[test]
+fn with_delay_requests_within_the_burst_wait_their_turn_and_are_counted_once() {
+    let mut d = limited("rate = \"10/s\", burst = 2, delay = true");
+    // Four pipelined requests: the first at once, each next one 100 ms after the one before.
+    assert_eq!(d.send(&GET_A.repeat(4)), Verdict::Wait);
+    assert_eq!(statuses(&d.received()), ["200"]);
+    for turn in 1..4 {
+        assert_eq!(d.time_left(), Duration::from_millis(100), "turn {turn}");
+        assert_eq!(d.advance(Duration::from_millis(99)), None);
+        assert!(d.received().is_empty());
+        assert_eq!(d.advance(Duration::from_millis(1)), Some(Verdict::Wait));
+        assert_eq!(statuses(&d.received()), ["200"], "turn {turn}");
+    }
+    // Four counted, once each: the bucket is 100 ms ahead, so the next one waits 100 ms (a
+    // waited request counted again would have pushed it further).
+    d.send(GET_A);
+    assert!(d.received().is_empty());
+    assert_eq!(d.time_left(), Duration::from_millis(100));
+    assert_eq!(d.advance(Duration::from_millis(100)), Some(Verdict::Wait));
+    assert_eq!(statuses(&d.received()), ["200"]);
+}
+
+#[test]
+fn a_header_key_limits_each_value_apart_and_leaves_requests_without_it_alone() {
+    let mut d = limited("rate = \"1/m\", key = \"header:X-Client\"");
+    let get = |client: &str| format!("GET /a.txt HTTP/1.1\r\nHost: h\r\nX-Client: {client}\r\n\r\n");
+    let requests = [get("a"), get("b"), get("a"), get("b"), get(""), get("")].concat();
+    d.send(requests.as_bytes());
+    d.send(&GET_A.repeat(2));
+    assert_eq!(
+        statuses(&d.received()),
+        ["200", "200", "429", "429", "200", "200", "200", "200"]
+    );
+}
+
+#[test]
+fn a_server_s_limit_counts_its_routes_and_the_paths_no_route_takes_in_one_bucket() {
+    let config = "access_log = \"off\"\n[[server]]\nlisten = [\"127.0.0.1:1\"]\n\
+                  limit_requests = { rate = \"1/m\", burst = 1 }\n\
+                  [[server.route]]\nexact = \"/a.txt\"\nroot = \"{dir}/site\"\n";
+    let mut d = Driver::new(config, FILES);
+    d.send(b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n");
+    d.send(GET_A);
+    d.send(GET_A);
+    d.send(b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(statuses(&d.received()), ["404", "200", "429", "429"]);
+}
