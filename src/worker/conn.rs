@@ -195,7 +195,8 @@ pub struct Conn<T: Transport = Client> {
     /// back when it is dropped), and whether its waiting request took its turn.
     standing: Standing,
     /// When the worker must hand the waiting request over again to the pipeline, before
-    /// its next sweep (a turn under a rate limit comes to the millisecond), until taken.
+    /// its next sweep (a turn under a rate limit comes to the millisecond; a request waiting
+    /// for a cache entry asks again every 20 ms), until taken.
     wake: Option<Instant>,
 }
 
@@ -637,6 +638,7 @@ impl<T: Transport> Conn<T> {
             Outcome::Wait(Wait::Entry(lock_timeout)) => {
                 let until = *self.awaiting_until.get_or_insert(now + lock_timeout);
                 let retry_at = (now + CACHE_RETRY).min(until);
+                self.wake = Some(retry_at);
                 self.set_phase(Phase::Waiting { started, retry_at }, now);
             }
             Outcome::Wait(Wait::Turn(turn)) => {
