@@ -73,14 +73,16 @@ cmd_text() {
 
 # wrk_argv ARRAY PORT: the wrk command of run_wrk, S1's load. WRK_SCHEME=https makes it HTTPS
 # (S1-tls), WRK_CLOSE=1 adds "Connection: close": a new connection for every request (S2-tls),
-# WRK_PRELOAD=FILE runs wrk with LD_PRELOAD=FILE (through env).
+# WRK_ACCEPT_ENCODING=gzip adds "Accept-Encoding: gzip" (S11), WRK_PATH=/1k.html asks that
+# path instead of /1k.bin (S11), WRK_PRELOAD=FILE runs wrk with LD_PRELOAD=FILE (through env).
 wrk_argv() {
     local -n _wrk=$1
     _wrk=()
     [[ -z ${WRK_PRELOAD:-} ]] || _wrk=(env "LD_PRELOAD=$WRK_PRELOAD")
     _wrk+=(wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${DURATION}s" --latency)
     [[ ${WRK_CLOSE:-0} != 1 ]] || _wrk+=(-H "Connection: close")
-    _wrk+=("${WRK_SCHEME:-http}://127.0.0.1:$2/1k.bin")
+    [[ -z ${WRK_ACCEPT_ENCODING:-} ]] || _wrk+=(-H "Accept-Encoding: $WRK_ACCEPT_ENCODING")
+    _wrk+=("${WRK_SCHEME:-http}://127.0.0.1:$2${WRK_PATH:-/1k.bin}")
 }
 
 # ab_argv ARRAY KEEPALIVE PORT: the ab command of run_ab (KEEPALIVE empty or "k"). -r: a

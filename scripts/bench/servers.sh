@@ -57,6 +57,8 @@ show_logs() { show_log "$TMP/$1.out"; show_log "$TMP/$1/error.log"; }
 # (lines of the [upstream.app] table) say otherwise; cache is proxy with the response cache on
 # its route (cache = true, cache_ttl = "60s": the upstream's answers state no freshness), its
 # entries in the directory named as FILE with -entries for .toml (max_size 1 GiB).
+# SHOAL_ROUTE_LINES, when set, are more lines for the route (S11: compress = true; S12: a
+# limit_requests guard).
 write_shoal_conf() {
     local conf=$1 port=$2 mode=$3 upstream_lines=${4-keepalive = 64} tls="" route_lines=""
     [[ $mode != tls ]] || tls=$'\n'"tls = { cert = \"$TLS_DIR/cert.pem\", key = \"$TLS_DIR/key.pem\" }"
@@ -74,8 +76,10 @@ listen = ["127.0.0.1:$port"]$tls
 EOF
     if [[ $mode == static || $mode == tls ]]; then
         echo "  root = \"$TMP/site\"" >> "$conf"
+        [[ -z ${SHOAL_ROUTE_LINES:-} ]] || echo "  $SHOAL_ROUTE_LINES" >> "$conf"
     else
         [[ $mode != cache ]] || route_lines=$'\n  cache = true\n  cache_ttl = "60s"'
+        [[ -z ${SHOAL_ROUTE_LINES:-} ]] || route_lines+=$'\n'"  $SHOAL_ROUTE_LINES"
         cat >> "$conf" <<EOF
   upstream = "app"$route_lines
 [buffering]
