@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark shoal against nginx (with and without reuseport) and HAProxy, side by side on
-# loopback with the same worker count, in the scenarios of issues 5, 15 and 19:
+# loopback with the same worker count, in the scenarios of issues 5, 15, 16, 17 and 19:
 #   s1  static 1 KiB over keep-alive: wrk --latency (req/s, p50, p99)
 #   s2  ab -n 30000 -c 50, without and with -k (req/s, failed requests)
 #   s3  a 64 MiB file over 4 keep-alive connections (GB/s; scripts/bench/bulk_get.py)
@@ -14,6 +14,13 @@
 #   s9  s4 at 64 and at 4,000 clients, shoal with max_conns = 64 (CPU µs/req, errors)
 #   s10 cached proxy, 1 KiB, keep-alive: s4's proxies with their response caches on, every
 #       answer from the cache (CPU µs per hit; scripts/bench/cache.sh)
+#   s11 compressed, 1 KiB of HTML, keep-alive, wrk -H "Accept-Encoding: gzip": s1's shoal with
+#       compress = true against nginx with gzip on at level 1 and at 6, then s4's proxies
+#       compressing (shoal compress = true, nginx gzip at 1 and 6, HAProxy's compression
+#       filter as a reference), each checked to answer gzip (CPU µs/req, bytes per response;
+#       scripts/bench/compress.sh)
+#   s12 s1 against shoal and shoal with a limit_requests guard that never refuses, in the
+#       same rounds (CPU µs/req, no 429; scripts/bench/guard.sh)
 #   s1-tls  s1 over HTTPS: shoal, nginx (listen ... ssl reuseport) and "haproxy-return"
 #           (HAProxy answering the same 1 KiB from memory: a reference, not a file server),
 #           one certificate for all (scripts/bench/https.sh, scripts/bench/tls_servers.sh)
@@ -33,12 +40,12 @@
 #        SCENARIOS="s1 s4" DURATION=5 ROUNDS=1 scripts/bench.sh
 #
 # Environment (all optional):
-#   SCENARIOS="s1 s2 s3 s4 s5 s6 s7 s8 s9 s10 s1-tls s2-tls s6-tls"  which scenarios (run in
+#   SCENARIOS="s1 s2 s3 s4 s5 s6 s7 s8 s9 s10 s11 s12 s1-tls s2-tls s6-tls"  which scenarios (run in
 #                      this order; "static" = s1, "proxy" = s4, "tls" = s1-tls s2-tls s6-tls)
-#   DURATION=10        seconds per wrk / bulk_get run (s1, s3, s4, s8, s9, s10, s1-tls, s2-tls)
+#   DURATION=10        seconds per wrk / bulk_get run (s1, s3, s4, s8-s12, s1-tls, s2-tls)
 #   ROUNDS=3           rounds of s1-s6
 #   WORKERS=2          shoal workers, nginx worker_processes, HAProxy nbthread
-#   WRK_THREADS=1 WRK_CONNS=64        wrk -t / -c (s1, s4, s5, s8, s9, s10, s1-tls, s2-tls)
+#   WRK_THREADS=1 WRK_CONNS=64        wrk -t / -c (s1, s4, s5, s8-s12, s1-tls, s2-tls)
 #   AB_REQUESTS=30000 AB_CONNS=50     ab -n / -c (s2)
 #   BIG_FILE_MIB=64    size of s3's file
 #   HUPS=18 S5_WARMUP=2 S5_INTERVAL=1 s5: reloads per run, seconds of load before the first,
@@ -50,8 +57,9 @@
 #   S8_READERS=200 S8_BIG_MIB=8 S8_READ_KIBS=64   s8's slow clients, their answers' size and
 #                      the pace each reads at
 #   S9_CONNS=4000      s9's flood of clients
-#   SHOAL_PORT=18080 NGINX_PORT=18081 NGINX_RP_PORT=18082                (s1-s3, s5-s7)
-#   SHOAL_PROXY_PORT=18083 NGINX_PROXY_PORT=18084 HAPROXY_PORT=18085 UPSTREAM_PORT=18086  (s4, s8-s10)
+#   SHOAL_PORT=18080 NGINX_PORT=18081 NGINX_RP_PORT=18082                (s1-s3, s5-s7, s11, s12)
+#   SHOAL_PROXY_PORT=18083 NGINX_PROXY_PORT=18084 HAPROXY_PORT=18085 UPSTREAM_PORT=18086  (s4, s8-s11)
+#   NGINX_PROXY2_PORT=18090 (s11's second nginx proxy)  SHOAL_GUARD_PORT=18091 (s12's guarded shoal)
 #   SHOAL_TLS_PORT=18087 NGINX_TLS_PORT=18088 HAPROXY_TLS_PORT=18089     (s1-tls, s2-tls, s6-tls)
 #   SKIP_SHOAL=1       leave shoal out (tests the harness on nginx/HAProxy alone)
 #   SKIP_BUILD=1       use the existing shoal binary without cargo build
@@ -67,7 +75,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7 s8 s9 s10 s1-tls s2-tls s6-tls}
+SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7 s8 s9 s10 s11 s12 s1-tls s2-tls s6-tls}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 WORKERS=${WORKERS:-2}
@@ -97,6 +105,8 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-18086}
 SHOAL_TLS_PORT=${SHOAL_TLS_PORT:-18087}
 NGINX_TLS_PORT=${NGINX_TLS_PORT:-18088}
 HAPROXY_TLS_PORT=${HAPROXY_TLS_PORT:-18089}
+NGINX_PROXY2_PORT=${NGINX_PROXY2_PORT:-18090}
+SHOAL_GUARD_PORT=${SHOAL_GUARD_PORT:-18091}
 SKIP_SHOAL=${SKIP_SHOAL:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 SKIP_REUSEPORT=${SKIP_REUSEPORT:-0}
@@ -131,13 +141,17 @@ source "$REPO/scripts/bench/startup.sh"
 source "$REPO/scripts/bench/shield.sh"
 # shellcheck source=scripts/bench/cache.sh
 source "$REPO/scripts/bench/cache.sh"
+# shellcheck source=scripts/bench/compress.sh
+source "$REPO/scripts/bench/compress.sh"
+# shellcheck source=scripts/bench/guard.sh
+source "$REPO/scripts/bench/guard.sh"
 # shellcheck source=scripts/bench/tls_servers.sh
 source "$REPO/scripts/bench/tls_servers.sh"
 # shellcheck source=scripts/bench/https.sh
 source "$REPO/scripts/bench/https.sh"
 
 TMP=""
-ALL_SCENARIOS="s1 s2 s3 s4 s5 s6 s7 s8 s9 s10 s1-tls s2-tls s6-tls"
+ALL_SCENARIOS="s1 s2 s3 s4 s5 s6 s7 s8 s9 s10 s11 s12 s1-tls s2-tls s6-tls"
 
 # True if scenario $1 is selected in SCENARIOS.
 selected() { [[ " $SCENARIOS " == *" $1 "* ]]; }
@@ -205,6 +219,8 @@ estimate_seconds() {
     selected s8 && t=$((t + 3 * ROUNDS * (DURATION + 4) + 5))
     selected s9 && t=$((t + 6 * ROUNDS * (DURATION + 1) + 5))
     selected s10 && t=$((t + 3 * ROUNDS * (DURATION + 1) + 5))
+    selected s11 && t=$((t + 7 * ROUNDS * (DURATION + 1) + 10))
+    selected s12 && t=$((t + 2 * ROUNDS * (DURATION + 1) + 5))
     n=3
     [[ $SKIP_SHOAL == 1 ]] && n=2
     selected s1-tls && t=$((t + n * ROUNDS * (DURATION + 1) + 5))
@@ -239,7 +255,7 @@ shoal_version() {
 
 # The description of the run at the top of the report.
 collect_facts() {
-    local cpu os mem nginx_v haproxy_v wrk_v ab_v openssl_v https="" cache=""
+    local cpu os mem nginx_v haproxy_v wrk_v ab_v openssl_v https="" cache="" filters=""
     cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
     os=$( (. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME") || true)
     mem=$(awk '/^MemTotal:/ { printf "%.0f GiB RAM", $2 / 1048576 }' /proc/meminfo)
@@ -259,6 +275,17 @@ collect_facts() {
         cache="; s10: s4's proxies with their response caches, shoal [cache] and cache = true (cache_ttl 60 s),"
         cache+=" nginx proxy_cache (proxy_cache_valid 200 60s), HAProxy cache (max-age 60), every answer a hit"
     fi
+    if selected s11; then
+        filters+="; s11: /1k.html (1,024 bytes of HTML) asked with Accept-Encoding: gzip; static: shoal with"
+        filters+=" compress = true (kept gzip 7) and s1's nginx (no reuseport) with gzip on, gzip_comp_level 1 or 6,"
+        filters+=" gzip_min_length 0, gzip_vary on; proxy: s4's proxies, shoal compress = true (streamed gzip 3),"
+        filters+=" nginx the same gzip lines at 1 or 6 (gzip_proxied any), HAProxy filter compression (libslz),"
+        filters+=" the upstream not compressing"
+    fi
+    if selected s12; then
+        filters+="; s12: s1's shoal, and the same with limit_requests = { rate = \"1000000/s\", burst = 1000000,"
+        filters+=" key = \"client\" } on its route (never refuses), in the same rounds"
+    fi
     if tls_selected; then
         https="; HTTPS (s1-tls, s2-tls, s6-tls): the static shoal and nginx (listen ... ssl reuseport, TLS 1.2"
         https+=" and 1.3) with the same limits, and HAProxy answering the 1 KiB from memory (http-request return)"
@@ -266,7 +293,7 @@ collect_facts() {
     fact servers "$WORKERS workers each (shoal workers, nginx worker_processes, HAProxy nbthread), access logs off;" \
         "static: shoal and nginx (sendfile on, tcp_nopush on; also with listen ... reuseport) allow $CONN_CAP" \
         "connections per worker, 100,000 requests per connection and 300 s of keep-alive idleness;" \
-        "s4: each proxy keeps up to 64 idle connections to one shared nginx upstream (1 worker)$cache$https"
+        "s4: each proxy keeps up to 64 idle connections to one shared nginx upstream (1 worker)$cache$filters$https"
     if tls_selected; then fact tls "$(tls_fact)"; fi
     fact method "rounds per scenario: $ROUNDS (s7: $STARTS starts per target), every target once per round," \
         "targets alternated within the round; medians (lower middle for an even count) and min–max over" \
@@ -302,6 +329,7 @@ main() {
     raise_nofile
     make_site shoal-bench
     selected s3 && make_big_file
+    selected s11 && make_text_file
     if tls_selected; then make_tls_files "$TMP/tls" "$TLS_KEY"; fi
     RESULTS=$TMP/results.tsv FACTS=$TMP/facts.tsv
     : > "$RESULTS"
@@ -317,6 +345,8 @@ main() {
     if selected s8; then scenario_s8; fi
     if selected s9; then scenario_s9; fi
     if selected s10; then scenario_s10; fi
+    if selected s11; then scenario_s11; fi
+    if selected s12; then scenario_s12; fi
     tls_scenarios
 
     write_report
