@@ -31,6 +31,18 @@ TLS_WRK = [
     ("p99_ms", "p99 ms", "2f", "median"), ("errors", "errors", "int", "sum"),
     ("cpu_us", "CPU µs/req", "1f", "median")]
 TLS_HANDSHAKES = TLS_WRK + [("handshakes_per_cpu_s", "handshakes per CPU-second", "int", "median")]
+# S11: CPU first (the target's figure), then the bytes each answer took.
+GZIP = [
+    ("cpu_us", "CPU µs/req", "1f", "median"), ("body_bytes", "gzip body bytes", "int", "median"),
+    ("wire_bytes", "bytes on the wire (head + body)", "int", "median"), ("rps", "req/s", "int", "median"),
+    ("p50_ms", "p50 ms", "2f", "median"), ("p99_ms", "p99 ms", "2f", "median"), ("errors", "errors", "int", "sum")]
+# S11's nginx targets by gzip_comp_level, and each part's shoal and HAProxy.
+S11_PARTS = {
+    "s11-static": ("S11 gzip static", "shoal-gzip", {1: "nginx-gzip1", 6: "nginx-gzip6"}, None),
+    "s11-proxy": ("S11 gzip proxy", "shoal-proxy-gzip", {1: "nginx-proxy-gzip1", 6: "nginx-proxy-gzip6"}, "haproxy-gzip"),
+}
+# S12's bound on shoal's CPU per request with the guard ÷ without it.
+S12_MAX = 1.05
 IDLE = [
     ("kib_per_conn_pss", "KiB/conn (Pss)", "2f", "median"), ("kib_per_conn_rss", "KiB/conn (Rss)", "2f", "median"),
     ("kib_per_conn_dirty", "KiB/conn (private dirty)", "2f", "median"),
@@ -78,6 +90,16 @@ SCENARIOS = {
         ("rps", "req/s", "int", "median"), ("p50_ms", "p50 ms", "2f", "median"),
         ("p99_ms", "p99 ms", "2f", "median"), ("errors", "errors", "int", "sum"),
         ("cpu_us", "CPU µs/req", "1f", "median"), ("upstream_cpu_us", "upstream CPU µs/req", "1f", "median")]),
+    "s11-static": ("S11: static 1 KiB of HTML, gzip, keep-alive (every request asks gzip)",
+                   ["shoal-gzip", "nginx-gzip1", "nginx-gzip6"], GZIP),
+    "s11-proxy": ("S11: reverse proxy, 1 KiB of HTML, gzip, keep-alive (every request asks gzip)",
+                  ["shoal-proxy-gzip", "nginx-proxy-gzip1", "nginx-proxy-gzip6", "haproxy-gzip"],
+                  GZIP + [("upstream_cpu_us", "upstream CPU µs/req", "1f", "median")]),
+    "s12": ("S12: static 1 KiB, keep-alive, without and with a limit_requests guard that never refuses",
+            ["shoal", "shoal-guarded"], [
+        ("cpu_us", "CPU µs/req", "1f", "median"), ("rps", "req/s", "int", "median"),
+        ("p50_ms", "p50 ms", "2f", "median"), ("p99_ms", "p99 ms", "2f", "median"),
+        ("errors", "errors (non-2xx + socket)", "int", "sum")]),
     "s1-tls": ("S1-tls: static 1 KiB, keep-alive HTTPS", TLS, TLS_WRK),
     "s2-tls-full": ("S2-tls: a new TLS connection per request, full handshakes", TLS, TLS_HANDSHAKES),
     "s2-tls-resumed": ("S2-tls: a new TLS connection per request, sessions resumed", TLS, TLS_HANDSHAKES),
@@ -271,6 +293,83 @@ def s10_rows(d):
     return [vs_nginx, vs_s1]
 
 
+def comparable_level(d, scen, shoal, levels):
+    """The nginx gzip level to hold shoal's CPU against: of the levels whose answers are no
+    smaller than shoal's (nginx compressing no better), the cheapest in CPU; if every level
+    compresses better than shoal, the one whose answers are largest (the closest to shoal's)."""
+    mine = d.get(scen, shoal, "body_bytes")
+    runs = [(level, d.get(scen, t, "cpu_us"), d.get(scen, t, "body_bytes")) for level, t in levels.items()]
+    runs = [r for r in runs if r[1] is not None and r[2] is not None]
+    if mine is None or not runs:
+        return None
+    no_better = [r for r in runs if r[2] >= mine]
+    if no_better:
+        return min(no_better, key=lambda r: r[1])[0]
+    return max(runs, key=lambda r: r[2])[0]
+
+
+def s11_rows(d):
+    """Compression (issue 17): shoal's CPU per gzip answer ≤ nginx's at the same compression
+    ratio, taken as nginx's at the comparable level (comparable_level); both levels are shown
+    with their bytes, and HAProxy's compression filter beside them without a target."""
+    rows = []
+    for scen, (label, shoal, levels, haproxy) in S11_PARTS.items():
+        cpu = d.get(scen, shoal, "cpu_us")
+        body = d.get(scen, shoal, "body_bytes")
+        ref = comparable_level(d, scen, shoal, levels)
+        short = label.replace("S11 gzip ", "S11 ")
+        comps, bars = [], []
+        for level, t in levels.items():
+            other = d.get(scen, t, "cpu_us")
+            r = ratio(cpu, other)
+            size = d.get(scen, t, "body_bytes")
+            comps.append((f"vs nginx gzip {level} ({fmt(other, '1f')} µs, {fmt(size, 'int')} B)", r))
+            if level == ref:
+                bars.insert(0, (f"{short} CPU/answer vs nginx gzip {level} (≤ 1)", r, 1.0, False, meets(r, 1.0, False)))
+            else:
+                bars.append((f"{short} CPU/answer vs nginx gzip {level} (no target)", r, None, False, None))
+        if ref is None:
+            bars = [(f"{short} CPU/answer vs nginx at shoal's ratio (≤ 1)", None, 1.0, False, None)]
+        if haproxy:
+            rh = ratio(cpu, d.get(scen, haproxy, "cpu_us"))
+            comps.append((f"vs HAProxy slz ({fmt(d.get(scen, haproxy, 'body_bytes'), 'int')} B; no target)", rh))
+            bars.append((f"{short} CPU/answer vs HAProxy (no target)", rh, None, False, None))
+        ok = meets(ratio(cpu, d.get(scen, levels[ref], "cpu_us")), 1.0, False) if ref is not None else None
+        values = {"shoal": cpu, "nginx": d.get(scen, levels[ref], "cpu_us") if ref is not None else None,
+                  "HAProxy": d.get(scen, haproxy, "cpu_us") if haproxy else None}
+        shoal_bytes = "" if body is None else f"; shoal's {fmt(body, 'int')} B"
+        goal = (f"≤ nginx's at gzip {ref} (the cheapest level compressing no better than shoal)"
+                if ref is not None else "≤ nginx's at the same ratio")
+        figure = "CPU µs per gzip answer" + (f" (nginx column: gzip {ref}{shoal_bytes})" if ref is not None else "")
+        rows.append(Row(label, figure, "1f", values, comps, goal, ok, bars))
+        sizes = {"shoal": body, "nginx": d.get(scen, levels[ref], "body_bytes") if ref is not None else None,
+                 "HAProxy": d.get(scen, haproxy, "body_bytes") if haproxy else None}
+        size_comps = [(f"vs nginx gzip {level}", ratio(body, d.get(scen, t, "body_bytes"))) for level, t in levels.items()]
+        rows.append(Row(label, "gzip body bytes per answer (of 1,024)", "int", sizes, size_comps, None, None, []))
+    return rows
+
+
+def s12_row(d):
+    """A limit_requests guard that never refuses (issue 17): shoal's CPU per request with it
+    ≤ 1.05 × without it, measured in the same rounds, and no answer but 2xx."""
+    guarded = d.get("s12", "shoal-guarded", "cpu_us")
+    plain = d.get("s12", "shoal", "cpu_us")
+    r = ratio(guarded, plain)
+    errors = d.get("s12", "shoal-guarded", "errors", "sum")
+    ok = None if r is None else meets(r, S12_MAX, False) and errors == 0
+    return Row("S12 guarded static", "CPU µs/req with a limit_requests guard that never refuses", "1f",
+               {"shoal": guarded}, [(f"vs shoal without it ({fmt(plain, '1f')} µs)", r)],
+               f"≤ {S12_MAX} × shoal without it (same rounds), no 429", ok,
+               [(f"S12 shoal CPU/req with the guard ÷ without (≤ {S12_MAX})", r, S12_MAX, False, ok)])
+
+
+def s12_paired(d):
+    """S12's rounds paired: shoal-guarded's CPU per request ÷ shoal's of the same round."""
+    plain = d.values.get(("s12", "shoal", "cpu_us"), [])
+    guarded = d.values.get(("s12", "shoal-guarded", "cpu_us"), [])
+    return [g / p for p, g in zip(plain, guarded) if p]
+
+
 def s5_row(d, hups):
     values = static_values(d, "s5", "errors", "sum")
     reloads = d.values.get(("s5", "shoal", "reloads"), [])
@@ -339,6 +438,8 @@ def summary_rows(d):
         *s8_rows(d),
         s9_row(d),
         *s10_rows(d),
+        *s11_rows(d),
+        s12_row(d),
         *tls_rows(d),
     ]
 
@@ -419,6 +520,12 @@ def report(d, svg_name):
         "In the S10 rows the others are nginx and HAProxy with their caches; the second S10 row",
         "divides each server's CPU per hit by its own S1 CPU µs/req (nginx: without `reuseport`), so",
         "it needs S1 in the same run.",
+        "In the S11 rows every request asks gzip; the nginx column is nginx at the gzip level",
+        "the target compares with: of levels 1 and 6, the cheapest whose answers are no smaller than",
+        "shoal's (nginx compressing no better than shoal), else the one whose answers are largest;",
+        "the ratios to both levels and their bytes stand in the shoal ÷ other column. The HAProxy",
+        "column is HAProxy's compression filter (libslz), with no target. The S12 row divides",
+        "shoal's CPU per request with the guard by its own without it, measured in the same rounds.",
         "",
         f"![shoal ÷ nginx and HAProxy, medians of this run]({svg_name})",
         "",
@@ -426,6 +533,9 @@ def report(d, svg_name):
     for scen in SCENARIOS:
         if d.has(scen):
             lines += detail_section(d, scen)
+            if scen == "s12" and s12_paired(d):
+                lines += ["Round by round, shoal-guarded's CPU µs/req ÷ shoal's: " +
+                          ", ".join(f"{r:.3f}" for r in s12_paired(d)) + ".", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
