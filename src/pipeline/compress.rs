@@ -73,10 +73,12 @@ fn worth_it(head: &ResponseHead, method: Method, rules: &Compress, choice: Choic
 }
 
 /// Makes `head` say its body is `coding`-encoded: no length (chunked, or closed), the
-/// coding, `Vary: Accept-Encoding`, and a strong entity-tag made weak (the bytes differ from
-/// the upstream's; the content is the same).
+/// coding, `Vary: Accept-Encoding`, a strong entity-tag made weak (the bytes differ from
+/// the upstream's; the content is the same), and no `Accept-Ranges` (a range of these
+/// bytes cannot be asked for: a range request gets the app's own 206, uncompressed).
 fn encode_head(head: &mut ResponseHead, coding: Coding) {
     head.length = Length::Unknown;
+    head.remove("accept-ranges");
     head.remove("content-encoding");
     head.add(b"Content-Encoding", coding.token().as_bytes());
     let varies = head
@@ -134,12 +136,18 @@ mod tests {
 
     #[test]
     fn a_compressed_head_says_so_varies_and_weakens_its_tag() {
-        let lines = [HTML, ("ETag", "\"v1\""), ("Vary", "Cookie")];
+        let lines = [
+            HTML,
+            ("ETag", "\"v1\""),
+            ("Vary", "Cookie"),
+            ("Accept-Ranges", "bytes"),
+        ];
         let (on, head) = decided(made(200, Length::Known(5000), &lines), Method::Get, BROTLI);
         assert!(on);
         assert_eq!(head.length, Length::Unknown);
         assert_eq!(head.get("content-encoding"), Some(&b"br"[..]));
         assert_eq!(head.get("etag"), Some(&b"W/\"v1\""[..]));
+        assert_eq!(head.get("accept-ranges"), None);
         let vary: Vec<_> = head
             .lines()
             .filter(|(n, _)| n == b"Vary")
