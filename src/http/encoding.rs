@@ -204,6 +204,25 @@ impl Encoder {
     }
 }
 
+/// A short body gzipped in one call (libdeflate, level 1: on bodies of a few KiB it leaves
+/// what zlib's higher levels leave, in a third of their time), with the compressor this
+/// thread keeps.
+pub fn gzip_whole(bytes: &[u8]) -> io::Result<Vec<u8>> {
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<libdeflater::Compressor> =
+            std::cell::RefCell::new(libdeflater::Compressor::new(
+                libdeflater::CompressionLvl::new(1).expect("level 1 is one of libdeflate's"),
+            ));
+    }
+    COMPRESSOR.with_borrow_mut(|compressor| {
+        let mut out = vec![0u8; compressor.gzip_compress_bound(bytes.len())];
+        let len =
+            (compressor.gzip_compress(bytes, &mut out)).map_err(|e| io::Error::other(format!("{e:?}")))?;
+        out.truncate(len);
+        Ok(out)
+    })
+}
+
 /// `bytes` compressed whole with `coding` at `effort`.
 pub fn compress(coding: Coding, effort: Effort, bytes: &[u8]) -> io::Result<Vec<u8>> {
     let mut encoder = Encoder::new(coding, effort);
@@ -308,5 +327,10 @@ mod tests {
             let whole = compress(coding, Effort::Kept, text.as_bytes()).unwrap();
             assert_eq!(decode(coding, &whole), text.as_bytes(), "{coding:?}");
         }
+        let short = &text.as_bytes()[..1000];
+        let gzipped = gzip_whole(short).unwrap();
+        assert_eq!(decode(Coding::Gzip, &gzipped), short);
+        assert!(gzipped.len() < short.len() / 4, "{} bytes", gzipped.len());
+        assert_eq!(decode(Coding::Gzip, &gzip_whole(b"").unwrap()), b"");
     }
 }

@@ -20,7 +20,13 @@ pub enum Compression {
     Offered(Choice),
     /// The body goes through this encoder.
     On(Box<Encoder>),
+    /// A short body (gzip, at most [`WHOLE_MAX_BYTES`] announced) is gathered, then gzipped
+    /// whole at its end: cheaper than setting a streaming encoder up for it.
+    Gathering(Vec<u8>),
 }
+
+/// Answers announced up to this long are gzipped whole (see [`Compression::Gathering`]).
+const WHOLE_MAX_BYTES: u64 = 4096;
 
 impl Compression {
     /// Offers compression to a response whose request accepts `choice`.
@@ -39,8 +45,15 @@ impl Compression {
         };
         *self = match (rules, choice.coding) {
             (Some(rules), Some(coding)) if worth_it(head, method, rules, choice) => {
+                let short = matches!(head.length, Length::Known(n) if n <= WHOLE_MAX_BYTES);
+                let length = head.length;
                 encode_head(head, coding);
-                Compression::On(Box::new(Encoder::new(coding, Effort::Streaming)))
+                match (coding, length) {
+                    (Coding::Gzip, Length::Known(n)) if short => {
+                        Compression::Gathering(Vec::with_capacity(n as usize))
+                    }
+                    _ => Compression::On(Box::new(Encoder::new(coding, Effort::Streaming))),
+                }
             }
             _ => Compression::Off,
         };
@@ -129,7 +142,31 @@ mod tests {
     fn decided(mut head: ResponseHead, method: Method, choice: Choice) -> (bool, ResponseHead) {
         let mut compression = Compression::offer(choice);
         compression.decide(&mut head, method, Some(&rules()));
-        (matches!(compression, Compression::On(_)), head)
+        let on = matches!(compression, Compression::On(_) | Compression::Gathering(_));
+        (on, head)
+    }
+
+    #[test]
+    fn a_short_gzip_answer_is_gathered_and_others_stream() {
+        let gzip = Choice {
+            coding: Some(Coding::Gzip),
+            ..BROTLI
+        };
+        let cases = [
+            (gzip, Length::Known(4096), true),
+            (gzip, Length::Known(4097), false),
+            (gzip, Length::Unknown, false),
+            (BROTLI, Length::Known(2000), false),
+        ];
+        for (choice, length, gathered) in cases {
+            let mut compression = Compression::offer(choice);
+            compression.decide(&mut made(200, length, &[HTML]), Method::Get, Some(&rules()));
+            assert_eq!(
+                matches!(compression, Compression::Gathering(_)),
+                gathered,
+                "{length:?}"
+            );
+        }
     }
 
     const HTML: (&str, &str) = ("Content-Type", "text/html; charset=utf-8");

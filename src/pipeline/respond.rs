@@ -12,7 +12,7 @@ use super::compress::Compression;
 use super::filter::ResponseFilter;
 use crate::config::answer::Parts;
 use crate::config::{Compress, ErrorPages};
-use crate::http::encoding::Choice;
+use crate::http::encoding::{self, Choice};
 use crate::http::request::{Method, RequestHead, Version};
 use crate::http::respond::{BodyPart, ErrorPage, Respond};
 use crate::http::response::{
@@ -327,28 +327,42 @@ impl Respond for Responder<'_> {
     }
 
     fn body(&mut self, part: BodyPart<'_>) {
-        let Compression::On(encoder) = &mut self.response.compression else {
+        if let Compression::Off | Compression::Offered(_) = self.response.compression {
             return self.frame(part);
-        };
+        }
         let mut compressed = Vec::new();
-        let pushed = match &part {
-            BodyPart::Bytes(bytes) => encoder.push(bytes, &mut compressed),
-            BodyPart::Shared(shared) => encoder.push(shared.as_bytes(), &mut compressed),
-            BodyPart::File(file) => read_range(file, |piece| encoder.push(piece, &mut compressed)),
+        let compression = &mut self.response.compression;
+        let mut take = |piece: &[u8]| match compression {
+            Compression::On(encoder) => encoder.push(piece, &mut compressed),
+            Compression::Gathering(body) => {
+                body.extend_from_slice(piece);
+                Ok(())
+            }
+            Compression::Off | Compression::Offered(_) => Ok(()),
         };
-        if let Err(e) = pushed {
+        let taken = match &part {
+            BodyPart::Bytes(bytes) => take(bytes),
+            BodyPart::Shared(shared) => take(shared.as_bytes()),
+            BodyPart::File(file) => read_range(file, take),
+        };
+        if let Err(e) = taken {
             log::warn!("compressing a response failed: {e}");
         }
         self.frame(BodyPart::Bytes(&compressed));
     }
 
     fn end(&mut self) {
-        if let Compression::On(encoder) = std::mem::take(&mut self.response.compression) {
-            let mut last = Vec::new();
-            if let Err(e) = encoder.finish(&mut last) {
-                log::warn!("compressing a response failed: {e}");
+        let last = match std::mem::take(&mut self.response.compression) {
+            Compression::On(encoder) => {
+                let mut last = Vec::new();
+                encoder.finish(&mut last).map(|()| last)
             }
-            self.frame(BodyPart::Bytes(&last));
+            Compression::Gathering(body) => encoding::gzip_whole(&body),
+            Compression::Off | Compression::Offered(_) => Ok(Vec::new()),
+        };
+        match last {
+            Ok(last) => self.frame(BodyPart::Bytes(&last)),
+            Err(e) => log::warn!("compressing a response failed: {e}"),
         }
         if let Progress::Body { status, framing } = self.response.progress {
             if framing == Framing::Chunked {

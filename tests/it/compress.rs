@@ -137,6 +137,14 @@ fn types_sizes_and_the_route_decide_what_is_compressed() {
             coding,
             "{lines} {content_type} {size}"
         );
+        if coding.is_some() {
+            // Up to 4 KiB gzipped whole, over it streamed: both decode to the app's bytes.
+            assert_eq!(
+                decode("gzip", &response.body),
+                page(size),
+                "{lines} {content_type} {size}"
+            );
+        }
         let refused = get(&server, "/", &["Accept-Encoding: gzip, identity;q=0"]);
         let small_html = content_type == "text/html" && size < 5_000 && !lines.is_empty();
         if small_html {
