@@ -205,10 +205,17 @@ fn two_clients_keep_separate_buckets_and_a_request_without_the_key_is_not_limite
     };
     for client in ["alice", "bob"] {
         let statuses: Vec<u16> = (0..4).map(|_| status(Some(client)).status).collect();
-        assert_eq!(statuses, [200, 200, 200, 429], "{client}");
+        // The third request is exactly at the burst's edge: a worker whose loop turn read
+        // the time before the other worker counted the second may refuse it (decision 0007:
+        // the limits count at the loop's time). A shared bucket would refuse bob's first.
+        assert_eq!(statuses[..2], [200, 200], "{client}: {statuses:?}");
+        assert_eq!(statuses[3], 429, "{client}: {statuses:?}");
     }
-    let refused = status(Some("alice"));
-    assert_eq!(refused.status, 429);
+    // (The first that the bucket refuses once it holds its three.)
+    let refused = (0..3)
+        .map(|_| status(Some("alice")))
+        .find(|answer| answer.status == 429)
+        .expect("alice over her burst");
     // Three counted at 1/m with a burst of 2: the next one goes about a minute from now (a
     // second more when the worker that refused read the time at the start of a busy loop
     // turn, before the other counted the first request).
