@@ -507,24 +507,17 @@ fn responses(tally: &Tally) -> Series {
 }
 
 fn cache_events(tally: &Tally) -> Series {
-    (CacheEvent::ALL.iter())
-        .map(|&event| {
-            (
-                vec![("event", event.name().to_string())],
-                tally.cache[event as usize],
-            )
-        })
-        .collect()
+    event_series(CacheEvent::ALL.iter().map(|event| event.name()), &tally.cache)
 }
 
 fn guard_events(tally: &Tally) -> Series {
-    (GuardEvent::ALL.iter())
-        .map(|&event| {
-            (
-                vec![("event", event.name().to_string())],
-                tally.guards[event as usize],
-            )
-        })
+    event_series(GuardEvent::ALL.iter().map(|event| event.name()), &tally.guards)
+}
+
+/// One series per event, labelled with its name, in the order of `counts`.
+fn event_series<'n>(names: impl Iterator<Item = &'n str>, counts: &[u64]) -> Series {
+    (names.zip(counts))
+        .map(|(name, &count)| (vec![("event", name.to_string())], count))
         .collect()
 }
 

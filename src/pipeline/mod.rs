@@ -302,8 +302,7 @@ impl<'c> Pipeline<'c> {
                 let state = &mut self.filter_state;
                 match run(&site.request_filters, &subject, state, standing, &mut respond) {
                     Check::Pass => {}
-                    Check::Answered => return Outcome::Answered(routed),
-                    Check::Wait(turn) => return Outcome::Wait(Wait::Turn(turn)),
+                    check => return stopped(check, routed),
                 }
             }
             let status = match (too_large, url.is_err()) {
@@ -327,8 +326,7 @@ impl<'c> Pipeline<'c> {
         let state = &mut self.filter_state;
         match run(&route.request_filters, &subject, state, standing, &mut respond) {
             Check::Pass => {}
-            Check::Answered => return Outcome::Answered(routed),
-            Check::Wait(turn) => return Outcome::Wait(Wait::Turn(turn)),
+            check => return stopped(check, routed),
         }
         let collect_body = route.buffers_requests && self.spill.is_some();
         let (upstream, target_start) = match &route.handler {
@@ -598,6 +596,14 @@ fn run(
         .map(|filter| filter.check(subject, state, standing, respond))
         .find(|check| *check != Check::Pass)
         .unwrap_or(Check::Pass)
+}
+
+/// The outcome of a request a filter stopped: answered, or waiting for its turn.
+fn stopped(check: Check, routed: Routed) -> Outcome {
+    match check {
+        Check::Wait(turn) => Outcome::Wait(Wait::Turn(turn)),
+        Check::Pass | Check::Answered => Outcome::Answered(routed),
+    }
 }
 
 /// Answers with an error status before any handler did.
