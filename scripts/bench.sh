@@ -2,7 +2,8 @@
 # Benchmark shoal against nginx (with and without reuseport) and HAProxy, side by side on
 # loopback with the same worker count, in the scenarios of issues 5, 15, 16, 17 and 19:
 #   s1  static 1 KiB over keep-alive: wrk --latency (req/s, p50, p99)
-#   s2  ab -n 30000 -c 50, without and with -k (req/s, failed requests)
+#   s2  a connection per request: wrk -H "Connection: close" (req/s, CPU µs per connection),
+#       then ab -n 30000 -c 50 without and with -k (req/s, failed requests) as secondary rows
 #   s3  a 64 MiB file over 4 keep-alive connections (GB/s; scripts/bench/bulk_get.py)
 #   s4  reverse proxy, 1 KiB, keep-alive on both sides: shoal, nginx, HAProxy before one
 #       shared nginx upstream (wrk --latency)
@@ -28,10 +29,14 @@
 #           CPU µs per request = per handshake), resumed as wrk does by itself and full (wrk
 #           with an LD_PRELOAD shim that drops its sessions; needs cc)
 #   s6-tls  s6 over HTTPS, 2,000 connections (idle_conns.py --tls)
+# s1, s2 and s4 also run the physical floors of benches/floor/ ("floor": a fixed 1 KiB answer
+# from memory; "floor-relay": an L4 byte relay, one upstream connection per client; built with
+# cc, scripts/bench/floor.sh) as reference targets in the same rounds.
 # Every scenario runs ROUNDS rounds, each target once per round, alternating targets; the
-# report gives medians and min–max, the ratios shoal/nginx (the faster nginx configuration
-# where both run) and shoal/HAProxy against the issue's targets, pass or fail. Around every
-# throughput run the CPU time of the server's whole process tree is sampled too ("CPU µs/req").
+# report gives medians and min–max, the ratios shoal/floor, shoal/nginx (the faster nginx
+# configuration where both run) and shoal/HAProxy against the issue's targets, pass or fail.
+# Around every throughput run the CPU time of the server's whole process tree is sampled
+# (utime + stime from /proc, reaped children included): the report leads with CPU µs/req.
 # docs/benchmarks.md describes each scenario and how to read the figures.
 #
 # Usage: scripts/bench.sh                 (report to stdout, progress to stderr)
@@ -42,10 +47,10 @@
 # Environment (all optional):
 #   SCENARIOS="s1 s2 s3 s4 s5 s6 s7 s8 s9 s10 s11 s12 s1-tls s2-tls s6-tls"  which scenarios (run in
 #                      this order; "static" = s1, "proxy" = s4, "tls" = s1-tls s2-tls s6-tls)
-#   DURATION=10        seconds per wrk / bulk_get run (s1, s3, s4, s8-s12, s1-tls, s2-tls)
+#   DURATION=10        seconds per wrk / bulk_get run (s1, s2, s3, s4, s8-s12, s1-tls, s2-tls)
 #   ROUNDS=3           rounds of s1-s6
 #   WORKERS=2          shoal workers, nginx worker_processes, HAProxy nbthread
-#   WRK_THREADS=1 WRK_CONNS=64        wrk -t / -c (s1, s4, s5, s8-s12, s1-tls, s2-tls)
+#   WRK_THREADS=1 WRK_CONNS=64        wrk -t / -c (s1, s2, s4, s5, s8-s12, s1-tls, s2-tls)
 #   AB_REQUESTS=30000 AB_CONNS=50     ab -n / -c (s2)
 #   BIG_FILE_MIB=64    size of s3's file
 #   HUPS=18 S5_WARMUP=2 S5_INTERVAL=1 s5: reloads per run, seconds of load before the first,
@@ -60,6 +65,7 @@
 #   SHOAL_PORT=18080 NGINX_PORT=18081 NGINX_RP_PORT=18082                (s1-s3, s5-s7, s11, s12)
 #   SHOAL_PROXY_PORT=18083 NGINX_PROXY_PORT=18084 HAPROXY_PORT=18085 UPSTREAM_PORT=18086  (s4, s8-s11)
 #   NGINX_PROXY2_PORT=18090 (s11's second nginx proxy)  SHOAL_GUARD_PORT=18091 (s12's guarded shoal)
+#   FLOOR_PORT=18092 (s1, s2's floor)  RELAY_FLOOR_PORT=18093 (s4's floor-relay)
 #   SHOAL_TLS_PORT=18087 NGINX_TLS_PORT=18088 HAPROXY_TLS_PORT=18089     (s1-tls, s2-tls, s6-tls)
 #   SKIP_SHOAL=1       leave shoal out (tests the harness on nginx/HAProxy alone)
 #   SKIP_BUILD=1       use the existing shoal binary without cargo build
@@ -71,7 +77,7 @@
 #   KEEP_TMP=1         keep the temp dir (configs, logs, raw tool output) and print it
 #
 # Needs root (or sudo) only to apt-get what is missing (nginx, wrk, curl, apache2-utils,
-# haproxy, openssl) and, for s6, to raise the open-files limit above its hard limit.
+# haproxy, openssl, gcc) and, for s6, to raise the open-files limit above its hard limit.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -107,6 +113,8 @@ NGINX_TLS_PORT=${NGINX_TLS_PORT:-18088}
 HAPROXY_TLS_PORT=${HAPROXY_TLS_PORT:-18089}
 NGINX_PROXY2_PORT=${NGINX_PROXY2_PORT:-18090}
 SHOAL_GUARD_PORT=${SHOAL_GUARD_PORT:-18091}
+FLOOR_PORT=${FLOOR_PORT:-18092}
+RELAY_FLOOR_PORT=${RELAY_FLOOR_PORT:-18093}
 SKIP_SHOAL=${SKIP_SHOAL:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 SKIP_REUSEPORT=${SKIP_REUSEPORT:-0}
@@ -127,6 +135,8 @@ source "$REPO/scripts/lib.sh"
 source "$REPO/scripts/bench/servers.sh"
 # shellcheck source=scripts/bench/measure.sh
 source "$REPO/scripts/bench/measure.sh"
+# shellcheck source=scripts/bench/floor.sh
+source "$REPO/scripts/bench/floor.sh"
 # shellcheck source=scripts/bench/static.sh
 source "$REPO/scripts/bench/static.sh"
 # shellcheck source=scripts/bench/proxy.sh
@@ -209,10 +219,10 @@ make_big_file() {
 estimate_seconds() {
     local t=0 n=3
     [[ $SKIP_REUSEPORT == 1 ]] && n=2
-    selected s1 && t=$((t + n * ROUNDS * (DURATION + 1) + 5))
-    selected s2 && t=$((t + n * ROUNDS * (AB_REQUESTS / 10000 + 2) + 5))
+    selected s1 && t=$((t + (n + 1) * ROUNDS * (DURATION + 1) + 5))
+    selected s2 && t=$((t + (n + 1) * ROUNDS * (DURATION + 1 + AB_REQUESTS / 10000 + 2) + 5))
     selected s3 && t=$((t + n * ROUNDS * (DURATION + 1) + 5))
-    selected s4 && t=$((t + 3 * ROUNDS * (DURATION + 1) + 5))
+    selected s4 && t=$((t + 4 * ROUNDS * (DURATION + 1) + 5))
     selected s5 && t=$((t + n * ROUNDS * (S5_WARMUP + HUPS * S5_INTERVAL + 2) + 5))
     selected s6 && t=$((t + n * ROUNDS * (IDLE_CONNS / 2000 + 3)))
     selected s7 && t=$((t + 2 * STARTS / 2 + 2))
@@ -321,13 +331,14 @@ main() {
     check_settings
     trap cleanup EXIT
     trap 'exit 130' INT TERM   # make Ctrl-C go through the EXIT trap
-    install_deps ab:apache2-utils haproxy python3 ss:iproute2 openssl
+    install_deps ab:apache2-utils haproxy python3 ss:iproute2 openssl cc:gcc
     CLK_TCK=$(getconf CLK_TCK)
     [[ $CLK_TCK =~ ^[1-9][0-9]*$ ]] || die "getconf CLK_TCK gave '$CLK_TCK'"
     [[ $SKIP_SHOAL == 1 || $SKIP_BUILD == 1 ]] || build_shoal
     [[ $SKIP_SHOAL == 1 || -x $SHOAL_BIN ]] || die "$SHOAL_BIN not found (drop SKIP_BUILD=1?)"
     raise_nofile
     make_site shoal-bench
+    if selected s1 || selected s2 || selected s4; then build_floors; fi
     selected s3 && make_big_file
     selected s11 && make_text_file
     if tls_selected; then make_tls_files "$TMP/tls" "$TLS_KEY"; fi

@@ -69,16 +69,17 @@ process_tree() {
 }
 
 # Total CPU time used so far by the given PIDs: utime + stime (fields 14 and 15 of
-# /proc/<pid>/stat, all threads included), in clock ticks (getconf CLK_TCK). PIDs that are
-# gone count 0. The fields are counted after the last ")" because field 2, the command name
-# in parentheses, may itself contain spaces or parentheses.
+# /proc/<pid>/stat, all threads included) plus cutime + cstime (16 and 17: the children each
+# has reaped, such as workers replaced during a run), in clock ticks (getconf CLK_TCK). PIDs
+# that are gone count 0. The fields are counted after the last ")" because field 2, the
+# command name in parentheses, may itself contain spaces or parentheses.
 cpu_ticks() {
     local pid line total=0
     local -a f
     for pid in "$@"; do
         { read -r line < "/proc/$pid/stat"; } 2>/dev/null || continue
         read -r -a f <<< "${line##*) }"   # f[0] is field 3 (state)
-        total=$((total + f[11] + f[12]))
+        total=$((total + f[11] + f[12] + f[13] + f[14]))
     done
     echo "$total"
 }

@@ -42,12 +42,12 @@ need_alive() {
 ticks_to_s() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.6f\n", t / hz }'; }
 
 # cpu_delta NAME BEFORE AFTER: ticks used by server NAME between two tree_cpu_sample samples.
-# Warns when the process tree changed: a process that exited took its CPU time with it, one
-# that started is counted from zero.
+# A process that exited during the run is counted once its parent reaped it (cutime, cstime);
+# warns when the tree changed, since one not reaped yet is missing.
 cpu_delta() {
     local name=$1 before=$2 after=$3
     [[ ${before#* } == "${after#* }" ]] ||
-        log "WARNING: $name's process tree changed during the run (${before#* } -> ${after#* }); its CPU figure is approximate"
+        log "note: $name's process tree changed during the run (${before#* } -> ${after#* }); a process not reaped by the second sample is missing from its CPU figure"
     echo $((${after%% *} - ${before%% *}))
 }
 

@@ -29,14 +29,16 @@ scenario_s5() {
 
 # s5_run NAME ROUND: records errors (wrk's non-2xx + socket errors), reloads (HUPs that
 # settled in time), closes (the shim's count of connections the server closed while wrk
-# waited for a response; "" without the shim) and rps.
+# waited for a response; "" without the shim), rps and cpu_us (the server tree's, old and new
+# workers included).
 s5_run() {
-    local name=$1 round=$2 out=$TMP/s5-$1-$2.wrk spy=$TMP/s5-$1-$2.spy t0 k settled=0 errors rps closes=""
+    local name=$1 round=$2 out=$TMP/s5-$1-$2.wrk spy=$TMP/s5-$1-$2.spy t0 k settled=0 errors rps closes="" cpu0 cpu
     local -a cmd
     need_alive "$name"
     : > "$spy"
     s5_argv cmd "${PORT[$name]}"
     log "s5 round $round: $name: $(s5_text "${PORT[$name]}")"
+    cpu0=$(tree_cpu_sample "${PID[$name]}")
     LD_PRELOAD=$SPY WRKSPY_LOG=$spy "${cmd[@]}" > "$out" 2>&1 &
     PID["wrk"]=$!
     t0=$(now_us)
@@ -54,6 +56,7 @@ s5_run() {
     kill -INT "${PID[wrk]}" 2>/dev/null || true
     wait "${PID[wrk]}" || { cat "$out" >&2; die "wrk failed on $name"; }
     unset "PID[wrk]"
+    cpu=$(us_per "$(wrk_requests "$out")" "$(cpu_delta "$name" "$cpu0" "$(tree_cpu_sample "${PID[$name]}")")")
     rps=$(awk '$1 == "Requests/sec:" { print $2 }' "$out")
     [[ -n $rps ]] || { cat "$out" >&2; die "could not parse wrk output for $name"; }
     errors=$(($(wrk_non2xx "$out") + $(wrk_sockerr "$out")))
@@ -61,9 +64,10 @@ s5_run() {
     record s5 "$name" errors "$round" "$errors"
     record s5 "$name" reloads "$round" "$settled"
     record s5 "$name" rps "$round" "$rps"
+    record s5 "$name" cpu_us "$round" "$cpu"
     [[ -z $closes ]] || record s5 "$name" closes "$round" "$closes"
     log "  $settled/$HUPS reloads settled in $((($(now_us) - t0) / 1000)) ms, errors $errors," \
-        "closes with a request outstanding ${closes:-(no shim)}, $rps req/s"
+        "closes with a request outstanding ${closes:-(no shim)}, $rps req/s, CPU $cpu µs/req"
 }
 
 # One HUP to target NAME's master, waiting until that reload is over.

@@ -11,16 +11,23 @@ scenario_s1() {
 
 s1_run() { run_wrk s1 "$1" "$2"; }
 
-# S2: ab without keep-alive (a connection per request, HTTP/1.0), then with -k
-# (Connection: keep-alive), each for every target, alternating.
+# S2: a new connection per request, first with wrk -H "Connection: close" (the figure that
+# counts: req/s and the server's CPU per connection; wrk's one thread is cheap enough per
+# connection not to set the ceiling, as ab's does), then ab without keep-alive (HTTP/1.0, a
+# connection per request) and with -k, kept as secondary rows. Every target, alternating.
 scenario_s2() {
+    fact cmd.s2-wrk-close "$(WRK_CLOSE=1 cmd_text wrk_argv PORT)"
     fact cmd.s2-close "$(cmd_text ab_argv "" PORT)"
     fact cmd.s2-keepalive "$(cmd_text ab_argv k PORT)"
     for_rounds s2_run
 }
 
-# Both modes of one target back to back; targets alternate within each round.
-s2_run() { run_ab s2-close "$1" "$2" ""; run_ab s2-keepalive "$1" "$2" k; }
+# The three runs of one target back to back; targets alternate within each round.
+s2_run() {
+    WRK_CLOSE=1 run_wrk s2-wrk-close "$1" "$2"
+    run_ab s2-close "$1" "$2" ""
+    run_ab s2-keepalive "$1" "$2" k
+}
 
 # bulk_argv ARRAY PORT: S3's client (run from the repository root).
 bulk_argv() {
@@ -65,8 +72,12 @@ static_scenarios() {
     for s in s1 s2 s3; do selected "$s" && any=1; done
     ((any)) || return 0
     start_static_targets
+    local -a servers=("${TARGETS[@]}")
+    # The floor answers only the 1 KiB file: a reference for S1 and S2, not for S3.
+    start_static_floor
     selected s1 && scenario_s1
     selected s2 && scenario_s2
+    TARGETS=("${servers[@]}")
     selected s3 && scenario_s3
-    stop_servers "${TARGETS[@]}"
+    stop_servers "${servers[@]}" floor
 }
