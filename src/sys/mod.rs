@@ -13,7 +13,7 @@ mod steer;
 pub use fs::{open_beneath, open_dir, Access, OpenMode};
 #[cfg(test)]
 pub use net::unsent_bytes;
-pub use net::{nothing_to_read, random_bytes, send_more};
+pub use net::{defer_accept, nothing_to_read, random_bytes, send_more};
 pub use notify::Notifier;
 pub use process::{
     adopt_listener, adopt_pipe, adopt_unix_listener, close_fds_except, drop_privileges, fork, hand_over,

@@ -1,6 +1,6 @@
 //! Socket calls `std` lacks: a send that holds a partial segment back for the FIN, a peek
-//! that works on any socket, and (for tests of the first) the count of queued bytes no
-//! segment has carried yet.
+//! that works on any socket, deferred accept on a listener, and (for tests of the first) the
+//! count of queued bytes no segment has carried yet.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -22,6 +22,31 @@ pub fn send_more(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
         Err(io::Error::last_os_error())
     } else {
         Ok(n as usize)
+    }
+}
+
+/// Has the kernel hand a connection to `accept` only once its first bytes have arrived
+/// (`TCP_DEFER_ACCEPT`, nginx's `listen ... deferred`, HAProxy's `defer-accept`): a client
+/// speaks first in HTTP, TLS and the PROXY protocol, so the worker wakes once per new
+/// connection, with its request ready to read, instead of once for the handshake and again
+/// for the request. A connection that stays silent is handed over anyway after `seconds`
+/// (the SYN-ACK is sent again, and its acknowledgement completes the accept).
+pub fn defer_accept(listener: BorrowedFd<'_>, seconds: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
+    // SAFETY: plain setsockopt with an int option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -88,5 +113,18 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"partial");
+    }
+
+    #[test]
+    fn a_deferred_listener_hands_over_the_connection_that_spoke_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        defer_accept(listener.as_fd(), 30).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _silent = TcpStream::connect(addr).unwrap();
+        let mut speaking = TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(&mut speaking, b"GET / HTTP/1.1\r\n").unwrap();
+        // Without deferral the silent client, first in the queue, would be accepted here.
+        let (_, peer) = listener.accept().unwrap();
+        assert_eq!(peer, speaking.local_addr().unwrap());
     }
 }
