@@ -103,10 +103,11 @@ fn relay(c: &mut Criterion) {
     let mut relayed = ResponseHead::default();
     c.bench_function("upstream::parse + relay_head + write_head", |b| {
         b.iter(|| {
-            let head = upstream::parse(black_box(UPSTREAM_RESPONSE), false)
+            let mut slots = upstream::header_slots();
+            let parsed = upstream::parse(black_box(UPSTREAM_RESPONSE), false, &mut slots)
                 .unwrap()
                 .unwrap();
-            upstream::relay_head(UPSTREAM_RESPONSE, &head, &mut relayed);
+            upstream::relay_head(&parsed, &mut relayed);
             out.clear();
             response::write_head(
                 &mut out,

@@ -842,14 +842,16 @@ impl Exchange {
             match &mut self.download {
                 Download::Head => {
                     let was_head = self.method == Method::Head;
-                    let head = match response::parse(self.from_upstream.data(), was_head) {
-                        Ok(Some(head)) => head,
+                    let mut slots = response::header_slots();
+                    let parsed = match response::parse(self.from_upstream.data(), was_head, &mut slots) {
+                        Ok(Some(parsed)) => parsed,
                         Ok(None) => return Ok(moved),
                         Err(_) => {
                             self.fail_server(env, self.server, UpstreamError::BadResponse);
                             return Err(self.fail_or_abort(Failure::BadGateway));
                         }
                     };
+                    let head = parsed.head;
                     moved = true;
                     if (100..200).contains(&head.status) && head.status != 101 {
                         self.interim += 1;
@@ -862,6 +864,11 @@ impl Exchange {
                     if head.status == 101 && !self.upgrade {
                         self.count(env, UpstreamError::BadResponse);
                         return Err(self.fail_or_abort(Failure::BadGateway));
+                    }
+                    // The client's head is written from this parse; an intercepted error is
+                    // answered with the route's page instead.
+                    if !intercepted(&head, respond) {
+                        response::relay_head(&parsed, respond.head());
                     }
                     self.start_response(head, respond, env);
                 }
@@ -906,8 +913,9 @@ impl Exchange {
         }
     }
 
-    /// Sends the client's response head and sets up the body relay; or, for a head that
-    /// offloads a file, takes what the client will need of it and drops the body.
+    /// Sends the client's response head (relayed into `respond.head()` by the caller) and
+    /// sets up the body relay; or, for a head that offloads a file, takes what the client
+    /// will need of it and drops the body.
     fn start_response(&mut self, head: UpstreamHead, respond: &mut impl Respond, env: &mut Env) {
         let state = &mut env.upstreams.list[self.upstream];
         state.balancer.note_success(self.server);
@@ -917,7 +925,7 @@ impl Exchange {
         // An error the route has a page for is answered with the page; the upstream's body
         // is not read, and its connection goes unless it sent none.
         let no_body = matches!(head.body, UpstreamBody::None | UpstreamBody::Length(0));
-        if head.status >= 400 && respond.intercepts(head.status) {
+        if intercepted(&head, respond) {
             self.from_upstream.consume(head.len);
             self.download = Download::Done {
                 keep_alive: head.keep_alive && no_body,
@@ -925,7 +933,6 @@ impl Exchange {
             respond_simple(respond, head.status, &[]);
             return;
         }
-        response::relay_head(self.from_upstream.data(), &head, respond.head());
         if let Some(offload) = self.offload_of(&head, respond.head()) {
             self.offload = Some(Box::new(offload));
             self.from_upstream.consume(head.len);
@@ -1204,6 +1211,11 @@ enum Connect {
     Pending,
     Done,
     Failed(UpstreamError),
+}
+
+/// Whether the route answers this upstream error with its own page instead of relaying it.
+fn intercepted(head: &UpstreamHead, respond: &impl Respond) -> bool {
+    head.status >= 400 && respond.intercepts(head.status)
 }
 
 fn connect_state(stream: &Stream) -> Connect {

@@ -48,24 +48,42 @@ pub enum ResponseError {
     BadTransferEncoding,
 }
 
-/// Parses the response head at the start of `buf`; `Ok(None)` means more bytes are needed.
-pub fn parse(buf: &[u8], request_was_head: bool) -> Result<Option<UpstreamHead>, ResponseError> {
-    let mut headers: [MaybeUninit<httparse::Header>; MAX_HEADERS] =
-        [const { MaybeUninit::uninit() }; MAX_HEADERS];
+/// Room for the header lines of one parsed head (uninitialised: no 8 KiB memset per head).
+pub type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+pub fn header_slots<'b>() -> HeaderSlots<'b> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
+/// A parsed head: its facts, and its reason and header lines (in `buf` and the slots), which
+/// `relay_head` rewrites for the client without parsing the head again.
+pub struct Parsed<'b, 'h> {
+    pub head: UpstreamHead,
+    reason: &'b str,
+    headers: &'h [httparse::Header<'b>],
+}
+
+/// Parses the response head at the start of `buf` into `slots`; `Ok(None)` means more bytes
+/// are needed.
+pub fn parse<'b, 'h>(
+    buf: &'b [u8],
+    request_was_head: bool,
+    slots: &'h mut HeaderSlots<'b>,
+) -> Result<Option<Parsed<'b, 'h>>, ResponseError> {
     let mut response = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut response,
-        buf,
-        &mut headers,
-    ) {
-        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
-        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
-            return Err(ResponseError::TooLarge)
-        }
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => return Err(ResponseError::TooLarge),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(ResponseError::Malformed),
-    };
+    let len =
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, slots)
+        {
+            Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
+            Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
+                return Err(ResponseError::TooLarge)
+            }
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+                return Err(ResponseError::TooLarge)
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(ResponseError::Malformed),
+        };
     let (Some(status), Some(minor)) = (response.code, response.version) else {
         return Err(ResponseError::Malformed);
     };
@@ -126,7 +144,7 @@ pub fn parse(buf: &[u8], request_was_head: bool) -> Result<Option<UpstreamHead>,
         (false, None) => UpstreamBody::UntilClose,
     };
     let keep_alive = !close && body != UpstreamBody::UntilClose;
-    Ok(Some(UpstreamHead {
+    let head = UpstreamHead {
         status,
         len,
         body,
@@ -134,6 +152,11 @@ pub fn parse(buf: &[u8], request_was_head: bool) -> Result<Option<UpstreamHead>,
         content_length,
         accel_redirect,
         sendfile,
+    };
+    Ok(Some(Parsed {
+        head,
+        reason: response.reason.unwrap_or(""),
+        headers: response.headers,
     }))
 }
 
@@ -141,26 +164,19 @@ pub fn parse(buf: &[u8], request_was_head: bool) -> Result<Option<UpstreamHead>,
 /// `X-Accel-Redirect`, which is for shoal, never for the client (nginx hides it too).
 const REWRITTEN: &[&str] = &["content-length", "x-accel-redirect"];
 
-/// Fills `into` with what the client gets of the upstream's `head` (parsed from `buf`): its
-/// status and reason, every end-to-end header line in order, and the body's length as the
-/// upstream's framing tells it.
-pub fn relay_head(buf: &[u8], head: &UpstreamHead, into: &mut ResponseHead) {
-    let mut headers: [MaybeUninit<httparse::Header>; MAX_HEADERS] =
-        [const { MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut []);
-    let _ = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut response,
-        &buf[..head.len],
-        &mut headers,
-    );
-    into.relayed(head.status, response.reason.unwrap_or("").as_bytes());
+/// Fills `into` with what the client gets of the upstream's head: its status and reason,
+/// every end-to-end header line in order, and the body's length as the upstream's framing
+/// tells it.
+pub fn relay_head(parsed: &Parsed, into: &mut ResponseHead) {
+    let head = &parsed.head;
+    into.relayed(head.status, parsed.reason.as_bytes());
     let connection = ConnectionOptions::of(
-        (response.headers.iter())
+        (parsed.headers.iter())
             .filter(|h| h.name.eq_ignore_ascii_case("connection"))
             .map(|h| h.value),
     );
     let switching = head.status == 101;
-    for header in response.headers.iter() {
+    for header in parsed.headers {
         let name = header.name.as_bytes();
         // A protocol switch is end to end: its Upgrade header goes through.
         let passes_upgrade = switching && name.eq_ignore_ascii_case(b"upgrade");
@@ -182,18 +198,25 @@ mod tests {
     use super::*;
 
     fn head(text: &str) -> Result<Option<UpstreamHead>, ResponseError> {
-        parse(text.as_bytes(), false)
+        parse(text.as_bytes(), false, &mut header_slots()).map(|parsed| parsed.map(|p| p.head))
+    }
+
+    /// The head's facts and what the client gets of it.
+    fn relayed(text: &str, was_head: bool) -> (UpstreamHead, ResponseHead) {
+        let mut slots = header_slots();
+        let parsed = parse(text.as_bytes(), was_head, &mut slots).unwrap().unwrap();
+        let mut relayed = ResponseHead::default();
+        relay_head(&parsed, &mut relayed);
+        (parsed.head, relayed)
     }
 
     #[test]
     fn offload_headers_are_found_and_x_accel_redirect_is_never_relayed() {
         let text = "HTTP/1.1 200 OK\r\nX-Accel-Redirect: /protected/a.pdf\r\nX-Sendfile: /srv/a.pdf\r\nContent-Length: 0\r\n\r\n";
-        let parsed = head(text).unwrap().unwrap();
+        let (parsed, relayed) = relayed(text, false);
         let value = |(start, end): (usize, usize)| &text[start..end];
         assert_eq!(parsed.accel_redirect.map(value), Some("/protected/a.pdf"));
         assert_eq!(parsed.sendfile.map(value), Some("/srv/a.pdf"));
-        let mut relayed = ResponseHead::default();
-        relay_head(text.as_bytes(), &parsed, &mut relayed);
         assert_eq!(relayed.get("x-accel-redirect"), None);
         assert_eq!(relayed.get("x-sendfile"), Some(&b"/srv/a.pdf"[..]));
     }
@@ -247,10 +270,15 @@ mod tests {
             );
         }
         assert_eq!(
-            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
-                .unwrap()
-                .unwrap()
-                .body,
+            parse(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                true,
+                &mut header_slots()
+            )
+            .unwrap()
+            .unwrap()
+            .head
+            .body,
             UpstreamBody::None
         );
     }
@@ -290,9 +318,7 @@ mod tests {
     #[test]
     fn the_relayed_head_keeps_repeats_and_drops_hop_by_hop() {
         let text = "HTTP/1.1 200 Fine\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nTransfer-Encoding: chunked\r\nDate: D\r\n\r\n";
-        let parsed = head(text).unwrap().unwrap();
-        let mut relayed = ResponseHead::default();
-        relay_head(text.as_bytes(), &parsed, &mut relayed);
+        let (_, relayed) = relayed(text, false);
         assert_eq!((relayed.status, relayed.reason()), (200, &b"Fine"[..]));
         assert_eq!(relayed.length, Length::Unknown);
         let lines: Vec<(&[u8], &[u8])> = relayed.lines().collect();
@@ -308,12 +334,7 @@ mod tests {
 
     #[test]
     fn lengths_follow_the_upstream_framing() {
-        let length = |text: &str, was_head: bool| {
-            let parsed = parse(text.as_bytes(), was_head).unwrap().unwrap();
-            let mut relayed = ResponseHead::default();
-            relay_head(text.as_bytes(), &parsed, &mut relayed);
-            relayed.length
-        };
+        let length = |text: &str, was_head: bool| relayed(text, was_head).1.length;
         assert_eq!(
             length("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", false),
             Length::Known(7)
@@ -325,9 +346,7 @@ mod tests {
         assert_eq!(length("HTTP/1.1 200 OK\r\n\r\n", false), Length::Unknown);
         assert_eq!(length("HTTP/1.1 304 Not Modified\r\n\r\n", false), Length::None);
         let upgrade = "HTTP/1.1 101 Switching\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
-        let parsed = parse(upgrade.as_bytes(), false).unwrap().unwrap();
-        let mut relayed = ResponseHead::default();
-        relay_head(upgrade.as_bytes(), &parsed, &mut relayed);
+        let (_, relayed) = relayed(upgrade, false);
         assert_eq!(relayed.get("upgrade"), Some(&b"websocket"[..]));
         assert_eq!(relayed.get("connection"), None);
     }
