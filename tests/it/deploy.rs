@@ -106,7 +106,9 @@ fn the_pod_config_serves_and_drains_on_sigterm_with_healthz_turning_503() {
         let _ = stream.read_to_end(&mut answer);
         answer
     });
-    app.wait_for_requests(2);
+    // The readiness probe, /api/fast, then the slow one: in flight at the app.
+    let slow_at_app = app.wait_for_requests(3);
+    assert!(slow_at_app[2].head.contains("/slow"), "{:?}", slow_at_app[2].head);
     server.send_signal("TERM");
     wait_until(
         "/healthz to say 503 while draining",

@@ -28,6 +28,10 @@ struct Counts {
     /// Requests being answered now, and the most ever at once.
     current: AtomicUsize,
     peak: AtomicUsize,
+    /// The connections of the requests being answered (with a number each), so that a new
+    /// arrival is counted against those still open, however late their threads run.
+    held: Mutex<Vec<(usize, TcpStream)>>,
+    next: AtomicUsize,
     /// Tags (`?tag`) of the requests, in the order they arrived.
     arrivals: Mutex<Vec<String>>,
     stopping: AtomicBool,
@@ -94,6 +98,37 @@ impl Drop for Counting {
     }
 }
 
+impl Counts {
+    /// Counts a request arriving on `stream` beside those whose connections are still open
+    /// (a connection shoal closed, as a killed worker's are, no longer counts even if its
+    /// thread has not run since); returns its number for `release`.
+    fn hold(&self, stream: &TcpStream) -> usize {
+        let id = self.next.fetch_add(1, SeqCst);
+        let mut held = self.held.lock().expect("held");
+        held.retain(|(_, s)| !closed(s));
+        held.push((id, stream.try_clone().expect("clone")));
+        self.current.store(held.len(), SeqCst);
+        self.peak.fetch_max(held.len(), SeqCst);
+        id
+    }
+
+    fn release(&self, id: usize) {
+        let mut held = self.held.lock().expect("held");
+        held.retain(|(n, _)| *n != id);
+        self.current.store(held.len(), SeqCst);
+    }
+}
+
+/// Whether the peer closed `stream`, without waiting.
+fn closed(stream: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::new(0u8)];
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+    matches!(
+        socket2::SockRef::from(stream).recv_with_flags(&mut byte, flags),
+        Ok(0)
+    )
+}
+
 /// Answers the requests of one connection until it closes.
 fn serve(mut stream: TcpStream, counts: &Counts) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
@@ -109,8 +144,7 @@ fn serve(mut stream: TcpStream, counts: &Counts) {
             None => (Duration::ZERO, String::new()),
         };
         counts.arrivals.lock().expect("arrivals").push(tag);
-        let now = counts.current.fetch_add(1, SeqCst) + 1;
-        counts.peak.fetch_max(now, SeqCst);
+        let id = counts.hold(&stream);
         let until = Instant::now() + hold;
         let mut open = true;
         while open && Instant::now() < until && !counts.stopping.load(SeqCst) {
@@ -120,7 +154,7 @@ fn serve(mut stream: TcpStream, counts: &Counts) {
         }
         // Uncounted before the answer leaves: shoal may send the next request as soon as it
         // has read this answer, before this thread would get to count down after writing.
-        counts.current.fetch_sub(1, SeqCst);
+        counts.release(id);
         let answered = open
             && stream
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
