@@ -47,7 +47,8 @@ static int parse_int(const char *s, int min, int max)
 
 /* A listener of this worker's own on 127.0.0.1:PORT; the kernel spreads new connections over
  * the workers' listeners. TCP_NODELAY here is inherited by every accepted socket, which saves
- * a setsockopt per connection. */
+ * a setsockopt per connection; TCP_DEFER_ACCEPT hands a connection over only once its request
+ * has arrived, which saves a wakeup per connection (shoal does both). */
 static int listen_reuseport(int port)
 {
     int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -56,6 +57,7 @@ static int listen_reuseport(int port)
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one) < 0 ||
         bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 4096) < 0)
         die("listen");
     return fd;

@@ -134,7 +134,10 @@ static void serve(struct conn *c)
 {
     for (;;) {
         if (c->out_off < c->out_len) {
-            ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+            /* Before a close, MSG_MORE holds the last segment back for the FIN to ride on
+             * (one segment fewer per connection; shoal does the same). */
+            int more = c->close_after ? MSG_MORE : 0;
+            ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL | more);
             if (n < 0 && errno != EAGAIN) {
                 conn_close(c);
                 return;
