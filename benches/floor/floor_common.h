@@ -63,6 +63,18 @@ static int listen_reuseport(int port)
     return fd;
 }
 
+/* This worker's listener (into *lfd) and its epoll set, the listener in it with a NULL
+ * pointer (every connection has its own). */
+static int worker_epoll(int port, int *lfd)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    *lfd = listen_reuseport(port);
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, *lfd, &ev) < 0)
+        die("epoll");
+    return ep;
+}
+
 /* Forks WORKERS processes running WORKER, then waits: on SIGTERM or SIGINT it sends SIGTERM
  * to them all, reaps them and returns 0; if a worker dies on its own (a bind that failed, a
  * crash) it stops the others the same way and returns 1. Workers ask the kernel for SIGTERM

@@ -167,11 +167,9 @@ static void start_pair(int cfd)
 
 static void worker(void)
 {
-    int lfd = listen_reuseport(port);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL}, events[256];
-    epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (epfd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, lfd, &ev) < 0)
-        die("epoll");
+    int lfd;
+    struct epoll_event events[256];
+    epfd = worker_epoll(port, &lfd);
     for (;;) {
         int n = epoll_wait(epfd, events, 256, -1);
         for (int i = 0; i < n; i++) {

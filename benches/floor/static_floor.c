@@ -201,11 +201,9 @@ static void accept_all(int lfd)
 
 static void worker(void)
 {
-    int lfd = listen_reuseport(port);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL}, events[256];
-    epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (epfd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, lfd, &ev) < 0)
-        die("epoll");
+    int lfd;
+    struct epoll_event events[256];
+    epfd = worker_epoll(port, &lfd);
     for (;;) {
         int n = epoll_wait(epfd, events, 256, -1);
         time_t now = time(NULL);
