@@ -45,11 +45,10 @@ impl Compression {
         };
         *self = match (rules, choice.coding) {
             (Some(rules), Some(coding)) if worth_it(head, method, rules, choice) => {
-                let short = matches!(head.length, Length::Known(n) if n <= WHOLE_MAX_BYTES);
                 let length = head.length;
                 encode_head(head, coding);
                 match (coding, length) {
-                    (Coding::Gzip, Length::Known(n)) if short => {
+                    (Coding::Gzip, Length::Known(n)) if n <= WHOLE_MAX_BYTES => {
                         Compression::Gathering(Vec::with_capacity(n as usize))
                     }
                     _ => Compression::On(Box::new(Encoder::new(coding, Effort::Streaming))),

@@ -3,7 +3,7 @@
 //! count of queued bytes no segment has carried yet.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 /// Writes `bytes` with `MSG_MORE`, so a partial segment waits for what follows; when what
 /// follows is our FIN (close or shutdown), both leave in one segment, as nginx gets from
@@ -33,12 +33,27 @@ pub fn send_more(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
 /// (the SYN-ACK is sent again, and its acknowledgement completes the accept).
 pub fn defer_accept(listener: BorrowedFd<'_>, seconds: u32) -> io::Result<()> {
     let value = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
+    set_int_option(
+        listener.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_DEFER_ACCEPT,
+        value,
+    )
+}
+
+/// `setsockopt` of an option whose value is an int (socket2 and nix lack some of them).
+pub(super) fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: plain setsockopt with an int option value of the right size.
     let rc = unsafe {
         libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
+            fd,
+            level,
+            name,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )

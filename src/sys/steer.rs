@@ -40,23 +40,12 @@ fn program(targets: &[u32]) -> Vec<libc::sock_filter> {
 /// listen order). An empty `targets` removes the steering (back to the kernel's hash).
 pub fn steer(socket: &impl AsRawFd, targets: &[u32]) -> io::Result<()> {
     if targets.is_empty() {
-        // SAFETY: plain setsockopt with an int option value of the right size.
-        let rc = unsafe {
-            let zero: libc::c_int = 0;
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                SO_DETACH_REUSEPORT_BPF,
-                &zero as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        let err = io::Error::last_os_error();
+        let detached =
+            super::net::set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, 0);
         // ENOENT: no program was attached, which is what we wanted.
-        return if rc == 0 || err.raw_os_error() == Some(libc::ENOENT) {
-            Ok(())
-        } else {
-            Err(err)
+        return match detached {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+            _ => Ok(()),
         };
     }
     let mut prog = program(targets);
