@@ -1211,9 +1211,12 @@ impl Exchange {
         // A FIN that came with the response's last bytes announces no later event: a pooled
         // socket would not even be suspect, and a POST sent on it would fail.
         let reusable = keep_alive && self.from_upstream.is_empty() && !self.from_upstream.fin_seen();
-        if let (true, Link::Open { stream, .. }) = (reusable, std::mem::replace(&mut self.link, Link::Closed))
-        {
-            env.upstreams.checkin(self.upstream, self.server, stream, env.now);
+        if let Link::Open { stream, .. } = std::mem::replace(&mut self.link, Link::Closed) {
+            if reusable {
+                env.upstreams.checkin(self.upstream, self.server, stream, env.now);
+            } else {
+                env.upstreams.retire(stream);
+            }
         }
         self.finish_without_reuse()
     }

@@ -96,6 +96,9 @@ pub struct Upstreams<'a> {
     /// The client connection each open upstream socket works for, by descriptor; `None`
     /// while the socket idles in a pool.
     owners: Vec<Option<usize>>,
+    /// Connections whose exchange ended without reuse, closed once the client's answer is
+    /// written (see [`Upstreams::retire`]).
+    retired: Vec<Stream>,
 }
 
 /// The poll token of an upstream socket: odd (clients' are even, see `worker`) and made of
@@ -137,6 +140,7 @@ impl<'a> Upstreams<'a> {
         Ok(Upstreams {
             list,
             owners: Vec::new(),
+            retired: Vec::new(),
         })
     }
 
@@ -206,6 +210,18 @@ impl<'a> Upstreams<'a> {
         self.own(&stream, None);
         let state = &mut self.list[upstream];
         state.pool.checkin(server, stream, now, state.config.keepalive);
+    }
+
+    /// Takes a connection that will not be reused, to close after the response it carried
+    /// went to the client: a TCP close (its FIN, the peer's processing of it on loopback)
+    /// then does not delay the answer.
+    pub fn retire(&mut self, stream: Stream) {
+        self.retired.push(stream);
+    }
+
+    /// Closes the connections retired since the last call.
+    pub fn close_retired(&mut self) {
+        self.retired.clear();
     }
 
     /// Closes pooled connections idle past their upstream's keepalive_timeout.

@@ -561,6 +561,8 @@ impl<'a> Worker<'a> {
     /// Acts on what driving connection `key` came to, and notes when a request it holds
     /// waits for its turn.
     fn settle(&mut self, key: usize, verdict: Verdict) {
+        // The answer the connection had is written by now.
+        self.ctx.pipeline.upstreams.close_retired();
         match verdict {
             Verdict::Wait => {}
             Verdict::Again => self.again.push(key),

@@ -53,6 +53,20 @@ fn an_app_that_says_connection_close_is_not_pooled() {
     assert_eq!(upstream.accepts(), 2);
 }
 
+/// shoal closes such a connection itself (after the answer went out), even when the app
+/// leaves it open.
+#[test]
+fn a_connection_the_app_said_close_on_is_closed_by_shoal() {
+    let upstream = Upstream::start(Behaviour::Raw(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye".to_vec(),
+    ));
+    let (_site, server) = proxy(&upstream);
+    let response = get(&server, "/one");
+    response.assert_status(200);
+    assert_eq!(response.text(), "bye");
+    upstream.wait_for_event("held-closed", 1);
+}
+
 #[test]
 fn an_idle_connection_closed_by_the_app_is_replaced() {
     let upstream = Upstream::start(Behaviour::CloseIdleAfter(Duration::from_millis(200)));
