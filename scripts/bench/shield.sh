@@ -31,7 +31,7 @@ scenario_s8() {
     start_nginx_proxy nginx-shield "$NGINX_PROXY_PORT"
     for name in "${TARGETS[@]}"; do wait_ready "$name"; check_body "$name"; done
     fact cmd.s8 "$S8_READERS x slow_readers.py PORT $S8_READERS /big $((S8_READ_KIBS * 1024)) (S8_BIG_MIB=$S8_BIG_MIB), then $(cmd_text wrk_argv PORT)"
-    for_rounds s8_run
+    ROUNDS=$S8_ROUNDS for_rounds s8_run
     stop_servers "${TARGETS[@]}" upstream
 }
 
