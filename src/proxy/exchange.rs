@@ -21,6 +21,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use mio::event::Event;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry};
 
@@ -201,7 +202,11 @@ enum Link {
         ticket: u64,
         since: Instant,
     },
-    Connecting(Stream),
+    /// A connect started; `signalled` once the socket had an event since.
+    Connecting {
+        stream: Stream,
+        signalled: bool,
+    },
     Open {
         stream: Stream,
         pooled: bool,
@@ -215,7 +220,7 @@ impl Link {
     /// once the link is closed, so the other cases are never reached.
     fn stream(&mut self) -> &mut Stream {
         match self {
-            Link::Connecting(stream) | Link::Open { stream, .. } => stream,
+            Link::Connecting { stream, .. } | Link::Open { stream, .. } => stream,
             Link::Queued { .. } | Link::Closed => unreachable!("no upstream socket to use"),
         }
     }
@@ -433,9 +438,16 @@ impl Exchange {
         }
     }
 
-    /// Notes a readiness event on the upstream socket (`read_closed`: it carried the FIN).
-    pub fn mark_readable(&mut self, read_closed: bool) {
-        self.from_upstream.mark_readable(read_closed);
+    /// Notes an event on the upstream socket. Only one with something to read (data, the
+    /// FIN, an error) makes the next pump read: a write-only one would find nothing.
+    pub fn mark_upstream(&mut self, event: &Event) {
+        if let Link::Connecting { signalled, .. } = &mut self.link {
+            *signalled = true;
+        }
+        let read_closed = event.is_read_closed() || event.is_error();
+        if event.is_readable() || read_closed {
+            self.from_upstream.mark_readable(read_closed);
+        }
     }
 
     /// The address of the server this exchange went to last, once it picked one.
@@ -450,7 +462,7 @@ impl Exchange {
         let timeout = match (&self.link, &self.download) {
             (Link::Queued { since, .. }, _) => return Some(*since + config.queue_timeout),
             (Link::Closed, _) | (_, Download::Done { .. }) => return None,
-            (Link::Connecting(_), _) => config.connect_timeout,
+            (Link::Connecting { .. }, _) => config.connect_timeout,
             _ if self.waiting == Waiting::Client => return None,
             // Nothing for the upstream to take: the client's body timer runs instead.
             (_, Download::Head) if self.awaits_client_body() => return None,
@@ -537,7 +549,10 @@ impl Exchange {
             match self.open(addr, env) {
                 Ok(stream) => {
                     self.from_upstream.await_event();
-                    self.link = Link::Connecting(stream);
+                    self.link = Link::Connecting {
+                        stream,
+                        signalled: false,
+                    };
                     return Ok(());
                 }
                 Err(e) => self.fail_server(env, server, connect_error(&e)),
@@ -605,7 +620,12 @@ impl Exchange {
                     Step::Progress
                 };
             }
-            Link::Connecting(_) => match self.send_first(env) {
+            // Not before the socket's first event, even when a connect to a local app completed
+            // at once: the app worker that the connect woke would take the request straight
+            // away, preempting this worker before it connects its other requests, and the app
+            // would wait in accept for each one (docs/performance.md, "S8's p99").
+            Link::Connecting { signalled: false, .. } => return Step::Wait,
+            Link::Connecting { .. } => match self.send_first(env) {
                 Connect::Pending => return Step::Wait,
                 Connect::Failed(error) => {
                     self.count(env, error);
@@ -696,7 +716,7 @@ impl Exchange {
     }
 
     fn promote(&mut self) {
-        if let Link::Connecting(stream) = std::mem::replace(&mut self.link, Link::Closed) {
+        if let Link::Connecting { stream, .. } = std::mem::replace(&mut self.link, Link::Closed) {
             self.link = Link::Open {
                 stream,
                 pooled: false,
@@ -1076,7 +1096,7 @@ impl Exchange {
                 .balancer
                 .note_failure(self.server, env.now);
         }
-        if let Link::Connecting(stream) | Link::Open { stream, .. } = &mut self.link {
+        if let Link::Connecting { stream, .. } | Link::Open { stream, .. } = &mut self.link {
             let _ = env.registry.deregister(stream);
         }
         self.link = Link::Closed;
@@ -1103,7 +1123,7 @@ impl Exchange {
                     request_read: self.request_read(),
                 }
             }
-            (Link::Connecting(_), _) => {
+            (Link::Connecting { .. }, _) => {
                 self.count(env, UpstreamError::ConnectTimeout);
                 self.retry(Failure::Timeout, true, env)
             }

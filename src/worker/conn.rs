@@ -10,6 +10,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use mio::event::Event;
+
 use super::access_log::{AccessLog, Entry};
 use super::clock::Clock;
 use super::proxy_protocol;
@@ -321,10 +323,10 @@ impl<T: Transport> Conn<T> {
         self.set_phase(Phase::Lingering, now);
     }
 
-    /// Notes an event on the upstream socket (`read_closed`: it carried the FIN).
-    pub fn mark_upstream_ready(&mut self, read_closed: bool) {
+    /// Notes an event on the upstream socket (see [`Exchange::mark_upstream`]).
+    pub fn mark_upstream_ready(&mut self, event: &Event) {
         if let Phase::Proxying(proxying) = &mut self.phase {
-            proxying.exchange.mark_readable(read_closed);
+            proxying.exchange.mark_upstream(event);
         }
     }
 

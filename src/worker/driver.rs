@@ -106,14 +106,32 @@ impl Driver {
         self.drive()
     }
 
-    /// Drives the connection (as the worker does on an event), again while it asks to be.
+    /// Drives the connection (as the worker does on an event), again while it asks to be,
+    /// and on the upstream events that are ready by then (as the worker's next turns would:
+    /// a fresh upstream connection gets its request on its first event).
     pub fn drive(&mut self) -> Verdict {
         loop {
             match self.conn.drive(&mut self.ctx) {
                 Verdict::Again => continue,
-                verdict => return verdict,
+                Verdict::Close => return Verdict::Close,
+                Verdict::Wait if !self.pass_upstream_events(Duration::ZERO) => return Verdict::Wait,
+                Verdict::Wait => {}
             }
         }
+    }
+
+    /// Passes the upstream events that arrive within `wait` to the connection; true if any did.
+    fn pass_upstream_events(&mut self, wait: Duration) -> bool {
+        self.poll.poll(&mut self.events, Some(wait)).unwrap();
+        let mut any = false;
+        // Every socket polled here is an upstream one.
+        for event in self.events.iter() {
+            if self.ctx.pipeline.upstreams.event_for(event.token()).is_some() {
+                self.conn.mark_upstream_ready(event);
+                any = true;
+            }
+        }
+        any
     }
 
     /// What the client received since the last look.
@@ -141,16 +159,7 @@ impl Driver {
                 Instant::now() < give_up,
                 "waited {PATIENCE:?} for {what}; got {received:?}"
             );
-            self.poll
-                .poll(&mut self.events, Some(Duration::from_millis(20)))
-                .unwrap();
-            // Every socket polled here is an upstream one.
-            for event in self.events.iter() {
-                if self.ctx.pipeline.upstreams.event_for(event.token()).is_some() {
-                    self.conn
-                        .mark_upstream_ready(event.is_read_closed() || event.is_error());
-                }
-            }
+            self.pass_upstream_events(Duration::from_millis(20));
         }
     }
 

@@ -331,7 +331,7 @@ impl<'a> Worker<'a> {
                             continue;
                         };
                         if let Some(conn) = self.conns.get_mut(key) {
-                            conn.mark_upstream_ready(event.is_read_closed() || event.is_error());
+                            conn.mark_upstream_ready(event);
                             self.drive(key);
                         }
                     }

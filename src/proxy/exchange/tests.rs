@@ -148,6 +148,19 @@ impl Bench {
         Exchange::begin(&start, &mut self.env()).unwrap()
     }
 
+    /// One pump, with what the client sent so far.
+    fn pump(&mut self, exchange: &mut Exchange, sink: &mut Recorder) -> Step {
+        let _ = self.client_in.fill(&mut self.client, 1 << 16);
+        let mut env = Env {
+            upstreams: &mut self.upstreams,
+            registry: self.poll.registry(),
+            buffers: &mut self.buffers,
+            spill: Some(&self.spill),
+            now: self.now,
+        };
+        exchange.pump(&mut self.client_in, sink, &mut env)
+    }
+
     /// Pumps, passing upstream events on, until the exchange ends or `done` holds.
     fn pump_until(
         &mut self,
@@ -157,17 +170,7 @@ impl Bench {
     ) -> Step {
         let give_up = Instant::now() + Duration::from_secs(5);
         loop {
-            let _ = self.client_in.fill(&mut self.client, 1 << 16);
-            let step = {
-                let mut env = Env {
-                    upstreams: &mut self.upstreams,
-                    registry: self.poll.registry(),
-                    buffers: &mut self.buffers,
-                    spill: Some(&self.spill),
-                    now: self.now,
-                };
-                exchange.pump(&mut self.client_in, sink, &mut env)
-            };
+            let step = self.pump(exchange, sink);
             if matches!(step, Step::Done { .. } | Step::Failed { .. } | Step::Abort) || done(exchange, sink) {
                 return step;
             }
@@ -177,7 +180,7 @@ impl Bench {
                     .poll(&mut self.events, Some(Duration::from_millis(20)))
                     .unwrap();
                 for event in self.events.iter() {
-                    exchange.mark_readable(event.is_read_closed() || event.is_error());
+                    exchange.mark_upstream(event);
                 }
             }
         }
@@ -204,6 +207,21 @@ fn an_upstream_that_answers_early_leaves_the_request_unread() {
     assert_eq!(step, Step::Done { request_read: false });
     assert_eq!(sink.sent, Some((413, Length::Known(0))));
     assert!(sink.ended);
+}
+
+/// A connect to a local server completes at once, yet the request waits for the socket's
+/// first event (see the `Link::Connecting` arm of `pump`).
+#[test]
+fn a_fresh_connection_gets_its_request_on_its_first_event() {
+    let (upstream, addr) = listener();
+    let mut bench = Bench::new(&[addr], "");
+    let mut exchange = bench.begin(b"GET /f HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut sink = Recorder::default();
+    let mut conn = upstream.accept();
+    assert_eq!(bench.pump(&mut exchange, &mut sink), Step::Wait);
+    assert_eq!(exchange.sent, 0, "sent before the first event");
+    bench.pump_until(&mut exchange, &mut sink, |exchange, _| exchange.request_out());
+    assert!(conn.read_until("\r\n\r\n").starts_with("GET /f HTTP/1.1\r\n"));
 }
 
 #[test]
