@@ -106,12 +106,15 @@ impl Driver {
         self.drive()
     }
 
-    /// Drives the connection (as the worker does on an event), again while it asks to be,
-    /// and on the upstream events that are ready by then (as the worker's next turns would:
-    /// a fresh upstream connection gets its request on its first event).
+    /// Drives the connection as the worker does on an event (closing the upstream connections
+    /// it retired), again while it asks to be, and on the upstream events ready by then, as
+    /// the worker's next turns would (a fresh upstream connection gets its request on its
+    /// first event).
     pub fn drive(&mut self) -> Verdict {
         loop {
-            match self.conn.drive(&mut self.ctx) {
+            let verdict = self.conn.drive(&mut self.ctx);
+            self.ctx.pipeline.upstreams.close_retired();
+            match verdict {
                 Verdict::Again => continue,
                 Verdict::Close => return Verdict::Close,
                 Verdict::Wait if !self.pass_upstream_events(Duration::ZERO) => return Verdict::Wait,
