@@ -61,11 +61,10 @@ balance_run() {
 # The median p99 of target $1's runs whose split matches awk condition $2 (on the split's
 # largest part $3 and smallest $4 ... as fields of the split).
 summary() {
-    awk -F'\t' '
-        function med(list,   n, a, i, j, t) {
+    awk -F'\t' "$AWK_MEDIAN"'
+        function med(list,   n, a) {
             n = split(list, a, " ")
-            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-            return n ? sprintf("%s (%d runs)", a[int((n + 1) / 2)], n) : "-"
+            return n ? sprintf("%s (%d runs)", median(list), n) : "-"
         }
         {
             all[$1] = all[$1] " " $5; names[$1] = 1

@@ -54,6 +54,16 @@ cpu_delta() {
 # us_per N TICKS: CPU µs per unit from ticks and a count of units.
 us_per() { awk -v t="$2" -v hz="$CLK_TCK" -v n="$1" 'BEGIN { printf "%.3f\n", t * 1000000 / hz / n }'; }
 
+# An awk function for programs that summarise runs: median(list), the median of the
+# space-separated numbers in list (the lower middle of an even count), "-" for none.
+# shellcheck disable=SC2034  # read by the sourcing scripts
+AWK_MEDIAN='
+    function median(list,   n, a, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+        return n ? a[int((n + 1) / 2)] : "-"
+    }'
+
 # --- commands ---------------------------------------------------------------
 # A *_argv function puts a command into the array named by its first argument; cmd_text shows
 # it as one line for the log and the report (the port may be the word PORT there).

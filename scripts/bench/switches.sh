@@ -72,19 +72,14 @@ switches_run() {
 
 # Each target's median of every column over its runs.
 medians() {
-    awk -F'\t' '
-        function med(list,   n, a, i, j, t) {
-            n = split(list, a, " ")
-            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-            return a[int((n + 1) / 2)]
-        }
+    awk -F'\t' "$AWK_MEDIAN"'
         { names[$1] = 1; for (c = 3; c <= 8; c++) col[$1, c] = col[$1, c] " " $c }
         END {
             printf "| target | req/s | p50 ms | p99 ms | CPU µs/req | app blocks/req | proxy preemptions/req |\n"
             printf "|---|---:|---:|---:|---:|---:|---:|\n"
             for (t in names) {
                 printf "| %s", t
-                for (c = 3; c <= 8; c++) printf " | %s", med(col[t, c])
+                for (c = 3; c <= 8; c++) printf " | %s", median(col[t, c])
                 printf " |\n"
             }
         }' "$TMP/runs.tsv"

@@ -21,23 +21,6 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// Whether a connect that was started has come to something: `Ok(true)` once connected,
-    /// `Ok(false)` while pending, the error it failed with otherwise.
-    pub fn connected(&self) -> io::Result<bool> {
-        let (error, peer) = match self {
-            Stream::Tcp(stream) => (stream.take_error(), stream.peer_addr().map(drop)),
-            Stream::Unix(stream) => (stream.take_error(), stream.peer_addr().map(drop)),
-        };
-        if let Some(e) = error? {
-            return Err(e);
-        }
-        match peer {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     /// True unless the server closed (or sent something unasked on) an idle connection.
     pub fn still_open(&self) -> bool {
         sys::nothing_to_read(self.as_fd())

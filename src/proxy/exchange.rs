@@ -699,18 +699,13 @@ impl Exchange {
     /// with that error. Asking the socket instead (`SO_ERROR`, then `getpeername`) costs two
     /// system calls more per connection, for apps that take one connection per request.
     fn send_first(&mut self, env: &Env) -> Connect {
-        let stream = self.link.stream();
-        if self.sent == self.to_upstream.len() {
-            return connect_state(stream);
-        }
-        match Transport::write(stream, &self.to_upstream[self.sent..], false) {
+        match Transport::write(self.link.stream(), &self.to_upstream[self.sent..], false) {
             Ok(n) => {
                 self.sent += n;
                 self.since = env.now;
                 Connect::Done
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Connect::Pending,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => connect_state(stream),
             Err(e) => Connect::Failed(connect_error(&e)),
         }
     }
@@ -1260,14 +1255,6 @@ enum Connect {
 /// Whether the route answers this upstream error with its own page instead of relaying it.
 fn intercepted(head: &UpstreamHead, respond: &impl Respond) -> bool {
     head.status >= 400 && respond.intercepts(head.status)
-}
-
-fn connect_state(stream: &Stream) -> Connect {
-    match stream.connected() {
-        Ok(true) => Connect::Done,
-        Ok(false) => Connect::Pending,
-        Err(e) => Connect::Failed(connect_error(&e)),
-    }
 }
 
 /// Starts connecting to `addr` (a TCP connect completes later; a unix one at once, or fails
